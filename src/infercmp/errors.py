@@ -1,0 +1,35 @@
+"""The exception types the CLI turns into one clear line and an exit code."""
+
+from __future__ import annotations
+
+
+class InfercmpError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class RunFailed(InfercmpError):
+    """A run that started but could not finish: exit code 1."""
+
+    exit_code = 1
+
+
+class MissingDependency(InfercmpError):
+    """An optional module is not installed; the message names the extra that provides it."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import `module` or raise one line naming the extra to install.
+
+    Keeps the knowledge of which extra provides which module in one place.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"{purpose} needs the Python module '{module}', which is not installed "
+            f"({exc}); install it with: pip install 'infercmp[{extra}]'"
+        ) from exc

@@ -1,0 +1,172 @@
+"""Model plugins: the base class plugin authors derive from, and entry-point discovery."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from infercmp.config import DYNAMIC, ModelConfig, load_config
+from infercmp.errors import InfercmpError
+
+if TYPE_CHECKING:
+    import torch
+
+ENTRY_POINT_GROUP = "infercmp.models"
+EXAMPLE_SEED = 0
+
+
+class ModelPlugin:
+    """Base class of a model plugin, registered under the `infercmp.models` entry-point group.
+
+    Subclasses set `name` and implement `load_pytorch_module()`. Import torch and other heavy
+    modules inside methods, never at module level: `infercmp models` imports every plugin.
+    """
+
+    name: ClassVar[str]
+    config_file: ClassVar[str] = "config.yaml"
+
+    def load_config(self) -> ModelConfig:
+        """The model's config; by default `config_file` next to the module defining the class."""
+        return load_config(Path(inspect.getfile(type(self))).parent / self.config_file)
+
+    @functools.cached_property
+    def config(self) -> ModelConfig:
+        return self.load_config()
+
+    def load_example_inputs(self, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+        """One raw array per config input, of the given example shapes (seeded, repeatable)."""
+        rng = np.random.default_rng(EXAMPLE_SEED)
+        arrays = []
+        for spec, shape in zip(self.config.inputs, shapes, strict=True):
+            dtype = spec.dtype
+            if dtype.kind == "f":
+                arrays.append(rng.standard_normal(shape).astype(dtype))
+            elif dtype.kind == "b":
+                arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
+            else:
+                arrays.append(rng.integers(0, 10, size=shape).astype(dtype))
+        return arrays
+
+    def preprocess(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Turn raw example arrays into the tensors the model takes; unchanged by default."""
+        return list(inputs)
+
+    def load_pytorch_module(self) -> torch.nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} must implement load_pytorch_module()")
+
+
+def check_runtime_inputs(config: ModelConfig, arrays: Sequence[np.ndarray]) -> None:
+    """Check what `preprocess` returned against the config; name the input that is wrong."""
+    if len(arrays) != len(config.inputs):
+        raise InfercmpError(
+            f"model '{config.name}': preprocess() returned {len(arrays)} arrays but the config "
+            f"declares {len(config.inputs)} inputs ({', '.join(config.input_names)})"
+        )
+    for spec, array in zip(config.inputs, arrays):
+        where = f"model '{config.name}', input '{spec.name}'"
+        if not isinstance(array, np.ndarray):
+            raise InfercmpError(f"{where}: preprocess() returned {type(array).__name__}, "
+                                "expected a numpy array")
+        runtime = spec.shapes.runtime
+        if array.ndim != len(runtime):
+            raise InfercmpError(
+                f"{where}: preprocess() returned shape {tuple(array.shape)} (rank {array.ndim}) "
+                f"but the config's runtime shape {runtime} has rank {len(runtime)}"
+            )
+        for axis, (got, want) in enumerate(zip(array.shape, runtime)):
+            if want != DYNAMIC and got != want:
+                raise InfercmpError(
+                    f"{where}: dimension {axis} ({spec.shapes.dims_names[axis]}) is {got} "
+                    f"but the config fixes it at {want}"
+                )
+        if array.dtype != spec.dtype:
+            raise InfercmpError(
+                f"{where}: preprocess() returned dtype {array.dtype} but the config says "
+                f"{spec.dtype_str}"
+            )
+
+
+@dataclass
+class PluginEntry:
+    """One registered model: loaded on demand, or unavailable with the reason."""
+
+    name: str
+    package: str
+    target: str
+    entry_point: metadata.EntryPoint | None = None
+    error: str | None = None
+
+    @functools.cached_property
+    def plugin(self) -> ModelPlugin:
+        if self.entry_point is None:
+            raise InfercmpError(f"model '{self.name}' is unavailable: {self.error}")
+        cls = self.entry_point.load()
+        if not (inspect.isclass(cls) and issubclass(cls, ModelPlugin)):
+            raise TypeError(f"{self.target} is not a subclass of infercmp.ModelPlugin")
+        if getattr(cls, "name", None) != self.name:
+            raise TypeError(
+                f"{self.target} has name {getattr(cls, 'name', None)!r} but is registered as "
+                f"{self.name!r}"
+            )
+        instance = cls()
+        _ = instance.config  # a broken config makes the plugin unavailable, not the CLI
+        return instance
+
+    def load(self) -> ModelPlugin | None:
+        """The plugin, or None with `error` set when it cannot be imported or configured."""
+        if self.error is None:
+            try:
+                return self.plugin
+            except Exception as exc:  # a third-party plugin may raise anything on import
+                self.error = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+def _distribution_name(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else "<unknown package>"
+
+
+def discover() -> dict[str, PluginEntry]:
+    """Every model registered in the environment, by name; nothing is imported yet."""
+    entries: dict[str, PluginEntry] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        package = _distribution_name(ep)
+        if ep.name in entries:
+            first = entries[ep.name]
+            if first.package == package and first.target == ep.value:
+                continue  # the same distribution seen twice on sys.path
+            first.entry_point = None
+            first.error = (
+                f"model name '{ep.name}' is registered by two packages: '{first.package}' "
+                f"({first.target}) and '{package}' ({ep.value}); uninstall one of them"
+            )
+            continue
+        entries[ep.name] = PluginEntry(ep.name, package, ep.value, entry_point=ep)
+    return dict(sorted(entries.items()))
+
+
+def get_plugin(name: str) -> ModelPlugin:
+    """The plugin named `name`, or one clear error with the closest names."""
+    entries = discover()
+    entry = entries.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        known = ", ".join(entries) or "none"
+        raise InfercmpError(
+            f"unknown model '{name}'{hint} (installed models: {known}; see 'infercmp models')"
+        )
+    plugin = entry.load()
+    if plugin is None:
+        raise InfercmpError(f"model '{name}' from package '{entry.package}' is unavailable: "
+                            f"{entry.error}")
+    return plugin

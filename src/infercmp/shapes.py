@@ -1,0 +1,106 @@
+"""Parse `--shape` strings into one example shape per model input."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+from infercmp.config import ModelConfig
+from infercmp.errors import InfercmpError
+
+_FORMS = (
+    "use '224,224,3' for one input, '8,128;8,128' or 'input_ids=8,128;attention_mask=8,128' "
+    "for several, or the original \"[(224,224,3)]\" form"
+)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One `--shape`: the raw example shape of every input, in config order."""
+
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def label(self) -> str:
+        return "_".join("x".join(str(d) for d in shape) for shape in self.shapes)
+
+
+def _dims(text: str, spec: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.strip().strip("()[]").split(",") if p.strip()]
+    if not parts:
+        raise InfercmpError(f"--shape '{spec}': empty shape; {_FORMS}")
+    dims = []
+    for part in parts:
+        if not re.fullmatch(r"[+-]?\d+", part):
+            raise InfercmpError(f"--shape '{spec}': '{part}' is not an integer; {_FORMS}")
+        value = int(part)
+        if value <= 0:
+            raise InfercmpError(f"--shape '{spec}': dimension {value} must be positive")
+        dims.append(value)
+    return tuple(dims)
+
+
+def _literal(spec: str) -> list[tuple[int, ...]] | None:
+    """The research script's `[(224,224,3)]` form, read without eval."""
+    try:
+        value = ast.literal_eval(spec)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        value = [value]
+    if not (isinstance(value, list) and value and all(isinstance(v, tuple | list) for v in value)):
+        return None
+    return [_dims(",".join(str(d) for d in shape), spec) if all(
+        isinstance(d, int) and not isinstance(d, bool) for d in shape) else _dims("x", spec)
+        for shape in value]
+
+
+def parse_shape(spec: str, config: ModelConfig) -> Experiment:
+    """Parse one `--shape` value against `config`; the ranks must match the example shapes."""
+    spec = spec.strip()
+    if not spec:
+        raise InfercmpError(f"--shape is empty; {_FORMS}")
+    names = config.input_names
+    shapes: list[tuple[int, ...]] | None = None
+    if spec.startswith("["):
+        shapes = _literal(spec)
+        if shapes is None:
+            raise InfercmpError(f"--shape '{spec}' is not a list of integer tuples; {_FORMS}")
+    elif "=" in spec:
+        named: dict[str, tuple[int, ...]] = {}
+        for part in spec.split(";"):
+            name, sep, dims = part.partition("=")
+            name = name.strip()
+            if not sep or name not in names:
+                raise InfercmpError(
+                    f"--shape '{spec}': '{name}' is not an input of model '{config.name}' "
+                    f"(inputs: {', '.join(names)})"
+                )
+            if name in named:
+                raise InfercmpError(f"--shape '{spec}': input '{name}' is given twice")
+            named[name] = _dims(dims, spec)
+        missing = [n for n in names if n not in named]
+        if missing:
+            raise InfercmpError(f"--shape '{spec}': no shape for input(s) {', '.join(missing)}")
+        shapes = [named[n] for n in names]
+    else:
+        shapes = [_dims(part, spec) for part in spec.split(";")]
+    if len(shapes) != len(names):
+        raise InfercmpError(
+            f"--shape '{spec}' gives {len(shapes)} shape(s) but model '{config.name}' has "
+            f"{len(names)} input(s) ({', '.join(names)}); separate them with ';'"
+        )
+    for spec_in, shape in zip(config.inputs, shapes):
+        want = len(spec_in.shapes.example)
+        if len(shape) != want:
+            raise InfercmpError(
+                f"--shape '{spec}': input '{spec_in.name}' takes a rank-{want} example shape "
+                f"like {','.join(map(str, spec_in.shapes.example))}, got {len(shape)} dimensions"
+            )
+    return Experiment(tuple(shapes))
+
+
+def default_experiment(config: ModelConfig) -> Experiment:
+    """The config's own example shapes, used when no `--shape` is given."""
+    return Experiment(tuple(tuple(i.shapes.example) for i in config.inputs))
