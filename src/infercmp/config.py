@@ -184,7 +184,9 @@ def format_validation_error(error: ValidationError, source: str, data: Any) -> s
 def parse_config(data: Any, source: str = "<config>") -> ModelConfig:
     """Validate already-parsed YAML/JSON data, naming `source` in any error."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:

@@ -73,8 +73,9 @@ def check_runtime_inputs(config: ModelConfig, arrays: Sequence[np.ndarray]) -> N
     for spec, array in zip(config.inputs, arrays):
         where = f"model '{config.name}', input '{spec.name}'"
         if not isinstance(array, np.ndarray):
-            raise InfercmpError(f"{where}: preprocess() returned {type(array).__name__}, "
-                                "expected a numpy array")
+            raise InfercmpError(
+                f"{where}: preprocess() returned {type(array).__name__}, expected a numpy array"
+            )
         runtime = spec.shapes.runtime
         if array.ndim != len(runtime):
             raise InfercmpError(
@@ -167,6 +168,7 @@ def get_plugin(name: str) -> ModelPlugin:
         )
     plugin = entry.load()
     if plugin is None:
-        raise InfercmpError(f"model '{name}' from package '{entry.package}' is unavailable: "
-                            f"{entry.error}")
+        raise InfercmpError(
+            f"model '{name}' from package '{entry.package}' is unavailable: {entry.error}"
+        )
     return plugin

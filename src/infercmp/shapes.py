@@ -11,7 +11,7 @@ from infercmp.errors import InfercmpError
 
 _FORMS = (
     "use '224,224,3' for one input, '8,128;8,128' or 'input_ids=8,128;attention_mask=8,128' "
-    "for several, or the original \"[(224,224,3)]\" form"
+    'for several, or the original "[(224,224,3)]" form'
 )
 
 
@@ -51,9 +51,12 @@ def _literal(spec: str) -> list[tuple[int, ...]] | None:
         value = [value]
     if not (isinstance(value, list) and value and all(isinstance(v, tuple | list) for v in value)):
         return None
-    return [_dims(",".join(str(d) for d in shape), spec) if all(
-        isinstance(d, int) and not isinstance(d, bool) for d in shape) else _dims("x", spec)
-        for shape in value]
+    return [
+        _dims(",".join(str(d) for d in shape), spec)
+        if all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        else _dims("x", spec)
+        for shape in value
+    ]
 
 
 def parse_shape(spec: str, config: ModelConfig) -> Experiment:

@@ -52,6 +52,7 @@ def main() -> None:
         if state.debug:
             raise
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            err_console.print(f"[bold red]error:[/] {line}", highlight=False, markup=True,
-                              soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True
+            )
         sys.exit(exc.exit_code)

@@ -42,8 +42,12 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         if row["available"]:
             table.add_row(row["name"], row["package"], row["inputs"], row["outputs"])
         else:
-            table.add_row(row["name"], row["package"], f"[red]unavailable: {row['error']}[/]", "",
-                          )
+            table.add_row(
+                row["name"],
+                row["package"],
+                f"[red]unavailable: {row['error']}[/]",
+                "",
+            )
     console.print(table)
 
 

@@ -1,0 +1,85 @@
+"""The Engine protocol every inference runtime implements, and the registry of engines.
+
+A worker drives an engine through one lifecycle:
+
+    engine.load(spec)            # artifact for a device, precision and options
+    engine.prepare(inputs)       # allocate and bind buffers for these host arrays
+    loop:
+        engine.copy_in()         # host arrays -> engine-owned input buffers (H2D on CUDA)
+        engine.compute()         # run the model once on the bound buffers
+        outputs = engine.copy_out()   # engine buffers -> host numpy arrays (D2H on CUDA)
+        engine.synchronize()     # wait for all work queued on `engine.stream`
+    engine.release()
+
+The three phases are separate so the worker can time them with CUDA events on `stream`; the
+headline latency covers all three ("host array in to host array out"), the device-resident
+mode times `compute()` alone. On CPU `copy_in`/`copy_out` may be no-ops or conversions.
+An engine never imports another engine's runtime; the registry below imports lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+Device = Literal["cpu", "cuda"]
+Precision = Literal["fp32", "fp16", "bf16"]
+
+ENGINE_MODULES: dict[str, str] = {
+    "pytorch": "infercmp.engines.pytorch",
+    "onnxruntime": "infercmp.engines.onnxruntime",
+    "tensorrt": "infercmp.engines.tensorrt",
+}
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What an engine loads: the artifact for a device, precision and engine options."""
+
+    model: str
+    device: Device
+    precision: Precision
+    artifact: Path | None  # ONNX file, engine plan, or None for PyTorch (built from the plugin)
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    device_id: int = 0
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One inference runtime bound to one device; see the module docstring for the lifecycle."""
+
+    name: ClassVar[str]
+
+    @property
+    def stream(self) -> int | None:
+        """Handle of the CUDA stream the engine's work is queued on, or None on CPU."""
+        ...
+
+    def load(self, spec: EngineSpec) -> None: ...
+
+    def prepare(self, inputs: Sequence[np.ndarray]) -> None: ...
+
+    def copy_in(self) -> None: ...
+
+    def compute(self) -> None: ...
+
+    def copy_out(self) -> list[np.ndarray]: ...
+
+    def synchronize(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+def engine_class(name: str) -> type[Engine]:
+    """Import and return the engine class registered as `name` (raises ImportError if absent)."""
+    module = importlib.import_module(ENGINE_MODULES[name])
+    return module.ENGINE

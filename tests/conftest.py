@@ -1,0 +1,41 @@
+"""Shared fixtures and the markers that skip themselves when hardware or a module is absent."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+os.environ.setdefault("NO_COLOR", "1")
+os.environ.setdefault("COLUMNS", "200")
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _tensorrt_module() -> str | None:
+    for name in ("tensorrt", "tensorrt_rtx_bindings"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return None
+
+
+requires_cuda = pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU; none is visible")
+requires_tensorrt = pytest.mark.skipif(
+    _tensorrt_module() is None,
+    reason="needs the tensorrt or tensorrt_rtx_bindings module (pip install 'infercmp[tensorrt-rtx]')",
+)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A private artifact cache for one test."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("INFERCMP_CACHE_DIR", str(path))
+    return path
