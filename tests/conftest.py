@@ -8,7 +8,7 @@ import os
 import pytest
 
 os.environ.setdefault("NO_COLOR", "1")
-os.environ.setdefault("COLUMNS", "200")
+os.environ["COLUMNS"] = "200"  # a developer's terminal width must not change test output
 
 
 def _has_cuda() -> bool:

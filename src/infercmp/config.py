@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from infercmp.errors import InfercmpError
 
 DYNAMIC = -1
+
+# The dtypes every engine can feed (numpy has no bfloat16).
+DTYPES = (
+    "bool",
+    "uint8",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float16",
+    "float32",
+    "float64",
+)
+
+# Strict: a YAML `1.5`, `"3"` or `true` is a mistake in a shape, not something to coerce.
+Dim = Annotated[int, Strict()]
 
 
 class ConfigError(InfercmpError):
@@ -22,57 +46,70 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_dims(dims: list[int], what: str, allow_dynamic: bool) -> None:
+class FieldProblem(ValueError):
+    """A validator's complaint about one field below the model it validates.
+
+    Pydantic reports a model validator's error at the model's own location; `loc` (relative
+    to that model, in pydantic's form) lets the message point at the exact field.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], reason: str) -> None:
+        super().__init__(reason)
+        self.loc = loc
+
+
+def _check_dims(dims: list[int], loc: tuple[str, ...], allow_dynamic: bool) -> None:
     for i, d in enumerate(dims):
         if d == DYNAMIC and allow_dynamic:
             continue
         if d <= 0:
             allowed = "-1 (dynamic) or a positive size" if allow_dynamic else "a positive size"
-            raise ValueError(f"{what}[{i}] is {d}; each dimension must be {allowed}")
+            raise FieldProblem((*loc, i), f"is {d}; each dimension must be {allowed}")
 
 
 class OptimizationShapes(_Strict):
     """The TensorRT optimisation profile of one input: the smallest, typical and largest shapes."""
 
-    min: list[int]
-    opt: list[int]
-    max: list[int]
+    min: list[Dim]
+    opt: list[Dim]
+    max: list[Dim]
 
 
 class InputShapes(_Strict):
     dims_names: list[str]
-    example: list[int] = Field(description="shape of the raw example, before preprocessing")
-    runtime: list[int] = Field(description="shape the model sees; -1 marks a dynamic axis")
+    example: list[Dim] = Field(description="shape of the raw example, before preprocessing")
+    runtime: list[Dim] = Field(description="shape the model sees; -1 marks a dynamic axis")
     optimization: OptimizationShapes
 
     @model_validator(mode="after")
     def _consistent(self) -> InputShapes:
         rank = len(self.runtime)
         if len(self.dims_names) != rank:
-            raise ValueError(
-                f"dims_names has {len(self.dims_names)} names but runtime has rank {rank}"
+            raise FieldProblem(
+                ("dims_names",), f"has {len(self.dims_names)} names but runtime has rank {rank}"
             )
-        _check_dims(self.example, "example", allow_dynamic=False)
-        _check_dims(self.runtime, "runtime", allow_dynamic=True)
+        _check_dims(self.example, ("example",), allow_dynamic=False)
+        _check_dims(self.runtime, ("runtime",), allow_dynamic=True)
         profile = self.optimization
         for key in ("min", "opt", "max"):
             dims = getattr(profile, key)
             if len(dims) != rank:
-                raise ValueError(
-                    f"optimization.{key} has rank {len(dims)} but runtime has rank {rank}"
+                raise FieldProblem(
+                    ("optimization", key), f"has rank {len(dims)} but runtime has rank {rank}"
                 )
-            _check_dims(dims, f"optimization.{key}", allow_dynamic=False)
+            _check_dims(dims, ("optimization", key), allow_dynamic=False)
             for i, (d, r) in enumerate(zip(dims, self.runtime)):
                 if r != DYNAMIC and d != r:
-                    raise ValueError(
-                        f"optimization.{key}[{i}] is {d} but runtime[{i}] is static {r}; "
-                        "they must be equal"
+                    raise FieldProblem(
+                        ("optimization", key, i),
+                        f"is {d} but runtime[{i}] is static {r}; they must be equal",
                     )
         for i, (lo, mid, hi) in enumerate(zip(profile.min, profile.opt, profile.max)):
             if not lo <= mid <= hi:
-                raise ValueError(
-                    f"optimization needs min <= opt <= max, but dimension {i} "
-                    f"({self.dims_names[i]}) has min {lo}, opt {mid}, max {hi}"
+                raise FieldProblem(
+                    ("optimization",),
+                    f"needs min <= opt <= max, but dimension {i} ({self.dims_names[i]}) has "
+                    f"min {lo}, opt {mid}, max {hi}",
                 )
         return self
 
@@ -89,15 +126,8 @@ class InputSpec(_Strict):
     @field_validator("dtype_str")
     @classmethod
     def _known_dtype(cls, value: str) -> str:
-        try:
-            dtype = np.dtype(value)
-        except TypeError:
-            raise ValueError(
-                f"unknown dtype '{value}'; use a numpy dtype name such as float32, float16, "
-                "int64 or bool"
-            ) from None
-        if dtype.kind not in "biuf":
-            raise ValueError(f"dtype '{value}' is not a numeric or boolean tensor type")
+        if value not in DTYPES:
+            raise ValueError(f"unknown dtype {value!r}; use one of {', '.join(DTYPES)}")
         return value
 
     @property
@@ -106,17 +136,17 @@ class InputSpec(_Strict):
 
 
 class OutputShape(_Strict):
-    runtime: list[int]
+    runtime: list[Dim]
     dims_names: list[str]
 
     @model_validator(mode="after")
     def _consistent(self) -> OutputShape:
         if len(self.dims_names) != len(self.runtime):
-            raise ValueError(
-                f"dims_names has {len(self.dims_names)} names but runtime has rank "
-                f"{len(self.runtime)}"
+            raise FieldProblem(
+                ("dims_names",),
+                f"has {len(self.dims_names)} names but runtime has rank {len(self.runtime)}",
             )
-        _check_dims(self.runtime, "runtime", allow_dynamic=True)
+        _check_dims(self.runtime, ("runtime",), allow_dynamic=True)
         return self
 
 
@@ -132,14 +162,17 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelConfig:
-        seen: set[str] = set()
-        for tensor in [*self.inputs, *self.outputs]:
+        seen: dict[str, str] = {}
+        tensors = [("inputs", i, t) for i, t in enumerate(self.inputs)]
+        tensors += [("outputs", i, t) for i, t in enumerate(self.outputs)]
+        for group, index, tensor in tensors:
             if tensor.name in seen:
-                raise ValueError(
-                    f"tensor name '{tensor.name}' is used more than once; names must be unique "
-                    "across inputs and outputs"
+                raise FieldProblem(
+                    (group, index, "name"),
+                    f"{tensor.name!r} is already the name of {seen[tensor.name]}; names must "
+                    "be unique across inputs and outputs",
                 )
-            seen.add(tensor.name)
+            seen[tensor.name] = f"{group}[{index}]"
         return self
 
     @property
@@ -152,18 +185,18 @@ class ModelConfig(_Strict):
 
 
 def _field_path(loc: tuple[Any, ...], data: Any) -> str:
-    """Render a pydantic location as `inputs[0](image).shapes.runtime`."""
+    """Render a pydantic location as `inputs[0] ('image').shapes.runtime`.
+
+    A list item that has a `name` shows it, so the reader need not count entries.
+    """
     parts: list[str] = []
     node = data
     for item in loc:
-        if isinstance(item, int):
+        if isinstance(item, int) and isinstance(node, list):
             label = f"[{item}]"
-            try:
-                node = node[item]
-                if isinstance(node, dict) and isinstance(node.get("name"), str):
-                    label += f" ({node['name']!r})"
-            except (IndexError, KeyError, TypeError):
-                node = None
+            node = node[item] if 0 <= item < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                label += f" ({node['name']!r})"
             parts.append(label)
         else:
             parts.append(("." if parts else "") + str(item))
@@ -171,13 +204,27 @@ def _field_path(loc: tuple[Any, ...], data: Any) -> str:
     return "".join(parts) or "(top level)"
 
 
+# Messages in the words of the schema where pydantic's generic ones would puzzle a model author.
+_SCHEMA_MESSAGES = {
+    ("inputs", "too_short"): "a model needs at least one input",
+    ("outputs", "too_short"): "a model needs at least one output",
+}
+
+
 def format_validation_error(error: ValidationError, source: str, data: Any) -> str:
+    """One line per problem: `source: field.path: reason`."""
     lines = []
     for err in error.errors():
+        loc = tuple(err["loc"])
         message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        problem = err.get("ctx", {}).get("error")
+        if isinstance(problem, FieldProblem):
+            loc += problem.loc
+        elif err["type"] == "extra_forbidden":
             message = "unknown field (check its spelling against the schema in docs/plugins.md)"
-        lines.append(f"{source}: {_field_path(err['loc'], data)}: {message}")
+        elif err["loc"] and (str(err["loc"][-1]), err["type"]) in _SCHEMA_MESSAGES:
+            message = _SCHEMA_MESSAGES[str(err["loc"][-1]), err["type"]]
+        lines.append(f"{source}: {_field_path(loc, data)}: {message}")
     return "\n".join(lines)
 
 
@@ -193,6 +240,21 @@ def parse_config(data: Any, source: str = "<config>") -> ModelConfig:
         raise ConfigError(format_validation_error(exc, source, data)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> ModelConfig:
     """Read and validate one YAML model config file."""
     path = Path(path)
@@ -203,11 +265,11 @@ def load_config(path: str | Path) -> ModelConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise ConfigError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {exc}") from None
+        raise ConfigError(f"{path}: YAML error: {' '.join(str(exc).split())}") from None
     return parse_config(data, str(path))

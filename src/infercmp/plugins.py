@@ -1,26 +1,31 @@
-"""Model plugins: the base class plugin authors derive from, and entry-point discovery."""
+"""Model plugins: the base class plugin authors derive from, and entry-point discovery.
+
+`import infercmp` imports this module, so it imports nothing heavy at module level: numpy,
+pydantic and the config schema load on first use, keeping `infercmp --help` fast.
+"""
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-
-from infercmp.config import DYNAMIC, ModelConfig, load_config
 from infercmp.errors import InfercmpError
 
 if TYPE_CHECKING:
+    from importlib import metadata
+
+    import numpy as np
     import torch
+
+    from infercmp.config import ModelConfig
 
 ENTRY_POINT_GROUP = "infercmp.models"
 EXAMPLE_SEED = 0
+DYNAMIC = -1  # the same marker as infercmp.config.DYNAMIC, without importing the schema
 
 
 class ModelPlugin:
@@ -35,6 +40,8 @@ class ModelPlugin:
 
     def load_config(self) -> ModelConfig:
         """The model's config; by default `config_file` next to the module defining the class."""
+        from infercmp.config import load_config
+
         return load_config(Path(inspect.getfile(type(self))).parent / self.config_file)
 
     @functools.cached_property
@@ -43,9 +50,17 @@ class ModelPlugin:
 
     def load_example_inputs(self, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
         """One raw array per config input, of the given example shapes (seeded, repeatable)."""
+        import numpy as np
+
+        inputs = self.config.inputs
+        if len(shapes) != len(inputs):
+            raise InfercmpError(
+                f"model '{self.config.name}': got {len(shapes)} example shape(s) for "
+                f"{len(inputs)} input(s) ({', '.join(self.config.input_names)})"
+            )
         rng = np.random.default_rng(EXAMPLE_SEED)
         arrays = []
-        for spec, shape in zip(self.config.inputs, shapes, strict=True):
+        for spec, shape in zip(inputs, shapes):
             dtype = spec.dtype
             if dtype.kind == "f":
                 arrays.append(rng.standard_normal(shape).astype(dtype))
@@ -65,6 +80,8 @@ class ModelPlugin:
 
 def check_runtime_inputs(config: ModelConfig, arrays: Sequence[np.ndarray]) -> None:
     """Check what `preprocess` returned against the config; name the input that is wrong."""
+    import numpy as np
+
     if len(arrays) != len(config.inputs):
         raise InfercmpError(
             f"model '{config.name}': preprocess() returned {len(arrays)} arrays but the config "
@@ -138,6 +155,8 @@ def _distribution_name(ep: metadata.EntryPoint) -> str:
 
 def discover() -> dict[str, PluginEntry]:
     """Every model registered in the environment, by name; nothing is imported yet."""
+    from importlib import metadata
+
     entries: dict[str, PluginEntry] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         package = _distribution_name(ep)
@@ -157,6 +176,8 @@ def discover() -> dict[str, PluginEntry]:
 
 def get_plugin(name: str) -> ModelPlugin:
     """The plugin named `name`, or one clear error with the closest names."""
+    import difflib
+
     entries = discover()
     entry = entries.get(name)
     if entry is None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from infercmp.config import ModelConfig
 from infercmp.errors import InfercmpError
+
+if TYPE_CHECKING:
+    from infercmp.config import ModelConfig
 
 _FORMS = (
     "use '224,224,3' for one input, '8,128;8,128' or 'input_ids=8,128;attention_mask=8,128' "
@@ -42,21 +45,22 @@ def _dims(text: str, spec: str) -> tuple[int, ...]:
 
 
 def _literal(spec: str) -> list[tuple[int, ...]] | None:
-    """The research script's `[(224,224,3)]` form, read without eval."""
+    """The research script's `[(224,224,3)]` form (or one bare `[224,224,3]`), read without eval."""
     try:
         value = ast.literal_eval(spec)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
-    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(d, int) for d in value):
         value = [value]
-    if not (isinstance(value, list) and value and all(isinstance(v, tuple | list) for v in value)):
-        return None
-    return [
-        _dims(",".join(str(d) for d in shape), spec)
-        if all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-        else _dims("x", spec)
-        for shape in value
-    ]
+    shapes = []
+    for shape in value:
+        # bool is an int subclass, but `True` is no dimension
+        if not isinstance(shape, tuple | list) or any(type(d) is not int for d in shape):
+            return None
+        shapes.append(_dims(",".join(map(str, shape)), spec))
+    return shapes
 
 
 def parse_shape(spec: str, config: ModelConfig) -> Experiment:
@@ -75,7 +79,12 @@ def parse_shape(spec: str, config: ModelConfig) -> Experiment:
         for part in spec.split(";"):
             name, sep, dims = part.partition("=")
             name = name.strip()
-            if not sep or name not in names:
+            if not sep:
+                raise InfercmpError(
+                    f"--shape '{spec}': '{part.strip()}' has no input name; when one shape is "
+                    "named, name them all: 'name=dims;name=dims'"
+                )
+            if name not in names:
                 raise InfercmpError(
                     f"--shape '{spec}': '{name}' is not an input of model '{config.name}' "
                     f"(inputs: {', '.join(names)})"

@@ -9,14 +9,43 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from infercmp import __version__
 from infercmp.cli import bench, export, models, report
 from infercmp.cli.common import err_console, state
 from infercmp.errors import InfercmpError
 
+
+def report_error(exc: InfercmpError) -> None:
+    """Print a user error as `error: ...` lines on stderr, without a traceback."""
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        err_console.print(
+            f"[bold red]error:[/] {escape(line)}", highlight=False, markup=True, soft_wrap=True
+        )
+
+
+class _InfercmpGroup(TyperGroup):
+    """Turns an InfercmpError into one clear line and its exit code, unless --debug.
+
+    Handling it here rather than only in `main()` gives `typer.testing.CliRunner` the same
+    behaviour as the console script.
+    """
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except InfercmpError as exc:
+            if state.debug:
+                raise
+            report_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
     name="infercmp",
+    cls=_InfercmpGroup,
     help="Compare a PyTorch model under PyTorch, ONNX Runtime and TensorRT, on CPU and CUDA.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -48,11 +77,8 @@ for module in (models, export, bench, report):
 def main() -> None:
     try:
         app()
-    except InfercmpError as exc:
+    except InfercmpError as exc:  # raised outside a command, e.g. while parsing an option
         if state.debug:
             raise
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            err_console.print(
-                f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True
-            )
+        report_error(exc)
         sys.exit(exc.exit_code)

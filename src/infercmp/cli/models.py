@@ -4,50 +4,64 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from infercmp.cli.common import console
-from infercmp.config import ConfigError, ModelConfig, load_config
 from infercmp.errors import InfercmpError
-from infercmp.plugins import discover, get_plugin
+
+if TYPE_CHECKING:
+    from infercmp.config import ModelConfig
+
+# The schema (pydantic, numpy, yaml) loads inside the commands, not when the CLI starts.
 
 
-def _tensor_summary(config: ModelConfig) -> tuple[str, str]:
+def _tensor_summary(config: ModelConfig) -> tuple[list[str], list[str]]:
+    """`name:dtype[1,3,?,?]` per input and `name[1,1000]` per output; `?` is a dynamic axis."""
+
     def shape(dims: list[int]) -> str:
         return "[" + ",".join("?" if d == -1 else str(d) for d in dims) + "]"
 
-    inputs = ", ".join(f"{i.name}:{i.dtype_str}{shape(i.shapes.runtime)}" for i in config.inputs)
-    outputs = ", ".join(f"{o.name}{shape(o.shape.runtime)}" for o in config.outputs)
+    inputs = [f"{i.name}:{i.dtype_str}{shape(i.shapes.runtime)}" for i in config.inputs]
+    outputs = [f"{o.name}{shape(o.shape.runtime)}" for o in config.outputs]
     return inputs, outputs
 
 
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the model plugins found through the `infercmp.models` entry points."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from infercmp.plugins import discover
+
     rows = []
+    tensors = {}
     for entry in discover().values():
         plugin = entry.load()
         row = {"name": entry.name, "package": entry.package, "available": plugin is not None}
         if plugin is not None:
-            row["inputs"], row["outputs"] = _tensor_summary(plugin.config)
+            tensors[entry.name] = _tensor_summary(plugin.config)
+            row["inputs"], row["outputs"] = (", ".join(t) for t in tensors[entry.name])
         else:
             row["error"] = entry.error
         rows.append(row)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("model", "package", "inputs", "outputs")
+    table = Table()
+    table.add_column("model", no_wrap=True)
+    table.add_column("package", no_wrap=True)
+    table.add_column("inputs", overflow="fold")  # a cut-off shape or error helps nobody
+    table.add_column("outputs", overflow="fold")
     for row in rows:
+        # Plugin-supplied text may hold '[...]', which rich would read as markup.
+        cells = [escape(row["name"]), escape(row["package"])]
         if row["available"]:
-            table.add_row(row["name"], row["package"], row["inputs"], row["outputs"])
+            cells += ["\n".join(escape(t) for t in tensors[row["name"]][i]) for i in (0, 1)]
         else:
-            table.add_row(
-                row["name"],
-                row["package"],
-                f"[red]unavailable: {row['error']}[/]",
-                "",
-            )
+            cells += [f"[red]unavailable: {escape(str(row['error']))}[/]", ""]
+        table.add_row(*cells)
     console.print(table)
 
 
@@ -56,21 +70,29 @@ config_app = typer.Typer(help="Show or validate model configs.", no_args_is_help
 
 @config_app.command("show")
 def show(model: str = typer.Argument(..., help="A model name from 'infercmp models'.")) -> None:
-    """Print a model's validated config as YAML."""
+    """Print a model's validated config as YAML (valid input to 'infercmp config validate')."""
     import yaml
 
+    from infercmp.plugins import get_plugin
+
     config = get_plugin(model).config
-    typer.echo(yaml.safe_dump(config.model_dump(), sort_keys=False), nl=False)
+    # Flow style for the innermost lists keeps each shape on one line: [1, 3, -1, -1].
+    text = yaml.safe_dump(config.model_dump(), sort_keys=False, default_flow_style=None)
+    typer.echo(text, nl=False)
 
 
 @config_app.command("validate")
 def validate(files: list[Path] = typer.Argument(..., help="YAML model config files.")) -> None:
     """Validate model config files; every problem is printed with its file and field."""
+    from rich.markup import escape
+
+    from infercmp.config import ConfigError, load_config
+
     problems = []
     for path in files:
         try:
             load_config(path)
-            console.print(f"[green]ok[/] {path}")
+            console.print(f"[green]ok[/] {escape(str(path))}")
         except ConfigError as exc:
             problems.append(str(exc))
     if problems:
