@@ -1,0 +1,233 @@
+"""Run-to-run comparison: change of each combination's median with a bootstrap CI, for CI gates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from infercmp.report.load import Combination, RunView, format_options
+
+METHOD = (
+    "percentile bootstrap of the ratio of medians (new / base): {resamples} resamples of each "
+    "run's raw per-iteration wall-clock latencies, drawn independently, seed {seed}, 95% interval"
+)
+DEFAULT_RESAMPLES = 2000
+DEFAULT_SEED = 0
+DEFAULT_NOISE_FLOOR = 0.01  # changes under 1% are timer and scheduler noise on any machine
+# Bound on resamples x samples held in memory at once by the vectorised bootstrap.
+_CHUNK_ELEMENTS = 8_000_000
+
+
+def _key(combo: Combination, with_options: bool = True) -> tuple:
+    key: tuple = (combo.engine, combo.device, combo.precision, combo.shape_label)
+    if with_options:
+        key += (json.dumps(combo.options, sort_keys=True, default=str),)
+    return key
+
+
+@dataclass
+class Comparison:
+    """The verdict on one combination present in both runs."""
+
+    engine: str
+    device: str
+    precision: str
+    shape: str
+    options: str
+    base_p50_ms: float | None
+    new_p50_ms: float | None
+    change: float | None  # relative change of the median: +0.20 is 20% slower
+    ci_low: float | None
+    ci_high: float | None
+    verdict: str  # improvement | regression | no significant change | not compared
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.device} {self.precision} {self.shape}"
+
+
+@dataclass
+class CompareReport:
+    base: str
+    new: str
+    method: str
+    threshold: float
+    noise_floor: float
+    comparisons: list[Comparison]
+    only_in_base: list[str]
+    only_in_new: list[str]
+
+    @property
+    def failing(self) -> list[Comparison]:
+        """Regressions whose median grew by more than the threshold: these fail a CI job."""
+        return [
+            c
+            for c in self.comparisons
+            if c.verdict == "regression" and c.change is not None and c.change > self.threshold
+        ]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failing else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["failing"] = [c.label for c in self.failing]
+        out["exit_code"] = self.exit_code
+        return out
+
+
+def bootstrap_median_ratio(
+    base: np.ndarray,
+    new: np.ndarray,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """median(new)/median(base) and its percentile-bootstrap CI, resampling each run independently.
+
+    Vectorised: each chunk draws a (resamples x n) index matrix, bounded in memory.
+    """
+    base = np.asarray(base, dtype=np.float64)
+    new = np.asarray(new, dtype=np.float64)
+    if base.size == 0 or new.size == 0:
+        raise ValueError("both runs need latency samples")
+    rng = np.random.default_rng(seed)
+    ratio = float(np.median(new) / np.median(base))
+    ratios = _bootstrap_medians(new, resamples, rng) / _bootstrap_medians(base, resamples, rng)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return ratio, float(low), float(high)
+
+
+def _bootstrap_medians(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    n = values.size
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    out = np.empty(resamples, dtype=np.float64)
+    for start in range(0, resamples, rows):
+        stop = min(resamples, start + rows)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        out[start:stop] = np.median(values[idx], axis=1)
+    return out
+
+
+def classify(low: float, high: float, change: float, noise_floor: float) -> str:
+    """Significant only when the CI of the ratio excludes 1 and the change beats the noise floor."""
+    if abs(change) <= noise_floor or low <= 1.0 <= high:
+        return "no significant change"
+    return "regression" if change > 0 else "improvement"
+
+
+def _match(base: RunView, new: RunView) -> tuple[list[tuple], list[str], list[str]]:
+    """Pairs combos on engine/device/precision/shape/options.
+
+    When options differ (say, a thread count changed between runs) but the rest identifies
+    exactly one combination on each side, the pair is still compared and the option change noted.
+    """
+    base_by = {_key(c): c for c in base.combinations}
+    new_by = {_key(c): c for c in new.combinations}
+    pairs = [(base_by[k], new_by[k], "") for k in base_by if k in new_by]
+    rest_base = [c for k, c in base_by.items() if k not in new_by]
+    rest_new = [c for k, c in new_by.items() if k not in base_by]
+    loose_base: dict[tuple, list[Combination]] = {}
+    loose_new: dict[tuple, list[Combination]] = {}
+    for c in rest_base:
+        loose_base.setdefault(_key(c, False), []).append(c)
+    for c in rest_new:
+        loose_new.setdefault(_key(c, False), []).append(c)
+    matched: set[int] = set()
+    for key, olds in loose_base.items():
+        news = loose_new.get(key, [])
+        if len(olds) == 1 and len(news) == 1:
+            b, n = olds[0], news[0]
+            pairs.append((b, n, _option_change(b.options, n.options)))
+            matched.update({id(b), id(n)})
+    only_base = [_describe(c) for c in rest_base if id(c) not in matched]
+    only_new = [_describe(c) for c in rest_new if id(c) not in matched]
+    return pairs, only_base, only_new
+
+
+def _option_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    changes = [
+        f"{k} {old.get(k, 'unset')} → {new.get(k, 'unset')}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+    return "options changed: " + ", ".join(changes)
+
+
+def _describe(c: Combination) -> str:
+    return f"{c.engine} {c.device} {c.precision} {c.shape_label} ({c.options_text})"
+
+
+def compare_runs(
+    base: RunView,
+    new: RunView,
+    threshold: float = 0.05,
+    noise_floor: float = DEFAULT_NOISE_FLOOR,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> CompareReport:
+    pairs, only_base, only_new = _match(base, new)
+    comparisons = []
+    for b, n, note in sorted(pairs, key=lambda p: _key(p[0], False)):
+        row = dict(
+            engine=b.engine,
+            device=b.device,
+            precision=b.precision,
+            shape=b.shape_label,
+            options=format_options(n.options),
+            base_p50_ms=(b.latency or {}).get("p50_ms"),
+            new_p50_ms=(n.latency or {}).get("p50_ms"),
+        )
+        problem = _not_comparable(b, "base") or _not_comparable(n, "new")
+        if problem:
+            comparisons.append(
+                Comparison(
+                    **row,
+                    change=None,
+                    ci_low=None,
+                    ci_high=None,
+                    verdict="not compared",
+                    note="; ".join(x for x in (problem, note) if x),
+                )
+            )
+            continue
+        ratio, low, high = bootstrap_median_ratio(b.wall_ns, n.wall_ns, resamples, seed)
+        row["base_p50_ms"] = float(np.median(b.wall_ns)) / 1e6
+        row["new_p50_ms"] = float(np.median(n.wall_ns)) / 1e6
+        change = ratio - 1
+        comparisons.append(
+            Comparison(
+                **row,
+                change=change,
+                ci_low=low - 1,
+                ci_high=high - 1,
+                verdict=classify(low, high, change, noise_floor),
+                note=note,
+            )
+        )
+    return CompareReport(
+        base=str(base.path),
+        new=str(new.path),
+        method=METHOD.format(resamples=resamples, seed=seed),
+        threshold=threshold,
+        noise_floor=noise_floor,
+        comparisons=comparisons,
+        only_in_base=only_base,
+        only_in_new=only_new,
+    )
+
+
+def _not_comparable(combo: Combination, side: str) -> str:
+    if combo.status != "ok":
+        return f"{side} run: {combo.status}" + (
+            f" ({combo.result.error})" if combo.result.error else ""
+        )
+    if combo.wall_ns.size < 2:
+        return f"{side} run has no raw latency samples"
+    return ""

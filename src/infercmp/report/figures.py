@@ -1,0 +1,565 @@
+"""Plotly figure specs (plain dicts, no plotly import) for the HTML report.
+
+Every string that may come from a plugin or a run (model, engine option, error text) is
+HTML-escaped here before it reaches a figure, because plotly.js renders a subset of HTML in
+labels; entities are decoded for display, so escaped names still read as typed.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+
+from infercmp.report.load import Combination
+from infercmp.stats import outlier_mask
+
+MAX_DIST_POINTS = 3000  # per combination, drawn; statistics always use every sample
+MAX_LINE_POINTS = 1500  # per time series trace, drawn (min/max per bucket keeps spikes)
+OUTLIER_K = 3.0
+
+ENGINE_COLORS = {
+    "pytorch": ["#e8590c", "#c2410c", "#fb923c", "#9a3412"],
+    "onnxruntime": ["#1d6fd8", "#1e40af", "#60a5fa", "#172554"],
+    "tensorrt": ["#5e9e00", "#3f6212", "#a3d44a", "#1a2e05"],
+}
+OTHER_COLORS = ["#7c3aed", "#db2777", "#0891b2", "#a16207", "#475569", "#be123c"]
+PHASE_COLORS = {
+    "load": "rgba(100,116,139,0.16)",
+    "warmup": "rgba(245,158,11,0.20)",
+    "measure": "rgba(16,185,129,0.13)",
+    "parity": "rgba(59,130,246,0.14)",
+}
+PHASE_NAMES = {"load": "load", "warmup": "warm-up", "measure": "measure", "parity": "parity"}
+
+_OUTLIER_MARKER = {
+    "color": "#dc2626",
+    "size": 7,
+    "symbol": "x-thin",
+    "line": {"width": 1.6, "color": "#dc2626"},
+}
+
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def combo_colors(combos: list[Combination]) -> dict[int, str]:
+    """One colour per combination; an engine keeps its family of hues across all charts."""
+    used: dict[str, int] = {}
+    colors: dict[int, str] = {}
+    other = 0
+    seen: dict[tuple, str] = {}
+    for combo in combos:
+        key = (combo.run.path, combo.engine, combo.device, combo.precision, combo.options_text)
+        if key in seen:
+            colors[id(combo)] = seen[key]
+            continue
+        family = ENGINE_COLORS.get(combo.engine)
+        if family:
+            i = used.get(combo.engine, 0)
+            used[combo.engine] = i + 1
+            color = family[i % len(family)]
+        else:
+            color = OTHER_COLORS[other % len(OTHER_COLORS)]
+            other += 1
+        seen[key] = color
+        colors[id(combo)] = color
+    return colors
+
+
+def tick_label(combo: Combination) -> str:
+    """Multi-line category label: engine, then device/precision, then options and machine."""
+    lines = [f"<b>{esc(combo.engine)}</b>", f"{esc(combo.device)} · {esc(combo.precision)}"]
+    run = combo.run
+    extra = {k: v for k, v in combo.options.items() if k in run.distinguishing_options}
+    if extra:
+        lines.append(esc(", ".join(f"{k}={v}" for k, v in sorted(extra.items()))))
+    if run.show_run_in_labels:
+        lines.append(esc(run.label))
+    return "<br>".join(lines)
+
+
+def trace_name(combo: Combination) -> str:
+    return esc(combo.label)
+
+
+def base_layout(title: str, y_title: str, x_title: str = "", height: int = 380) -> dict:
+    return {
+        "title": {"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
+        "height": height,
+        "margin": {"l": 64, "r": 16, "t": 48, "b": 56},
+        "font": {"family": FONT, "size": 12, "color": "#1f2937"},
+        "paper_bgcolor": "#ffffff",
+        "plot_bgcolor": "#fbfcfd",
+        "xaxis": {
+            "title": {"text": x_title},
+            "gridcolor": "#e5e7eb",
+            "zeroline": False,
+            "automargin": True,
+        },
+        "yaxis": {
+            "title": {"text": y_title},
+            "gridcolor": "#e5e7eb",
+            "zeroline": False,
+            "automargin": True,
+            "rangemode": "tozero",
+        },
+        "legend": {"orientation": "h", "y": -0.22, "x": 0, "font": {"size": 11}},
+        "hoverlabel": {"font": {"family": FONT}},
+    }
+
+
+def top_legend() -> dict:
+    """Legend under the title, where it cannot collide with multi-line tick labels."""
+    return {
+        "orientation": "h",
+        "x": 0,
+        "xanchor": "left",
+        "y": 1.0,
+        "yanchor": "bottom",
+        "font": {"size": 11},
+        "bgcolor": "rgba(255,255,255,0)",
+    }
+
+
+def log_toggle() -> list[dict]:
+    """A linear/log switch for latency axes: a GPU and a CPU engine can differ 100-fold."""
+    return [
+        {
+            "type": "buttons",
+            "direction": "right",
+            "x": 1,
+            "xanchor": "right",
+            "y": 1.01,
+            "yanchor": "bottom",
+            "showactive": True,
+            "pad": {"r": 0, "t": 0},
+            "font": {"size": 11},
+            "buttons": [
+                {"label": "linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
+                {"label": "log", "method": "relayout", "args": [{"yaxis.type": "log"}]},
+            ],
+        }
+    ]
+
+
+def _round(values: np.ndarray, digits: int = 4) -> list[float]:
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+def distribution_figure(combos: list[Combination], colors: dict[int, str]) -> dict:
+    """Box per combination from all samples, every (or a random subset of) iteration drawn as a
+    point, and flagged outliers as their own legend entry so they can be hidden, never dropped."""
+    data: list[dict] = []
+    rng = np.random.default_rng(0)
+    categories = _unique_categories(combos)
+    for combo, category in zip(combos, categories):
+        ms = combo.wall_ns.astype(np.float64) / 1e6
+        if ms.size == 0:
+            continue
+        color = colors[id(combo)]
+        flags = outlier_mask(ms, OUTLIER_K)
+        iterations = np.arange(ms.size)
+        q1, med, q3 = np.percentile(ms, [25, 50, 75])
+        iqr = q3 - q1
+        within = ms[(ms >= q1 - 1.5 * iqr) & (ms <= q3 + 1.5 * iqr)]
+        data.append(
+            {
+                "type": "box",
+                "name": trace_name(combo),
+                "x": [category],
+                "q1": [round(q1, 4)],
+                "median": [round(med, 4)],
+                "q3": [round(q3, 4)],
+                "lowerfence": [round(float(within.min()), 4)],
+                "upperfence": [round(float(within.max()), 4)],
+                "mean": [round(float(ms.mean()), 4)],
+                "boxpoints": False,
+                "line": {"color": color, "width": 1.6},
+                "fillcolor": _alpha(color, 0.12),
+                "showlegend": False,
+                "hoverinfo": "y",
+                "width": 0.55,
+            }
+        )
+        inliers = np.flatnonzero(~flags)
+        if inliers.size > MAX_DIST_POINTS:
+            inliers = np.sort(rng.choice(inliers, MAX_DIST_POINTS, replace=False))
+        data.append(
+            {
+                "type": "box",
+                "name": "iterations",
+                "legendgroup": "iterations",
+                "showlegend": False,
+                "x": [category] * inliers.size,
+                "y": _round(ms[inliers]),
+                "customdata": iterations[inliers].tolist(),
+                "boxpoints": "all",
+                "jitter": 0.7,
+                "pointpos": 0,
+                "fillcolor": "rgba(0,0,0,0)",
+                "line": {"color": "rgba(0,0,0,0)", "width": 0},
+                "marker": {"color": color, "size": 3.5, "opacity": 0.45},
+                "hoveron": "points",
+                "hovertemplate": "iteration %{customdata}<br>%{y:.3f} ms<extra>"
+                + trace_name(combo)
+                + "</extra>",
+                "width": 0.55,
+            }
+        )
+        outliers = np.flatnonzero(flags)
+        data.append(
+            {
+                "type": "box",
+                "name": f"outliers (beyond {OUTLIER_K:g}×IQR)",
+                "legendgroup": "outliers",
+                "meta": "outliers",
+                "showlegend": False,
+                "x": [category] * outliers.size,
+                "y": _round(ms[outliers]),
+                "customdata": iterations[outliers].tolist(),
+                "boxpoints": "all",
+                "jitter": 0.7,
+                "pointpos": 0,
+                "fillcolor": "rgba(0,0,0,0)",
+                "line": {"color": "rgba(0,0,0,0)", "width": 0},
+                "marker": _OUTLIER_MARKER,
+                "hoveron": "points",
+                "hovertemplate": "outlier, iteration %{customdata}<br>%{y:.3f} ms<extra>"
+                + trace_name(combo)
+                + "</extra>",
+                "width": 0.55,
+            }
+        )
+    _legend_once(data, "iterations")
+    _legend_once(data, "outliers")
+    layout = base_layout("Latency distribution", "latency per iteration (ms)", height=420)
+    layout["boxmode"] = "overlay"
+    layout["updatemenus"] = log_toggle()
+    layout["xaxis"].update(type="category", tickangle=0, tickfont={"size": 11})
+    layout["legend"] = top_legend()
+    medians = [float(np.median(c.wall_ns)) for c in combos if c.wall_ns.size]
+    if medians and max(medians) > 20 * min(medians):
+        # A GPU engine next to a CPU one would be a flat line at zero on a linear axis.
+        layout["yaxis"].update(type="log", rangemode="normal")
+    return {"data": data, "layout": layout}
+
+
+def iterations_figure(combos: list[Combination], colors: dict[int, str]) -> dict:
+    """One small chart per combination (each its own x range: a GPU engine runs many more
+    iterations than a CPU one in the same time), outliers marked, to show drift and throttling."""
+    measured = [c for c in combos if c.wall_ns.size]
+    columns = 1 if len(measured) == 1 else 2
+    rows = -(-len(measured) // columns)
+    row_height, gap = 130, 44
+    height = 70 + rows * (row_height + gap)
+    data: list[dict] = []
+    layout = base_layout("Latency over iterations", "", height=height)
+    layout["margin"].update(t=64, b=30)
+    plot_height = height - 64 - 30
+    # In the title's row, right-aligned, clear of the first charts' captions.
+    layout["legend"] = dict(top_legend(), x=1, xanchor="right", y=1 + 34 / plot_height)
+    layout["annotations"] = []
+    for i, combo in enumerate(measured):
+        n = i + 1
+        suffix = "" if n == 1 else str(n)
+        row, col = divmod(i, columns)
+        top = 1 - row * (row_height + gap) / plot_height
+        bottom = max(0.0, top - row_height / plot_height)
+        left = 0.0 if col == 0 else 0.54
+        right = 1.0 if columns == 1 else left + 0.46
+        ms = combo.wall_ns.astype(np.float64) / 1e6
+        color = colors[id(combo)]
+        index = np.arange(ms.size)
+        keep = decimate(ms, MAX_LINE_POINTS)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": trace_name(combo),
+                "showlegend": False,
+                "xaxis": f"x{suffix}",
+                "yaxis": f"y{suffix}",
+                "x": index[keep].tolist(),
+                "y": _round(ms[keep]),
+                "line": {"color": color, "width": 1.1},
+                "hovertemplate": "iteration %{x}<br>%{y:.3f} ms<extra>"
+                + trace_name(combo)
+                + "</extra>",
+            }
+        )
+        flags = np.flatnonzero(outlier_mask(ms, OUTLIER_K))
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": f"outliers (beyond {OUTLIER_K:g}×IQR)",
+                "legendgroup": "outliers",
+                "meta": "outliers",
+                "showlegend": False,
+                "xaxis": f"x{suffix}",
+                "yaxis": f"y{suffix}",
+                "x": flags.tolist(),
+                "y": _round(ms[flags]),
+                "marker": _OUTLIER_MARKER,
+                "hovertemplate": "outlier, iteration %{x}<br>%{y:.3f} ms<extra>"
+                + trace_name(combo)
+                + "</extra>",
+            }
+        )
+        median = float(np.median(ms))
+        layout[f"xaxis{suffix}"] = {
+            "domain": [left, right],
+            "anchor": f"y{suffix}",
+            "gridcolor": "#e5e7eb",
+            "zeroline": False,
+            "tickfont": {"size": 10},
+        }
+        layout[f"yaxis{suffix}"] = {
+            "domain": [bottom, top],
+            "anchor": f"x{suffix}",
+            "gridcolor": "#e5e7eb",
+            "zeroline": False,
+            "tickfont": {"size": 10},
+            "title": {"text": "ms", "font": {"size": 11}, "standoff": 4},
+        }
+        layout["annotations"].append(
+            {
+                "text": f"<b>{trace_name(combo)}</b>  median {median:.3f} ms, "
+                f"{ms.size:,} iterations",
+                "xref": "paper",
+                "yref": "paper",
+                "x": left,
+                "y": top,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 11, "color": color},
+            }
+        )
+    _legend_once(data, "outliers")
+    return {"data": data, "layout": layout}
+
+
+# Six resource charts: the original study's, but per process where it measured the system.
+RESOURCE_METRICS = [
+    ("proc_rss_bytes", "Process memory (RSS)", "MiB", 1 / 2**20, False),
+    ("proc_gpu_mem_bytes", "Process GPU memory (VRAM)", "MiB", 1 / 2**20, True),
+    ("proc_cpu_pct", "Process CPU (100% = one core)", "%", 1.0, False),
+    ("gpu_util_pct", "GPU utilisation", "%", 1.0, True),
+    ("sys_ram_used_bytes", "System RAM used", "GiB", 1 / 2**30, False),
+    ("sys_cpu_pct", "System CPU (all cores)", "%", 1.0, False),
+]
+
+
+def timeline_offsets(combos: list[Combination]) -> dict[int, float]:
+    """x offset per combination: workers placed one after another, idle gaps between removed."""
+    offsets: dict[int, float] = {}
+    cursor = 0.0
+    spans = [
+        float(c.samples["t_s"].max() - c.samples["t_s"].min())
+        for c in combos
+        if c.samples is not None and c.samples.height
+    ]
+    gap = max(0.5, 0.02 * sum(spans)) if spans else 0.0
+    for combo in combos:
+        if combo.samples is None or combo.samples.height == 0:
+            continue
+        t = combo.samples["t_s"].to_numpy()
+        offsets[id(combo)] = cursor - float(np.nanmin(t))
+        cursor += float(np.nanmax(t) - np.nanmin(t)) + gap
+    return offsets
+
+
+def phase_spans(combo: Combination, offset: float) -> list[tuple[str, float, float]]:
+    """Contiguous (phase, start, end) runs of the sampler's phase tags, on the shared x axis."""
+    frame = combo.samples
+    t = frame["t_s"].to_numpy().astype(np.float64) + offset
+    phases = frame["phase"].to_list()
+    spans: list[tuple[str, float, float]] = []
+    start = 0
+    for i in range(1, len(phases) + 1):
+        if i == len(phases) or phases[i] != phases[start]:
+            end = t[i] if i < len(phases) else t[-1]
+            spans.append((str(phases[start]), float(t[start]), float(end)))
+            start = i
+    return spans
+
+
+def resource_figures(
+    combos: list[Combination], colors: dict[int, str]
+) -> list[tuple[str, dict | None, str]]:
+    """(title, figure or None, note) for the six charts; None with a note when nothing was seen."""
+    sampled = [c for c in combos if c.samples is not None and c.samples.height]
+    offsets = timeline_offsets(sampled)
+    shapes: list[dict] = []
+    annotations: list[dict] = []
+    for combo in sampled:
+        for phase, x0, x1 in phase_spans(combo, offsets[id(combo)]):
+            shapes.append(
+                {
+                    "type": "rect",
+                    "xref": "x",
+                    "yref": "paper",
+                    "x0": x0,
+                    "x1": x1,
+                    "y0": 0,
+                    "y1": 1,
+                    "fillcolor": PHASE_COLORS.get(phase, "rgba(0,0,0,0.05)"),
+                    "line": {"width": 0},
+                    "layer": "below",
+                }
+            )
+        t = combo.samples["t_s"].to_numpy()
+        annotations.append(
+            {
+                "x": float(np.nanmin(t)) + offsets[id(combo)],
+                "y": 1,
+                "xref": "x",
+                "yref": "paper",
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "text": f"<b>{esc(combo.engine)}</b> {esc(combo.device)}",
+                "font": {"size": 10, "color": colors[id(combo)]},
+            }
+        )
+    out: list[tuple[str, dict | None, str]] = []
+    for column, title, unit, scale, gpu in RESOURCE_METRICS:
+        data = []
+        for combo in sampled:
+            frame = combo.samples
+            if column not in frame.columns:
+                continue
+            y = frame[column].cast(float).to_numpy().astype(np.float64) * scale
+            if np.all(np.isnan(y)):
+                continue
+            x = frame["t_s"].to_numpy().astype(np.float64) + offsets[id(combo)]
+            keep = decimate(y, MAX_LINE_POINTS)
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "name": trace_name(combo),
+                    "x": _round(x[keep], 3),
+                    "y": _round(y[keep], 2),
+                    "line": {"color": colors[id(combo)], "width": 1.5},
+                    "connectgaps": False,
+                    "hovertemplate": "%{y:.1f} "
+                    + unit
+                    + "<extra>"
+                    + trace_name(combo)
+                    + "</extra>",
+                }
+            )
+        if not data:
+            why = (
+                "no GPU was sampled (CPU-only run or no NVIDIA driver)"
+                if gpu
+                else "no samples were recorded for this metric"
+            )
+            out.append((title, None, why))
+            continue
+        layout = base_layout(title, unit, "seconds (workers one after another)", height=300)
+        layout["shapes"] = shapes
+        layout["annotations"] = annotations
+        layout["margin"].update(t=58, b=52)
+        layout["showlegend"] = False
+        out.append((title, {"data": data, "layout": layout}, ""))
+    return out
+
+
+def scaling_figure(
+    combos: list[Combination], colors: dict[int, str], shape_order: list[str]
+) -> dict:
+    """Median latency (with its 95% CI) against input size, one line per configuration."""
+    groups: dict[tuple, list[Combination]] = {}
+    for combo in combos:
+        if combo.status != "ok" or not combo.latency:
+            continue
+        key = (id(combo.run), combo.engine, combo.device, combo.precision, combo.options_text)
+        groups.setdefault(key, []).append(combo)
+    data = []
+    for members in groups.values():
+        members.sort(key=lambda c: c.input_elements)
+        first = members[0]
+        p50 = [c.latency["p50_ms"] for c in members]
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": trace_name(first),
+                "x": [c.input_elements for c in members],
+                "y": _round(np.array(p50)),
+                "text": [esc(c.shape_label) for c in members],
+                "error_y": {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": _round(
+                        np.array([c.latency["ci_high_ms"] - c.latency["p50_ms"] for c in members])
+                    ),
+                    "arrayminus": _round(
+                        np.array([c.latency["p50_ms"] - c.latency["ci_low_ms"] for c in members])
+                    ),
+                    "thickness": 1.2,
+                    "width": 4,
+                },
+                "line": {"color": colors[id(first)], "width": 2},
+                "marker": {"size": 7},
+                "hovertemplate": "shape %{text}<br>%{x:,} input elements<br>p50 %{y:.3f} ms<extra>"
+                + trace_name(first)
+                + "</extra>",
+            }
+        )
+    layout = base_layout(
+        "Median latency against input size", "median latency (ms)", "input elements per inference"
+    )
+    layout["xaxis"]["type"] = "log"
+    layout["updatemenus"] = log_toggle()
+    layout["showlegend"] = False  # the table beside the chart is its legend
+    return {"data": data, "layout": layout}
+
+
+def decimate(y: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices to draw: the min and max of each bucket, so spikes survive downsampling."""
+    n = y.size
+    if n <= max_points:
+        return np.arange(n)
+    buckets = max(1, max_points // 2)
+    size = -(-n // buckets)
+    padded = np.full(buckets * size, np.nan)
+    padded[:n] = y
+    rows = padded.reshape(buckets, size)
+    valid = ~np.isnan(rows)
+    lo = np.argmin(np.where(valid, rows, np.inf), axis=1)
+    hi = np.argmax(np.where(valid, rows, -np.inf), axis=1)
+    base = np.arange(buckets) * size
+    idx = np.unique(np.concatenate([base + lo, base + hi, [0, n - 1]]))
+    return idx[idx < n]
+
+
+def _unique_categories(combos: list[Combination]) -> list[str]:
+    labels = [tick_label(c) for c in combos]
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return [
+        f"{label}<br>{esc(c.combo_id)}" if counts[label] > 1 else label
+        for label, c in zip(labels, combos)
+    ]
+
+
+def _legend_once(data: list[dict], group: str) -> None:
+    for trace in data:
+        if trace.get("legendgroup") == group:
+            trace["showlegend"] = True
+            return
+
+
+def _alpha(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"

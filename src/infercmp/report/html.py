@@ -1,0 +1,543 @@
+"""The self-contained HTML report: one file, plotly.js embedded once, figures as inert JSON."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import Any
+
+import numpy as np
+
+from infercmp.report import figures
+from infercmp.report.figures import esc
+from infercmp.report.load import Combination, RunView, format_options
+from infercmp.report.summary import (
+    DEFAULT_BASELINE,
+    combinations,
+    experiments,
+    fmt_ms,
+    fmt_num,
+    fmt_sci,
+    summary_row,
+)
+
+_GREY = "#94a3b8"
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside a <script> element: no '<', '>' or '&' can close it or open a comment."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+class _Page:
+    """Collects figure specs while sections are written, so plotly.js and data load once."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, dict] = {}
+
+    def chart(self, figure: dict, css: str = "chart") -> str:
+        div_id = f"fig{len(self.figures)}"
+        self.figures[div_id] = _finite(figure)
+        return f'<div class="{css}" id="{div_id}"></div>'
+
+
+def render_html(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
+    from plotly.offline import get_plotlyjs
+
+    page = _Page()
+    shapes = experiments(runs)
+    combos = combinations(runs)
+    colors = figures.combo_colors(combos)
+    models = sorted({run.model for run in runs})
+    title = f"infercmp report: {', '.join(models)}"
+
+    body: list[str] = [_header(runs, models), _overview(runs), _warnings(runs)]
+    nav = [f'<a href="#shape-{i}">shape {esc(s)}</a>' for i, s in enumerate(shapes)]
+    if len(shapes) > 1:
+        nav.insert(0, '<a href="#across">across shapes</a>')
+    nav.append('<a href="#environment">environment</a>')
+    nav.append('<a href="#method">how to read</a>')
+    body.insert(1, f'<nav class="toc">{"".join(nav)}</nav>')
+
+    if len(shapes) > 1:
+        body.append(_across(page, runs, combos, colors, shapes, baseline_engine))
+    for i, shape in enumerate(shapes):
+        body.append(_experiment(page, i, shape, combinations(runs, shape), colors, baseline_engine))
+    body.append(_environment(runs))
+    body.append(_method(baseline_engine))
+
+    return _TEMPLATE.format(
+        title=esc(title),
+        css=_asset("page.css"),
+        plotly=get_plotlyjs(),
+        body="\n".join(body),
+        figures=script_json(page.figures),
+        script=_asset("page.js"),
+    )
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def _header(runs: list[RunView], models: list[str]) -> str:
+    version = runs[0].meta.get("infercmp_version", "?")
+    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    machines = " and ".join(esc(run.label) for run in runs)
+    return (
+        '<header class="top">'
+        f'<h1>{esc(", ".join(models))} <span class="sub">on {machines}</span></h1>'
+        f'<p class="meta">infercmp {esc(version)} · report generated {esc(now)} · '
+        f"{len(runs)} run{'s' if len(runs) != 1 else ''}</p>"
+        '<label class="toggle"><input type="checkbox" id="show-outliers" checked> '
+        "show outliers in charts</label>"
+        "</header>"
+    )
+
+
+def _overview(runs: list[RunView]) -> str:
+    cards = []
+    for run in runs:
+        status = str(run.meta.get("status", "?"))
+        counts: dict[str, int] = {}
+        for combo in run.combinations:
+            counts[combo.status] = counts.get(combo.status, 0) + 1
+        count_text = ", ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))
+        env = run.environment
+        detail = run.meta.get("detail")
+        argv = run.meta.get("argv") or []
+        cards.append(
+            '<div class="card">'
+            f'<div class="card-title">{esc(run.label)} '
+            f'<span class="badge {_status_class(status)}">{esc(status)}</span></div>'
+            f'<div class="kv"><span>run</span><code>{esc(run.path.name)}</code></div>'
+            f'<div class="kv"><span>CPU</span>{esc(_cpu_text(env))}</div>'
+            f'<div class="kv"><span>GPU</span>{esc(_gpu_text(env))}</div>'
+            f'<div class="kv"><span>started</span>{esc(run.meta.get("started") or "?")}</div>'
+            f'<div class="kv"><span>finished</span>{esc(run.meta.get("finished") or "–")}</div>'
+            f'<div class="kv"><span>combinations</span>{count_text or "none"}</div>'
+            + (f'<div class="kv"><span>detail</span>{esc(detail)}</div>' if detail else "")
+            + (
+                '<div class="kv"><span>command</span>'
+                f"<code>{esc(' '.join(map(str, argv)))}</code></div>"
+                if argv
+                else ""
+            )
+            + "</div>"
+        )
+    return f'<section class="cards">{"".join(cards)}</section>'
+
+
+def _warnings(runs: list[RunView]) -> str:
+    items = []
+    for run in runs:
+        status = run.meta.get("status")
+        if status not in ("complete", None):
+            items.append(
+                f"<li><b>{esc(run.label)}</b>: the run is <b>{esc(status)}</b>"
+                + (f" ({esc(run.meta.get('detail'))})" if run.meta.get("detail") else "")
+                + "; only finished combinations are shown.</li>"
+            )
+        for combo in run.combinations:
+            for warning in combo.result.warnings or []:
+                items.append(
+                    f"<li><b>{esc(combo.label)}</b> ({esc(combo.shape_label)}): {esc(warning)}</li>"
+                )
+            parity = combo.result.parity
+            if parity is not None and not (parity.get("ok") if isinstance(parity, dict) else True):
+                items.append(
+                    f"<li><b>{esc(combo.label)}</b> ({esc(combo.shape_label)}): outputs differ "
+                    "from the PyTorch reference beyond tolerance (see parity in the table).</li>"
+                )
+    if not items:
+        return (
+            '<section class="notice ok">No noise warnings: every combination\'s latency was '
+            "stable by the run's checks.</section>"
+        )
+    return (
+        '<section class="notice warn"><h2>Warnings from the run</h2><ul>'
+        + "".join(items)
+        + "</ul></section>"
+    )
+
+
+def _across(page, runs, combos, colors, shapes, baseline_engine) -> str:
+    figure = figures.scaling_figure(combos, colors, shapes)
+    if not figure["data"]:
+        chart = '<p class="empty">No combination finished at two or more shapes.</p>'
+    else:
+        chart = page.chart(figure)
+    # A compact grid: configurations down, shapes across, median latency in each cell.
+    keys: dict[tuple, str] = {}
+    cells: dict[tuple, Combination] = {}
+    for combo in combos:
+        key = (id(combo.run), combo.engine, combo.device, combo.precision, combo.options_text)
+        keys.setdefault(key, combo)
+        cells[key + (combo.shape_label,)] = combo
+    head = "".join(f"<th class=num>{esc(s)}</th>" for s in shapes)
+    rows = []
+    for key, first in keys.items():
+        tds = []
+        for shape in shapes:
+            combo = cells.get(key + (shape,))
+            if combo is None:
+                tds.append("<td class=num>–</td>")
+            elif combo.status != "ok" or not combo.latency:
+                tds.append(f'<td class="num muted">{esc(combo.status)}</td>')
+            else:
+                tds.append(f"<td class=num>{fmt_ms(combo.latency['p50_ms'])}</td>")
+        dot = f'<span class="dot" style="background:{colors.get(id(first), _GREY)}"></span>'
+        rows.append(f"<tr><th>{dot}{esc(first.label)}</th>{''.join(tds)}</tr>")
+    table = (
+        '<div class="table-wrap"><table class="summary compact">'
+        "<thead><tr><th>median latency (ms)</th>"
+        f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+    return (
+        '<section id="across"><h2>Across shapes</h2>'
+        f'<div class="grid2">{chart}{table}</div></section>'
+    )
+
+
+def _experiment(page, index, shape, combos, colors, baseline_engine) -> str:
+    inputs = {}
+    for combo in combos:
+        inputs.update(combo.result.runtime_shapes or {})
+    input_text = "; ".join(
+        f"{esc(name)} {esc('×'.join(map(str, dims)))}" for name, dims in inputs.items()
+    )
+    parts = [
+        f'<section class="experiment" id="shape-{index}">',
+        f"<h2>Shape {esc(shape)}</h2>",
+        f'<p class="meta">runtime inputs: {input_text or "–"}</p>',
+        _summary_table(combos, baseline_engine, colors),
+    ]
+    measured = [c for c in combos if c.wall_ns.size]
+    if measured:
+        parts.append(page.chart(figures.distribution_figure(measured, colors), "chart wide"))
+        parts.append(page.chart(figures.iterations_figure(measured, colors), "chart wide"))
+        notes = _drawing_notes(measured)
+        if notes:
+            parts.append(f'<p class="note">{notes}</p>')
+    else:
+        parts.append('<p class="empty">No combination of this shape was measured.</p>')
+
+    parts.append("<h3>Memory and utilisation over time</h3>")
+    resource = figures.resource_figures(combos, colors)
+    if all(fig is None for _, fig, _ in resource):
+        parts.append('<p class="empty">No sampler data was recorded for this shape.</p>')
+    else:
+        parts.append(
+            '<p class="legend-phases">'
+            + "".join(
+                f'<span class="swatch" style="background:{figures.PHASE_COLORS[p]}"></span>{n}'
+                for p, n in figures.PHASE_NAMES.items()
+            )
+            + " — each worker process sampled on its own; gaps between workers are removed.</p>"
+        )
+        parts.append(_resource_legend(combos, colors))
+        parts.append('<div class="grid2">')
+        for title, fig, why in resource:
+            if fig is None:
+                parts.append(
+                    f'<div class="chart-note"><b>{esc(title)}</b>'
+                    f"<span>not shown: {esc(why)}</span></div>"
+                )
+            else:
+                parts.append(page.chart(fig, "chart small"))
+        parts.append("</div>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _resource_legend(combos, colors) -> str:
+    items = [
+        f'<span class="swatch line" style="background:{colors[id(c)]}"></span>{esc(c.label)}'
+        for c in combos
+        if c.samples is not None and c.samples.height
+    ]
+    return f'<p class="legend-combos">{"".join(items)}</p>'
+
+
+def _drawing_notes(combos: list[Combination]) -> str:
+    notes = []
+    for combo in combos:
+        n = combo.wall_ns.size
+        if n > figures.MAX_DIST_POINTS or n > figures.MAX_LINE_POINTS:
+            notes.append(esc(combo.label))
+    if not notes:
+        return ""
+    return (
+        "Drawing only: charts of "
+        + ", ".join(notes)
+        + f" show at most {figures.MAX_DIST_POINTS:,} "
+        f"random points per box and {figures.MAX_LINE_POINTS:,} points per line (minimum and "
+        "maximum of each stretch, so spikes stay visible); every statistic uses all samples."
+    )
+
+
+_COLUMNS = [
+    ("configuration", ""),
+    ("status", ""),
+    ("p50 <small>(95% CI)</small>", "num"),
+    ("p90", "num"),
+    ("p99", "num"),
+    ("mean ± std", "num"),
+    ("throughput /s", "num"),
+    ("speedup", "num"),
+    ("iters (outliers)", "num"),
+    ("peak RSS", "num"),
+    ("peak VRAM", "num"),
+    ("J / inference", "num"),
+    ("parity (max abs)", ""),
+]
+
+
+def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict[int, str]) -> str:
+    rows = [(combo, summary_row(combo, baseline_engine)) for combo in combos]
+    best = min(
+        (r["p50_ms"] for _, r in rows if r["status"] == "ok" and r["p50_ms"] is not None),
+        default=None,
+    )
+    head = "".join(f'<th class="{css}">{name}</th>' for name, css in _COLUMNS)
+    body = []
+    for combo, row in rows:
+        ok = row["status"] == "ok"
+        status = f'<span class="badge {_status_class(row["status"])}">{esc(row["status"])}</span>'
+        if row["error"]:
+            status += f'<div class="error">{esc(row["error"])}</div>'
+        if not ok:
+            body.append(
+                f'<tr class=inactive><td class="config">{_config_cell(combo, row, colors)}</td>'
+                f"<td colspan={len(_COLUMNS) - 1}>{status}</td></tr>"
+            )
+            continue
+        p50 = fmt_ms(row["p50_ms"])
+        if best is not None and row["p50_ms"] == best and len(rows) > 1:
+            p50 = f'<b class="best" title="fastest median of this shape">{p50}</b>'
+        speedup = row["speedup"]
+        speed_css = (
+            ""
+            if speedup is None
+            else ("faster" if speedup > 1.02 else "slower" if speedup < 0.98 else "")
+        )
+        speed_title = (
+            f"against {row['baseline']}"
+            if row["baseline"]
+            else f"no {baseline_engine} run on this device"
+        )
+        parity = "–"
+        if row["parity_ok"] is not None:
+            parity = (
+                f'<span class="badge {"ok" if row["parity_ok"] else "bad"}">'
+                f"{'ok' if row['parity_ok'] else 'differs'}</span> {fmt_sci(row['parity_max_abs'])}"
+            )
+        outliers = "–" if row["outliers"] is None else row["outliers"]
+        cells = [
+            f'<td class="config">{_config_cell(combo, row, colors)}</td>',
+            f"<td>{status}</td>",
+            f"<td class=num>{p50}<div class=ci>{fmt_ms(row['ci_low_ms'])}–"
+            f"{fmt_ms(row['ci_high_ms'])}</div></td>",
+            f"<td class=num>{fmt_ms(row['p90_ms'])}</td>",
+            f"<td class=num>{fmt_ms(row['p99_ms'])}</td>",
+            f"<td class=num>{fmt_ms(row['mean_ms'])} ± {fmt_ms(row['std_ms'])}</td>",
+            f"<td class=num>{fmt_num(row['throughput_per_s'])}</td>",
+            f'<td class="num {speed_css}" title="{esc(speed_title)}">'
+            f"{fmt_num(speedup, 2, '×')}</td>",
+            f"<td class=num>{row['iterations']:,} ({outliers})</td>",
+            f"<td class=num>{fmt_num(row['peak_rss_mib'], 0, ' MiB')}</td>",
+            f"<td class=num>{fmt_num(row['peak_vram_mib'], 0, ' MiB')}</td>",
+            f"<td class=num>{_sig(row['energy_j_per_inference'])}</td>",
+            f"<td>{parity}</td>",
+        ]
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        '<div class="table-wrap"><table class="summary">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _config_cell(combo: Combination, row: dict, colors: dict[int, str]) -> str:
+    """The configuration's name and, under it, every option that produced its numbers."""
+    color = colors.get(id(combo), _GREY)
+    name = " · ".join([combo.engine, combo.device, combo.precision])
+    run = combo.run
+    extra = {k: v for k, v in combo.options.items() if k in run.distinguishing_options}
+    if extra:
+        name += f" [{format_options(extra)}]"
+    under = f"options: {row['options']}"
+    if run.show_run_in_labels:
+        under = f"on {run.label} · {under}"
+    return (
+        f'<span class="dot" style="background:{color}"></span>{esc(name)}'
+        f'<div class="opts">{esc(under)}</div>'
+    )
+
+
+def _environment(runs: list[RunView]) -> str:
+    blocks = []
+    for run in runs:
+        env = dict(run.environment)
+        libraries = env.pop("libraries", None) or {}
+        gpus = env.pop("gpus", None) or []
+        rows = "".join(
+            f"<tr><th>{esc(k)}</th><td>{esc(_human(k, v))}</td></tr>" for k, v in env.items()
+        )
+        lib_rows = "".join(
+            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in sorted(libraries.items())
+        )
+        gpu_rows = (
+            "".join(
+                "<tr><td colspan=2><b>"
+                + esc(gpu.get("name", "GPU"))
+                + "</b><br>"
+                + ", ".join(f"{esc(k)} {esc(_human(k, v))}" for k, v in gpu.items() if k != "name")
+                + "</td></tr>"
+                for gpu in gpus
+            )
+            or "<tr><td colspan=2>none seen</td></tr>"
+        )
+        settings = run.meta.get("settings") or {}
+        settings_rows = "".join(
+            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in settings.items()
+        )
+        blocks.append(
+            f"<div class=envblock><h3>{esc(run.label)} <code>{esc(run.path.name)}</code></h3>"
+            '<div class="grid3">'
+            f'<table class="kvtable"><caption>machine</caption>{rows}</table>'
+            '<table class="kvtable"><caption>libraries</caption>'
+            f"{lib_rows or '<tr><td>–</td></tr>'}</table>"
+            f'<table class="kvtable"><caption>GPUs</caption>{gpu_rows}</table>'
+            + (
+                f'<table class="kvtable"><caption>bench settings</caption>{settings_rows}</table>'
+                if settings_rows
+                else ""
+            )
+            + "</div></div>"
+        )
+    return f'<section id="environment"><h2>Environment</h2>{"".join(blocks)}</section>'
+
+
+def _method(baseline_engine: str) -> str:
+    return (
+        '<section id="method" class="method"><h2>How to read this report</h2><ul>'
+        "<li><b>Latency</b> is wall-clock time per iteration, host array in to host array out "
+        "(unless the options say <code>device_resident</code>), measured after warm-up. Each "
+        "combination ran in its own worker process.</li>"
+        "<li><b>95% CI of p50</b>: distribution-free confidence interval of the median from order "
+        "statistics (binomial ranks); no normality is assumed.</li>"
+        f"<li><b>Speedup</b> is the median of <code>{esc(baseline_engine)}</code> on the same "
+        "device and run divided by this median: above 1× is faster.</li>"
+        f"<li><b>Outliers</b> are iterations beyond {figures.OUTLIER_K:g} interquartile ranges "
+        "from the quartiles. They are flagged (red ×) and can be hidden with the checkbox at the "
+        "top or the legend; they are never removed from the statistics.</li>"
+        "<li><b>Memory</b> is per worker process (RSS, and this process's GPU memory from NVML); "
+        "system RAM and CPU are for the whole machine. Shading marks the worker's phases.</li>"
+        "<li><b>Options</b> are the engine options that produced each number; compare like with "
+        "like (for example CUDA graphs or IO binding change what a call costs).</li>"
+        "<li>Long series are downsampled for drawing only; every statistic uses every sample.</li>"
+        "</ul></section>"
+    )
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _status_class(status: str) -> str:
+    if status in ("ok", "complete"):
+        return "ok"
+    if status in ("skipped", "running"):
+        return "skip"
+    return "bad"
+
+
+def _cpu_text(env: dict) -> str:
+    cpu = env.get("cpu_model") or env.get("cpu") or "unknown CPU"
+    cores = env.get("cpu_physical_cores") or env.get("cpu_logical_cores") or env.get("cpu_cores")
+    ram = env.get("ram_total_bytes") or env.get("ram_bytes")
+    text = str(cpu)
+    if cores:
+        text += f", {cores} cores"
+    if isinstance(ram, int | float) and ram > 2**20:
+        text += f", {ram / 2**30:.0f} GiB RAM"
+    return text
+
+
+def _gpu_text(env: dict) -> str:
+    gpus = env.get("gpus") or []
+    if not gpus:
+        return "none"
+    first = gpus[0]
+    driver = first.get("driver_version") or first.get("driver")
+    text = (
+        f"{len(gpus)}× {first.get('name', 'GPU')}"
+        if len(gpus) > 1
+        else str(first.get("name", "GPU"))
+    )
+    return text + (f", driver {driver}" if driver else "")
+
+
+def _sig(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def _human(key: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and "bytes" in key
+        and value > 2**20
+    ):
+        return f"{value / 2**30:.1f} GiB"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def _asset(name: str) -> str:
+    """The page's stylesheet and script, kept as files beside this module."""
+    from importlib.resources import files
+
+    return files("infercmp.report").joinpath(name).read_text(encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    """NaN and inf are not JSON; plotly reads null as a gap."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="infercmp">
+<title>{title}</title>
+<style>{css}</style>
+<script>{plotly}</script>
+</head>
+<body>
+<main>
+{body}
+</main>
+<script type="application/json" id="infercmp-figures">{figures}</script>
+<script>{script}</script>
+</body>
+</html>
+"""

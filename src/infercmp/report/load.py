@@ -1,0 +1,241 @@
+"""Open run directories from the results store and index them for the report and compare."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infercmp.errors import InfercmpError
+
+
+def as_dict(value: Any) -> Any:
+    """A pydantic model (or anything else) as plain data, so the report reads one shape."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value
+
+
+@dataclass
+class Combination:
+    """One measured (engine, device, precision, shape, options) of one run, with its raw data."""
+
+    run: RunView
+    result: Any  # infercmp.results.CombinationResult
+    wall_ns: np.ndarray  # per-iteration host latency, raw, never filtered
+    samples: Any | None  # polars DataFrame of this combination's sampler rows, or None
+
+    @property
+    def combo_id(self) -> str:
+        return self.result.combo_id
+
+    @property
+    def engine(self) -> str:
+        return self.result.engine
+
+    @property
+    def device(self) -> str:
+        return self.result.device
+
+    @property
+    def precision(self) -> str:
+        return self.result.precision
+
+    @property
+    def shape_label(self) -> str:
+        return self.result.shape_label
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.result.options or {})
+
+    @property
+    def options_text(self) -> str:
+        return format_options(self.options)
+
+    @property
+    def latency(self) -> dict[str, float] | None:
+        return as_dict(self.result.latency)
+
+    @property
+    def label(self) -> str:
+        """engine/device/precision, plus the options and the run when they tell combos apart."""
+        return self.run.combination_label(self)
+
+    @property
+    def input_elements(self) -> int:
+        shapes = self.result.runtime_shapes or {}
+        if not shapes:
+            shapes = {str(i): s for i, s in enumerate(self.result.example_shapes or [])}
+        return int(sum(int(np.prod(dims)) for dims in shapes.values()))
+
+
+def format_options(options: dict[str, Any]) -> str:
+    if not options:
+        return "defaults"
+    return ", ".join(f"{key}={_option_value(value)}" for key, value in sorted(options.items()))
+
+
+def _option_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+@dataclass
+class RunView:
+    """One run directory as the report sees it."""
+
+    path: Path
+    meta: dict[str, Any]
+    combinations: list[Combination] = field(default_factory=list)
+    # Set by load_runs when several runs merge, so names say which machine measured them.
+    show_run_in_labels: bool = False
+    # Options that differ between combinations of the same engine/device/precision/shape.
+    distinguishing_options: frozenset[str] = frozenset()
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return dict(self.meta.get("environment") or {})
+
+    @property
+    def model(self) -> str:
+        return str(self.meta.get("model") or "")
+
+    @property
+    def host(self) -> str:
+        writer = self.meta.get("writer") or {}
+        return str(self.environment.get("hostname") or writer.get("hostname") or "unknown host")
+
+    @property
+    def gpu_names(self) -> list[str]:
+        return [str(gpu.get("name", "GPU")) for gpu in self.environment.get("gpus") or []]
+
+    @property
+    def label(self) -> str:
+        """Host and GPU: what tells two machines' runs of the same model apart."""
+        gpus = self.gpu_names
+        return f"{self.host} ({', '.join(sorted(set(gpus))) if gpus else 'no GPU'})"
+
+    def combination_label(self, combo: Combination) -> str:
+        parts = [combo.engine, combo.device, combo.precision]
+        label = " · ".join(parts)
+        extra = {k: v for k, v in combo.options.items() if k in self.distinguishing_options}
+        if extra:
+            label += f" [{format_options(extra)}]"
+        if self.show_run_in_labels:
+            label += f" @ {self.label}"
+        return label
+
+
+def resolve_run_dirs(run_dirs: list[Path], runs_dir: Path) -> list[Path]:
+    """The run directories named, or the latest under `runs_dir` when none is."""
+    if run_dirs:
+        return list(run_dirs)
+    from infercmp.results import latest_run
+
+    if not runs_dir.is_dir():
+        raise InfercmpError(
+            f"no run directory given and '{runs_dir}' does not exist; run 'infercmp bench' first "
+            "or pass a run directory"
+        )
+    try:
+        return [Path(latest_run(runs_dir))]
+    except InfercmpError:
+        raise
+    except (FileNotFoundError, ValueError, LookupError) as exc:
+        raise InfercmpError(
+            f"no run found under '{runs_dir}' ({exc}); run 'infercmp bench' first or pass a run "
+            "directory"
+        ) from exc
+
+
+def open_run(path: Path) -> RunView:
+    """Open one run directory; a missing or unreadable one is one clear error line."""
+    from infercmp.results import RunStore
+
+    path = Path(path)
+    if not path.is_dir():
+        raise InfercmpError(f"run directory '{path}' does not exist")
+    if not (path / "run.json").is_file():
+        raise InfercmpError(
+            f"'{path}' is not an infercmp run directory (no run.json); pass a directory written "
+            "by 'infercmp bench'"
+        )
+    try:
+        store = RunStore.open(path)
+        results = list(store.results)
+        latency = store.latency()
+        samples = store.samples()
+    except InfercmpError:
+        raise
+    except Exception as exc:  # a damaged store: say which file, never a traceback
+        raise InfercmpError(f"cannot read run directory '{path}': {exc}") from exc
+    run = RunView(path=path, meta=dict(store.meta))
+    wall = _wall_latencies(latency)
+    by_combo = _samples_by_combo(samples)
+    for result in results:
+        run.combinations.append(
+            Combination(
+                run=run,
+                result=result,
+                wall_ns=wall.get(result.combo_id, np.empty(0, dtype=np.int64)),
+                samples=by_combo.get(result.combo_id),
+            )
+        )
+    run.distinguishing_options = _distinguishing_options(run.combinations)
+    return run
+
+
+def load_runs(paths: list[Path]) -> list[RunView]:
+    runs = [open_run(path) for path in paths]
+    if len(runs) > 1:
+        for run in runs:
+            run.show_run_in_labels = True
+    return runs
+
+
+def _wall_latencies(latency: Any) -> dict[str, np.ndarray]:
+    """combo_id -> wall-clock total latency per iteration (ns), in iteration order."""
+    import polars as pl
+
+    if latency is None or latency.height == 0:
+        return {}
+    wall = latency.filter((pl.col("clock") == "wall") & (pl.col("phase") == "total")).sort(
+        ["combo_id", "iteration"]
+    )
+    return {
+        key[0]: frame["ns"].to_numpy().astype(np.int64)
+        for key, frame in wall.partition_by("combo_id", as_dict=True).items()
+    }
+
+
+def _samples_by_combo(samples: Any) -> dict[str, Any]:
+    if samples is None or samples.height == 0:
+        return {}
+    return {
+        key[0]: frame.sort("t_s")
+        for key, frame in samples.partition_by("combo_id", as_dict=True).items()
+    }
+
+
+def _distinguishing_options(combos: list[Combination]) -> frozenset[str]:
+    """Option keys whose values differ among combos that share engine/device/precision/shape."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for combo in combos:
+        key = (combo.engine, combo.device, combo.precision, combo.shape_label)
+        groups.setdefault(key, []).append(combo.options)
+    keys: set[str] = set()
+    for options in groups.values():
+        if len(options) < 2:
+            continue
+        for name in {k for o in options for k in o}:
+            if len({repr(o.get(name)) for o in options}) > 1:
+                keys.add(name)
+    return frozenset(keys)

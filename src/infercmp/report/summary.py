@@ -1,0 +1,315 @@
+"""The summary table of a report: one row per combination, rendered as Markdown, CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+from infercmp.report.load import Combination, RunView, as_dict
+from infercmp.stats import outlier_mask
+
+DEFAULT_BASELINE = "pytorch"
+MIB = 1024 * 1024
+
+# Column order of the CSV and of every JSON row.
+COLUMNS = [
+    "run",
+    "host",
+    "gpu",
+    "model",
+    "shape",
+    "engine",
+    "device",
+    "precision",
+    "options",
+    "status",
+    "error",
+    "iterations",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "ci_low_ms",
+    "ci_high_ms",
+    "cv",
+    "throughput_per_s",
+    "speedup",
+    "baseline",
+    "outliers",
+    "peak_rss_mib",
+    "peak_vram_mib",
+    "energy_j_per_inference",
+    "load_seconds",
+    "parity_ok",
+    "parity_max_abs",
+    "parity_max_rel",
+    "parity_min_cosine",
+    "warnings",
+]
+
+
+def experiments(runs: list[RunView]) -> list[str]:
+    """Shape labels in the order of first appearance, smallest input first."""
+    first: dict[str, int] = {}
+    for run in runs:
+        for combo in run.combinations:
+            size = combo.input_elements
+            first[combo.shape_label] = min(first.get(combo.shape_label, size), size)
+    return sorted(first, key=lambda label: (first[label], label))
+
+
+def combinations(runs: list[RunView], shape: str | None = None) -> list[Combination]:
+    combos = [c for run in runs for c in run.combinations]
+    if shape is not None:
+        combos = [c for c in combos if c.shape_label == shape]
+    return combos
+
+
+def find_baseline(combo: Combination, baseline_engine: str) -> Combination | None:
+    """The baseline engine's combination on the same run, device and shape.
+
+    The same precision is preferred, then default options.
+    """
+    candidates = [
+        c
+        for c in combo.run.combinations
+        if c.engine == baseline_engine
+        and c.device == combo.device
+        and c.shape_label == combo.shape_label
+        and c.status == "ok"
+        and c.latency
+    ]
+    if not candidates:
+        return None
+    if combo in candidates:
+        return combo
+    candidates.sort(key=lambda c: (c.precision != combo.precision, bool(c.options)))
+    return candidates[0]
+
+
+def parity_summary(combo: Combination) -> dict[str, Any]:
+    parity = as_dict(combo.result.parity)
+    if not parity:
+        return {
+            "parity_ok": None,
+            "parity_max_abs": None,
+            "parity_max_rel": None,
+            "parity_min_cosine": None,
+        }
+    outputs = [as_dict(o) for o in parity.get("outputs") or []]
+
+    def worst(key: str, pick=max) -> float | None:
+        values = [o[key] for o in outputs if o.get(key) is not None]
+        return float(pick(values)) if values else None
+
+    return {
+        "parity_ok": bool(parity.get("ok")),
+        "parity_max_abs": worst("max_abs"),
+        "parity_max_rel": worst("max_rel"),
+        "parity_min_cosine": worst("cosine", min),
+    }
+
+
+def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> dict[str, Any]:
+    result = combo.result
+    lat = combo.latency or {}
+    base = find_baseline(combo, baseline_engine) if lat else None
+    speedup = None
+    if base is not None and lat.get("p50_ms"):
+        speedup = base.latency["p50_ms"] / lat["p50_ms"]
+    row: dict[str, Any] = {
+        "run": combo.run.path.name,
+        "host": combo.run.host,
+        "gpu": ", ".join(combo.run.gpu_names) or None,
+        "model": result.model,
+        "shape": combo.shape_label,
+        "engine": combo.engine,
+        "device": combo.device,
+        "precision": combo.precision,
+        "options": combo.options_text,
+        "status": combo.status,
+        "error": result.error,
+        "iterations": result.iterations,
+        "speedup": speedup,
+        "baseline": (f"{base.engine} {base.device} {base.precision}" if base else None),
+        "outliers": int(outlier_mask(combo.wall_ns).sum()) if combo.wall_ns.size else None,
+        "peak_rss_mib": _mib(result.peak_rss_bytes),
+        "peak_vram_mib": _mib(result.peak_vram_bytes),
+        "energy_j_per_inference": result.energy_j_per_inference,
+        "load_seconds": result.load_seconds,
+        "warnings": "; ".join(result.warnings or []),
+    }
+    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms"):
+        row[key] = lat.get(key)
+    row["cv"] = lat.get("cv")
+    row["throughput_per_s"] = lat.get("throughput_per_s")
+    row.update(parity_summary(combo))
+    return {key: row.get(key) for key in COLUMNS}
+
+
+def summary_rows(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> list[dict]:
+    return [
+        summary_row(combo, baseline_engine)
+        for shape in experiments(runs)
+        for combo in combinations(runs, shape)
+    ]
+
+
+def _mib(value: int | None) -> float | None:
+    return None if value is None else value / MIB
+
+
+# --- text formats --------------------------------------------------------------------------
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    if value < 1:
+        return f"{value:.3f}"
+    if value < 100:
+        return f"{value:.2f}"
+    return f"{value:.1f}"
+
+
+def fmt_num(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def fmt_sci(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1e}"
+
+
+def fmt_parity(row: dict[str, Any]) -> str:
+    if row["parity_ok"] is None:
+        return "–"
+    verdict = "ok" if row["parity_ok"] else "FAIL"
+    return f"{verdict} (max abs {fmt_sci(row['parity_max_abs'])})"
+
+
+def fmt_status(row: dict[str, Any], limit: int = 120) -> str:
+    if row["status"] == "ok" or not row["error"]:
+        return str(row["status"])
+    error = " ".join(str(row["error"]).split())
+    if len(error) > limit:
+        error = error[: limit - 1] + "…"
+    return f"{row['status']}: {error}"
+
+
+def _md_cell(value: Any) -> str:
+    """One Markdown table cell: no pipes or newlines, and no raw HTML for renderers to run."""
+    text = " ".join(str(value).split())
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
+def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
+    rows = summary_rows(runs, baseline_engine)
+    lines: list[str] = []
+    models = sorted({run.model for run in runs})
+    lines.append(f"## infercmp: {_md_cell(', '.join(models))}")
+    lines.append("")
+    for run in runs:
+        env = run.environment
+        lines.append(
+            f"- run `{_md_cell(run.path.name)}` on {_md_cell(run.label)}: "
+            f"{_md_cell(env.get('cpu_model') or env.get('cpu') or 'CPU')}, "
+            f"status {_md_cell(run.meta.get('status', '?'))}"
+        )
+    lines.append("")
+    lines.append(
+        f"Latency is host in → host out per iteration, in ms; CI is the 95% CI of the median; "
+        f"speedup is against {_md_cell(baseline_engine)} on the same device (>1 is faster)."
+    )
+    for shape in experiments(runs):
+        lines.append("")
+        lines.append(f"### shape {_md_cell(shape)}")
+        lines.append("")
+        header = [
+            "engine",
+            "device",
+            "precision",
+            "options",
+            "p50",
+            "p90",
+            "p99",
+            "95% CI of p50",
+            "throughput/s",
+            "speedup",
+            "peak RSS MiB",
+            "peak VRAM MiB",
+            "J/inference",
+            "parity",
+            "status",
+        ]
+        if len(runs) > 1:
+            header.insert(0, "machine")
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join("---:" if _numeric(h) else "---" for h in header) + "|")
+        for row in rows:
+            if row["shape"] != shape:
+                continue
+            cells = [
+                row["engine"],
+                row["device"],
+                row["precision"],
+                row["options"],
+                fmt_ms(row["p50_ms"]),
+                fmt_ms(row["p90_ms"]),
+                fmt_ms(row["p99_ms"]),
+                f"{fmt_ms(row['ci_low_ms'])}–{fmt_ms(row['ci_high_ms'])}"
+                if row["ci_low_ms"] is not None
+                else "–",
+                fmt_num(row["throughput_per_s"]),
+                fmt_num(row["speedup"], 2, "×"),
+                fmt_num(row["peak_rss_mib"], 0),
+                fmt_num(row["peak_vram_mib"], 0),
+                fmt_num(row["energy_j_per_inference"], 4),
+                fmt_parity(row),
+                fmt_status(row),
+            ]
+            if len(runs) > 1:
+                cells.insert(0, f"{row['host']} ({row['gpu'] or 'no GPU'})")
+            lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _numeric(header: str) -> bool:
+    return header not in {"machine", "engine", "device", "precision", "options", "parity", "status"}
+
+
+def render_csv(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in summary_rows(runs, baseline_engine):
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def render_json(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
+    document = {
+        "format": "infercmp-report-summary",
+        "version": 1,
+        "baseline_engine": baseline_engine,
+        "runs": [
+            {
+                "path": str(run.path),
+                "label": run.label,
+                "host": run.host,
+                "gpus": run.gpu_names,
+                "model": run.model,
+                "status": run.meta.get("status"),
+                "infercmp_version": run.meta.get("infercmp_version"),
+            }
+            for run in runs
+        ],
+        "rows": summary_rows(runs, baseline_engine),
+    }
+    return json.dumps(document, indent=2, default=str) + "\n"

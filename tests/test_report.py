@@ -1,0 +1,214 @@
+"""The report: summary rows, md/csv/json content, merged runs, escaping, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from synthetic_runs import XSS, Combo, cpu_run, make_run
+from typer.testing import CliRunner
+
+from infercmp.cli import app
+from infercmp.report import (
+    load_runs,
+    render_csv,
+    render_html,
+    render_json,
+    render_markdown,
+    summary_rows,
+)
+from infercmp.report.html import script_json
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    cpu = cpu_run(root)
+    gpu = make_run(
+        root,
+        [
+            Combo("pytorch", device="cuda", median_ms=2.0),
+            Combo("tensorrt", device="cuda", precision="fp16", median_ms=0.5),
+        ],
+        host="gpu-box",
+        gpus=["NVIDIA H200"],
+        seed=1,
+    )
+    return root, cpu, gpu
+
+
+def test_summary_rows_have_statistics_and_speedup(runs_root):
+    _, cpu, _ = runs_root
+    rows = summary_rows(load_runs([cpu]))
+    by = {(r["engine"], r["shape"]): r for r in rows}
+    ort = by[("onnxruntime", "224x224x3")]
+    assert ort["status"] == "ok"
+    assert ort["p50_ms"] == pytest.approx(8.0, rel=0.05)
+    assert ort["ci_low_ms"] <= ort["p50_ms"] <= ort["ci_high_ms"]
+    assert ort["speedup"] == pytest.approx(12.0 / 8.0, rel=0.05)
+    assert ort["baseline"] == "pytorch cpu fp32"
+    assert by[("pytorch", "224x224x3")]["speedup"] == pytest.approx(1.0)
+    assert ort["outliers"] >= 3  # planted outliers are counted, and kept in the statistics
+    assert ort["parity_ok"] is True
+    skipped = by[("tensorrt", "224x224x3")]
+    assert skipped["status"] == "skipped"
+    assert "no CUDA GPU" in skipped["error"]
+    assert skipped["p50_ms"] is None and skipped["speedup"] is None
+
+
+def test_baseline_option_changes_reference(runs_root):
+    _, cpu, _ = runs_root
+    rows = summary_rows(load_runs([cpu]), baseline_engine="onnxruntime")
+    pt = next(r for r in rows if r["engine"] == "pytorch" and r["shape"] == "224x224x3")
+    assert pt["speedup"] == pytest.approx(8.0 / 12.0, rel=0.05)
+
+
+def test_markdown_tables(runs_root):
+    _, cpu, _ = runs_root
+    text = render_markdown(load_runs([cpu]))
+    assert "### shape 224x224x3" in text and "### shape 320x320x3" in text
+    table = [line for line in text.splitlines() if line.startswith("| onnxruntime")]
+    assert len(table) == 2
+    assert all(line.count("|") == table[0].count("|") for line in table)
+    assert "1.50×" in table[0]
+    assert "skipped: no CUDA GPU is visible on this machine" in text
+
+
+def test_csv_and_json_agree(runs_root):
+    _, cpu, _ = runs_root
+    runs = load_runs([cpu])
+    rows = list(csv.DictReader(io.StringIO(render_csv(runs))))
+    doc = json.loads(render_json(runs))
+    assert len(rows) == len(doc["rows"]) == 5
+    assert doc["format"] == "infercmp-report-summary"
+    assert doc["runs"][0]["host"] == "bench-host"
+    for row, obj in zip(rows, doc["rows"]):
+        assert row["engine"] == obj["engine"]
+        if obj["p50_ms"] is not None:
+            assert float(row["p50_ms"]) == pytest.approx(obj["p50_ms"])
+        else:
+            assert row["p50_ms"] == ""
+
+
+def test_merged_runs_are_labelled_by_host_and_gpu(runs_root):
+    _, cpu, gpu = runs_root
+    runs = load_runs([cpu, gpu])
+    rows = summary_rows(runs)
+    assert {r["host"] for r in rows} == {"bench-host", "gpu-box"}
+    trt = next(r for r in rows if r["engine"] == "tensorrt" and r["status"] == "ok")
+    assert trt["gpu"] == "NVIDIA H200"
+    # Speedup stays within a run: TensorRT fp16 against PyTorch on the same GPU machine.
+    assert trt["speedup"] == pytest.approx(2.0 / 0.5, rel=0.05)
+    md = render_markdown(runs)
+    assert "gpu-box (NVIDIA H200)" in md and "bench-host (no GPU)" in md
+    page = render_html(runs)
+    assert "gpu-box (NVIDIA H200)" in page and "bench-host (no GPU)" in page
+
+
+def test_html_is_one_offline_file(runs_root):
+    _, cpu, gpu = runs_root
+    page = render_html(load_runs([cpu, gpu]))
+    assert page.count("plotly.js v") <= 2  # the library's own banner, embedded once
+    assert len(re.findall(r"<script\b", page)) == 3  # plotly, figure data, page script
+    assert "cdn.plot.ly" not in page.split("<script>", 1)[0]
+    assert 'src="http' not in page and "src='http" not in page
+    for text in ("Latency distribution", "Latency over iterations", "Process memory (RSS)"):
+        assert text in page
+    assert "outliers (beyond 3" in page and "flagged (red ×)" in page
+    assert "options: defaults" in page
+    assert len(page) < 8_000_000
+
+
+def test_cpu_only_run_hides_gpu_charts_with_a_note(runs_root):
+    _, cpu, _ = runs_root
+    page = render_html(load_runs([cpu]))
+    assert page.count("not shown: no GPU was sampled") == 4  # VRAM and GPU %, two shapes
+    figures = json.loads(re.search(r'id="infercmp-figures">(.*?)</script>', page, re.S).group(1))
+    titles = [f["layout"]["title"]["text"] for f in figures.values()]
+    assert "GPU utilisation" not in titles
+
+
+def test_plugin_names_are_escaped_everywhere(tmp_path):
+    run = make_run(
+        tmp_path,
+        [
+            Combo("pytorch", options={"note": XSS}),
+            Combo("onnxruntime", status="failed", error=f"boom {XSS}"),
+        ],
+        model=f"evil{XSS}",
+        input_name=f"<script>{XSS}",
+        host=f"h{XSS}",
+    )
+    runs = load_runs([run])
+    page = render_html(runs)
+    assert "<script>window.__pwned" not in page
+    assert "&lt;/script&gt;&lt;script&gt;window.__pwned=1" in page
+    data = re.search(r'id="infercmp-figures">(.*?)</script>', page, re.S).group(1)
+    assert "<" not in data and ">" not in data
+    json.loads(data)
+    md = render_markdown(runs)
+    assert "<script>" not in md and "</script>" not in md
+    assert "&lt;/script&gt;" in md
+
+
+def test_script_json_cannot_close_its_element():
+    text = script_json({"name": "</script><!--", "x": "\u2028&"})
+    assert "</" not in text and "<!--" not in text and "&" not in text
+    assert json.loads(text) == {"name": "</script><!--", "x": "\u2028&"}
+
+
+def test_long_series_are_downsampled_for_drawing_only(tmp_path):
+    run = make_run(tmp_path, [Combo("pytorch", iterations=50_000)])
+    runs = load_runs([run])
+    page = render_html(runs)
+    assert "every statistic uses all samples" in page
+    row = summary_rows(runs)[0]
+    assert row["iterations"] == 50_000
+    assert row["outliers"] >= 3
+    assert len(page) < 7_000_000
+
+
+def test_cli_report_formats(runs_root, tmp_path):
+    root, cpu, gpu = runs_root
+    out = tmp_path / "r.html"
+    result = runner.invoke(app, ["report", str(cpu), str(gpu), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    result = runner.invoke(app, ["report", str(cpu), "--format", "md"])
+    assert result.exit_code == 0 and "### shape 224x224x3" in result.output
+    result = runner.invoke(app, ["report", "--runs-dir", str(root), "--format", "json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["runs"][0]["path"] == str(gpu)  # the latest run
+    csv_out = tmp_path / "s.csv"
+    result = runner.invoke(app, ["report", str(cpu), "-o", str(csv_out)])
+    assert result.exit_code == 0 and csv_out.read_text().startswith("run,host,")
+
+
+def test_cli_report_bad_inputs(tmp_path, capsys):
+    from infercmp.cli import main
+
+    def run(*args):
+        import sys
+
+        old = sys.argv
+        sys.argv = ["infercmp", *args]
+        try:
+            with pytest.raises(SystemExit) as exc:
+                main()
+        finally:
+            sys.argv = old
+        return exc.value.code, capsys.readouterr().err
+
+    code, err = run("report", str(tmp_path / "missing"))
+    assert code == 2 and "does not exist" in err
+    code, err = run("report", str(tmp_path))
+    assert code == 2 and "not an infercmp run directory" in err
+    code, err = run("report", "--runs-dir", str(tmp_path / "none"))
+    assert code == 2 and "infercmp bench" in err
+    code, err = run("report", str(tmp_path), "--format", "pdf")
+    assert code == 2 and "--format 'pdf'" in err
