@@ -29,7 +29,8 @@ def _tensorrt_module() -> str | None:
 requires_cuda = pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU; none is visible")
 requires_tensorrt = pytest.mark.skipif(
     _tensorrt_module() is None,
-    reason="needs the tensorrt or tensorrt_rtx_bindings module (pip install 'infercmp[tensorrt-rtx]')",
+    reason="needs the tensorrt or tensorrt_rtx_bindings module "
+    "(pip install 'infercmp[tensorrt-rtx]')",
 )
 
 
@@ -39,3 +40,11 @@ def cache_dir(tmp_path, monkeypatch):
     path = tmp_path / "cache"
     monkeypatch.setenv("INFERCMP_CACHE_DIR", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory):
+    """One artifact cache for the whole session, so each model is exported once."""
+    from infercmp.cache import ArtifactCache
+
+    return ArtifactCache(tmp_path_factory.getbasetemp() / "infercmp-shared-cache")

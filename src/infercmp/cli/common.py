@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -16,7 +15,3 @@ class State:
 state = State()
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("INFERCMP_CACHE_DIR", ".infercmp/cache")

@@ -1,9 +1,193 @@
-"""Commands of the export stage (filled in by its issue)."""
+"""`infercmp export`, `infercmp build` and `infercmp cache ls|clear`: artifacts in the cache."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 import typer
+from rich.table import Table
+
+from infercmp.cli.common import console
+
+_CACHE_DIR_HELP = "Artifact cache directory [default: $INFERCMP_CACHE_DIR or .infercmp/cache]."
+
+
+def _cache(cache_dir: str | None):
+    from infercmp.cache import ArtifactCache, resolve_cache_dir
+
+    return ArtifactCache(resolve_cache_dir(cache_dir))
+
+
+def _progress(message: str) -> None:
+    console.print(f"[dim]{message}[/]")
+
+
+def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
+    from infercmp.export import ensure_reference, export_onnx
+    from infercmp.plugins import get_plugin
+    from infercmp.shapes import default_experiment, parse_shape
+
+    plugin = get_plugin(model)
+    cache = _cache(cache_dir)
+    experiments = [parse_shape(s, plugin.config) for s in shape] or [
+        default_experiment(plugin.config)
+    ]
+    artifact = export_onnx(
+        plugin,
+        cache,
+        exporter=exporter,
+        opset=opset,
+        force=force,
+        rtol=rtol,
+        atol=atol,
+        progress=_progress,
+    )
+    state = "cached" if artifact.cached else "exported"
+    console.print(
+        f"[green]{state}[/] {model}: {artifact.path} ({artifact.exporter} exporter, opset "
+        f"{artifact.opset}, {artifact.seconds:.2f} s)",
+        soft_wrap=True,
+    )
+    table = Table("output", "shape", "checked at", "max abs", "max rel", "cosine", "parity")
+    for p in artifact.parity:
+        table.add_row(
+            p.name,
+            "x".join(map(str, p.got_shape)),
+            p.shape,
+            f"{p.max_abs:.2e}",
+            f"{p.max_rel:.2e}",
+            f"{p.cosine:.6f}",
+            "[green]ok[/]" if p.passed else "[red]FAIL[/]",
+        )
+    console.print(table)
+    for experiment in experiments:
+        path = ensure_reference(plugin, cache, experiment)
+        console.print(f"reference {experiment.label}: {path}", soft_wrap=True)
+    return plugin, cache, artifact
+
+
+def export(
+    model: str = typer.Argument(..., help="A model name from 'infercmp models'."),
+    shape: list[str] = typer.Option(
+        [], "--shape", help="Example shape(s) to store reference data for (repeatable)."
+    ),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX opset [default: exporter's]."),
+    exporter: str = typer.Option(
+        "auto", "--exporter", help="auto (dynamo, then torchscript), dynamo or torchscript."
+    ),
+    force: bool = typer.Option(False, "--force", help="Export again even if cached."),
+    rtol: float = typer.Option(1e-4, "--rtol", help="Relative parity tolerance vs PyTorch."),
+    atol: float | None = typer.Option(
+        None, "--atol", help="Absolute parity tolerance [default: rtol x max|output|]."
+    ),
+    cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+) -> None:
+    """Export a model to ONNX; check it, its dynamic axes and its parity with PyTorch."""
+    _export(model, shape, opset, exporter, force, rtol, atol, cache_dir)
+
+
+def build(
+    model: str = typer.Argument(..., help="A model name from 'infercmp models'."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
+    backend: str | None = typer.Option(
+        None, "--backend", help="tensorrt or tensorrt-rtx [default: the one installed]."
+    ),
+    workspace_gb: float | None = typer.Option(
+        None, "--workspace-gb", help="Builder workspace limit in GiB."
+    ),
+    force: bool = typer.Option(False, "--force", help="Build again even if cached."),
+    cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+) -> None:
+    """Build a TensorRT / TensorRT-RTX engine plan (exports through the cache first)."""
+    from infercmp.build import build_engine
+    from infercmp.export import export_onnx
+    from infercmp.plugins import get_plugin
+    from infercmp.trt import load_trt_module
+
+    plugin = get_plugin(model)
+    load_trt_module(backend)  # a missing module is reported before a long export
+    cache = _cache(cache_dir)
+    onnx = export_onnx(plugin, cache, progress=_progress)
+    if not onnx.cached:
+        console.print(
+            f"[green]exported[/] {model}: {onnx.path} ({onnx.seconds:.2f} s)", soft_wrap=True
+        )
+    plan = build_engine(
+        plugin,
+        cache,
+        onnx,
+        precision=precision,
+        backend=backend,
+        workspace_gb=workspace_gb,
+        force=force,
+        progress=_progress,
+    )
+    state = "cached" if plan.cached else "built"
+    console.print(
+        f"[green]{state}[/] {model} {plan.precision}: {plan.path} ({plan.backend} "
+        f"{plan.backend_version}, for {plan.gpu}, {plan.seconds:.2f} s); log: {plan.log_path}",
+        soft_wrap=True,
+    )
+
+
+cache_app = typer.Typer(help="List or clear the artifact cache.", no_args_is_help=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP)):
+    """List the cached ONNX models, engine plans and reference data."""
+    cache = _cache(cache_dir)
+    entries = cache.entries()
+    if not entries:
+        console.print(f"the cache at {cache.root} is empty")
+        return
+    table = Table("kind", "model", "details", "size", "created", "key", title=str(cache.root))
+    for e in entries:
+        m = e.meta
+        if e.kind == "onnx":
+            details = f"{m.get('exporter')} opset {m.get('opset')}"
+        elif e.kind == "plan":
+            details = (
+                f"{m.get('backend')} {m.get('backend_version')} {m.get('precision')} {m.get('gpu')}"
+            )
+        else:
+            details = str(m.get("label", ""))
+        created = datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")
+        table.add_row(e.kind, str(m.get("model", "?")), details, _size(e.size), created, e.key[:12])
+    console.print(table)
+    total = sum(e.size for e in entries)
+    console.print(f"{len(entries)} entries, {_size(total)}")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    kind: str | None = typer.Option(None, "--kind", help="Only onnx, plan or reference entries."),
+    cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+):
+    """Remove cached artifacts (all of them, or one kind)."""
+    from infercmp.errors import InfercmpError
+
+    if kind not in (None, "onnx", "plan", "reference"):
+        raise InfercmpError(f"unknown --kind '{kind}'; choose onnx, plan or reference")
+    cache = _cache(cache_dir)
+    started = time.perf_counter()
+    removed = cache.clear(kind)
+    console.print(
+        f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {cache.root} "
+        f"({time.perf_counter() - started:.2f} s)"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("export")(export)
+    app.command("build")(build)
+    app.add_typer(cache_app, name="cache")

@@ -1,0 +1,818 @@
+"""PyTorch -> ONNX export, checked (checker, shape inference, dynamic axes, parity) and cached.
+
+Cache keys. The content key of an exported model covers the config, a hash of the module's
+state_dict, the module's code identity (every nn.Module class in it and its source file), the
+torch/onnx/onnxscript versions, the exporter and the opset. Computing it means importing torch
+and building the module (seconds), so a cache hit goes through a cheap *alias* first: a key
+over the config, the plugin's source files (the dir holding the plugin's module), the plugin's
+`cache_token()` if it defines one, the INFERCMP_* environment variables (plugins read their
+options there, e.g. INFERCMP_PRETRAINED), the same versions and options. The alias points at
+the content key; a hit reads two small JSON files, hashes the ONNX file and never imports
+torch. When the plugin's source changes, the alias misses, the content key is computed, and an
+unchanged module still lands on its old entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import inspect
+import io
+import os
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from infercmp.cache import ArtifactCache, CacheEntry, content_key, file_sha256
+from infercmp.config import DYNAMIC, ModelConfig
+from infercmp.errors import InfercmpError
+from infercmp.plugins import ModelPlugin, check_runtime_inputs
+from infercmp.shapes import Experiment, default_experiment
+
+if TYPE_CHECKING:
+    import torch
+
+EXPORTERS = ("dynamo", "torchscript")
+DEFAULT_RTOL = 1e-4
+# None: the absolute tolerance is rtol times the output's largest |value|, so elements near
+# zero are judged against the output's scale (deep fp32 nets differ by ~1e-5 of their range
+# from reordered sums, which an elementwise-relative test flags on near-zero logits).
+DEFAULT_ATOL: float | None = None
+# onnxruntime 1.31 refuses IR 14 (what onnx 1.23 writes); TensorRT's parsers read up to IR 10.
+MAX_IR_VERSION = 10
+ONNX_FILE = "model.onnx"
+PARITY_FILE = "parity.npz"
+REFERENCE_FILE = "reference.npz"
+LOG_FILE = "export.log"
+_SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".toml")
+_KEY_FORMAT = 1
+
+Progress = Callable[[str], None]
+
+
+# -- results -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputParity:
+    """How one ONNX Runtime output compares with PyTorch fp32 at one shape."""
+
+    name: str
+    shape: str  # which shape it was checked at: "example", "min", "opt", "max"
+    ref_shape: tuple[int, ...]
+    got_shape: tuple[int, ...]
+    ref_dtype: str
+    got_dtype: str
+    max_abs: float
+    max_rel: float
+    cosine: float
+    atol: float  # the absolute tolerance applied (the scaled default when none was given)
+    passed: bool
+
+    def describe(self) -> str:
+        return (
+            f"output '{self.name}' at the {self.shape} shape: max abs {self.max_abs:.3g}, "
+            f"max rel {self.max_rel:.3g}, cosine {self.cosine:.6f}, shape "
+            f"{list(self.got_shape)} (PyTorch {list(self.ref_shape)}), dtype {self.got_dtype} "
+            f"(PyTorch {self.ref_dtype})"
+        )
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """An exported, checked ONNX model in the cache."""
+
+    path: Path
+    key: str
+    cached: bool
+    exporter: str
+    seconds: float
+    opset: int
+    rtol: float
+    atol: float | None
+    parity: tuple[OutputParity, ...] = ()
+    checked_shapes: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    @property
+    def parity_passed(self) -> bool:
+        return all(p.passed for p in self.parity)
+
+
+# -- parity --------------------------------------------------------------------------------
+def compare_output(
+    name: str, shape: str, ref: np.ndarray, got: np.ndarray, rtol: float, atol: float | None
+) -> OutputParity:
+    """Compare one output elementwise: passes when |got - ref| <= atol + rtol * |ref| everywhere.
+
+    `atol=None` uses rtol * max|ref| (see DEFAULT_ATOL).
+    """
+    same_shape = ref.shape == got.shape
+    same_dtype = ref.dtype == got.dtype
+    max_abs = max_rel = float("inf")
+    cosine = float("nan")
+    passed = False
+    applied_atol = atol if atol is not None else 0.0
+    if same_shape:
+        r = ref.astype(np.float64).ravel()
+        g = got.astype(np.float64).ravel()
+        if r.size == 0:
+            max_abs = max_rel = 0.0
+            cosine = 1.0
+            passed = same_dtype
+        else:
+            diff = np.abs(g - r)
+            finite = np.isfinite(r) & np.isfinite(g)
+            nan_match = bool(np.array_equal(np.isnan(r), np.isnan(g)))
+            diff = np.where(finite, diff, np.where(r == g, 0.0, np.inf))
+            if atol is None:
+                scale = np.abs(r[np.isfinite(r)])
+                applied_atol = rtol * float(scale.max()) if scale.size else 0.0
+            max_abs = float(diff.max())
+            max_rel = float((diff / np.maximum(np.abs(r), np.finfo(np.float32).tiny)).max())
+            norm = float(np.linalg.norm(r) * np.linalg.norm(g))
+            cosine = float(np.dot(r, g) / norm) if norm > 0 else float(max_abs == 0.0)
+            bound = applied_atol + rtol * np.abs(r)
+            passed = same_dtype and nan_match and bool(np.all(diff <= bound))
+    return OutputParity(
+        name=name,
+        shape=shape,
+        ref_shape=tuple(ref.shape),
+        got_shape=tuple(got.shape),
+        ref_dtype=str(ref.dtype),
+        got_dtype=str(got.dtype),
+        max_abs=max_abs,
+        max_rel=max_rel,
+        cosine=cosine,
+        atol=applied_atol,
+        passed=passed,
+    )
+
+
+def _parity_error(model: str, exporter: str, failed: Sequence[OutputParity], rtol, atol) -> str:
+    atol_text = f"atol {atol:g}" if atol is not None else "atol rtol x max|output|"
+    lines = [
+        f"model '{model}': the {exporter}-exported ONNX model does not match PyTorch fp32 "
+        f"(rtol {rtol:g}, {atol_text}; loosen with --rtol/--atol):"
+    ]
+    lines += [f"  {p.describe()} (atol applied {p.atol:.3g})" for p in failed]
+    return "\n".join(lines)
+
+
+# -- shapes and inputs ---------------------------------------------------------------------
+def _fit(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Tile or crop `array` to `shape` along each axis, keeping real values (valid token ids)."""
+    out = array
+    for axis, size in enumerate(shape):
+        if out.shape[axis] != size:
+            out = np.take(out, np.arange(size) % out.shape[axis], axis=axis)
+    return np.ascontiguousarray(out)
+
+
+def example_runtime_inputs(plugin: ModelPlugin, experiment: Experiment) -> list[np.ndarray]:
+    """The preprocessed runtime inputs of one experiment, checked against the config."""
+    arrays = plugin.preprocess(plugin.load_example_inputs(experiment.shapes))
+    check_runtime_inputs(plugin.config, arrays)
+    return list(arrays)
+
+
+def runtime_shapes(plugin: ModelPlugin, experiment: Experiment) -> list[tuple[int, ...]]:
+    """The shapes the model sees for `experiment` (preprocess runs in numpy; no torch)."""
+    return [tuple(a.shape) for a in example_runtime_inputs(plugin, experiment)]
+
+
+def profile_inputs(config: ModelConfig, example: Sequence[np.ndarray], which: str):
+    """The example inputs fitted to the optimisation profile's `which` ("min"/"opt"/"max")."""
+    return [
+        _fit(a, getattr(spec.shapes.optimization, which)) for spec, a in zip(config.inputs, example)
+    ]
+
+
+# -- key material --------------------------------------------------------------------------
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+@functools.lru_cache(maxsize=64)
+def _tree_hash(directory: str, mtimes: tuple) -> str:
+    digest = hashlib.sha256()
+    for rel, _ in mtimes:
+        digest.update(rel.encode())
+        digest.update(Path(directory, rel).read_bytes())
+    return digest.hexdigest()
+
+
+def _source_tree_hash(directory: Path) -> str:
+    """Hash the source files under `directory` (memoised on their mtimes within a process)."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith(_SOURCE_SUFFIXES):
+                path = Path(root, name)
+                found.append((str(path.relative_to(directory)), path.stat().st_mtime_ns))
+    return _tree_hash(str(directory), tuple(found))
+
+
+def _plugin_dirs(plugin: ModelPlugin) -> list[Path]:
+    dirs = []
+    for cls in type(plugin).__mro__:
+        if cls in (ModelPlugin, object):
+            continue
+        try:
+            path = Path(inspect.getfile(cls)).resolve().parent
+        except (TypeError, OSError):
+            continue
+        if path not in dirs:
+            dirs.append(path)
+    return dirs
+
+
+def _versions() -> dict[str, str]:
+    return {d: _version(d) for d in ("torch", "onnx", "onnxscript", "infercmp")}
+
+
+def _own_source() -> str:
+    return file_sha256(Path(__file__))
+
+
+def _alias_material(plugin: ModelPlugin, kind: str, **options: Any) -> dict[str, Any]:
+    """What the cheap alias key covers: no torch import, no module built."""
+    token = getattr(plugin, "cache_token", None)
+    cls = type(plugin)
+    return {
+        "format": _KEY_FORMAT,
+        "kind": kind,
+        "plugin": f"{cls.__module__}.{cls.__qualname__}",
+        "config": plugin.config.model_dump(mode="json"),
+        "sources": [_source_tree_hash(d) for d in _plugin_dirs(plugin)],
+        "token": token() if callable(token) else None,
+        "env": {
+            k: v
+            for k, v in sorted(os.environ.items())
+            if k.startswith("INFERCMP_") and k != "INFERCMP_CACHE_DIR"
+        },
+        "versions": _versions(),
+        "exporter_source": _own_source(),
+        **options,
+    }
+
+
+@dataclass(frozen=True)
+class ModuleIdentity:
+    state_dict: str
+    code: dict[str, str]
+
+
+_LOADED: weakref.WeakKeyDictionary[ModelPlugin, tuple[Any, ModuleIdentity]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _state_dict_hash(module: torch.nn.Module) -> str:
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _code_identity(module: torch.nn.Module) -> dict[str, str]:
+    """Every module class in the model and a hash of the file defining it."""
+    code = {}
+    for sub in module.modules():
+        cls = type(sub)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if name in code:
+            continue
+        try:
+            code[name] = file_sha256(Path(inspect.getfile(cls)))
+        except (TypeError, OSError):
+            code[name] = "unknown"
+    return code
+
+
+def load_module(plugin: ModelPlugin) -> tuple[torch.nn.Module, ModuleIdentity]:
+    """The plugin's module in fp32 eval mode on the CPU, and its identity (memoised)."""
+    if plugin in _LOADED:
+        return _LOADED[plugin]
+    import torch
+
+    try:
+        module = plugin.load_pytorch_module()
+    except InfercmpError:
+        raise
+    except Exception as exc:
+        raise InfercmpError(
+            f"model '{plugin.config.name}': load_pytorch_module() failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(module, torch.nn.Module):
+        raise InfercmpError(
+            f"model '{plugin.config.name}': load_pytorch_module() returned "
+            f"{type(module).__name__}, expected a torch.nn.Module"
+        )
+    module = module.float().eval().cpu()
+    identity = ModuleIdentity(_state_dict_hash(module), _code_identity(module))
+    _LOADED[plugin] = (module, identity)
+    return module, identity
+
+
+def run_pytorch(plugin: ModelPlugin, module, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """PyTorch fp32 CPU outputs as numpy arrays, in config order."""
+    import torch
+
+    config = plugin.config
+    with torch.inference_mode():
+        result = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+    if isinstance(result, torch.Tensor):
+        outputs = [result]
+    elif isinstance(result, dict):
+        missing = [n for n in config.output_names if n not in result]
+        if missing:
+            raise InfercmpError(
+                f"model '{config.name}': the module returned a dict without output(s) "
+                f"{', '.join(missing)}"
+            )
+        outputs = [result[n] for n in config.output_names]
+    elif isinstance(result, list | tuple):
+        outputs = list(result)
+    else:
+        raise InfercmpError(
+            f"model '{config.name}': the module returned {type(result).__name__}; expected a "
+            "tensor, a tuple of tensors or a dict"
+        )
+    if len(outputs) != len(config.outputs):
+        raise InfercmpError(
+            f"model '{config.name}': the module returned {len(outputs)} output(s) but the "
+            f"config declares {len(config.outputs)} ({', '.join(config.output_names)})"
+        )
+    return [o.detach().cpu().numpy() for o in outputs]
+
+
+def _module_material(plugin: ModelPlugin, identity: ModuleIdentity, **options) -> dict:
+    cls = type(plugin)
+    return {
+        "format": _KEY_FORMAT,
+        "plugin": f"{cls.__module__}.{cls.__qualname__}",
+        "config": plugin.config.model_dump(mode="json"),
+        "state_dict": identity.state_dict,
+        "code": identity.code,
+        "versions": _versions(),
+        **options,
+    }
+
+
+# -- ONNX helpers --------------------------------------------------------------------------
+def _dynamic_axes(config: ModelConfig) -> dict[str, dict[int, str]]:
+    axes = {i.name: i.shapes.dynamic_axes for i in config.inputs}
+    for o in config.outputs:
+        axes[o.name] = {
+            k: n
+            for k, (n, d) in enumerate(zip(o.shape.dims_names, o.shape.runtime))
+            if d == DYNAMIC
+        }
+    return {k: v for k, v in axes.items() if v}
+
+
+def _dynamic_shapes(config: ModelConfig):
+    """torch.export dims, one per dims name, so axes sharing a name (batch) share a symbol."""
+    import re
+
+    from torch.export import Dim
+
+    dims: dict[str, Any] = {}
+    shapes = []
+    for spec in config.inputs:
+        axes = {}
+        for axis, name in spec.shapes.dynamic_axes.items():
+            if name not in dims:
+                symbol = re.sub(r"\W", "_", name)
+                dims[name] = Dim(symbol if symbol.isidentifier() else f"d_{symbol}")
+            axes[axis] = dims[name]
+        shapes.append(axes or None)
+    return tuple(shapes) if any(s is not None for s in shapes) else None
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # failures come back as exceptions; keep stderr clean
+    # Only the CPU provider: asking for CUDA/TensorRT without a GPU logs errors and falls back.
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _finish_onnx(path: Path, config: ModelConfig) -> int:
+    """Clamp the IR version, run the checker and strict shape inference; returns the opset."""
+    import onnx
+    import onnx.helper
+
+    model = onnx.load(str(path))
+    opsets = list(model.opset_import)
+    needed = onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True)
+    model.ir_version = max(needed, min(model.ir_version, MAX_IR_VERSION))
+    onnx.save(model, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise InfercmpError(f"onnx.checker rejects the export: {_first_line(exc)}") from exc
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:
+        raise InfercmpError(
+            f"ONNX shape inference fails on the export: {_first_line(exc)}"
+        ) from exc
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    outputs = [o.name for o in model.graph.output]
+    if inputs != config.input_names or outputs != config.output_names:
+        raise InfercmpError(
+            f"the exported graph has inputs {inputs} and outputs {outputs} but the config "
+            f"declares {config.input_names} and {config.output_names}"
+        )
+    return next((o.version for o in opsets if o.domain in ("", "ai.onnx")), 0)
+
+
+def _rename_values(graph, mapping: dict[str, str]) -> None:
+    """Rename values everywhere in `graph` and its subgraphs."""
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = mapping.get(value.name, value.name)
+    for init in graph.initializer:
+        init.name = mapping.get(init.name, init.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+        for attr in node.attribute:
+            for sub in [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs:
+                _rename_values(sub, mapping)
+
+
+def _rename_outputs(path: Path, names: Sequence[str]) -> None:
+    """Give the graph outputs the config's names, moving aside inner values that hold them."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    current = [o.name for o in graph.output]
+    if len(current) != len(names):
+        raise InfercmpError(
+            f"the exported graph has {len(current)} outputs but the config declares "
+            f"{len(names)} ({', '.join(names)})"
+        )
+    mapping = {old: new for old, new in zip(current, names) if old != new}
+    if not mapping:
+        return
+    used = {v for n in graph.node for v in [*n.input, *n.output]}
+    used |= {v.name for v in [*graph.input, *graph.value_info]} | {
+        i.name for i in graph.initializer
+    }
+    for new in names:
+        if new in used and new not in current:
+            mapping[new] = f"{new}__inner"
+            while mapping[new] in used:
+                mapping[new] += "_"
+    _rename_values(graph, mapping)
+    onnx.save(model, str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def _static_dims_where_dynamic(path: Path, config: ModelConfig) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    found = []
+    graph_inputs = {i.name: i for i in model.graph.input}
+    for spec in config.inputs:
+        value = graph_inputs.get(spec.name)
+        if value is None:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for axis, name in spec.shapes.dynamic_axes.items():
+            if axis < len(dims) and dims[axis].HasField("dim_value"):
+                found.append(f"{spec.name}[{axis}] ({name}) = {dims[axis].dim_value}")
+    return found
+
+
+def _check_outputs_against_config(config: ModelConfig, outputs, where: str) -> None:
+    for spec, array in zip(config.outputs, outputs):
+        runtime = spec.shape.runtime
+        bad = array.ndim != len(runtime) or any(
+            r != DYNAMIC and g != r for g, r in zip(array.shape, runtime)
+        )
+        if bad:
+            raise InfercmpError(
+                f"output '{spec.name}' has shape {list(array.shape)} at the {where} shape but "
+                f"the config's runtime shape is {runtime}"
+            )
+
+
+def _verify_onnx(
+    plugin: ModelPlugin,
+    module,
+    path: Path,
+    example: list[np.ndarray],
+    rtol: float,
+    atol: float | None,
+) -> tuple[list[OutputParity], dict[str, np.ndarray], dict[str, list[list[int]]]]:
+    """Run the ONNX model in ONNX Runtime (CPU) at the example and profile shapes vs PyTorch."""
+    config = plugin.config
+    session = _ort_session(path)
+    results: list[OutputParity] = []
+    arrays: dict[str, np.ndarray] = {}
+    checked: dict[str, list[list[int]]] = {}
+    cases = [("example", example)] + [
+        (which, profile_inputs(config, example, which)) for which in ("min", "opt", "max")
+    ]
+    for label, inputs in cases:
+        feeds = dict(zip(config.input_names, inputs))
+        try:
+            got = session.run(config.output_names, feeds)
+        except Exception as exc:
+            shapes = ", ".join(f"{n}={list(a.shape)}" for n, a in feeds.items())
+            static = _static_dims_where_dynamic(path, config)
+            why = (
+                f"; the graph fixes {', '.join(static)} although the config marks it dynamic"
+                if static
+                else "; a dynamic axis was probably baked into the graph as a constant (the "
+                "TorchScript exporter does this to sequence axes; try --exporter dynamo)"
+            )
+            raise InfercmpError(
+                f"ONNX Runtime cannot run the export at the {label} shape ({shapes}){why}: "
+                f"{_first_line(exc)}"
+            ) from exc
+        _check_outputs_against_config(config, got, label)
+        ref = run_pytorch(plugin, module, inputs)
+        checked[label] = [list(a.shape) for a in inputs]
+        for i, (spec, r, g) in enumerate(zip(config.outputs, ref, got)):
+            results.append(compare_output(spec.name, label, r, g, rtol, atol))
+            arrays[f"{label}.ref.{i}"] = r
+            arrays[f"{label}.onnx.{i}"] = g
+    return results, arrays, checked
+
+
+def _recheck_parity(entry: CacheEntry, config: ModelConfig, rtol: float, atol: float):
+    """Parity of a cached export under (possibly new) tolerances, from the stored outputs."""
+    with np.load(entry.file(PARITY_FILE)) as data:
+        results = []
+        for label in entry.meta["checked_shapes"]:
+            for i, spec in enumerate(config.outputs):
+                results.append(
+                    compare_output(
+                        spec.name,
+                        label,
+                        data[f"{label}.ref.{i}"],
+                        data[f"{label}.onnx.{i}"],
+                        rtol,
+                        atol,
+                    )
+                )
+    return results
+
+
+@contextlib.contextmanager
+def _captured(log: io.StringIO):
+    """Send the exporters' chatter (prints, warnings) to the entry's log, not the terminal."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            try:
+                yield
+            finally:
+                for w in caught:
+                    log.write(f"warning: {w.category.__name__}: {w.message}\n")
+
+
+def _run_exporter(
+    exporter: str, module, example: list[np.ndarray], config: ModelConfig, opset, path: Path, log
+):
+    import logging
+
+    import torch
+
+    args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example)
+    param_bytes = sum(p.numel() * p.element_size() for p in module.state_dict().values())
+    kwargs: dict[str, Any] = dict(
+        input_names=config.input_names,
+        output_names=config.output_names,
+        opset_version=opset,
+        dynamic_axes=_dynamic_axes(config) or None,
+    )
+    noisy = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    levels = [lg.level for lg in noisy]
+    for lg in noisy:
+        lg.setLevel(logging.ERROR)
+    try:
+        with _captured(log):
+            if exporter == "dynamo":
+                # Output names are set afterwards: the dynamo exporter can name an inner value
+                # like a requested output ('embedding') and then write the name twice.
+                kwargs["output_names"] = None
+                kwargs["dynamic_axes"] = None
+                kwargs["dynamic_shapes"] = _dynamic_shapes(config)
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(path),
+                    dynamo=True,
+                    external_data=param_bytes > 1_800_000_000,
+                    verbose=False,
+                    **kwargs,
+                )
+                _rename_outputs(path, config.output_names)
+            else:
+                torch.onnx.export(module, args, str(path), dynamo=False, **kwargs)
+    finally:
+        for lg, level in zip(noisy, levels):
+            lg.setLevel(level)
+
+
+def _export_one(
+    plugin: ModelPlugin,
+    cache: ArtifactCache,
+    exporter: str,
+    module,
+    identity: ModuleIdentity,
+    example: list[np.ndarray],
+    opset: int | None,
+    rtol: float,
+    atol: float | None,
+    progress: Progress,
+) -> tuple[CacheEntry, bool]:
+    """Export with one exporter, check, and commit; or return the existing content entry."""
+    config = plugin.config
+    key = content_key(
+        _module_material(plugin, identity, kind="onnx", exporter=exporter, opset=opset)
+    )
+    with cache.lock("onnx", key):
+        entry = cache.lookup("onnx", key)
+        if entry is not None:
+            return entry, True
+        with cache.staging() as staged:
+            path = staged / ONNX_FILE
+            log = io.StringIO()
+            progress(f"exporting {config.name} with the {exporter} exporter")
+            try:
+                _run_exporter(exporter, module, example, config, opset, path, log)
+            except Exception as exc:
+                raise InfercmpError(f"the {exporter} exporter failed: {_first_line(exc)}") from exc
+            actual_opset = _finish_onnx(path, config)
+            progress("checking dynamic axes and parity in ONNX Runtime (CPU)")
+            parity, arrays, checked = _verify_onnx(plugin, module, path, example, rtol, atol)
+            failed = [p for p in parity if not p.passed]
+            if failed:
+                raise InfercmpError(_parity_error(config.name, exporter, failed, rtol, atol))
+            np.savez(staged / PARITY_FILE, **arrays)
+            (staged / LOG_FILE).write_text(log.getvalue())
+            meta = {
+                "model": config.name,
+                "exporter": exporter,
+                "opset": actual_opset,
+                "checked_shapes": checked,
+                "versions": _versions(),
+                "state_dict": identity.state_dict,
+            }
+            return cache.store("onnx", key, staged, meta), False
+
+
+def export_onnx(
+    plugin: ModelPlugin,
+    cache: ArtifactCache,
+    *,
+    exporter: str = "auto",
+    opset: int | None = None,
+    force: bool = False,
+    rtol: float = DEFAULT_RTOL,
+    atol: float | None = DEFAULT_ATOL,
+    progress: Progress | None = None,
+) -> OnnxArtifact:
+    """Export `plugin`'s module to ONNX through the cache; checked and parity-verified.
+
+    `exporter="auto"` tries dynamo (keeps every dynamic axis, sequence ones included) and
+    falls back to TorchScript, saying why. Raises InfercmpError on failed parity or checks.
+    """
+    if exporter not in ("auto", *EXPORTERS):
+        raise InfercmpError(f"unknown exporter '{exporter}'; choose auto, {', '.join(EXPORTERS)}")
+    if rtol < 0 or (atol is not None and atol < 0):
+        raise InfercmpError(f"tolerances must be non-negative, got rtol {rtol}, atol {atol}")
+    progress = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    config = plugin.config
+    alias = content_key(_alias_material(plugin, "onnx", exporter=exporter, opset=opset))
+
+    def artifact(entry: CacheEntry, cached: bool) -> OnnxArtifact:
+        parity = _recheck_parity(entry, config, rtol, atol)
+        failed = [p for p in parity if not p.passed]
+        if failed:
+            raise InfercmpError(
+                _parity_error(config.name, entry.meta["exporter"], failed, rtol, atol)
+            )
+        return OnnxArtifact(
+            path=entry.file(ONNX_FILE),
+            key=entry.key,
+            cached=cached,
+            exporter=entry.meta["exporter"],
+            seconds=time.perf_counter() - start,
+            opset=int(entry.meta["opset"]),
+            rtol=rtol,
+            atol=atol,
+            parity=tuple(parity),
+            checked_shapes=entry.meta["checked_shapes"],
+        )
+
+    if not force:
+        entry = cache.lookup_alias("onnx", alias)
+        if entry is not None:
+            return artifact(entry, True)
+    elif (old := cache.resolve_alias("onnx", alias)) is not None:
+        cache.remove("onnx", old)
+
+    progress(f"loading the PyTorch module of {config.name}")
+    module, identity = load_module(plugin)
+    example = example_runtime_inputs(plugin, default_experiment(config))
+    candidates = list(EXPORTERS) if exporter == "auto" else [exporter]
+    failures = []
+    for candidate in candidates:
+        try:
+            if force:
+                cache.remove(
+                    "onnx",
+                    content_key(
+                        _module_material(
+                            plugin, identity, kind="onnx", exporter=candidate, opset=opset
+                        )
+                    ),
+                )
+            entry, cached = _export_one(
+                plugin, cache, candidate, module, identity, example, opset, rtol, atol, progress
+            )
+        except InfercmpError as exc:
+            failures.append((candidate, str(exc)))
+            if candidate != candidates[-1]:
+                progress(
+                    f"the {candidate} export did not work ({str(exc).splitlines()[0]}); "
+                    f"trying {candidates[candidates.index(candidate) + 1]}"
+                )
+            continue
+        cache.set_alias("onnx", alias, entry.key)
+        return artifact(entry, cached)
+    if len(failures) == 1:
+        raise InfercmpError(f"model '{config.name}': {failures[0][1]}")
+    raise InfercmpError(
+        f"model '{config.name}': no exporter produced a working ONNX model:\n"
+        + "\n".join(f"  {name}: {message}" for name, message in failures)
+    )
+
+
+def ensure_reference(
+    plugin: ModelPlugin, cache: ArtifactCache, experiment: Experiment, *, force: bool = False
+) -> Path:
+    """The npz of runtime inputs and PyTorch fp32 CPU outputs for `experiment` (cached).
+
+    Keys are `input_0..` and `output_0..` in config order.
+    """
+    config = plugin.config
+    shapes = [list(s) for s in experiment.shapes]
+    alias = content_key(_alias_material(plugin, "reference", experiment=shapes))
+    if not force:
+        entry = cache.lookup_alias("reference", alias)
+        if entry is not None:
+            return entry.file(REFERENCE_FILE)
+    inputs = example_runtime_inputs(plugin, experiment)
+    module, identity = load_module(plugin)
+    plugin_code = [_source_tree_hash(d) for d in _plugin_dirs(plugin)]
+    key = content_key(
+        _module_material(
+            plugin, identity, kind="reference", experiment=shapes, plugin_code=plugin_code
+        )
+    )
+    with cache.lock("reference", key):
+        if force:
+            cache.remove("reference", key)
+        entry = cache.lookup("reference", key)
+        if entry is None:
+            outputs = run_pytorch(plugin, module, inputs)
+            with cache.staging() as staged:
+                arrays = {f"input_{i}": a for i, a in enumerate(inputs)}
+                arrays.update({f"output_{i}": a for i, a in enumerate(outputs)})
+                np.savez(staged / REFERENCE_FILE, **arrays)
+                meta = {"model": config.name, "experiment": shapes, "label": experiment.label}
+                entry = cache.store("reference", key, staged, meta)
+    cache.set_alias("reference", alias, entry.key)
+    return entry.file(REFERENCE_FILE)
