@@ -86,7 +86,7 @@ class LatencyStats:
 
 
 def outlier_mask(values: np.ndarray, k: float = 3.0) -> np.ndarray:
-    """True for samples beyond k interquartile ranges above Q3 or below Q1 (flagged, not dropped)."""
+    """True for samples beyond k IQRs outside [Q1, Q3]: flagged for the report, never dropped."""
     values = np.asarray(values, dtype=np.float64)
     if values.size < 4:
         return np.zeros(values.shape, dtype=bool)

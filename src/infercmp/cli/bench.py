@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from infercmp.cli.common import console, err_console
 from infercmp.errors import InfercmpError, RunFailed
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _warmup(text: str) -> tuple[int | None, float | None]:
@@ -36,37 +38,42 @@ def _mib(value: int | None) -> str:
 
 def _note(result) -> str:
     if result.status != "ok":
-        return (result.error or "").splitlines()[0] if result.error else ""
+        return result.error or result.status
     notes = []
     if result.parity and not result.parity.get("ok", True):
-        notes.append("parity FAILED")
-    notes.extend(result.warnings[:2])
+        notes.append("outputs differ from PyTorch beyond tolerance")
+    notes.extend(result.warnings)
     return "; ".join(notes)
 
 
-def summary_table(results) -> Table:
-    table = Table(
-        "engine",
-        "device",
-        "prec",
-        "shape",
-        "status",
-        "p50 ms",
-        "p99 ms",
-        "95% CI of p50",
-        "items/s",
-        "peak RSS MiB",
-        "peak VRAM MiB",
-        "parity max rel",
-        "note",
-        title="infercmp bench",
-    )
+def _parity(result) -> str:
+    outputs = (result.parity or {}).get("outputs") or []
+    if not outputs:
+        return "-"
+    worst = max(o.get("max_rel") or 0.0 for o in outputs)
+    return f"{'ok' if result.parity.get('ok') else 'FAIL'} {worst:.0e}"
+
+
+def summary_table(results) -> tuple[Table, list[str]]:
+    """The end-of-run table, and the notes (errors, skip reasons, warnings) it refers to."""
+    from rich.table import Table
+
+    table = Table(title="infercmp bench", title_justify="left")
+    for name in ("engine", "device", "prec", "shape", "status"):
+        table.add_column(name, overflow="fold")
+    for name in ("p50 ms", "p99 ms", "CI ±%", "items/s", "RSS MiB", "VRAM MiB", "parity"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("note", justify="right")
+    notes: list[str] = []
     for r in results:
         lat = r.latency or {}
-        max_rel = "-"
-        if r.parity and r.parity.get("outputs"):
-            max_rel = f"{max(o.get('max_rel') or 0.0 for o in r.parity['outputs']):.1e}"
+        note = _note(r)
+        ref = ""
+        if note:
+            notes.append(note)
+            ref = f"[{len(notes)}]"
         style = {"ok": "green", "skipped": "yellow"}.get(r.status, "red")
+        half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2 / lat["p50_ms"] * 100 if lat else None
         table.add_row(
             f"{r.engine}[{_options(r.options)}]" if r.options else r.engine,
             r.device,
@@ -75,14 +82,14 @@ def summary_table(results) -> Table:
             f"[{style}]{r.status}[/]",
             f"{lat['p50_ms']:.3f}" if lat else "-",
             f"{lat['p99_ms']:.3f}" if lat else "-",
-            f"{lat['ci_low_ms']:.3f}-{lat['ci_high_ms']:.3f}" if lat else "-",
-            f"{lat['throughput_per_s']:,.1f}" if lat else "-",
+            f"{half:.1f}" if half is not None else "-",
+            f"{lat['throughput_per_s']:,.0f}" if lat else "-",
             _mib(r.peak_rss_bytes),
             _mib(r.peak_vram_bytes),
-            max_rel,
-            _note(r),
+            _parity(r),
+            ref,
         )
-    return table
+    return table, notes
 
 
 def _options(options: dict) -> str:
@@ -182,7 +189,6 @@ def bench(
 
     meta = {
         "argv": sys.argv,
-        "model": plugin.name,
         "model_config": plugin.config.model_dump(),
         "settings": {
             "experiments": [e.label for e in experiments],
@@ -195,6 +201,8 @@ def bench(
     }
     store = RunStore.create(out, plugin.name, meta)
     console.print(f"run directory: {store.path}")
+
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
         SpinnerColumn(),
@@ -228,7 +236,10 @@ def bench(
             listener=Listener(),
         )
     results = RunStore.open(store.path).results
-    console.print(summary_table(results))
+    table, notes = summary_table(results)
+    console.print(table)
+    for number, note in enumerate(notes, 1):
+        console.print(f"[{number}] {note}", highlight=False, markup=False)
     console.print(f"results: {store.path}  (infercmp report {store.path})")
     if status == "interrupted":
         raise RunFailed(

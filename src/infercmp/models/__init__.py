@@ -1,1 +1,1 @@
-"""Tiny built-in models: registered through entry points like any plugin; used by tests and demos."""
+"""Tiny built-in models, registered through entry points like any plugin; for tests and demos."""
