@@ -39,12 +39,13 @@ class Measurement:
     iters: int | None = None
     duration_s: float | None = None
     ci_target: float = 0.01
+    min_iters: int = 100
     max_seconds: float = 20.0
     timeout_s: float = 600.0
     device_resident: bool = False
 
     def validate(self) -> None:
-        for name in ("warmup_iters", "iters"):
+        for name in ("warmup_iters", "iters", "min_iters"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise InfercmpError(
@@ -219,10 +220,10 @@ def plan_bench(
                 reason = trt_missing
             elif engine == "tensorrt" and outside:
                 reason = outside
-            elif engine == "onnxruntime" and precision != "fp32":
+            elif engine == "onnxruntime" and precision == "bf16":
                 reason = (
-                    "ONNX Runtime runs the fp32 ONNX export; reduced precision is measured "
-                    "through PyTorch and TensorRT"
+                    "ONNX Runtime's CPU and CUDA providers lack bf16 kernels for most ops; "
+                    "bf16 is measured through PyTorch and TensorRT"
                 )
             elif device == "cpu" and precision == "fp16" and engine == "pytorch":
                 reason = "PyTorch fp16 on CPU is not a deployment target (use bf16 or fp32)"
@@ -247,6 +248,7 @@ class Artifacts:
     """What the workers need, prepared through the cache before any worker starts."""
 
     onnx: Any | None = None  # infercmp.export.OnnxArtifact
+    converted: dict[str, Path] = field(default_factory=dict)  # precision -> ONNX for ORT
     plans: dict[str, Any] = field(default_factory=dict)  # precision -> PlanArtifact
     plan_errors: dict[str, str] = field(default_factory=dict)  # precision -> why it failed
     references: dict[str, Path] = field(default_factory=dict)  # experiment label -> npz
@@ -271,6 +273,13 @@ def prepare_artifacts(
     if any(c.engine.name in ONNX_ENGINES for c in runnable):
         progress("ONNX export")
         artifacts.onnx = export_onnx(plugin, cache, exporter=exporter, progress=progress)
+    for precision in sorted(
+        {c.precision for c in runnable if c.engine.name == "onnxruntime" and c.precision != "fp32"}
+    ):
+        from infercmp.build import ensure_converted_onnx
+
+        progress(f"ONNX conversion to {precision}")
+        artifacts.converted[precision] = ensure_converted_onnx(cache, artifacts.onnx, precision)
     for precision in sorted({c.precision for c in runnable if c.engine.name == "tensorrt"}):
         from infercmp.build import build_engine
 
@@ -450,8 +459,11 @@ def worker_spec(
     """The JSON spec one worker runs (see docs/architecture.md)."""
     engine = combo.engine.name
     artifact: Path | None = None
+    options = dict(combo.engine.options)
     if engine == "onnxruntime":
         artifact = artifacts.onnx.path
+        if combo.precision in artifacts.converted:
+            options.setdefault("fp16_model", str(artifacts.converted[combo.precision]))
     elif engine == "tensorrt":
         artifact = artifacts.plans[combo.precision].path
     return {
@@ -463,12 +475,13 @@ def worker_spec(
         "reference": str(artifacts.references[combo.experiment.label]),
         "input_names": plugin.config.input_names,
         "output_names": plugin.config.output_names,
-        "options": dict(combo.engine.options),
+        "options": options,
         "warmup_iters": measurement.warmup_iters,
         "warmup_seconds": measurement.warmup_seconds,
         "iters": measurement.iters,
         "duration_s": measurement.duration_s,
         "ci_target": measurement.ci_target,
+        "min_iters": measurement.min_iters,
         "max_seconds": measurement.max_seconds,
         "device_resident": measurement.device_resident,
     }
@@ -507,6 +520,8 @@ def outcome_to_result(
     energy = energy_joules(outcome.samples, phase="measure")
     status = outcome.status
     error = outcome.error
+    if status == "unsupported":  # the engine declined this combination up front
+        status = "skipped"
     if status == "ok" and iterations == 0:
         status, error = "failed", "worker reported success but recorded no iterations"
     return _combo_result(

@@ -100,6 +100,23 @@ def convert_precision(src: Path, dst: Path, precision: str) -> None:
     onnx.save(converted, str(dst))
 
 
+def ensure_converted_onnx(cache: ArtifactCache, onnx: OnnxArtifact, precision: str) -> Path:
+    """The exported ONNX converted to fp16/bf16 compute (fp32 IO), cached next to the export.
+
+    ONNX Runtime runs reduced precision only from such a model, unlike PyTorch and TensorRT.
+    """
+    key = content_key({"onnx": onnx.key, "precision": precision, "converter": "ort-float16"})
+    entry = cache.lookup("onnx-precision", key)
+    if entry is None:
+        with cache.lock("onnx-precision", key):
+            entry = cache.lookup("onnx-precision", key)
+            if entry is None:
+                with cache.staging() as staged:
+                    convert_precision(onnx.path, staged / "model.onnx", precision)
+                    entry = cache.store("onnx-precision", key, staged, {"precision": precision})
+    return entry.file("model.onnx")
+
+
 def _float16_to_bfloat16(graph) -> None:
     import numpy as np
     from onnx import TensorProto, numpy_helper

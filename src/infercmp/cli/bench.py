@@ -70,8 +70,9 @@ def summary_table(results) -> tuple[Table, list[str]]:
         note = _note(r)
         ref = ""
         if note:
-            notes.append(note)
-            ref = f"[{len(notes)}]"
+            if note not in notes:
+                notes.append(note)
+            ref = f"[{notes.index(note) + 1}]"
         style = {"ok": "green", "skipped": "yellow"}.get(r.status, "red")
         half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2 / lat["p50_ms"] * 100 if lat else None
         table.add_row(
@@ -123,6 +124,9 @@ def bench(
         "--ci-target",
         help="Adaptive mode: stop when the median's 95% CI half-width is within this fraction.",
     ),
+    min_iters: int = typer.Option(
+        100, "--min-iters", help="Adaptive mode: measure at least this many iterations."
+    ),
     max_seconds: float = typer.Option(
         20.0, "--max-seconds", help="Adaptive mode: measure at most this long."
     ),
@@ -153,6 +157,7 @@ def bench(
         iters=iters,
         duration_s=duration,
         ci_target=ci_target,
+        min_iters=min_iters,
         max_seconds=max_seconds,
         timeout_s=timeout,
         device_resident=device_resident,
