@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from infercmp import bench
-from infercmp.cache import ArtifactCache
 from infercmp.cli import app
 from infercmp.plugins import get_plugin
 from infercmp.results import RunStore
@@ -46,7 +45,7 @@ def test_bench_runs_each_engine_in_a_worker_and_stores_everything(runner, tmp_pa
         assert ok.parity["ok"] is True
         assert ok.peak_rss_bytes and ok.peak_rss_bytes > 10 * 2**20
     # No GPU here: every CUDA combination is listed as skipped, with the reason.
-    for (engine, device), r in by_key.items():
+    for (_engine, device), r in by_key.items():
         if device == "cuda":
             assert r.status == "skipped"
             assert "no CUDA device" in r.error
