@@ -10,7 +10,7 @@ import pytest
 
 from infercmp.engines import Engine, EngineSpec, engine_class
 from infercmp.engines.base import EngineError, UnsupportedCombination
-from infercmp.worker import DEFAULT_TOLERANCES, compare_outputs, load_reference
+from infercmp.worker import DEFAULT_RTOL, compare_outputs, load_reference
 from tests.conftest import requires_cuda, requires_tensorrt
 
 MODELS = ("tiny-cnn", "tiny-two-io", "tiny-encoder")
@@ -135,9 +135,8 @@ def run_once(engine) -> list[np.ndarray]:
     return [np.array(o, copy=True) for o in outputs]  # copy_out's arrays may be reused
 
 
-def assert_matches(outputs, reference, names, precision="fp32"):
-    rtol, atol = DEFAULT_TOLERANCES[precision]
-    parity = compare_outputs(outputs, reference, names, rtol, atol)
+def assert_matches(outputs, reference, names, precision="fp32", device="cpu"):
+    parity = compare_outputs(outputs, reference, names, DEFAULT_RTOL[precision, device])
     assert parity.ok, parity.model_dump()
 
 
@@ -159,7 +158,7 @@ def test_lifecycle_gives_reference_outputs(engine_name, device, model, model_cas
     third = run_once(engine)
     engine.release()
 
-    assert_matches(first, reference, case.output_names)
+    assert_matches(first, reference, case.output_names, device=device)
     for again in (second, third):
         for a, b in zip(first, again):
             np.testing.assert_array_equal(a, b)
@@ -192,7 +191,7 @@ def test_device_resident_compute_reuses_inputs(engine_name, device, model_cases)
         engine.compute()
     outputs = engine.copy_out()
     engine.synchronize()
-    assert_matches(outputs, reference, case.output_names)
+    assert_matches(outputs, reference, case.output_names, device=device)
     engine.release()
 
 
@@ -251,7 +250,7 @@ def test_pytorch_reduced_precision(precision, device, model_cases):
     outputs = run_once(engine)
     engine.release()
     assert outputs[0].dtype == (np.float16 if precision == "fp16" else np.float32)
-    assert_matches(outputs, reference, case.output_names, precision)
+    assert_matches(outputs, reference, case.output_names, precision, device)
 
 
 def test_pytorch_channels_last_and_threads(model_cases):
@@ -275,7 +274,7 @@ def test_pytorch_cuda_graph(model, model_cases):
     engine.load(case.spec("pytorch", "cuda", cuda_graph=True))
     engine.prepare(inputs)
     first = run_once(engine)
-    assert_matches(first, reference, case.output_names)
+    assert_matches(first, reference, case.output_names, device="cuda")
     np.testing.assert_array_equal(first[0], run_once(engine)[0])
     engine.release()
 

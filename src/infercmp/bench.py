@@ -345,8 +345,6 @@ def run_worker(
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> WorkerOutcome:
     """Run one worker subprocess under the sampler; never raises for the worker's failures."""
-    from infercmp.sampler import SamplingSession
-
     workdir.mkdir(parents=True, exist_ok=True)
     spec = {**spec, "result_dir": str(workdir)}
     spec_path = workdir / "spec.json"
@@ -363,7 +361,7 @@ def run_worker(
         )
     status, error = None, None
     try:
-        with SamplingSession(proc.pid, samplers, hz=sample_hz) as session:
+        with _sampling(proc.pid, samplers, sample_hz) as session:
             reader = threading.Thread(
                 target=_read_phases, args=(proc, session, on_phase), daemon=True
             )
@@ -400,6 +398,25 @@ def run_worker(
                 last = log_tail.strip().splitlines()[-1:] or ["no output"]
                 error = f"worker exited with code {code} without a result: {last[0]}"
     return WorkerOutcome(status, error, result or {}, latency, samples, log_tail)
+
+
+class _NoSampling:
+    """Stands in for a SamplingSession when sampling is off (--sample-hz 0)."""
+
+    rows: list[dict[str, Any]] = []
+
+    def set_phase(self, phase: str) -> None: ...
+
+
+@contextlib.contextmanager
+def _sampling(pid: int, samplers: list[Any], hz: float) -> Iterator[Any]:
+    from infercmp.sampler import SamplingSession
+
+    if hz <= 0 or not samplers:
+        yield _NoSampling()
+        return
+    with SamplingSession(pid, samplers, hz=hz) as session:
+        yield session
 
 
 def _read_phases(proc: subprocess.Popen, session: Any, on_phase: Callable[[str], None]) -> None:
