@@ -482,7 +482,10 @@ def worker_spec(
         if combo.precision in artifacts.converted:
             options.setdefault("fp16_model", str(artifacts.converted[combo.precision]))
     elif engine == "tensorrt":
-        artifact = artifacts.plans[combo.precision].path
+        plan = artifacts.plans[combo.precision]
+        artifact = plan.path
+        # Run the plan with the module that built it, not whichever one the worker finds first.
+        options.setdefault("backend", plan.backend)
     return {
         "model": plugin.name,
         "engine": engine,

@@ -21,10 +21,10 @@ EXTRAS: dict[str, str] = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx"
 # Preference when the user names no backend: full TensorRT runs on every CUDA GPU.
 PREFERENCE: tuple[str, ...] = ("tensorrt", "tensorrt-rtx")
 
-# TensorRT-RTX support matrix (1.0-1.7): Turing, Ampere (consumer), Ada, Blackwell.
-# Data-centre parts such as A100 (8.0), H100/H200 (9.0) and B200 (10.0) are refused.
+# TensorRT-RTX support matrix (1.0-1.7): Turing, Ampere, Ada, Blackwell. The runtime's own log
+# on the H200 listed "8.0 8.6 8.9 12.0 12.1 >12.0"; Hopper (9.0) and B200 (10.0) are refused.
 RTX_COMPUTE_CAPABILITIES: frozenset[tuple[int, int]] = frozenset(
-    {(7, 5), (8, 6), (8, 9), (12, 0), (12, 1)}
+    {(7, 5), (8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
 )
 RTX_NO_BF16: frozenset[tuple[int, int]] = frozenset({(7, 5)})
 

@@ -180,7 +180,10 @@ def bench(
     from infercmp.results import RunStore
     from infercmp.sampler import default_samplers
 
-    samplers, left_out = default_samplers() if sample_hz > 0 else ([], ["sampler off"])
+    uses_gpu = any(c.device == "cuda" for c in plan.runnable)
+    samplers, left_out = (
+        default_samplers(gpu=uses_gpu) if sample_hz > 0 else ([], ["sampler off (--sample-hz 0)"])
+    )
     for message in left_out:
         err_console.print(f"[yellow]note:[/] {message}")
 

@@ -283,11 +283,12 @@ class OnnxRuntimeEngine(EngineBase):
             dtype = ORT_DTYPES[value.data_type()]
             shape = value.shape()
             if cuda:
-                out = ort.OrtValue.ortvalue_from_shape_and_type(
-                    shape, dtype, "cuda", spec.device_id
-                )
-                self._device_outputs.append(out)
-                binding.bind_ortvalue_output(arg.name, out)
+                # Keep the probe's own device outputs bound: with enable_cuda_graph the probe
+                # run is the one ONNX Runtime captures, and the graph writes to the addresses
+                # bound then. Fresh buffers bound afterwards would never be written (seen on
+                # the H200: all-zero outputs). Holding the OrtValues keeps that memory ours.
+                self._device_outputs.append(value)
+                binding.bind_ortvalue_output(arg.name, value)
             else:
                 host = np.empty(shape, dtype=dtype)
                 self._host_outputs.append(host)
