@@ -22,7 +22,7 @@ import numpy as np
 
 from infercmp.config import DYNAMIC, ModelConfig
 from infercmp.engines import DEVICES, ENGINE_MODULES, PRECISIONS
-from infercmp.errors import InfercmpError
+from infercmp.errors import InfercmpError, RunFailed
 from infercmp.plugins import ModelPlugin
 from infercmp.shapes import Experiment
 
@@ -521,6 +521,7 @@ def _combo_result(plugin: ModelPlugin, combo: Combination, **fields: Any) -> Any
         precision=combo.precision,
         shape_label=experiment.label,
         example_shapes=[list(s) for s in experiment.shapes],
+        variant=combo.engine.variant,
         **fields,
     )
 
@@ -613,13 +614,39 @@ def run_bench(
                 store.add_result(result, latency, samples)
                 listener.combination_finished(combo, result)
     except Interrupted as exc:
-        store.finish("interrupted", f"stopped by {exc.signame}; finished combinations are kept")
+        _finish(store, "interrupted", f"stopped by {exc.signame}; finished combinations are kept")
         return "interrupted"
+    except OSError as exc:
+        # A full disk, a read-only or vanished directory: say so in one line, keep what is saved.
+        _finish(store, "failed", f"cannot write: {_os_error(exc)}")
+        raise _write_failed(store, exc) from exc
     except BaseException as exc:
-        store.finish("failed", f"{type(exc).__name__}: {exc}")
+        _finish(store, "failed", f"{type(exc).__name__}: {exc}")
         raise
-    store.finish("complete")
+    try:
+        store.finish("complete")
+    except OSError as exc:
+        raise _write_failed(store, exc) from exc
     return "complete"
+
+
+def _finish(store: Any, status: str, detail: str) -> None:
+    """Mark the run's end; on a disk that refuses writes run.json keeps status "running"."""
+    with contextlib.suppress(OSError):
+        store.finish(status, detail)
+
+
+def _os_error(exc: OSError) -> str:
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {text}" if exc.filename else text
+
+
+def _write_failed(store: Any, exc: OSError) -> RunFailed:
+    saved = len(store.results)
+    return RunFailed(
+        f"cannot write the run's files ({_os_error(exc)}); {saved} finished combination(s) "
+        f"are saved in {store.path}"
+    )
 
 
 def _run_one(

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from infercmp.errors import InfercmpError
+from infercmp.errors import InfercmpError, RunFailed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -141,6 +142,9 @@ class CombinationResult(BaseModel):
     example_shapes: list[list[int]] = Field(default_factory=list)
     runtime_shapes: dict[str, list[int]] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
+    # The options the user asked for, as typed in `--engine NAME[...]`; `options` also holds
+    # the engine's effective defaults.
+    variant: str | None = None
     status: ComboStatus
     error: str | None = None
     iterations: int = 0
@@ -343,7 +347,6 @@ class RunStore:
                 raise InfercmpError(f"cannot create the run directory {path}: {exc}") from exc
         else:  # pragma: no cover - ten thousand runs in one second
             raise InfercmpError(f"cannot find a free run directory name under {root}")
-        (path / PARITY_DIR).mkdir()
         info = {
             "schema_version": SCHEMA_VERSION,
             "infercmp_version": __version__,
@@ -355,8 +358,16 @@ class RunStore:
             "writer": {"pid": os.getpid(), "hostname": socket.gethostname()},
             **meta,
         }
-        _atomic_write_json(path / RUN_FILE, info)
-        _atomic_write_json(path / SUMMARY_FILE, [])
+        try:
+            (path / PARITY_DIR).mkdir()
+            _atomic_write_json(path / RUN_FILE, info)
+            _atomic_write_json(path / SUMMARY_FILE, [])
+        except OSError as exc:
+            # A run directory without its run.json is no run: leave nothing half-made behind.
+            shutil.rmtree(path, ignore_errors=True)
+            raise RunFailed(
+                f"cannot write the run directory {path}: {exc.strerror or exc}"
+            ) from exc
         return cls(path, info, [])
 
     def add_result(

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
 from infercmp.cli.common import console, err_console
 from infercmp.errors import InfercmpError, RunFailed
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+MIN_ITERS = 8  # WorkerSpec.min_iters
+MIN_SAMPLE_HZ, MAX_SAMPLE_HZ = 0.1, 1000.0
 
 
 def _warmup(text: str) -> tuple[int | None, float | None]:
@@ -30,6 +36,25 @@ def _warmup(text: str) -> tuple[int | None, float | None]:
     except ValueError:
         pass
     raise InfercmpError(f"--warmup '{text}': give a positive iteration count (50) or seconds (2s)")
+
+
+@contextlib.contextmanager
+def _preparation_guard() -> Iterator[None]:
+    """Planning and artifact preparation: a signal or MemoryError becomes one clear line."""
+    from infercmp import bench as bench_mod
+
+    try:
+        with bench_mod.stop_on_signals():
+            yield
+    except bench_mod.Interrupted as exc:
+        raise RunFailed(
+            f"stopped by {exc.signame} while preparing; no combination ran and no run "
+            "directory was made"
+        ) from None
+    except MemoryError:
+        raise InfercmpError(
+            "not enough memory for the example inputs of this --shape; use a smaller shape"
+        ) from None
 
 
 def _mib(value: int | None) -> str:
@@ -54,43 +79,72 @@ def _parity(result) -> str:
     return f"{'ok' if result.parity.get('ok') else 'FAIL'} {worst:.0e}"
 
 
-def summary_table(results) -> tuple[Table, list[str]]:
-    """The end-of-run table, and the notes (errors, skip reasons, warnings) it refers to."""
+# Columns dropped, in this order, when the table would not fit the terminal.
+_OPTIONAL_COLUMNS = ("items/s", "p99 ms", "RSS MiB", "VRAM MiB")
+
+
+def summary_table(results, width: int = 200) -> tuple[Table, list[str]]:
+    """The end-of-run table, and the notes (errors, skip reasons, warnings) it refers to.
+
+    Columns of lesser weight are dropped until the table fits `width`, so an 80-column
+    terminal still shows every combination's engine, shape, status, median and parity.
+    """
+    from rich import box
+    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="infercmp bench", title_justify="left")
-    for name in ("engine", "device", "prec", "shape", "status"):
-        table.add_column(name, overflow="fold")
-    for name in ("p50 ms", "p99 ms", "CI ±%", "items/s", "RSS MiB", "VRAM MiB", "parity"):
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("note", justify="right")
     notes: list[str] = []
+    rows = []
     for r in results:
         lat = r.latency or {}
         note = _note(r)
-        ref = ""
-        if note:
-            if note not in notes:
-                notes.append(note)
-            ref = f"[{notes.index(note) + 1}]"
+        if note and note not in notes:
+            notes.append(note)
         style = {"ok": "green", "skipped": "yellow"}.get(r.status, "red")
         half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2 / lat["p50_ms"] * 100 if lat else None
-        table.add_row(
-            f"{r.engine}[{_options(r.options)}]" if r.options else r.engine,
-            r.device,
-            r.precision,
-            r.shape_label,
-            f"[{style}]{r.status}[/]",
-            f"{lat['p50_ms']:.3f}" if lat else "-",
-            f"{lat['p99_ms']:.3f}" if lat else "-",
-            f"{half:.1f}" if half is not None else "-",
-            f"{lat['throughput_per_s']:,.0f}" if lat else "-",
-            _mib(r.peak_rss_bytes),
-            _mib(r.peak_vram_bytes),
-            _parity(r),
-            ref,
+        rows.append(
+            {
+                "engine": escape(f"{r.engine}[{r.variant}]" if r.variant else r.engine),
+                "dev": r.device,
+                "prec": r.precision,
+                "shape": r.shape_label,
+                "status": f"[{style}]{r.status}[/]",
+                "p50 ms": _ms(lat.get("p50_ms")),
+                "±CI%": f"{half:.1f}" if half is not None else "-",
+                "p99 ms": _ms(lat.get("p99_ms")),
+                "items/s": f"{lat['throughput_per_s']:,.0f}" if lat else "-",
+                "RSS MiB": _mib(r.peak_rss_bytes),
+                "VRAM MiB": _mib(r.peak_vram_bytes),
+                "parity": _parity(r),
+                "note": escape(f"[{notes.index(note) + 1}]") if note else "",
+            }
         )
-    return table, notes
+    columns = list(rows[0]) if rows else []
+    if not any(r.peak_vram_bytes for r in results):
+        columns.remove("VRAM MiB") if columns else None
+    measure = Console(width=10_000)
+    while True:
+        table = Table(
+            title="infercmp bench",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            padding=(0, 0),
+        )
+        for name in columns:
+            text = name in ("engine", "dev", "prec", "shape", "status")
+            table.add_column(name, justify="left" if text else "right", no_wrap=True)
+        for row in rows:
+            table.add_row(*(row[c] for c in columns))
+        dropped = next((c for c in _OPTIONAL_COLUMNS if c in columns), None)
+        if dropped is None or measure.measure(table).maximum <= width - 4:
+            return table, notes
+        columns.remove(dropped)
+
+
+def _ms(value: float | None) -> str:
+    """Milliseconds with four significant digits: 0.05213, 1.175, 767.8."""
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _options(options: dict) -> str:
@@ -163,35 +217,47 @@ def bench(
         device_resident=device_resident,
     )
     measurement.validate()
-    if not (0 <= sample_hz <= 1000):
-        raise InfercmpError(f"--sample-hz must be between 0 (off) and 1000, got {sample_hz}")
+    if min_iters < MIN_ITERS:
+        # The worker refuses fewer: the median's confidence interval needs them.
+        raise InfercmpError(f"--min-iters must be at least {MIN_ITERS}, got {min_iters}")
+    # Below 0.1 Hz a sampler would read once or never; a tiny rate also overflows its timer.
+    if not (sample_hz == 0 or MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ):
+        raise InfercmpError(
+            f"--sample-hz must be 0 (off) or between {MIN_SAMPLE_HZ:g} and {MAX_SAMPLE_HZ:g}, "
+            f"got {sample_hz}"
+        )
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise InfercmpError(f"--exporter '{exporter}': choose auto, dynamo or torchscript")
 
-    plugin = get_plugin(model)
-    experiments = [parse_shape(s, plugin.config) for s in shape] or [
-        default_experiment(plugin.config)
-    ]
-    experiments = list(dict.fromkeys(experiments))
-    plan = bench_mod.plan_bench(plugin, experiments, engine, device, precision)
+    # Until the run starts, Ctrl-C or SIGTERM unwinds cleanly (the cache's staging dirs go)
+    # and MemoryError from a huge --shape is one line, not a traceback.
+    with _preparation_guard():
+        plugin = get_plugin(model)
+        experiments = [parse_shape(s, plugin.config) for s in shape] or [
+            default_experiment(plugin.config)
+        ]
+        experiments = list(dict.fromkeys(experiments))
+        plan = bench_mod.plan_bench(plugin, experiments, engine, device, precision)
 
-    from infercmp.cache import ArtifactCache, resolve_cache_dir
-    from infercmp.environment import collect_environment
-    from infercmp.results import RunStore
-    from infercmp.sampler import default_samplers
+        from infercmp.cache import ArtifactCache, resolve_cache_dir
+        from infercmp.environment import collect_environment
+        from infercmp.results import RunStore
+        from infercmp.sampler import default_samplers
 
-    uses_gpu = any(c.device == "cuda" for c in plan.runnable)
-    samplers, left_out = (
-        default_samplers(gpu=uses_gpu) if sample_hz > 0 else ([], ["sampler off (--sample-hz 0)"])
-    )
-    for message in left_out:
-        err_console.print(f"[yellow]note:[/] {message}")
-
-    cache = ArtifactCache(resolve_cache_dir(cache_dir))
-    with console.status("preparing artifacts") as status:
-        artifacts = bench_mod.prepare_artifacts(
-            plugin, plan, cache, lambda msg: status.update(f"preparing: {msg}"), exporter
+        uses_gpu = any(c.device == "cuda" for c in plan.runnable)
+        samplers, left_out = (
+            default_samplers(gpu=uses_gpu)
+            if sample_hz > 0
+            else ([], ["sampler off (--sample-hz 0)"])
         )
+        for message in left_out:
+            err_console.print(f"[yellow]note:[/] {message}")
+
+        cache = ArtifactCache(resolve_cache_dir(cache_dir))
+        with console.status("preparing artifacts") as status:
+            artifacts = bench_mod.prepare_artifacts(
+                plugin, plan, cache, lambda msg: status.update(f"preparing: {msg}"), exporter
+            )
     for precision_name, error in artifacts.plan_errors.items():
         err_console.print(f"[yellow]TensorRT {precision_name} build failed:[/] {error}")
 
@@ -244,7 +310,7 @@ def bench(
             listener=Listener(),
         )
     results = RunStore.open(store.path).results
-    table, notes = summary_table(results)
+    table, notes = summary_table(results, console.width)
     console.print(table)
     for number, note in enumerate(notes, 1):
         console.print(f"[{number}] {note}", highlight=False, markup=False)
