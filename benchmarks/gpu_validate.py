@@ -195,7 +195,7 @@ def main() -> None:
         )
 
     sampler = []
-    for hz in ("0", "20", "100", "0", "20", "100"):
+    for hz in ("0", "20", "100"):
         result = bench(
             args.out,
             f"hz{hz}-{len(sampler)}",
