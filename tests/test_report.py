@@ -212,3 +212,74 @@ def test_cli_report_bad_inputs(tmp_path, capsys):
     assert code == 2 and "infercmp bench" in err
     code, err = run("report", str(tmp_path), "--format", "pdf")
     assert code == 2 and "--format 'pdf'" in err
+
+
+def test_overview_reads_the_real_environment_keys():
+    """Cores, RAM and the driver come from collect_environment()'s own keys."""
+    from infercmp.environment import collect_environment
+    from infercmp.report.html import _cpu_text, _gpu_text
+
+    env = collect_environment()
+    text = _cpu_text(env)
+    cores = env["cpu_physical_cores"] or env["cpu_logical_cores"]
+    assert f"{cores} cores" in text
+    assert f"{env['ram_total_bytes'] / 2**30:.0f} GiB RAM" in text
+    # A GPU entry as collect_environment() writes it (this machine may have none).
+    env["gpus"] = [
+        {
+            "index": 0,
+            "name": "NVIDIA H200",
+            "driver_version": "580.159.04",
+            "cuda_driver_version": "13.0",
+            "memory_total_bytes": 150754820096,
+            "compute_capability": "9.0",
+        }
+    ]
+    assert _gpu_text(env) == "NVIDIA H200 (140 GiB), driver 580.159.04"
+    env["cpu_logical_cores"], env["cpu_physical_cores"], env["cpu_affinity_cores"] = 16, 8, 4
+    assert "8 cores / 16 threads (4 usable by this process)" in _cpu_text(env)
+
+
+def test_gpu_time_column_and_tuned_baseline(tmp_path):
+    """CUDA-event medians get a column; a tuned PyTorch config is compared to the plain one."""
+    run = make_run(
+        tmp_path,
+        [
+            Combo("pytorch", device="cuda", median_ms=3.0),
+            Combo("pytorch", device="cuda", median_ms=1.0, options={"cuda_graph": True}),
+            Combo("onnxruntime", device="cuda", median_ms=1.5),
+        ],
+        gpus=["NVIDIA H200"],
+    )
+    # Device statistics as the worker writes them, from the CUDA-event clock.
+    summary = json.loads((run / "summary.json").read_text())
+    for item in summary:
+        item["device_latency"] = dict(item["latency"], p50_ms=item["latency"]["p50_ms"] * 0.9)
+    (run / "summary.json").write_text(json.dumps(summary))
+    runs = load_runs([run])
+    rows = summary_rows(runs)
+    graph = next(r for r in rows if "cuda_graph=on" in r["options"])
+    assert graph["device_p50_ms"] == pytest.approx(graph["p50_ms"] * 0.9)
+    assert graph["speedup"] == pytest.approx(3.0, rel=0.05)
+    assert graph["baseline"] == "pytorch cuda fp32"
+    header = '<th class="num">GPU p50 <small'
+    assert header in render_html(runs)
+    assert "| GPU p50 |" in render_markdown(runs)
+    assert "device_p50_ms" in render_csv(runs).splitlines()[0]
+    # A CPU-only run keeps the table narrow.
+    cpu = cpu_run(tmp_path / "cpu")
+    cpu_page = render_html(load_runs([cpu]))
+    assert header not in cpu_page
+    assert "peak VRAM" not in cpu_page and "J / inference" not in cpu_page
+    assert "GPU p50" not in render_markdown(load_runs([cpu]))
+
+
+def test_unset_options_are_not_listed():
+    from infercmp.report.load import format_options
+
+    assert format_options({"compile": None, "threads": None}) == "defaults"
+    assert format_options({"cuda_graph": True, "threads": None}) == "cuda_graph=on"
+    long = "/tmp/infercmp-cache/entries/onnx-precision/16dd504c680bb584ef0c29b0ed327727/model.onnx"
+    assert format_options({"fp16_model": long}) == (
+        "fp16_model=…/16dd504c680bb584ef0c29b0ed327727/model.onnx"
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.report.load import Combination
+from infercmp.report.load import Combination, format_options
 from infercmp.stats import outlier_mask
 
 MAX_DIST_POINTS = 3000  # per combination, drawn; statistics always use every sample
@@ -76,8 +76,8 @@ def tick_label(combo: Combination) -> str:
     lines = [f"<b>{esc(combo.engine)}</b>", f"{esc(combo.device)} · {esc(combo.precision)}"]
     run = combo.run
     extra = {k: v for k, v in combo.options.items() if k in run.distinguishing_options}
-    if extra:
-        lines.append(esc(", ".join(f"{k}={v}" for k, v in sorted(extra.items()))))
+    # One option a line: side by side they run into the next category's label.
+    lines.extend(esc(format_options({k: v})) for k, v in sorted(extra.items()) if v is not None)
     if run.show_run_in_labels:
         lines.append(esc(run.label))
     return "<br>".join(lines)
@@ -398,6 +398,8 @@ def resource_figures(
     offsets = timeline_offsets(sampled)
     shapes: list[dict] = []
     annotations: list[dict] = []
+    total = max((offsets[id(c)] + float(np.nanmax(c.samples["t_s"])) for c in sampled), default=0)
+    label_end = -np.inf
     for combo in sampled:
         for phase, x0, x1 in phase_spans(combo, offsets[id(combo)]):
             shapes.append(
@@ -415,16 +417,22 @@ def resource_figures(
                 }
             )
         t = combo.samples["t_s"].to_numpy()
+        start = float(np.nanmin(t)) + offsets[id(combo)]
+        text = f"<b>{esc(combo.engine)}</b> {esc(combo.device)}"
+        if start < label_end:
+            continue  # a short worker next to a labelled one: its colour and the legend tell it
+        # About 6.5 px a character on a plot about 500 px wide, in seconds of the shared axis.
+        label_end = start + total * 6.5 * len(f"{combo.engine} {combo.device} ") / 500
         annotations.append(
             {
-                "x": float(np.nanmin(t)) + offsets[id(combo)],
+                "x": start,
                 "y": 1,
                 "xref": "x",
                 "yref": "paper",
                 "xanchor": "left",
                 "yanchor": "bottom",
                 "showarrow": False,
-                "text": f"<b>{esc(combo.engine)}</b> {esc(combo.device)}",
+                "text": text,
                 "font": {"size": 10, "color": colors[id(combo)]},
             }
         )
@@ -519,6 +527,18 @@ def scaling_figure(
         "Median latency against input size", "median latency (ms)", "input elements per inference"
     )
     layout["xaxis"]["type"] = "log"
+    # Ticks at the measured sizes, named by their shapes: a reader thinks in 224 and 448.
+    sizes: dict[int, list[str]] = {}
+    for members in groups.values():
+        for c in members:
+            names = sizes.setdefault(c.input_elements, [])
+            if c.shape_label not in names:
+                names.append(c.shape_label)
+    if sizes:
+        layout["xaxis"]["tickvals"] = sorted(sizes)
+        layout["xaxis"]["ticktext"] = [
+            esc(" / ".join(sizes[n])) + f"<br>{n:,}" for n in sorted(sizes)
+        ]
     layout["updatemenus"] = log_toggle()
     layout["showlegend"] = False  # the table beside the chart is its legend
     return {"data": data, "layout": layout}

@@ -283,20 +283,28 @@ def _drawing_notes(combos: list[Combination]) -> str:
 
 
 _COLUMNS = [
-    ("configuration", ""),
-    ("status", ""),
-    ("p50 <small>(95% CI)</small>", "num"),
-    ("p90", "num"),
-    ("p99", "num"),
-    ("mean ± std", "num"),
-    ("throughput /s", "num"),
-    ("speedup", "num"),
-    ("iters (outliers)", "num"),
-    ("peak RSS", "num"),
-    ("peak VRAM", "num"),
-    ("J / inference", "num"),
-    ("parity (max abs)", ""),
+    ("config", "configuration", ""),
+    ("status", "status", ""),
+    ("p50", "p50 <small>(95% CI)</small>", "num"),
+    ("device_p50", 'GPU p50 <small title="CUDA events">(device)</small>', "num"),
+    ("p90", "p90", "num"),
+    ("p99", "p99", "num"),
+    ("mean", "mean ± std", "num"),
+    ("throughput", "throughput /s", "num"),
+    ("speedup", "speedup", "num"),
+    ("iterations", "iters (outliers)", "num"),
+    ("rss", "peak RSS", "num"),
+    ("vram", "peak VRAM", "num"),
+    ("energy", "J / inference", "num"),
+    ("parity", "parity (max abs)", ""),
 ]
+# Columns shown only when some row of the table has a value: a CPU-only run has no GPU time,
+# VRAM or energy, and empty columns would push parity off a laptop screen.
+_OPTIONAL = {
+    "device_p50": "device_p50_ms",
+    "vram": "peak_vram_mib",
+    "energy": "energy_j_per_inference",
+}
 
 
 def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict[int, str]) -> str:
@@ -305,7 +313,14 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
         (r["p50_ms"] for _, r in rows if r["status"] == "ok" and r["p50_ms"] is not None),
         default=None,
     )
-    head = "".join(f'<th class="{css}">{name}</th>' for name, css in _COLUMNS)
+    # The GPU p50 (CUDA events) sits beside the wall clock so host overhead is not read as
+    # engine speed.
+    columns = [
+        (key, title, css)
+        for key, title, css in _COLUMNS
+        if key not in _OPTIONAL or any(row[_OPTIONAL[key]] is not None for _, row in rows)
+    ]
+    head = "".join(f'<th class="{css}">{title}</th>' for _, title, css in columns)
     body = []
     for combo, row in rows:
         ok = row["status"] == "ok"
@@ -315,7 +330,7 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
         if not ok:
             body.append(
                 f'<tr class=inactive><td class="config">{_config_cell(combo, row, colors)}</td>'
-                f"<td colspan={len(_COLUMNS) - 1}>{status}</td></tr>"
+                f"<td colspan={len(columns) - 1}>{status}</td></tr>"
             )
             continue
         p50 = fmt_ms(row["p50_ms"])
@@ -339,24 +354,25 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
                 f"{'ok' if row['parity_ok'] else 'differs'}</span> {fmt_sci(row['parity_max_abs'])}"
             )
         outliers = "–" if row["outliers"] is None else row["outliers"]
-        cells = [
-            f'<td class="config">{_config_cell(combo, row, colors)}</td>',
-            f"<td>{status}</td>",
-            f"<td class=num>{p50}<div class=ci>{fmt_ms(row['ci_low_ms'])}–"
+        cells = {
+            "config": f'<td class="config">{_config_cell(combo, row, colors)}</td>',
+            "status": f"<td>{status}</td>",
+            "p50": f"<td class=num>{p50}<div class=ci>{fmt_ms(row['ci_low_ms'])}–"
             f"{fmt_ms(row['ci_high_ms'])}</div></td>",
-            f"<td class=num>{fmt_ms(row['p90_ms'])}</td>",
-            f"<td class=num>{fmt_ms(row['p99_ms'])}</td>",
-            f"<td class=num>{fmt_ms(row['mean_ms'])} ± {fmt_ms(row['std_ms'])}</td>",
-            f"<td class=num>{fmt_num(row['throughput_per_s'])}</td>",
-            f'<td class="num {speed_css}" title="{esc(speed_title)}">'
+            "device_p50": f"<td class=num>{fmt_ms(row['device_p50_ms'])}</td>",
+            "p90": f"<td class=num>{fmt_ms(row['p90_ms'])}</td>",
+            "p99": f"<td class=num>{fmt_ms(row['p99_ms'])}</td>",
+            "mean": f"<td class=num>{fmt_ms(row['mean_ms'])} ± {fmt_ms(row['std_ms'])}</td>",
+            "throughput": f"<td class=num>{fmt_num(row['throughput_per_s'])}</td>",
+            "speedup": f'<td class="num {speed_css}" title="{esc(speed_title)}">'
             f"{fmt_num(speedup, 2, '×')}</td>",
-            f"<td class=num>{row['iterations']:,} ({outliers})</td>",
-            f"<td class=num>{fmt_num(row['peak_rss_mib'], 0, ' MiB')}</td>",
-            f"<td class=num>{fmt_num(row['peak_vram_mib'], 0, ' MiB')}</td>",
-            f"<td class=num>{_sig(row['energy_j_per_inference'])}</td>",
-            f"<td>{parity}</td>",
-        ]
-        body.append(f"<tr>{''.join(cells)}</tr>")
+            "iterations": f"<td class=num>{row['iterations']:,} ({outliers})</td>",
+            "rss": f"<td class=num>{fmt_num(row['peak_rss_mib'], 0, ' MiB')}</td>",
+            "vram": f"<td class=num>{fmt_num(row['peak_vram_mib'], 0, ' MiB')}</td>",
+            "energy": f"<td class=num>{_sig(row['energy_j_per_inference'])}</td>",
+            "parity": f"<td>{parity}</td>",
+        }
+        body.append(f"<tr>{''.join(cells[key] for key, _, _ in columns)}</tr>")
     return (
         '<div class="table-wrap"><table class="summary">'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
@@ -405,7 +421,7 @@ def _environment(runs: list[RunView]) -> str:
         )
         settings = run.meta.get("settings") or {}
         settings_rows = "".join(
-            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in settings.items()
+            f"<tr><th>{esc(k)}</th><td>{esc(_human(k, v))}</td></tr>" for k, v in settings.items()
         )
         blocks.append(
             f"<div class=envblock><h3>{esc(run.label)} <code>{esc(run.path.name)}</code></h3>"
@@ -428,12 +444,18 @@ def _method(baseline_engine: str) -> str:
     return (
         '<section id="method" class="method"><h2>How to read this report</h2><ul>'
         "<li><b>Latency</b> is wall-clock time per iteration, host array in to host array out "
-        "(unless the options say <code>device_resident</code>), measured after warm-up. Each "
+        "(with <code>--device-resident</code>, see the bench settings, compute alone with the "
+        "inputs already on the device), measured after warm-up. Each "
         "combination ran in its own worker process.</li>"
+        "<li><b>GPU p50</b>, where shown, is the median of the same iterations timed on the GPU "
+        "with CUDA events. The gap to the wall clock is host work outside the stream (the call, "
+        "the final synchronisation); the events include the time the GPU waits for the next "
+        "kernel launch, so a launch-bound engine is slow on both clocks.</li>"
         "<li><b>95% CI of p50</b>: distribution-free confidence interval of the median from order "
         "statistics (binomial ranks); no normality is assumed.</li>"
         f"<li><b>Speedup</b> is the median of <code>{esc(baseline_engine)}</code> on the same "
-        "device and run divided by this median: above 1× is faster.</li>"
+        "device and run (the same precision where measured, and its plainest options) divided "
+        "by this median: above 1× is faster. Hover the number to see the baseline.</li>"
         f"<li><b>Outliers</b> are iterations beyond {figures.OUTLIER_K:g} interquartile ranges "
         "from the quartiles. They are flagged (red ×) and can be hidden with the checkbox at the "
         "top or the legend; they are never removed from the statistics.</li>"
@@ -458,12 +480,18 @@ def _status_class(status: str) -> str:
 
 
 def _cpu_text(env: dict) -> str:
-    cpu = env.get("cpu_model") or env.get("cpu") or "unknown CPU"
-    cores = env.get("cpu_physical_cores") or env.get("cpu_logical_cores") or env.get("cpu_cores")
-    ram = env.get("ram_total_bytes") or env.get("ram_bytes")
-    text = str(cpu)
-    if cores:
-        text += f", {cores} cores"
+    """CPU, cores and RAM from `infercmp.environment.collect_environment()`'s keys."""
+    text = str(env.get("cpu_model") or "unknown CPU")
+    physical = env.get("cpu_physical_cores")
+    logical = env.get("cpu_logical_cores")
+    usable = env.get("cpu_affinity_cores")
+    if physical and logical and logical != physical:
+        text += f", {physical} cores / {logical} threads"
+    elif physical or logical:
+        text += f", {physical or logical} cores"
+    if usable and logical and usable < logical:
+        text += f" ({usable} usable by this process)"
+    ram = env.get("ram_total_bytes")
     if isinstance(ram, int | float) and ram > 2**20:
         text += f", {ram / 2**30:.0f} GiB RAM"
     return text
@@ -474,12 +502,12 @@ def _gpu_text(env: dict) -> str:
     if not gpus:
         return "none"
     first = gpus[0]
-    driver = first.get("driver_version") or first.get("driver")
-    text = (
-        f"{len(gpus)}× {first.get('name', 'GPU')}"
-        if len(gpus) > 1
-        else str(first.get("name", "GPU"))
-    )
+    name = str(first.get("name") or "GPU")
+    text = f"{len(gpus)}× {name}" if len(gpus) > 1 else name
+    memory = first.get("memory_total_bytes")
+    if isinstance(memory, int | float) and memory > 2**30:
+        text += f" ({memory / 2**30:.0f} GiB)"
+    driver = first.get("driver_version") or (env.get("nvml") or {}).get("driver_version")
     return text + (f", driver {driver}" if driver else "")
 
 

@@ -64,6 +64,11 @@ class Combination:
         return as_dict(self.result.latency)
 
     @property
+    def device_latency(self) -> dict[str, float] | None:
+        """Statistics of the CUDA-event clock, where the engine measured one."""
+        return as_dict(getattr(self.result, "device_latency", None))
+
+    @property
     def label(self) -> str:
         """engine/device/precision, plus the options and the run when they tell combos apart."""
         return self.run.combination_label(self)
@@ -77,15 +82,22 @@ class Combination:
 
 
 def format_options(options: dict[str, Any]) -> str:
-    if not options:
+    """Options as `key=value, ...`; unset (None) options are left out, they change nothing."""
+    shown = {key: value for key, value in options.items() if value is not None}
+    if not shown:
         return "defaults"
-    return ", ".join(f"{key}={_option_value(value)}" for key, value in sorted(options.items()))
+    return ", ".join(f"{key}={_option_value(value)}" for key, value in sorted(shown.items()))
 
 
 def _option_value(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
-    return str(value)
+    text = str(value)
+    # Engine options may hold cache paths; the last two parts (hash directory and file name)
+    # still tell them apart, and a table cell stays readable.
+    if len(text) > 40 and text.count("/") > 2:
+        text = "…/" + "/".join(text.rstrip("/").split("/")[-2:])
+    return text
 
 
 @dataclass

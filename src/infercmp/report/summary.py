@@ -36,6 +36,7 @@ COLUMNS = [
     "std_ms",
     "ci_low_ms",
     "ci_high_ms",
+    "device_p50_ms",
     "cv",
     "throughput_per_s",
     "speedup",
@@ -73,7 +74,9 @@ def combinations(runs: list[RunView], shape: str | None = None) -> list[Combinat
 def find_baseline(combo: Combination, baseline_engine: str) -> Combination | None:
     """The baseline engine's combination on the same run, device and shape.
 
-    The same precision is preferred, then default options.
+    The same precision is preferred, then the fewest options switched on, so a tuned
+    configuration of the baseline engine (CUDA graphs, channels_last) is measured against the
+    plain one rather than against itself.
     """
     candidates = [
         c
@@ -86,10 +89,19 @@ def find_baseline(combo: Combination, baseline_engine: str) -> Combination | Non
     ]
     if not candidates:
         return None
-    if combo in candidates:
-        return combo
-    candidates.sort(key=lambda c: (c.precision != combo.precision, bool(c.options)))
+    order = {id(c): i for i, c in enumerate(candidates)}
+    candidates.sort(key=lambda c: (c.precision != combo.precision, tuned_options(c), order[id(c)]))
     return candidates[0]
+
+
+def tuned_options(combo: Combination) -> int:
+    """How many options are switched on (not None, False, 0 or empty)."""
+    return sum(1 for value in combo.options.values() if value not in (None, False, 0, ""))
+
+
+def baseline_label(base: Combination) -> str:
+    label = f"{base.engine} {base.device} {base.precision}"
+    return f"{label} [{base.options_text}]" if tuned_options(base) else label
 
 
 def parity_summary(combo: Combination) -> dict[str, Any]:
@@ -136,7 +148,7 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
         "error": result.error,
         "iterations": result.iterations,
         "speedup": speedup,
-        "baseline": (f"{base.engine} {base.device} {base.precision}" if base else None),
+        "baseline": baseline_label(base) if base else None,
         "outliers": int(outlier_mask(combo.wall_ns).sum()) if combo.wall_ns.size else None,
         "peak_rss_mib": _mib(result.peak_rss_bytes),
         "peak_vram_mib": _mib(result.peak_vram_bytes),
@@ -146,6 +158,7 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
     }
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms"):
         row[key] = lat.get(key)
+    row["device_p50_ms"] = (combo.device_latency or {}).get("p50_ms")
     row["cv"] = lat.get("cv")
     row["throughput_per_s"] = lat.get("throughput_per_s")
     row.update(parity_summary(combo))
@@ -223,9 +236,15 @@ def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE
             f"status {_md_cell(run.meta.get('status', '?'))}"
         )
     lines.append("")
+    with_device = any(row["device_p50_ms"] is not None for row in rows)
     lines.append(
         f"Latency is host in → host out per iteration, in ms; CI is the 95% CI of the median; "
         f"speedup is against {_md_cell(baseline_engine)} on the same device (>1 is faster)."
+        + (
+            " GPU p50 is the median of the same iterations timed with CUDA events."
+            if with_device
+            else ""
+        )
     )
     for shape in experiments(runs):
         lines.append("")
@@ -237,6 +256,7 @@ def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE
             "precision",
             "options",
             "p50",
+            *(["GPU p50"] if with_device else []),
             "p90",
             "p99",
             "95% CI of p50",
@@ -261,6 +281,7 @@ def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE
                 row["precision"],
                 row["options"],
                 fmt_ms(row["p50_ms"]),
+                *([fmt_ms(row["device_p50_ms"])] if with_device else []),
                 fmt_ms(row["p90_ms"]),
                 fmt_ms(row["p99_ms"]),
                 f"{fmt_ms(row['ci_low_ms'])}–{fmt_ms(row['ci_high_ms'])}"
