@@ -119,7 +119,9 @@ def test_warm_up_honours_count_and_seconds():
 def test_adaptive_stops_when_the_median_ci_is_tight():
     rule = timing.AdaptiveStop(ci_target=0.01, min_iterations=30, max_seconds=10)
     steady = np.full(100, 1000, dtype=np.int64)
-    assert rule.next_batch(0, 0, 0, steady) == timing.Batch(30, timing.NO_DEADLINE)
+    # Enough for a CI whatever the clock says, then the rest of the minimum within the cap.
+    assert rule.next_batch(0, 0, 0, steady) == timing.Batch(8, timing.NO_DEADLINE)
+    assert rule.next_batch(8, 0, 8000, steady) == timing.Batch(22, 10_000_000_000)
     assert rule.next_batch(100, 0, 1_000_000, steady) is None
     assert rule.reason == "ci_target"
     assert rule.ci == 0.0
@@ -134,6 +136,15 @@ def test_adaptive_keeps_going_then_stops_at_the_cap():
     assert rule.ci > 0.01
     assert rule.next_batch(100, 0, 1_000_000_000, noisy) is None
     assert rule.reason == "max_seconds"
+
+
+def test_the_time_cap_wins_over_the_minimum_count():
+    # A ResNet-50 iteration of 0.8 s on a busy CPU must not stretch a 1 s cap to 24 s.
+    rule = timing.AdaptiveStop(ci_target=0.01, min_iterations=30, max_seconds=1.0)
+    noisy = np.random.default_rng(0).integers(1000, 3000, size=100).astype(np.int64)
+    assert rule.next_batch(12, 0, 2_000_000_000, noisy) is None
+    assert rule.reason == "max_seconds"
+    assert rule.ci > 0.01  # reported, so the result says how wide it got
 
 
 def test_adaptive_measurement_end_to_end():

@@ -328,6 +328,10 @@ class FixedDuration(StopRule):
         return Batch(MAX_BATCH, end)
 
 
+# Fewer samples than this give no confidence interval of the median at all.
+CI_MIN_SAMPLES = 8
+
+
 class AdaptiveStop(StopRule):
     """Stop when the 95% CI of the median wall time is within `ci_target` of the median.
 
@@ -350,17 +354,20 @@ class AdaptiveStop(StopRule):
 
     def next_batch(self, done: int, started: int, now: int, wall: np.ndarray) -> Batch | None:
         end = started + int(self.max_seconds * 1e9)
-        if done >= self.min_iterations:
+        if done >= CI_MIN_SAMPLES:
             self.ci = relative_ci_half_width(wall[:done])
-            if self.ci <= self.ci_target:
+            if done >= self.min_iterations and self.ci <= self.ci_target:
                 self.reason = "ci_target"
                 return None
+            # The time cap wins over the minimum count: a 0.8 s iteration must not turn a
+            # 20 s cap into 80 s. The result then carries the CI it reached.
             if now >= end:
                 self.reason = "max_seconds"
                 return None
+        if done < CI_MIN_SAMPLES:
+            return Batch(CI_MIN_SAMPLES - done, NO_DEADLINE)
         if done < self.min_iterations:
-            # The minimum is honoured even past the time cap; it is small by design.
-            return Batch(self.min_iterations - done, NO_DEADLINE)
+            return Batch(self.min_iterations - done, end)
         seconds = max(self.min_batch_seconds, (now - started) / 4e9)
         return Batch(max(10, done // 4), min(end, now + int(seconds * 1e9)))
 

@@ -48,6 +48,8 @@ class PyTorchEngine(EngineBase):
         self._inputs: list[Any] = []  # what the module is called with
         self._raw: Any = None  # what the module returned last
         self._outputs: list[Any] = []  # flattened module outputs (static ones under a graph)
+        self._flat: Any = _flatten  # module output -> flat list, chosen in prepare()
+        self._widen: list[bool] = []  # outputs to widen from bf16 on the host
         self._host_outputs: list[Any] = []  # pinned D2H targets on CUDA
         self._host_views: list[np.ndarray] = []
         self._copy_plan: list[tuple[Any, Any]] = []  # (destination, source) pairs for copy_in
@@ -150,6 +152,15 @@ class PyTorchEngine(EngineBase):
             if self.effective_options["cuda_graph"]:
                 self._capture_graph()
         self._outputs = _flatten(self._raw)
+        # Learn the output structure once, so copy_out does no type dispatch per iteration.
+        raw = self._raw
+        if isinstance(raw, torch.Tensor):
+            self._flat = _single
+        elif isinstance(raw, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in raw):
+            self._flat = list
+        else:
+            self._flat = _flatten
+        self._widen = [out.dtype == torch.bfloat16 for out in self._outputs]  # numpy lacks bf16
         if self._cuda:
             for out in self._outputs:
                 dtype = torch.float32 if out.dtype == torch.bfloat16 else out.dtype
@@ -183,12 +194,15 @@ class PyTorchEngine(EngineBase):
         if self._graph is not None:
             outputs = self._outputs
         else:
-            outputs = self._outputs = _flatten(self._raw)
+            outputs = self._outputs = self._flat(self._raw)
         if self._cuda:
             for host, out in zip(self._host_outputs, outputs):
                 host.copy_(out, non_blocking=True)
             return self._host_views
-        return [_to_numpy(out) for out in outputs]
+        return [
+            out.float().numpy() if widen else out.numpy()
+            for out, widen in zip(outputs, self._widen)
+        ]
 
     def _synchronize(self) -> None:
         if self._stream is not None:
@@ -222,12 +236,8 @@ def _flatten(raw: Any) -> list[Any]:
     return [raw]
 
 
-def _to_numpy(tensor: Any) -> np.ndarray:
-    import torch
-
-    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
-        tensor = tensor.float()
-    return tensor.numpy()
+def _single(tensor: Any) -> list[Any]:
+    return [tensor]
 
 
 ENGINE = PyTorchEngine
