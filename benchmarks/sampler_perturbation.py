@@ -10,6 +10,10 @@ iterations, the paired ratio to the neighbouring no-sampler block (median and ra
 sampling thread's own CPU time per reading.
 
     python benchmarks/sampler_perturbation.py [--repeats 5] [--blocks 4] [--iters 300] [--threads N]
+    python benchmarks/sampler_perturbation.py --bench-path [--repeats 6]
+
+`--bench-path` measures the real path instead: `infercmp.bench.run_worker` (what `infercmp
+bench` runs per combination) with the sampler off, at 20 Hz and at 100 Hz, rotating per round.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CHILD = r"""
 import json, sys, time
@@ -127,13 +134,90 @@ def _thread_cost(hz: float, seconds: float = 2.0) -> None:
         child.wait()
 
 
+def bench_path(
+    model: str = "tiny-cnn",
+    engine: str = "onnxruntime",
+    rounds: int = 5,
+    duration_s: float = 3.0,
+) -> dict[str, list[float]]:
+    """Medians (ms) through `infercmp.bench.run_worker`, the call `infercmp bench` makes per
+    combination, with `default_samplers()` at 0 (off), 20 and 100 Hz; modes rotate per round."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from infercmp import bench
+    from infercmp.cache import ArtifactCache
+    from infercmp.plugins import get_plugin
+    from infercmp.sampler import default_samplers
+    from infercmp.shapes import default_experiment
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _perf import cache_dir
+
+    plugin = get_plugin(model)
+    plan = bench.plan_bench(plugin, [default_experiment(plugin.config)], [engine], ["cpu"], None)
+    artifacts = bench.prepare_artifacts(plugin, plan, ArtifactCache(cache_dir()), lambda m: None)
+    measurement = bench.Measurement(duration_s=duration_s)
+    spec = bench.worker_spec(plugin, plan.runnable[0], artifacts, measurement)
+    rates = {"none": 0.0, "20 Hz": 20.0, "100 Hz": 100.0}
+    got: dict[str, list[float]] = {mode: [] for mode in rates}
+    with tempfile.TemporaryDirectory(prefix="infercmp-perturb-") as tmp:
+        for r in range(rounds):
+            for mode in MODES[r % 3 :] + MODES[: r % 3]:
+                samplers, _ = default_samplers()
+                outcome = bench.run_worker(
+                    spec, Path(tmp) / f"{r}-{mode[:3]}", 120.0, rates[mode], samplers
+                )
+                if outcome.status != "ok":
+                    raise SystemExit(f"worker {mode}: {outcome.status}: {outcome.error}")
+                got[mode].append(float(np.median(outcome.latency["wall.total"])) / 1e6)
+            print(
+                f"  {model}/{engine} round {r + 1}: "
+                + ", ".join(f"{m} {got[m][-1]:.4f} ms" for m in MODES),
+                flush=True,
+            )
+    return got
+
+
+def run(rounds: int = 6, duration_s: float = 3.0) -> list:
+    from _perf import Row, median, spread
+
+    model, engine = "tiny-cnn", "onnxruntime"
+    got = bench_path(model, engine, rounds, duration_s)
+    rows = [Row("sampler", f"{model}/{engine} p50, no sampler", f"{median(got['none']):.4f} ms")]
+    for mode in MODES[1:]:
+        ratios = [a / b for a, b in zip(got[mode], got["none"])]
+        rows.append(
+            Row(
+                "sampler",
+                f"{model}/{engine} p50 at {mode} vs none ({median(got[mode]):.4f} ms)",
+                spread(ratios),
+                "< 1%",
+                abs(median(ratios) - 1) < 0.01,
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="fresh child processes")
     parser.add_argument("--blocks", type=int, default=4, help="rounds of the 3 modes per child")
     parser.add_argument("--iters", type=int, default=300, help="timed iterations per block")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--bench-path",
+        action="store_true",
+        help="measure through infercmp.bench.run_worker (tiny-cnn on ONNX Runtime) instead",
+    )
     args = parser.parse_args()
+    if args.bench_path:
+        from _perf import print_table
+
+        print_table(run(args.repeats))
+        return
 
     from infercmp.sampler import default_samplers
 

@@ -6,11 +6,10 @@ import time
 from datetime import datetime
 
 import typer
-from rich.table import Table
 
 from infercmp.cli.common import console
 
-_CACHE_DIR_HELP = "Artifact cache directory [default: $INFERCMP_CACHE_DIR or .infercmp/cache]."
+_CACHE_DIR_HELP = "Artifact cache directory (default: $INFERCMP_CACHE_DIR or .infercmp/cache)."
 
 
 def _cache(cache_dir: str | None):
@@ -49,6 +48,8 @@ def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
         f"{artifact.opset}, {artifact.seconds:.2f} s)",
         soft_wrap=True,
     )
+    from rich.table import Table  # lazily: --help does not need it
+
     table = Table("output", "shape", "checked at", "max abs", "max rel", "cosine", "parity")
     for p in artifact.parity:
         table.add_row(
@@ -72,14 +73,14 @@ def export(
     shape: list[str] = typer.Option(
         [], "--shape", help="Example shape(s) to store reference data for (repeatable)."
     ),
-    opset: int | None = typer.Option(None, "--opset", help="ONNX opset [default: exporter's]."),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
     exporter: str = typer.Option(
         "auto", "--exporter", help="auto (dynamo, then torchscript), dynamo or torchscript."
     ),
     force: bool = typer.Option(False, "--force", help="Export again even if cached."),
     rtol: float = typer.Option(1e-4, "--rtol", help="Relative parity tolerance vs PyTorch."),
     atol: float | None = typer.Option(
-        None, "--atol", help="Absolute parity tolerance [default: rtol x max|output|]."
+        None, "--atol", help="Absolute parity tolerance (default: rtol x max|output|)."
     ),
     cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
 ) -> None:
@@ -91,7 +92,7 @@ def build(
     model: str = typer.Argument(..., help="A model name from 'infercmp models'."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
     backend: str | None = typer.Option(
-        None, "--backend", help="tensorrt or tensorrt-rtx [default: the one installed]."
+        None, "--backend", help="tensorrt or tensorrt-rtx (default: the one installed)."
     ),
     workspace_gb: float | None = typer.Option(
         None, "--workspace-gb", help="Builder workspace limit in GiB."
@@ -150,6 +151,8 @@ def cache_ls(cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CAC
     if not entries:
         console.print(f"the cache at {cache.root} is empty")
         return
+    from rich.table import Table
+
     table = Table("kind", "model", "details", "size", "created", "key", title=str(cache.root))
     for e in entries:
         m = e.meta
