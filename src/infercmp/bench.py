@@ -25,6 +25,7 @@ from infercmp.engines import DEVICES, ENGINE_MODULES, PRECISIONS
 from infercmp.errors import InfercmpError, RunFailed
 from infercmp.plugins import ModelPlugin
 from infercmp.shapes import Experiment
+from infercmp.timing import CI_MIN_SAMPLES
 
 #: Engines that take their artifact from the ONNX export or the TensorRT build.
 ONNX_ENGINES = ("onnxruntime", "tensorrt")
@@ -62,6 +63,11 @@ class Measurement:
             raise InfercmpError("give either --iters or --duration, not both")
         if not 0 < self.ci_target < 1:
             raise InfercmpError(f"--ci-target must be between 0 and 1, got {self.ci_target}")
+        if self.min_iters < CI_MIN_SAMPLES:
+            # Fewer samples give the median no confidence interval; the worker refuses them.
+            raise InfercmpError(
+                f"--min-iters must be at least {CI_MIN_SAMPLES}, got {self.min_iters}"
+            )
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,12 @@ def _option_value(text: str) -> Any:
         return None
     for convert in (int, float):
         try:
-            return convert(text)
+            value = convert(text)
         except ValueError:
-            pass
+            continue
+        if isinstance(value, float) and not np.isfinite(value):
+            raise InfercmpError(f"engine option value '{text}' is not a finite number")
+        return value
     return text.strip().strip("'\"")
 
 
@@ -303,8 +312,12 @@ class WorkerOutcome:
     log_tail: str
 
 
-class Interrupted(Exception):
-    """The parent was asked to stop (SIGINT or SIGTERM)."""
+class Interrupted(BaseException):
+    """The parent was asked to stop (SIGINT or SIGTERM).
+
+    A BaseException, like KeyboardInterrupt, so the many `except Exception` in exporters and
+    runtimes (and our own) cannot swallow it or report it as their own failure.
+    """
 
     def __init__(self, signame: str) -> None:
         super().__init__(signame)
@@ -345,6 +358,8 @@ def run_worker(
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> WorkerOutcome:
     """Run one worker subprocess under the sampler; never raises for the worker's failures."""
+    from infercmp.worker import PARENT_PID_ENV
+
     workdir.mkdir(parents=True, exist_ok=True)
     spec = {**spec, "result_dir": str(workdir)}
     spec_path = workdir / "spec.json"
@@ -358,6 +373,8 @@ def run_worker(
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            # The worker asks the kernel to kill it if this process dies (worker.py).
+            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
         )
     status, error = None, None
     try:

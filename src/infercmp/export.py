@@ -569,7 +569,7 @@ def _verify_onnx(
 
 def _recheck_parity(entry: CacheEntry, config: ModelConfig, rtol: float, atol: float):
     """Parity of a cached export under (possibly new) tolerances, from the stored outputs."""
-    with np.load(entry.file(PARITY_FILE)) as data:
+    with np.load(entry.file(PARITY_FILE), allow_pickle=False) as data:
         results = []
         for label in entry.meta["checked_shapes"]:
             for i, spec in enumerate(config.outputs):

@@ -457,6 +457,7 @@ class RunStore:
                 f"{SCHEMA_VERSION}: open it with the infercmp version that wrote it "
                 f"({info.get('infercmp_version', 'unknown')})"
             )
+        _check_run_info(info, run_file)
         summary_file = path / SUMMARY_FILE
         if not summary_file.is_file():
             raise InfercmpError(f"{path} has no {SUMMARY_FILE}; the run directory is incomplete")
@@ -543,6 +544,48 @@ class RunStore:
 
     def __repr__(self) -> str:
         return f"RunStore({str(self._path)!r}, status={self.status!r})"
+
+
+# The types of run.json's top-level keys (docs/results-format.md), checked on open so a damaged
+# or hand-edited file is one clear error instead of a crash somewhere in a report.
+_RUN_INFO_TYPES: dict[str, tuple[type, ...]] = {
+    "infercmp_version": (str,),
+    "model": (str,),
+    "status": (str,),
+    "detail": (str, type(None)),
+    "started": (str,),
+    "finished": (str, type(None)),
+    "combinations": (int,),
+    "writer": (dict,),
+    "argv": (list,),
+    "config": (dict,),
+    "model_config": (dict,),
+    "settings": (dict,),
+    "environment": (dict,),
+}
+
+
+def _check_run_info(info: dict[str, Any], run_file: Path) -> None:
+    def bad(key: str, why: str) -> InfercmpError:
+        return InfercmpError(f"{run_file}: '{key}' {why}; the run metadata is damaged")
+
+    for key, types in _RUN_INFO_TYPES.items():
+        if key not in info:
+            continue
+        value = info[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise bad(key, f"is {type(value).__name__}, expected {names}")
+    if info.get("status", "running") not in ("running", "complete", "interrupted", "failed"):
+        raise bad("status", f"is {info['status']!r}, not running, complete, interrupted or failed")
+    if not all(isinstance(a, str) for a in info.get("argv", [])):
+        raise bad("argv", "holds something other than strings")
+    for key in ("started", "finished"):
+        if isinstance(info.get(key), str):
+            try:
+                _dt.datetime.fromisoformat(info[key])
+            except ValueError:
+                raise bad(key, f"is {info[key]!r}, not an ISO 8601 time") from None
 
 
 def _started_key(run: Path) -> tuple[_dt.datetime, str]:

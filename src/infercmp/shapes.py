@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -11,6 +12,10 @@ from infercmp.errors import InfercmpError
 
 if TYPE_CHECKING:
     from infercmp.config import ModelConfig
+
+# The example arrays are built in memory before anything runs, and 2^31 elements is also the
+# largest tensor many kernels index; beyond it a typo (an extra zero) would exhaust the RAM.
+MAX_EXAMPLE_ELEMENTS = 2**31 - 1
 
 _FORMS = (
     "use '224,224,3' for one input, '8,128;8,128' or 'input_ids=8,128;attention_mask=8,128' "
@@ -37,7 +42,12 @@ def _dims(text: str, spec: str) -> tuple[int, ...]:
     for part in parts:
         if not re.fullmatch(r"[+-]?\d+", part):
             raise InfercmpError(f"--shape '{spec}': '{part}' is not an integer; {_FORMS}")
-        value = int(part)
+        try:
+            value = int(part)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise InfercmpError(
+                f"--shape '{spec[:60]}...': a dimension of {len(part)} digits is too large"
+            ) from None
         if value <= 0:
             raise InfercmpError(f"--shape '{spec}': dimension {value} must be positive")
         dims.append(value)
@@ -109,6 +119,12 @@ def parse_shape(spec: str, config: ModelConfig) -> Experiment:
             raise InfercmpError(
                 f"--shape '{spec}': input '{spec_in.name}' takes a rank-{want} example shape "
                 f"like {','.join(map(str, spec_in.shapes.example))}, got {len(shape)} dimensions"
+            )
+        elements = math.prod(shape)
+        if elements > MAX_EXAMPLE_ELEMENTS:
+            raise InfercmpError(
+                f"--shape '{spec}': input '{spec_in.name}' would hold {elements:,} elements, "
+                f"more than the {MAX_EXAMPLE_ELEMENTS:,} an example may have; use a smaller shape"
             )
     return Experiment(tuple(shapes))
 

@@ -222,6 +222,13 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 # -- noise -------------------------------------------------------------------------------------
 
 
+def _warmup_text(spec: WorkerSpec) -> str:
+    iterations, seconds = spec.warmup()
+    parts = [f"{iterations} iterations"] if iterations else []
+    parts += [f"{seconds:g} s"] if seconds else []
+    return " and at least ".join(parts) or "none"
+
+
 def noise_warnings(wall_ns: np.ndarray, spec: WorkerSpec) -> list[str]:
     """Warnings about the measurement itself, in the words a user can act on."""
     warnings = []
@@ -243,8 +250,7 @@ def noise_warnings(wall_ns: np.ndarray, spec: WorkerSpec) -> list[str]:
         if median > 0 and head_median > spec.slow_start_ratio * median:
             warnings.append(
                 f"the first {head} iterations are {head_median / median:.1f}x slower than the "
-                f"median: warm-up ({spec.warmup()[0]} iterations, {spec.warmup()[1]:g} s) "
-                "may be too short"
+                f"median: the warm-up ({_warmup_text(spec)}) may be too short"
             )
     from infercmp.stats import outlier_mask
 
@@ -280,14 +286,22 @@ def load_reference(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return inputs, outputs
 
 
+_OOM_MARKERS = (
+    "out of memory",
+    "failed to allocate memory",
+    "cudaerrormemoryallocation",
+    # PyTorch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: ..." (ENOMEM)
+    "can't allocate memory",
+    "cannot allocate memory",
+)
+
+
 def _is_oom(exc: BaseException) -> bool:
-    if type(exc).__name__ in ("OutOfMemoryError", "MemoryError"):
+    # numpy raises a MemoryError subclass (_ArrayMemoryError), so match by type, not by name.
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
     text = str(exc).lower()
-    return any(
-        marker in text
-        for marker in ("out of memory", "failed to allocate memory", "cudaerrormemoryallocation")
-    )
+    return any(marker in text for marker in _OOM_MARKERS)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -501,7 +515,33 @@ def read_spec(path: Path) -> WorkerSpec:
         raise InfercmpError(f"invalid worker spec {path}: {problems}") from None
 
 
+#: Set by the bench process to its pid, so the worker can die with it (see `_die_with_parent`).
+PARENT_PID_ENV = "INFERCMP_BENCH_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Have Linux SIGKILL this worker when the bench process dies, even of SIGKILL.
+
+    The worker runs in its own session (so Ctrl-C reaches only the parent), which also means
+    nothing else would stop it measuring on alone for minutes after its parent was killed.
+    """
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    except (OSError, AttributeError):  # not glibc/musl: the parent's own kill still applies
+        return
+    if str(os.getppid()) != parent:  # the parent died before the request took effect
+        os._exit(EXIT_FAILED)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _die_with_parent()
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m infercmp.worker SPEC.json", file=sys.stderr)

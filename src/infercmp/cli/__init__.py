@@ -20,10 +20,20 @@ from infercmp.errors import InfercmpError
 
 def report_error(exc: InfercmpError) -> None:
     """Print a user error as `error: ...` lines on stderr, without a traceback."""
-    for line in str(exc).splitlines() or [type(exc).__name__]:
+    # Only "\n" separates lines (several config problems); any other control character,
+    # \r included, came from a name or path the user typed and is shown escaped.
+    for line in str(exc).strip("\n").split("\n") if str(exc) else [type(exc).__name__]:
         err_console.print(
-            f"[bold red]error:[/] {escape(line)}", highlight=False, markup=True, soft_wrap=True
+            f"[bold red]error:[/] {escape(_printable(line))}",
+            highlight=False,
+            markup=True,
+            soft_wrap=True,
         )
+
+
+def _printable(text: str) -> str:
+    """Control characters quoted from names or paths are shown escaped, never sent raw."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class _InfercmpGroup(TyperGroup):

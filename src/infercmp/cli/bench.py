@@ -17,7 +17,6 @@ from infercmp.errors import InfercmpError, RunFailed
 if TYPE_CHECKING:
     from rich.table import Table
 
-MIN_ITERS = 8  # WorkerSpec.min_iters
 MIN_SAMPLE_HZ, MAX_SAMPLE_HZ = 0.1, 1000.0
 
 
@@ -217,9 +216,6 @@ def bench(
         device_resident=device_resident,
     )
     measurement.validate()
-    if min_iters < MIN_ITERS:
-        # The worker refuses fewer: the median's confidence interval needs them.
-        raise InfercmpError(f"--min-iters must be at least {MIN_ITERS}, got {min_iters}")
     # Below 0.1 Hz a sampler would read once or never; a tiny rate also overflows its timer.
     if not (sample_hz == 0 or MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ):
         raise InfercmpError(

@@ -1,0 +1,170 @@
+"""Cache integrity under damage and concurrent benches, and long use without leaks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+import test_reliability as support
+from test_reliability import run_dirs
+from typer.testing import CliRunner
+
+from infercmp import bench
+from infercmp.cache import ArtifactCache, file_sha256
+from infercmp.cli import app
+from infercmp.plugins import get_plugin
+from infercmp.results import RunStore
+from infercmp.sampler import default_samplers
+from infercmp.shapes import default_experiment
+from tests.conftest import requires_tensorrt
+
+isolated = support.isolated  # fixture
+
+CLI = [sys.executable, "-c", "from infercmp.cli import main; main()"]
+ORT_CPU = ["-e", "onnxruntime", "-d", "cpu", "--warmup", "5", "--iters", "20"]
+
+
+def _all_entries_intact(cache: ArtifactCache, model: str | None = None) -> list[tuple[str, str]]:
+    """(kind, key) of every entry (of `model`), asserting each one's files match its manifest."""
+    found = []
+    for entry in cache.entries():
+        if model is not None and entry.meta.get("model") != model:
+            continue
+        assert cache.lookup(entry.kind, entry.key) is not None, f"{entry.kind}/{entry.key}"
+        found.append((entry.kind, entry.key))
+    return found
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+        lambda p: p.write_bytes(bytes([p.read_bytes()[0] ^ 0xFF]) + p.read_bytes()[1:]),
+    ],
+    ids=["truncated", "altered-same-size"],
+)
+def test_a_damaged_onnx_file_or_reference_is_rebuilt_not_used_by_bench(
+    isolated, shared_cache, tmp_path, damage
+):
+    plugin = get_plugin("tiny-cnn")
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
+    )
+    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    cache = ArtifactCache(tmp_path / "cache")
+    shutil.copytree(shared_cache.root, cache.root, ignore=shutil.ignore_patterns("staging"))
+    damaged = []
+    for entry in cache.entries("onnx") + cache.entries("reference"):
+        for name in ("model.onnx", "reference.npz"):
+            if name in entry.files:
+                damage(entry.file(name))
+                damaged.append(entry.file(name))
+    assert damaged
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["bench", "tiny-cnn", *ORT_CPU, "--cache-dir", str(cache.root), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(out)
+    (combo,) = RunStore.open(run).results
+    assert combo.status == "ok" and combo.parity["ok"], combo.error
+    # The damaged entries were dropped and rebuilt: the model's entries now are all intact.
+    entries = _all_entries_intact(cache, "tiny-cnn")
+    assert {kind for kind, _ in entries} >= {"onnx", "reference"}
+    onnx = Path(RunStore.open(run).meta["settings"]["onnx"])
+    (entry,) = [e for e in cache.entries("onnx") if e.path == onnx.parent]
+    assert file_sha256(onnx) == entry.files["model.onnx"]["sha256"]
+    isolated.assert_nothing_left(run, cache_root=cache.root)
+
+
+@requires_tensorrt
+def test_an_altered_engine_plan_of_the_same_size_is_rebuilt(shared_cache, tmp_path):
+    """tests/test_build.py covers a truncated plan; a flipped byte must be caught by the hash."""
+    from infercmp.build import build_engine
+    from infercmp.export import export_onnx
+
+    plugin = get_plugin("tiny-two-io")
+    onnx = export_onnx(plugin, shared_cache)
+    cache = ArtifactCache(tmp_path)
+    plan = build_engine(plugin, cache, onnx)
+    raw = bytearray(plan.path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    plan.path.write_bytes(bytes(raw))
+    rebuilt = build_engine(plugin, cache, onnx)
+    assert not rebuilt.cached
+    assert (
+        file_sha256(rebuilt.path)
+        == cache.lookup("plan", rebuilt.key).files[rebuilt.path.name]["sha256"]
+    )
+
+
+def test_two_benches_at_once_on_a_fresh_cache_share_it_without_damage(isolated, tmp_path):
+    """Both export into the same empty cache at the same moment; both runs must be whole."""
+    cache = tmp_path / "fresh-cache"
+    out = tmp_path / "out"
+    args = [*CLI, "bench", "tiny-cnn", *ORT_CPU, "--cache-dir", str(cache), "--out", str(out)]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0, output
+    runs = run_dirs(out)
+    assert len(runs) == 2  # distinct directories even when started in the same second
+    for run in runs:
+        store = RunStore.open(run)
+        assert store.status == "complete"
+        (combo,) = store.results
+        assert combo.status == "ok" and combo.parity["ok"], combo.error
+    entries = _all_entries_intact(ArtifactCache(cache))
+    kinds = sorted(kind for kind, _ in entries)
+    assert kinds == ["onnx", "reference"], kinds  # one of each: the second found the first's
+    isolated.assert_nothing_left(*runs, cache_root=cache)
+
+
+def _resources() -> dict[str, int]:
+    me = psutil.Process()
+    return {
+        "open files": me.num_fds(),
+        "threads": threading.active_count(),
+        "os threads": me.num_threads(),
+        "child processes": len(me.children(recursive=True)),
+        "temporary files": len(os.listdir(tempfile.gettempdir())),
+    }
+
+
+def test_fifty_benches_in_a_row_leak_nothing(isolated, shared_cache, tmp_path):
+    plugin = get_plugin("tiny-cnn")
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
+    )
+    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    measurement = bench.Measurement(warmup_iters=5, iters=10)
+    samplers, _ = default_samplers(gpu=False)
+
+    def one_bench() -> None:
+        store = RunStore.create(tmp_path / "out", plugin.name, {})
+        assert (
+            bench.run_bench(plugin, plan, artifacts, measurement, store, samplers=samplers)
+            == "complete"
+        )
+        (combo,) = RunStore.open(store.path).results
+        assert combo.status == "ok", combo.error
+
+    for _ in range(5):  # lazy imports, thread pools and caches settle here
+        one_bench()
+    before = _resources()
+    for _ in range(45):
+        one_bench()
+    after = _resources()
+    assert len(run_dirs(tmp_path / "out")) == 50
+    assert after == before, f"before {before}, after 50 benches {after}"
+    isolated.assert_nothing_left()
