@@ -209,6 +209,8 @@ def test_invalid_use_raises_clear_errors(engine_name, device, model_cases):
         engine.load(case.spec(engine_name, device))
     with pytest.raises(EngineError, match=r"before copy_in\(\)"):
         engine.copy_in()
+    with pytest.raises(EngineError, match=r"before hot_path\(\)"):
+        engine.hot_path()  # the timed loops' hooks are handed out only once prepared
     with pytest.raises(EngineError, match=r"got 1 arrays for 2 inputs \(features, token_ids\)"):
         engine.prepare(inputs[:1])
     with pytest.raises(EngineError, match="input 'token_ids' is list, expected a numpy array"):

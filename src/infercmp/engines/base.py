@@ -129,6 +129,16 @@ class EngineBase(abc.ABC):
             self._not_prepared("synchronize")
         self._synchronize()
 
+    def hot_path(self) -> tuple[Any, Any, Any, Any]:
+        """The per-iteration hooks (copy_in, compute, copy_out, synchronize), checked once.
+
+        The timed loops call these instead of the public methods, whose state check would
+        otherwise run four times per iteration (about 0.3 us of a 5 us ONNX Runtime call).
+        """
+        if self._state is not _PREPARED:
+            self._not_prepared("hot_path")
+        return self._copy_in, self._compute, self._copy_out, self._synchronize
+
     def release(self) -> None:
         """Free the engine's buffers and runtime objects; calling it again does nothing."""
         if self._state in (_NEW, _RELEASED):
