@@ -144,12 +144,9 @@ def test_onnxruntime_worker_never_imports_torch(two_io, tmp_path):
     modules_file = tmp_path / "modules.json"
     script = textwrap.dedent(
         f"""
-        import json, runpy, sys
-        sys.argv = ["infercmp.worker", {str(spec_path)!r}]
-        try:
-            runpy.run_module("infercmp.worker", run_name="__main__", alter_sys=True)
-        except SystemExit as exc:
-            code = exc.code
+        import json, sys
+        from infercmp.worker import main  # what `python -m infercmp.worker` runs
+        code = main([{str(spec_path)!r}])
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorrt"))
         open({str(modules_file)!r}, "w").write(json.dumps({{"code": code, "heavy": heavy}}))
         """

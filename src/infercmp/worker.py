@@ -562,4 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is on disk (written atomically); skipping interpreter teardown saves about
+    # 1.1 s per PyTorch worker (module and CUDA/thread-pool destructors) at no risk.
+    os._exit(code)
