@@ -215,3 +215,33 @@ def test_sigint_keeps_finished_combinations_and_marks_the_run(shared_cache, tmp_
         for p in psutil.Process().children(recursive=True)
         if "infercmp.worker" in " ".join(p.cmdline())
     ]
+
+
+def test_a_sampler_that_breaks_is_reported_beside_the_numbers(shared_cache, tmp_path):
+    plugin = get_plugin("tiny-two-io")
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
+    )
+    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    store = RunStore.create(tmp_path, plugin.name, {})
+
+    class Broken:
+        name = "broken"
+
+        def unavailable_reason(self):
+            return None
+
+        def open(self, pid):
+            pass
+
+        def read(self):
+            raise RuntimeError("sensor unplugged")
+
+        def close(self):
+            pass
+
+    measurement = bench.Measurement(warmup_iters=5, iters=50)
+    bench.run_bench(plugin, plan, artifacts, measurement, store, samplers=[Broken()])
+    (result,) = RunStore.open(store.path).results
+    assert result.status == "ok"
+    assert any("broken sampler failed" in w and "sensor unplugged" in w for w in result.warnings)

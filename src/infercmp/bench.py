@@ -310,6 +310,7 @@ class WorkerOutcome:
     latency: dict[str, np.ndarray]
     samples: list[dict[str, Any]]
     log_tail: str
+    sampler_errors: list[str] = field(default_factory=list)
 
 
 class Interrupted(BaseException):
@@ -390,6 +391,7 @@ def run_worker(
                 status, error = "timeout", f"worker exceeded the {timeout_s:g} s timeout"
             reader.join(timeout=5)
         samples = session.rows
+        sampler_errors = session.errors
     except BaseException:
         _kill_group(proc)
         raise
@@ -414,13 +416,15 @@ def run_worker(
                 status = "crashed"
                 last = log_tail.strip().splitlines()[-1:] or ["no output"]
                 error = f"worker exited with code {code} without a result: {last[0]}"
-    return WorkerOutcome(status, error, result or {}, latency, samples, log_tail)
+    return WorkerOutcome(status, error, result or {}, latency, samples, log_tail, sampler_errors)
 
 
 class _NoSampling:
     """Stands in for a SamplingSession when sampling is off (--sample-hz 0)."""
 
-    rows: list[dict[str, Any]] = []
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.errors: list[str] = []
 
     def set_phase(self, phase: str) -> None: ...
 
@@ -581,7 +585,8 @@ def outcome_to_result(
         energy_j_per_inference=(energy / iterations if energy is not None and iterations else None),
         load_seconds=result.get("load_seconds"),
         parity=result.get("parity"),
-        warnings=list(result.get("warnings") or []),
+        # A sampler that broke mid-run leaves gaps in the charts: say so beside the numbers.
+        warnings=[*(result.get("warnings") or []), *outcome.sampler_errors],
         started=started,
         finished=now_iso(),
     )
