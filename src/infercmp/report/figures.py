@@ -190,51 +190,32 @@ def distribution_figure(combos: list[Combination], colors: dict[int, str]) -> di
         if inliers.size > MAX_DIST_POINTS:
             inliers = np.sort(rng.choice(inliers, MAX_DIST_POINTS, replace=False))
         data.append(
-            {
-                "type": "box",
-                "name": "iterations",
-                "legendgroup": "iterations",
-                "showlegend": False,
-                "x": [category] * inliers.size,
-                "y": _round(ms[inliers]),
-                "customdata": iterations[inliers].tolist(),
-                "boxpoints": "all",
-                "jitter": 0.7,
-                "pointpos": 0,
-                "fillcolor": "rgba(0,0,0,0)",
-                "line": {"color": "rgba(0,0,0,0)", "width": 0},
-                "marker": {"color": color, "size": 3.5, "opacity": 0.45},
-                "hoveron": "points",
-                "hovertemplate": "iteration %{customdata}<br>%{y:.3f} ms<extra>"
-                + trace_name(combo)
-                + "</extra>",
-                "width": 0.55,
-            }
+            _points_trace(
+                category,
+                ms,
+                iterations,
+                inliers,
+                combo,
+                name="iterations",
+                group="iterations",
+                label="iteration",
+                marker={"color": color, "size": 3.5, "opacity": 0.45},
+            )
         )
         outliers = np.flatnonzero(flags)
-        data.append(
-            {
-                "type": "box",
-                "name": f"outliers (beyond {OUTLIER_K:g}×IQR)",
-                "legendgroup": "outliers",
-                "meta": "outliers",
-                "showlegend": False,
-                "x": [category] * outliers.size,
-                "y": _round(ms[outliers]),
-                "customdata": iterations[outliers].tolist(),
-                "boxpoints": "all",
-                "jitter": 0.7,
-                "pointpos": 0,
-                "fillcolor": "rgba(0,0,0,0)",
-                "line": {"color": "rgba(0,0,0,0)", "width": 0},
-                "marker": _OUTLIER_MARKER,
-                "hoveron": "points",
-                "hovertemplate": "outlier, iteration %{customdata}<br>%{y:.3f} ms<extra>"
-                + trace_name(combo)
-                + "</extra>",
-                "width": 0.55,
-            }
+        outlier_trace = _points_trace(
+            category,
+            ms,
+            iterations,
+            outliers,
+            combo,
+            name=f"outliers (beyond {OUTLIER_K:g}×IQR)",
+            group="outliers",
+            label="outlier, iteration",
+            marker=_OUTLIER_MARKER,
         )
+        outlier_trace["meta"] = "outliers"  # the "show outliers" checkbox finds them by this
+        data.append(outlier_trace)
     _legend_once(data, "iterations")
     _legend_once(data, "outliers")
     layout = base_layout("Latency distribution", "latency per iteration (ms)", height=420)
@@ -583,3 +564,27 @@ def _legend_once(data: list[dict], group: str) -> None:
 def _alpha(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
+
+
+def _points_trace(category, ms, iterations, index, combo, *, name, group, label, marker):
+    """Every chosen iteration as a jittered point over an invisible box (kept, never dropped)."""
+    return {
+        "type": "box",
+        "name": name,
+        "legendgroup": group,
+        "showlegend": False,
+        "x": [category] * index.size,
+        "y": _round(ms[index]),
+        "customdata": iterations[index].tolist(),
+        "boxpoints": "all",
+        "jitter": 0.7,
+        "pointpos": 0,
+        "fillcolor": "rgba(0,0,0,0)",
+        "line": {"color": "rgba(0,0,0,0)", "width": 0},
+        "marker": marker,
+        "hoveron": "points",
+        "hovertemplate": f"{label} %{{customdata}}<br>%{{y:.3f}} ms<extra>"
+        + trace_name(combo)
+        + "</extra>",
+        "width": 0.55,
+    }
