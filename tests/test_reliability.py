@@ -105,6 +105,9 @@ class Faulty(ModelPlugin):
             raise RuntimeError("injected fault in load")
         if fault == "load-hang":
             time.sleep(3600)
+        if fault == "load-slow":  # in the parent, while bench prepares (reference, export)
+            open(os.environ["INFERCMP_TEST_FAULT_MARK"], "w").close()
+            time.sleep(60)
         return _module()
 
 

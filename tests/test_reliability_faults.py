@@ -319,20 +319,19 @@ def test_the_parent_stopped_by_a_signal_keeps_finished_results(
 
 
 def test_sigterm_while_preparing_cleans_the_cache_staging_and_makes_no_run(
-    reliability_plugins, isolated, tmp_path
+    reliability_plugins, isolated, tmp_path, monkeypatch
 ):
-    """With a fresh cache the bench exports first; SIGTERM then must unwind, not just die."""
+    """With a fresh cache the bench prepares artifacts first; SIGTERM then must unwind."""
     cache = tmp_path / "fresh-cache"
     out = tmp_path / "out"
+    mark = tmp_path / "preparing"
+    # The plugin's module load blocks, so the signal lands during preparation for sure
+    # (waiting for a staging directory raced a fast export).
+    monkeypatch.setenv(FAULT_ENV, "load-slow")
+    monkeypatch.setenv("INFERCMP_TEST_FAULT_MARK", str(mark))
     proc = _start_bench(out, "-e", "onnxruntime", "--cache-dir", str(cache))
-    staging = cache / "staging"
     try:
-        _wait_for(
-            lambda: (
-                staging.is_dir() and any(p.name.startswith("stage-") for p in staging.iterdir())
-            ),
-            "the export to start",
-        )
+        _wait_for(mark.exists, "the bench to start preparing")
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:
