@@ -163,6 +163,9 @@ def test_engine_options_reach_the_worker_and_the_results(runner, tmp_path):
     assert r.status == "ok"
     assert r.options["intra_op_threads"] == 1
     assert "intra_op_threads_1" in r.combo_id
+    # What the engine says of itself is kept with the numbers (which library, which providers).
+    assert r.engine_info["providers"] == ["CPUExecutionProvider"]
+    assert r.engine_info["onnxruntime"]
 
 
 def test_sigint_keeps_finished_combinations_and_marks_the_run(shared_cache, tmp_path):

@@ -287,6 +287,11 @@ def test_pytorch_option_errors(model_cases):
         engine_class("pytorch")().load(case.spec("pytorch", "cpu", cuda_graph=True))
     with pytest.raises(EngineError, match="compile='fastest' is not a torch.compile mode"):
         engine_class("pytorch")().load(case.spec("pytorch", "cpu", compile="fastest"))
+    for mode in ("reduce-overhead", "max-autotune"):
+        with pytest.raises(EngineError, match=f"compile='{mode}' already replays CUDA graphs"):
+            engine_class("pytorch")().load(
+                case.spec("pytorch", "cuda", compile=mode, cuda_graph=True)
+            )
 
 
 # -- ONNX Runtime specifics ----------------------------------------------------------------------

@@ -584,6 +584,7 @@ def outcome_to_result(
         peak_vram_bytes=peak(outcome.samples, "proc_gpu_mem_bytes"),
         energy_j_per_inference=(energy / iterations if energy is not None and iterations else None),
         load_seconds=result.get("load_seconds"),
+        engine_info=result.get("engine_info") or {},
         parity=result.get("parity"),
         # A sampler that broke mid-run leaves gaps in the charts: say so beside the numbers.
         warnings=[*(result.get("warnings") or []), *outcome.sampler_errors],

@@ -154,6 +154,9 @@ class CombinationResult(BaseModel):
     peak_vram_bytes: int | None = None  # this process, from NVML
     energy_j_per_inference: float | None = None
     load_seconds: float | None = None
+    # What the engine reported of itself: library versions, providers, and for PyTorch on
+    # CUDA the caching allocator's peak (torch_max_memory_reserved_bytes).
+    engine_info: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
     started: str | None = None

@@ -16,6 +16,8 @@ OPTIONS: dict[str, Any] = {
     "threads": None,  # CPU intra-op threads; None keeps torch's default
 }
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# These modes replay CUDA graphs of their own (cudagraph trees); a graph cannot capture them.
+COMPILE_MODES_WITH_GRAPHS = ("reduce-overhead", "max-autotune")
 GRAPH_WARMUP_RUNS = 3  # runs on a side stream before capture, as torch.cuda.graphs advises
 
 
@@ -69,6 +71,12 @@ class PyTorchEngine(EngineBase):
             raise EngineError(
                 f"engine 'pytorch': option compile={options['compile']!r} is not a torch.compile "
                 f"mode; use one of: {', '.join(COMPILE_MODES)}"
+            )
+        if options["cuda_graph"] and options["compile"] in COMPILE_MODES_WITH_GRAPHS:
+            raise EngineError(
+                f"engine 'pytorch': compile={options['compile']!r} already replays CUDA graphs; "
+                "drop cuda_graph=true, or use compile='max-autotune-no-cudagraphs' or 'default' "
+                "with it"
             )
         self._cuda = spec.device == "cuda"
         if self._cuda:
@@ -212,6 +220,14 @@ class PyTorchEngine(EngineBase):
         torch = self._torch
         if self._cuda:
             self._stream.synchronize()
+            # What the caching allocator held at its peak, to set beside NVML's per-process
+            # figure (which adds the CUDA context, cuDNN/cuBLAS workspaces and libraries).
+            self.info["torch_max_memory_reserved_bytes"] = torch.cuda.max_memory_reserved(
+                self._device
+            )
+            self.info["torch_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated(
+                self._device
+            )
             if self._previous_stream is not None:
                 torch.cuda.set_stream(self._previous_stream)
         self._release_buffers()
