@@ -53,6 +53,13 @@ main)
 validate)
   python3 "$here/gpu_validate.py" --out "$out" --deadline "$budget" 2>&1 | tee "$out/validate.txt"
   ;;
+compile-check)
+  # Part 5 of validate alone (torch.compile max-autotune against the expert's loop), keeping
+  # the workers' logs, with Inductor saying why it would skip its CUDA graphs.
+  TORCH_LOGS=perf_hints python3 "$here/gpu_validate.py" --out "$out" --deadline "$budget" \
+    --only-compile 2>&1 | tee "$out/validate-compile.txt"
+  tar -czf "$out/validation-runs.tar.gz" -C "$out" validation-runs
+  ;;
 compile)
   # torch.compile's default mode (Inductor kernels, no autotuning) alone and under infercmp's
   # own CUDA graph; max-autotune is in `validate` (it autotunes for minutes per shape).

@@ -60,6 +60,12 @@ INFERCMP = {
 }
 COMPILED = {
     "pytorch fp16 compile max-autotune": ("pytorch[compile=max-autotune]", "fp16", "device"),
+    # The same Inductor kernels under infercmp's own CUDA graph instead of cudagraph trees.
+    "pytorch fp16 compile max-autotune-no-cudagraphs+cuda_graph": (
+        "pytorch[compile=max-autotune-no-cudagraphs,cuda_graph=true]",
+        "fp16",
+        "device",
+    ),
 }
 
 
@@ -289,6 +295,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("/tmp/infercmp-out"))
     parser.add_argument("--deadline", type=float, default=560.0, help="seconds for everything")
+    parser.add_argument("--only-compile", action="store_true", help="part 5 alone")
     parser.add_argument("--reference", help=argparse.SUPPRESS)
     parser.add_argument("--onnx32", help=argparse.SUPPRESS)
     parser.add_argument("--onnx16", help=argparse.SUPPRESS)
@@ -310,6 +317,14 @@ def main() -> None:
     def save() -> None:
         (args.out / "validate.json").write_text(json.dumps(report, indent=2, default=str))
 
+    rows: list[dict] = []
+    refs: dict[str, dict] = {}
+    if not args.only_compile:
+        rows, refs = measure_plain(args, onnx32, onnx16, report, save)
+    compile_part(args, onnx32, onnx16, report, save, rows, refs)
+
+
+def measure_plain(args, onnx32, onnx16, report, save) -> tuple[list[dict], dict]:
     # 1. references, then 2. infercmp on the same configurations.
     names = [n for n in INFERCMP if n != "onnxruntime fp16 exhaustive"]
     names += ["onnxruntime fp32 defaults", "onnxruntime fp16 exhaustive"]
@@ -349,9 +364,13 @@ def main() -> None:
                 f"  {r['config']:42} NVML {nvml:7.0f} MiB  torch reserved {reserved:7.0f} MiB"
                 f"  difference {nvml - reserved:6.0f} MiB"
             )
+    return rows, refs
+
+
+def compile_part(args, onnx32, onnx16, report, save, rows, refs) -> None:
 
     # 5. torch.compile(mode="max-autotune"): minutes of autotuning, so last.
-    for name in COMPILED:
+    for name in ("pytorch fp16 compile max-autotune",):
         refs[name] = reference_in_subprocess(name, onnx32, onnx16, args.deadline)
         save()
         print(f"\nreference {name}: {refs[name]}")
