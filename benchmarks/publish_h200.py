@@ -1,6 +1,6 @@
 """Publish a bench run under docs/results/: HTML report, md/csv summaries, run metadata and PNGs.
 
-    python benchmarks/publish_h200.py /work/.device/15/20261128-155341-resnet50.tar.gz
+    python benchmarks/publish_h200.py /work/.device/8/20261128-181543-resnet50.tar.gz
     python benchmarks/publish_h200.py RUN_DIR --out docs/results/cpu-2core --charts cpu \\
         --full-page docs/images/report.png
 
@@ -55,20 +55,17 @@ CPU_CHARTS = [
 
 # Known facts about published runs, shown at the top of their HTML page. Keyed by run id.
 RUN_NOTES = {
-    "20261128-155341-resnet50": [
-        "<b>Parity verdicts of this run are too strict.</b> It was made before the parity fix "
-        "(commit 1967612): it compared with rtol=1e-4 (fp32) or 1e-2 (fp16) and a fixed "
-        "atol=1e-5 or 1e-2, so every CUDA row says it differs, although cosine similarity is "
-        "0.9999998 and the largest absolute difference is about 5e-4 of the output's scale "
-        "(TF32 convolutions). The current code scales atol by max|reference| and uses 1e-3 for "
-        "fp32 on CUDA. Nothing was recomputed for this page.",
-        "<b>onnxruntime with enable_cuda_graph=on returned all-zero outputs</b> in this run "
-        "(max relative error 1.0; the old code reported cosine 1.0 for them). That "
-        "configuration was broken at the time, so <b>its latencies are not trustworthy</b> and "
-        "must not be compared with the others.",
+    "20261128-181543-resnet50": [
+        "<b>Eager PyTorch rows are launch-bound</b>: the GPU waits for Python to launch each "
+        "kernel (GPU utilisation about 30%, against 90-100% with CUDA graphs), so they measure "
+        "the host more than the GPU, and they moved by up to 30% from one process to the next "
+        "on this machine (see validation.md). Compare engines on the CUDA-graph rows.",
+        "<b>torch.compile is not in this run</b> (max-autotune compiles for about four minutes "
+        "per shape); its figures at 224x224 come from benchmarks/gpu_validate.py, in "
+        "validation.md beside this page.",
         "TensorRT is skipped: the only TensorRT that could be carried to the H200 is "
-        "TensorRT-RTX 1.7, whose runtime refuses compute capability 9.0 (the error is in the "
-        "table).",
+        "TensorRT-RTX 1.7, which built the plans there but whose runtime refuses compute "
+        "capability 9.0 (the tool's message is in the table).",
     ],
 }
 

@@ -286,7 +286,8 @@ class OnnxRuntimeEngine(EngineBase):
                 # Keep the probe's own device outputs bound: with enable_cuda_graph the probe
                 # run is the one ONNX Runtime captures, and the graph writes to the addresses
                 # bound then. Fresh buffers bound afterwards would never be written (seen on
-                # the H200: all-zero outputs). Holding the OrtValues keeps that memory ours.
+                # the H200: all-zero outputs; with this, parity passed there at every shape).
+                # Holding the OrtValues keeps that memory ours.
                 self._device_outputs.append(value)
                 binding.bind_ortvalue_output(arg.name, value)
             else:
