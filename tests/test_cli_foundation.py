@@ -113,6 +113,24 @@ def test_help_lists_the_commands(runner):
         assert command in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["bench", "tiny-cnn", "--iters", "abc"], "Invalid value for '--iters'"),
+        (["bench", "tiny-cnn", "--itres", "5"], "No such option: --itres"),
+        (["bench"], "Missing argument 'model'"),
+        (["benchh"], "No such command 'benchh'"),
+    ],
+)
+def test_parse_errors_are_one_line_and_exit_2(runner, args, says):
+    """Click's own parse errors read like infercmp's: one line, what to do, exit 2."""
+    result = invoke(runner, *args)
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and says in line, line
+    assert "--help" in line  # where to look next
+
+
 def test_no_arguments_shows_help(runner):
     result = invoke(runner)
     assert "Usage" in result.stdout + result.stderr

@@ -7,6 +7,7 @@ and `infercmp models` must stay fast.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -36,12 +37,48 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
+# Click's exception base, whether typer uses click itself or (typer >= 0.29) its own copy of it.
+ClickException: type[Exception] = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
+)
+
+
+def report_usage_error(exc: Any) -> None:
+    """Click's own parse errors (`--iters abc`, an unknown option) as one `error:` line."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    err_console.print(
+        f"[bold red]error:[/] {escape(_printable(message))}{escape(hint)}",
+        highlight=False,
+        markup=True,
+        soft_wrap=True,
+    )
+
+
 class _InfercmpGroup(TyperGroup):
     """Turns an InfercmpError into one clear line and its exit code, unless --debug.
 
     Handling it here rather than only in `main()` gives `typer.testing.CliRunner` the same
     behaviour as the console script.
     """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Click's usage errors become one line and exit 2, like infercmp's own errors."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as exc:
+            # NoArgsIsHelpError: typer has already printed the help; nothing to add.
+            if type(exc).__name__ != "NoArgsIsHelpError":
+                report_usage_error(exc)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("Aborted!", highlight=False)
+            sys.exit(1)
+        # Without standalone mode click returns typer.Exit's code, or the command's None.
+        sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
     def invoke(self, ctx: typer.Context):
         try:
