@@ -48,3 +48,20 @@ def shared_cache(tmp_path_factory):
     from infercmp.cache import ArtifactCache
 
     return ArtifactCache(tmp_path_factory.getbasetemp() / "infercmp-shared-cache")
+
+
+@pytest.fixture(scope="session")
+def exported(shared_cache):
+    """`exported(name)` -> (plugin, OnnxArtifact), each model exported once per session."""
+    from infercmp.export import export_onnx
+    from infercmp.plugins import get_plugin
+
+    artifacts = {}
+
+    def get(name: str):
+        if name not in artifacts:
+            plugin = get_plugin(name)
+            artifacts[name] = (plugin, export_onnx(plugin, shared_cache))
+        return artifacts[name]
+
+    return get

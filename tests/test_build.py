@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from infercmp.cache import ArtifactCache
 from infercmp.config import parse_config
 from infercmp.errors import InfercmpError, MissingDependency
-from infercmp.export import export_onnx
 from infercmp.plugins import get_plugin
 from infercmp.trt import load_trt_module, runtime_refusal
 from tests.conftest import requires_tensorrt
@@ -18,28 +17,15 @@ from tests.conftest import requires_tensorrt
 slow = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def onnx_of(shared_cache):
-    artifacts = {}
-
-    def get(name: str):
-        if name not in artifacts:
-            plugin = get_plugin(name)
-            artifacts[name] = (plugin, export_onnx(plugin, shared_cache))
-        return artifacts[name]
-
-    return get
-
-
 @requires_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize(
     "name", ["tiny-cnn", "tiny-two-io", "tiny-encoder", pytest.param("resnet50", marks=slow)]
 )
-def test_build_makes_a_plan_and_the_second_build_is_a_hit(onnx_of, shared_cache, name, precision):
+def test_build_makes_a_plan_and_the_second_build_is_a_hit(exported, shared_cache, name, precision):
     from infercmp.build import build_engine
 
-    plugin, onnx = onnx_of(name)
+    plugin, onnx = exported(name)
     plan = build_engine(plugin, shared_cache, onnx, precision=precision)
     assert not plan.cached
     assert plan.path.stat().st_size > 0
@@ -52,10 +38,10 @@ def test_build_makes_a_plan_and_the_second_build_is_a_hit(onnx_of, shared_cache,
 
 
 @requires_tensorrt
-def test_bf16_and_precisions_get_their_own_entries(onnx_of, shared_cache):
+def test_bf16_and_precisions_get_their_own_entries(exported, shared_cache):
     from infercmp.build import build_engine
 
-    plugin, onnx = onnx_of("tiny-cnn")
+    plugin, onnx = exported("tiny-cnn")
     bf16 = build_engine(plugin, shared_cache, onnx, precision="bf16")
     fp32 = build_engine(plugin, shared_cache, onnx, precision="fp32")
     assert bf16.key != fp32.key
@@ -64,10 +50,10 @@ def test_bf16_and_precisions_get_their_own_entries(onnx_of, shared_cache):
 
 
 @requires_tensorrt
-def test_a_damaged_plan_is_rebuilt(onnx_of, tmp_path):
+def test_a_damaged_plan_is_rebuilt(exported, tmp_path):
     from infercmp.build import build_engine
 
-    plugin, onnx = onnx_of("tiny-two-io")
+    plugin, onnx = exported("tiny-two-io")
     cache = ArtifactCache(tmp_path)
     plan = build_engine(plugin, cache, onnx)
     plan.path.write_bytes(plan.path.read_bytes()[:100])
@@ -76,10 +62,10 @@ def test_a_damaged_plan_is_rebuilt(onnx_of, tmp_path):
 
 
 @requires_tensorrt
-def test_a_profile_that_does_not_fit_the_onnx_inputs_is_refused(onnx_of, tmp_path):
+def test_a_profile_that_does_not_fit_the_onnx_inputs_is_refused(exported, tmp_path):
     from infercmp.build import build_engine
 
-    plugin, onnx = onnx_of("tiny-cnn")
+    plugin, onnx = exported("tiny-cnn")
     data = plugin.config.model_dump()
     image = data["inputs"][0]["shapes"]
     image["runtime"] = [-1, 3, -1, -1]  # the export fixed the batch at 1
@@ -170,8 +156,8 @@ def _cli(*args: str):
 
 
 @requires_tensorrt
-def test_cli_build_then_cache_ls_and_clear(shared_cache, onnx_of):
-    onnx_of("tiny-cnn")  # the export is a hit: the CLI only builds
+def test_cli_build_then_cache_ls_and_clear(shared_cache, exported):
+    exported("tiny-cnn")  # the export is a hit: the CLI only builds
     root = str(shared_cache.root)
     first = _cli("build", "tiny-cnn", "--precision", "fp16", "--cache-dir", root, "--force")
     assert first.exit_code == 0, first.output

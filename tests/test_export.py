@@ -32,19 +32,6 @@ MODELS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def exported(shared_cache):
-    artifacts = {}
-
-    def get(name: str):
-        if name not in artifacts:
-            plugin = get_plugin(name)
-            artifacts[name] = (plugin, export_onnx(plugin, shared_cache))
-        return artifacts[name]
-
-    return get
-
-
 def _dims(path):
     import onnx
 

@@ -37,6 +37,11 @@ isolated = support.isolated
 
 ENGINES = ["onnxruntime", "pytorch"]
 CLI = [sys.executable, "-c", "from infercmp.cli import main; main()"]
+# Both engines on the fault-injecting plugin, short: the fault tests' common bench.
+FAULTY_BENCH = [
+    "bench", "rel-faulty", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch",
+    "--warmup", "5", "--iters", "20",
+]  # fmt: skip
 
 
 def _bench_in_process(
@@ -142,23 +147,7 @@ def test_a_worker_out_of_memory_is_recorded_as_oom(
     bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)  # no fault here
     out = tmp_path / "out"
     proc = subprocess.run(
-        [
-            *CLI,
-            "bench",
-            "rel-faulty",
-            "-d",
-            "cpu",
-            "-e",
-            "onnxruntime",
-            "-e",
-            "pytorch",
-            "--warmup",
-            "5",
-            "--iters",
-            "20",
-            "--out",
-            str(out),
-        ],
+        [*CLI, *FAULTY_BENCH, "--out", str(out)],
         env={**os.environ, FAULT_ENV: "run-alloc"},
         preexec_fn=_limit_address_space(12 * 2**30),
         capture_output=True,
@@ -206,22 +195,7 @@ def test_a_failing_results_write_is_one_line_exit_1_and_keeps_earlier_results(
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
-        [
-            "bench",
-            "rel-faulty",
-            "-d",
-            "cpu",
-            "-e",
-            "onnxruntime",
-            "-e",
-            "pytorch",
-            "--warmup",
-            "5",
-            "--iters",
-            "20",
-            "--out",
-            str(out),
-        ],
+        [*FAULTY_BENCH, "--out", str(out)],
     )
     assert result.exit_code == 1, result.output
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)

@@ -381,7 +381,6 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
             )
         )
         result.options = dict(getattr(engine, "effective_options", None) or spec.options)
-        result.engine_info = dict(getattr(engine, "info", None) or {})
         phase = "prepare"
         engine.prepare(inputs)
         result.load_seconds = time.perf_counter() - load_started
@@ -488,8 +487,8 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
                 engine.release()
             except Exception as exc:  # a release failure must not hide the result
                 result.warnings.append(f"release failed: {_one_line(exc)}")
-            # Engines may add to their info while releasing (PyTorch: its allocator's peak).
-            result.engine_info = {**result.engine_info, **(getattr(engine, "info", None) or {})}
+            # Read after release: engines add to it then (PyTorch: its allocator's peak).
+            result.engine_info = dict(getattr(engine, "info", None) or {})
     result.finished = time.time()
     write_result(result, spec.result_dir)
     phase_event("done")

@@ -24,12 +24,16 @@ def report_error(exc: InfercmpError) -> None:
     # Only "\n" separates lines (several config problems); any other control character,
     # \r included, came from a name or path the user typed and is shown escaped.
     for line in str(exc).strip("\n").split("\n") if str(exc) else [type(exc).__name__]:
-        err_console.print(
-            f"[bold red]error:[/] {escape(_printable(line))}",
-            highlight=False,
-            markup=True,
-            soft_wrap=True,
-        )
+        _print_error(line)
+
+
+def _print_error(line: str) -> None:
+    err_console.print(
+        f"[bold red]error:[/] {escape(_printable(line))}",
+        highlight=False,
+        markup=True,
+        soft_wrap=True,
+    )
 
 
 def _printable(text: str) -> str:
@@ -48,12 +52,7 @@ def report_usage_error(exc: Any) -> None:
     message = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-    err_console.print(
-        f"[bold red]error:[/] {escape(_printable(message))}{escape(hint)}",
-        highlight=False,
-        markup=True,
-        soft_wrap=True,
-    )
+    _print_error(message + hint)
 
 
 class _InfercmpGroup(TyperGroup):
