@@ -62,7 +62,7 @@ def test_a_damaged_plan_is_rebuilt(exported, tmp_path):
 
 
 @requires_tensorrt
-def test_a_profile_that_does_not_fit_the_onnx_inputs_is_refused(exported, tmp_path):
+def test_a_profile_that_does_not_fit_the_onnx_inputs_is_refused(exported, tmp_path, monkeypatch):
     from infercmp.build import build_engine
 
     plugin, onnx = exported("tiny-cnn")
@@ -70,7 +70,8 @@ def test_a_profile_that_does_not_fit_the_onnx_inputs_is_refused(exported, tmp_pa
     image = data["inputs"][0]["shapes"]
     image["runtime"] = [-1, 3, -1, -1]  # the export fixed the batch at 1
     image["optimization"]["max"] = [4, 3, 128, 128]
-    plugin.__dict__["config"] = parse_config(data)
+    # The plugin is the session's shared one: give its config back afterwards.
+    monkeypatch.setitem(plugin.__dict__, "config", parse_config(data))
     with pytest.raises(InfercmpError, match=r"input 'image': optimization.max \[4, 3, 128, 128\]"):
         build_engine(plugin, ArtifactCache(tmp_path), onnx)
 
