@@ -37,7 +37,8 @@ def test_bench_runs_each_engine_in_a_worker_and_stores_everything(runner, tmp_pa
     store = _only_run(tmp_path)
     assert store.status == "complete"
     by_key = {(r.engine, r.device): r for r in store.results}
-    for engine in ("pytorch", "onnxruntime"):
+    cpu_engines = ("pytorch", "onnxruntime", "openvino")  # every installed engine with a CPU
+    for engine in cpu_engines:
         ok = by_key[(engine, "cpu")]
         assert ok.status == "ok", ok.error
         assert ok.iterations == 50
@@ -54,7 +55,7 @@ def test_bench_runs_each_engine_in_a_worker_and_stores_everything(runner, tmp_pa
     assert set(latency["combo_id"].unique()) == {
         r.combo_id for r in store.results if r.status == "ok"
     }
-    assert latency.filter(latency["phase"] == "total").height == 100
+    assert latency.filter(latency["phase"] == "total").height == 50 * len(cpu_engines)
     samples = store.samples()
     assert samples.height > 0
     assert {"load", "measure"} <= set(samples["phase"].unique())
@@ -113,7 +114,12 @@ def test_a_hung_worker_is_killed_at_the_timeout(runner, tmp_path):
             str(tmp_path),
         ],
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith("error: 1 of 1 combination(s) did not finish (1 timeout)")
+    )
     (r,) = _only_run(tmp_path).results
     assert r.status == "timeout"
     assert "8 s timeout" in r.error
@@ -130,7 +136,7 @@ def test_a_hung_worker_is_killed_at_the_timeout(runner, tmp_path):
         (["tiny-cnn", "--duration", "-1"], "--duration must be a positive number"),
         (["tiny-cnn", "--iters", "5", "--duration", "1"], "either --iters or --duration"),
         (["tiny-cnn", "--warmup", "soon"], "--warmup 'soon'"),
-        (["tiny-cnn", "-e", "tensorrt", "-s", "512,512,3"], "outside the TensorRT optimisation"),
+        (["tiny-cnn", "-e", "tensorrt", "-s", "512,512,3"], "height=512, outside [16, 128]; input"),
         (["tiny-cnn", "-e", "pytorch[cuda_graph]"], "is not key=value"),
         (["tiny-cnnn"], "unknown model 'tiny-cnnn'; did you mean 'tiny-cnn'"),
     ],
@@ -248,3 +254,98 @@ def test_a_sampler_that_breaks_is_reported_beside_the_numbers(shared_cache, tmp_
     (result,) = RunStore.open(store.path).results
     assert result.status == "ok"
     assert any("broken sampler failed" in w and "sensor unplugged" in w for w in result.warnings)
+
+
+ENCODER_MISMATCH = ["tiny-encoder", "-s", "8,128;8,64", "-d", "cpu"]  # the inputs disagree
+ENCODER_ERROR = (
+    "error: model 'tiny-encoder' at shape 8x128_8x64: computing the PyTorch reference outputs "
+    "failed: RuntimeError: For mask_type == 1 mask shape should be (B, L)"
+)
+
+
+def test_a_model_that_raises_is_one_line_naming_model_shape_and_step(runner, tmp_path):
+    result = runner.invoke(app, ["bench", *ENCODER_MISMATCH, "--out", str(tmp_path), *FAST])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [ENCODER_ERROR]
+    assert not list(tmp_path.iterdir())  # nothing measured: no run directory
+    debug = runner.invoke(app, ["--debug", "bench", *ENCODER_MISMATCH, *FAST])
+    assert "Traceback (most recent call last)" in debug.output
+    assert "mask_type == 1" in debug.output
+
+
+def test_a_model_that_raises_at_one_shape_leaves_the_others_to_run(runner, tmp_path):
+    args = ["bench", *ENCODER_MISMATCH, "-s", "8,64;8,64", "-e", "pytorch", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, *FAST])
+    assert result.exit_code == 1, result.output
+    bad, good = sorted(_only_run(tmp_path).results, key=lambda r: r.status != "failed")
+    assert (bad.shape_label, bad.status, bad.phase) == ("8x128_8x64", "failed", "artifacts")
+    assert bad.error == ENCODER_ERROR.removeprefix("error: ")
+    assert (good.shape_label, good.status) == ("8x64_8x64", "ok")
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith("error: 1 of 2 combination(s) did not finish (1 failed)")
+    )
+
+
+def test_every_combination_failing_exits_1_with_a_count(runner, tmp_path):
+    result = runner.invoke(
+        app, ["bench", "tiny-cnn", "-e", "onnxruntime[fp16_model=/nonexistent.onnx]", "-p", "fp16",
+              "-d", "cpu", "--out", str(tmp_path), *FAST],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith("error: 1 of 1 combination(s) did not finish (1 failed)")
+    )
+    (r,) = _only_run(tmp_path).results
+    assert r.status == "failed" and r.phase == "load" and "Traceback" in r.traceback
+    # The failed worker's files stay, for a replay in the foreground.
+    kept = tmp_path / _only_run(tmp_path).path.name / "workers"
+    (workdir,) = kept.iterdir()
+    assert {p.name for p in workdir.iterdir()} >= {"spec.json", "worker.log", "result.json"}
+
+
+def test_a_misspelt_engine_option_is_refused_before_anything_runs(runner, tmp_path):
+    result = runner.invoke(
+        app, ["bench", "tiny-cnn", "-e", "onnxruntime[graph_optimisation_level=basic]",
+              "--out", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        "error: engine 'onnxruntime': no option 'graph_optimisation_level' (known options: "
+    )
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
+def test_repeats_run_in_fresh_processes_interleaved(runner, tmp_path):
+    result = runner.invoke(
+        app, ["bench", "tiny-cnn", "-e", "onnxruntime", "-e", "pytorch", "-d", "cpu",
+              "--repeat", "3", "--out", str(tmp_path), "--warmup", "5", "--iters", "30"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    store = _only_run(tmp_path)
+    for r in store.results:
+        assert r.status == "ok"
+        assert [p.process for p in r.processes] == [0, 1, 2]
+        assert len({p.pid for p in r.processes}) == 3  # three fresh processes
+        assert r.iterations == 90
+        assert r.ci_method == "hierarchical bootstrap over processes, then iterations"
+        assert r.latency["ci_low_ms"] <= r.latency["p50_ms"] <= r.latency["ci_high_ms"]
+    latency = store.latency()
+    counts = latency.filter(latency["phase"] == "total").group_by("combo_id", "process").len()
+    assert sorted(counts["len"].to_list()) == [30] * 6
+    # Interleaved: every combination's process 0 started before any process 1.
+    starts = sorted((s, r.engine, p.process) for r in store.results for p, s in
+                    zip(r.processes, _process_starts(store, r)))  # fmt: skip
+    assert [p for _, _, p in starts] == [0, 0, 1, 1, 2, 2]
+
+
+def _process_starts(store, result) -> list[float]:
+    """When each process of a combination first reported a sampler reading."""
+    import polars as pl
+
+    samples = store.samples().filter(pl.col("combo_id") == result.combo_id)
+    firsts = samples.group_by("process").agg(pl.col("time").min().alias("first")).sort("process")
+    return firsts["first"].to_list()

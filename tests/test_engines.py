@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from infercmp.engines import Engine, EngineSpec, engine_class
+from infercmp.engines import Engine, EngineSpec, engine_class, engine_entries, get_descriptor
 from infercmp.engines.base import EngineError, UnsupportedCombination
-from infercmp.worker import DEFAULT_RTOL, compare_outputs, load_reference
-from tests.conftest import requires_cuda, requires_tensorrt
+from infercmp.parity import compare_outputs, default_rtol
+from infercmp.worker import load_reference
+from tests.conftest import requires_cuda
 
 MODELS = ("tiny-cnn", "tiny-two-io", "tiny-encoder")
-
-
-def _tensorrt_engine_missing() -> bool:
-    try:
-        return importlib.util.find_spec("infercmp.engines.tensorrt") is None
-    except ImportError:
-        return True
 
 
 def _onnxruntime_has_cuda_ep() -> bool:
@@ -36,26 +29,32 @@ requires_ort_cuda = pytest.mark.skipif(
     reason="this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)",
 )
 
-ENGINE_DEVICES = [
-    pytest.param("pytorch", "cpu", id="pytorch-cpu"),
-    pytest.param("pytorch", "cuda", id="pytorch-cuda", marks=requires_cuda),
-    pytest.param("onnxruntime", "cpu", id="onnxruntime-cpu"),
-    pytest.param(
-        "onnxruntime", "cuda", id="onnxruntime-cuda", marks=[requires_cuda, requires_ort_cuda]
-    ),
-    pytest.param(
-        "tensorrt",
-        "cuda",
-        id="tensorrt-cuda",
-        marks=[
-            requires_cuda,
-            requires_tensorrt,
-            pytest.mark.skipif(
-                _tensorrt_engine_missing(), reason="infercmp.engines.tensorrt is not there yet"
-            ),
-        ],
-    ),
-]
+
+def _engine_devices() -> list:
+    """Every registered engine x each device its descriptor names: the conformance matrix.
+
+    Built from the registry, so an engine added through an entry point is checked too.
+    """
+    params = []
+    for name, entry in engine_entries().items():
+        descriptor = entry.load()
+        if descriptor is None:
+            params.append(
+                pytest.param(name, "cpu", id=name, marks=pytest.mark.skip(reason=entry.error))
+            )
+            continue
+        for device in descriptor.devices:
+            marks = [requires_cuda] if device == "cuda" else []
+            if name == "onnxruntime" and device == "cuda":
+                marks.append(requires_ort_cuda)
+            missing = descriptor.availability()
+            if missing:
+                marks.append(pytest.mark.skip(reason=missing))
+            params.append(pytest.param(name, device, id=f"{name}-{device}", marks=marks))
+    return params
+
+
+ENGINE_DEVICES = _engine_devices()
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +80,7 @@ class ModelCase:
         self.output_names = tuple(config.output_names)
         self.reference = ensure_reference(self.plugin, cache, default_experiment(config))
         self._onnx = None
-        self._plans: dict[str, Path] = {}
+        self._plans: dict[tuple[str, str], tuple[Path | None, dict]] = {}
 
     @property
     def onnx(self):
@@ -91,27 +90,34 @@ class ModelCase:
             self._onnx = export_onnx(self.plugin, self.cache)
         return self._onnx
 
-    def artifact(self, engine: str, precision: str = "fp32") -> Path | None:
-        if engine == "pytorch":
-            return None
-        if engine == "onnxruntime":
-            return self.onnx.path
-        if precision not in self._plans:
-            from infercmp.build import build_engine
+    def artifact(self, engine: str, precision: str = "fp32") -> tuple[Path | None, dict]:
+        """What bench would hand the engine: its descriptor's artifact and option defaults."""
+        from infercmp.engines.descriptor import ConvertContext
 
-            plan = build_engine(self.plugin, self.cache, self.onnx, precision=precision)
-            self._plans[precision] = plan.path
-        return self._plans[precision]
+        descriptor = get_descriptor(engine)
+        if descriptor.artifact == "module" or precision not in descriptor.precisions:
+            return (None if descriptor.artifact == "module" else self.onnx.path), {}
+        key = (engine, precision)
+        if key not in self._plans:
+            context = ConvertContext(self.plugin, self.cache, self.onnx, lambda _msg: None)
+            converted = descriptor.convert(context, precision, descriptor.options())
+            self._plans[key] = (
+                (converted.artifact or self.onnx.path, dict(converted.options))
+                if converted
+                else (self.onnx.path, {})
+            )
+        return self._plans[key]
 
     def spec(self, engine: str, device: str, precision: str = "fp32", **options) -> EngineSpec:
+        artifact, defaults = self.artifact(engine, precision)
         return EngineSpec(
             model=self.name,
             device=device,
             precision=precision,
-            artifact=self.artifact(engine, precision),
+            artifact=artifact,
             input_names=self.input_names,
             output_names=self.output_names,
-            options=options,
+            options={**defaults, **options},
         )
 
 
@@ -136,7 +142,7 @@ def run_once(engine) -> list[np.ndarray]:
 
 
 def assert_matches(outputs, reference, names, precision="fp32", device="cpu"):
-    parity = compare_outputs(outputs, reference, names, DEFAULT_RTOL[precision, device])
+    parity = compare_outputs(outputs, reference, names, default_rtol(precision, device))
     assert parity.ok, parity.model_dump()
 
 
@@ -227,7 +233,7 @@ def test_invalid_use_raises_clear_errors(engine_name, device, model_cases):
 def test_unknown_option_is_named(engine_name, device, model_cases):
     case = model_cases("tiny-two-io")
     engine = engine_class(engine_name)()
-    with pytest.raises(EngineError, match=f"engine '{engine_name}' has no option 'warp_speed'"):
+    with pytest.raises(EngineError, match=f"engine '{engine_name}': no option 'warp_speed'"):
         engine.load(case.spec(engine_name, device, warp_speed=9))
 
 
@@ -285,7 +291,7 @@ def test_pytorch_option_errors(model_cases):
     case = model_cases("tiny-two-io")
     with pytest.raises(UnsupportedCombination, match="option cuda_graph needs device 'cuda'"):
         engine_class("pytorch")().load(case.spec("pytorch", "cpu", cuda_graph=True))
-    with pytest.raises(EngineError, match="compile='fastest' is not a torch.compile mode"):
+    with pytest.raises(EngineError, match="option compile='fastest': Input should be 'default'"):
         engine_class("pytorch")().load(case.spec("pytorch", "cpu", compile="fastest"))
     for mode in ("reduce-overhead", "max-autotune"):
         with pytest.raises(EngineError, match=f"compile='{mode}' already replays CUDA graphs"):
@@ -333,8 +339,9 @@ def test_onnxruntime_checks_the_session_really_uses_the_ep(model_cases, monkeypa
 def test_onnxruntime_precisions(model_cases, tmp_path):
     case = model_cases("tiny-two-io")
     with pytest.raises(UnsupportedCombination, match="unsupported precision fp16"):
-        engine_class("onnxruntime")().load(case.spec("onnxruntime", "cpu", "fp16"))
-    with pytest.raises(UnsupportedCombination, match="does not run precision bf16"):
+        # The fp32 file itself, not the fp16 conversion bench would hand it.
+        engine_class("onnxruntime")().load(case.spec("onnxruntime", "cpu", "fp16", fp16_model=None))
+    with pytest.raises(UnsupportedCombination, match="does not support precision 'bf16'"):
         engine_class("onnxruntime")().load(case.spec("onnxruntime", "cpu", "bf16"))
     with pytest.raises(UnsupportedCombination, match="'tensorrt' needs device 'cuda'"):
         engine_class("onnxruntime")().load(
@@ -381,7 +388,7 @@ def test_onnxruntime_options_are_applied(model_cases):
     assert engine.effective_options["intra_op_threads"] == 1
     assert engine.info["providers"] == ["CPUExecutionProvider"]
     engine.release()
-    with pytest.raises(EngineError, match="graph_optimization_level='max' is not one of"):
+    with pytest.raises(EngineError, match="option graph_optimization_level='max': Input should be"):
         engine_class("onnxruntime")().load(
             case.spec("onnxruntime", "cpu", graph_optimization_level="max")
         )

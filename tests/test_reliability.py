@@ -39,6 +39,7 @@ PLUGIN_SOURCE = '''
 """Test-only model plugins for tests/test_reliability*.py."""
 
 import os
+import sys
 import time
 
 from infercmp.config import parse_config
@@ -105,6 +106,13 @@ class Faulty(ModelPlugin):
             raise RuntimeError("injected fault in load")
         if fault == "load-hang":
             time.sleep(3600)
+        in_worker = sys.argv[0].endswith(os.path.join("infercmp", "worker.py"))
+        if fault == "load-child" and in_worker:  # a process of the model's own
+            import subprocess
+
+            child = subprocess.Popen(["sleep", "600"])
+            open(os.environ["INFERCMP_TEST_FAULT_MARK"], "w").write(str(child.pid))
+            os.environ["INFERCMP_TEST_FAULT"] = "run-slow"
         if fault == "load-slow":  # in the parent, while bench prepares (reference, export)
             open(os.environ["INFERCMP_TEST_FAULT_MARK"], "w").close()
             time.sleep(60)
@@ -404,7 +412,7 @@ def test_the_worker_refuses_a_pickled_reference_file(tmp_path):
                 "reference": str(reference),
                 "input_names": ["image"],
                 "output_names": ["logits"],
-                "iters": 5,
+                "measurement": {"iters": 5},
                 "result_dir": str(tmp_path / "result"),
             }
         )

@@ -154,7 +154,8 @@ def test_a_worker_out_of_memory_is_recorded_as_oom(
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a combination did not finish
+    assert "1 of 2 combination(s) did not finish (1 oom)" in proc.stdout + proc.stderr
     store = RunStore.open(only_run(out))
     error = _first_ok_then(store, "oom")
     assert "allocate" in error
@@ -338,3 +339,50 @@ def test_a_killed_parent_takes_its_worker_with_it(
     assert not alive, "the worker outlived its bench process"
     store = RunStore.open(only_run(out))
     assert store.status == "running" and store.abandoned
+
+
+@pytest.mark.parametrize("how", ["bench-finishes", "bench-killed"])
+def test_a_process_the_model_started_does_not_outlive_bench(
+    reliability_plugins, isolated, shared_cache, tmp_path, monkeypatch, how
+):
+    """The worker's whole process group ends with it, whether bench ends or is SIGKILLed."""
+    plugin = get_plugin("rel-faulty")
+    plan = bench.plan_bench(plugin, [default_experiment(plugin.config)], ["pytorch"], ["cpu"], None)
+    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    mark = tmp_path / "child.pid"
+    monkeypatch.setenv(FAULT_ENV, "load-child")
+    monkeypatch.setenv("INFERCMP_TEST_FAULT_MARK", str(mark))
+    iters = "5" if how == "bench-finishes" else "200"
+    proc = _start_bench(tmp_path / "out", "-e", "pytorch", "--warmup", "1", "--iters", iters)
+    try:
+        _wait_for(lambda: mark.exists() and mark.read_text(), "the model's child process")
+        child = psutil.Process(int(mark.read_text()))
+        if how == "bench-killed":
+            proc.send_signal(signal.SIGKILL)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            tree = [(p.pid, p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)]
+            raise AssertionError(f"bench did not end: {tree}") from None
+        gone, alive = psutil.wait_procs([child], timeout=20)
+    finally:
+        proc.kill()
+    assert not alive, f"the model's child process outlived bench ({how})"
+
+
+def test_a_plugin_hanging_in_the_parent_is_cut_at_the_timeout(
+    reliability_plugins, isolated, tmp_path, monkeypatch
+):
+    """bench's own calls into the plugin (the reference outputs) are bounded like workers."""
+    monkeypatch.setenv("INFERCMP_CACHE_DIR", str(tmp_path / "cold-cache"))  # nothing cached
+    monkeypatch.setenv(FAULT_ENV, "load-hang")
+    started = time.monotonic()
+    proc = _start_bench(tmp_path / "out", "-e", "pytorch", "--iters", "10", "--timeout", "3")
+    output, _ = proc.communicate(timeout=120)
+    assert time.monotonic() - started < 60
+    assert proc.returncode == 2, output
+    assert output.strip().splitlines()[-1] == (
+        "error: model 'rel-faulty' at shape 2x4: computing the PyTorch reference outputs "
+        "failed: did not finish within 3 s (--timeout); the plugin's code may hang"
+    )
+    assert not (tmp_path / "out").exists() or not run_dirs(tmp_path / "out")

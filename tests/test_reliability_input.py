@@ -28,8 +28,8 @@ from typer.testing import CliRunner
 
 from infercmp import bench, devices
 from infercmp.cli import app
+from infercmp.contract import WorkerSpec
 from infercmp.results import RunStore
-from infercmp.worker import WorkerSpec
 
 FUZZ_CASES: Counter[str] = Counter()
 FUZZ = settings(
@@ -54,10 +54,10 @@ def fuzz_case_count(request):
         reporter.write_line(f"\nreliability fuzz cases: {total} ({parts})")
 
 
-def _stub_worker(spec, workdir, timeout_s, sample_hz, samplers, on_phase=lambda phase: None):
+def _stub_worker(spec, timeout_s, sample_hz, samplers, on_phase=lambda phase: None):
     """Validate the spec as the worker would (a bad one raises: a traceback the test sees)."""
-    WorkerSpec.model_validate_json(json.dumps({**spec, "result_dir": str(workdir)}))
-    return bench.WorkerOutcome("skipped", "input fuzz: worker not started", {}, {}, [], "")
+    WorkerSpec.model_validate_json(spec.model_dump_json())
+    return bench.WorkerOutcome("skipped", "input fuzz: worker not started", None, {}, [], "")
 
 
 @pytest.fixture
@@ -237,31 +237,20 @@ def test_fuzzed_engine_device_precision_names(cli, engines, devices_, precisions
     check(result, out, before, lines=_allowed_lines(" ".join(args)))
 
 
-def test_an_option_the_engine_does_not_know_fails_that_combination_in_one_line(
+def test_an_option_the_engine_does_not_know_is_refused_before_anything_runs(
     shared_cache, monkeypatch, tmp_path
 ):
-    """The real worker checks engine options; the combination fails, the run completes."""
+    """The engine's descriptor checks options while planning: one line, exit 2, no run."""
     monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
     out = tmp_path / "out"
     result = runner.invoke(
-        app,
-        [
-            "bench",
-            "tiny-cnn",
-            "-d",
-            "cpu",
-            "-e",
-            "onnxruntime[bogus=1]",
-            *FAST_ARGS,
-            "--out",
-            str(out),
-        ],
-    )
+        app, ["bench", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime[bogus=1]", *FAST_ARGS,
+              "--out", str(out)],
+    )  # fmt: skip
     check(result, out)
-    (combo,) = RunStore.open(next(iter(_runs(out)))).results
-    assert combo.status == "failed"
-    assert "engine 'onnxruntime' has no option 'bogus'" in combo.error
-    assert "\n" not in combo.error
+    assert result.exit_code == 2
+    assert "error: engine 'onnxruntime': no option 'bogus' (known options: " in result.output
+    assert not _runs(out)
 
 
 @pytest.mark.parametrize("value", ["1e999", "nan", "-inf"])

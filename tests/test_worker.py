@@ -12,20 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infercmp.contract import Measurement, WorkerResult, WorkerSpec
+from infercmp.parity import compare_outputs
 from infercmp.worker import (
     EXIT_BAD_SPEC,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_UNSUPPORTED,
-    WorkerResult,
-    WorkerSpec,
     _is_oom,
-    compare_outputs,
     noise_warnings,
 )
 from tests.conftest import requires_cuda
 
-PHASES = ["load", "warmup", "measure", "parity", "done"]
+PHASES = ["load", "prepare", "warmup", "measure", "parity", "done"]
+NAMES = {"input_names": ["features", "token_ids"], "output_names": ["score", "embedding"]}
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +41,19 @@ def two_io(tmp_path_factory):
     return reference, export_onnx(plugin, cache).path
 
 
+def make_spec(tmp_path: Path, **fields) -> WorkerSpec:
+    """A WorkerSpec from flat fields: the measurement's go into `measurement`, as bench does."""
+    settings = {k: fields.pop(k) for k in list(fields) if k in Measurement.model_fields}
+    fields.setdefault("result_dir", tmp_path / "result")
+    settings = {"warmup_iters": 2, "warmup_seconds": None, **settings}
+    return WorkerSpec(**NAMES, **fields, measurement=Measurement(**settings))
+
+
 def run_worker(tmp_path: Path, **fields) -> tuple[subprocess.CompletedProcess, Path]:
-    result_dir = tmp_path / "result"
-    spec = {"result_dir": str(result_dir), "warmup_iters": 2, **fields}
+    spec = make_spec(tmp_path, **fields)
+    result_dir = spec.result_dir
     spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(spec, default=str))
+    spec_path.write_text(spec.model_dump_json())
     proc = subprocess.run(
         [sys.executable, "-m", "infercmp.worker", str(spec_path)],
         capture_output=True,
@@ -90,7 +98,7 @@ def test_iterations_mode_writes_result_and_latency(two_io, tmp_path):
     assert result.warmup.iterations == 2 and result.warmup.first_ms > 0
     assert result.runtime_shapes == {"features": [4, 16], "token_ids": [4, 8]}
     assert result.load_seconds > 0
-    assert result.stats["wall.total"]["count"] == 50
+    assert result.ci_half_width is not None and result.ci_half_width > 0
     with np.load(result_dir / "latency.npz") as latency:
         assert latency.files == ["wall.total"]
         wall = latency["wall.total"]
@@ -139,7 +147,9 @@ def test_pytorch_worker(two_io, tmp_path):
 def test_onnxruntime_worker_never_imports_torch(two_io, tmp_path):
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(
-        json.dumps(ort_spec(two_io, iters=5, result_dir=tmp_path / "r"), default=str)
+        make_spec(
+            tmp_path, **ort_spec(two_io, iters=5, result_dir=tmp_path / "r")
+        ).model_dump_json()
     )
     modules_file = tmp_path / "modules.json"
     script = textwrap.dedent(
@@ -176,8 +186,7 @@ def test_unsupported_combination_is_its_own_status(two_io, tmp_path):
     result = read_result(result_dir)
     assert result.status == "unsupported"
     assert result.error == (
-        "engine 'onnxruntime' does not run precision bf16 (no bf16 kernels in its CPU and CUDA "
-        "EPs); use fp32 or fp16"
+        "engine 'onnxruntime' does not support precision 'bf16' (it supports: fp32, fp16)"
     )
 
 
@@ -194,7 +203,8 @@ def test_parity_mismatch_is_a_warning_not_a_failure(two_io, tmp_path):
     assert not result.parity.ok
     assert [o.ok for o in result.parity.outputs] == [True, False]
     assert any(
-        "differ from the PyTorch reference" in w and "embedding (max abs" in w
+        w.startswith("outputs differ from PyTorch beyond rtol 0.0001, atol rtol x max|ref|: ")
+        and "output 'embedding': max abs 1 " in w
         for w in result.warnings
     )
 
@@ -209,8 +219,8 @@ def test_invalid_spec_exits_2_with_one_line(tmp_path):
                 "device": "cpu",
                 "reference": "r.npz",
                 "result_dir": str(tmp_path),
-                "iters": 5,
-                "duration_s": 1,
+                **NAMES,
+                "measurement": {"iters": 5, "duration_s": 1},
             }
         )
     )
@@ -222,18 +232,17 @@ def test_invalid_spec_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "result.json").exists()
 
 
-def test_spec_defaults_to_adaptive_with_precision_tolerances():
-    spec = WorkerSpec(
-        model="m", engine="pytorch", device="cpu", reference="r.npz", result_dir="out"
-    )
-    assert spec.mode == "adaptive"
-    assert spec.ci_target == 0.01
-    assert spec.warmup() == (10, 0.0)
-    assert spec.model_copy(update={"warmup_seconds": 1.0}).warmup() == (0, 1.0)
-    assert spec.tolerances() == (1e-4, None)  # atol None: rtol x max|reference|
-    assert spec.model_copy(update={"device": "cuda"}).tolerances() == (1e-3, None)  # TF32
-    loose = spec.model_copy(update={"precision": "fp16", "atol": 0.5})
-    assert loose.tolerances() == (1e-2, 0.5)
+def test_measurement_defaults_to_adaptive_with_precision_tolerances():
+    from infercmp.parity import default_rtol
+
+    settings = Measurement()
+    assert settings.mode == "adaptive"
+    assert (settings.ci_target, settings.min_seconds, settings.atol) == (0.01, 1.0, None)
+    assert settings.warmup() == (0, 1.0)
+    assert Measurement(warmup_seconds=None).warmup() == (10, 0.0)
+    assert default_rtol("fp32", "cpu") == 1e-4
+    assert default_rtol("fp32", "cuda") == 1e-3  # TF32
+    assert default_rtol("fp16", "cuda") == 1e-2
 
 
 def test_compare_outputs():
@@ -266,9 +275,7 @@ def test_default_atol_scales_with_the_output():
 
 
 def test_noise_warnings():
-    spec = WorkerSpec(
-        model="m", engine="pytorch", device="cpu", reference="r.npz", result_dir="out"
-    )
+    spec = Measurement(warmup_seconds=None)
     steady = np.full(200, 1_000_000, dtype=np.int64)
     assert noise_warnings(steady, spec) == []
     slow_start = steady.copy()
@@ -294,9 +301,8 @@ def test_out_of_memory_is_recognised(exc, oom):
 def test_worker_module_runs_from_any_directory(tmp_path, two_io):
     """The parent may start workers with another cwd; paths in the spec are all it needs."""
     spec_path = tmp_path / "spec.json"
-    spec_path.write_text(
-        json.dumps(ort_spec(two_io, iters=3, result_dir=tmp_path / "r"), default=str)
-    )
+    spec = make_spec(tmp_path, **ort_spec(two_io, iters=3, result_dir=tmp_path / "r"))
+    spec_path.write_text(spec.model_dump_json())
     proc = subprocess.run(
         [sys.executable, "-m", "infercmp.worker", str(spec_path)],
         capture_output=True,
@@ -306,30 +312,23 @@ def test_worker_module_runs_from_any_directory(tmp_path, two_io):
     assert proc.returncode == EXIT_OK, proc.stderr
 
 
-def test_spec_in_the_orchestrators_shape_validates():
-    """The keys infercmp.bench.worker_spec writes, with its None defaults."""
-    spec = WorkerSpec.model_validate(
-        {
-            "model": "tiny-two-io",
-            "engine": "onnxruntime",
-            "device": "cpu",
-            "precision": "fp32",
-            "artifact": "model.onnx",
-            "reference": "reference.npz",
-            "input_names": ["features", "token_ids"],
-            "output_names": ["score", "embedding"],
-            "options": {},
-            "warmup_iters": None,
-            "warmup_seconds": 1.0,
-            "iters": None,
-            "duration_s": None,
-            "ci_target": 0.01,
-            "max_seconds": 20.0,
-            "device_resident": False,
-            "result_dir": "out",
-        }
+def test_spec_bench_writes_is_the_spec_the_worker_reads(tmp_path):
+    """One typed contract: bench's WorkerSpec survives JSON with every default intact."""
+    from infercmp import bench
+    from infercmp.plugins import get_plugin
+    from infercmp.shapes import default_experiment
+
+    plugin = get_plugin("tiny-two-io")
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
     )
-    assert spec.mode == "adaptive" and spec.warmup() == (0, 1.0)
+    artifacts = bench.Artifacts(references={plan.experiments[0].label: tmp_path / "ref.npz"})
+    spec = bench.worker_spec(plugin, plan.runnable[0], artifacts, Measurement(), tmp_path, 3)
+    again = WorkerSpec.model_validate_json(spec.model_dump_json())
+    assert again == spec
+    assert again.process == 3 and again.input_names == ["features", "token_ids"]
+    assert again.measurement.min_iters == Measurement.model_fields["min_iters"].default == 100
+    assert again.measurement.mode == "adaptive" and again.measurement.warmup() == (0, 1.0)
 
 
 @requires_cuda

@@ -7,11 +7,12 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,75 +20,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from infercmp.config import DYNAMIC, ModelConfig
-from infercmp.engines import DEVICES, ENGINE_MODULES, PRECISIONS
+from infercmp.contract import Measurement, WorkerResult, WorkerSpec
+from infercmp.engines.descriptor import DEVICES, PRECISIONS, Converted, EngineDescriptor, Machine
 from infercmp.errors import InfercmpError, RunFailed
 from infercmp.plugins import ModelPlugin
 from infercmp.shapes import Experiment
-from infercmp.timing import CI_MIN_SAMPLES
 
-#: Engines that take their artifact from the ONNX export or the TensorRT build.
-ONNX_ENGINES = ("onnxruntime", "tensorrt")
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """How long to warm up and measure each combination."""
-
-    warmup_iters: int | None = None
-    warmup_seconds: float | None = 1.0
-    iters: int | None = None
-    duration_s: float | None = None
-    ci_target: float = 0.01
-    min_iters: int = 100
-    max_seconds: float = 20.0
-    timeout_s: float = 600.0
-    device_resident: bool = False
-
-    def validate(self) -> None:
-        for name in ("warmup_iters", "iters", "min_iters"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise InfercmpError(
-                    f"--{name.replace('_', '-')} must be a positive integer, got {value}"
-                )
-        for name in ("warmup_seconds", "duration_s", "max_seconds", "timeout_s"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and np.isfinite(value)):
-                flag = {"duration_s": "duration", "timeout_s": "timeout"}.get(name, name)
-                raise InfercmpError(
-                    f"--{flag.replace('_', '-')} must be a positive number of seconds, got {value}"
-                )
-        if self.iters is not None and self.duration_s is not None:
-            raise InfercmpError("give either --iters or --duration, not both")
-        if not 0 < self.ci_target < 1:
-            raise InfercmpError(f"--ci-target must be between 0 and 1, got {self.ci_target}")
-        if self.min_iters < CI_MIN_SAMPLES:
-            # Fewer samples give the median no confidence interval; the worker refuses them.
-            raise InfercmpError(
-                f"--min-iters must be at least {CI_MIN_SAMPLES}, got {self.min_iters}"
-            )
+__all__ = ["Measurement"]  # re-exported: scripts build one here
 
 
 @dataclass(frozen=True)
 class EngineChoice:
-    """An `--engine` value: an engine name with options, e.g. `pytorch[cuda_graph=true]`."""
+    """An `--engine` value: an engine name with options, e.g. `pytorch[cuda_graph=true]`.
+
+    `variant` is the bracket text as the user typed it (whitespace aside), so labels echo
+    `channels_last=true` rather than Python's `True`; `options` holds the typed values.
+    """
 
     name: str
     options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def variant(self) -> str | None:
-        if not self.options:
-            return None
-        return ",".join(
-            f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in self.options
-        )
+    variant: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.name}[{self.variant}]" if self.options else self.name
+        return f"{self.name}[{self.variant}]" if self.variant else self.name
 
 
 def _option_value(text: str) -> Any:
@@ -108,30 +67,37 @@ def _option_value(text: str) -> Any:
 
 
 def parse_engine(text: str) -> EngineChoice:
-    """Parse `NAME` or `NAME[key=value,...]`; names and keys are checked, values typed."""
+    """Parse `NAME` or `NAME[key=value,...]`; the name is checked here, the options by the
+    engine's descriptor when the run is planned."""
+    from infercmp.engines import get_descriptor
+
     text = text.strip()
-    name, _, rest = text.partition("[")
+    name, bracket, rest = text.partition("[")
     name = name.strip()
-    if name not in ENGINE_MODULES:
-        raise InfercmpError(f"unknown engine '{name}'; choose from {', '.join(ENGINE_MODULES)}")
+    get_descriptor(name)  # unknown or unavailable: one clear error now
+    if not bracket:
+        return EngineChoice(name)
+    if not rest.endswith("]"):
+        raise InfercmpError(
+            f"--engine '{text}': options go in brackets, e.g. "
+            "'pytorch[channels_last=true,cuda_graph=true]'"
+        )
     options: list[tuple[str, Any]] = []
-    if rest:
-        if not rest.endswith("]"):
-            raise InfercmpError(
-                f"--engine '{text}': options go in brackets, e.g. "
-                "'pytorch[channels_last=true,cuda_graph=true]'"
-            )
-        for item in filter(None, (p.strip() for p in rest[:-1].split(","))):
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip().isidentifier():
-                raise InfercmpError(f"--engine '{text}': '{item}' is not key=value")
-            options.append((key.strip(), _option_value(value)))
-    return EngineChoice(name, tuple(options))
+    items = [p.strip() for p in rest[:-1].split(",")]
+    for item in filter(None, items):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise InfercmpError(f"--engine '{text}': '{item}' is not key=value")
+        options.append((key.strip(), _option_value(value)))
+    variant = ",".join(
+        f"{k.strip()}={v.strip()}" for k, _, v in (i.partition("=") for i in items if i)
+    )
+    return EngineChoice(name, tuple(options), variant or None)
 
 
 @dataclass(frozen=True)
 class Combination:
-    """One worker's job: an experiment on one engine (with options), device and precision."""
+    """One job: an experiment on one engine (with options), device and precision."""
 
     experiment: Experiment
     engine: EngineChoice
@@ -150,6 +116,7 @@ class BenchPlan:
     config: ModelConfig
     experiments: list[Experiment]
     combinations: list[Combination]
+    descriptors: dict[str, EngineDescriptor] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -165,8 +132,9 @@ def _choices(values: Sequence[str], allowed: Sequence[str], what: str) -> list[s
     return list(dict.fromkeys(values))
 
 
-def check_profile(config: ModelConfig, runtime: Sequence[tuple[int, ...]]) -> str | None:
-    """Why these runtime shapes fall outside the TensorRT optimisation profile, or None."""
+def check_profile(config: ModelConfig, runtime: Sequence[tuple[int, ...]]) -> list[str]:
+    """Every runtime dimension outside the config's optimisation profile, in words."""
+    outside = []
     for spec, shape in zip(config.inputs, runtime):
         profile = spec.shapes.optimization
         for axis, size in enumerate(shape):
@@ -174,11 +142,15 @@ def check_profile(config: ModelConfig, runtime: Sequence[tuple[int, ...]]) -> st
                 continue
             lo, hi = profile.min[axis], profile.max[axis]
             if not lo <= size <= hi:
-                return (
+                outside.append(
                     f"input '{spec.name}' has {spec.shapes.dims_names[axis]}={size}, outside "
-                    f"the TensorRT optimisation profile [{lo}, {hi}] of the model config"
+                    f"[{lo}, {hi}]"
                 )
-    return None
+    return outside
+
+
+def _profile_text(outside: list[str]) -> str:
+    return "; ".join(outside) + " (the optimisation profile of the model config)"
 
 
 def plan_bench(
@@ -187,80 +159,167 @@ def plan_bench(
     engines: Sequence[str] | None,
     devices: Sequence[str] | None,
     precisions: Sequence[str] | None,
+    machine: Machine | None = None,
 ) -> BenchPlan:
     """Validate the request and list every combination, with a reason for each one skipped.
 
-    Everything that is the user's mistake raises here, before any work starts.
+    Everything that is the user's mistake raises here, before any work starts. What each
+    engine can run is its descriptor's answer; this function knows no engine by name.
     """
-    from infercmp import devices as gpu
+    from infercmp.engines import engine_entries
     from infercmp.export import runtime_shapes
 
+    notes: list[str] = []
     explicit_engines = bool(engines)
-    choices = list(dict.fromkeys(parse_engine(e) for e in (engines or list(ENGINE_MODULES))))
-    names = {c.name for c in choices}
+    if engines:
+        choices = list(dict.fromkeys(parse_engine(e) for e in engines))
+    else:
+        choices = []
+        for name, entry in engine_entries().items():
+            if entry.load() is None:
+                notes.append(f"engine '{name}' ({entry.package}) is unavailable: {entry.error}")
+            else:
+                choices.append(EngineChoice(name))
+    from infercmp.engines import get_descriptor
+
+    descriptors = {c.name: get_descriptor(c.name) for c in choices}
+    for choice in choices:  # a misspelt option is the user's mistake: say so before running
+        descriptors[choice.name].parse_options(dict(choice.options))
+    explicit_devices = bool(devices)
     devices = _choices(devices or list(DEVICES), DEVICES, "device")
     precisions = _choices(precisions or ["fp32"], PRECISIONS, "precision")
     config = plugin.config
-    notes: list[str] = []
-
-    cuda_count = gpu.cuda_device_count()
-    no_cuda = None if cuda_count else "no CUDA device is visible (NVML found no NVIDIA GPU)"
-    trt_missing = _tensorrt_unavailable() if "tensorrt" in names else None
+    machine = machine or Machine.current()
 
     combos: list[Combination] = []
     for experiment in experiments:
-        runtime = runtime_shapes(plugin, experiment)
-        outside = check_profile(config, runtime)
-        if outside and explicit_engines and "tensorrt" in names:
-            raise InfercmpError(
-                f"--shape {experiment.label}: {outside}; pick a shape inside it "
-                "or widen optimization.min/max in the config"
+        outside = check_profile(config, runtime_shapes(plugin, experiment))
+        if outside:
+            keeping = [c.name for c in choices if descriptors[c.name].keeps_profile]
+            if keeping and explicit_engines:
+                raise InfercmpError(
+                    f"--shape {experiment.label}: {_profile_text(outside)}; {', '.join(keeping)} "
+                    "runs only inside it: pick a shape inside it or widen optimization.min/max "
+                    "in the config"
+                )
+            notes.append(
+                f"--shape {experiment.label}: {_profile_text(outside)}; engines that build for "
+                "the profile skip it, the others run it"
             )
         for choice, device, precision in itertools.product(choices, devices, precisions):
-            engine = choice.name
-            reason = None
-            if engine == "tensorrt" and device == "cpu":
-                if not explicit_engines or devices == ["cpu"]:
-                    continue  # TensorRT has no CPU runtime; listing it would only be noise
-                reason = "TensorRT runs on NVIDIA GPUs only"
-            elif device == "cuda" and no_cuda:
-                reason = no_cuda
-            elif engine == "tensorrt" and trt_missing:
-                reason = trt_missing
-            elif engine == "tensorrt" and outside:
-                reason = outside
-            elif engine == "onnxruntime" and precision == "bf16":
-                reason = (
-                    "ONNX Runtime's CPU and CUDA providers lack bf16 kernels for most ops; "
-                    "bf16 is measured through PyTorch and TensorRT"
-                )
-            elif device == "cpu" and precision == "fp16" and engine == "pytorch":
-                reason = "PyTorch fp16 on CPU is not a deployment target (use bf16 or fp32)"
+            descriptor = descriptors[choice.name]
+            if device not in descriptor.devices and not (explicit_engines and explicit_devices):
+                continue  # e.g. TensorRT on the CPU: listing it would only be noise
+            reason = _skip_reason(descriptor, choice, device, precision, machine, outside)
             combos.append(Combination(experiment, choice, device, precision, reason))
-    return BenchPlan(plugin.name, config, experiments, combos, notes)
+    return BenchPlan(plugin.name, config, experiments, combos, descriptors, notes)
 
 
-def _tensorrt_unavailable() -> str | None:
-    try:
-        from infercmp.trt import load_trt_module
+def _skip_reason(
+    descriptor: EngineDescriptor,
+    choice: EngineChoice,
+    device: str,
+    precision: str,
+    machine: Machine,
+    outside: list[str],
+) -> str | None:
+    """Why this combination will not run here, or None; the first reason that applies."""
+    if device in descriptor.devices and device == "cuda" and not machine.cuda_devices:
+        return "no CUDA device is visible (NVML found no NVIDIA GPU)"
+    if device in descriptor.devices and (missing := descriptor.availability()):
+        return missing
+    if refused := descriptor.refusal(device, precision, machine):
+        return refused
+    if descriptor.keeps_profile and outside:
+        return _profile_text(outside)
+    return _inapplicable_options(descriptor, choice, device)
 
-        load_trt_module(None)
-    except InfercmpError as exc:
-        return str(exc)
-    except Exception as exc:  # a broken TensorRT install must not take the run down
-        return f"TensorRT could not be loaded: {type(exc).__name__}: {exc}"
-    return None
+
+def _inapplicable_options(
+    descriptor: EngineDescriptor, choice: EngineChoice, device: str
+) -> str | None:
+    wrong = [k for k, _ in choice.options if not descriptor.options.applies_to(k, device)]
+    if not wrong:
+        return None
+    where = ", ".join(
+        f"{k} applies to {' and '.join(descriptor.options.option_devices(k))} only" for k in wrong
+    )
+    return f"option {where}"
 
 
 @dataclass
 class Artifacts:
-    """What the workers need, prepared through the cache before any worker starts."""
+    """What the workers need, prepared through the cache before any worker starts.
+
+    Whatever could not be made is recorded with the reason, and only the combinations that
+    need it fail: a model that raises at one shape leaves the other shapes to run.
+    """
 
     onnx: Any | None = None  # infercmp.export.OnnxArtifact
-    converted: dict[str, Path] = field(default_factory=dict)  # precision -> ONNX for ORT
-    plans: dict[str, Any] = field(default_factory=dict)  # precision -> PlanArtifact
-    plan_errors: dict[str, str] = field(default_factory=dict)  # precision -> why it failed
+    onnx_error: str | None = None
+    # (engine choice, precision) -> the engine's own form, or why it could not be made
+    converted: dict[tuple[EngineChoice, str], Converted] = field(default_factory=dict)
+    convert_errors: dict[tuple[EngineChoice, str], str] = field(default_factory=dict)
     references: dict[str, Path] = field(default_factory=dict)  # experiment label -> npz
+    reference_errors: dict[str, str] = field(default_factory=dict)  # experiment label -> why
+    tracebacks: list[str] = field(default_factory=list)  # of the errors above, for --debug
+
+    def missing(self, combo: Combination, descriptor: EngineDescriptor) -> str | None:
+        """Why this combination cannot start its worker, or None when all it needs is here."""
+        label = combo.experiment.label
+        if label in self.reference_errors:
+            return self.reference_errors[label]
+        if descriptor.artifact == "onnx" and self.onnx_error is not None:
+            return self.onnx_error
+        failed = self.convert_errors.get((combo.engine, combo.precision))
+        if failed is not None:
+            return f"{combo.engine.name} could not make its artifact: {failed}"
+        return None
+
+    def errors(self) -> list[str]:
+        """Every failure, once each, in the order a user should read them."""
+        found = [*self.reference_errors.values(), self.onnx_error]
+        found += [f"{c.name} {p}: {e}" for (c, p), e in self.convert_errors.items()]
+        return list(dict.fromkeys(e for e in found if e))
+
+    def anything_to_run(self, plan: BenchPlan) -> bool:
+        return any(self.missing(c, plan.descriptors[c.engine.name]) is None for c in plan.runnable)
+
+
+def _model_error(plugin: ModelPlugin, experiment: Experiment, step: str, exc: Exception) -> str:
+    """One line naming the model, the shape, the step and the exception's own message."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    if not isinstance(exc, InfercmpError):
+        text = f"{type(exc).__name__}: {text}"
+    return f"model '{plugin.name}' at shape {experiment.label}: {step} failed: {text}"
+
+
+def bounded(seconds: float, call: Callable[[], Any]) -> Any:
+    """`call()` in a helper thread, given up after `seconds` with one clear error.
+
+    For the parent's own calls into the user's plugin (loading the module, running it for
+    the reference outputs, exporting it): a plugin that hangs there must not hang bench. The
+    abandoned thread is a daemon; it ends with the process. Signals still reach the main
+    thread, which only waits.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller as it is
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="infercmp-plugin-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise InfercmpError(
+            f"did not finish within {seconds:g} s (--timeout); the plugin's code may hang"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def prepare_artifacts(
@@ -269,8 +328,14 @@ def prepare_artifacts(
     cache: Any,
     progress: Callable[[str], None],
     exporter: str = "auto",
+    timeout_s: float = Measurement.model_fields["timeout_s"].default,
 ) -> Artifacts:
-    """Export, build and compute references for the runnable combinations, through the cache."""
+    """Export, convert and compute references for the runnable combinations, through the cache.
+
+    An error raised by the user's model (its loader, preprocess or forward) or by an engine's
+    conversion is recorded for the combinations that need that artifact; the others still run.
+    """
+    from infercmp.engines.descriptor import ConvertContext
     from infercmp.export import ensure_reference, export_onnx
 
     artifacts = Artifacts()
@@ -278,35 +343,50 @@ def prepare_artifacts(
     for experiment in plan.experiments:
         if any(c.experiment == experiment for c in runnable):
             progress(f"reference outputs for {experiment.label}")
-            artifacts.references[experiment.label] = ensure_reference(plugin, cache, experiment)
-    if any(c.engine.name in ONNX_ENGINES for c in runnable):
+            step = "computing the PyTorch reference outputs"
+            try:
+                artifacts.references[experiment.label] = bounded(
+                    timeout_s,
+                    lambda experiment=experiment: ensure_reference(plugin, cache, experiment),
+                )
+            except Exception as exc:  # the user's code may raise anything
+                artifacts.tracebacks.append("".join(traceback.format_exception(exc)))
+                artifacts.reference_errors[experiment.label] = _model_error(
+                    plugin, experiment, step, exc
+                )
+    runnable = [c for c in runnable if c.experiment.label in artifacts.references]
+    if any(plan.descriptors[c.engine.name].artifact == "onnx" for c in runnable):
         progress("ONNX export")
-        artifacts.onnx = export_onnx(plugin, cache, exporter=exporter, progress=progress)
-    for precision in sorted(
-        {c.precision for c in runnable if c.engine.name == "onnxruntime" and c.precision != "fp32"}
-    ):
-        from infercmp.build import ensure_converted_onnx
-
-        progress(f"ONNX conversion to {precision}")
-        artifacts.converted[precision] = ensure_converted_onnx(cache, artifacts.onnx, precision)
-    for precision in sorted({c.precision for c in runnable if c.engine.name == "tensorrt"}):
-        from infercmp.build import build_engine
-
-        progress(f"TensorRT build ({precision})")
         try:
-            artifacts.plans[precision] = build_engine(
-                plugin, cache, artifacts.onnx, precision=precision, progress=progress
+            artifacts.onnx = bounded(
+                timeout_s,
+                lambda: export_onnx(plugin, cache, exporter=exporter, progress=progress),
             )
         except InfercmpError as exc:
-            artifacts.plan_errors[precision] = str(exc)
+            artifacts.onnx_error = f"ONNX export of model '{plugin.name}' failed: {exc}"
+    context = ConvertContext(plugin, cache, artifacts.onnx, progress)
+    for choice, precision in dict.fromkeys((c.engine, c.precision) for c in runnable):
+        descriptor = plan.descriptors[choice.name]
+        if descriptor.artifact == "onnx" and artifacts.onnx is None:
+            continue
+        options = descriptor.parse_options(dict(choice.options))
+        try:
+            converted = descriptor.convert(context, precision, options)
+        except InfercmpError as exc:
+            artifacts.convert_errors[choice, precision] = str(exc)
+            continue
+        if converted is not None:
+            artifacts.converted[choice, precision] = converted
     return artifacts
 
 
 @dataclass
 class WorkerOutcome:
+    """What one worker process left behind, read back through the typed contract."""
+
     status: str
     error: str | None
-    result: dict[str, Any]
+    result: WorkerResult | None
     latency: dict[str, np.ndarray]
     samples: list[dict[str, Any]]
     log_tail: str
@@ -351,31 +431,31 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_worker(
-    spec: dict[str, Any],
-    workdir: Path,
+    spec: WorkerSpec,
     timeout_s: float,
     sample_hz: float,
     samplers: list[Any],
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> WorkerOutcome:
-    """Run one worker subprocess under the sampler; never raises for the worker's failures."""
-    from infercmp.worker import PARENT_PID_ENV
+    """Run one worker subprocess under the sampler; never raises for the worker's failures.
 
+    The worker's directory (`spec.result_dir`) receives spec.json, worker.log, result.json
+    and latency.npz; `python -m infercmp.worker DIR/spec.json` replays it in the foreground.
+    """
+    workdir = spec.result_dir
     workdir.mkdir(parents=True, exist_ok=True)
-    spec = {**spec, "result_dir": str(workdir)}
     spec_path = workdir / "spec.json"
-    spec_path.write_text(json.dumps(spec))
+    spec_path.write_text(spec.model_dump_json(indent=2))
     log_path = workdir / "worker.log"
     with open(log_path, "wb") as log:
         # A new session keeps the terminal's Ctrl-C away from the worker: the parent decides.
+        # The lifeline ends the worker's process group if this process dies (lifeline.py).
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infercmp.worker", str(spec_path)],
+            [sys.executable, "-m", "infercmp.lifeline", "infercmp.worker", str(spec_path)],
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            # The worker asks the kernel to kill it if this process dies (worker.py).
-            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
         )
     status, error = None, None
     try:
@@ -387,8 +467,8 @@ def run_worker(
             try:
                 proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                _kill_group(proc)
                 status, error = "timeout", f"worker exceeded the {timeout_s:g} s timeout"
+            _kill_group(proc)  # the worker, and anything the model started, on every path
             reader.join(timeout=5)
         samples = session.rows
         sampler_errors = session.errors
@@ -398,12 +478,12 @@ def run_worker(
     finally:
         if proc.stdout:
             proc.stdout.close()
-    result = _read_json(workdir / "result.json")
+    result, invalid = _read_result(workdir / "result.json")
     latency = _read_latency(workdir / "latency.npz")
     log_tail = _tail(log_path)
     if status is None:
-        status = result.get("status") if result else None
-        error = result.get("error") if result else None
+        status = result.status if result else None
+        error = result.error if result else None
         if status is None:
             code = proc.returncode
             if code is not None and code < 0:
@@ -415,8 +495,8 @@ def run_worker(
             else:
                 status = "crashed"
                 last = log_tail.strip().splitlines()[-1:] or ["no output"]
-                error = f"worker exited with code {code} without a result: {last[0]}"
-    return WorkerOutcome(status, error, result or {}, latency, samples, log_tail, sampler_errors)
+                error = f"worker exited with code {code} without a result: {invalid or last[0]}"
+    return WorkerOutcome(status, error, result, latency, samples, log_tail, sampler_errors)
 
 
 class _NoSampling:
@@ -452,11 +532,21 @@ def _read_phases(proc: subprocess.Popen, session: Any, on_phase: Callable[[str],
             on_phase(str(event.get("phase")))
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_result(path: Path) -> tuple[WorkerResult | None, str | None]:
+    """The worker's result.json, or None and why (missing, or not following the contract)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        data = path.read_bytes()
+    except OSError:
+        return None, None
+    try:
+        return WorkerResult.model_validate_json(data), None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return (
+            None,
+            f"its result.json does not follow the worker contract ({where}: {first['msg']})",
+        )
 
 
 def _read_latency(path: Path) -> dict[str, np.ndarray]:
@@ -493,39 +583,33 @@ def worker_spec(
     combo: Combination,
     artifacts: Artifacts,
     measurement: Measurement,
-) -> dict[str, Any]:
-    """The JSON spec one worker runs (see docs/architecture.md)."""
-    engine = combo.engine.name
-    artifact: Path | None = None
-    options = dict(combo.engine.options)
-    if engine == "onnxruntime":
-        artifact = artifacts.onnx.path
-        if combo.precision in artifacts.converted:
-            options.setdefault("fp16_model", str(artifacts.converted[combo.precision]))
-    elif engine == "tensorrt":
-        plan = artifacts.plans[combo.precision]
-        artifact = plan.path
-        # Run the plan with the module that built it, not whichever one the worker finds first.
-        options.setdefault("backend", plan.backend)
-    return {
-        "model": plugin.name,
-        "engine": engine,
-        "device": combo.device,
-        "precision": combo.precision,
-        "artifact": str(artifact) if artifact else None,
-        "reference": str(artifacts.references[combo.experiment.label]),
-        "input_names": plugin.config.input_names,
-        "output_names": plugin.config.output_names,
-        "options": options,
-        "warmup_iters": measurement.warmup_iters,
-        "warmup_seconds": measurement.warmup_seconds,
-        "iters": measurement.iters,
-        "duration_s": measurement.duration_s,
-        "ci_target": measurement.ci_target,
-        "min_iters": measurement.min_iters,
-        "max_seconds": measurement.max_seconds,
-        "device_resident": measurement.device_resident,
-    }
+    result_dir: Path,
+    process: int = 0,
+) -> WorkerSpec:
+    """The spec one worker runs: the engine's artifact, its options and the measurement."""
+    descriptor_artifact = None
+    if artifacts.onnx is not None:
+        descriptor_artifact = artifacts.onnx.path
+    converted = artifacts.converted.get((combo.engine, combo.precision), Converted())
+    options = {**dict(converted.options), **dict(combo.engine.options)}
+    from infercmp.engines import get_descriptor
+
+    takes_onnx = get_descriptor(combo.engine.name).artifact == "onnx"
+    artifact = converted.artifact or (descriptor_artifact if takes_onnx else None)
+    return WorkerSpec(
+        model=plugin.name,
+        engine=combo.engine.name,
+        device=combo.device,
+        precision=combo.precision,
+        artifact=artifact,
+        reference=artifacts.references[combo.experiment.label],
+        input_names=plugin.config.input_names,
+        output_names=plugin.config.output_names,
+        options=options,
+        measurement=measurement,
+        process=process,
+        result_dir=result_dir,
+    )
 
 
 def _combo_result(plugin: ModelPlugin, combo: Combination, **fields: Any) -> Any:
@@ -547,50 +631,137 @@ def _combo_result(plugin: ModelPlugin, combo: Combination, **fields: Any) -> Any
     )
 
 
-def outcome_to_result(
-    plugin: ModelPlugin, combo: Combination, outcome: WorkerOutcome, started: str
-) -> Any:
-    """Turn what a worker left behind into one stored `CombinationResult`."""
-    from infercmp.sampler import energy_joules, peak
-    from infercmp.stats import LatencyStats
+@dataclass
+class ComboProgress:
+    """The processes of one combination measured so far (one per `--repeat`)."""
 
-    result = outcome.result
-    wall = outcome.latency.get("wall.total")
-    device = outcome.latency.get("device.total")
-    batch = _batch_size(result.get("runtime_shapes"))
-    iterations = int(len(wall)) if wall is not None else 0
-    energy = energy_joules(outcome.samples, phase="measure")
-    status = outcome.status
-    error = outcome.error
+    combo: Combination
+    started: str
+    outcomes: list[WorkerOutcome] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        """No further process is worth starting: one did not end ok."""
+        return any(o.status != "ok" for o in self.outcomes)
+
+
+def outcome_to_result(
+    plugin: ModelPlugin, progress: ComboProgress, power_limit_w: float | None = None
+) -> tuple[Any, Any, Any]:
+    """Turn what a combination's worker processes left behind into one stored result.
+
+    Returns (CombinationResult, latency arrays with a `process` array, sampler rows). Every
+    process's iterations are kept, tagged with its number; statistics are computed here,
+    once, over all of them. A failed process's phase, error and traceback are kept.
+    """
+    from infercmp.results import ProcessSummary
+    from infercmp.sampler import energy_window, mean_over_measure, peak
+    from infercmp.stats import LatencyStats, hierarchical_median_ci
+
+    outcomes = progress.outcomes
+    ok = [o for o in outcomes if o.status == "ok" and len(o.latency.get("wall.total", ())) > 0]
+    failing = next((o for o in outcomes if o.status != "ok"), None)
+    status, error = (failing.status, failing.error) if failing else ("ok", None)
     if status == "unsupported":  # the engine declined this combination up front
         status = "skipped"
-    if status == "ok" and iterations == 0:
+    if failing is None and len(ok) < len(outcomes):
         status, error = "failed", "worker reported success but recorded no iterations"
-    return _combo_result(
+    failed = failing.result if failing else None
+    # What describes the combination: a measured process if any, else the failed one.
+    source = ok[0].result if ok else failed
+
+    latency, samples = _pool(ok)
+    wall = latency.get("wall.total")
+    iterations = int(len(wall)) if wall is not None else 0
+    runtime_shapes = source.runtime_shapes if source else {}
+    batch = _batch_size(runtime_shapes)
+    stats = LatencyStats.from_ns(wall, batch).to_dict() if iterations else None
+    ci_method = "order statistics of the median (within one process)" if stats else None
+    if stats is not None and len(ok) >= 2:
+        _, stats["ci_low_ms"], stats["ci_high_ms"] = hierarchical_median_ci(
+            [o.latency["wall.total"] / 1e6 for o in ok]
+        )
+        ci_method = "hierarchical bootstrap over processes, then iterations"
+    device = latency.get("device.total")
+    processes = [
+        ProcessSummary(
+            process=o.result.process,
+            pid=o.result.pid,
+            iterations=len(o.latency["wall.total"]),
+            p50_ms=float(np.median(o.latency["wall.total"])) / 1e6,
+            measure_seconds=o.result.measure_seconds,
+            load_seconds=o.result.load_seconds,
+            stop_reason=o.result.stop_reason,
+        )
+        for o in ok
+        if o.result is not None
+    ]
+    warnings: list[str] = []
+    for o in outcomes:
+        for w in [*(o.result.warnings if o.result else []), *o.sampler_errors]:
+            if w not in warnings:
+                warnings.append(w)
+    windows = [(o.samples, o.result.measure_seconds if o.result else 0.0) for o in ok]
+    energy = energy_window(windows, iterations, power_limit_w)
+    warnings.extend(energy.warnings)
+    gpu_util, util_readings = mean_over_measure([o.samples for o in ok], "gpu_util_pct")
+    parity = (failed or source).parity if (failed or source) else None
+    result = _combo_result(
         plugin,
-        combo,
-        runtime_shapes=result.get("runtime_shapes") or {},
-        options={**dict(combo.engine.options), **(result.get("options") or {})},
+        progress.combo,
+        runtime_shapes=runtime_shapes,
+        options={**dict(progress.combo.engine.options), **(source.options if source else {})},
         status=status,
         error=error,
+        phase=failed.phase if failed else None,
+        traceback=failed.traceback if failed else None,
+        stop_reason=processes[-1].stop_reason if processes else None,
         iterations=iterations,
-        latency=LatencyStats.from_ns(wall, batch).to_dict() if iterations else None,
+        latency=stats,
+        ci_method=ci_method,
         device_latency=(
             LatencyStats.from_ns(device, batch).to_dict()
             if device is not None and len(device)
             else None
         ),
-        peak_rss_bytes=peak(outcome.samples, "proc_rss_bytes"),
-        peak_vram_bytes=peak(outcome.samples, "proc_gpu_mem_bytes"),
-        energy_j_per_inference=(energy / iterations if energy is not None and iterations else None),
-        load_seconds=result.get("load_seconds"),
-        engine_info=result.get("engine_info") or {},
-        parity=result.get("parity"),
-        # A sampler that broke mid-run leaves gaps in the charts: say so beside the numbers.
-        warnings=[*(result.get("warnings") or []), *outcome.sampler_errors],
-        started=started,
+        processes=processes,
+        peak_rss_bytes=peak(samples, "proc_rss_bytes"),
+        peak_vram_bytes=peak(samples, "proc_gpu_mem_bytes"),
+        energy_j_per_inference=energy.joules_per_inference,
+        energy_method=energy.method,
+        gpu_util_pct=gpu_util,
+        gpu_util_readings=util_readings,
+        load_seconds=source.load_seconds if source else None,
+        engine_info=source.engine_info if source else {},
+        parity=parity.model_dump() if parity else None,
+        warnings=warnings,
+        started=progress.started,
         finished=now_iso(),
     )
+    return result, latency or None, samples or None
+
+
+def _pool(outcomes: list[WorkerOutcome]) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Every process's latency arrays end to end, with a `process` array; their sampler rows."""
+    latency: dict[str, np.ndarray] = {}
+    samples: list[dict[str, Any]] = []
+    if not outcomes:
+        return latency, samples
+    clocks = list(dict.fromkeys(k for o in outcomes for k in o.latency))
+    for clock in clocks:
+        latency[clock] = np.concatenate(
+            [o.latency.get(clock, np.empty(0, np.int64)) for o in outcomes]
+        )
+    latency["process"] = np.concatenate(
+        [
+            np.full(len(o.latency["wall.total"]), o.result.process if o.result else 0)
+            for o in outcomes
+        ]
+    )
+    for o in outcomes:
+        process = o.result.process if o.result else 0
+        samples.extend({**row, "process": process} for row in o.samples)
+    return latency, samples
 
 
 def _batch_size(runtime_shapes: dict[str, list[int]] | None) -> int:
@@ -611,32 +782,50 @@ def run_bench(
     sample_hz: float = 20.0,
     samplers: list[Any] | None = None,
     listener: BenchListener | None = None,
+    repeat: int = 1,
+    power_limit_w: float | None = None,
 ) -> str:
-    """Run every combination in its own worker and store each result as soon as it lands.
+    """Run every combination in `repeat` fresh worker processes and store each result.
+
+    The processes are interleaved round-robin (all combinations' first process, then all
+    second ones, ...) so that slow drift of the machine hits every combination alike. A
+    combination is stored when its last process ends (or one fails); on an interruption,
+    the processes already measured are stored too.
 
     Returns the run's final status: "complete" or "interrupted" (the store is finished either
     way; results already measured are on disk).
     """
     listener = listener or BenchListener()
     samplers = samplers if samplers is not None else []
-    total = len(plan.combinations)
+    total = len(plan.combinations) * repeat
+    pending: dict[Combination, ComboProgress] = {}
     try:
-        with stop_on_signals(), tempfile.TemporaryDirectory(prefix="infercmp-") as tmp:
-            for index, combo in enumerate(plan.combinations):
-                listener.combination_started(combo, index, total)
-                result, latency, samples = _run_one(
-                    plugin,
-                    combo,
-                    artifacts,
-                    measurement,
-                    Path(tmp) / f"w{index}",
-                    sample_hz,
-                    samplers,
-                    listener,
-                )
-                store.add_result(result, latency, samples)
-                listener.combination_finished(combo, result)
+        with stop_on_signals():
+            for combo in plan.combinations:
+                early = _without_worker(plugin, plan, combo, artifacts)
+                if early is not None:
+                    store.add_result(early, None, None)
+                    listener.combination_finished(combo, early)
+                else:
+                    pending[combo] = ComboProgress(combo, now_iso())
+            index = 0
+            for process in range(repeat):
+                for combo, progress in list(pending.items()):
+                    listener.combination_started(combo, index, total)
+                    index += 1
+                    workdir = Path(store.path) / WORKERS_DIR / _worker_dir(combo, process)
+                    outcome = run_worker(
+                        worker_spec(plugin, combo, artifacts, measurement, workdir, process),
+                        measurement.timeout_s,
+                        sample_hz,
+                        samplers,
+                        on_phase=lambda phase, combo=combo: listener.phase(combo, phase),
+                    )
+                    progress.outcomes.append(outcome)
+                    if progress.done or process == repeat - 1:
+                        _commit(plugin, store, pending.pop(combo), listener, power_limit_w)
     except Interrupted as exc:
+        _commit_partial(plugin, store, pending, listener, power_limit_w)
         _finish(store, "interrupted", f"stopped by {exc.signame}; finished combinations are kept")
         return "interrupted"
     except OSError as exc:
@@ -651,6 +840,77 @@ def run_bench(
     except OSError as exc:
         raise _write_failed(store, exc) from exc
     return "complete"
+
+
+#: Each worker's directory inside the run (spec.json, worker.log, result.json, latency.npz);
+#: kept for combinations that did not end ok, so they can be replayed by hand.
+WORKERS_DIR = "workers"
+
+
+def _worker_dir(combo: Combination, process: int) -> str:
+    from infercmp.results import combo_id
+
+    name = combo_id(
+        combo.engine.name,
+        combo.device,
+        combo.precision,
+        combo.experiment.label,
+        combo.engine.variant,
+    )
+    return f"{name}.p{process}"
+
+
+def _commit(
+    plugin: ModelPlugin,
+    store: Any,
+    progress: ComboProgress,
+    listener: Any,
+    power_limit_w: float | None,
+) -> None:
+    result, latency, samples = outcome_to_result(plugin, progress, power_limit_w)
+    store.add_result(result, latency, samples)
+    if result.status == "ok":  # measured and stored: the worker's files are copies now
+        for outcome in progress.outcomes:
+            if outcome.result is not None:
+                workdir = _worker_dir(progress.combo, outcome.result.process)
+                shutil.rmtree(Path(store.path) / WORKERS_DIR / workdir, ignore_errors=True)
+    listener.combination_finished(progress.combo, result)
+
+
+def _commit_partial(
+    plugin: ModelPlugin,
+    store: Any,
+    pending: dict[Combination, ComboProgress],
+    listener: Any,
+    power_limit_w: float | None,
+) -> None:
+    """Store the combinations that have at least one measured process when the run stops."""
+    for progress in pending.values():
+        if any(o.status == "ok" for o in progress.outcomes):
+            with contextlib.suppress(OSError):
+                _commit(plugin, store, progress, listener, power_limit_w)
+
+
+def _without_worker(
+    plugin: ModelPlugin, plan: BenchPlan, combo: Combination, artifacts: Artifacts
+) -> Any | None:
+    """The result of a combination that starts no worker (skipped, or an artifact is missing)."""
+    status, error = "skipped", combo.skip_reason
+    if error is None:
+        error = artifacts.missing(combo, plan.descriptors[combo.engine.name])
+        if error is None:
+            return None
+        status = "failed"
+    return _combo_result(
+        plugin,
+        combo,
+        status=status,
+        error=error,
+        phase="artifacts" if status == "failed" else None,
+        options=dict(combo.engine.options),
+        started=now_iso(),
+        finished=now_iso(),
+    )
 
 
 def _finish(store: Any, status: str, detail: str) -> None:
@@ -670,58 +930,3 @@ def _write_failed(store: Any, exc: OSError) -> RunFailed:
         f"cannot write the run's files ({_os_error(exc)}); {saved} finished combination(s) "
         f"are saved in {store.path}"
     )
-
-
-def _run_one(
-    plugin: ModelPlugin,
-    combo: Combination,
-    artifacts: Artifacts,
-    measurement: Measurement,
-    workdir: Path,
-    sample_hz: float,
-    samplers: list[Any],
-    listener: BenchListener,
-) -> tuple[Any, dict[str, np.ndarray] | None, list[dict[str, Any]] | None]:
-    started = now_iso()
-    options = dict(combo.engine.options)
-    if combo.skip_reason is not None:
-        return (
-            _combo_result(
-                plugin,
-                combo,
-                status="skipped",
-                error=combo.skip_reason,
-                options=options,
-                started=started,
-                finished=now_iso(),
-            ),
-            None,
-            None,
-        )
-    build_error = (
-        artifacts.plan_errors.get(combo.precision) if combo.engine.name == "tensorrt" else None
-    )
-    if build_error is not None:
-        return (
-            _combo_result(
-                plugin,
-                combo,
-                status="failed",
-                error=f"TensorRT build failed: {build_error}",
-                options=options,
-                started=started,
-                finished=now_iso(),
-            ),
-            None,
-            None,
-        )
-    outcome = run_worker(
-        worker_spec(plugin, combo, artifacts, measurement),
-        workdir,
-        measurement.timeout_s,
-        sample_hz,
-        samplers,
-        on_phase=lambda phase: listener.phase(combo, phase),
-    )
-    result = outcome_to_result(plugin, combo, outcome, started)
-    return result, outcome.latency or None, outcome.samples or None

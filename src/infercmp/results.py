@@ -71,6 +71,7 @@ SAMPLE_COLUMNS: dict[str, str] = {
     "t_s": "Float64",
     "time": "Float64",
     "phase": "String",
+    "process": "Int64",
     "proc_rss_bytes": "Int64",
     "proc_cpu_pct": "Float64",
     "sys_cpu_pct": "Float64",
@@ -128,6 +129,20 @@ def _iso(moment: _dt.datetime) -> str:
 # --------------------------------------------------------------------------- models
 
 
+class ProcessSummary(BaseModel):
+    """One worker process of a combination (`--repeat` runs several, in fresh processes)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    process: int
+    pid: int | None = None
+    iterations: int
+    p50_ms: float
+    measure_seconds: float
+    load_seconds: float | None = None
+    stop_reason: str | None = None
+
+
 class CombinationResult(BaseModel):
     """Everything measured for one model x engine x device x precision x shape."""
 
@@ -161,6 +176,15 @@ class CombinationResult(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     started: str | None = None
     finished: str | None = None
+    # Where a combination that did not end ok stopped (worker phase) and its traceback.
+    phase: str | None = None
+    traceback: str | None = None
+    stop_reason: str | None = None  # why the (last) process stopped measuring
+    ci_method: str | None = None  # how latency's ci_low_ms/ci_high_ms were computed
+    processes: list[ProcessSummary] = Field(default_factory=list)
+    energy_method: str | None = None  # "energy counter", "integrated power", "n/a: why"
+    gpu_util_pct: float | None = None  # mean over the measure windows (None: too few readings)
+    gpu_util_readings: int = 0
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -227,6 +251,7 @@ def latency_schema() -> dict[str, Any]:
         "clock": pl.String,
         "phase": pl.String,
         "ns": pl.Int64,
+        "process": pl.Int64,  # which worker process of the combination (--repeat); 0 if one
     }
 
 
@@ -240,10 +265,15 @@ def samples_schema(extra: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def latency_frame(combo: str, latency: Mapping[str, np.ndarray]) -> pl.DataFrame:
-    """Long-format rows from npz-like arrays keyed ``<clock>.<phase>`` (int64 nanoseconds)."""
+    """Long-format rows from npz-like arrays keyed ``<clock>.<phase>`` (int64 nanoseconds).
+
+    An optional ``process`` array numbers the worker process of each iteration.
+    """
     import numpy as np
     import polars as pl
 
+    latency = dict(latency)
+    process = latency.pop("process", None)
     parts = []
     for key in sorted(latency.keys()):
         clock, sep, phase = key.partition(".")
@@ -258,6 +288,11 @@ def latency_frame(combo: str, latency: Mapping[str, np.ndarray]) -> pl.DataFrame
                     "clock": pl.Series([clock] * len(ns), dtype=pl.String),
                     "phase": pl.Series([phase] * len(ns), dtype=pl.String),
                     "ns": pl.Series(ns),
+                    "process": pl.Series(
+                        np.zeros(len(ns), dtype=np.int64)
+                        if process is None or len(process) != len(ns)
+                        else np.asarray(process, dtype=np.int64)
+                    ),
                 },
                 schema=latency_schema(),
             )

@@ -93,3 +93,37 @@ def outlier_mask(values: np.ndarray, k: float = 3.0) -> np.ndarray:
     q1, q3 = np.percentile(values, [25, 75])
     iqr = q3 - q1
     return (values < q1 - k * iqr) | (values > q3 + k * iqr)
+
+
+def hierarchical_median_ci(
+    groups: list[np.ndarray], resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """(median, low, high): a CI of the median of all iterations that covers between-process
+    variation, by a hierarchical bootstrap (resample processes, then iterations within each).
+
+    Each process contributes its sorted iterations; a resample draws processes with
+    replacement, then for each drawn process draws iteration ranks with replacement. The
+    median of the pooled draw is approximated by the median of per-draw quantile positions,
+    which keeps it vectorised: `resamples` x processes x draws-per-process numbers.
+    """
+    sorted_groups = [np.sort(np.asarray(g, dtype=np.float64)) for g in groups if len(g)]
+    pooled = np.concatenate(sorted_groups)
+    median = float(np.median(pooled))
+    k = len(sorted_groups)
+    if k < 2:
+        lo, hi = median_ci(pooled)
+        return median, lo, hi
+    rng = np.random.default_rng(seed)
+    draws = 64  # iterations drawn per process per resample: enough for a stable median
+    picks = rng.integers(0, k, size=(resamples, k))
+    u = rng.random((resamples, k, draws))
+    values = np.empty((resamples, k, draws))
+    for index, group in enumerate(sorted_groups):
+        chosen = picks == index
+        if chosen.any():
+            ranks = (u[chosen] * len(group)).astype(np.int64)
+            values[chosen] = group[ranks]
+    medians = np.median(values.reshape(resamples, -1), axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(medians, [alpha, 1 - alpha])
+    return median, float(lo), float(hi)

@@ -341,6 +341,8 @@ class AdaptiveStop(StopRule):
 
     The rule is checked between batches that grow with the sample (a quarter of it, and at
     least a quarter second), so the sorting it needs costs a small, bounded share of the run.
+    It never stops before `min_seconds`: the sampler's readings and NVML's energy counter
+    (which advances every 100 ms on the H200) need a window long enough to mean something.
     """
 
     def __init__(
@@ -349,18 +351,21 @@ class AdaptiveStop(StopRule):
         min_iterations: int = 30,
         max_seconds: float = 30.0,
         min_batch_seconds: float = 0.25,
+        min_seconds: float = 0.0,
     ) -> None:
         self.ci_target = ci_target
         self.min_iterations = max(min_iterations, 8)
         self.max_seconds = max_seconds
         self.min_batch_seconds = min_batch_seconds
+        self.min_seconds = min(min_seconds, max_seconds)
         self.ci = math.inf
 
     def next_batch(self, done: int, started: int, now: int, wall: np.ndarray) -> Batch | None:
         end = started + int(self.max_seconds * 1e9)
+        long_enough = now - started >= self.min_seconds * 1e9
         if done >= CI_MIN_SAMPLES:
             self.ci = relative_ci_half_width(wall[:done])
-            if done >= self.min_iterations and self.ci <= self.ci_target:
+            if done >= self.min_iterations and self.ci <= self.ci_target and long_enough:
                 self.reason = "ci_target"
                 return None
             # The time cap wins over the minimum count: a 0.8 s iteration must not turn a

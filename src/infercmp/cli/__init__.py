@@ -14,7 +14,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from infercmp import __version__
-from infercmp.cli import bench, export, models, report
+from infercmp.cli import bench, engines, export, models, report
 from infercmp.cli.common import err_console, state
 from infercmp.errors import InfercmpError
 
@@ -116,7 +116,7 @@ def _main(
     state.debug = debug
 
 
-for module in (models, export, bench, report):
+for module in (models, engines, export, bench, report):
     module.register(app)
 
 

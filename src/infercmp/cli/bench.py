@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from infercmp.cli.common import console, err_console
+from infercmp.cli.common import console, err_console, state
 from infercmp.errors import InfercmpError, RunFailed
 
 if TYPE_CHECKING:
     from rich.table import Table
 
 MIN_SAMPLE_HZ, MAX_SAMPLE_HZ = 0.1, 1000.0
+DEFAULT_REPEAT, MAX_REPEAT = 1, 100
 
 
 def _warmup(text: str) -> tuple[int | None, float | None]:
@@ -71,11 +72,17 @@ def _note(result) -> str:
 
 
 def _parity(result) -> str:
-    outputs = (result.parity or {}).get("outputs") or []
-    if not outputs:
+    """The parity headline (infercmp.parity): verdict and largest absolute error."""
+    from infercmp.parity import Parity
+
+    if not result.parity:
         return "-"
-    worst = max(o.get("max_rel") or 0.0 for o in outputs)
-    return f"{'ok' if result.parity.get('ok') else 'FAIL'} {worst:.0e}"
+    parity = Parity.model_validate(result.parity)
+    return (
+        f"{'ok' if parity.ok else 'FAIL'} {parity.max_abs:.1e}"
+        if parity.max_abs is not None
+        else "FAIL shape"
+    )
 
 
 # Columns dropped, in this order, when the table would not fit the terminal.
@@ -150,6 +157,16 @@ def _options(options: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in options.items())
 
 
+def _engine_help() -> str:
+    """The --engine help from the registered engines' names (no engine is imported)."""
+    from infercmp.engines import engine_names
+
+    return (
+        f"{', '.join(engine_names())}; options in brackets: 'pytorch[cuda_graph=true]' "
+        "(list them with 'infercmp engines'). Default: every installed engine."
+    )
+
+
 def bench(
     model: str = typer.Argument(..., help="A model name from 'infercmp models'."),
     shape: list[str] = typer.Option(
@@ -158,33 +175,41 @@ def bench(
         "-s",
         help="Example input shape(s), one experiment each: 224,224,3 or 'a=8,128;b=8,128'.",
     ),
-    engine: list[str] = typer.Option(
-        [],
-        "--engine",
-        "-e",
-        help="pytorch, onnxruntime, tensorrt; options in brackets: 'pytorch[cuda_graph=true]'. "
-        "Default: all.",
-    ),
+    engine: list[str] = typer.Option([], "--engine", "-e", help=_engine_help()),
     device: list[str] = typer.Option([], "--device", "-d", help="cpu, cuda. Default: both."),
     precision: list[str] = typer.Option(
         [], "--precision", "-p", help="fp32, fp16, bf16. Default: fp32."
     ),
+    repeat: int = typer.Option(
+        DEFAULT_REPEAT,
+        "--repeat",
+        help="Measure each combination in N fresh worker processes, interleaved, so the "
+        "median's CI covers the variation between processes.",
+    ),
     iters: int | None = typer.Option(None, "--iters", help="Measure exactly N iterations."),
     duration: float | None = typer.Option(None, "--duration", help="Measure for S seconds."),
-    warmup: str = typer.Option("1s", "--warmup", help="Warm-up: iterations (50) or time (2s)."),
-    ci_target: float = typer.Option(
-        0.01,
+    warmup: str | None = typer.Option(
+        None, "--warmup", help="Warm-up: iterations (50) or time (2s). Default: 1s."
+    ),
+    ci_target: float | None = typer.Option(
+        None,
         "--ci-target",
-        help="Adaptive mode: stop when the median's 95% CI half-width is within this fraction.",
+        help="Adaptive mode: stop when the median's 95% CI half-width is within this fraction "
+        "(default 0.01).",
     ),
-    min_iters: int = typer.Option(
-        100, "--min-iters", help="Adaptive mode: measure at least this many iterations."
+    min_iters: int | None = typer.Option(
+        None, "--min-iters", help="Adaptive mode: measure at least this many iterations (100)."
     ),
-    max_seconds: float = typer.Option(
-        20.0, "--max-seconds", help="Adaptive mode: measure at most this long."
+    min_seconds: float | None = typer.Option(
+        None,
+        "--min-seconds",
+        help="Adaptive mode: measure at least this long, for the sampler and energy (1 s).",
     ),
-    timeout: float = typer.Option(
-        600.0, "--timeout", help="Kill a worker after this many seconds."
+    max_seconds: float | None = typer.Option(
+        None, "--max-seconds", help="Adaptive mode: measure at most this long (20 s)."
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Kill a worker after this many seconds (600)."
     ),
     device_resident: bool = typer.Option(
         False, "--device-resident", help="Time compute only, inputs already on device."
@@ -200,22 +225,23 @@ def bench(
 ) -> None:
     """Benchmark MODEL: every engine x device x precision x shape in its own worker process."""
     from infercmp import bench as bench_mod
+    from infercmp.contract import Measurement
     from infercmp.plugins import get_plugin
     from infercmp.shapes import default_experiment, parse_shape
 
-    warmup_iters, warmup_seconds = _warmup(warmup)
-    measurement = bench_mod.Measurement(
-        warmup_iters=warmup_iters,
-        warmup_seconds=warmup_seconds,
+    measurement = Measurement.from_flags(
+        warmup=_warmup(warmup) if warmup is not None else None,
         iters=iters,
         duration_s=duration,
         ci_target=ci_target,
         min_iters=min_iters,
+        min_seconds=min_seconds,
         max_seconds=max_seconds,
         timeout_s=timeout,
-        device_resident=device_resident,
+        device_resident=device_resident or None,
     )
-    measurement.validate()
+    if not 1 <= repeat <= MAX_REPEAT:
+        raise InfercmpError(f"--repeat must be between 1 and {MAX_REPEAT}, got {repeat}")
     # Below 0.1 Hz a sampler would read once or never; a tiny rate also overflows its timer.
     if not (sample_hz == 0 or MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ):
         raise InfercmpError(
@@ -234,6 +260,8 @@ def bench(
         ]
         experiments = list(dict.fromkeys(experiments))
         plan = bench_mod.plan_bench(plugin, experiments, engine, device, precision)
+        for note in plan.notes:
+            err_console.print(f"[yellow]note:[/] {escape(note)}")
 
         from infercmp.cache import ArtifactCache, resolve_cache_dir
         from infercmp.environment import collect_environment
@@ -247,30 +275,43 @@ def bench(
             else ([], ["sampler off (--sample-hz 0)"])
         )
         for message in left_out:
-            err_console.print(f"[yellow]note:[/] {message}")
+            err_console.print(f"[yellow]note:[/] {escape(message)}")
 
         cache = ArtifactCache(resolve_cache_dir(cache_dir))
         with console.status("preparing artifacts") as status:
             artifacts = bench_mod.prepare_artifacts(
-                plugin, plan, cache, lambda msg: status.update(f"preparing: {msg}"), exporter
+                plugin,
+                plan,
+                cache,
+                lambda msg: status.update(f"preparing: {escape(msg)}"),
+                exporter,
+                measurement.timeout_s,
             )
-    for precision_name, error in artifacts.plan_errors.items():
-        err_console.print(f"[yellow]TensorRT {precision_name} build failed:[/] {error}")
+    if state.debug:
+        for text in artifacts.tracebacks:
+            err_console.print(text, markup=False, highlight=False)
+    if plan.runnable and not artifacts.anything_to_run(plan):
+        # The model itself failed (its loader, preprocess or forward): nothing can be measured.
+        raise InfercmpError(artifacts.errors()[0])
+    for error in artifacts.errors():
+        err_console.print(f"[yellow]warning:[/] {escape(error)}")
 
+    environment = collect_environment()
     meta = {
         "argv": sys.argv,
         "model_config": plugin.config.model_dump(),
         "settings": {
             "experiments": [e.label for e in experiments],
-            "measurement": measurement.__dict__,
+            "measurement": measurement.model_dump(mode="json"),
+            "repeat": repeat,
             "sample_hz": sample_hz,
             "exporter": getattr(artifacts.onnx, "exporter", None),
             "onnx": str(artifacts.onnx.path) if artifacts.onnx else None,
         },
-        "environment": collect_environment(),
+        "environment": environment,
     }
     store = RunStore.create(out, plugin.name, meta)
-    console.print(f"run directory: {store.path}")
+    console.print(f"run directory: {store.path}", soft_wrap=True)
 
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -283,14 +324,14 @@ def bench(
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("bench", total=len(plan.combinations))
+        task = progress.add_task("bench", total=len(plan.combinations) * repeat)
 
         class Listener(bench_mod.BenchListener):
             def combination_started(self, combo, index, total):
-                progress.update(task, description=f"{combo.label}: starting")
+                progress.update(task, description=f"{escape(combo.label)}: starting")
 
             def phase(self, combo, phase):
-                progress.update(task, description=f"{combo.label}: {phase}")
+                progress.update(task, description=f"{escape(combo.label)}: {phase}")
 
             def combination_finished(self, combo, result):
                 progress.advance(task)
@@ -304,18 +345,38 @@ def bench(
             sample_hz=sample_hz,
             samplers=samplers,
             listener=Listener(),
+            repeat=repeat,
+            power_limit_w=_power_limit(environment),
         )
     results = RunStore.open(store.path).results
     table, notes = summary_table(results, console.width)
     console.print(table)
     for number, note in enumerate(notes, 1):
         console.print(f"[{number}] {note}", highlight=False, markup=False)
-    console.print(f"results: {store.path}  (infercmp report {store.path})")
+    console.print(
+        f"results: {store.path}  (infercmp report {store.path})", soft_wrap=True, markup=False
+    )
     if status == "interrupted":
         raise RunFailed(
             f"run interrupted; {sum(r.status == 'ok' for r in results)} finished "
             f"combination(s) are saved in {store.path}"
         )
+    not_ok = [r for r in results if r.status not in ("ok", "skipped")]
+    if not_ok:
+        kinds = ", ".join(
+            f"{sum(r.status == k for r in not_ok)} {k}"
+            for k in dict.fromkeys(r.status for r in not_ok)
+        )
+        raise RunFailed(
+            f"{len(not_ok)} of {len(results)} combination(s) did not finish ({kinds}); "
+            f"see the notes above and {store.path}"
+        )
+
+
+def _power_limit(environment: dict) -> float | None:
+    """The enforced power limit of the GPU the workers use (NVML), for plausibility checks."""
+    gpus = environment.get("gpus") or []
+    return gpus[0].get("power_limit_w") if gpus and isinstance(gpus[0], dict) else None
 
 
 def register(app: typer.Typer) -> None:

@@ -19,24 +19,23 @@ An engine never imports another engine's runtime; the registry below imports laz
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-import numpy as np
+from infercmp.errors import InfercmpError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from infercmp.engines.descriptor import EngineDescriptor
+    from infercmp.entrypoints import Registered
 
 Device = Literal["cpu", "cuda"]
 Precision = Literal["fp32", "fp16", "bf16"]
 
-ENGINE_MODULES: dict[str, str] = {
-    "pytorch": "infercmp.engines.pytorch",
-    "onnxruntime": "infercmp.engines.onnxruntime",
-    "tensorrt": "infercmp.engines.tensorrt",
-}
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+ENTRY_POINT_GROUP = "infercmp.engines"
 
 
 @dataclass(frozen=True)
@@ -58,6 +57,10 @@ class Engine(Protocol):
     """One inference runtime bound to one device; see the module docstring for the lifecycle."""
 
     name: ClassVar[str]
+    #: The options the engine really ran with (defaults filled in): recorded in the results.
+    effective_options: dict[str, Any]
+    #: What the engine really ran with (providers, versions, allocator peak): read after release.
+    info: dict[str, Any]
 
     @property
     def stream(self) -> int | None:
@@ -78,8 +81,58 @@ class Engine(Protocol):
 
     def release(self) -> None: ...
 
+    def hot_path(self) -> tuple[Any, Any, Any, Any]:
+        """The bound copy_in, compute, copy_out and synchronize the timed loops call."""
+        ...
+
+
+def _check_descriptor(obj: Any, entry: Registered) -> EngineDescriptor:
+    from infercmp.engines.descriptor import EngineDescriptor
+
+    descriptor = obj() if isinstance(obj, type) else obj
+    if not isinstance(descriptor, EngineDescriptor):
+        raise TypeError(f"{entry.target} is not an infercmp.engines.descriptor.EngineDescriptor")
+    if getattr(descriptor, "name", None) != entry.name:
+        raise TypeError(
+            f"{entry.target} has name {getattr(descriptor, 'name', None)!r} but is registered "
+            f"as {entry.name!r}"
+        )
+    return descriptor
+
+
+def engine_entries() -> dict[str, Registered]:
+    """Every engine registered in the environment, by name; nothing is imported yet."""
+    from infercmp.entrypoints import discover
+
+    return discover(ENTRY_POINT_GROUP, "engine", _check_descriptor)
+
+
+def engine_names() -> list[str]:
+    """Registered engine names, without importing any engine (for help texts)."""
+    return list(engine_entries())
+
+
+def get_descriptor(name: str) -> EngineDescriptor:
+    """The descriptor registered as `name`, or one clear error with the closest names."""
+    from infercmp.entrypoints import suggestions
+
+    entries = engine_entries()
+    entry = entries.get(name)
+    if entry is None:
+        close = suggestions(name, entries)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise InfercmpError(
+            f"unknown engine '{name}'{hint} (installed engines: {', '.join(entries) or 'none'}; "
+            "see 'infercmp engines')"
+        )
+    descriptor = entry.load()
+    if descriptor is None:
+        raise InfercmpError(
+            f"engine '{name}' from package '{entry.package}' is unavailable: {entry.error}"
+        )
+    return descriptor
+
 
 def engine_class(name: str) -> type[Engine]:
-    """Import and return the engine class registered as `name` (raises ImportError if absent)."""
-    module = importlib.import_module(ENGINE_MODULES[name])
-    return module.ENGINE
+    """Import and return the runtime class of the engine registered as `name`."""
+    return get_descriptor(name).load_runtime()

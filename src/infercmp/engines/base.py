@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from infercmp.engines import DEVICES, PRECISIONS, EngineSpec
+from infercmp.engines import EngineSpec
+from infercmp.engines.descriptor import EngineDescriptor, EngineOptions
 from infercmp.errors import InfercmpError
 
 
@@ -32,27 +33,25 @@ class UnsupportedCombination(EngineError):
 _NEW, _LOADED, _PREPARED, _RELEASED = "new", "loaded", "prepared", "released"
 
 
-def check_options(engine: str, options: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
-    """Options merged over their defaults; an unknown name is one clear error listing the known."""
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise EngineError(
-            f"engine '{engine}' has no option {', '.join(repr(u) for u in unknown)}; "
-            f"known options: {', '.join(sorted(known))}"
-        )
-    return {**known, **options}
-
-
 class EngineBase(abc.ABC):
-    """Lifecycle checks shared by the engines; implements the `Engine` protocol."""
+    """Lifecycle checks shared by the engines; implements the `Engine` protocol.
 
+    A subclass sets `descriptor`; its name, devices, precisions and options come from there,
+    so what planning promised and what the runtime accepts cannot drift apart.
+    """
+
+    descriptor: ClassVar[EngineDescriptor]
     name: ClassVar[str]
-    devices: ClassVar[tuple[str, ...]] = DEVICES
-    precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "descriptor" in cls.__dict__:
+            cls.name = cls.descriptor.name
 
     def __init__(self) -> None:
         self._state = _NEW
         self._spec: EngineSpec | None = None
+        self.options: EngineOptions | None = None  # the validated options, set by load()
         self.effective_options: dict[str, Any] = {}
         # What the engine really ran with (providers, versions): recorded in result.json.
         self.info: dict[str, Any] = {}
@@ -74,16 +73,22 @@ class EngineBase(abc.ABC):
             raise EngineError(
                 f"engine '{self.name}' is {self._state}; load() is allowed once, on a new engine"
             )
-        if spec.device not in self.devices:
+        descriptor = self.descriptor
+        if spec.device not in descriptor.devices:
             raise UnsupportedCombination(
                 f"engine '{self.name}' does not run on device '{spec.device}' "
-                f"(it runs on: {', '.join(self.devices)})"
+                f"(it runs on: {', '.join(descriptor.devices)})"
             )
-        if spec.precision not in self.precisions:
+        if spec.precision not in descriptor.precisions:
             raise UnsupportedCombination(
                 f"engine '{self.name}' does not support precision '{spec.precision}' "
-                f"(it supports: {', '.join(self.precisions)})"
+                f"(it supports: {', '.join(descriptor.precisions)})"
             )
+        try:
+            self.options = descriptor.parse_options(dict(spec.options))
+        except InfercmpError as exc:
+            raise EngineError(str(exc)) from None
+        self.effective_options = self.options.model_dump()
         self._spec = spec
         self._load(spec)
         self._state = _LOADED

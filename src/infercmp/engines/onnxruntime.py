@@ -5,25 +5,92 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from infercmp import devices
 from infercmp.engines import EngineSpec
-from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination, check_options
+from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
+from infercmp.engines.descriptor import (
+    ConvertContext,
+    Converted,
+    EngineDescriptor,
+    EngineOptions,
+    Machine,
+)
 
-OPTIONS: dict[str, Any] = {
-    "graph_optimization_level": "all",  # disable | basic | extended | all
-    "intra_op_threads": None,  # None: ONNX Runtime's default (one per physical core)
-    "inter_op_threads": None,
-    "execution_mode": "sequential",  # sequential | parallel
-    "execution_provider": None,  # None: the device's own EP; "tensorrt" on CUDA for the TRT EP
-    "cudnn_conv_algo_search": "EXHAUSTIVE",  # EXHAUSTIVE | HEURISTIC | DEFAULT
-    "enable_cuda_graph": False,
-    "fp16_model": None,  # path of an fp16-converted ONNX file, used for precision fp16
-    "trt_engine_cache_path": None,  # TensorRT EP: where it caches built engines
-}
+_CUDA: dict[str, Any] = {"devices": ["cuda"]}
+
+
+class OnnxRuntimeOptions(EngineOptions):
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="graph optimisations applied when the session is created"
+    )
+    intra_op_threads: int | None = Field(
+        None, ge=0, description="threads inside one operator; none: one per physical core"
+    )
+    inter_op_threads: int | None = Field(
+        None, ge=0, description="threads across operators (execution_mode=parallel only)"
+    )
+    execution_mode: Literal["sequential", "parallel"] = Field(
+        "sequential", description="run independent operators one at a time or in parallel"
+    )
+    execution_provider: Literal["cuda", "tensorrt"] | None = Field(
+        None,
+        description="none: the device's own EP; tensorrt: the TensorRT EP before CUDA",
+        json_schema_extra=_CUDA,
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE", description="how cuDNN picks convolution kernels", json_schema_extra=_CUDA
+    )
+    enable_cuda_graph: bool = Field(
+        False,
+        description="capture the session's kernels once, then replay them",
+        json_schema_extra=_CUDA,
+    )
+    fp16_model: str | None = Field(
+        None, description="path of an fp16 ONNX file for precision fp16; none: infercmp's own"
+    )
+    trt_engine_cache_path: str | None = Field(
+        None,
+        description="TensorRT EP: directory where it caches its engines",
+        json_schema_extra=_CUDA,
+    )
+
+
+class OnnxRuntimeDescriptor(EngineDescriptor):
+    name = "onnxruntime"
+    summary = "ONNX Runtime on infercmp's ONNX export, CPU or CUDA execution provider"
+    precisions = ("fp32", "fp16")
+    artifact = "onnx"
+    options = OnnxRuntimeOptions
+    runtime = "infercmp.engines.onnxruntime:OnnxRuntimeEngine"
+    requires = ("onnxruntime",)
+
+    def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
+        if precision == "bf16":
+            return (
+                "ONNX Runtime's CPU and CUDA providers lack bf16 kernels for most ops; "
+                "bf16 is measured through PyTorch and TensorRT"
+            )
+        return super().refusal(device, precision, machine)
+
+    def convert(
+        self, context: ConvertContext, precision: str, options: EngineOptions
+    ) -> Converted | None:
+        if precision == "fp32" or getattr(options, "fp16_model", None) is not None:
+            return None
+        from infercmp.build import ensure_converted_onnx
+
+        context.progress(f"ONNX conversion to {precision}")
+        path = ensure_converted_onnx(context.cache, context.onnx, precision)
+        return Converted(options=(("fp16_model", str(path)),), detail=f"{precision} ONNX")
+
+
+DESCRIPTOR = OnnxRuntimeDescriptor()
+
 GRAPH_LEVELS = {
     "disable": "ORT_DISABLE_ALL",
     "basic": "ORT_ENABLE_BASIC",
@@ -31,7 +98,6 @@ GRAPH_LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
-CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 ORT_DTYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32),
     "tensor(float16)": np.dtype(np.float16),
@@ -44,14 +110,6 @@ ORT_DTYPES: dict[str, np.dtype] = {
     "tensor(bool)": np.dtype(np.bool_),
 }
 TENSORRT_LIBRARIES = ("libnvinfer.so.10", "libnvinfer.so")
-
-
-def _choice(option: str, value: Any, allowed: Any) -> None:
-    if value not in allowed:
-        raise EngineError(
-            f"engine 'onnxruntime': option {option}={value!r} is not one of: "
-            f"{', '.join(str(a) for a in allowed)}"
-        )
 
 
 def tensorrt_libraries_present() -> bool:
@@ -88,7 +146,7 @@ class OnnxRuntimeEngine(EngineBase):
     (H2D), copy_out `OrtValue.numpy()` (D2H), and compute touches device memory only.
     """
 
-    name = "onnxruntime"
+    descriptor = DESCRIPTOR
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,11 +168,7 @@ class OnnxRuntimeEngine(EngineBase):
         return self._stream_handle
 
     def _load(self, spec: EngineSpec) -> None:
-        options = check_options(self.name, spec.options, OPTIONS)
-        _choice("graph_optimization_level", options["graph_optimization_level"], GRAPH_LEVELS)
-        _choice("execution_mode", options["execution_mode"], EXECUTION_MODES)
-        _choice("cudnn_conv_algo_search", options["cudnn_conv_algo_search"], CONV_ALGO_SEARCH)
-        _choice("execution_provider", options["execution_provider"], (None, "cuda", "tensorrt"))
+        options = self.effective_options
         if spec.artifact is None:
             raise EngineError("engine 'onnxruntime' needs an ONNX file as its artifact")
         tensorrt_ep = options["execution_provider"] == "tensorrt"
@@ -166,9 +220,9 @@ class OnnxRuntimeEngine(EngineBase):
             ort.ExecutionMode, EXECUTION_MODES[options["execution_mode"]]
         )
         if options["intra_op_threads"] is not None:
-            session_options.intra_op_num_threads = int(options["intra_op_threads"])
+            session_options.intra_op_num_threads = options["intra_op_threads"]
         if options["inter_op_threads"] is not None:
-            session_options.inter_op_num_threads = int(options["inter_op_threads"])
+            session_options.inter_op_num_threads = options["inter_op_threads"]
         session = ort.InferenceSession(str(artifact), session_options, providers=providers)
         used = session.get_providers()
         if wanted not in used:
@@ -185,7 +239,6 @@ class OnnxRuntimeEngine(EngineBase):
         self._check_names(session, spec)
         self._session = session
         self._artifact = artifact
-        self.effective_options = options
         self.info = {
             "onnxruntime": ort.__version__,
             "providers": used,
@@ -322,6 +375,3 @@ class OnnxRuntimeEngine(EngineBase):
         if self._stream_handle is not None:
             self._cudart.cudaStreamDestroy(self._cuda_stream)
             self._stream_handle = None
-
-
-ENGINE = OnnxRuntimeEngine

@@ -2,23 +2,66 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from infercmp.engines import EngineSpec
-from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination, check_options
+from infercmp.engines.base import EngineBase, UnsupportedCombination
+from infercmp.engines.descriptor import EngineDescriptor, EngineOptions, Machine
 
-OPTIONS: dict[str, Any] = {
-    "channels_last": False,  # NHWC memory format for the module and 4-D float inputs
-    "compile": None,  # None, or a torch.compile mode: "default", "reduce-overhead", ...
-    "cuda_graph": False,  # CUDA only: capture compute on the static input buffers, then replay
-    "threads": None,  # CPU intra-op threads; None keeps torch's default
-}
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 # These modes replay CUDA graphs of their own (cudagraph trees); a graph cannot capture them.
 COMPILE_MODES_WITH_GRAPHS = ("reduce-overhead", "max-autotune")
 GRAPH_WARMUP_RUNS = 3  # runs on a side stream before capture, as torch.cuda.graphs advises
+
+
+class PyTorchOptions(EngineOptions):
+    channels_last: bool = Field(
+        False, description="NHWC memory format for the module and its 4-D float inputs"
+    )
+    compile: CompileMode | None = Field(
+        None, description="torch.compile mode; none runs the module eagerly"
+    )
+    cuda_graph: bool = Field(
+        False,
+        description="capture compute on static input buffers once, then replay it",
+        json_schema_extra={"devices": ["cuda"]},
+    )
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU intra-op threads; none keeps torch's default",
+        json_schema_extra={"devices": ["cpu"]},
+    )
+
+    @model_validator(mode="after")
+    def _graphs_do_not_nest(self) -> PyTorchOptions:
+        if self.cuda_graph and self.compile in COMPILE_MODES_WITH_GRAPHS:
+            raise ValueError(
+                f"compile={self.compile!r} already replays CUDA graphs; drop cuda_graph=true, "
+                "or use compile='max-autotune-no-cudagraphs' or 'default' with it"
+            )
+        return self
+
+
+class PyTorchDescriptor(EngineDescriptor):
+    name = "pytorch"
+    summary = "the plugin's own nn.Module: eager, torch.compile, or a CUDA graph"
+    precisions = ("fp32", "fp16", "bf16")
+    artifact = "module"
+    options = PyTorchOptions
+    runtime = "infercmp.engines.pytorch:PyTorchEngine"
+    requires = ("torch",)
+
+    def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
+        if device == "cpu" and precision == "fp16":
+            return "PyTorch fp16 on CPU is not a deployment target (use bf16 or fp32)"
+        return super().refusal(device, precision, machine)
+
+
+DESCRIPTOR = PyTorchDescriptor()
 
 
 class PyTorchEngine(EngineBase):
@@ -31,7 +74,7 @@ class PyTorchEngine(EngineBase):
     the prepared arrays, so copy_in does nothing unless a cast or a layout change is needed.
     """
 
-    name = "pytorch"
+    descriptor = DESCRIPTOR
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,18 +109,7 @@ class PyTorchEngine(EngineBase):
         from infercmp.plugins import get_plugin
 
         self._torch = torch
-        options = check_options(self.name, spec.options, OPTIONS)
-        if options["compile"] is not None and options["compile"] not in COMPILE_MODES:
-            raise EngineError(
-                f"engine 'pytorch': option compile={options['compile']!r} is not a torch.compile "
-                f"mode; use one of: {', '.join(COMPILE_MODES)}"
-            )
-        if options["cuda_graph"] and options["compile"] in COMPILE_MODES_WITH_GRAPHS:
-            raise EngineError(
-                f"engine 'pytorch': compile={options['compile']!r} already replays CUDA graphs; "
-                "drop cuda_graph=true, or use compile='max-autotune-no-cudagraphs' or 'default' "
-                "with it"
-            )
+        options = self.effective_options
         self._cuda = spec.device == "cuda"
         if self._cuda:
             if not torch.cuda.is_available():
@@ -100,7 +132,7 @@ class PyTorchEngine(EngineBase):
             device = torch.device("cpu")
             if options["threads"] is not None:
                 self._previous_threads = torch.get_num_threads()
-                torch.set_num_threads(int(options["threads"]))
+                torch.set_num_threads(options["threads"])
         self._device = device
         self._dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
             spec.precision
@@ -115,7 +147,6 @@ class PyTorchEngine(EngineBase):
         self._module = module
         if self._cuda:
             self._stream = torch.cuda.Stream(device)
-        self.effective_options = options
         self.info = {
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
@@ -254,6 +285,3 @@ def _flatten(raw: Any) -> list[Any]:
 
 def _single(tensor: Any) -> list[Any]:
     return [tensor]
-
-
-ENGINE = PyTorchEngine

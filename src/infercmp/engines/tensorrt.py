@@ -18,18 +18,84 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from infercmp.engines import EngineSpec
-from infercmp.engines.base import (
-    EngineBase,
-    EngineError,
-    UnsupportedCombination,
-    check_options,
+from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
+from infercmp.engines.descriptor import (
+    ConvertContext,
+    Converted,
+    EngineDescriptor,
+    EngineOptions,
+    Machine,
+    module_present,
 )
 from infercmp.errors import MissingDependency, RunFailed
+
+# -- descriptor --------------------------------------------------------------------------------
+
+
+class TensorRTOptions(EngineOptions):
+    backend: Literal["tensorrt", "tensorrt-rtx"] | None = Field(
+        None,
+        description="which TensorRT builds and runs the plan; none: the first installed, "
+        "tensorrt before tensorrt-rtx",
+    )
+
+
+class TensorRTDescriptor(EngineDescriptor):
+    name = "tensorrt"
+    summary = "a TensorRT or TensorRT-RTX plan built from infercmp's ONNX export"
+    devices = ("cuda",)
+    precisions = ("fp32", "fp16", "bf16")
+    artifact = "onnx"
+    options = TensorRTOptions
+    runtime = "infercmp.engines.tensorrt:TensorRTEngine"
+    keeps_profile = True
+
+    def availability(self) -> str | None:
+        from infercmp import trt
+
+        if not any(module_present(m) for m in trt.BACKENDS.values()):
+            extras = " or ".join(f"pip install 'infercmp[{e}]'" for e in trt.EXTRAS.values())
+            return (
+                "neither TensorRT module ('tensorrt', 'tensorrt_rtx_bindings') is installed; "
+                f"install one with: {extras}"
+            )
+        if not module_present("cuda.bindings"):
+            return (
+                "the TensorRT engine needs cuda-python ('cuda.bindings') for its buffers and "
+                "stream; install it with: pip install 'infercmp[tensorrt]'"
+            )
+        return None
+
+    def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
+        if device == "cpu":
+            return "TensorRT runs on NVIDIA GPUs only"
+        return super().refusal(device, precision, machine)
+
+    def convert(
+        self, context: ConvertContext, precision: str, options: EngineOptions
+    ) -> Converted | None:
+        from infercmp.build import build_engine
+
+        context.progress(f"TensorRT build ({precision})")
+        plan = build_engine(
+            context.plugin,
+            context.cache,
+            context.onnx,
+            precision=precision,
+            backend=getattr(options, "backend", None),
+            progress=context.progress,
+        )
+        # Run the plan with the module that built it, not whichever one the worker finds first.
+        return Converted(artifact=plan.path, options=(("backend", plan.backend),))
+
+
+DESCRIPTOR = TensorRTDescriptor()
 
 # -- backends ----------------------------------------------------------------------------------
 
@@ -452,8 +518,7 @@ class TensorRTEngine(EngineBase):
     `tensorrt` first), which must be the one that built the plan.
     """
 
-    name: ClassVar[str] = "tensorrt"
-    devices: ClassVar[tuple[str, ...]] = ("cuda",)
+    descriptor = DESCRIPTOR
 
     def __init__(self) -> None:
         super().__init__()
@@ -477,8 +542,7 @@ class TensorRTEngine(EngineBase):
     # -- load --------------------------------------------------------------------------------
 
     def _load(self, spec: EngineSpec) -> None:
-        options = check_options(self.name, spec.options, {"backend": None})
-        self.effective_options = options
+        options = self.effective_options
         if spec.artifact is None:
             raise EngineError(
                 "the TensorRT engine needs a plan file; build one with `infercmp build`"
@@ -672,6 +736,3 @@ class TensorRTEngine(EngineBase):
         if cudart is not None and self._stream is not None:
             cudart.cudaStreamDestroy(self._stream)
         self._stream = None
-
-
-ENGINE = TensorRTEngine

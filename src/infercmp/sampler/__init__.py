@@ -16,7 +16,13 @@ from infercmp.sampler.base import ProcessGone, Reading, Sampler
 from infercmp.sampler.nvml import NvmlSampler
 from infercmp.sampler.process import ProcessSampler
 from infercmp.sampler.session import SamplingSession
-from infercmp.sampler.summary import energy_joules, peak
+from infercmp.sampler.summary import (
+    EnergyWindow,
+    energy_joules,
+    energy_window,
+    mean_over_measure,
+    peak,
+)
 from infercmp.sampler.system import SystemSampler
 
 _TITLES = {"process": "process", "system": "system", "nvml": "NVML"}
@@ -51,6 +57,9 @@ def default_samplers(gpu: bool = True, gpu_index: int = 0) -> tuple[list[Sampler
 
 
 __all__ = [
+    "EnergyWindow",
+    "energy_window",
+    "mean_over_measure",
     "NvmlSampler",
     "ProcessGone",
     "ProcessSampler",

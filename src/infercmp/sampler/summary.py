@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -47,3 +48,95 @@ def energy_joules(rows: Sequence[dict[str, Any]], phase: str = "measure") -> flo
     if first is None:
         return None
     return (end - first) / 1000.0
+
+
+#: NVML's energy counter advanced every 100 ms on the H200 (20 steps in 2 s under load): a
+#: window needs this many steps before the counter's difference is a figure, not a rounding.
+MIN_COUNTER_STEPS = 10
+#: Readings a mean over the measure window rests on before it is shown (utilisation, power).
+MIN_READINGS = 10
+
+
+@dataclass(frozen=True)
+class EnergyWindow:
+    """Energy per inference over the measure windows, how it was obtained, or why not."""
+
+    joules_per_inference: float | None
+    method: str  # "energy counter", "integrated power", or "n/a: <why>"
+    average_w: float | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _measure_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("phase") == "measure"]
+
+
+def energy_window(
+    processes: Sequence[tuple[Sequence[dict[str, Any]], float]],
+    iterations: int,
+    power_limit_w: float | None = None,
+) -> EnergyWindow:
+    """GPU energy per inference over every process's measure phase, checked for plausibility.
+
+    `processes` holds each worker's sampler rows and its measure time in seconds. From NVML's
+    energy counter when every window spans at least `MIN_COUNTER_STEPS` counter steps;
+    otherwise from the power readings (their time-weighted mean times the window) when every
+    window has at least `MIN_READINGS`; otherwise n/a with the reason. A figure whose average
+    power is above the card's limit, or not above zero, is rejected with a warning.
+    """
+    seconds = sum(window for _, window in processes)
+    if iterations <= 0 or seconds <= 0:
+        return EnergyWindow(None, "n/a: nothing was measured")
+    windows = [(_measure_rows(rows), window) for rows, window in processes]
+    if not any(
+        r.get("gpu_energy_mj") is not None or r.get("gpu_power_w") is not None
+        for rows, _ in windows
+        for r in rows
+    ):
+        return EnergyWindow(None, "n/a: no GPU power readings (no NVML, or a CPU combination)")
+    steps = min(
+        len({r["gpu_energy_mj"] for r in rows if r.get("gpu_energy_mj") is not None}) - 1
+        for rows, _ in windows
+    )
+    power = [
+        [(r["t_s"], r["gpu_power_w"]) for r in rows if r.get("gpu_power_w") is not None]
+        for rows, _ in windows
+    ]
+    if steps >= MIN_COUNTER_STEPS:
+        method = "energy counter"
+        joules = sum(energy_joules(rows) or 0.0 for rows, _ in processes)
+    elif min(len(p) for p in power) >= MIN_READINGS:
+        method = "integrated power"
+        joules = sum(_mean_power(p) * window for p, (_, window) in zip(power, windows))
+    else:
+        return EnergyWindow(
+            None,
+            f"n/a: a measure window of {seconds / len(processes):.2g} s spans {max(steps, 0)} "
+            f"energy-counter steps and too few power readings (need {MIN_COUNTER_STEPS} steps "
+            f"or {MIN_READINGS} readings); measure longer (--min-seconds)",
+        )
+    average = joules / seconds
+    if average <= 0 or (power_limit_w is not None and average > power_limit_w * 1.05):
+        limit = f" (the card's limit is {power_limit_w:g} W)" if power_limit_w else ""
+        why = f"energy over the measure window implies {average:,.0f} W on average{limit}"
+        return EnergyWindow(None, f"n/a: {why}", average, (f"{why}: not reported",))
+    return EnergyWindow(joules / iterations, method, average)
+
+
+def _mean_power(readings: Sequence[tuple[float, float]]) -> float:
+    """Time-weighted mean of (t_s, watts) readings (trapezoids between them)."""
+    span = readings[-1][0] - readings[0][0]
+    if span <= 0:
+        return sum(w for _, w in readings) / len(readings)
+    area = sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in zip(readings, readings[1:]))
+    return area / span
+
+
+def mean_over_measure(
+    processes: Sequence[Sequence[dict[str, Any]]], column: str
+) -> tuple[float | None, int]:
+    """(mean of `column` over the measure windows, readings it rests on); None when too few."""
+    values = [r[column] for p in processes for r in _measure_rows(p) if r.get(column) is not None]
+    if len(values) < MIN_READINGS:
+        return None, len(values)
+    return sum(values) / len(values), len(values)

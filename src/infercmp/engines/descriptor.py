@@ -1,0 +1,227 @@
+"""What an engine says about itself before any runtime is imported: the engine descriptor.
+
+Every engine, built in or third party, registers one `EngineDescriptor` instance under the
+`infercmp.engines` entry-point group. Planning, artifact preparation, the worker spec, the
+`--engine` help and `infercmp engines` read descriptors only; the runtime class (the `Engine`
+protocol of `infercmp.engines`) is imported in the worker process that runs it.
+
+A descriptor imports no runtime (torch, onnxruntime, tensorrt, openvino): `refusal` and
+`availability` answer from the machine facts the orchestrator gathers (`Machine`) and from
+`importlib.util.find_spec`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from infercmp.errors import InfercmpError
+
+if TYPE_CHECKING:
+    from infercmp.engines import Engine
+
+#: Where an engine's artifact starts: the plugin's PyTorch module, or infercmp's ONNX export.
+#: An engine that runs its own form (a TensorRT plan, an fp16 ONNX) makes it in `convert`.
+ArtifactSource = Literal["module", "onnx"]
+
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+
+class EngineOptions(BaseModel):
+    """Base of an engine's options model: every field has a default and a one-line description.
+
+    Strict: `threads=1.5` is an error, not 1. A field that applies to some devices only says
+    so with `json_schema_extra={"devices": ["cuda"]}`; reports and `infercmp engines` use it.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @classmethod
+    def option_devices(cls, name: str) -> tuple[str, ...]:
+        extra = cls.model_fields[name].json_schema_extra
+        devices = extra.get("devices") if isinstance(extra, dict) else None
+        return tuple(devices) if devices else DEVICES
+
+    @classmethod
+    def applies_to(cls, name: str, device: str) -> bool:
+        return name not in cls.model_fields or device in cls.option_devices(name)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The facts about this machine that decide what an engine can run, gathered once."""
+
+    cuda_devices: int
+    cpu_flags: frozenset[str] = frozenset()
+
+    @classmethod
+    def current(cls) -> Machine:
+        from infercmp import devices
+
+        return cls(cuda_devices=devices.cuda_device_count(), cpu_flags=_cpu_flags())
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class ConvertContext:
+    """What `EngineDescriptor.convert` may use: the plugin, the cache and the ONNX export."""
+
+    plugin: Any  # infercmp.plugins.ModelPlugin
+    cache: Any  # infercmp.cache.ArtifactCache
+    onnx: Any  # infercmp.export.OnnxArtifact
+    progress: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Converted:
+    """An engine's own form of the model for one precision, made through the content cache.
+
+    `artifact` replaces the ONNX file as what the worker loads (None: keep it); `options` are
+    defaults the worker spec gets unless the user set the same option.
+    """
+
+    artifact: Path | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    detail: str = ""  # shown in progress and stored in the results' engine info
+
+
+class EngineDescriptor:
+    """Base of every engine descriptor; subclasses set the class attributes, override as needed.
+
+    - `runtime`: "module:Class" of the `Engine` implementation, imported only by `load_runtime`.
+    - `requires`: Python modules the runtime needs; one missing makes the engine unavailable.
+    - `extra`: the pip extra that installs them (named in the unavailability message).
+    - `keeps_profile`: runs only inside the config's optimisation profile (TensorRT).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    devices: ClassVar[tuple[str, ...]] = DEVICES
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    artifact: ClassVar[ArtifactSource] = "onnx"
+    options: ClassVar[type[EngineOptions]] = EngineOptions
+    runtime: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+    keeps_profile: ClassVar[bool] = False
+
+    def availability(self) -> str | None:
+        """Why this engine cannot run on this machine at all, or None when it can."""
+        missing = [m for m in self.requires if not module_present(m)]
+        if not missing:
+            return None
+        install = f"pip install 'infercmp[{self.extra}]'" if self.extra else "install it"
+        return (
+            f"engine '{self.name}' needs the Python module {' and '.join(map(repr, missing))}, "
+            f"which is not installed; {install}"
+        )
+
+    def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
+        """Why this engine will not run `device` x `precision` here, or None when it will."""
+        if device not in self.devices:
+            return f"{self.name} runs on {' and '.join(self.devices)} only"
+        if precision not in self.precisions:
+            supported = ", ".join(self.precisions)
+            return f"{self.name} does not support {precision} (it supports {supported})"
+        return None
+
+    def convert(
+        self, context: ConvertContext, precision: str, options: EngineOptions
+    ) -> Converted | None:
+        """Make this engine's own artifact for `precision` through the cache (None: none needed).
+
+        Raise `InfercmpError` when it cannot be made: the combinations that need it fail with
+        that message and the run goes on.
+        """
+        return None
+
+    def parse_options(self, options: dict[str, Any]) -> EngineOptions:
+        """The options model for these `--engine` options; one clear error when they are wrong."""
+        try:
+            return self.options.model_validate(options)
+        except ValidationError as exc:
+            raise InfercmpError(f"engine '{self.name}': {_validation_text(exc, self)}") from None
+
+    def option_docs(self) -> list[OptionDoc]:
+        """Each option's name, type, default, devices and one-line description."""
+        docs = []
+        for name, field in self.options.model_fields.items():
+            docs.append(
+                OptionDoc(
+                    name=name,
+                    type=_type_text(field.annotation),
+                    default=field.default,
+                    devices=self.options.option_devices(name),
+                    description=field.description or "",
+                )
+            )
+        return docs
+
+    def load_runtime(self) -> type[Engine]:
+        """Import the runtime class (in the worker; never at planning time)."""
+        module_name, _, attribute = self.runtime.partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@dataclass(frozen=True)
+class OptionDoc:
+    name: str
+    type: str
+    default: Any
+    devices: tuple[str, ...]
+    description: str
+
+
+def module_present(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a broken __spec__
+        return False
+
+
+def _type_text(annotation: Any) -> str:
+    """`bool`, `int | none`, `latency | throughput | none`: what a user may type."""
+    import typing
+
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return " | ".join(str(a) for a in args)
+    if args:
+        return " | ".join(_type_text(a) for a in args)
+    if annotation is type(None):
+        return "none"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _validation_text(exc: ValidationError, descriptor: EngineDescriptor) -> str:
+    known = ", ".join(descriptor.options.model_fields)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"no option '{where}' (known options: {known})")
+        elif where:
+            problems.append(f"option {where}={error.get('input')!r}: {error['msg']}")
+        else:
+            problems.append(error["msg"].removeprefix("Value error, "))
+    return "; ".join(problems) + f"; see 'infercmp engines {descriptor.name}'"

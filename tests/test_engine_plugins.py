@@ -1,0 +1,286 @@
+"""Engines are plugins: descriptors found through entry points, a third-party engine installed
+for real, OpenVINO as a built-in, and an orchestrator that knows no engine by name."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from infercmp import engines
+from infercmp.engines.descriptor import EngineDescriptor, Machine
+from infercmp.errors import InfercmpError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "engines"
+SRC = Path(__file__).parents[1] / "src" / "infercmp"
+BUILT_IN = ("pytorch", "onnxruntime", "tensorrt", "openvino")
+
+
+# --- discovery, with fake entry points --------------------------------------------------------
+
+
+class _FakeDist:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _entry_point(name: str, value: str, package: str) -> metadata.EntryPoint:
+    ep = metadata.EntryPoint(name, value, engines.ENTRY_POINT_GROUP)
+    return ep._for(_FakeDist(package)) if hasattr(ep, "_for") else ep
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch):
+    def install(*eps):
+        monkeypatch.setattr(metadata, "entry_points", lambda **params: list(eps))
+
+    return install
+
+
+def test_fake_registry_lists_a_broken_engine_as_unavailable(fake_entry_points):
+    fake_entry_points(
+        _entry_point("pytorch", "infercmp.engines.pytorch:DESCRIPTOR", "infercmp"),
+        _entry_point("ghost", "no_such_module_anywhere:DESCRIPTOR", "ghost-engine"),
+    )
+    entries = engines.engine_entries()
+    assert entries["pytorch"].load().name == "pytorch"
+    assert entries["ghost"].load() is None
+    assert "ModuleNotFoundError" in entries["ghost"].error
+    with pytest.raises(InfercmpError, match="engine 'ghost' from package 'ghost-engine' is un"):
+        engines.get_descriptor("ghost")
+
+
+def test_fake_registry_names_both_packages_of_a_duplicate(fake_entry_points):
+    fake_entry_points(
+        _entry_point("pytorch", "infercmp.engines.pytorch:DESCRIPTOR", "infercmp"),
+        _entry_point("pytorch", "other.module:DESCRIPTOR", "other-package"),
+    )
+    with pytest.raises(InfercmpError, match="registered by two packages: 'infercmp'"):
+        engines.get_descriptor("pytorch")
+
+
+def test_fake_registry_rejects_a_descriptor_of_another_name(fake_entry_points):
+    fake_entry_points(_entry_point("torch", "infercmp.engines.pytorch:DESCRIPTOR", "x"))
+    with pytest.raises(InfercmpError, match="has name 'pytorch' but is registered as 'torch'"):
+        engines.get_descriptor("torch")
+
+
+def test_unknown_engine_suggests_by_substring():
+    with pytest.raises(InfercmpError, match=r"unknown engine 'onnx'; did you mean 'onnxruntime'"):
+        engines.get_descriptor("onnx")
+
+
+# --- descriptors ------------------------------------------------------------------------------
+
+
+def test_every_built_in_engine_is_registered_by_entry_point():
+    entries = engines.engine_entries()
+    for name in BUILT_IN:
+        assert entries[name].package == "infercmp"
+        assert isinstance(entries[name].load(), EngineDescriptor)
+
+
+def test_descriptors_import_no_runtime():
+    code = (
+        "import sys\n"
+        "from infercmp.engines import engine_entries\n"
+        "for entry in engine_entries().values(): entry.load()\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'tensorrt', 'tensorrt_rtx_bindings',"
+        " 'openvino') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_options_are_typed_and_strict():
+    pytorch = engines.get_descriptor("pytorch")
+    with pytest.raises(InfercmpError, match=r"option threads=1.5: Input should be a valid integ"):
+        pytorch.parse_options({"threads": 1.5})
+    with pytest.raises(InfercmpError, match=r"no option 'thread' \(known options: channels_la"):
+        pytorch.parse_options({"thread": 1})
+    with pytest.raises(InfercmpError, match="already replays CUDA graphs"):
+        pytorch.parse_options({"compile": "max-autotune", "cuda_graph": True})
+    assert pytorch.parse_options({"threads": 2}).threads == 2
+
+
+def test_option_devices_come_from_the_options_model():
+    ort = engines.get_descriptor("onnxruntime")
+    assert not ort.options.applies_to("enable_cuda_graph", "cpu")
+    assert ort.options.applies_to("enable_cuda_graph", "cuda")
+    assert ort.options.applies_to("intra_op_threads", "cpu")
+
+
+def test_refusals_come_from_descriptors():
+    machine = Machine(cuda_devices=0, cpu_flags=frozenset({"avx2"}))
+    assert "lack bf16 kernels" in engines.get_descriptor("onnxruntime").refusal(
+        "cpu", "bf16", machine
+    )
+    assert engines.get_descriptor("tensorrt").refusal("cpu", "fp32", machine) == (
+        "TensorRT runs on NVIDIA GPUs only"
+    )
+    assert "fp16 on CPU is not a deployment" in engines.get_descriptor("pytorch").refusal(
+        "cpu", "fp16", machine
+    )
+    openvino = engines.get_descriptor("openvino")
+    assert "avx512_bf16 or amx_bf16, which this CPU lacks" in openvino.refusal(
+        "cpu", "bf16", machine
+    )
+    assert openvino.refusal("cpu", "bf16", Machine(0, frozenset({"amx_bf16"}))) is None
+
+
+def test_no_engine_name_in_orchestrator_worker_or_cli():
+    """Adding an engine touches its own package and one entry point, nothing else."""
+    modules = [
+        SRC / "bench.py",
+        SRC / "worker.py",
+        SRC / "contract.py",
+        SRC / "timing.py",
+        *sorted((SRC / "cli").glob("*.py")),
+    ]
+    found = []
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in BUILT_IN:
+                found.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    assert found == []
+
+
+# --- OpenVINO, the fourth built-in engine ------------------------------------------------------
+
+requires_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None,
+    reason="openvino is not installed (pip install 'infercmp[openvino]')",
+)
+
+
+@requires_openvino
+def test_openvino_options_reach_the_compiled_model(tmp_path):
+    from infercmp.cache import ArtifactCache
+    from infercmp.engines import EngineSpec, engine_class
+    from infercmp.export import default_experiment, ensure_reference, export_onnx
+    from infercmp.parity import compare_outputs
+    from infercmp.plugins import get_plugin
+    from infercmp.worker import load_reference
+
+    plugin = get_plugin("tiny-cnn")
+    cache = ArtifactCache(tmp_path / "cache")
+    onnx = export_onnx(plugin, cache)
+    inputs, reference = load_reference(
+        ensure_reference(plugin, cache, default_experiment(plugin.config))
+    )
+    engine = engine_class("openvino")()
+    engine.load(
+        EngineSpec(
+            model="tiny-cnn",
+            device="cpu",
+            precision="fp32",
+            artifact=onnx.path,
+            input_names=tuple(plugin.config.input_names),
+            output_names=tuple(plugin.config.output_names),
+            options={"threads": 1, "streams": 1, "performance_hint": "throughput"},
+        )
+    )
+    engine.prepare(inputs)
+    engine.copy_in()
+    engine.compute()
+    outputs = [o.copy() for o in engine.copy_out()]
+    assert (engine.info["threads"], engine.info["streams"]) == (1, 1)
+    engine.release()
+    parity = compare_outputs(outputs, reference, plugin.config.output_names, 1e-4)
+    assert parity.ok, parity.failures()
+
+
+# --- a third-party engine, pip-installed for real ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def installed_engines(tmp_path_factory):
+    """The fixture engine packages pip-installed into a private --target directory."""
+    if importlib.util.find_spec("hatchling") is None:
+        pytest.skip("building the fixture engines needs hatchling (in infercmp's dev extra)")
+    root = tmp_path_factory.mktemp("engines")
+    sources = [shutil.copytree(FIXTURES / n, root / "src" / n) for n in ("reference", "broken")]
+    target = root / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--disable-pip-version-check", "--target", str(target), *map(str, sources)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return target
+
+
+def _env(target: Path, tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="200", INFERCMP_CACHE_DIR=str(tmp_path / "c"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
+    return env
+
+
+def _cli(target: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    code = "import sys; from infercmp.cli import main; sys.argv[0] = 'infercmp'; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=_env(target, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+
+
+def test_installed_engine_is_listed_and_a_broken_one_does_not_take_the_cli_down(
+    installed_engines, tmp_path
+):
+    result = _cli(installed_engines, tmp_path, "engines", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(BUILT_IN) <= set(rows)
+    assert rows["onnx-reference"]["available"] is True
+    assert rows["onnx-reference"]["package"] == "infercmp-fixture-engine"
+    assert rows["onnx-reference"]["options"][0]["name"] == "verbose"
+    assert rows["broken-engine"]["available"] is False
+    assert "this engine's runtime library is missing" in rows["broken-engine"]["reason"]
+    help_text = _cli(installed_engines, tmp_path, "bench", "--help").stdout
+    assert "onnx-reference" in help_text
+
+
+def test_installed_engine_runs_through_bench(installed_engines, tmp_path):
+    engines_asked = ["-e", "onnx-reference[verbose=0]", "-e", "onnxruntime"]
+    result = _cli(
+        installed_engines, tmp_path, "bench", "tiny-two-io", *engines_asked, "-d", "cpu",
+        "--iters", "20", "--warmup", "2", "-o", str(tmp_path / "runs"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = next((tmp_path / "runs").iterdir())
+    summary = {r["engine"]: r for r in json.loads((run / "summary.json").read_text())}
+    ours = summary["onnx-reference"]
+    assert (ours["status"], ours["iterations"], ours["parity"]["ok"]) == ("ok", 20, True)
+    assert ours["options"] == {"verbose": 0}
+    assert ours["variant"] == "verbose=0"
+    assert summary["onnxruntime"]["status"] == "ok"
+
+
+def test_installed_engine_passes_the_conformance_suite(installed_engines, tmp_path):
+    """The same parametrized suite every built-in engine passes, picked up from the registry."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(Path(__file__).parent / "test_engines.py"), "-k", "onnx-reference"],
+        env=_env(installed_engines, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+    # lifecycle x 3 models, stream, device-resident, invalid use, unknown option
+    assert "7 passed" in result.stdout, result.stdout[-500:]
