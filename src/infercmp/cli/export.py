@@ -7,7 +7,7 @@ from datetime import datetime
 
 import typer
 
-from infercmp.cli.common import console
+from infercmp.cli.common import command_group, console
 
 _CACHE_DIR_HELP = "Artifact cache directory (default: $INFERCMP_CACHE_DIR or .infercmp/cache)."
 
@@ -132,7 +132,7 @@ def build(
     )
 
 
-cache_app = typer.Typer(help="List or clear the artifact cache.", no_args_is_help=True)
+cache_app = command_group(help="List or clear the artifact cache.")
 
 
 def _size(n: int) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from infercmp.cli.common import console
+from infercmp.cli.common import command_group, console
 from infercmp.errors import InfercmpError
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     console.print(table)
 
 
-config_app = typer.Typer(help="Show or validate model configs.", no_args_is_help=True)
+config_app = command_group(help="Show or validate model configs.")
 
 
 @config_app.command("show")
