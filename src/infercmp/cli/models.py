@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from infercmp.cli.common import command_group, console
+from infercmp.cli.common import command_group, console, err_console
 from infercmp.errors import InfercmpError
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         else:
             row["error"] = entry.error
         rows.append(row)
+        if entry.slow_import_warning:
+            err_console.print(f"warning: {entry.slow_import_warning}", markup=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
