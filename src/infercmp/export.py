@@ -530,6 +530,7 @@ def _verify_onnx(
     example: list[np.ndarray],
     rtol: float,
     atol: float | None,
+    exporter: str,
 ) -> tuple[list[OutputParity], dict[str, np.ndarray], dict[str, list[list[int]]]]:
     """Run the ONNX model in ONNX Runtime (CPU) at the example and profile shapes vs PyTorch."""
     config = plugin.config
@@ -546,16 +547,21 @@ def _verify_onnx(
             got = session.run(config.output_names, feeds)
         except Exception as exc:
             shapes = ", ".join(f"{n}={list(a.shape)}" for n, a in feeds.items())
+            # ONNX Runtime's own words first; then what we can tell of the cause. Which other
+            # exporter to try is export_onnx's to say: it knows which ones were tried.
             static = _static_dims_where_dynamic(path, config)
-            why = (
-                f"; the graph fixes {', '.join(static)} although the config marks it dynamic"
-                if static
-                else "; a dynamic axis was probably baked into the graph as a constant (the "
-                "TorchScript exporter does this to sequence axes; try --exporter dynamo)"
-            )
+            if static:
+                why = f"; the graph fixes {', '.join(static)} although the config marks it dynamic"
+            elif exporter == "torchscript":
+                why = (
+                    "; the TorchScript exporter probably baked a dynamic axis into the graph "
+                    "as a constant (it does this to sequence axes)"
+                )
+            else:
+                why = ""
             raise InfercmpError(
-                f"ONNX Runtime cannot run the export at the {label} shape ({shapes}){why}: "
-                f"{_first_line(exc)}"
+                f"ONNX Runtime cannot run the {exporter} export at the {label} shape "
+                f"({shapes}): {_first_line(exc)}{why}"
             ) from exc
         _check_outputs_against_config(config, got, label)
         ref = run_pytorch(plugin, module, inputs)
@@ -674,7 +680,9 @@ def _export_one(
                 raise InfercmpError(f"the {exporter} exporter failed: {_first_line(exc)}") from exc
             actual_opset = _finish_onnx(path, config)
             progress("checking dynamic axes and parity in ONNX Runtime (CPU)")
-            parity, arrays, checked = _verify_onnx(plugin, module, path, example, rtol, atol)
+            parity, arrays, checked = _verify_onnx(
+                plugin, module, path, example, rtol, atol, exporter
+            )
             failed = [p for p in parity if not p.passed]
             if failed:
                 raise InfercmpError(_parity_error(config.name, exporter, failed, rtol, atol))
@@ -772,8 +780,10 @@ def export_onnx(
             continue
         cache.set_alias("onnx", alias, entry.key)
         return artifact(entry, cached)
+    untried = [e for e in EXPORTERS if e not in candidates]
     if len(failures) == 1:
-        raise InfercmpError(f"model '{config.name}': {failures[0][1]}")
+        hint = f"; try --exporter {untried[0]}" if untried else ""
+        raise InfercmpError(f"model '{config.name}': {failures[0][1]}{hint}")
     raise InfercmpError(
         f"model '{config.name}': no exporter produced a working ONNX model:\n"
         + "\n".join(f"  {name}: {message}" for name, message in failures)
