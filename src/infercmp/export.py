@@ -34,6 +34,7 @@ import numpy as np
 from infercmp.cache import ArtifactCache, CacheEntry, content_key, file_sha256
 from infercmp.config import DYNAMIC, ModelConfig
 from infercmp.errors import InfercmpError
+from infercmp.module_outputs import flatten_outputs
 from infercmp.plugins import ModelPlugin, check_runtime_inputs
 from infercmp.shapes import Experiment, default_experiment
 
@@ -337,28 +338,7 @@ def run_pytorch(plugin: ModelPlugin, module, inputs: Sequence[np.ndarray]) -> li
     config = plugin.config
     with torch.inference_mode():
         result = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
-    if isinstance(result, torch.Tensor):
-        outputs = [result]
-    elif isinstance(result, dict):
-        missing = [n for n in config.output_names if n not in result]
-        if missing:
-            raise InfercmpError(
-                f"model '{config.name}': the module returned a dict without output(s) "
-                f"{', '.join(missing)}"
-            )
-        outputs = [result[n] for n in config.output_names]
-    elif isinstance(result, list | tuple):
-        outputs = list(result)
-    else:
-        raise InfercmpError(
-            f"model '{config.name}': the module returned {type(result).__name__}; expected a "
-            "tensor, a tuple of tensors or a dict"
-        )
-    if len(outputs) != len(config.outputs):
-        raise InfercmpError(
-            f"model '{config.name}': the module returned {len(outputs)} output(s) but the "
-            f"config declares {len(config.outputs)} ({', '.join(config.output_names)})"
-        )
+    outputs = flatten_outputs(result, config.output_names, config.name)
     return [o.detach().cpu().numpy() for o in outputs]
 
 
@@ -605,6 +585,27 @@ def _captured(log: io.StringIO):
                     log.write(f"warning: {w.category.__name__}: {w.message}\n")
 
 
+def _in_config_order(module, config: ModelConfig):
+    """`module`, returning a tuple in config order: the order the graph's outputs are named in.
+
+    An exporter flattens a returned dict in insertion order, which need not be the config's.
+    """
+    import torch
+
+    class InConfigOrder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args):
+            result = self.module(*args)
+            return tuple(flatten_outputs(result, config.output_names, config.name))
+
+    # torch.export matches dynamic_shapes to forward's parameters: show it the module's own.
+    InConfigOrder.forward.__signature__ = inspect.signature(type(module).forward)  # type: ignore[attr-defined]
+    return InConfigOrder().eval()
+
+
 def _run_exporter(
     exporter: str, module, example: list[np.ndarray], config: ModelConfig, opset, path: Path, log
 ):
@@ -612,6 +613,7 @@ def _run_exporter(
 
     import torch
 
+    module = _in_config_order(module, config)
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example)
     param_bytes = sum(p.numel() * p.element_size() for p in module.state_dict().values())
     kwargs: dict[str, Any] = dict(
