@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infercmp.cache import ArtifactCache, CacheEntry, content_key, file_sha256
+from infercmp.cache import ArtifactCache, CacheEntry, CacheUnwritable, content_key, file_sha256
 from infercmp.config import DYNAMIC, ModelConfig
 from infercmp.errors import InfercmpError
 from infercmp.module_outputs import flatten_outputs
@@ -772,6 +772,8 @@ def export_onnx(
             entry, cached = _export_one(
                 plugin, cache, candidate, module, identity, example, opset, rtol, atol, progress
             )
+        except CacheUnwritable:
+            raise  # the other exporter would meet the same disk
         except InfercmpError as exc:
             failures.append((candidate, str(exc)))
             if candidate != candidates[-1]:
