@@ -43,6 +43,9 @@ def test_help_shows_every_bracketed_example_and_flags_as_flags(path, command):
                 f"{flag} is not shown as a plain flag:\n{result.output}"
             )
     assert "<bool>" not in result.output
+    for name, sub in getattr(command, "commands", {}).items():
+        summary = " ".join((sub.help or "").split("\n\n")[0].split())
+        assert _squeezed(f"{name}{summary}") in shown, f"{name}'s summary is cut:\n{result.output}"
 
 
 def test_the_engine_example_survives_in_bench_help():

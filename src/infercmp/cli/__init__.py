@@ -11,11 +11,10 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
 
 from infercmp import __version__
 from infercmp.cli import bench, export, models, report
-from infercmp.cli.common import command_group, err_console, state
+from infercmp.cli.common import HelpGroup, command_group, err_console, state
 from infercmp.errors import InfercmpError
 
 
@@ -55,7 +54,7 @@ def report_usage_error(exc: Any) -> None:
     _print_error(message + hint)
 
 
-class _InfercmpGroup(TyperGroup):
+class _InfercmpGroup(HelpGroup):
     """Turns an InfercmpError into one clear line and its exit code, unless --debug.
 
     Handling it here rather than only in `main()` gives `typer.testing.CliRunner` the same

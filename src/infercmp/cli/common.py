@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -22,6 +23,23 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+class HelpGroup(TyperGroup):
+    """A group whose --help lists each command with its first sentence whole.
+
+    Click cuts that sentence at about 45 characters and adds '...'.
+    """
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 def command_group(**settings: Any) -> typer.Typer:
     """A Typer app (the root or a subgroup) whose --help shows every text exactly as written.
 
@@ -30,6 +48,7 @@ def command_group(**settings: Any) -> typer.Typer:
     flags as `--flag <bool>`. Click's plain formatter prints the text verbatim and flags as
     flags, so every group is made here, with it.
     """
+    settings.setdefault("cls", HelpGroup)
     return typer.Typer(rich_markup_mode=None, no_args_is_help=True, **settings)
 
 
