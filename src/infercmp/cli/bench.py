@@ -81,26 +81,13 @@ def _parity(result) -> str:
 def summary_table(results) -> tuple[Table, list[str]]:
     """The end-of-run table, and the notes (errors, skip reasons, warnings) it refers to.
 
-    Every column is kept; `print_summary` stacks the rows when the table is too wide.
+    Every column is kept: `print_summary` stacks the rows when the table does not fit.
     """
     from rich import box
     from rich.table import Table
 
     notes: list[str] = []
-    table = Table(
-        title="infercmp bench",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        padding=(0, 0),
-    )
-    columns = ["engine", "dev", "prec", "shape", "status", "p50 ms", "±CI%", "p99 ms"]
-    columns += ["items/s", "RSS MiB", "VRAM MiB", "parity", "note"]
-    if not any(r.peak_vram_bytes for r in results):
-        columns.remove("VRAM MiB")
-    for name in columns:
-        text = name in ("engine", "dev", "prec", "shape", "status")
-        table.add_column(name, justify="left" if text else "right", no_wrap=True)
+    rows = []
     for r in results:
         lat = r.latency or {}
         note = _note(r)
@@ -108,21 +95,37 @@ def summary_table(results) -> tuple[Table, list[str]]:
             notes.append(note)
         style = {"ok": "green", "skipped": "yellow"}.get(r.status, "red")
         half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2 / lat["p50_ms"] * 100 if lat else None
-        row = {
-            "engine": escape(f"{r.engine}[{r.variant}]" if r.variant else r.engine),
-            "dev": r.device,
-            "prec": r.precision,
-            "shape": r.shape_label,
-            "status": f"[{style}]{r.status}[/]",
-            "p50 ms": _ms(lat.get("p50_ms")),
-            "±CI%": f"{half:.1f}" if half is not None else "-",
-            "p99 ms": _ms(lat.get("p99_ms")),
-            "items/s": f"{lat['throughput_per_s']:,.0f}" if lat else "-",
-            "RSS MiB": _mib(r.peak_rss_bytes),
-            "VRAM MiB": _mib(r.peak_vram_bytes),
-            "parity": _parity(r),
-            "note": escape(f"[{notes.index(note) + 1}]") if note else "",
-        }
+        rows.append(
+            {
+                "engine": escape(f"{r.engine}[{r.variant}]" if r.variant else r.engine),
+                "dev": r.device,
+                "prec": r.precision,
+                "shape": r.shape_label,
+                "status": f"[{style}]{r.status}[/]",
+                "p50 ms": _ms(lat.get("p50_ms")),
+                "±CI%": f"{half:.1f}" if half is not None else "-",
+                "p99 ms": _ms(lat.get("p99_ms")),
+                "items/s": f"{lat['throughput_per_s']:,.0f}" if lat else "-",
+                "RSS MiB": _mib(r.peak_rss_bytes),
+                "VRAM MiB": _mib(r.peak_vram_bytes),
+                "parity": _parity(r),
+                "note": escape(f"[{notes.index(note) + 1}]") if note else "",
+            }
+        )
+    columns = list(rows[0]) if rows else []
+    if not any(r.peak_vram_bytes for r in results):
+        columns.remove("VRAM MiB") if columns else None
+    table = Table(
+        title="infercmp bench",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0),
+    )
+    for name in columns:
+        text = name in ("engine", "dev", "prec", "shape", "status")
+        table.add_column(name, justify="left" if text else "right", no_wrap=True)
+    for row in rows:
         table.add_row(*(row[c] for c in columns))
     return table, notes
 
