@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from infercmp.cache import ArtifactCache, content_key, resolve_cache_dir
+from infercmp.cache import (
+    KINDS,
+    MANIFEST,
+    ArtifactCache,
+    CacheUnwritable,
+    content_key,
+    resolve_cache_dir,
+)
 from infercmp.errors import InfercmpError
 
 
-def _put(cache: ArtifactCache, key: str, payload: bytes, kind: str = "onnx", **meta):
+def _put(cache: ArtifactCache, key: str, payload: bytes, kind: str = "blob", **meta):
+    """An entry of a kind infercmp does not define, so it needs no particular files or meta."""
     with cache.staging() as staged:
         (staged / "model.onnx").write_bytes(payload)
         return cache.store(kind, key, staged, meta)
@@ -33,12 +47,12 @@ def test_content_key_ignores_dict_order():
 def test_store_then_lookup_returns_the_files_and_meta(tmp_path):
     cache = ArtifactCache(tmp_path)
     stored = _put(cache, "k1", b"onnx bytes", model="tiny")
-    found = cache.lookup("onnx", "k1")
+    found = cache.lookup("blob", "k1")
     assert found is not None
     assert found.file("model.onnx").read_bytes() == b"onnx bytes"
     assert found.meta == {"model": "tiny"} == stored.meta
     assert found.files["model.onnx"]["size"] == len(b"onnx bytes")
-    assert cache.lookup("onnx", "other") is None
+    assert cache.lookup("blob", "other") is None
     assert not list((tmp_path / "staging").iterdir())  # nothing left behind
 
 
@@ -55,7 +69,7 @@ def test_a_damaged_entry_is_dropped_so_it_is_rebuilt(tmp_path, damage):
     cache = ArtifactCache(tmp_path)
     entry = _put(cache, "k1", b"0123456789" * 100)
     damage(entry.file("model.onnx"))
-    assert cache.lookup("onnx", "k1") is None
+    assert cache.lookup("blob", "k1") is None
     assert not entry.path.exists()
     assert _put(cache, "k1", b"fresh").file("model.onnx").read_bytes() == b"fresh"
 
@@ -65,7 +79,7 @@ def test_a_failed_write_leaves_no_entry(tmp_path):
     with pytest.raises(RuntimeError), cache.staging() as staged:
         (staged / "model.onnx").write_bytes(b"half")
         raise RuntimeError("exporter crashed")
-    assert cache.lookup("onnx", "k1") is None
+    assert cache.lookup("blob", "k1") is None
     assert not list((tmp_path / "staging").iterdir())
 
 
@@ -78,36 +92,36 @@ def test_the_first_commit_of_a_key_wins(tmp_path):
 def test_aliases_point_at_content_keys(tmp_path):
     cache = ArtifactCache(tmp_path)
     _put(cache, "content", b"x")
-    assert cache.lookup_alias("onnx", "fast") is None
-    cache.set_alias("onnx", "fast", "content")
-    assert cache.resolve_alias("onnx", "fast") == "content"
-    assert cache.lookup_alias("onnx", "fast").key == "content"
+    assert cache.lookup_alias("blob", "fast") is None
+    cache.set_alias("blob", "fast", "content")
+    assert cache.resolve_alias("blob", "fast") == "content"
+    assert cache.lookup_alias("blob", "fast").key == "content"
 
 
 def test_names_cannot_escape_the_cache(tmp_path):
     cache = ArtifactCache(tmp_path)
     with pytest.raises(InfercmpError, match="invalid cache name"):
-        cache.lookup("onnx", "../../etc")
+        cache.lookup("blob", "../../etc")
 
 
 def test_entries_and_clear(tmp_path):
     cache = ArtifactCache(tmp_path)
     _put(cache, "a", b"1")
-    _put(cache, "b", b"22", kind="plan")
-    cache.set_alias("onnx", "fast", "a")
-    assert sorted((e.kind, e.key) for e in cache.entries()) == [("onnx", "a"), ("plan", "b")]
-    assert cache.clear("plan") == 1
+    _put(cache, "b", b"22", kind="other")
+    cache.set_alias("blob", "fast", "a")
+    assert sorted((e.kind, e.key) for e in cache.entries()) == [("blob", "a"), ("other", "b")]
+    assert cache.clear("other") == 1
     assert [e.key for e in cache.entries()] == ["a"]
     assert cache.clear() == 1
     assert cache.entries() == []
-    assert cache.resolve_alias("onnx", "fast") is None
+    assert cache.resolve_alias("blob", "fast") is None
 
 
 def _racer(root: str, index: int) -> None:
     cache = ArtifactCache(Path(root))
     payload = str(index).encode() * 200_000
-    with cache.lock("onnx", "shared"):
-        if cache.lookup("onnx", "shared") is None:
+    with cache.lock("blob", "shared"):
+        if cache.lookup("blob", "shared") is None:
             _put(cache, "shared", payload)
     _put(cache, "unlocked", payload)  # even without the lock an entry is whole
 
@@ -122,8 +136,209 @@ def test_concurrent_writers_leave_one_intact_entry(tmp_path):
         assert p.exitcode == 0
     cache = ArtifactCache(tmp_path)
     for key in ("shared", "unlocked"):
-        entry = cache.lookup("onnx", key)
+        entry = cache.lookup("blob", key)
         assert entry is not None
         data = entry.file("model.onnx").read_bytes()
         assert len(data) == 200_000 and len(set(data)) == 1
     assert not list((tmp_path / "staging").iterdir())
+
+
+# --- a manifest is not trusted (issue 18, item 7) -------------------------------------------
+
+ONNX_META = {"exporter": "dynamo", "opset": 20, "checked_shapes": {"example": [[1, 3, 8, 8]]}}
+
+
+def _put_onnx(cache: ArtifactCache, key: str = "k1"):
+    """An entry of kind onnx with the files and metadata export.py writes."""
+    with cache.staging() as staged:
+        for name in KINDS["onnx"].files:
+            (staged / name).write_bytes(name.encode() * 10)
+        return cache.store("onnx", key, staged, dict(ONNX_META, model="m"))
+
+
+def _edit_manifest(entry, change) -> None:
+    path = entry.path / MANIFEST
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(change(data)))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: [],
+        lambda m: "entry",
+        lambda m: {**m, "files": {**m["files"], "model.onnx": "abc"}},  # a file entry a string
+        lambda m: {**m, "files": {**m["files"], "model.onnx": {"size": "10"}}},
+        lambda m: {**m, "meta": {}},
+        lambda m: {**m, "meta": {**m["meta"], "opset": "20"}},
+        lambda m: {**m, "meta": []},
+        lambda m: {**m, "files": {}},  # would make an unverified model.onnx be used
+        lambda m: {**m, "files": {k: v for k, v in m["files"].items() if k != "parity.npz"}},
+        lambda m: {**m, "format": 2},
+        lambda m: {**m, "key": "k2"},
+        lambda m: {**m, "created": "yesterday"},
+        lambda m: {k: v for k, v in m.items() if k != "created"},
+    ],
+    ids=[
+        "list",
+        "string",
+        "file entry a string",
+        "file size a string",
+        "meta empty",
+        "meta opset a string",
+        "meta a list",
+        "files empty",
+        "a needed file unlisted",
+        "format",
+        "key",
+        "created a string",
+        "created missing",
+    ],
+)
+def test_a_hand_edited_manifest_drops_the_entry_for_a_rebuild(tmp_path, change):
+    cache = ArtifactCache(tmp_path)
+    entry = _put_onnx(cache)
+    _edit_manifest(entry, change)
+    assert cache.entries() == []  # listing skips it without a traceback
+    assert cache.lookup("onnx", "k1") is None
+    assert not entry.path.exists()
+    assert _put_onnx(cache).file("model.onnx").is_file()  # and it is rebuilt
+
+
+def test_a_file_in_the_entry_that_the_manifest_does_not_list_drops_it(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    entry = _put_onnx(cache)
+    (entry.path / "model.onnx.data").write_bytes(b"weights nobody checksummed")
+    assert cache.lookup("onnx", "k1") is None
+
+
+def test_the_files_each_kind_needs_are_the_ones_export_and_build_write():
+    from infercmp import build, export
+
+    assert KINDS["onnx"].files == (export.ONNX_FILE, export.PARITY_FILE, export.LOG_FILE)
+    assert KINDS["onnx-precision"].files == (export.ONNX_FILE,)
+    assert KINDS["plan"].files == (build.PLAN_FILE, build.LOG_FILE)
+    assert KINDS["reference"].files == (export.REFERENCE_FILE,)
+
+
+def test_storing_an_entry_without_a_file_its_kind_needs_is_a_bug_caught_at_once(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(ValueError, match="cache entry onnx/k1 lacks parity.npz, export.log"):
+        with cache.staging() as staged:
+            (staged / "model.onnx").write_bytes(b"x")
+            cache.store("onnx", "k1", staged, ONNX_META)
+
+
+# --- a cache that cannot be written -----------------------------------------------------------
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from infercmp.cli import app
+
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("")
+    message = (
+        f"error: the artifact cache {not_a_dir} is a file, not a directory; give --cache-dir "
+        "(or INFERCMP_CACHE_DIR) a directory"
+    )
+    runner = CliRunner(env={"NO_COLOR": "1"})
+    for args in (["cache", "ls"], ["export", "tiny-cnn"], ["bench", "tiny-cnn", "-d", "cpu"]):
+        result = runner.invoke(app, [*args, "--cache-dir", str(not_a_dir)])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [message]
+
+
+def test_a_full_disk_while_caching_is_one_line(tmp_path):
+    """A real EFBIG from the kernel: the writer runs under RLIMIT_FSIZE of 4 KiB."""
+    code = textwrap.dedent(
+        f"""
+        import resource, signal
+        from pathlib import Path
+        from infercmp.cache import ArtifactCache
+        from infercmp.cli import report_error
+        from infercmp.errors import InfercmpError
+
+        cache = ArtifactCache(Path({str(tmp_path / "cache")!r}))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        try:
+            with cache.staging() as staged:
+                (staged / "model.onnx").write_bytes(b"x" * 10_000)
+        except InfercmpError as exc:
+            report_error(exc)
+            raise SystemExit(exc.exit_code)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    (line,) = result.stderr.splitlines()
+    assert result.returncode == 1
+    assert line.startswith(f"error: cannot write the artifact cache at {tmp_path / 'cache'}: ")
+    assert "File too large" in line and line.endswith(
+        "; free space, make it writable, or choose another with --cache-dir"
+    )
+    assert not list((tmp_path / "cache" / "staging").iterdir())
+
+
+def test_a_read_only_cache_that_needs_a_rebuild_is_one_line_with_a_fake_read_only_open(
+    tmp_path, monkeypatch
+):
+    import infercmp.cache
+    from infercmp.export import export_onnx
+    from infercmp.plugins import get_plugin
+
+    cache = ArtifactCache(tmp_path)
+    (tmp_path / "locks").mkdir()
+
+    def read_only_open(path, mode="r", *args, **kwargs):
+        if mode == "rb":  # reading (checksums) works on a read-only file system
+            return open(path, mode, *args, **kwargs)
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(infercmp.cache, "open", read_only_open, raising=False)
+    with pytest.raises(CacheUnwritable) as info:
+        export_onnx(get_plugin("tiny-cnn"), cache)
+    assert str(info.value).startswith(
+        f"cannot write the artifact cache at {tmp_path}: Read-only file system ({tmp_path}/locks/"
+    )
+    assert info.value.exit_code == 1
+
+
+# --- staging left by a killed writer ---------------------------------------------------------
+
+DEAD_PID = 2**30  # above Linux's pid_max (2^22): no process has it
+
+
+def test_stale_staging_dirs_are_removed_by_the_next_writer_and_by_clear(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    dead = [
+        staging / f"stage-{DEAD_PID}-abc",
+        staging / f"commit-{DEAD_PID}-x",
+        staging / "stage-x",
+    ]
+    live = staging / f"stage-{os.getpid()}-other-export"
+    for path in (*dead, live):
+        path.mkdir()
+        (path / "model.onnx").write_bytes(b"half")
+    _put(cache, "k", b"x")
+    assert sorted(staging.iterdir()) == [live]
+    dead[0].mkdir()
+    assert cache.clear() == 1
+    assert sorted(staging.iterdir()) == [live]  # another process's export is left alone
+
+
+def test_cache_clear_on_the_cli_removes_a_killed_exports_staging(tmp_path):
+    from typer.testing import CliRunner
+
+    from infercmp.cli import app
+
+    stale = tmp_path / "staging" / f"stage-{DEAD_PID}-killed"
+    stale.mkdir(parents=True)
+    result = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert not stale.exists()

@@ -346,3 +346,19 @@ def test_without_torch_config_validate_works():
 def test_the_block_really_blocks_torch():
     result = run(code=BLOCK_TORCH + "import torch")
     assert result.returncode == 1 and "No module named 'torch'" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_out_dir_that_cannot_be_made_is_bad_input_exit_2(runner, tmp_path, where):
+    """Bad input is exit 2 (docs/reliability.md); a disk failing mid-run is exit 1."""
+    blocker = tmp_path / "taken"
+    blocker.write_text("")
+    out = blocker if where == "a file" else blocker / "runs"
+    result = invoke(
+        runner, "bench", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "--iters", "5",
+        "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot create the results directory {out}: ")
+    assert blocker.read_text() == ""

@@ -132,10 +132,55 @@ def test_force_exports_again(tmp_path):
     assert not forced.cached and forced.path.is_file()
 
 
-def test_torchscript_bakes_the_sequence_axis_and_the_runtime_check_catches_it(tmp_path):
-    plugin = get_plugin("tiny-encoder")
-    with pytest.raises(InfercmpError, match=r"cannot run the export at the min shape"):
-        export_onnx(plugin, ArtifactCache(tmp_path), exporter="torchscript")
+def test_torchscript_bakes_the_sequence_axis_and_the_runtime_check_names_cause_then_dynamo(
+    tmp_path,
+):
+    with pytest.raises(InfercmpError) as info:
+        export_onnx(get_plugin("tiny-encoder"), ArtifactCache(tmp_path), exporter="torchscript")
+    message = str(info.value)
+    assert message.startswith(
+        "model 'tiny-encoder': ONNX Runtime cannot run the torchscript export at the min shape"
+    )
+    assert message.endswith(
+        "; the TorchScript exporter probably baked a dynamic axis into the graph as a constant "
+        "(it does this to sequence axes); try --exporter dynamo"
+    )
+
+
+class _FailingSession:
+    """Stands in for ONNX Runtime: every run fails as a model with a bad graph would."""
+
+    def run(self, names, feeds):
+        raise RuntimeError("Got invalid dimensions for input: image")
+
+
+def test_a_dynamo_failure_never_suggests_dynamo_with_a_fake_onnxruntime_session(
+    tmp_path, monkeypatch
+):
+    """Issue 14: 'try --exporter dynamo' was printed when dynamo was the exporter that failed."""
+    import infercmp.export
+
+    monkeypatch.setattr(infercmp.export, "_ort_session", lambda path: _FailingSession())
+    plugin = get_plugin("tiny-cnn")
+    with pytest.raises(InfercmpError) as info:
+        export_onnx(plugin, ArtifactCache(tmp_path / "dynamo"), exporter="dynamo")
+    assert str(info.value) == (
+        "model 'tiny-cnn': ONNX Runtime cannot run the dynamo export at the example shape "
+        "(image=[1, 3, 32, 32]): RuntimeError: Got invalid dimensions for input: image; "
+        "try --exporter torchscript"
+    )
+    with pytest.raises(InfercmpError) as info:
+        export_onnx(plugin, ArtifactCache(tmp_path / "auto"), exporter="auto")
+    assert "try --exporter" not in str(info.value)  # both were tried
+    assert str(info.value).splitlines() == [
+        "model 'tiny-cnn': no exporter produced a working ONNX model:",
+        "  dynamo: ONNX Runtime cannot run the dynamo export at the example shape "
+        "(image=[1, 3, 32, 32]): RuntimeError: Got invalid dimensions for input: image",
+        "  torchscript: ONNX Runtime cannot run the torchscript export at the example shape "
+        "(image=[1, 3, 32, 32]): RuntimeError: Got invalid dimensions for input: image; "
+        "the TorchScript exporter probably baked a dynamic axis into the graph as a constant "
+        "(it does this to sequence axes)",
+    ]
 
 
 def test_unknown_exporter_is_a_clear_error(tmp_path):

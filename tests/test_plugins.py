@@ -198,6 +198,65 @@ def test_unknown_model_suggests_closest_names(entry_points):
     )
 
 
+def test_unknown_model_suggests_names_containing_it(entry_points):
+    """Issue 14: 'gru' got no suggestion although 'newcomer-gru' was installed."""
+    entry_points(fake("newcomer-gru", Mixed), fake("other", Other), fake("gru-large", Mixed))
+    with pytest.raises(InfercmpError) as info:
+        get_plugin("gru")
+    assert str(info.value) == (
+        "unknown model 'gru'; did you mean 'gru-large', 'newcomer-gru'? (installed models: "
+        "gru-large, newcomer-gru, other; see 'infercmp models')"
+    )
+
+
+def test_a_plugin_importing_torch_at_module_level_is_named_with_a_fake_torch(
+    entry_points, monkeypatch
+):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+
+    class ImportsTorch(FakeEntryPoint):
+        def load(self):
+            sys.modules["torch"] = type(sys)("torch")  # what `import torch` at the top does
+            return Mixed
+
+    entry_points(
+        ImportsTorch("mixed", "heavy_module:Mixed", SimpleNamespace(name="heavy-dist")),
+        fake("other", Other),
+    )
+    entries = discover()
+    assert entries["mixed"].load() is not None and entries["other"].load() is not None
+    assert entries["mixed"].slow_import_warning == (
+        "plugin 'mixed' (package 'heavy-dist') imports torch when it is imported, which slows "
+        "every 'infercmp models'; import it inside load_pytorch_module() (see docs/plugins.md)"
+    )
+    assert entries["other"].slow_import_warning is None
+
+
+def test_infercmp_models_warns_about_a_real_plugin_importing_torch(tmp_path):
+    package = tmp_path / "heavy_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import torch  # what docs/plugins.md says not to do\n"
+        "from infercmp.config import parse_config\n"
+        "from infercmp.models.tiny_cnn import TinyCNN\n\n"
+        "class Heavy(TinyCNN):\n    name = 'heavy'\n"
+        "    def load_config(self):\n"
+        "        return parse_config({**TinyCNN().config.model_dump(), 'name': 'heavy'}, 'x')\n"
+    )
+    dist = tmp_path / "heavy_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: heavy-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nheavy = heavy_plugin:Heavy\n")
+    result = run_cli(tmp_path, "models", "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "warning: plugin 'heavy' (package 'heavy-plugin') imports torch when it is imported, "
+        "which slows every 'infercmp models'; import it inside load_pytorch_module() (see "
+        "docs/plugins.md)"
+    ]
+    assert {row["name"]: row["available"] for row in json.loads(result.stdout)}["heavy"]
+
+
 def test_unknown_model_with_nothing_close(entry_points):
     entry_points(fake("mixed", Mixed))
     with pytest.raises(InfercmpError) as info:

@@ -12,8 +12,8 @@ from infercmp.shapes import Experiment, default_experiment, parse_shape
 
 MODELS = Path(__file__).resolve().parents[1] / "src" / "infercmp" / "models"
 FORMS = (
-    "use '224,224,3' for one input, '8,128;8,128' or 'input_ids=8,128;attention_mask=8,128' "
-    'for several, or the original "[(224,224,3)]" form'
+    "use '224,224,3' or '224x224x3' for one input, '8,128;8,128' or "
+    "'input_ids=8,128;attention_mask=8,128' for several, or the original \"[(224,224,3)]\" form"
 )
 
 
@@ -46,6 +46,8 @@ def error(spec, config) -> str:
         "[(224,224,3)]",
         "[(224, 224, 3)]",
         "[224,224,3]",
+        "224x224x3",  # how infercmp prints a shape
+        " 224 x 224 X 3 ",
     ],
 )
 def test_single_input_forms(image, spec):
@@ -61,6 +63,9 @@ def test_single_input_forms(image, spec):
         " input_ids = 8,128 ; attention_mask = 8,128 ",
         "[(8,128),(8,128)]",
         "[[8,128],[8,128]]",
+        "8x128;8x128",
+        "8x128_8x128",  # the run label infercmp prints
+        "input_ids=8x128;attention_mask=8x128",
     ],
 )
 def test_several_input_forms(encoder, spec):
@@ -94,6 +99,9 @@ def test_default_experiment_is_the_config_example(image, encoder):
         ("224,22a,3", f"--shape '224,22a,3': '22a' is not an integer; {FORMS}"),
         ("224,2.5,3", f"--shape '224,2.5,3': '2.5' is not an integer; {FORMS}"),
         ("224,0,3", "--shape '224,0,3': dimension 0 must be positive"),
+        ("32,,32,3", f"--shape '32,,32,3': '32,,32,3' has an empty dimension; {FORMS}"),
+        ("32,32,3,", f"--shape '32,32,3,': '32,32,3,' has an empty dimension; {FORMS}"),
+        ("32xx32x3", f"--shape '32xx32x3': '32xx32x3' has an empty dimension; {FORMS}"),
         ("224,-1,3", "--shape '224,-1,3': dimension -1 must be positive"),
         ("[(224,0,3)]", "--shape '[(224,0,3)]': dimension 0 must be positive"),
         ("", f"--shape is empty; {FORMS}"),
@@ -162,9 +170,10 @@ def test_single_input_mistakes(image, spec, message):
         ),
         (
             "input_ids=8,x;attention_mask=8,128",
-            f"--shape 'input_ids=8,x;attention_mask=8,128': 'x' is not an integer; {FORMS}",
+            f"--shape 'input_ids=8,x;attention_mask=8,128': '8,x' has an empty dimension; {FORMS}",
         ),
         ("8,128;", f"--shape '8,128;': empty shape; {FORMS}"),
+        ("8,128;;8,128", f"--shape '8,128;;8,128': empty shape; {FORMS}"),
     ],
 )
 def test_several_input_mistakes(encoder, spec, message):

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infercmp.cache import ArtifactCache, CacheEntry, content_key, file_sha256
+from infercmp.cache import ArtifactCache, CacheEntry, CacheUnwritable, content_key, file_sha256
 from infercmp.config import DYNAMIC, ModelConfig
 from infercmp.errors import InfercmpError
+from infercmp.module_outputs import flatten_outputs
 from infercmp.plugins import ModelPlugin, check_runtime_inputs
 from infercmp.shapes import Experiment, default_experiment
 
@@ -337,28 +338,7 @@ def run_pytorch(plugin: ModelPlugin, module, inputs: Sequence[np.ndarray]) -> li
     config = plugin.config
     with torch.inference_mode():
         result = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
-    if isinstance(result, torch.Tensor):
-        outputs = [result]
-    elif isinstance(result, dict):
-        missing = [n for n in config.output_names if n not in result]
-        if missing:
-            raise InfercmpError(
-                f"model '{config.name}': the module returned a dict without output(s) "
-                f"{', '.join(missing)}"
-            )
-        outputs = [result[n] for n in config.output_names]
-    elif isinstance(result, list | tuple):
-        outputs = list(result)
-    else:
-        raise InfercmpError(
-            f"model '{config.name}': the module returned {type(result).__name__}; expected a "
-            "tensor, a tuple of tensors or a dict"
-        )
-    if len(outputs) != len(config.outputs):
-        raise InfercmpError(
-            f"model '{config.name}': the module returned {len(outputs)} output(s) but the "
-            f"config declares {len(config.outputs)} ({', '.join(config.output_names)})"
-        )
+    outputs = flatten_outputs(result, config.output_names, config.name)
     return [o.detach().cpu().numpy() for o in outputs]
 
 
@@ -530,6 +510,7 @@ def _verify_onnx(
     example: list[np.ndarray],
     rtol: float,
     atol: float | None,
+    exporter: str,
 ) -> tuple[list[OutputParity], dict[str, np.ndarray], dict[str, list[list[int]]]]:
     """Run the ONNX model in ONNX Runtime (CPU) at the example and profile shapes vs PyTorch."""
     config = plugin.config
@@ -546,16 +527,21 @@ def _verify_onnx(
             got = session.run(config.output_names, feeds)
         except Exception as exc:
             shapes = ", ".join(f"{n}={list(a.shape)}" for n, a in feeds.items())
+            # ONNX Runtime's own words first; then what we can tell of the cause. Which other
+            # exporter to try is export_onnx's to say: it knows which ones were tried.
             static = _static_dims_where_dynamic(path, config)
-            why = (
-                f"; the graph fixes {', '.join(static)} although the config marks it dynamic"
-                if static
-                else "; a dynamic axis was probably baked into the graph as a constant (the "
-                "TorchScript exporter does this to sequence axes; try --exporter dynamo)"
-            )
+            if static:
+                why = f"; the graph fixes {', '.join(static)} although the config marks it dynamic"
+            elif exporter == "torchscript":
+                why = (
+                    "; the TorchScript exporter probably baked a dynamic axis into the graph "
+                    "as a constant (it does this to sequence axes)"
+                )
+            else:
+                why = ""
             raise InfercmpError(
-                f"ONNX Runtime cannot run the export at the {label} shape ({shapes}){why}: "
-                f"{_first_line(exc)}"
+                f"ONNX Runtime cannot run the {exporter} export at the {label} shape "
+                f"({shapes}): {_first_line(exc)}{why}"
             ) from exc
         _check_outputs_against_config(config, got, label)
         ref = run_pytorch(plugin, module, inputs)
@@ -599,6 +585,27 @@ def _captured(log: io.StringIO):
                     log.write(f"warning: {w.category.__name__}: {w.message}\n")
 
 
+def _in_config_order(module, config: ModelConfig):
+    """`module`, returning a tuple in config order: the order the graph's outputs are named in.
+
+    An exporter flattens a returned dict in insertion order, which need not be the config's.
+    """
+    import torch
+
+    class InConfigOrder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args):
+            result = self.module(*args)
+            return tuple(flatten_outputs(result, config.output_names, config.name))
+
+    # torch.export matches dynamic_shapes to forward's parameters: show it the module's own.
+    InConfigOrder.forward.__signature__ = inspect.signature(type(module).forward)  # type: ignore[attr-defined]
+    return InConfigOrder().eval()
+
+
 def _run_exporter(
     exporter: str, module, example: list[np.ndarray], config: ModelConfig, opset, path: Path, log
 ):
@@ -606,6 +613,7 @@ def _run_exporter(
 
     import torch
 
+    module = _in_config_order(module, config)
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example)
     param_bytes = sum(p.numel() * p.element_size() for p in module.state_dict().values())
     kwargs: dict[str, Any] = dict(
@@ -674,7 +682,9 @@ def _export_one(
                 raise InfercmpError(f"the {exporter} exporter failed: {_first_line(exc)}") from exc
             actual_opset = _finish_onnx(path, config)
             progress("checking dynamic axes and parity in ONNX Runtime (CPU)")
-            parity, arrays, checked = _verify_onnx(plugin, module, path, example, rtol, atol)
+            parity, arrays, checked = _verify_onnx(
+                plugin, module, path, example, rtol, atol, exporter
+            )
             failed = [p for p in parity if not p.passed]
             if failed:
                 raise InfercmpError(_parity_error(config.name, exporter, failed, rtol, atol))
@@ -762,6 +772,8 @@ def export_onnx(
             entry, cached = _export_one(
                 plugin, cache, candidate, module, identity, example, opset, rtol, atol, progress
             )
+        except CacheUnwritable:
+            raise  # the other exporter would meet the same disk
         except InfercmpError as exc:
             failures.append((candidate, str(exc)))
             if candidate != candidates[-1]:
@@ -772,8 +784,10 @@ def export_onnx(
             continue
         cache.set_alias("onnx", alias, entry.key)
         return artifact(entry, cached)
+    untried = [e for e in EXPORTERS if e not in candidates]
     if len(failures) == 1:
-        raise InfercmpError(f"model '{config.name}': {failures[0][1]}")
+        hint = f"; try --exporter {untried[0]}" if untried else ""
+        raise InfercmpError(f"model '{config.name}': {failures[0][1]}{hint}")
     raise InfercmpError(
         f"model '{config.name}': no exporter produced a working ONNX model:\n"
         + "\n".join(f"  {name}: {message}" for name, message in failures)

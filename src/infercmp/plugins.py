@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from infercmp.config import ModelConfig
 
 ENTRY_POINT_GROUP = "infercmp.models"
+# Modules a plugin must not import at module level (docs/plugins.md): `infercmp models`
+# imports every plugin, and torch alone turns 0.4 s into 2 s.
+HEAVY_MODULES = ("torch", "onnxruntime", "tensorrt", "tensorrt_rtx")
 EXAMPLE_SEED = 0
 DYNAMIC = -1  # the same marker as infercmp.config.DYNAMIC, without importing the schema
 
@@ -121,12 +125,20 @@ class PluginEntry:
     target: str
     entry_point: metadata.EntryPoint | None = None
     error: str | None = None
+    # The heavy modules that importing this plugin pulled in (see `slow_import_warning`).
+    heavy_imports: tuple[str, ...] = ()
 
     @functools.cached_property
     def plugin(self) -> ModelPlugin:
         if self.entry_point is None:
             raise InfercmpError(f"model '{self.name}' is unavailable: {self.error}")
-        cls = self.entry_point.load()
+        # Comparing sys.modules before and after costs nothing; a module imported earlier by
+        # another plugin is that plugin's doing, and is reported for it.
+        absent = [m for m in HEAVY_MODULES if m not in sys.modules]
+        try:
+            cls = self.entry_point.load()
+        finally:
+            self.heavy_imports = tuple(m for m in absent if m in sys.modules)
         if not (inspect.isclass(cls) and issubclass(cls, ModelPlugin)):
             raise TypeError(f"{self.target} is not a subclass of infercmp.ModelPlugin")
         if getattr(cls, "name", None) != self.name:
@@ -137,6 +149,17 @@ class PluginEntry:
         instance = cls()
         _ = instance.config  # a broken config makes the plugin unavailable, not the CLI
         return instance
+
+    @property
+    def slow_import_warning(self) -> str | None:
+        """One line naming the plugin when importing it imported torch (or the like)."""
+        if not self.heavy_imports:
+            return None
+        return (
+            f"plugin '{self.name}' (package '{self.package}') imports "
+            f"{' and '.join(self.heavy_imports)} when it is imported, which slows every "
+            "'infercmp models'; import it inside load_pytorch_module() (see docs/plugins.md)"
+        )
 
     def load(self) -> ModelPlugin | None:
         """The plugin, or None with `error` set when it cannot be imported or configured."""
@@ -181,7 +204,11 @@ def get_plugin(name: str) -> ModelPlugin:
     entries = discover()
     entry = entries.get(name)
     if entry is None:
-        close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
+        # 'gru' finds 'newcomer-gru' by containment, 'mixd' finds 'mixed' by similarity.
+        folded = name.casefold()
+        containing = [n for n in entries if folded and (folded in n.casefold() or n in folded)]
+        similar = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
+        close = list(dict.fromkeys(containing + similar))[:3]
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(entries) or "none"
         raise InfercmpError(

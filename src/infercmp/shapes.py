@@ -18,9 +18,14 @@ if TYPE_CHECKING:
 MAX_EXAMPLE_ELEMENTS = 2**31 - 1
 
 _FORMS = (
-    "use '224,224,3' for one input, '8,128;8,128' or 'input_ids=8,128;attention_mask=8,128' "
-    'for several, or the original "[(224,224,3)]" form'
+    "use '224,224,3' or '224x224x3' for one input, '8,128;8,128' or "
+    "'input_ids=8,128;attention_mask=8,128' for several, or the original \"[(224,224,3)]\" form"
 )
+# infercmp prints a shape as 224x224x3 and several inputs' shapes as 8x128_8x128 (the run
+# label), so both read back as written: 'x' separates dimensions like ',', and '_' inputs
+# like ';' (only in the unnamed form, where no input name can hold a '_').
+_DIM_SEPARATOR = re.compile(r"[,xX]")
+_INPUT_SEPARATOR = re.compile(r"[;_]")
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,11 @@ class Experiment:
 
 
 def _dims(text: str, spec: str) -> tuple[int, ...]:
-    parts = [p.strip() for p in text.strip().strip("()[]").split(",") if p.strip()]
-    if not parts:
+    parts = [p.strip() for p in _DIM_SEPARATOR.split(text.strip().strip("()[]"))]
+    if not any(parts):
         raise InfercmpError(f"--shape '{spec}': empty shape; {_FORMS}")
+    if not all(parts):  # '32,,32,3' is a typo, not the 3-dimensional 32,32,3
+        raise InfercmpError(f"--shape '{spec}': '{text.strip()}' has an empty dimension; {_FORMS}")
     dims = []
     for part in parts:
         if not re.fullmatch(r"[+-]?\d+", part):
@@ -107,7 +114,7 @@ def parse_shape(spec: str, config: ModelConfig) -> Experiment:
             raise InfercmpError(f"--shape '{spec}': no shape for input(s) {', '.join(missing)}")
         shapes = [named[n] for n in names]
     else:
-        shapes = [_dims(part, spec) for part in spec.split(";")]
+        shapes = [_dims(part, spec) for part in _INPUT_SEPARATOR.split(spec)]
     if len(shapes) != len(names):
         raise InfercmpError(
             f"--shape '{spec}' gives {len(shapes)} shape(s) but model '{config.name}' has "

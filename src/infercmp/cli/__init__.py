@@ -11,11 +11,10 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
 
 from infercmp import __version__
 from infercmp.cli import bench, engines, export, models, report
-from infercmp.cli.common import err_console, state
+from infercmp.cli.common import HelpGroup, command_group, err_console, state
 from infercmp.errors import InfercmpError
 
 
@@ -55,7 +54,7 @@ def report_usage_error(exc: Any) -> None:
     _print_error(message + hint)
 
 
-class _InfercmpGroup(TyperGroup):
+class _InfercmpGroup(HelpGroup):
     """Turns an InfercmpError into one clear line and its exit code, unless --debug.
 
     Handling it here rather than only in `main()` gives `typer.testing.CliRunner` the same
@@ -69,8 +68,9 @@ class _InfercmpGroup(TyperGroup):
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except ClickException as exc:
-            # NoArgsIsHelpError: typer has already printed the help; nothing to add.
-            if type(exc).__name__ != "NoArgsIsHelpError":
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # a group called bare: its help, as click prints it
+            else:
                 report_usage_error(exc)
             sys.exit(exc.exit_code)
         except typer.Abort:
@@ -89,14 +89,12 @@ class _InfercmpGroup(TyperGroup):
             raise typer.Exit(exc.exit_code) from None
 
 
-app = typer.Typer(
+app = command_group(
     name="infercmp",
     cls=_InfercmpGroup,
     help="Compare a PyTorch model under PyTorch, ONNX Runtime and TensorRT, on CPU and CUDA.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
 )
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from infercmp.cli.common import console, err_console, state
+from infercmp.cli.common import console, err_console, print_table, state
 from infercmp.errors import InfercmpError, RunFailed
 
 if TYPE_CHECKING:
@@ -85,18 +85,12 @@ def _parity(result) -> str:
     )
 
 
-# Columns dropped, in this order, when the table would not fit the terminal.
-_OPTIONAL_COLUMNS = ("items/s", "p99 ms", "RSS MiB", "VRAM MiB")
-
-
-def summary_table(results, width: int = 200) -> tuple[Table, list[str]]:
+def summary_table(results) -> tuple[Table, list[str]]:
     """The end-of-run table, and the notes (errors, skip reasons, warnings) it refers to.
 
-    Columns of lesser weight are dropped until the table fits `width`, so an 80-column
-    terminal still shows every combination's engine, shape, status, median and parity.
+    Every column is kept: `print_summary` stacks the rows when the table does not fit.
     """
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     notes: list[str] = []
@@ -128,24 +122,37 @@ def summary_table(results, width: int = 200) -> tuple[Table, list[str]]:
     columns = list(rows[0]) if rows else []
     if not any(r.peak_vram_bytes for r in results):
         columns.remove("VRAM MiB") if columns else None
-    measure = Console(width=10_000)
-    while True:
-        table = Table(
-            title="infercmp bench",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-            padding=(0, 0),
-        )
-        for name in columns:
-            text = name in ("engine", "dev", "prec", "shape", "status")
-            table.add_column(name, justify="left" if text else "right", no_wrap=True)
-        for row in rows:
-            table.add_row(*(row[c] for c in columns))
-        dropped = next((c for c in _OPTIONAL_COLUMNS if c in columns), None)
-        if dropped is None or measure.measure(table).maximum <= width - 4:
-            return table, notes
-        columns.remove(dropped)
+    table = Table(
+        title="infercmp bench",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0),
+    )
+    for name in columns:
+        text = name in ("engine", "dev", "prec", "shape", "status")
+        table.add_column(name, justify="left" if text else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
+    return table, notes
+
+
+def print_summary(results, run_dir: Path) -> None:
+    """The table (stacked when too wide), its notes, and the report command, never wrapped.
+
+    Notes and commands are printed with soft_wrap: a terminal folds them for the eye, but a
+    log or a pipe keeps each on one line, so `infercmp report ...` can be pasted.
+    """
+    import shlex
+
+    table, notes = summary_table(results)
+    print_table(table, heading=5)
+    for number, note in enumerate(notes, 1):
+        console.print(f"[{number}] {note}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"results: {run_dir}", markup=False, soft_wrap=True)
+    console.print(
+        f"report:  infercmp report {shlex.quote(str(run_dir))}", markup=False, soft_wrap=True
+    )
 
 
 def _ms(value: float | None) -> str:
@@ -349,13 +356,7 @@ def bench(
             power_limit_w=_power_limit(environment),
         )
     results = RunStore.open(store.path).results
-    table, notes = summary_table(results, console.width)
-    console.print(table)
-    for number, note in enumerate(notes, 1):
-        console.print(f"[{number}] {note}", highlight=False, markup=False)
-    console.print(
-        f"results: {store.path}  (infercmp report {store.path})", soft_wrap=True, markup=False
-    )
+    print_summary(results, store.path)
     if status == "interrupted":
         raise RunFailed(
             f"run interrupted; {sum(r.status == 'ok' for r in results)} finished "

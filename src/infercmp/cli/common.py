@@ -1,10 +1,16 @@
-"""What every command shares: the consoles and the global --debug state."""
+"""What every command shares: the consoles, the global --debug state and how groups are made."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @dataclass
@@ -15,3 +21,79 @@ class State:
 state = State()
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+class HelpGroup(TyperGroup):
+    """A group whose --help lists each command with its first sentence whole.
+
+    Click cuts that sentence at about 45 characters and adds '...'.
+    """
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def command_group(**settings: Any) -> typer.Typer:
+    """A Typer app (the root or a subgroup) whose --help shows every text exactly as written.
+
+    Typer's rich help reads help strings as rich markup, which swallows the bracketed examples
+    infercmp's help is made of (`'pytorch[cuda_graph=true]'` printed as `'pytorch'`) and shows
+    flags as `--flag <bool>`. Click's plain formatter prints the text verbatim and flags as
+    flags, so every group is made here, with it.
+    """
+    settings.setdefault("cls", HelpGroup)
+    return typer.Typer(rich_markup_mode=None, no_args_is_help=True, **settings)
+
+
+def print_table(table: Table, heading: int = 1, *, to: Console | None = None) -> None:
+    """Print `table` whole, or, when it is wider than the console, as one block per row.
+
+    Narrow terminals, CI logs and pipes get 80 columns, where rich would silently drop or
+    fold cells (`float32[1,3,?` / `,?]`). A row's block is its first `heading` cells on one
+    line, then `header: value` for each other non-empty cell, packed into indented lines of
+    whole cells: a cell is never cut, a multi-line cell keeps its own lines.
+    """
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    out = to or console
+    # Measured without a width limit: at the console's width rich would shrink it to fit.
+    if Measurement.get(out, out.options.update_width(10_000), table).maximum <= out.width:
+        out.print(table)
+        return
+
+    def text(cell: Any) -> Text:
+        return Text.from_markup(cell) if isinstance(cell, str) else Text(str(cell))
+
+    columns = [(text(c.header).plain, [text(cell) for cell in c.cells]) for c in table.columns]
+    if table.title:
+        out.print(text(table.title), soft_wrap=True)
+    for row in range(table.row_count):
+        cells = [(header, cells[row]) for header, cells in columns]
+        first = Text(" ").join(cell for _, cell in cells[:heading] if cell.plain)
+        out.print(first, soft_wrap=True)
+        line = Text("  ")
+        for header, cell in cells[heading:]:
+            if cell.plain in ("", "-"):
+                continue
+            if "\n" in cell.plain:  # its own lines, aligned under its header
+                if len(line) > 2:
+                    out.print(line, soft_wrap=True)
+                indent = "\n" + " " * (len(header) + 4)
+                out.print(Text(f"  {header}: ") + Text(indent).join(cell.split()), soft_wrap=True)
+                line = Text("  ")
+                continue
+            item = Text(f"{header}: ") + cell
+            if len(line) > 2 and line.cell_len + 2 + item.cell_len > out.width:
+                out.print(line, soft_wrap=True)
+                line = Text("  ")
+            line += (Text("  ") if len(line) > 2 else Text("")) + item
+        if len(line) > 2:
+            out.print(line, soft_wrap=True)

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import typer
 
-from infercmp.cli.common import console
+from infercmp.cli.common import command_group, console, print_table
 
 _CACHE_DIR_HELP = "Artifact cache directory (default: $INFERCMP_CACHE_DIR or .infercmp/cache)."
 
@@ -48,12 +48,15 @@ def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
         f"{artifact.opset}, {artifact.seconds:.2f} s)",
         soft_wrap=True,
     )
+    from rich.markup import escape
     from rich.table import Table  # lazily: --help does not need it
 
-    table = Table("output", "shape", "checked at", "max abs", "max rel", "cosine", "parity")
+    table = Table()
+    for column in ("output", "shape", "checked at", "max abs", "max rel", "cosine", "parity"):
+        table.add_column(column, no_wrap=True)
     for p in artifact.parity:
         table.add_row(
-            p.name,
+            escape(p.name),
             "x".join(map(str, p.got_shape)),
             p.shape,
             f"{p.max_abs:.2e}",
@@ -61,7 +64,7 @@ def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
             f"{p.cosine:.6f}",
             "[green]ok[/]" if p.passed else "[red]FAIL[/]",
         )
-    console.print(table)
+    print_table(table, heading=3)
     for experiment in experiments:
         path = ensure_reference(plugin, cache, experiment)
         console.print(f"reference {experiment.label}: {path}", soft_wrap=True)
@@ -132,7 +135,7 @@ def build(
     )
 
 
-cache_app = typer.Typer(help="List or clear the artifact cache.", no_args_is_help=True)
+cache_app = command_group(help="List or clear the artifact cache.")
 
 
 def _size(n: int) -> str:
@@ -149,11 +152,14 @@ def cache_ls(cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CAC
     cache = _cache(cache_dir)
     entries = cache.entries()
     if not entries:
-        console.print(f"the cache at {cache.root} is empty")
+        console.print(f"the cache at {cache.root} is empty", markup=False, soft_wrap=True)
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("kind", "model", "details", "size", "created", "key", title=str(cache.root))
+    table = Table(title=escape(str(cache.root)))
+    for column in ("kind", "model", "details", "size", "created", "key"):
+        table.add_column(column, no_wrap=True)
     for e in entries:
         m = e.meta
         if e.kind == "onnx":
@@ -165,8 +171,9 @@ def cache_ls(cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CAC
         else:
             details = str(m.get("label", ""))
         created = datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")
-        table.add_row(e.kind, str(m.get("model", "?")), details, _size(e.size), created, e.key[:12])
-    console.print(table)
+        cells = (e.kind, str(m.get("model", "?")), details, _size(e.size), created, e.key[:12])
+        table.add_row(*map(escape, cells))
+    print_table(table, heading=2)
     total = sum(e.size for e in entries)
     console.print(f"{len(entries)} entries, {_size(total)}")
 
@@ -186,7 +193,9 @@ def cache_clear(
     removed = cache.clear(kind)
     console.print(
         f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {cache.root} "
-        f"({time.perf_counter() - started:.2f} s)"
+        f"({time.perf_counter() - started:.2f} s)",
+        markup=False,
+        soft_wrap=True,
     )
 
 

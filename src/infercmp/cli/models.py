@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from infercmp.cli.common import console
+from infercmp.cli.common import command_group, console, err_console, print_table
 from infercmp.errors import InfercmpError
 
 if TYPE_CHECKING:
@@ -46,14 +46,15 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         else:
             row["error"] = entry.error
         rows.append(row)
+        if entry.slow_import_warning:
+            err_console.print(f"warning: {entry.slow_import_warning}", markup=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table()
-    table.add_column("model", no_wrap=True)
-    table.add_column("package", no_wrap=True)
-    table.add_column("inputs", overflow="fold")  # a cut-off shape or error helps nobody
-    table.add_column("outputs", overflow="fold")
+    for column in ("model", "package", "inputs", "outputs"):
+        # A shape split mid-token helps nobody: print_table stacks the rows instead.
+        table.add_column(column, no_wrap=True)
     for row in rows:
         # Plugin-supplied text may hold '[...]', which rich would read as markup.
         cells = [escape(row["name"]), escape(row["package"])]
@@ -62,10 +63,10 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         else:
             cells += [f"[red]unavailable: {escape(str(row['error']))}[/]", ""]
         table.add_row(*cells)
-    console.print(table)
+    print_table(table)
 
 
-config_app = typer.Typer(help="Show or validate model configs.", no_args_is_help=True)
+config_app = command_group(help="Show or validate model configs.")
 
 
 @config_app.command("show")

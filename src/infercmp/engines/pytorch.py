@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import numpy as np
@@ -10,6 +11,7 @@ from pydantic import Field, model_validator
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, UnsupportedCombination
 from infercmp.engines.descriptor import EngineDescriptor, EngineOptions, Machine
+from infercmp.module_outputs import flatten_outputs
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 # These modes replay CUDA graphs of their own (cudagraph trees); a graph cannot capture them.
@@ -93,7 +95,7 @@ class PyTorchEngine(EngineBase):
         self._inputs: list[Any] = []  # what the module is called with
         self._raw: Any = None  # what the module returned last
         self._outputs: list[Any] = []  # flattened module outputs (static ones under a graph)
-        self._flat: Any = _flatten  # module output -> flat list, chosen in prepare()
+        self._flat: Any = list  # module output -> flat list in config order, set in prepare()
         self._widen: list[bool] = []  # outputs to widen from bf16 on the host
         self._host_outputs: list[Any] = []  # pinned D2H targets on CUDA
         self._host_views: list[np.ndarray] = []
@@ -190,7 +192,8 @@ class PyTorchEngine(EngineBase):
             self._raw = self._module(*self._inputs)
             if self.effective_options["cuda_graph"]:
                 self._capture_graph()
-        self._outputs = _flatten(self._raw)
+        names, model = self.spec.output_names, self.spec.model
+        self._outputs = flatten_outputs(self._raw, names, model)
         # Learn the output structure once, so copy_out does no type dispatch per iteration.
         raw = self._raw
         if isinstance(raw, torch.Tensor):
@@ -198,7 +201,7 @@ class PyTorchEngine(EngineBase):
         elif isinstance(raw, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in raw):
             self._flat = list
         else:
-            self._flat = _flatten
+            self._flat = functools.partial(flatten_outputs, output_names=names, model=model)
         self._widen = [out.dtype == torch.bfloat16 for out in self._outputs]  # numpy lacks bf16
         if self._cuda:
             for out in self._outputs:
@@ -269,18 +272,6 @@ class PyTorchEngine(EngineBase):
             torch.cuda.empty_cache()
         if self._previous_threads is not None:
             torch.set_num_threads(self._previous_threads)
-
-
-def _flatten(raw: Any) -> list[Any]:
-    """The module's outputs as a flat list of tensors, in declaration order."""
-    if isinstance(raw, dict):
-        raw = list(raw.values())
-    if isinstance(raw, (list, tuple)):
-        flat: list[Any] = []
-        for item in raw:
-            flat.extend(_flatten(item))
-        return flat
-    return [raw]
 
 
 def _single(tensor: Any) -> list[Any]:
