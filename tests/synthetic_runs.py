@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,33 @@ def make_run(
         store.add_result(result, latency, samples)
     store.finish(status)
     return store.path
+
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    """Run the console script's `main()` on `args`: its exit code and what it wrote on stderr."""
+    import sys
+
+    import pytest
+
+    from infercmp.cli import main
+
+    old = sys.argv
+    sys.argv = ["infercmp", *args]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main()
+    finally:
+        sys.argv = old
+    return exc.value.code, capsys.readouterr().err
+
+
+def edit_results(run: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Change each committed combination of `run` in place, as a hand edit of results.jsonl."""
+    log = run / "results.jsonl"
+    items = [json.loads(line) for line in log.read_text().splitlines()]
+    for item in items:
+        edit(item)
+    log.write_text("".join(json.dumps(item) + "\n" for item in items))
 
 
 def cpu_run(root: Path, slowdown: float = 1.0, seed: int = 0, **kwargs) -> Path:

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from synthetic_runs import Combo, cpu_run, make_run
+from synthetic_runs import Combo, cpu_run, make_run, run_main
 from typer.testing import CliRunner
 
 from infercmp.cli import app
@@ -115,18 +115,8 @@ def test_cli_exit_codes(three_runs, tmp_path):
 
 
 def test_cli_bad_run_dir_is_one_line_exit_2(three_runs, tmp_path, capsys):
-    import sys
-
-    from infercmp.cli import main
-
     base, _, _ = three_runs
-    old = sys.argv
-    sys.argv = ["infercmp", "compare", str(base), str(tmp_path / "nope")]
-    try:
-        with pytest.raises(SystemExit) as exc:
-            main()
-    finally:
-        sys.argv = old
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    code, err = run_main(capsys, "compare", str(base), str(tmp_path / "nope"))
+    assert code == 2
+    err = err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0]

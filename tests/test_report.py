@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from synthetic_runs import XSS, Combo, cpu_run, make_run
+from synthetic_runs import XSS, Combo, cpu_run, edit_results, make_run, run_main
 from typer.testing import CliRunner
 
 from infercmp.cli import app
@@ -190,19 +190,8 @@ def test_cli_report_formats(runs_root, tmp_path):
 
 
 def test_cli_report_bad_inputs(tmp_path, capsys):
-    from infercmp.cli import main
-
     def run(*args):
-        import sys
-
-        old = sys.argv
-        sys.argv = ["infercmp", *args]
-        try:
-            with pytest.raises(SystemExit) as exc:
-                main()
-        finally:
-            sys.argv = old
-        return exc.value.code, capsys.readouterr().err
+        return run_main(capsys, *args)
 
     code, err = run("report", str(tmp_path / "missing"))
     assert code == 2 and "does not exist" in err
@@ -252,10 +241,12 @@ def test_gpu_time_column_and_tuned_baseline(tmp_path):
         gpus=["NVIDIA H200"],
     )
     # Device statistics as the worker writes them, from the CUDA-event clock.
-    summary = json.loads((run / "summary.json").read_text())
-    for item in summary:
-        item["device_latency"] = dict(item["latency"], p50_ms=item["latency"]["p50_ms"] * 0.9)
-    (run / "summary.json").write_text(json.dumps(summary))
+    edit_results(
+        run,
+        lambda item: item.update(
+            device_latency=dict(item["latency"], p50_ms=item["latency"]["p50_ms"] * 0.9)
+        ),
+    )
     runs = load_runs([run])
     rows = summary_rows(runs)
     graph = next(r for r in rows if "cuda_graph=on" in r["options"])

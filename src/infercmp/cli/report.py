@@ -66,11 +66,11 @@ def report(
 
 
 def _write(path: Path, text: str) -> None:
-    from infercmp.results import atomic_write_text
+    from infercmp.files import write_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
+        write_atomic(path, text)
     except OSError as exc:
         raise InfercmpError(f"cannot write {path}: {exc}") from exc
 
