@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -56,7 +59,7 @@ def report(
     }
     text = renderers[kind](runs, baseline)
     if output is None and kind != "html":
-        sys.stdout.write(text)
+        write_stdout(text)
         return
     target = output or Path("report.html")
     _write(target, text)
@@ -73,6 +76,35 @@ def _write(path: Path, text: str) -> None:
         write_atomic(path, text)
     except OSError as exc:
         raise InfercmpError(f"cannot write {path}: {exc}") from exc
+
+
+def write_stdout(text: str) -> None:
+    """Write to standard output; a full disk or closed pipe there is one error line, exit 2."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        # What is still buffered would fail again when Python exits, with a traceback-like
+        # "Exception ignored" message: point the descriptor at /dev/null first.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise InfercmpError(f"cannot write to standard output: {exc}") from None
+
+
+MAX_RESAMPLES = 1_000_000  # 20 combinations x 2,000 iterations stay within seconds up to here
+
+
+def _check_compare_options(threshold: float, noise_floor: float, resamples: int, seed: int):
+    """Options that would switch the check off (NaN passes every comparison) are refused."""
+    for name, value, example in (("--threshold", threshold, 5), ("--noise-floor", noise_floor, 1)):
+        if not math.isfinite(value) or value < 0:
+            raise InfercmpError(
+                f"{name} {value:g} is not a percentage; give a number >= 0, e.g. {example}"
+            )
+    if not 0 <= seed < 2**63:
+        raise InfercmpError(f"--seed {seed} is not a seed; give an integer from 0 to 2**63 - 1")
+    if not 100 <= resamples <= MAX_RESAMPLES:
+        raise InfercmpError(f"--resamples {resamples} is out of range; use 100 to {MAX_RESAMPLES}")
 
 
 def compare(
@@ -96,10 +128,7 @@ def compare(
 
     from infercmp import report as rep
 
-    if threshold < 0 or noise_floor < 0:
-        raise InfercmpError("--threshold and --noise-floor must be zero or positive percentages")
-    if resamples < 100:
-        raise InfercmpError(f"--resamples {resamples} is too few; use at least 100")
+    _check_compare_options(threshold, noise_floor, resamples, seed)
     if fmt not in ("text", "md", "json"):
         raise InfercmpError(f"--format '{fmt}' is not one of text, md, json")
     base = rep.open_run(base_run)
@@ -108,11 +137,12 @@ def compare(
         base, new, threshold / 100, noise_floor / 100, resamples=resamples, seed=seed
     )
     if fmt == "json":
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_stdout(json.dumps(result.to_dict(), indent=2) + "\n")
     elif fmt == "md":
-        sys.stdout.write(_compare_markdown(result))
+        write_stdout(_compare_markdown(result))
     else:
         _print_compare(result)
+        write_stdout("")
     raise typer.Exit(result.exit_code)
 
 

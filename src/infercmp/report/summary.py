@@ -310,8 +310,27 @@ def render_csv(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> 
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in summary_rows(runs, baseline_engine):
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
     return buffer.getvalue()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\n")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value for a CSV cell: text a spreadsheet would run as a formula gets a leading `'`.
+
+    Only text: a number (a negative one included) is data, and stays a number. A carriage
+    return becomes a line feed: the writer quotes cells holding its line terminator ("\n")
+    but not a lone "\r", which readers take for the end of the row.
+    """
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 def render_json(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
