@@ -6,7 +6,6 @@ a traceback (issue 18, items 8 and 9).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,15 +14,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from synthetic_runs import Combo, cpu_run, edit_results, make_run, run_main
+from synthetic_runs import Combo, cpu_run, edit_results, edit_run_json, make_run, run_main
 
 # --------------------------------------------------------------------------- damaged stores
-
-
-def _edit_run_json(run: Path, edit: Callable[[dict], None]) -> None:
-    info = json.loads((run / "run.json").read_text())
-    edit(info)
-    (run / "run.json").write_text(json.dumps(info))
 
 
 def _edit_parquet(run: Path, kind: str, edit: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
@@ -60,7 +53,7 @@ MALFORMED: dict[str, tuple[Callable[[Path], None], str]] = {
         "results.jsonl holds an invalid combination result (latency.p50_ms: ",
     ),
     "environment.gpus of strings": (
-        lambda run: _edit_run_json(run, _set_gpus),
+        lambda run: edit_run_json(run, _set_gpus),
         "run.json holds an invalid run metadata (environment.gpus.0: ",
     ),
     "latency ns as strings": (

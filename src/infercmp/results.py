@@ -844,11 +844,14 @@ def _started_key(run: Path) -> tuple[_dt.datetime, str]:
 def latest_run(root: Path) -> Path:
     """The most recently started run directory under `root`."""
     root = Path(root)
-    runs = (
-        [p for p in root.iterdir() if p.is_dir() and (p / RUN_FILE).is_file()]
-        if root.is_dir()
-        else []
-    )
+    try:
+        runs = (
+            [p for p in root.iterdir() if p.is_dir() and (p / RUN_FILE).is_file()]
+            if root.is_dir()
+            else []
+        )
+    except OSError as exc:
+        raise InfercmpError(f"cannot list the runs under {root}: {exc}") from exc
     if not runs:
         raise InfercmpError(
             f"no infercmp runs under {root}; "

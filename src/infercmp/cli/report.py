@@ -50,7 +50,8 @@ def report(
     from infercmp import report as rep
 
     kind = _format_for(fmt, output)
-    runs = rep.load_runs(rep.resolve_run_dirs(list(run_dirs or []), runs_dir))
+    paths = rep.resolve_run_dirs(list(run_dirs or []), runs_dir)
+    runs = rep.load_runs([_resolve(path) for path in paths])
     renderers = {
         "html": rep.render_html,
         "md": rep.render_markdown,
@@ -66,6 +67,17 @@ def report(
     size = target.stat().st_size
     names = ", ".join(str(run.path) for run in runs)
     console.print(f"wrote {target} ({size / 1e6:.1f} MB) from {names}", soft_wrap=True)
+
+
+def _resolve(path: Path) -> Path:
+    """A run directory as given, or the latest run in a directory of runs (said on stderr)."""
+    from infercmp.cli.common import err_console
+    from infercmp.report import resolve_run
+
+    run, note = resolve_run(path)
+    if note:
+        err_console.print(note, soft_wrap=True, markup=False, highlight=False)
+    return run
 
 
 def _write(path: Path, text: str) -> None:
@@ -108,21 +120,28 @@ def _check_compare_options(threshold: float, noise_floor: float, resamples: int,
 
 
 def compare(
-    base_run: Path = typer.Argument(..., help="The reference run directory."),
-    new_run: Path = typer.Argument(..., help="The run to judge against it."),
+    base_run: Path = typer.Argument(..., help="The reference run (or a directory of runs)."),
+    new_run: Path = typer.Argument(..., help="The run to judge against it (or a directory)."),
     threshold: float = typer.Option(
         5.0, "--threshold", help="Exit 1 when a significant regression of the median exceeds PCT %."
     ),
     noise_floor: float = typer.Option(
         1.0, "--noise-floor", help="Changes smaller than PCT % are never called significant."
     ),
-    resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples."),
+    resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples (100 to 10^6)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    allow_env_change: bool = typer.Option(
+        False,
+        "--allow-env-change",
+        help="Compare runs measured on different machines or library versions (named anyway).",
+    ),
     fmt: str = typer.Option("text", "--format", "-f", help="text, md or json."),
 ) -> None:
     """Compare two runs: change of each combination's median with a bootstrap 95% CI.
 
-    Exit code 1 when a significant regression exceeds --threshold (for CI pipelines), else 0.
+    Exit codes: 0 no regression; 1 a significant regression above --threshold; 2 bad input,
+    or runs from different environments without --allow-env-change; 3 nothing comparable, or
+    a combination ok in the base run is missing, failed or skipped in the new one.
     """
     import json
 
@@ -131,11 +150,18 @@ def compare(
     _check_compare_options(threshold, noise_floor, resamples, seed)
     if fmt not in ("text", "md", "json"):
         raise InfercmpError(f"--format '{fmt}' is not one of text, md, json")
-    base = rep.open_run(base_run)
-    new = rep.open_run(new_run)
+    base = rep.open_run(_resolve(base_run))
+    new = rep.open_run(_resolve(new_run))
     result = rep.compare_runs(
         base, new, threshold / 100, noise_floor / 100, resamples=resamples, seed=seed
     )
+    if result.environment_changes and not allow_env_change:
+        raise InfercmpError(
+            "the runs were measured in different environments ("
+            + "; ".join(result.environment_changes)
+            + "): the change would be theirs as much as yours; compare them anyway with "
+            "--allow-env-change"
+        )
     if fmt == "json":
         write_stdout(json.dumps(result.to_dict(), indent=2) + "\n")
     elif fmt == "md":
@@ -160,11 +186,47 @@ def _compare_cells(c) -> list[str]:
         fmt_ms(c.new_p50_ms),
         f"{_pct(c.change)}{ci}",
         c.verdict,
+        c.method or "",
         c.note,
     ]
 
 
-_HEADERS = ["configuration", "base p50 ms", "new p50 ms", "change (95% CI)", "verdict", "note"]
+_HEADERS = [
+    "configuration",
+    "base p50 ms",
+    "new p50 ms",
+    "change (95% CI)",
+    "verdict",
+    "method",
+    "note",
+]
+
+
+def _findings(result) -> list[str]:
+    """What the table does not show, as plain lines: the same in text and Markdown."""
+    lines = [f"environment changed (allowed): {change}" for change in result.environment_changes]
+    for side, status in (("base", result.base_status), ("new", result.new_status)):
+        if status != "complete":
+            lines.append(f"the {side} run is {status}: only its finished combinations count")
+    lines += [f"only in base: {item}" for item in result.only_in_base]
+    lines += [f"only in new: {item}" for item in result.only_in_new]
+    for name, text in result.methods.items():
+        count = sum(c.method == name for c in result.comparisons)
+        lines.append(f"method ({name}, {count} combination(s)): {text}")
+    lines.append(f"significant when the CI excludes 0 and |change| > {result.noise_floor * 100:g}%")
+    return lines
+
+
+def _verdict(result) -> str:
+    if result.failing:
+        names = ", ".join(f"{c.label} ({_pct(c.change)})" for c in result.failing)
+        return f"FAIL (exit 1): regression above {result.threshold * 100:g}%: {names}"
+    if result.problems:
+        return "FAIL (exit 3): " + "; ".join(result.problems)
+    return (
+        f"OK: no regression above {result.threshold * 100:g}% in "
+        f"{len(result.compared)} compared combination(s)"
+    )
 
 
 def _print_compare(result) -> None:
@@ -177,7 +239,12 @@ def _print_compare(result) -> None:
     table.add_column("new p50 ms", justify="right", no_wrap=True)
     table.add_column("change (95% CI)", justify="right")
     table.add_column("verdict")
-    styles = {"regression": "bold red", "improvement": "green", "not compared": "yellow"}
+    styles = {
+        "regression": "bold red",
+        "lost": "bold red",
+        "improvement": "green",
+        "not compared": "yellow",
+    }
     notes = []
     for c in result.comparisons:
         cells = [escape(x) for x in _compare_cells(c)]
@@ -188,27 +255,10 @@ def _print_compare(result) -> None:
         if c.note:
             notes.append(f"{escape(cells[0])}: {escape(c.note)}")
     console.print(table)
-    for note in notes:
-        console.print(note, soft_wrap=True)
-    for label, items in (
-        ("only in base", result.only_in_base),
-        ("only in new", result.only_in_new),
-    ):
-        for item in items:
-            console.print(f"{label}: {escape(item)}", soft_wrap=True)
-    console.print(
-        f"method: {escape(result.method)}; significant when the CI excludes 0 and "
-        f"|change| > {result.noise_floor * 100:g}%",
-        soft_wrap=True,
-    )
-    if result.failing:
-        names = ", ".join(escape(f"{c.label} ({_pct(c.change)})") for c in result.failing)
-        console.print(
-            f"[bold red]FAIL[/]: regression above {result.threshold * 100:g}%: {names}",
-            soft_wrap=True,
-        )
-    else:
-        console.print(f"OK: no regression above {result.threshold * 100:g}%")
+    for line in notes + [escape(line) for line in _findings(result)]:
+        console.print(line, soft_wrap=True)
+    style = "bold red" if result.exit_code else "bold green"
+    console.print(f"[{style}]{escape(_verdict(result))}[/]", soft_wrap=True)
 
 
 def _compare_markdown(result) -> str:
@@ -223,9 +273,9 @@ def _compare_markdown(result) -> str:
     for c in result.comparisons:
         lines.append("| " + " | ".join(_md_cell(x) for x in _compare_cells(c)) + " |")
     lines.append("")
-    lines.append(f"Method: {_md_cell(result.method)}.")
-    verdict = "FAIL" if result.failing else "OK"
-    lines.append(f"Verdict: **{verdict}** (threshold {result.threshold * 100:g}%).")
+    lines += [f"- {_md_cell(line)}" for line in _findings(result)]
+    lines.append("")
+    lines.append(f"Verdict: **{_md_cell(_verdict(result))}**")
     return "\n".join(lines) + "\n"
 
 

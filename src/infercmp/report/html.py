@@ -104,13 +104,13 @@ def _header(runs: list[RunView], models: list[str]) -> str:
 def _overview(runs: list[RunView]) -> str:
     cards = []
     for run in runs:
-        status = str(run.meta.get("status", "?"))
+        status = run.status
         counts: dict[str, int] = {}
         for combo in run.combinations:
             counts[combo.status] = counts.get(combo.status, 0) + 1
         count_text = ", ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))
         env = run.environment
-        detail = run.meta.get("detail")
+        detail = run.status_detail
         argv = run.meta.get("argv") or []
         cards.append(
             '<div class="card">'
@@ -137,11 +137,10 @@ def _overview(runs: list[RunView]) -> str:
 def _warnings(runs: list[RunView]) -> str:
     items = []
     for run in runs:
-        status = run.meta.get("status")
-        if status not in ("complete", None):
+        if run.status != "complete":
             items.append(
-                f"<li><b>{esc(run.label)}</b>: the run is <b>{esc(status)}</b>"
-                + (f" ({esc(run.meta.get('detail'))})" if run.meta.get("detail") else "")
+                f"<li><b>{esc(run.label)}</b>: the run is <b>{esc(run.status)}</b>"
+                + (f" ({esc(run.status_detail)})" if run.status_detail else "")
                 + "; only finished combinations are shown.</li>"
             )
         for combo in run.combinations:

@@ -233,7 +233,8 @@ def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE
         lines.append(
             f"- run `{_md_cell(run.path.name)}` on {_md_cell(run.label)}: "
             f"{_md_cell(env.get('cpu_model') or env.get('cpu') or 'CPU')}, "
-            f"status {_md_cell(run.meta.get('status', '?'))}"
+            f"status {_md_cell(run.status)}"
+            + (f" ({_md_cell(run.status_detail)})" if run.abandoned else "")
         )
     lines.append("")
     with_device = any(row["device_p50_ms"] is not None for row in rows)
@@ -345,7 +346,8 @@ def render_json(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) ->
                 "host": run.host,
                 "gpus": run.gpu_names,
                 "model": run.model,
-                "status": run.meta.get("status"),
+                "status": run.status,
+                "status_detail": run.status_detail,
                 "infercmp_version": run.meta.get("infercmp_version"),
             }
             for run in runs
