@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.report.load import Combination, RunView, format_options
+from infercmp.report.load import Combination, RunView
 from infercmp.stats import hierarchical_change_ci
 
 SINGLE_PROCESS = "single-process"
@@ -294,7 +294,7 @@ def compare_runs(
             device=b.device,
             precision=b.precision,
             shape=b.shape_label,
-            options=format_options(n.options),
+            options=n.options_text,
             base_p50_ms=(b.latency or {}).get("p50_ms"),
             new_p50_ms=(n.latency or {}).get("p50_ms"),
         )

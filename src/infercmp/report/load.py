@@ -62,10 +62,15 @@ class Combination:
 
     @property
     def options(self) -> dict[str, Any]:
-        return dict(self.result.options or {})
+        """The engine options that act on this row's device (see CUDA_ONLY_OPTIONS)."""
+        return applicable_options(self.engine, self.device, self.result.options or {})
 
     @property
     def options_text(self) -> str:
+        if not self.options and self.result.variant:
+            # A combination that never ran (skipped) has no effective options to report; what
+            # the user asked for still tells it apart from the plain engine.
+            return self.result.variant
         return format_options(self.options)
 
     @property
@@ -88,6 +93,30 @@ class Combination:
         if not shapes:
             shapes = {str(i): s for i, s in enumerate(self.result.example_shapes or [])}
         return int(sum(int(np.prod(dims)) for dims in shapes.values()))
+
+
+# Engine options that act only on CUDA, by engine. A stored result lists every effective
+# option, so a CPU row would otherwise show, say, enable_cuda_graph=off. The one list of them
+# in the report; it belongs in the engine descriptors once they say which options apply where.
+CUDA_ONLY_OPTIONS: dict[str, frozenset[str]] = {
+    "onnxruntime": frozenset(
+        {
+            "cudnn_conv_algo_search",
+            "enable_cuda_graph",
+            "execution_provider",
+            "trt_engine_cache_path",
+        }
+    ),
+    "pytorch": frozenset({"cuda_graph"}),
+}
+
+
+def applicable_options(engine: str, device: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` less those that do nothing on `device` (CUDA-only ones on a CPU row)."""
+    if device == "cuda":
+        return dict(options)
+    ignored = CUDA_ONLY_OPTIONS.get(engine, frozenset())
+    return {key: value for key, value in options.items() if key not in ignored}
 
 
 def format_options(options: dict[str, Any]) -> str:
