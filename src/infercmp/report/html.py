@@ -511,9 +511,10 @@ def _settings_facts(settings: dict) -> list[tuple[str, str]]:
             )
     if settings.get("sample_hz"):
         facts.append(("sampling", f"{settings.pop('sample_hz'):g} readings per second"))
+    names = {"exporter": "ONNX exporter", "onnx": "ONNX file"}
     for key, value in settings.items():
         if value is not None:
-            facts.append((key.replace("_", " "), _human(key, value)))
+            facts.append((names.get(key, key.replace("_", " ")), _human(key, value)))
     return facts
 
 
