@@ -207,11 +207,15 @@ def bench(out: Path, name: str, engine: str, precision: str, deadline: float, *e
         subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, timeout=timeout + 30)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "error": "infercmp bench did not finish in time"}
+    from infercmp.errors import InfercmpError
+    from infercmp.results import RunStore
+
     runs = sorted(run_root.iterdir()) if run_root.is_dir() else []
-    if not runs or not (runs[-1] / "summary.json").is_file():
-        return {"status": "missing", "error": "no run store was written"}
-    (result,) = json.loads((runs[-1] / "summary.json").read_text())
-    return result
+    try:
+        (result,) = RunStore.open(runs[-1]).results if runs else ()
+    except (InfercmpError, ValueError):
+        return {"status": "missing", "error": "no run store with one result was written"}
+    return result.model_dump(mode="json")
 
 
 def compare(out: Path, configs: dict, refs: dict, deadline: float) -> list[dict]:

@@ -103,8 +103,11 @@ def publish(run_dir: Path, out: Path, charts: list[tuple]) -> None:
     infercmp("report", str(run_dir), "-o", str(report))
     infercmp("report", str(run_dir), "--format", "md", "-o", str(out / "summary.md"))
     infercmp("report", str(run_dir), "--format", "csv", "-o", str(out / "summary.csv"))
-    for name in ("run.json", "summary.json"):
-        shutil.copyfile(run_dir / name, out / name)
+    # The metadata and the results (results.jsonl; summary.json in schema version 1 runs): the
+    # parquet files of raw rows stay out of the repository.
+    for name in ("run.json", "results.jsonl", "summary.json"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
     notes = RUN_NOTES.get(run_dir.name)
     if notes:
         add_notes(report, notes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,15 @@ class Combo:
     options: dict[str, Any] = field(default_factory=dict)
     outliers: int = 3
     parity_ok: bool = True
+    # Worker processes measured (bench --repeat); each has its own level, drawn around
+    # median_ms with a relative spread of process_spread (what separates real processes).
+    processes: int = 1
+    process_spread: float = 0.0
 
 
-def environment(host: str, gpus: list[str]) -> dict[str, Any]:
+def environment(
+    host: str, gpus: list[str], libraries: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "python": "3.11.2",
         "platform": "Linux-6.1-x86_64",
@@ -38,7 +46,7 @@ def environment(host: str, gpus: list[str]) -> dict[str, Any]:
         "cpu_logical_cores": 2,
         "cpu_physical_cores": 2,
         "ram_total_bytes": 24 * 1024**3,
-        "libraries": {"torch": "2.14.1", "onnxruntime": "1.31.1", "plotly": "7.1.0"},
+        "libraries": libraries or {"torch": "2.14.1", "onnxruntime": "1.31.1", "plotly": "7.1.0"},
         "gpus": [
             {
                 "name": name,
@@ -110,6 +118,7 @@ def make_run(
     seed: int = 0,
     input_name: str = "image",
     status: str = "complete",
+    libraries: dict[str, str] | None = None,
 ) -> Path:
     """Write a finished run with `combos` under `root`; returns its directory."""
     gpus = gpus or []
@@ -121,7 +130,7 @@ def make_run(
             "argv": ["infercmp", "bench", model],
             "config": {"name": model},
             "settings": {"sample_hz": 20},
-            "environment": environment(host, gpus),
+            "environment": environment(host, gpus, libraries),
         },
     )
     for combo in combos:
@@ -129,10 +138,18 @@ def make_run(
         variant = "-".join(f"{k}{v}" for k, v in sorted(combo.options.items())) or None
         cid = combo_id(combo.engine, combo.device, combo.precision, label, variant)
         ok = combo.status == "ok"
-        wall = latencies_ns(rng, combo.median_ms, combo.iterations, combo.outliers) if ok else None
-        latency = {"wall.total": wall} if ok else None
-        if ok and combo.device == "cuda":
-            latency["device.total"] = (wall * 0.9).astype(np.int64)
+        latency = None
+        if ok:
+            levels = [combo.median_ms] * combo.processes
+            if combo.process_spread:  # drawn only then, so single-process runs stay as they were
+                spread = combo.process_spread * rng.standard_normal(combo.processes)
+                levels = [m * (1 + d) for m, d in zip(levels, spread, strict=True)]
+            walls = [latencies_ns(rng, m, combo.iterations, combo.outliers) for m in levels]
+            latency = [{"wall.total": w} for w in walls]
+            if combo.device == "cuda":
+                for arrays, w in zip(latency, walls, strict=True):
+                    arrays["device.total"] = (w * 0.9).astype(np.int64)
+            wall = np.concatenate(walls)
         parity = None
         if ok:
             parity = {
@@ -166,7 +183,7 @@ def make_run(
             options=combo.options,
             status=combo.status,
             error=combo.error,
-            iterations=combo.iterations if ok else 0,
+            iterations=combo.iterations * combo.processes if ok else 0,
             latency=stats,
             device_latency=None,
             peak_rss_bytes=600 * 2**20 if ok else None,
@@ -180,6 +197,40 @@ def make_run(
         store.add_result(result, latency, samples)
     store.finish(status)
     return store.path
+
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    """Run the console script's `main()` on `args`: its exit code and what it wrote on stderr."""
+    import sys
+
+    import pytest
+
+    from infercmp.cli import main
+
+    old = sys.argv
+    sys.argv = ["infercmp", *args]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main()
+    finally:
+        sys.argv = old
+    return exc.value.code, capsys.readouterr().err
+
+
+def edit_run_json(run: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Change run.json in place, as a hand edit (or a killed bench) would leave it."""
+    info = json.loads((run / "run.json").read_text())
+    edit(info)
+    (run / "run.json").write_text(json.dumps(info))
+
+
+def edit_results(run: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Change each committed combination of `run` in place, as a hand edit of results.jsonl."""
+    log = run / "results.jsonl"
+    items = [json.loads(line) for line in log.read_text().splitlines()]
+    for item in items:
+        edit(item)
+    log.write_text("".join(json.dumps(item) + "\n" for item in items))
 
 
 def cpu_run(root: Path, slowdown: float = 1.0, seed: int = 0, **kwargs) -> Path:

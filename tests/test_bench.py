@@ -206,7 +206,7 @@ def test_sigint_keeps_finished_combinations_and_marks_the_run(shared_cache, tmp_
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        runs = list(tmp_path.glob("*/summary.json"))
+        runs = list(tmp_path.glob("*/results.jsonl"))
         if runs and '"onnxruntime"' in runs[0].read_text():
             break
         time.sleep(0.2)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from synthetic_runs import Combo, cpu_run, make_run
+from synthetic_runs import Combo, cpu_run, make_run, run_main
 from typer.testing import CliRunner
 
 from infercmp.cli import app
@@ -115,18 +115,182 @@ def test_cli_exit_codes(three_runs, tmp_path):
 
 
 def test_cli_bad_run_dir_is_one_line_exit_2(three_runs, tmp_path, capsys):
+    base, _, _ = three_runs
+    code, err = run_main(capsys, "compare", str(base), str(tmp_path / "nope"))
+    assert code == 2
+    err = err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0]
+
+
+# --------------------------------------------------------------------------- exit codes
+
+
+def _cli(*args: str):
+    result = runner.invoke(app, ["compare", *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def test_two_different_models_compare_nothing_and_exit_3(tmp_path):
+    base = make_run(tmp_path / "a", [Combo("onnxruntime")], model="tiny-cnn")
+    new = make_run(tmp_path / "b", [Combo("onnxruntime")], model="tiny-encoder", seed=1)
+    result = _cli(str(base), str(new))
+    assert result.exit_code == 3, result.output
+    assert "FAIL (exit 3): nothing compared: no combination was measured in both runs" in (
+        " ".join(result.output.split())
+    )
+    assert "lost: tiny-cnn onnxruntime cpu fp32 224x224x3 (defaults) is ok in base and " in (
+        " ".join(result.output.split())
+    )
+    doc = json.loads(_cli(str(base), str(new), "--format", "json").output)
+    assert doc["exit_code"] == 3 and doc["verdict"] == "FAIL: not comparable"
+    assert doc["problems"][0].startswith("nothing compared")
+    md = _cli(str(base), str(new), "--format", "md").output
+    assert "Verdict: **FAIL (exit 3): nothing compared" in md
+
+
+def test_one_model_at_different_shapes_compares_nothing(tmp_path):
+    base = make_run(tmp_path / "a", [Combo("onnxruntime", shape=(224, 224, 3))])
+    new = make_run(tmp_path / "b", [Combo("onnxruntime", shape=(320, 320, 3))], seed=1)
+    result = _cli(str(base), str(new), "--format", "json")
+    assert result.exit_code == 3
+    assert json.loads(result.output)["comparisons"] == []
+
+
+@pytest.mark.parametrize("what", ["failed", "skipped", "missing"])
+def test_a_combination_ok_in_base_and_lost_in_new_exits_3(tmp_path, what):
+    base = make_run(tmp_path / "a", [Combo("pytorch"), Combo("onnxruntime")])
+    lost = [] if what == "missing" else [Combo("onnxruntime", status=what, error="it broke")]
+    new = make_run(tmp_path / "b", [Combo("pytorch"), *lost], seed=1)
+    result = _cli(str(base), str(new))
+    assert result.exit_code == 3, result.output
+    said = " ".join(result.output.split())
+    detail = "missing in new" if what == "missing" else f"{what} in new: it broke"
+    assert (
+        f"FAIL (exit 3): lost: tiny-cnn onnxruntime cpu fp32 224x224x3 (defaults) is ok in "
+        f"base and {detail}" in said
+    )
+    doc = json.loads(_cli(str(base), str(new), "-f", "json").output)
+    assert len(doc["lost"]) == 1 and doc["exit_code"] == 3
+
+
+def test_a_regression_outranks_a_lost_combination(tmp_path):
+    base = make_run(tmp_path / "a", [Combo("pytorch"), Combo("onnxruntime")])
+    new = make_run(tmp_path / "b", [Combo("pytorch", median_ms=14.0)], seed=1)
+    result = _cli(str(base), str(new))
+    assert result.exit_code == 1
+    assert "FAIL (exit 1): regression above 5%" in result.output
+
+
+def test_the_method_used_is_named(three_runs):
+    base, same, _ = three_runs
+    result = _cli(str(base), str(same))
+    assert result.exit_code == 0
+    said = " ".join(result.output.split())
+    assert "method (single-process, 4 combination(s)): percentile bootstrap" in said
+    assert "OK: no regression above 5% in 4 compared combination(s)" in said
+
+
+# --------------------------------------------------------------------------- environments
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        (
+            {"libraries": {"torch": "2.15.0", "onnxruntime": "1.31.1", "plotly": "7.1.0"}},
+            "torch 2.14.1 → 2.15.0",
+        ),
+        ({"gpus": ["NVIDIA A100"]}, "GPUs not recorded or not installed → NVIDIA A100"),
+    ],
+)
+def test_runs_from_different_environments_need_allow_env_change(tmp_path, capsys, changes, named):
+    base = make_run(tmp_path / "a", [Combo("onnxruntime")])
+    new = make_run(tmp_path / "b", [Combo("onnxruntime")], seed=1, **changes)
+    code, err = run_main(capsys, "compare", str(base), str(new))
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: the runs were measured in different environments (")
+    assert named in line and line.endswith("compare them anyway with --allow-env-change")
+    allowed = _cli(str(base), str(new), "--allow-env-change")
+    assert allowed.exit_code == 0, allowed.output
+    assert f"environment changed (allowed): {named}" in allowed.output
+    doc = json.loads(_cli(str(base), str(new), "--allow-env-change", "-f", "json").output)
+    assert named in doc["environment_changes"]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _repeated(root, median_ms: float, processes: int, seed: int):
+    return make_run(
+        root,
+        [Combo("onnxruntime", median_ms=median_ms, processes=processes, process_spread=0.03)],
+        seed=seed,
+    )
+
+
+def test_repeated_runs_are_compared_by_process_and_say_so(tmp_path):
+    base = _repeated(tmp_path / "a", 10.0, 5, seed=1)
+    same = _repeated(tmp_path / "b", 10.0, 5, seed=2)
+    slow = _repeated(tmp_path / "c", 12.0, 5, seed=3)
+    report = compare_runs(open_run(base), open_run(same))
+    (only,) = report.comparisons
+    assert only.method == "hierarchical" and only.processes == (5, 5)
+    assert only.verdict == "no significant change"
+    assert "between processes" in report.methods["hierarchical"]
+    slower = compare_runs(open_run(base), open_run(slow))
+    assert slower.comparisons[0].verdict == "regression" and slower.exit_code == 1
+    # One side with a single process: the single-process method, and the output says which.
+    single = make_run(tmp_path / "d", [Combo("onnxruntime", median_ms=10.0)], seed=4)
+    mixed = compare_runs(open_run(base), open_run(single))
+    assert mixed.comparisons[0].method == "single-process"
+    assert mixed.comparisons[0].processes == (5, 1)
+
+
+# --------------------------------------------------------------------------- which runs
+
+
+def test_directories_of_runs_resolve_to_their_latest_run(tmp_path, capsys):
+    """`bench --out base` then `compare base slow`, as a newcomer would type it."""
+    base_dir, slow_dir = tmp_path / "base", tmp_path / "slow"
+    cpu_run(base_dir, seed=1)
+    newest = cpu_run(base_dir, seed=2)
+    slow = cpu_run(slow_dir, seed=3, slowdown=1.2)
+    code, err = run_main(capsys, "compare", str(base_dir), str(slow_dir))
+    assert code == 1
+    assert err.splitlines() == [
+        f"'{base_dir}' holds runs; using the latest, {newest}",
+        f"'{slow_dir}' holds runs; using the latest, {slow}",
+    ]
+    code, err = run_main(capsys, "report", str(base_dir), "-o", str(tmp_path / "r.html"))
+    assert code == 0 and err.splitlines() == [
+        f"'{base_dir}' holds runs; using the latest, {newest}"
+    ]
+
+
+def test_a_killed_run_reads_as_abandoned(tmp_path):
+    import subprocess
     import sys
 
-    from infercmp.cli import main
+    from synthetic_runs import edit_run_json
 
-    base, _, _ = three_runs
-    old = sys.argv
-    sys.argv = ["infercmp", "compare", str(base), str(tmp_path / "nope")]
-    try:
-        with pytest.raises(SystemExit) as exc:
-            main()
-    finally:
-        sys.argv = old
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "does not exist" in err[0]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    base = cpu_run(tmp_path / "a", seed=1)
+    run = cpu_run(tmp_path / "b", seed=2)
+    edit_run_json(
+        run,
+        lambda info: info.update(
+            status="running", finished=None, writer=dict(info["writer"], pid=dead.pid)
+        ),
+    )
+    md = runner.invoke(app, ["report", str(run), "-f", "md"]).output
+    assert f"status abandoned (its bench process (pid {dead.pid} on " in md
+    doc = json.loads(runner.invoke(app, ["report", str(run), "-f", "json"]).output)
+    assert doc["runs"][0]["status"] == "abandoned"
+    html = runner.invoke(app, ["report", str(run), "-o", str(tmp_path / "r.html")])
+    assert html.exit_code == 0
+    assert "the run is <b>abandoned</b>" in (tmp_path / "r.html").read_text()
+    said = _cli(str(base), str(run)).output
+    assert "the new run is abandoned: only its finished combinations count" in said

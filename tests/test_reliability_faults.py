@@ -8,7 +8,6 @@ happened, and leave no worker process, temporary file or staging entry behind.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
 import signal
@@ -25,6 +24,7 @@ from typer.testing import CliRunner
 
 from infercmp import bench, results
 from infercmp.cli import app
+from infercmp.errors import InfercmpError
 from infercmp.plugins import get_plugin
 from infercmp.results import RunStore
 from infercmp.sampler import default_samplers
@@ -175,24 +175,26 @@ def test_a_failing_results_write_is_one_line_exit_1_and_keeps_earlier_results(
     reliability_plugins, isolated, tmp_path, monkeypatch, code, partial
 ):
     """The disk fills up (a write stops half-way) or turns read-only after the first result."""
-    real_write = results.atomic_write
+    real_write, real_append = results.write_atomic, results._append
     state = {"committed": 0}
 
-    def failing_write(path: Path, write) -> None:
-        if state["committed"] < 1:
-            real_write(path, write)
-            if path.name == results.SUMMARY_FILE and json.loads(path.read_text()):
-                state["committed"] += 1
-            return
+    def counting_append(log: Path, line: bytes) -> None:
+        real_append(log, line)
+        state["committed"] += 1
 
-        def fail(tmp: Path) -> None:
-            if partial:
-                write(tmp)  # the data lands in the temporary file, then the disk is full
-            raise OSError(code, os.strerror(code), str(tmp))
+    def failing_write(path: Path, content) -> None:
+        if state["committed"] < 1:
+            return real_write(path, content)
+
+        def fail(fh) -> None:
+            if partial:  # the data lands in the temporary file, then the disk is full
+                fh.write(b"x" * 4096)
+            raise OSError(code, os.strerror(code), str(path))
 
         real_write(path, fail)
 
-    monkeypatch.setattr(results, "atomic_write", failing_write)
+    monkeypatch.setattr(results, "write_atomic", failing_write)
+    monkeypatch.setattr(results, "_append", counting_append)
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
@@ -205,7 +207,7 @@ def test_a_failing_results_write_is_one_line_exit_1_and_keeps_earlier_results(
     assert os.strerror(code) in errors[0]
     assert "1 finished combination(s) are saved in" in errors[0]
     assert "Traceback" not in result.output
-    monkeypatch.setattr(results, "atomic_write", real_write)  # the disk has room again
+    monkeypatch.setattr(results, "write_atomic", real_write)  # the disk has room again
     run = only_run(out)
     store = RunStore.open(run)
     assert store.status == "running"  # run.json could not be updated either
@@ -218,10 +220,10 @@ def test_a_failing_results_write_is_one_line_exit_1_and_keeps_earlier_results(
 def test_a_results_dir_that_cannot_be_written_at_the_start_leaves_no_run_dir(
     reliability_plugins, isolated, tmp_path, monkeypatch
 ):
-    def full(path: Path, write) -> None:
+    def full(path: Path, content) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(results, "atomic_write", full)
+    monkeypatch.setattr(results, "write_atomic", full)
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app, ["bench", "rel-faulty", "-d", "cpu", "-e", "pytorch", "--out", str(out)]
@@ -255,8 +257,8 @@ def _wait_for(condition, what: str, timeout: float = 120) -> None:
 def _summary_len(out: Path) -> int:
     runs = run_dirs(out)
     try:
-        return len(json.loads((runs[0] / "summary.json").read_text())) if runs else 0
-    except (OSError, ValueError):
+        return len(RunStore.open(runs[0]).results) if runs else 0
+    except (OSError, ValueError, InfercmpError):
         return 0
 
 

@@ -361,7 +361,7 @@ json_values = st.recursive(
     ),
     max_leaves=8,
 )
-RUN_FILES = ["run.json", "summary.json", "latency.parquet", "samples.parquet", "parity"]
+RUN_FILES = ["run.json", "results.jsonl", "latency", "samples"]
 
 
 @st.composite
@@ -377,8 +377,8 @@ def damage(draw):
 
 def _damage(run: Path, target: str, action: str, data) -> None:
     path = run / target
-    if target == "parity":
-        files = sorted(path.glob("*.json"))
+    if path.is_dir():  # one combination's parquet file
+        files = sorted(path.glob("*.parquet"))
         if not files:
             return
         path = files[0]
@@ -396,6 +396,13 @@ def _damage(run: Path, target: str, action: str, data) -> None:
         path.mkdir()
     elif action == "empty" and path.is_file():
         path.write_bytes(b"")
+    elif action in ("edit-key", "edit-item") and path.suffix == ".jsonl":
+        first, *rest = path.read_text().splitlines()
+        item = json.loads(first)
+        key = data.draw(st.sampled_from(sorted(item)), label="key")
+        item[key] = data.draw(json_values, label="value")
+        lines = [json.dumps(item), *rest] + ([json.dumps(item)] if action == "edit-item" else [])
+        path.write_text("\n".join(lines) + "\n")
     elif action in ("edit-key", "edit-item") and path.suffix == ".json":
         value = json.loads(path.read_text())
         item = value[0] if isinstance(value, list) and value else value
@@ -419,8 +426,9 @@ def test_fuzzed_run_directories_for_report_and_compare(good_runs, tmp_path_facto
     if command == "compare":
         result = runner.invoke(app, ["compare", str(base), str(run), "--resamples", "200"])
         assert result.exit_code != 1 or "regress" in result.output.lower(), result.output
-        if result.exit_code == 1:
-            return  # a significant regression: compare's documented exit code
+        assert result.exit_code != 3 or "FAIL (exit 3)" in result.output, result.output
+        if result.exit_code in (1, 3):
+            return  # a regression, or a combination lost to the damage: documented exit codes
     else:
         result = runner.invoke(app, ["report", str(run), "-f", command, "-o", str(target)])
     check(result)
@@ -451,13 +459,16 @@ def test_fuzzed_run_directory_arguments(tmp_path_factory, path):
 
 
 def test_report_on_a_run_still_being_written_shows_what_is_committed(tmp_path):
-    """A reader never sees a half-written combination: rows beyond summary.json are ignored."""
+    """A reader never sees a half-written combination: only whole lines of the log count."""
     run = make_run(tmp_path, [Combo("pytorch"), Combo("onnxruntime")], model="m")
-    summary = json.loads((run / "summary.json").read_text())
-    (run / "summary.json").write_text(json.dumps(summary[:1]))  # the second not committed yet
+    first, second = (run / "results.jsonl").read_text().splitlines()
+    # The second line is being appended: half of it is there, its parquet files are complete.
+    (run / "results.jsonl").write_text(first + "\n" + second[: len(second) // 2])
+    committed = json.loads(first)["combo_id"]
     store = RunStore.open(run)
-    assert [r.combo_id for r in store.results] == [summary[0]["combo_id"]]
-    assert set(store.latency()["combo_id"].unique()) == {summary[0]["combo_id"]}
-    tempfile.mkstemp(dir=run, prefix=".summary.json.", suffix=".tmp")  # a writer's temp file
+    assert [r.combo_id for r in store.results] == [committed]
+    assert set(store.latency()["combo_id"].unique()) == {committed}
+    assert set(store.samples()["combo_id"].unique()) == {committed}
+    tempfile.mkstemp(dir=run / "latency", prefix=".x.parquet.", suffix=".tmp")  # a writer's
     result = runner.invoke(app, ["report", str(run), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output

@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from synthetic_runs import XSS, Combo, cpu_run, make_run
+from synthetic_runs import XSS, Combo, cpu_run, edit_results, make_run, run_main
 from typer.testing import CliRunner
 
 from infercmp.cli import app
@@ -190,19 +190,8 @@ def test_cli_report_formats(runs_root, tmp_path):
 
 
 def test_cli_report_bad_inputs(tmp_path, capsys):
-    from infercmp.cli import main
-
     def run(*args):
-        import sys
-
-        old = sys.argv
-        sys.argv = ["infercmp", *args]
-        try:
-            with pytest.raises(SystemExit) as exc:
-                main()
-        finally:
-            sys.argv = old
-        return exc.value.code, capsys.readouterr().err
+        return run_main(capsys, *args)
 
     code, err = run("report", str(tmp_path / "missing"))
     assert code == 2 and "does not exist" in err
@@ -252,10 +241,12 @@ def test_gpu_time_column_and_tuned_baseline(tmp_path):
         gpus=["NVIDIA H200"],
     )
     # Device statistics as the worker writes them, from the CUDA-event clock.
-    summary = json.loads((run / "summary.json").read_text())
-    for item in summary:
-        item["device_latency"] = dict(item["latency"], p50_ms=item["latency"]["p50_ms"] * 0.9)
-    (run / "summary.json").write_text(json.dumps(summary))
+    edit_results(
+        run,
+        lambda item: item.update(
+            device_latency=dict(item["latency"], p50_ms=item["latency"]["p50_ms"] * 0.9)
+        ),
+    )
     runs = load_runs([run])
     rows = summary_rows(runs)
     graph = next(r for r in rows if "cuda_graph=on" in r["options"])
@@ -283,3 +274,93 @@ def test_unset_options_are_not_listed():
     assert format_options({"fp16_model": long}) == (
         "fp16_model=…/16dd504c680bb584ef0c29b0ed327727/model.onnx"
     )
+
+
+def test_a_run_where_nothing_was_measured_says_so_instead_of_a_green_banner(tmp_path):
+    run = make_run(
+        tmp_path,
+        [Combo("onnxruntime", device="cuda", status="skipped", error="no CUDA GPU is visible")],
+    )
+    page = render_html(load_runs([run]))
+    assert "<b>Nothing was measured</b>: no combination produced a latency." in page
+    assert "No noise warnings" not in page
+
+
+def test_rows_show_only_the_options_that_apply_to_their_device(tmp_path):
+    cuda_only = {"enable_cuda_graph": False, "cudnn_conv_algo_search": "EXHAUSTIVE"}
+    run = make_run(
+        tmp_path,
+        [
+            Combo("onnxruntime", options={**cuda_only, "intra_op_threads": 2}),
+            Combo("onnxruntime", device="cuda", options={**cuda_only, "intra_op_threads": 2}),
+            Combo("pytorch", options={"cuda_graph": False, "channels_last": True}),
+        ],
+    )
+    rows = {(r["engine"], r["device"]): r["options"] for r in summary_rows(load_runs([run]))}
+    assert rows == {
+        ("onnxruntime", "cpu"): "intra_op_threads=2",
+        ("onnxruntime", "cuda"): (
+            "cudnn_conv_algo_search=EXHAUSTIVE, enable_cuda_graph=off, intra_op_threads=2"
+        ),
+        ("pytorch", "cpu"): "channels_last=on",
+    }
+
+
+def test_a_skipped_row_shows_the_options_asked_for(tmp_path):
+    run = make_run(
+        tmp_path, [Combo("pytorch", device="cuda", status="skipped", error="no CUDA GPU")]
+    )
+    edit_results(run, lambda item: item.update(variant="cuda_graph=true"))
+    (row,) = summary_rows(load_runs([run]))
+    assert row["options"] == "cuda_graph=true"
+
+
+def test_the_environment_section_is_written_for_a_person(tmp_path):
+    from synthetic_runs import edit_run_json
+
+    run = cpu_run(tmp_path)
+
+    def edit(info):
+        info["environment"]["nvml"] = {
+            "available": False,
+            "reason": "NVMLError_LibraryNotFound: NVML Shared Library Not Found",
+        }
+        info["environment"]["python_implementation"] = "CPython"
+        info["settings"] = {
+            "experiments": ["224x224x3", "320x320x3"],
+            "measurement": {
+                "warmup_iters": None,
+                "warmup_seconds": 1.0,
+                "iters": None,
+                "duration_s": None,
+                "ci_target": 0.01,
+                "min_iters": 100,
+                "max_seconds": 2.0,
+                "timeout_s": 600.0,
+                "device_resident": False,
+            },
+            "sample_hz": 20.0,
+            "exporter": "dynamo",
+        }
+
+    edit_run_json(run, edit)
+    page = render_html(load_runs([run]))
+    section = page[page.index('<section id="environment">') :]
+    section = section[: section.index("</section>")]
+    import html
+
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", section)).split())
+    for said in (
+        "none found no NVIDIA driver is installed",
+        "Python 3.11.2 (CPython)",
+        "shapes 224x224x3, 320x320x3",
+        "warm-up 1 s",
+        "measured until the median's 95% CI is within ±1% (at least 100 iterations, at most 2 s)",
+        "worker timeout 600 s",
+        "inputs copied from the host on every call",
+        "sampling 20 readings per second",
+        "exporter dynamo",
+    ):
+        assert said in text, (said, text)
+    for raw in ("NVMLError", "warmup_iters", "None", "available", "python_executable"):
+        assert raw not in text, (raw, text)

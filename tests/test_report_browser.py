@@ -114,6 +114,34 @@ def test_report_renders_in_chromium(browser, tmp_path):
     assert not [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
 
 
+# Rectangles of plotly's toolbar and of the linear/log switch in every chart that has both.
+_TOOLBAR_AND_SWITCH = """
+return Array.from(document.querySelectorAll('.js-plotly-plot')).map(function (div) {
+  const bar = div.querySelector('.modebar');
+  const menu = div.querySelector('.updatemenu-container');
+  if (!bar || !menu || !menu.getBBox().width) return null;
+  const a = bar.getBoundingClientRect(), b = menu.getBoundingClientRect();
+  return {id: div.id, bar: [a.left, a.top, a.right, a.bottom],
+          menu: [b.left, b.top, b.right, b.bottom]};
+}).filter(Boolean);
+"""
+
+
+def test_the_linear_log_switch_does_not_overlap_plotly_toolbar(browser, tmp_path):
+    run = cpu_run(tmp_path / "runs")
+    page = tmp_path / "report.html"
+    page.write_text(render_html(load_runs([run])), encoding="utf-8")
+    _render(browser, page, _shots(tmp_path, "report-switch.png"))
+    for width in (1440, 900):  # a laptop and a narrow window
+        browser.set_window_size(width, 900)
+        pairs = browser.execute_script(_TOOLBAR_AND_SWITCH)
+        assert pairs, "no chart has both a toolbar and a linear/log switch"
+        for pair in pairs:
+            (al, at, ar, ab), (bl, bt, br, bb) = pair["bar"], pair["menu"]
+            overlap = min(ar, br) > max(al, bl) and min(ab, bb) > max(at, bt)
+            assert not overlap, (width, pair)
+
+
 def test_names_from_plugins_do_not_run(browser, tmp_path):
     run = make_run(
         tmp_path / "runs",

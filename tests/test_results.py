@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from infercmp import results
 from infercmp.errors import InfercmpError
 from infercmp.results import (
+    RESULTS_LOG,
     SAMPLE_COLUMNS,
     CombinationResult,
     RunStore,
@@ -25,6 +26,7 @@ from infercmp.results import (
     latest_run,
     safe_name,
 )
+from infercmp.stats import LatencyStats
 
 META = {
     "argv": ["infercmp", "bench", "tiny-cnn", "--shape", "32,32,3"],
@@ -48,7 +50,7 @@ def _result(engine: str = "pytorch", status: str = "ok", **extra) -> Combination
         options={"threads": 2},
         status=status,
         iterations=5,
-        latency={"p50_ms": 1.5, "p99_ms": 2.0},
+        latency=LatencyStats.from_ns(np.array([1_500_000, 2_000_000])).to_dict(),
         parity={
             "ok": True,
             "rtol": 1e-3,
@@ -102,7 +104,7 @@ def test_round_trip(tmp_path):
     assert store.path.parent == tmp_path
     assert store.path.name.endswith("-tiny-cnn")
     info = json.loads((store.path / "run.json").read_text())
-    assert info["schema_version"] == 1
+    assert info["schema_version"] == 2
     assert info["status"] == "running"
     assert info["argv"] == META["argv"]
 
@@ -135,9 +137,16 @@ def test_round_trip(tmp_path):
     assert samples["sys_cpu_pct"].dtype == pl.Float64
     assert samples["gpu_power_w"].null_count() == 3
 
-    parity = json.loads((store.path / "parity" / f"{first.combo_id}.json").read_text())
-    assert parity["combo_id"] == first.combo_id and parity["ok"] is True
-    assert not (store.path / "parity" / f"{second.combo_id}.json").exists()
+    assert opened.results[0].parity["ok"] is True and opened.results[1].parity is None
+    assert {p.name for p in (store.path / "latency").iterdir()} == {
+        f"{first.combo_id}.1.parquet",
+        f"{second.combo_id}.2.parquet",
+    }
+    log = [json.loads(line) for line in (store.path / RESULTS_LOG).read_text().splitlines()]
+    assert [(r["commit"], r["combo_id"]) for r in log] == [
+        (1, first.combo_id),
+        (2, second.combo_id),
+    ]
 
 
 def test_replacing_a_combination_replaces_its_rows(tmp_path):
@@ -191,14 +200,15 @@ def test_reserved_meta_keys_are_refused(tmp_path):
 def test_a_failed_write_leaves_the_previous_state(tmp_path, monkeypatch):
     store = RunStore.create(tmp_path, "m", {})
     store.add_result(_result("pytorch"), _latency(5), _samples(3))
-    before = {p.name: p.read_bytes() for p in store.path.iterdir() if p.is_file()}
+    before = sorted(p.relative_to(store.path) for p in store.path.rglob("*") if p.is_file())
+    log_before = (store.path / RESULTS_LOG).read_bytes()
 
-    # The latency parquet write dies half-way: a partial temp file exists, then an error.
+    # The samples parquet write dies half-way: a partial temp file exists, then an error.
     real = pl.DataFrame.write_parquet
 
     def dying_write(frame, file, *args, **kwargs):
-        if "latency" in str(file):
-            Path(file).write_bytes(b"PAR1 half a file")
+        if "samples" in frame.columns[1:3] or "t_s" in frame.columns:
+            file.write(b"PAR1 half a file")
             raise OSError("disk full")
         return real(frame, file, *args, **kwargs)
 
@@ -207,36 +217,148 @@ def test_a_failed_write_leaves_the_previous_state(tmp_path, monkeypatch):
         store.add_result(_result("onnxruntime"), _latency(3), _samples(2))
     monkeypatch.undo()
 
-    after = {p.name: p.read_bytes() for p in store.path.iterdir() if p.is_file()}
-    # samples.parquet was already replaced, but nothing else; no temp file is left behind.
-    assert set(after) == set(before)
-    assert after["summary.json"] == before["summary.json"]
-    assert after["latency.parquet"] == before["latency.parquet"]
+    # The latency file already written for the combination is taken back; no temp file left.
+    after = sorted(p.relative_to(store.path) for p in store.path.rglob("*") if p.is_file())
+    assert after == before
+    assert (store.path / RESULTS_LOG).read_bytes() == log_before
+    assert [r.engine for r in store.results] == ["pytorch"]
     opened = RunStore.open(store.path)
     assert [r.engine for r in opened.results] == ["pytorch"]
     assert opened.latency().height == 10
-    # The uncommitted combination's samples are not shown.
-    assert opened.samples()["combo_id"].unique().to_list() == [_result("pytorch").combo_id]
+    # The store goes on: the next commit lands as if nothing happened.
+    store.add_result(_result("onnxruntime"), _latency(3), _samples(2))
+    assert [r.engine for r in RunStore.open(store.path).results] == ["pytorch", "onnxruntime"]
 
 
-def test_a_crash_during_rename_keeps_the_old_summary(tmp_path, monkeypatch):
+# The system calls a commit makes; a signal's KeyboardInterrupt can surface before or after any.
+_COMMIT_CALLS = ("open", "write", "fstat", "fsync", "ftruncate", "replace", "unlink", "fchmod")
+
+
+class _Interrupt:
+    """Raises KeyboardInterrupt at the n-th of the commit's system calls, before or after it."""
+
+    def __init__(self, monkeypatch, at: int, after: bool):
+        self.calls = 0
+        self.at, self.after, self.fired = at, after, False
+        for name in _COMMIT_CALLS:
+            monkeypatch.setattr(os, name, self._wrap(getattr(os, name)))
+
+    def _wrap(self, real):
+        def call(*args, **kwargs):
+            self.calls += 1
+            hit = self.calls == self.at and not self.fired
+            if hit and not self.after:
+                self.fired = True
+                raise KeyboardInterrupt
+            value = real(*args, **kwargs)
+            if hit:
+                self.fired = True
+                raise KeyboardInterrupt
+            return value
+
+        return call
+
+
+def _state(path: Path) -> tuple[list[str], dict[str, list[int]]]:
+    opened = RunStore.open(path)
+    lat = opened.latency()
+    rows = {
+        cid: sorted(lat.filter(pl.col("combo_id") == cid)["ns"].to_list())
+        for cid in lat["combo_id"].unique().to_list()
+    }
+    return [f"{r.combo_id}:{r.iterations}" for r in opened.results], rows
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["new", "replacing"])
+def test_a_signal_at_any_step_of_a_commit_leaves_the_old_run_or_the_new(
+    tmp_path, monkeypatch, replace
+):
+    """KeyboardInterrupt before and after each system call of add_result, one trial each."""
+    first = _result("pytorch")
+    second = _result("pytorch", iterations=7) if replace else _result("onnxruntime")
+
+    def fresh(where: Path) -> RunStore:
+        store = RunStore.create(where, "m", {})
+        store.add_result(first, _latency(5), _samples(3))
+        return store
+
+    # The two states a reader may see, recorded from runs that were not interrupted.
+    old_state = _state(fresh(tmp_path / "old").path)
+    whole = fresh(tmp_path / "new")
+    whole.add_result(second, _latency(7), _samples(2))
+    new_state = _state(whole.path)
+    assert old_state != new_state
+
+    seen = {"old": 0, "new": 0}
+    trial = 0
+    while True:
+        trial += 1
+        for after in (False, True):
+            store = fresh(tmp_path / f"t{trial}{after}")
+            with monkeypatch.context() as patch:
+                interrupt = _Interrupt(patch, trial, after)
+                try:
+                    store.add_result(second, _latency(7), _samples(2))
+                except KeyboardInterrupt:
+                    pass
+            state = _state(store.path)
+            assert state in (old_state, new_state), (trial, after)
+            # The writer's own view agrees with the disk (bench reports saved counts from it).
+            assert [f"{r.combo_id}:{r.iterations}" for r in store.results] == state[0]
+            seen["new" if state == new_state else "old"] += 1
+            assert not list(store.path.rglob("*.tmp")), (trial, after)
+            # The next commit still works, whatever was cut short.
+            store.add_result(_result("tensorrt"), _latency(2), None)
+            assert _state(store.path)[0][-1] == f"{_result('tensorrt').combo_id}:5"
+        if not interrupt.fired:  # past the last system call of the commit
+            break
+    assert trial > 10 and seen["old"] > 5 and seen["new"] > 0, (trial, seen)
+
+
+def test_a_line_cut_short_at_the_end_of_the_log_is_not_a_commit(tmp_path):
     store = RunStore.create(tmp_path, "m", {})
-    store.add_result(_result("pytorch"), _latency(2), None)
-    real_replace = os.replace
+    store.add_result(_result("pytorch"), _latency(5), None)
+    whole = (store.path / RESULTS_LOG).read_bytes()
+    with open(store.path / RESULTS_LOG, "ab") as fh:
+        fh.write(whole[: len(whole) // 2].replace(b'"pytorch"', b'"tensorrt"'))
+    assert [r.engine for r in RunStore.open(store.path).results] == ["pytorch"]
+    with open(store.path / RESULTS_LOG, "ab") as fh:
+        fh.write(b"\n")  # now a whole line that is not JSON: damage, said in one line
+    with pytest.raises(InfercmpError, match=r"results\.jsonl line 2 is not a JSON object"):
+        RunStore.open(store.path)
 
-    def dying_replace(src, dst):
-        if str(dst).endswith("summary.json"):
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
 
-    monkeypatch.setattr(os, "replace", dying_replace)
-    with pytest.raises(KeyboardInterrupt):
-        store.add_result(_result("onnxruntime"), _latency(2), None)
-    monkeypatch.undo()
-    opened = RunStore.open(store.path)
-    assert [r.engine for r in opened.results] == ["pytorch"]
-    assert opened.latency()["combo_id"].unique().to_list() == [_result("pytorch").combo_id]
-    assert not [p for p in store.path.iterdir() if p.name.endswith(".tmp")]
+def test_a_schema_1_run_is_read_with_its_uncommitted_rows_ignored(tmp_path):
+    """The layout before the commit log: summary.json and whole-run parquet files."""
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"schema_version": 1, "model": "m"}))
+    first = _result("pytorch")
+    (run / "summary.json").write_text(json.dumps([first.model_dump(mode="json")]))
+    rows = pl.concat(
+        [
+            results.latency_frame(first.combo_id, _latency(3)),
+            results.latency_frame("uncommitted", _latency(2)),
+        ]
+    ).drop("process")
+    rows.write_parquet(run / "latency.parquet")
+    opened = RunStore.open(run)
+    assert opened.results == [first]
+    lat = opened.latency()
+    assert lat.schema == pl.Schema(results.latency_schema())
+    assert lat["combo_id"].unique().to_list() == [first.combo_id]
+    assert lat["process"].unique().to_list() == [0]
+    assert opened.samples().is_empty()
+    with pytest.raises(InfercmpError, match="schema version 1 run; it is read only"):
+        opened.add_result(_result("onnxruntime"), None, None)
+
+
+def test_the_published_schema_1_runs_still_open():
+    root = Path(__file__).parents[1] / "docs" / "results"
+    for run in (root / "h200", root / "cpu-2core"):
+        opened = RunStore.open(run)
+        assert opened.meta["schema_version"] == 1
+        assert opened.results and opened.latency().is_empty()
 
 
 def test_killed_writer_leaves_a_running_run_that_opens(tmp_path):
@@ -293,7 +415,7 @@ def test_open_rejects_what_is_not_a_run(tmp_path):
     with pytest.raises(InfercmpError) as err:
         RunStore.open(empty)
     assert str(err.value) == (
-        f"{empty} uses results schema version 99; this infercmp reads version 1: "
+        f"{empty} uses results schema version 99; this infercmp reads versions 1, 2: "
         "open it with the infercmp version that wrote it (9.0)"
     )
 
@@ -310,6 +432,11 @@ def test_open_rejects_what_is_not_a_run(tmp_path):
     (empty / "latency.parquet").write_bytes(b"garbage")
     with pytest.raises(InfercmpError, match=r"cannot be read as parquet"):
         RunStore.open(empty).latency()
+
+    (empty / "run.json").write_text('{"schema_version": 2}')
+    with pytest.raises(InfercmpError) as err:
+        RunStore.open(empty)
+    assert str(err.value) == f"{empty} has no results.jsonl; the run directory is incomplete"
 
 
 def test_latest_run(tmp_path):
@@ -367,3 +494,4 @@ def test_unsafe_combo_id_is_refused(tmp_path):
     store = RunStore.create(tmp_path, "m", {})
     with pytest.raises(ValueError, match="not filesystem-safe"):
         store.add_result(_result(combo_id="../x"), None, None)
+    assert store.results == [] and RunStore.open(store.path).results == []

@@ -670,7 +670,11 @@ def outcome_to_result(
     # What describes the combination: a measured process if any, else the failed one.
     source = ok[0].result if ok else failed
 
-    latency, samples = _pool(ok)
+    per_process, samples = _per_process(ok)
+    latency = {
+        clock: np.concatenate([p.get(clock, np.empty(0, np.int64)) for p in per_process])
+        for clock in dict.fromkeys(k for p in per_process for k in p)
+    }
     wall = latency.get("wall.total")
     iterations = int(len(wall)) if wall is not None else 0
     runtime_shapes = source.runtime_shapes if source else {}
@@ -679,7 +683,7 @@ def outcome_to_result(
     ci_method = "order statistics of the median (within one process)" if stats else None
     if stats is not None and len(ok) >= 2:
         _, stats["ci_low_ms"], stats["ci_high_ms"] = hierarchical_median_ci(
-            [o.latency["wall.total"] / 1e6 for o in ok]
+            [o.latency["wall.total"] / 1e6 for o in ok], BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
         )
         ci_method = "hierarchical bootstrap over processes, then iterations"
     device = latency.get("device.total")
@@ -738,30 +742,21 @@ def outcome_to_result(
         started=progress.started,
         finished=now_iso(),
     )
-    return result, latency or None, samples or None
+    return result, per_process or None, samples or None
 
 
-def _pool(outcomes: list[WorkerOutcome]) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """Every process's latency arrays end to end, with a `process` array; their sampler rows."""
-    latency: dict[str, np.ndarray] = {}
-    samples: list[dict[str, Any]] = []
-    if not outcomes:
-        return latency, samples
-    clocks = list(dict.fromkeys(k for o in outcomes for k in o.latency))
-    for clock in clocks:
-        latency[clock] = np.concatenate(
-            [o.latency.get(clock, np.empty(0, np.int64)) for o in outcomes]
-        )
-    latency["process"] = np.concatenate(
-        [
-            np.full(len(o.latency["wall.total"]), o.result.process if o.result else 0)
-            for o in outcomes
-        ]
-    )
-    for o in outcomes:
-        process = o.result.process if o.result else 0
-        samples.extend({**row, "process": process} for row in o.samples)
-    return latency, samples
+def _per_process(
+    outcomes: list[WorkerOutcome],
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, Any]]]:
+    """Each process's latency arrays, in process order (the store numbers them), and every
+    process's sampler rows tagged with its number."""
+    ordered = sorted(outcomes, key=lambda o: o.result.process if o.result else 0)
+    samples = [
+        {**row, "process": o.result.process if o.result else 0}
+        for o in ordered
+        for row in o.samples
+    ]
+    return [o.latency for o in ordered], samples
 
 
 def _batch_size(runtime_shapes: dict[str, list[int]] | None) -> int:
@@ -841,6 +836,8 @@ def run_bench(
         raise _write_failed(store, exc) from exc
     return "complete"
 
+
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0  # for the CI across processes: repeatable
 
 #: Each worker's directory inside the run (spec.json, worker.log, result.json, latency.npz);
 #: kept for combinations that did not end ok, so they can be replayed by hand.

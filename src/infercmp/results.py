@@ -1,16 +1,17 @@
-"""The run directory: one versioned, atomically written store of a bench run's results.
+"""The run directory: a versioned store of a bench run, committed one combination at a time.
 
 Layout (the contract is ``docs/results-format.md``)::
 
     <root>/<YYYYmmdd-HHMMSS>-<model>/
-        run.json            schema version, infercmp version, status, times, argv, config, env
-        summary.json        one CombinationResult per finished combination
-        latency.parquet     one row per iteration, clock and phase (raw nanoseconds)
-        samples.parquet     one row per sampler reading, tagged with the worker's phase
-        parity/<combo>.json output-by-output comparison with the PyTorch reference
+        run.json                     schema version, infercmp version, status, times, argv, env
+        results.jsonl                the commit log: one line per finished combination
+        latency/<combo>.<n>.parquet  one row per iteration, clock and phase (raw nanoseconds)
+        samples/<combo>.<n>.parquet  one row per sampler reading, tagged with the worker's phase
 
-summary.json is the commit point: every other file is written first, and readers only show
-rows of combinations listed in it, so a crash at any moment leaves the previous consistent run.
+A combination is committed by appending its line to results.jsonl after its parquet files are
+on disk (``n`` is the line's commit number), so a commit costs the same however large the run
+is, and a signal or crash at any instant leaves the previous consistent run or the new one.
+Runs of schema version 1 (summary.json, whole-run parquet files) are still read.
 """
 
 from __future__ import annotations
@@ -23,26 +24,42 @@ import os
 import re
 import shutil
 import socket
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from infercmp.errors import InfercmpError, RunFailed
+from infercmp.files import write_atomic
 
 if TYPE_CHECKING:
     import numpy as np
     import polars as pl
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 is the layout before the commit log (summary.json, whole-run parquet files); runs
+# published in it (docs/results/) are still read.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 RUN_FILE = "run.json"
+RESULTS_LOG = "results.jsonl"
+LATENCY_DIR = "latency"
+SAMPLES_DIR = "samples"
+# Files of schema version 1, read only.
 SUMMARY_FILE = "summary.json"
 LATENCY_FILE = "latency.parquet"
 SAMPLES_FILE = "samples.parquet"
-PARITY_DIR = "parity"
 
 RunStatus = Literal["running", "complete", "interrupted", "failed"]
 ComboStatus = Literal["ok", "failed", "skipped", "timeout", "crashed", "oom", "interrupted"]
@@ -127,6 +144,72 @@ def _iso(moment: _dt.datetime) -> str:
 
 
 # --------------------------------------------------------------------------- models
+#
+# One validated model per stored file. Bench builds results through them, and every reader
+# (report, compare, scripts using RunStore.open) gets files through them, so a run written by
+# someone else, damaged or hand-edited, is one clear error instead of a crash in a report.
+
+_Count = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]  # what a parquet Int64 or C size holds
+_Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+_Number = Annotated[float, Field(strict=True)]  # parity figures may be inf or NaN, and say so
+
+
+class _Record(BaseModel):
+    # Extra keys are kept: a newer writer (or bench's own metadata) may add them.
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class _LatencyRecord(_Record):
+    """The keys of `infercmp.stats.LatencyStats.to_dict()`, all required and finite."""
+
+    count: Annotated[_Finite, Field(ge=0)]  # schema 1 runs stored it as a float (426.0)
+    min_ms: _Finite
+    p50_ms: _Finite
+    p90_ms: _Finite
+    p95_ms: _Finite
+    p99_ms: _Finite
+    max_ms: _Finite
+    mean_ms: _Finite
+    std_ms: _Finite
+    ci_low_ms: _Finite
+    ci_high_ms: _Finite
+    cv: _Finite
+    throughput_per_s: _Finite
+
+
+class _ParityOutputRecord(_Record):
+    name: StrictStr
+    ok: StrictBool
+    shape: list[_Count] | None = None
+    dtype: StrictStr | None = None
+    max_abs: _Number | None = None
+    max_rel: _Number | None = None
+    cosine: _Number | None = None
+
+
+class _ParityRecord(_Record):
+    ok: StrictBool
+    rtol: _Number | None = None
+    atol: _Number | None = None
+    outputs: list[_ParityOutputRecord] = Field(default_factory=list)
+
+
+def _checked_by(model: type[BaseModel]):
+    """An AfterValidator that checks a plain dict against `model` and keeps the dict itself."""
+    adapter = TypeAdapter(model)
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        adapter.validate_python(value)
+        return value
+
+    return AfterValidator(check)
+
+
+def _safe_combo_id(value: str) -> str:
+    # The id names files in the run directory: nothing read from a file may point outside it.
+    if safe_name(value) != value:
+        raise ValueError(f"combo_id {value!r} is not filesystem-safe; build it with combo_id()")
+    return value
 
 
 class ProcessSummary(BaseModel):
@@ -148,89 +231,115 @@ class CombinationResult(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    combo_id: str
-    model: str
-    engine: str
-    device: str
-    precision: str
-    shape_label: str
-    example_shapes: list[list[int]] = Field(default_factory=list)
-    runtime_shapes: dict[str, list[int]] = Field(default_factory=dict)
+    combo_id: Annotated[StrictStr, AfterValidator(_safe_combo_id)]
+    model: StrictStr
+    engine: StrictStr
+    device: StrictStr
+    precision: StrictStr
+    shape_label: StrictStr
+    example_shapes: list[list[_Count]] = Field(default_factory=list)
+    runtime_shapes: dict[str, list[_Count]] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     # The options the user asked for, as typed in `--engine NAME[...]`; `options` also holds
     # the engine's effective defaults.
-    variant: str | None = None
+    variant: StrictStr | None = None
     status: ComboStatus
-    error: str | None = None
-    iterations: int = 0
-    latency: dict[str, float] | None = None  # LatencyStats.to_dict() of wall.total
-    device_latency: dict[str, float] | None = None  # LatencyStats.to_dict() of device.total
-    peak_rss_bytes: int | None = None
-    peak_vram_bytes: int | None = None  # this process, from NVML
-    energy_j_per_inference: float | None = None
-    load_seconds: float | None = None
+    error: StrictStr | None = None
+    iterations: _Count = 0
+    # LatencyStats.to_dict() of wall.total, and of device.total (CUDA events) where measured.
+    latency: Annotated[dict[str, Any], _checked_by(_LatencyRecord)] | None = None
+    device_latency: Annotated[dict[str, Any], _checked_by(_LatencyRecord)] | None = None
+    peak_rss_bytes: _Count | None = None
+    peak_vram_bytes: _Count | None = None  # this process, from NVML
+    energy_j_per_inference: _Finite | None = None
+    load_seconds: _Finite | None = None
     # What the engine reported of itself: library versions, providers, and for PyTorch on
     # CUDA the caching allocator's peak (torch_max_memory_reserved_bytes).
     engine_info: dict[str, Any] = Field(default_factory=dict)
-    parity: dict[str, Any] | None = None
-    warnings: list[str] = Field(default_factory=list)
-    started: str | None = None
-    finished: str | None = None
+    parity: Annotated[dict[str, Any], _checked_by(_ParityRecord)] | None = None
+    warnings: list[StrictStr] = Field(default_factory=list)
+    started: StrictStr | None = None
+    finished: StrictStr | None = None
     # Where a combination that did not end ok stopped (worker phase) and its traceback.
-    phase: str | None = None
-    traceback: str | None = None
-    stop_reason: str | None = None  # why the (last) process stopped measuring
-    ci_method: str | None = None  # how latency's ci_low_ms/ci_high_ms were computed
+    phase: StrictStr | None = None
+    traceback: StrictStr | None = None
+    stop_reason: StrictStr | None = None  # why the (last) process stopped measuring
+    ci_method: StrictStr | None = None  # how latency's ci_low_ms/ci_high_ms were computed
     processes: list[ProcessSummary] = Field(default_factory=list)
-    energy_method: str | None = None  # "energy counter", "integrated power", "n/a: why"
-    gpu_util_pct: float | None = None  # mean over the measure windows (None: too few readings)
-    gpu_util_readings: int = 0
+    energy_method: StrictStr | None = None  # "energy counter", "integrated power", "n/a: why"
+    gpu_util_pct: _Finite | None = None  # mean over the measure windows (None: too few)
+    gpu_util_readings: _Count = 0
 
 
-# --------------------------------------------------------------------------- atomic writes
+def _iso_time(value: str) -> str:
+    _dt.datetime.fromisoformat(value)  # raises ValueError: not an ISO 8601 time
+    return value
 
 
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on every platform.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+_IsoTime = Annotated[StrictStr, AfterValidator(_iso_time)]
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
-
-    Readers see the old file or the new one, never a partial one; the temporary file is removed
-    if writing fails.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
+class _GpuRecord(_Record):
+    name: StrictStr | None = None
+    index: _Count | None = None
+    driver_version: StrictStr | None = None
+    cuda_driver_version: StrictStr | None = None
+    memory_total_bytes: _Count | None = None
+    compute_capability: StrictStr | None = None
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+class _NvmlRecord(_Record):
+    available: StrictBool = False
+    reason: StrictStr | None = None
+    driver_version: StrictStr | None = None
+    cuda_driver_version: StrictStr | None = None
 
 
-def _atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+class _EnvironmentRecord(_Record):
+    """`infercmp.environment.collect_environment()`'s keys that readers rely on."""
+
+    hostname: StrictStr | None = None
+    cpu_model: StrictStr | None = None
+    cpu_logical_cores: _Count | None = None
+    cpu_physical_cores: _Count | None = None
+    cpu_affinity_cores: _Count | None = None
+    ram_total_bytes: _Count | None = None
+    libraries: dict[str, StrictStr | None] = Field(default_factory=dict)
+    nvml: _NvmlRecord | None = None
+    gpus: list[_GpuRecord] = Field(default_factory=list)
 
 
-def _atomic_write_parquet(path: Path, frame: pl.DataFrame) -> None:
-    atomic_write(path, lambda tmp: frame.write_parquet(tmp, compression="zstd"))
+class _WriterRecord(_Record):
+    pid: StrictInt | None = None
+    hostname: StrictStr | None = None
+
+
+class RunInfo(_Record):
+    """run.json: the store's keys, and those bench writes beside them."""
+
+    schema_version: StrictInt
+    infercmp_version: StrictStr | None = None
+    model: StrictStr = ""
+    status: RunStatus = "running"
+    detail: StrictStr | None = None
+    started: _IsoTime | None = None
+    finished: _IsoTime | None = None
+    combinations: _Count | None = None
+    writer: _WriterRecord | None = None
+    argv: list[StrictStr] | None = None
+    config: dict[str, Any] | None = None
+    model_config_: dict[str, Any] | None = Field(default=None, alias="model_config")
+    settings: dict[str, Any] | None = None
+    environment: _EnvironmentRecord | None = None
+
+
+def _validation_error(file: Path, what: str, exc: ValidationError) -> InfercmpError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "the whole file"
+    return InfercmpError(
+        f"{file} holds an invalid {what} ({where}: {first['msg']}); the run directory is damaged "
+        "or was not written by infercmp: re-run the bench"
+    )
 
 
 # --------------------------------------------------------------------------- frames
@@ -251,7 +360,9 @@ def latency_schema() -> dict[str, Any]:
         "clock": pl.String,
         "phase": pl.String,
         "ns": pl.Int64,
-        "process": pl.Int64,  # which worker process of the combination (--repeat); 0 if one
+        # The worker process (0..N-1) of a combination measured in N processes; runs of schema
+        # version 1 and single-process runs read as process 0.
+        "process": pl.Int64,
     }
 
 
@@ -264,39 +375,38 @@ def samples_schema(extra: tuple[str, ...] = ()) -> dict[str, Any]:
     return schema
 
 
-def latency_frame(combo: str, latency: Mapping[str, np.ndarray]) -> pl.DataFrame:
+LatencyArrays = Mapping[str, "np.ndarray"]
+
+
+def latency_frame(combo: str, latency: LatencyArrays | Sequence[LatencyArrays]) -> pl.DataFrame:
     """Long-format rows from npz-like arrays keyed ``<clock>.<phase>`` (int64 nanoseconds).
 
-    An optional ``process`` array numbers the worker process of each iteration.
+    A sequence of such mappings is one per worker process, numbered 0, 1, ... in order.
     """
     import numpy as np
     import polars as pl
 
-    latency = dict(latency)
-    process = latency.pop("process", None)
+    per_process = [latency] if isinstance(latency, Mapping) else list(latency)
     parts = []
-    for key in sorted(latency.keys()):
-        clock, sep, phase = key.partition(".")
-        if not sep or not clock or not phase:
-            raise ValueError(f"latency key {key!r} is not '<clock>.<phase>'")
-        ns = np.asarray(latency[key]).astype(np.int64, copy=False).ravel()
-        parts.append(
-            pl.DataFrame(
-                {
-                    "combo_id": pl.Series([combo] * len(ns), dtype=pl.String),
-                    "iteration": pl.Series(np.arange(len(ns), dtype=np.int64)),
-                    "clock": pl.Series([clock] * len(ns), dtype=pl.String),
-                    "phase": pl.Series([phase] * len(ns), dtype=pl.String),
-                    "ns": pl.Series(ns),
-                    "process": pl.Series(
-                        np.zeros(len(ns), dtype=np.int64)
-                        if process is None or len(process) != len(ns)
-                        else np.asarray(process, dtype=np.int64)
-                    ),
-                },
-                schema=latency_schema(),
+    for process, arrays in enumerate(per_process):
+        for key in sorted(arrays.keys()):
+            clock, sep, phase = key.partition(".")
+            if not sep or not clock or not phase:
+                raise ValueError(f"latency key {key!r} is not '<clock>.<phase>'")
+            ns = np.asarray(arrays[key]).astype(np.int64, copy=False).ravel()
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "combo_id": pl.Series([combo] * len(ns), dtype=pl.String),
+                        "iteration": pl.Series(np.arange(len(ns), dtype=np.int64)),
+                        "clock": pl.Series([clock] * len(ns), dtype=pl.String),
+                        "phase": pl.Series([phase] * len(ns), dtype=pl.String),
+                        "ns": pl.Series(ns),
+                        "process": pl.Series(np.full(len(ns), process, dtype=np.int64)),
+                    },
+                    schema=latency_schema(),
+                )
             )
-        )
     if not parts:
         return pl.DataFrame(schema=latency_schema())
     return pl.concat(parts)
@@ -317,6 +427,53 @@ def samples_frame(combo: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(columns, schema=schema, strict=False)
 
 
+def _frame_kind(dtype: Any) -> str:
+    import polars as pl
+
+    if dtype == pl.String:
+        return "text"
+    if dtype.is_integer():
+        return "integer"
+    if dtype.is_numeric():
+        return "number"
+    if dtype == pl.Null:
+        return "null"
+    return str(dtype)
+
+
+def _validated_frame(
+    frame: pl.DataFrame, file: Path, schema: dict[str, Any], required: tuple[str, ...]
+) -> pl.DataFrame:
+    """`frame` with `schema`'s columns in their types, or one error naming the bad column.
+
+    Optional columns that are missing are added as nulls (old runs have no `process`: 0);
+    columns beyond the schema (third-party samplers) must be numbers.
+    """
+    import polars as pl
+
+    def bad(column: str, why: str) -> InfercmpError:
+        return InfercmpError(
+            f"{file}: column '{column}' {why}; the run directory is damaged or was not written "
+            "by infercmp: re-run the bench"
+        )
+
+    wanted = {**schema, **{c: pl.Float64 for c in frame.columns if c not in schema}}
+    columns = []
+    for name, dtype in wanted.items():
+        if name not in frame.columns:
+            if name in required:
+                raise bad(name, "is missing")
+            fill = 0 if name == "process" else None
+            columns.append(pl.lit(fill, dtype=dtype).alias(name))
+            continue
+        have, need = _frame_kind(frame.schema[name]), _frame_kind(dtype)
+        fits = have == need or have == "null" or (need == "number" and have == "integer")
+        if not fits:
+            raise bad(name, f"holds {have} values where {need} values belong")
+        columns.append(pl.col(name).cast(dtype))
+    return frame.select(columns)
+
+
 def _aligned_concat(frames: list[pl.DataFrame], base_schema: dict[str, Any]) -> pl.DataFrame:
     """Concatenate frames whose extra columns differ, keeping the fixed columns first."""
     import polars as pl
@@ -325,6 +482,25 @@ def _aligned_concat(frames: list[pl.DataFrame], base_schema: dict[str, Any]) -> 
     if not frames:
         return pl.DataFrame(schema=base_schema)
     return pl.concat(frames, how="diagonal_relaxed")
+
+
+def _read_parquet(file: Path) -> pl.DataFrame | None:
+    import polars as pl
+
+    if not file.is_file():
+        return None
+    try:
+        return pl.read_parquet(file)
+    except Exception as exc:  # polars raises several types for a damaged file
+        raise InfercmpError(f"{file} cannot be read as parquet ({exc}); re-run the bench") from exc
+
+
+def _write_parquet(path: Path, frame: pl.DataFrame) -> None:
+    write_atomic(path, lambda fh: frame.write_parquet(fh, compression="zstd"))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    write_atomic(path, json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 # --------------------------------------------------------------------------- the store
@@ -338,17 +514,48 @@ def _read_json(path: Path, what: str) -> Any:
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
             f"the {what} is damaged: re-run the bench"
         ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
         raise InfercmpError(f"cannot read {path}: {exc}") from exc
+
+
+def _append(log: Path, line: bytes) -> None:
+    """Append one whole line to `log` and fsync it; a part of a line is never left behind.
+
+    A short write (a full disk) is taken back, so the next commit starts on a line of its own;
+    a signal cannot split a write to a regular file, it lands before or after it.
+    """
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            if start < os.fstat(fd).st_size < start + len(line):
+                os.ftruncate(fd, start)
+            raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class RunStore:
     """One run directory, written by `bench` and read by `report` (see the module docstring)."""
 
-    def __init__(self, path: Path, info: dict[str, Any], results: list[CombinationResult]):
+    def __init__(
+        self,
+        path: Path,
+        info: dict[str, Any],
+        results: list[CombinationResult],
+        commits: dict[str, int] | None = None,
+    ):
         self._path = path
         self._info = info
         self._results = results
+        # combo_id -> commit number of its line in results.jsonl; None: a schema 1 run.
+        self._commits = commits
+        self._next_commit = max(commits.values(), default=0) + 1 if commits is not None else 1
 
     # ----------------------------------------------------------------- writing
 
@@ -397,61 +604,78 @@ class RunStore:
             **meta,
         }
         try:
-            (path / PARITY_DIR).mkdir()
-            _atomic_write_json(path / RUN_FILE, info)
-            _atomic_write_json(path / SUMMARY_FILE, [])
+            (path / LATENCY_DIR).mkdir()
+            (path / SAMPLES_DIR).mkdir()
+            write_atomic(path / RESULTS_LOG, b"")
+            _write_json(path / RUN_FILE, info)  # last: a directory with run.json is a run
         except OSError as exc:
             # A run directory without its run.json is no run: leave nothing half-made behind.
             shutil.rmtree(path, ignore_errors=True)
             raise RunFailed(
                 f"cannot write the run directory {path}: {exc.strerror or exc}"
             ) from exc
-        return cls(path, info, [])
+        return cls(path, info, [], {})
+
+    def _data_file(self, kind: str, cid: str, commit: int) -> Path:
+        return self._path / kind / f"{cid}.{commit}.parquet"
 
     def add_result(
         self,
         result: CombinationResult,
-        latency: Mapping[str, np.ndarray] | None,
+        latency: LatencyArrays | Sequence[LatencyArrays] | None,
         samples: list[dict[str, Any]] | None,
     ) -> None:
-        """Persist one finished combination now; a result with the same combo_id is replaced.
+        """Commit one finished combination now; a result with the same combo_id is replaced.
 
-        Order matters: parity, samples and latency first, summary.json (the commit point) last.
+        `latency` is one mapping ``<clock>.<phase> -> int64 ns`` per worker process (a single
+        mapping: one process). The combination's parquet files are written first, each
+        atomically; appending its line to results.jsonl is the commit. Nothing already on disk
+        is rewritten, so the cost does not grow with the run, and a signal at any instant
+        leaves either the previous run or the new one.
         """
+        if self._commits is None:
+            raise RunFailed(f"{self._path} is a schema version 1 run; it is read only")
+        result = CombinationResult.model_validate(result.model_dump())  # re-check after edits
+        cid, commit = result.combo_id, self._next_commit
+        log = self._path / RESULTS_LOG
+        start = log.stat().st_size
+        written: list[Path] = []
+        line = b""
+        try:
+            for kind, frame in (
+                (LATENCY_DIR, latency_frame(cid, latency) if latency else None),
+                (SAMPLES_DIR, samples_frame(cid, samples) if samples else None),
+            ):
+                if frame is not None:
+                    path = self._data_file(kind, cid, commit)
+                    written.append(path)
+                    _write_parquet(path, frame)
+            record = {"commit": commit, **result.model_dump(mode="json")}
+            line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+            _append(log, line)
+        except BaseException:
+            # A signal or error may have come at any point, even just after the line was
+            # written: the log's size says whether the combination is committed. If it is not,
+            # its files go (a reader would ignore them anyway).
+            if line and log.stat().st_size == start + len(line):
+                self._remember(result, commit)
+            else:
+                for path in written:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+            raise
+        self._remember(result, commit)
+
+    def _remember(self, result: CombinationResult, commit: int) -> None:
         cid = result.combo_id
-        if safe_name(cid) != cid:
-            raise ValueError(f"combo_id {cid!r} is not filesystem-safe; build it with combo_id()")
-
-        parity_path = self._path / PARITY_DIR / f"{cid}.json"
-        if result.parity is not None:
-            _atomic_write_json(parity_path, {"combo_id": cid, **result.parity})
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                parity_path.unlink()
-
-        self._replace_rows(
-            SAMPLES_FILE, cid, samples_frame(cid, samples) if samples else None, samples_schema()
-        )
-        self._replace_rows(
-            LATENCY_FILE, cid, latency_frame(cid, latency) if latency else None, latency_schema()
-        )
-
-        results = [r for r in self._results if r.combo_id != cid] + [result]
-        _atomic_write_json(self._path / SUMMARY_FILE, [r.model_dump(mode="json") for r in results])
-        self._results = results
-
-    def _replace_rows(
-        self, name: str, cid: str, rows: pl.DataFrame | None, schema: dict[str, Any]
-    ) -> None:
-        """Rewrite one parquet file with `cid`'s old rows swapped for `rows`."""
-        import polars as pl
-
-        old = self._read_parquet(name)
-        had_rows = old is not None and cid in set(old["combo_id"].unique().to_list())
-        if rows is None and not had_rows:
-            return
-        kept = old.filter(pl.col("combo_id") != cid) if old is not None else None
-        _atomic_write_parquet(self._path / name, _aligned_concat([kept, rows], schema))
+        previous = self._commits.get(cid)
+        self._results = [r for r in self._results if r.combo_id != cid] + [result]
+        self._commits[cid] = commit
+        self._next_commit = commit + 1
+        if previous is not None:  # superseded files: no reader looks at them any more
+            for kind in (LATENCY_DIR, SAMPLES_DIR):
+                with contextlib.suppress(OSError):
+                    self._data_file(kind, cid, previous).unlink()
 
     def finish(
         self, status: Literal["complete", "interrupted", "failed"], detail: str | None = None
@@ -466,14 +690,14 @@ class RunStore:
             finished=_iso(_now()),
             combinations=len(self._results),
         )
-        _atomic_write_json(self._path / RUN_FILE, info)
+        _write_json(self._path / RUN_FILE, info)
         self._info = info
 
     # ----------------------------------------------------------------- reading
 
     @classmethod
     def open(cls, path: Path) -> RunStore:
-        """Open an existing run directory, checking it is one this infercmp can read."""
+        """Open an existing run directory, checking every file against its model."""
         path = Path(path)
         if not path.exists():
             raise InfercmpError(f"{path} does not exist; pass a run directory made by 'bench'")
@@ -489,28 +713,20 @@ class RunStore:
         if not isinstance(info, dict) or "schema_version" not in info:
             raise InfercmpError(f"{run_file} has no schema_version; it was not written by infercmp")
         version = info["schema_version"]
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS or isinstance(version, bool):
             raise InfercmpError(
-                f"{path} uses results schema version {version!r}; this infercmp reads version "
-                f"{SCHEMA_VERSION}: open it with the infercmp version that wrote it "
-                f"({info.get('infercmp_version', 'unknown')})"
+                f"{path} uses results schema version {version!r}; this infercmp reads versions "
+                f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}: open it with the infercmp "
+                f"version that wrote it ({info.get('infercmp_version', 'unknown')})"
             )
-        _check_run_info(info, run_file)
-        summary_file = path / SUMMARY_FILE
-        if not summary_file.is_file():
-            raise InfercmpError(f"{path} has no {SUMMARY_FILE}; the run directory is incomplete")
-        raw = _read_json(summary_file, "summary")
-        if not isinstance(raw, list):
-            raise InfercmpError(f"{summary_file} is not a list of combination results")
         try:
-            results = [CombinationResult.model_validate(item) for item in raw]
+            RunInfo.model_validate(info)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InfercmpError(
-                f"{summary_file} holds an invalid combination result ({where}: {first['msg']})"
-            ) from exc
-        return cls(path, info, results)
+            raise _validation_error(run_file, "run metadata", exc) from exc
+        if version == 1:
+            return cls(path, info, _read_summary(path), None)
+        results, commits = _read_log(path)
+        return cls(path, info, results, commits)
 
     @property
     def path(self) -> Path:
@@ -536,94 +752,106 @@ class RunStore:
         if self.status != "running":
             return False
         writer = self._info.get("writer") or {}
-        if writer.get("hostname") != socket.gethostname() or not isinstance(writer.get("pid"), int):
+        pid = writer.get("pid")
+        if writer.get("hostname") != socket.gethostname() or not isinstance(pid, int):
             return False  # cannot tell from here
+        if pid <= 0:
+            return True  # no process ever had that id
         try:
             import psutil
 
-            return not psutil.pid_exists(writer["pid"])
-        except ImportError:  # pragma: no cover - psutil is a dependency
+            return not psutil.pid_exists(pid)
+        except (ImportError, OverflowError, ValueError):  # pragma: no cover
             return False
 
     @property
     def results(self) -> list[CombinationResult]:
         return list(self._results)
 
-    def _read_parquet(self, name: str) -> pl.DataFrame | None:
+    def _frames(self, kind: str, old_file: str, schema: dict[str, Any], required) -> pl.DataFrame:
         import polars as pl
 
-        file = self._path / name
-        if not file.is_file():
-            return None
-        try:
-            return pl.read_parquet(file)
-        except Exception as exc:  # polars raises several types for a damaged file
-            raise InfercmpError(
-                f"{file} cannot be read as parquet ({exc}); re-run the bench"
-            ) from exc
-
-    def _committed(self, name: str, schema: dict[str, Any]) -> pl.DataFrame:
-        import polars as pl
-
-        frame = self._read_parquet(name)
-        if frame is None:
-            return pl.DataFrame(schema=schema)
-        # Rows of a combination not (yet) in summary.json belong to a write cut short.
-        ids = [r.combo_id for r in self._results]
-        return frame.filter(pl.col("combo_id").is_in(ids))
+        if self._commits is None:  # schema version 1: one file; rows beyond the summary ignored
+            file = self._path / old_file
+            frame = _read_parquet(file)
+            if frame is None:
+                return pl.DataFrame(schema=schema)
+            frame = _validated_frame(frame, file, schema, required)
+            return frame.filter(pl.col("combo_id").is_in([r.combo_id for r in self._results]))
+        frames = []
+        for result in self._results:
+            file = self._data_file(kind, result.combo_id, self._commits[result.combo_id])
+            frame = _read_parquet(file)
+            if frame is not None:
+                frame = _validated_frame(frame, file, schema, required)
+                frames.append(frame.filter(pl.col("combo_id") == result.combo_id))
+        return _aligned_concat(frames, schema)
 
     def latency(self) -> pl.DataFrame:
-        """Columns combo_id, iteration, clock, phase, ns (int64): one row per measurement."""
-        return self._committed(LATENCY_FILE, latency_schema())
+        """combo_id, iteration, clock, phase, ns (int64), process: one row per measurement."""
+        return self._frames(
+            LATENCY_DIR,
+            LATENCY_FILE,
+            latency_schema(),
+            ("combo_id", "iteration", "clock", "phase", "ns"),
+        )
 
     def samples(self) -> pl.DataFrame:
         """combo_id, t_s, time, phase and every sampler column (see SAMPLE_COLUMNS)."""
-        return self._committed(SAMPLES_FILE, samples_schema())
+        return self._frames(SAMPLES_DIR, SAMPLES_FILE, samples_schema(), ("combo_id", "t_s"))
 
     def __repr__(self) -> str:
         return f"RunStore({str(self._path)!r}, status={self.status!r})"
 
 
-# The types of run.json's top-level keys (docs/results-format.md), checked on open so a damaged
-# or hand-edited file is one clear error instead of a crash somewhere in a report.
-_RUN_INFO_TYPES: dict[str, tuple[type, ...]] = {
-    "infercmp_version": (str,),
-    "model": (str,),
-    "status": (str,),
-    "detail": (str, type(None)),
-    "started": (str,),
-    "finished": (str, type(None)),
-    "combinations": (int,),
-    "writer": (dict,),
-    "argv": (list,),
-    "config": (dict,),
-    "model_config": (dict,),
-    "settings": (dict,),
-    "environment": (dict,),
-}
+def _validated_result(item: Any, file: Path) -> CombinationResult:
+    try:
+        return CombinationResult.model_validate(item)
+    except ValidationError as exc:
+        raise _validation_error(file, "combination result", exc) from exc
 
 
-def _check_run_info(info: dict[str, Any], run_file: Path) -> None:
-    def bad(key: str, why: str) -> InfercmpError:
-        return InfercmpError(f"{run_file}: '{key}' {why}; the run metadata is damaged")
+def _read_summary(path: Path) -> list[CombinationResult]:
+    """Schema version 1: summary.json lists the committed combinations."""
+    summary_file = path / SUMMARY_FILE
+    if not summary_file.is_file():
+        raise InfercmpError(f"{path} has no {SUMMARY_FILE}; the run directory is incomplete")
+    raw = _read_json(summary_file, "summary")
+    if not isinstance(raw, list):
+        raise InfercmpError(f"{summary_file} is not a list of combination results")
+    return [_validated_result(item, summary_file) for item in raw]
 
-    for key, types in _RUN_INFO_TYPES.items():
-        if key not in info:
-            continue
-        value = info[key]
-        if isinstance(value, bool) or not isinstance(value, types):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise bad(key, f"is {type(value).__name__}, expected {names}")
-    if info.get("status", "running") not in ("running", "complete", "interrupted", "failed"):
-        raise bad("status", f"is {info['status']!r}, not running, complete, interrupted or failed")
-    if not all(isinstance(a, str) for a in info.get("argv", [])):
-        raise bad("argv", "holds something other than strings")
-    for key in ("started", "finished"):
-        if isinstance(info.get(key), str):
-            try:
-                _dt.datetime.fromisoformat(info[key])
-            except ValueError:
-                raise bad(key, f"is {info[key]!r}, not an ISO 8601 time") from None
+
+def _read_log(path: Path) -> tuple[list[CombinationResult], dict[str, int]]:
+    """The committed combinations of results.jsonl: the last line of each combo_id wins."""
+    log = path / RESULTS_LOG
+    if not log.is_file():
+        raise InfercmpError(f"{path} has no {RESULTS_LOG}; the run directory is incomplete")
+    try:
+        raw = log.read_bytes()
+    except OSError as exc:
+        raise InfercmpError(f"cannot read {log}: {exc}") from exc
+    # Only whole lines are commits: text after the last newline is an append cut short.
+    lines = raw.split(b"\n")[:-1]
+    latest: dict[str, tuple[int, CombinationResult]] = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise InfercmpError(
+                f"{log} line {number} is not a JSON object; the run directory is damaged: "
+                "re-run the bench"
+            ) from exc
+        commit = record.get("commit") if isinstance(record, dict) else None
+        if isinstance(commit, bool) or not isinstance(commit, int) or not 0 < commit < 2**63:
+            raise InfercmpError(
+                f"{log} line {number} has no commit number; the run directory is damaged: "
+                "re-run the bench"
+            )
+        result = _validated_result(record, log)
+        latest.pop(result.combo_id, None)  # a replaced combination moves to the end
+        latest[result.combo_id] = (commit, result)
+    return [r for _, r in latest.values()], {cid: c for cid, (c, _) in latest.items()}
 
 
 def _started_key(run: Path) -> tuple[_dt.datetime, str]:
@@ -640,11 +868,14 @@ def _started_key(run: Path) -> tuple[_dt.datetime, str]:
 def latest_run(root: Path) -> Path:
     """The most recently started run directory under `root`."""
     root = Path(root)
-    runs = (
-        [p for p in root.iterdir() if p.is_dir() and (p / RUN_FILE).is_file()]
-        if root.is_dir()
-        else []
-    )
+    try:
+        runs = (
+            [p for p in root.iterdir() if p.is_dir() and (p / RUN_FILE).is_file()]
+            if root.is_dir()
+            else []
+        )
+    except OSError as exc:
+        raise InfercmpError(f"cannot list the runs under {root}: {exc}") from exc
     if not runs:
         raise InfercmpError(
             f"no infercmp runs under {root}; "

@@ -1,4 +1,4 @@
-"""Latency statistics from raw samples: percentiles, and a distribution-free CI of the median."""
+"""Latency statistics from raw samples: percentiles, median CIs within and across processes."""
 
 from __future__ import annotations
 
@@ -95,35 +95,106 @@ def outlier_mask(values: np.ndarray, k: float = 3.0) -> np.ndarray:
     return (values < q1 - k * iqr) | (values > q3 + k * iqr)
 
 
-def hierarchical_median_ci(
-    groups: list[np.ndarray], resamples: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """(median, low, high): a CI of the median of all iterations that covers between-process
-    variation, by a hierarchical bootstrap (resample processes, then iterations within each).
+# --------------------------------------------------------------------------- across processes
+#
+# Iterations of one worker process share its state (memory layout, clocks, which core it got),
+# so they are not independent draws: two processes of the same combination can differ by more
+# than either's CI. The hierarchical bootstrap resamples processes, then iterations within each
+# chosen process, so its interval covers the spread between processes too.
 
-    Each process contributes its sorted iterations; a resample draws processes with
-    replacement, then for each drawn process draws iteration ranks with replacement. The
-    median of the pooled draw is approximated by the median of per-draw quantile positions,
-    which keeps it vectorised: `resamples` x processes x draws-per-process numbers.
+# Within-process resamples drawn once per process and reused by the outer resamples, and the
+# grid of values the pooled median is located on (quantiles of the pooled data, so the grid is
+# finest where the median lies: about 0.2% of the data between two points).
+_WITHIN_REPLICATES = 256
+_GRID_POINTS = 512
+_CHUNK_ELEMENTS = 8_000_000
+
+
+def hierarchical_medians(
+    groups: list[np.ndarray], resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`resamples` bootstrap replicates of the median of all iterations, resampled by process.
+
+    Each replicate draws as many processes as there are, with replacement, then for each drawn
+    process one of its within-process resamples (its iterations drawn with replacement), and
+    takes the median of everything drawn. Vectorised: a within-process resample is kept as the
+    count of its values below each grid point, so pooling processes is an addition and the
+    median is where the pooled count crosses half (interpolated between grid points).
     """
-    sorted_groups = [np.sort(np.asarray(g, dtype=np.float64)) for g in groups if len(g)]
-    pooled = np.concatenate(sorted_groups)
-    median = float(np.median(pooled))
-    k = len(sorted_groups)
-    if k < 2:
-        lo, hi = median_ci(pooled)
-        return median, lo, hi
+    groups = [np.asarray(g, dtype=np.float64).ravel() for g in groups]
+    groups = [g for g in groups if g.size]
+    if not groups:
+        raise ValueError("no latency samples")
+    pooled = np.concatenate(groups)
+    grid = np.quantile(pooled, np.linspace(0.0, 1.0, _GRID_POINTS))
+    below = np.stack([_within_counts(g, grid, rng) for g in groups])  # (P, W, G)
+    sizes = np.array([g.size for g in groups], dtype=np.int64)
+    count = len(groups)
+    out = np.empty(resamples, dtype=np.float64)
+    rows = max(1, _CHUNK_ELEMENTS // (count * _GRID_POINTS))
+    for start in range(0, resamples, rows):
+        stop = min(resamples, start + rows)
+        chosen = rng.integers(0, count, size=(stop - start, count))
+        replicate = rng.integers(0, _WITHIN_REPLICATES, size=(stop - start, count))
+        cumulative = below[chosen, replicate].sum(axis=1)  # (rows, G): values <= each point
+        half = sizes[chosen].sum(axis=1) / 2.0
+        out[start:stop] = _crossing(cumulative, half, grid)
+    return out
+
+
+def _within_counts(values: np.ndarray, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(W, G): for each within-process resample, how many of its values are <= each point."""
+    n = values.size
+    # The grid cell of each value, found once: a resample is then a draw of cells.
+    cells = np.searchsorted(grid, values, side="left").astype(np.int32)  # first point >= value
+    counts = np.empty((_WITHIN_REPLICATES, grid.size), dtype=np.int32)
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, _WITHIN_REPLICATES, rows):
+        stop = min(_WITHIN_REPLICATES, start + rows)
+        drawn = cells[rng.integers(0, n, size=(stop - start, n))]
+        drawn += (np.arange(stop - start, dtype=np.int32) * (grid.size + 1))[:, None]
+        hist = np.bincount(drawn.ravel(), minlength=(stop - start) * (grid.size + 1))
+        counts[start:stop] = np.cumsum(hist.reshape(stop - start, grid.size + 1), axis=1)[:, :-1]
+    return counts
+
+
+def _crossing(cumulative: np.ndarray, half: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Per row, the grid value where the nondecreasing count first reaches `half`."""
+    k = np.clip((cumulative < half[:, None]).sum(axis=1), 1, grid.size - 1)
+    rows = np.arange(cumulative.shape[0])
+    low, high = cumulative[rows, k - 1], cumulative[rows, k]
+    frac = np.clip((half - low) / np.maximum(high - low, 1), 0.0, 1.0)
+    return grid[k - 1] + frac * (grid[k] - grid[k - 1])
+
+
+def _pooled_median(groups: list[np.ndarray]) -> float:
+    return float(
+        np.median(np.concatenate([np.asarray(g, dtype=np.float64).ravel() for g in groups]))
+    )
+
+
+def _percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def hierarchical_median_ci(
+    groups: list[np.ndarray], resamples: int, seed: int, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Median of all iterations and its percentile CI from the hierarchical bootstrap."""
+    medians = hierarchical_medians(groups, resamples, np.random.default_rng(seed))
+    return (_pooled_median(groups), *_percentile_interval(medians, level))
+
+
+def hierarchical_change_ci(
+    base: list[np.ndarray], new: list[np.ndarray], resamples: int, seed: int, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Relative change of the median, new / base - 1, and its CI; each run resampled by process.
+
+    The two runs are resampled independently; the CI is the percentile interval of the ratio.
+    """
     rng = np.random.default_rng(seed)
-    draws = 64  # iterations drawn per process per resample: enough for a stable median
-    picks = rng.integers(0, k, size=(resamples, k))
-    u = rng.random((resamples, k, draws))
-    values = np.empty((resamples, k, draws))
-    for index, group in enumerate(sorted_groups):
-        chosen = picks == index
-        if chosen.any():
-            ranks = (u[chosen] * len(group)).astype(np.int64)
-            values[chosen] = group[ranks]
-    medians = np.median(values.reshape(resamples, -1), axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(medians, [alpha, 1 - alpha])
-    return median, float(lo), float(hi)
+    ratios = hierarchical_medians(new, resamples, rng) / hierarchical_medians(base, resamples, rng)
+    low, high = _percentile_interval(ratios, level)
+    return _pooled_median(new) / _pooled_median(base) - 1, low - 1, high - 1

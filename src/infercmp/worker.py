@@ -120,12 +120,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from infercmp.files import write_atomic
+
+    write_atomic(path, write)
 
 
 def write_result(result: WorkerResult, result_dir: Path) -> None:

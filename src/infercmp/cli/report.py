@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -39,24 +42,32 @@ def report(
     runs_dir: Path = typer.Option(
         Path("runs"), "--runs-dir", help="Where to look for the latest run when none is named."
     ),
-    baseline: str = typer.Option(
-        "pytorch", "--baseline", help="Engine that speedups are measured against (same device)."
+    baseline: str | None = typer.Option(
+        None,
+        "--baseline",
+        help="Engine that speedups are measured against (same device). Default: the engine "
+        "that runs the model's own PyTorch module.",
     ),
 ) -> None:
     """Write a report of one or more bench runs: an offline HTML page, or md/csv/json tables."""
     from infercmp import report as rep
 
     kind = _format_for(fmt, output)
-    runs = rep.load_runs(rep.resolve_run_dirs(list(run_dirs or []), runs_dir))
+    paths = rep.resolve_run_dirs(list(run_dirs or []), runs_dir)
+    runs = rep.load_runs([_resolve(path) for path in paths])
     renderers = {
         "html": rep.render_html,
         "md": rep.render_markdown,
         "csv": rep.render_csv,
         "json": rep.render_json,
     }
+    if baseline is None:
+        from infercmp.engines import reference_engine
+
+        baseline = reference_engine() or ""
     text = renderers[kind](runs, baseline)
     if output is None and kind != "html":
-        sys.stdout.write(text)
+        write_stdout(text)
         return
     target = output or Path("report.html")
     _write(target, text)
@@ -65,54 +76,106 @@ def report(
     console.print(f"wrote {target} ({size / 1e6:.1f} MB) from {names}", soft_wrap=True)
 
 
+def _resolve(path: Path) -> Path:
+    """A run directory as given, or the latest run in a directory of runs (said on stderr)."""
+    from infercmp.cli.common import err_console
+    from infercmp.report import resolve_run
+
+    run, note = resolve_run(path)
+    if note:
+        err_console.print(note, soft_wrap=True, markup=False, highlight=False)
+    return run
+
+
 def _write(path: Path, text: str) -> None:
-    from infercmp.results import atomic_write_text
+    from infercmp.files import write_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
+        write_atomic(path, text)
     except OSError as exc:
         raise InfercmpError(f"cannot write {path}: {exc}") from exc
 
 
+def write_stdout(text: str) -> None:
+    """Write to standard output; a full disk or closed pipe there is one error line, exit 2."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        # What is still buffered would fail again when Python exits, with a traceback-like
+        # "Exception ignored" message: point the descriptor at /dev/null first.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise InfercmpError(f"cannot write to standard output: {exc}") from None
+
+
+MAX_RESAMPLES = 1_000_000  # 20 combinations x 2,000 iterations stay within seconds up to here
+
+
+def _check_compare_options(threshold: float, noise_floor: float, resamples: int, seed: int):
+    """Options that would switch the check off (NaN passes every comparison) are refused."""
+    for name, value, example in (("--threshold", threshold, 5), ("--noise-floor", noise_floor, 1)):
+        if not math.isfinite(value) or value < 0:
+            raise InfercmpError(
+                f"{name} {value:g} is not a percentage; give a number >= 0, e.g. {example}"
+            )
+    if not 0 <= seed < 2**63:
+        raise InfercmpError(f"--seed {seed} is not a seed; give an integer from 0 to 2**63 - 1")
+    if not 100 <= resamples <= MAX_RESAMPLES:
+        raise InfercmpError(f"--resamples {resamples} is out of range; use 100 to {MAX_RESAMPLES}")
+
+
 def compare(
-    base_run: Path = typer.Argument(..., help="The reference run directory."),
-    new_run: Path = typer.Argument(..., help="The run to judge against it."),
+    base_run: Path = typer.Argument(..., help="The reference run (or a directory of runs)."),
+    new_run: Path = typer.Argument(..., help="The run to judge against it (or a directory)."),
     threshold: float = typer.Option(
         5.0, "--threshold", help="Exit 1 when a significant regression of the median exceeds PCT %."
     ),
     noise_floor: float = typer.Option(
         1.0, "--noise-floor", help="Changes smaller than PCT % are never called significant."
     ),
-    resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples."),
+    resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples (100 to 10^6)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    allow_env_change: bool = typer.Option(
+        False,
+        "--allow-env-change",
+        help="Compare runs measured on different machines or library versions (named anyway).",
+    ),
     fmt: str = typer.Option("text", "--format", "-f", help="text, md or json."),
 ) -> None:
     """Compare two runs: change of each combination's median with a bootstrap 95% CI.
 
-    Exit code 1 when a significant regression exceeds --threshold (for CI pipelines), else 0.
+    Exit codes: 0 no regression; 1 a significant regression above --threshold; 2 bad input,
+    or runs from different environments without --allow-env-change; 3 nothing comparable, or
+    a combination ok in the base run is missing, failed or skipped in the new one.
     """
     import json
 
     from infercmp import report as rep
 
-    if threshold < 0 or noise_floor < 0:
-        raise InfercmpError("--threshold and --noise-floor must be zero or positive percentages")
-    if resamples < 100:
-        raise InfercmpError(f"--resamples {resamples} is too few; use at least 100")
+    _check_compare_options(threshold, noise_floor, resamples, seed)
     if fmt not in ("text", "md", "json"):
         raise InfercmpError(f"--format '{fmt}' is not one of text, md, json")
-    base = rep.open_run(base_run)
-    new = rep.open_run(new_run)
+    base = rep.open_run(_resolve(base_run))
+    new = rep.open_run(_resolve(new_run))
     result = rep.compare_runs(
         base, new, threshold / 100, noise_floor / 100, resamples=resamples, seed=seed
     )
+    if result.environment_changes and not allow_env_change:
+        raise InfercmpError(
+            "the runs were measured in different environments ("
+            + "; ".join(result.environment_changes)
+            + "): the change would be theirs as much as yours; compare them anyway with "
+            "--allow-env-change"
+        )
     if fmt == "json":
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_stdout(json.dumps(result.to_dict(), indent=2) + "\n")
     elif fmt == "md":
-        sys.stdout.write(_compare_markdown(result))
+        write_stdout(_compare_markdown(result))
     else:
         _print_compare(result)
+        write_stdout("")
     raise typer.Exit(result.exit_code)
 
 
@@ -130,11 +193,47 @@ def _compare_cells(c) -> list[str]:
         fmt_ms(c.new_p50_ms),
         f"{_pct(c.change)}{ci}",
         c.verdict,
+        c.method or "",
         c.note,
     ]
 
 
-_HEADERS = ["configuration", "base p50 ms", "new p50 ms", "change (95% CI)", "verdict", "note"]
+_HEADERS = [
+    "configuration",
+    "base p50 ms",
+    "new p50 ms",
+    "change (95% CI)",
+    "verdict",
+    "method",
+    "note",
+]
+
+
+def _findings(result) -> list[str]:
+    """What the table does not show, as plain lines: the same in text and Markdown."""
+    lines = [f"environment changed (allowed): {change}" for change in result.environment_changes]
+    for side, status in (("base", result.base_status), ("new", result.new_status)):
+        if status != "complete":
+            lines.append(f"the {side} run is {status}: only its finished combinations count")
+    lines += [f"only in base: {item}" for item in result.only_in_base]
+    lines += [f"only in new: {item}" for item in result.only_in_new]
+    for name, text in result.methods.items():
+        count = sum(c.method == name for c in result.comparisons)
+        lines.append(f"method ({name}, {count} combination(s)): {text}")
+    lines.append(f"significant when the CI excludes 0 and |change| > {result.noise_floor * 100:g}%")
+    return lines
+
+
+def _verdict(result) -> str:
+    if result.failing:
+        names = ", ".join(f"{c.label} ({_pct(c.change)})" for c in result.failing)
+        return f"FAIL (exit 1): regression above {result.threshold * 100:g}%: {names}"
+    if result.problems:
+        return "FAIL (exit 3): " + "; ".join(result.problems)
+    return (
+        f"OK: no regression above {result.threshold * 100:g}% in "
+        f"{len(result.compared)} compared combination(s)"
+    )
 
 
 def _print_compare(result) -> None:
@@ -147,7 +246,12 @@ def _print_compare(result) -> None:
     table.add_column("new p50 ms", justify="right", no_wrap=True)
     table.add_column("change (95% CI)", justify="right")
     table.add_column("verdict")
-    styles = {"regression": "bold red", "improvement": "green", "not compared": "yellow"}
+    styles = {
+        "regression": "bold red",
+        "lost": "bold red",
+        "improvement": "green",
+        "not compared": "yellow",
+    }
     notes = []
     for c in result.comparisons:
         cells = [escape(x) for x in _compare_cells(c)]
@@ -158,27 +262,10 @@ def _print_compare(result) -> None:
         if c.note:
             notes.append(f"{escape(cells[0])}: {escape(c.note)}")
     console.print(table)
-    for note in notes:
-        console.print(note, soft_wrap=True)
-    for label, items in (
-        ("only in base", result.only_in_base),
-        ("only in new", result.only_in_new),
-    ):
-        for item in items:
-            console.print(f"{label}: {escape(item)}", soft_wrap=True)
-    console.print(
-        f"method: {escape(result.method)}; significant when the CI excludes 0 and "
-        f"|change| > {result.noise_floor * 100:g}%",
-        soft_wrap=True,
-    )
-    if result.failing:
-        names = ", ".join(escape(f"{c.label} ({_pct(c.change)})") for c in result.failing)
-        console.print(
-            f"[bold red]FAIL[/]: regression above {result.threshold * 100:g}%: {names}",
-            soft_wrap=True,
-        )
-    else:
-        console.print(f"OK: no regression above {result.threshold * 100:g}%")
+    for line in notes + [escape(line) for line in _findings(result)]:
+        console.print(line, soft_wrap=True)
+    style = "bold red" if result.exit_code else "bold green"
+    console.print(f"[{style}]{escape(_verdict(result))}[/]", soft_wrap=True)
 
 
 def _compare_markdown(result) -> str:
@@ -193,9 +280,9 @@ def _compare_markdown(result) -> str:
     for c in result.comparisons:
         lines.append("| " + " | ".join(_md_cell(x) for x in _compare_cells(c)) + " |")
     lines.append("")
-    lines.append(f"Method: {_md_cell(result.method)}.")
-    verdict = "FAIL" if result.failing else "OK"
-    lines.append(f"Verdict: **{verdict}** (threshold {result.threshold * 100:g}%).")
+    lines += [f"- {_md_cell(line)}" for line in _findings(result)]
+    lines.append("")
+    lines.append(f"Verdict: **{_md_cell(_verdict(result))}**")
     return "\n".join(lines) + "\n"
 
 

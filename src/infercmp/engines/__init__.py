@@ -136,3 +136,13 @@ def get_descriptor(name: str) -> EngineDescriptor:
 def engine_class(name: str) -> type[Engine]:
     """Import and return the runtime class of the engine registered as `name`."""
     return get_descriptor(name).load_runtime()
+
+
+def reference_engine() -> str | None:
+    """The engine that runs the model's own PyTorch module: what parity and speed-ups are
+    measured against (None when no such engine is installed)."""
+    for name, entry in engine_entries().items():
+        descriptor = entry.load()
+        if descriptor is not None and descriptor.artifact == "module":
+            return name
+    return None

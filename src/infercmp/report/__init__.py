@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from infercmp.report.compare import CompareReport, Comparison, bootstrap_median_ratio, compare_runs
-from infercmp.report.load import Combination, RunView, load_runs, open_run, resolve_run_dirs
+from infercmp.report.load import (
+    Combination,
+    RunView,
+    load_runs,
+    open_run,
+    resolve_run,
+    resolve_run_dirs,
+)
 from infercmp.report.summary import (
     DEFAULT_BASELINE,
     render_csv,
@@ -34,6 +41,7 @@ __all__ = [
     "render_html",
     "render_json",
     "render_markdown",
+    "resolve_run",
     "resolve_run_dirs",
     "summary_rows",
 ]

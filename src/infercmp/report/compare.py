@@ -1,28 +1,47 @@
-"""Run-to-run comparison: change of each combination's median with a bootstrap CI, for CI gates."""
+"""Run-to-run comparison: each combination's change of median with a bootstrap CI, for CI gates.
+
+Exit codes (`CompareReport.exit_code`): 0 no regression, 1 a regression above the threshold,
+3 nothing comparable or a combination lost (ok in base; missing, failed or skipped in new).
+Bad input, a mismatched environment included, is an InfercmpError: exit 2.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from infercmp.report.load import Combination, RunView, format_options
+from infercmp.report.load import Combination, RunView
+from infercmp.stats import hierarchical_change_ci
 
-METHOD = (
-    "percentile bootstrap of the ratio of medians (new / base): {resamples} resamples of each "
-    "run's raw per-iteration wall-clock latencies, drawn independently, seed {seed}, 95% interval"
-)
+SINGLE_PROCESS = "single-process"
+HIERARCHICAL = "hierarchical"
+METHODS = {
+    SINGLE_PROCESS: (
+        "percentile bootstrap of the ratio of medians (new / base): {resamples} resamples of "
+        "each run's raw per-iteration wall-clock latencies, drawn independently, seed {seed}, "
+        "95% interval; it covers noise within one worker process, not between processes"
+    ),
+    HIERARCHICAL: (
+        "hierarchical percentile bootstrap of the ratio of medians (new / base): {resamples} "
+        "resamples of each run, drawing worker processes with replacement, then iterations "
+        "within each, seed {seed}, 95% interval; it covers the spread between processes"
+    ),
+}
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 DEFAULT_NOISE_FLOOR = 0.01  # changes under 1% are timer and scheduler noise on any machine
 # Bound on resamples x samples held in memory at once by the vectorised bootstrap.
 _CHUNK_ELEMENTS = 8_000_000
 
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_NOT_COMPARABLE = 0, 1, 2, 3
+
 
 def _key(combo: Combination, with_options: bool = True) -> tuple:
-    key: tuple = (combo.engine, combo.device, combo.precision, combo.shape_label)
+    key: tuple = (combo.result.model, combo.engine, combo.device, combo.precision)
+    key += (combo.shape_label,)
     if with_options:
         key += (json.dumps(combo.options, sort_keys=True, default=str),)
     return key
@@ -42,8 +61,10 @@ class Comparison:
     change: float | None  # relative change of the median: +0.20 is 20% slower
     ci_low: float | None
     ci_high: float | None
-    verdict: str  # improvement | regression | no significant change | not compared
+    verdict: str  # improvement | regression | no significant change | not compared | lost
     note: str = ""
+    method: str | None = None  # single-process | hierarchical; None when not compared
+    processes: tuple[int, int] = (0, 0)  # worker processes measured in base, new
 
     @property
     def label(self) -> str:
@@ -54,12 +75,35 @@ class Comparison:
 class CompareReport:
     base: str
     new: str
-    method: str
     threshold: float
     noise_floor: float
+    resamples: int
+    seed: int
     comparisons: list[Comparison]
     only_in_base: list[str]
     only_in_new: list[str]
+    # Combinations ok in base and missing, failed or skipped in new: each fails the check.
+    lost: list[str] = field(default_factory=list)
+    # Differences between the runs' machines and libraries (allowed with --allow-env-change).
+    environment_changes: list[str] = field(default_factory=list)
+    base_status: str = "complete"
+    new_status: str = "complete"
+
+    @property
+    def methods(self) -> dict[str, str]:
+        """The statistical methods used, name -> description."""
+        used = dict.fromkeys(c.method for c in self.comparisons if c.method)
+        return {
+            name: METHODS[name].format(resamples=self.resamples, seed=self.seed) for name in used
+        }
+
+    @property
+    def method(self) -> str:
+        return "; ".join(f"{name}: {text}" for name, text in self.methods.items()) or "none"
+
+    @property
+    def compared(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.change is not None]
 
     @property
     def failing(self) -> list[Comparison]:
@@ -71,12 +115,39 @@ class CompareReport:
         ]
 
     @property
+    def problems(self) -> list[str]:
+        """Why the comparison cannot vouch for the new run: each one makes the exit code 3."""
+        out = []
+        if not self.compared:
+            out.append(
+                "nothing compared: no combination was measured in both runs (same model, engine, "
+                "device, precision and shape)"
+            )
+        out.extend(f"lost: {item}" for item in self.lost)
+        return out
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.failing else 0
+        if self.failing:
+            return EXIT_REGRESSION
+        if self.problems:
+            return EXIT_NOT_COMPARABLE
+        return EXIT_OK
+
+    @property
+    def verdict(self) -> str:
+        return {
+            EXIT_OK: "OK",
+            EXIT_REGRESSION: "FAIL: regression",
+            EXIT_NOT_COMPARABLE: "FAIL: not comparable",
+        }[self.exit_code]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["methods"] = self.methods
         out["failing"] = [c.label for c in self.failing]
+        out["problems"] = self.problems
+        out["verdict"] = self.verdict
         out["exit_code"] = self.exit_code
         return out
 
@@ -122,8 +193,8 @@ def classify(low: float, high: float, change: float, noise_floor: float) -> str:
     return "regression" if change > 0 else "improvement"
 
 
-def _match(base: RunView, new: RunView) -> tuple[list[tuple], list[str], list[str]]:
-    """Pairs combos on engine/device/precision/shape/options.
+def _match(base: RunView, new: RunView) -> tuple[list[tuple], list[Combination], list[Combination]]:
+    """Pairs combos on model/engine/device/precision/shape/options.
 
     When options differ (say, a thread count changed between runs) but the rest identifies
     exactly one combination on each side, the pair is still compared and the option change noted.
@@ -146,8 +217,8 @@ def _match(base: RunView, new: RunView) -> tuple[list[tuple], list[str], list[st
             b, n = olds[0], news[0]
             pairs.append((b, n, _option_change(b.options, n.options)))
             matched.update({id(b), id(n)})
-    only_base = [_describe(c) for c in rest_base if id(c) not in matched]
-    only_new = [_describe(c) for c in rest_new if id(c) not in matched]
+    only_base = [c for c in rest_base if id(c) not in matched]
+    only_new = [c for c in rest_new if id(c) not in matched]
     return pairs, only_base, only_new
 
 
@@ -161,7 +232,47 @@ def _option_change(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def _describe(c: Combination) -> str:
-    return f"{c.engine} {c.device} {c.precision} {c.shape_label} ({c.options_text})"
+    return (
+        f"{c.result.model} {c.engine} {c.device} {c.precision} {c.shape_label} ({c.options_text})"
+    )
+
+
+def environment_changes(base: RunView, new: RunView) -> list[str]:
+    """What differs between the machines and software of two runs, one entry per fact.
+
+    Like pyperf, a comparison across a changed environment measures the change of environment
+    as much as the change under test; `compare` refuses it unless told otherwise.
+    """
+    before, after = _environment_facts(base), _environment_facts(new)
+    return [
+        f"{name} {_fact(before.get(name))} → {_fact(after.get(name))}"
+        for name in dict.fromkeys([*before, *after])
+        if before.get(name) != after.get(name)
+    ]
+
+
+def _fact(value: Any) -> str:
+    return "not recorded or not installed" if value in (None, "") else str(value)
+
+
+def _environment_facts(run: RunView) -> dict[str, Any]:
+    env = run.environment
+    gpus = env.get("gpus") or []
+    nvml = env.get("nvml") or {}
+    first = gpus[0] if gpus else {}
+    facts: dict[str, Any] = {
+        "infercmp": run.meta.get("infercmp_version"),
+        "Python": env.get("python"),
+        "CPU": env.get("cpu_model"),
+        "CPU threads": env.get("cpu_logical_cores"),
+        "GPUs": ", ".join(str(g.get("name") or "unnamed GPU") for g in gpus) or None,
+        "GPU driver": nvml.get("driver_version") or first.get("driver_version"),
+        "CUDA driver": nvml.get("cuda_driver_version") or first.get("cuda_driver_version"),
+    }
+    for name, version in sorted((env.get("libraries") or {}).items()):
+        if name != "infercmp":  # the run's own infercmp_version says it
+            facts[name] = version
+    return facts
 
 
 def compare_runs(
@@ -174,16 +285,33 @@ def compare_runs(
 ) -> CompareReport:
     pairs, only_base, only_new = _match(base, new)
     comparisons = []
+    lost = [
+        f"{_describe(c)} is ok in base and missing in new" for c in only_base if c.status == "ok"
+    ]
     for b, n, note in sorted(pairs, key=lambda p: _key(p[0], False)):
         row = dict(
             engine=b.engine,
             device=b.device,
             precision=b.precision,
             shape=b.shape_label,
-            options=format_options(n.options),
+            options=n.options_text,
             base_p50_ms=(b.latency or {}).get("p50_ms"),
             new_p50_ms=(n.latency or {}).get("p50_ms"),
         )
+        if b.status == "ok" and n.status != "ok":
+            error = f": {n.result.error}" if n.result.error else ""
+            lost.append(f"{_describe(b)} is ok in base and {n.status} in new{error}")
+            comparisons.append(
+                Comparison(
+                    **row,
+                    change=None,
+                    ci_low=None,
+                    ci_high=None,
+                    verdict="lost",
+                    note=f"new run: {n.status}{error}",
+                )
+            )
+            continue
         problem = _not_comparable(b, "base") or _not_comparable(n, "new")
         if problem:
             comparisons.append(
@@ -197,10 +325,19 @@ def compare_runs(
                 )
             )
             continue
-        ratio, low, high = bootstrap_median_ratio(b.wall_ns, n.wall_ns, resamples, seed)
+        base_groups, new_groups = b.process_groups, n.process_groups
+        if len(base_groups) >= 2 and len(new_groups) >= 2:
+            method = HIERARCHICAL
+            change, ci_low, ci_high = hierarchical_change_ci(
+                base_groups, new_groups, resamples, seed
+            )
+            low, high = ci_low + 1, ci_high + 1
+        else:
+            method = SINGLE_PROCESS
+            ratio, low, high = bootstrap_median_ratio(b.wall_ns, n.wall_ns, resamples, seed)
+            change = ratio - 1
         row["base_p50_ms"] = float(np.median(b.wall_ns)) / 1e6
         row["new_p50_ms"] = float(np.median(n.wall_ns)) / 1e6
-        change = ratio - 1
         comparisons.append(
             Comparison(
                 **row,
@@ -209,17 +346,24 @@ def compare_runs(
                 ci_high=high - 1,
                 verdict=classify(low, high, change, noise_floor),
                 note=note,
+                method=method,
+                processes=(len(base_groups), len(new_groups)),
             )
         )
     return CompareReport(
         base=str(base.path),
         new=str(new.path),
-        method=METHOD.format(resamples=resamples, seed=seed),
         threshold=threshold,
         noise_floor=noise_floor,
+        resamples=resamples,
+        seed=seed,
         comparisons=comparisons,
-        only_in_base=only_base,
-        only_in_new=only_new,
+        only_in_base=[_describe(c) for c in only_base],
+        only_in_new=[_describe(c) for c in only_new],
+        lost=lost,
+        environment_changes=environment_changes(base, new),
+        base_status=base.status,
+        new_status=new.status,
     )
 
 

@@ -126,18 +126,23 @@ def top_legend() -> dict:
     }
 
 
-def log_toggle() -> list[dict]:
-    """A linear/log switch for latency axes: a GPU and a CPU engine can differ 100-fold."""
-    return [
+def add_log_toggle(layout: dict) -> None:
+    """A linear/log switch for latency axes: a GPU and a CPU engine can differ 100-fold.
+
+    Plotly draws its toolbar in the top right corner of the figure; the switch goes on a row
+    of its own under it, at the right end of the plot's top edge, so the two never overlap.
+    """
+    layout["margin"] = {**layout["margin"], "t": max(layout["margin"]["t"], 84)}
+    layout["updatemenus"] = [
         {
             "type": "buttons",
             "direction": "right",
             "x": 1,
             "xanchor": "right",
-            "y": 1.01,
+            "y": 1,
             "yanchor": "bottom",
             "showactive": True,
-            "pad": {"r": 0, "t": 0},
+            "pad": {"r": 0, "t": 0, "b": 4},
             "font": {"size": 11},
             "buttons": [
                 {"label": "linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
@@ -220,7 +225,7 @@ def distribution_figure(combos: list[Combination], colors: dict[int, str]) -> di
     _legend_once(data, "outliers")
     layout = base_layout("Latency distribution", "latency per iteration (ms)", height=420)
     layout["boxmode"] = "overlay"
-    layout["updatemenus"] = log_toggle()
+    add_log_toggle(layout)
     layout["xaxis"].update(type="category", tickangle=0, tickfont={"size": 11})
     layout["legend"] = top_legend()
     medians = [float(np.median(c.wall_ns)) for c in combos if c.wall_ns.size]
@@ -520,7 +525,7 @@ def scaling_figure(
         layout["xaxis"]["ticktext"] = [
             esc(" / ".join(sizes[n])) + f"<br>{n:,}" for n in sorted(sizes)
         ]
-    layout["updatemenus"] = log_toggle()
+    add_log_toggle(layout)
     layout["showlegend"] = False  # the table beside the chart is its legend
     return {"data": data, "layout": layout}
 

@@ -104,13 +104,13 @@ def _header(runs: list[RunView], models: list[str]) -> str:
 def _overview(runs: list[RunView]) -> str:
     cards = []
     for run in runs:
-        status = str(run.meta.get("status", "?"))
+        status = run.status
         counts: dict[str, int] = {}
         for combo in run.combinations:
             counts[combo.status] = counts.get(combo.status, 0) + 1
         count_text = ", ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))
         env = run.environment
-        detail = run.meta.get("detail")
+        detail = run.status_detail
         argv = run.meta.get("argv") or []
         cards.append(
             '<div class="card">'
@@ -137,11 +137,10 @@ def _overview(runs: list[RunView]) -> str:
 def _warnings(runs: list[RunView]) -> str:
     items = []
     for run in runs:
-        status = run.meta.get("status")
-        if status not in ("complete", None):
+        if run.status != "complete":
             items.append(
-                f"<li><b>{esc(run.label)}</b>: the run is <b>{esc(status)}</b>"
-                + (f" ({esc(run.meta.get('detail'))})" if run.meta.get("detail") else "")
+                f"<li><b>{esc(run.label)}</b>: the run is <b>{esc(run.status)}</b>"
+                + (f" ({esc(run.status_detail)})" if run.status_detail else "")
                 + "; only finished combinations are shown.</li>"
             )
         for combo in run.combinations:
@@ -155,6 +154,13 @@ def _warnings(runs: list[RunView]) -> str:
                     f"<li><b>{esc(combo.label)}</b> ({esc(combo.shape_label)}): outputs differ "
                     "from the PyTorch reference beyond tolerance (see parity in the table).</li>"
                 )
+    measured = [c for run in runs for c in run.combinations if c.wall_ns.size or c.latency]
+    if not measured:
+        # Not a green light: an all-skipped run has no latency that could have been unstable.
+        items.append(
+            "<li><b>Nothing was measured</b>: no combination produced a latency. The table "
+            "below says why each one was skipped or failed.</li>"
+        )
     if not items:
         return (
             '<section class="notice ok">No noise warnings: every combination\'s latency was '
@@ -397,47 +403,144 @@ def _config_cell(combo: Combination, row: dict, colors: dict[int, str]) -> str:
 
 
 def _environment(runs: list[RunView]) -> str:
+    """Machine, software and bench settings of each run, in words rather than raw keys."""
     blocks = []
     for run in runs:
-        env = dict(run.environment)
-        libraries = env.pop("libraries", None) or {}
-        gpus = env.pop("gpus", None) or []
-        rows = "".join(
-            f"<tr><th>{esc(k)}</th><td>{esc(_human(k, v))}</td></tr>" for k, v in env.items()
+        env = run.environment
+        machine = _rows(_machine_facts(env))
+        libraries = _rows(
+            (name, version)
+            for name, version in sorted((env.get("libraries") or {}).items())
+            if version
         )
-        lib_rows = "".join(
-            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in sorted(libraries.items())
-        )
-        gpu_rows = (
-            "".join(
-                "<tr><td colspan=2><b>"
-                + esc(gpu.get("name", "GPU"))
-                + "</b><br>"
-                + ", ".join(f"{esc(k)} {esc(_human(k, v))}" for k, v in gpu.items() if k != "name")
-                + "</td></tr>"
-                for gpu in gpus
-            )
-            or "<tr><td colspan=2>none seen</td></tr>"
-        )
-        settings = run.meta.get("settings") or {}
-        settings_rows = "".join(
-            f"<tr><th>{esc(k)}</th><td>{esc(_human(k, v))}</td></tr>" for k, v in settings.items()
-        )
+        gpus = _rows(_gpu_facts(env))
+        settings = _rows(_settings_facts(run.meta.get("settings") or {}))
         blocks.append(
             f"<div class=envblock><h3>{esc(run.label)} <code>{esc(run.path.name)}</code></h3>"
             '<div class="grid3">'
-            f'<table class="kvtable"><caption>machine</caption>{rows}</table>'
-            '<table class="kvtable"><caption>libraries</caption>'
-            f"{lib_rows or '<tr><td>–</td></tr>'}</table>"
-            f'<table class="kvtable"><caption>GPUs</caption>{gpu_rows}</table>'
+            f'<table class="kvtable"><caption>machine</caption>{machine}</table>'
+            f'<table class="kvtable"><caption>GPUs</caption>{gpus}</table>'
+            f'<table class="kvtable"><caption>libraries</caption>{libraries}</table>'
             + (
-                f'<table class="kvtable"><caption>bench settings</caption>{settings_rows}</table>'
-                if settings_rows
+                f'<table class="kvtable"><caption>bench settings</caption>{settings}</table>'
+                if (run.meta.get("settings") or {})
                 else ""
             )
             + "</div></div>"
         )
     return f'<section id="environment"><h2>Environment</h2>{"".join(blocks)}</section>'
+
+
+def _rows(facts) -> str:
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    return rows or "<tr><td>–</td></tr>"
+
+
+def _machine_facts(env: dict) -> list[tuple[str, str]]:
+    facts = [("host", env.get("hostname")), ("system", env.get("platform"))]
+    facts.append(("CPU", _cpu_text(env)))
+    if env.get("python"):
+        implementation = env.get("python_implementation")
+        facts.append(("Python", env["python"] + (f" ({implementation})" if implementation else "")))
+    if env.get("cuda_visible_devices") is not None:
+        facts.append(("CUDA_VISIBLE_DEVICES", env["cuda_visible_devices"]))
+    return [(k, str(v)) for k, v in facts if v]
+
+
+# NVML's reasons for not answering, as a person would say them.
+_NVML_REASONS = {
+    "LibraryNotFound": "no NVIDIA driver is installed",
+    "DriverNotLoaded": "the NVIDIA driver is not loaded",
+    "NoPermission": "no permission to query the GPUs",
+    "Uninitialized": "the NVIDIA driver did not start",
+}
+
+
+def _gpu_facts(env: dict) -> list[tuple[str, str]]:
+    gpus = env.get("gpus") or []
+    nvml = env.get("nvml") or {}
+    if not gpus:
+        reason = str(nvml.get("reason") or "")
+        said = next((text for key, text in _NVML_REASONS.items() if key in reason), None)
+        return [("none found", said or (f"the GPU query failed: {reason}" if reason else "–"))]
+    facts = []
+    for gpu in gpus:
+        parts = []
+        memory = gpu.get("memory_total_bytes")
+        if isinstance(memory, int) and memory > 2**30:
+            parts.append(f"{memory / 2**30:.0f} GiB")
+        if gpu.get("compute_capability"):
+            parts.append(f"compute capability {gpu['compute_capability']}")
+        if gpu.get("sm_clock_max_mhz"):
+            parts.append(
+                f"SM clock {gpu.get('sm_clock_mhz') or '?'} of {gpu['sm_clock_max_mhz']} MHz"
+            )
+        if gpu.get("power_limit_w"):
+            parts.append(f"power limit {gpu['power_limit_w']:g} W")
+        facts.append((str(gpu.get("name") or "GPU"), ", ".join(parts) or "–"))
+    driver = nvml.get("driver_version") or gpus[0].get("driver_version")
+    cuda = nvml.get("cuda_driver_version") or gpus[0].get("cuda_driver_version")
+    if driver or cuda:
+        facts.append(
+            ("driver", " ".join(x for x in (driver, f"(CUDA {cuda})" if cuda else "") if x))
+        )
+    return facts
+
+
+def _settings_facts(settings: dict) -> list[tuple[str, str]]:
+    """bench's settings (docs/results-format.md, run.json) as sentences; unknown keys as given."""
+    settings = dict(settings)
+    measurement = dict(settings.pop("measurement", None) or {})
+    facts = []
+    shapes = settings.pop("experiments", None)
+    if shapes:
+        facts.append(("shapes", ", ".join(map(str, shapes))))
+    if measurement:
+        facts.append(("warm-up", _warmup_text(measurement)))
+        facts.append(("measured", _measure_text(measurement)))
+        if measurement.get("timeout_s"):
+            facts.append(("worker timeout", f"{measurement['timeout_s']:g} s"))
+        if "device_resident" in measurement:
+            facts.append(
+                (
+                    "inputs",
+                    "already on the device (compute alone is timed)"
+                    if measurement["device_resident"]
+                    else "copied from the host on every call",
+                )
+            )
+    if settings.get("sample_hz"):
+        facts.append(("sampling", f"{settings.pop('sample_hz'):g} readings per second"))
+    names = {"exporter": "ONNX exporter", "onnx": "ONNX file"}
+    for key, value in settings.items():
+        if value is not None:
+            facts.append((names.get(key, key.replace("_", " ")), _human(key, value)))
+    return facts
+
+
+def _warmup_text(m: dict) -> str:
+    parts = []
+    if m.get("warmup_iters"):
+        parts.append(f"{m['warmup_iters']} iterations")
+    if m.get("warmup_seconds"):
+        parts.append(f"{m['warmup_seconds']:g} s")
+    return " or ".join(parts) or "none"
+
+
+def _measure_text(m: dict) -> str:
+    if m.get("iters"):
+        return f"{m['iters']} iterations"
+    if m.get("duration_s"):
+        return f"for {m['duration_s']:g} s"
+    if m.get("ci_target"):
+        text = f"until the median's 95% CI is within ±{m['ci_target'] * 100:g}%"
+        limits = []
+        if m.get("min_iters"):
+            limits.append(f"at least {m['min_iters']} iterations")
+        if m.get("max_seconds"):
+            limits.append(f"at most {m['max_seconds']:g} s")
+        return text + (f" ({', '.join(limits)})" if limits else "")
+    return "–"
 
 
 def _method(baseline_engine: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,15 @@ class Combination:
     result: Any  # infercmp.results.CombinationResult
     wall_ns: np.ndarray  # per-iteration host latency, raw, never filtered
     samples: Any | None  # polars DataFrame of this combination's sampler rows, or None
+    # The worker process (0..N-1) of each entry of wall_ns; None: all from one process.
+    wall_process: np.ndarray | None = None
+
+    @property
+    def process_groups(self) -> list[np.ndarray]:
+        """wall_ns split by worker process, in process order (one group for a single process)."""
+        if self.wall_process is None or self.wall_ns.size == 0:
+            return [self.wall_ns] if self.wall_ns.size else []
+        return [self.wall_ns[self.wall_process == p] for p in np.unique(self.wall_process)]
 
     @property
     def combo_id(self) -> str:
@@ -53,10 +64,15 @@ class Combination:
 
     @property
     def options(self) -> dict[str, Any]:
-        return dict(self.result.options or {})
+        """The engine options that act on this row's device (see `applicable_options`)."""
+        return applicable_options(self.engine, self.device, self.result.options or {})
 
     @property
     def options_text(self) -> str:
+        if not self.options and self.result.variant:
+            # A combination that never ran (skipped) has no effective options to report; what
+            # the user asked for still tells it apart from the plain engine.
+            return self.result.variant
         return format_options(self.options)
 
     @property
@@ -79,6 +95,26 @@ class Combination:
         if not shapes:
             shapes = {str(i): s for i, s in enumerate(self.result.example_shapes or [])}
         return int(sum(int(np.prod(dims)) for dims in shapes.values()))
+
+
+# Engine options that act only on CUDA, by engine. A stored result lists every effective
+# option, so a CPU row would otherwise show, say, enable_cuda_graph=off. The one list of them
+# in the report; it belongs in the engine descriptors once they say which options apply where.
+def applicable_options(engine: str, device: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` less those that do nothing on `device`, as the engine's descriptor says (a
+    CUDA-only option on a CPU row). An engine not installed here keeps all its options."""
+    descriptor = _installed_descriptor(engine)
+    if descriptor is None:
+        return dict(options)
+    return {k: v for k, v in options.items() if descriptor.options.applies_to(k, device)}
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_descriptor(engine: str) -> Any:
+    from infercmp.engines import engine_entries
+
+    entry = engine_entries().get(engine)
+    return entry.load() if entry is not None else None
 
 
 def format_options(options: dict[str, Any]) -> str:
@@ -111,6 +147,25 @@ class RunView:
     show_run_in_labels: bool = False
     # Options that differ between combinations of the same engine/device/precision/shape.
     distinguishing_options: frozenset[str] = frozenset()
+    # run.json says "running" but the bench process that wrote it is gone (killed).
+    abandoned: bool = False
+
+    @property
+    def status(self) -> str:
+        """complete, interrupted, failed, running, or abandoned (a killed run)."""
+        return "abandoned" if self.abandoned else str(self.meta.get("status") or "running")
+
+    @property
+    def status_detail(self) -> str | None:
+        """Why the run ended as it did, in words for the report."""
+        if self.abandoned:
+            writer = self.meta.get("writer") or {}
+            return (
+                f"its bench process (pid {writer.get('pid')} on {writer.get('hostname')}) is "
+                "gone without finishing the run: it was killed"
+            )
+        detail = self.meta.get("detail")
+        return str(detail) if detail else None
 
     @property
     def environment(self) -> dict[str, Any]:
@@ -157,15 +212,24 @@ def resolve_run_dirs(run_dirs: list[Path], runs_dir: Path) -> list[Path]:
             f"no run directory given and '{runs_dir}' does not exist; run 'infercmp bench' first "
             "or pass a run directory"
         )
+    return [Path(latest_run(runs_dir))]
+
+
+def resolve_run(path: Path) -> tuple[Path, str | None]:
+    """`path` when it is a run; the latest run in it when it holds runs (`bench --out DIR`).
+
+    Returns the run and, when it was picked from a directory of runs, a line saying which.
+    """
+    from infercmp.results import RUN_FILE, latest_run
+
+    path = Path(path)
+    if not path.is_dir() or (path / RUN_FILE).is_file():
+        return path, None
     try:
-        return [Path(latest_run(runs_dir))]
+        run = Path(latest_run(path))
     except InfercmpError:
-        raise
-    except (FileNotFoundError, ValueError, LookupError) as exc:
-        raise InfercmpError(
-            f"no run found under '{runs_dir}' ({exc}); run 'infercmp bench' first or pass a run "
-            "directory"
-        ) from exc
+        return path, None  # neither a run nor a directory of runs: open_run says so
+    return run, f"'{path}' holds runs; using the latest, {run}"
 
 
 def open_run(path: Path) -> RunView:
@@ -177,8 +241,8 @@ def open_run(path: Path) -> RunView:
         raise InfercmpError(f"run directory '{path}' does not exist")
     if not (path / "run.json").is_file():
         raise InfercmpError(
-            f"'{path}' is not an infercmp run directory (no run.json); pass a directory written "
-            "by 'infercmp bench'"
+            f"'{path}' is not an infercmp run directory (no run.json) and holds no runs; pass a "
+            "directory written by 'infercmp bench' or its --out directory"
         )
     try:
         store = RunStore.open(path)
@@ -189,7 +253,7 @@ def open_run(path: Path) -> RunView:
         raise
     except Exception as exc:  # a damaged store: say which file, never a traceback
         raise InfercmpError(f"cannot read run directory '{path}': {exc}") from exc
-    run = RunView(path=path, meta=dict(store.meta))
+    run = RunView(path=path, meta=dict(store.meta), abandoned=store.abandoned)
     wall = _wall_latencies(latency)
     by_combo = _samples_by_combo(samples)
     for result in results:
@@ -197,7 +261,8 @@ def open_run(path: Path) -> RunView:
             Combination(
                 run=run,
                 result=result,
-                wall_ns=wall.get(result.combo_id, np.empty(0, dtype=np.int64)),
+                wall_ns=wall.get(result.combo_id, (np.empty(0, dtype=np.int64), None))[0],
+                wall_process=wall.get(result.combo_id, (None, None))[1],
                 samples=by_combo.get(result.combo_id),
             )
         )
@@ -213,17 +278,23 @@ def load_runs(paths: list[Path]) -> list[RunView]:
     return runs
 
 
-def _wall_latencies(latency: Any) -> dict[str, np.ndarray]:
-    """combo_id -> wall-clock total latency per iteration (ns), in iteration order."""
+def _wall_latencies(latency: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """combo_id -> (wall-clock total latency per iteration in ns, its worker process).
+
+    In process order, then iteration order.
+    """
     import polars as pl
 
     if latency is None or latency.height == 0:
         return {}
     wall = latency.filter((pl.col("clock") == "wall") & (pl.col("phase") == "total")).sort(
-        ["combo_id", "iteration"]
+        ["combo_id", "process", "iteration"]
     )
     return {
-        key[0]: frame["ns"].to_numpy().astype(np.int64)
+        key[0]: (
+            frame["ns"].to_numpy().astype(np.int64),
+            frame["process"].to_numpy().astype(np.int64),
+        )
         for key, frame in wall.partition_by("combo_id", as_dict=True).items()
     }
 

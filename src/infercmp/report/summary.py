@@ -233,7 +233,8 @@ def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE
         lines.append(
             f"- run `{_md_cell(run.path.name)}` on {_md_cell(run.label)}: "
             f"{_md_cell(env.get('cpu_model') or env.get('cpu') or 'CPU')}, "
-            f"status {_md_cell(run.meta.get('status', '?'))}"
+            f"status {_md_cell(run.status)}"
+            + (f" ({_md_cell(run.status_detail)})" if run.abandoned else "")
         )
     lines.append("")
     with_device = any(row["device_p50_ms"] is not None for row in rows)
@@ -310,8 +311,27 @@ def render_csv(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> 
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in summary_rows(runs, baseline_engine):
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
     return buffer.getvalue()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\n")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value for a CSV cell: text a spreadsheet would run as a formula gets a leading `'`.
+
+    Only text: a number (a negative one included) is data, and stays a number. A carriage
+    return becomes a line feed: the writer quotes cells holding its line terminator ("\n")
+    but not a lone "\r", which readers take for the end of the row.
+    """
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 def render_json(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
@@ -326,7 +346,8 @@ def render_json(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) ->
                 "host": run.host,
                 "gpus": run.gpu_names,
                 "model": run.model,
-                "status": run.meta.get("status"),
+                "status": run.status,
+                "status_detail": run.status_detail,
                 "infercmp_version": run.meta.get("infercmp_version"),
             }
             for run in runs

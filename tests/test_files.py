@@ -1,0 +1,131 @@
+"""The one atomic writer: what it replaces, what it writes through, and the modes it gives."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic_runs import cpu_run, run_main
+from typer.testing import CliRunner
+
+from infercmp.cli import app
+from infercmp.files import write_atomic
+from infercmp.results import RunStore
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, and put the old one back."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+def test_a_symlink_stays_a_link_and_its_target_gets_the_content(tmp_path):
+    real = tmp_path / "real.html"
+    real.write_text("old")
+    link = tmp_path / "link.html"
+    link.symlink_to(real.name)
+    write_atomic(link, "new")
+    assert link.is_symlink() and os.readlink(link) == "real.html"
+    assert real.read_text() == "new"
+    dangling = tmp_path / "dangling.html"
+    dangling.symlink_to("made-by-the-write.html")
+    write_atomic(dangling, b"x")
+    assert dangling.is_symlink() and (tmp_path / "made-by-the-write.html").read_bytes() == b"x"
+
+
+def test_a_fifo_is_written_through_not_replaced(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_atomic(fifo, lambda fh: fh.write(b"through the pipe"))
+    reader.join(10)
+    assert got == [b"through the pipe"]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary file
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_report_to_dev_full_is_one_line_and_leaves_the_device(tmp_path, capsys):
+    run = cpu_run(tmp_path)
+    before = os.stat("/dev/full")
+    code, err = run_main(capsys, "report", str(run), "-o", "/dev/full")
+    assert code == 2
+    assert err.splitlines() == ["error: cannot write /dev/full: [Errno 28] No space left on device"]
+    after = os.stat("/dev/full")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+def test_a_directory_is_refused(tmp_path):
+    with pytest.raises(IsADirectoryError):
+        write_atomic(tmp_path, "x")
+
+
+def test_new_files_follow_the_umask_and_replaced_files_keep_their_mode(tmp_path, umask):
+    umask(0o022)
+    write_atomic(tmp_path / "a", "x")
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o644
+    umask(0o077)
+    write_atomic(tmp_path / "b", "x")
+    assert stat.S_IMODE((tmp_path / "b").stat().st_mode) == 0o600
+    (tmp_path / "a").chmod(0o640)
+    write_atomic(tmp_path / "a", "y")
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o640
+
+
+def test_run_files_and_the_report_are_readable_by_others_under_umask_022(tmp_path, umask):
+    from infercmp.results import CombinationResult, combo_id
+
+    umask(0o022)
+    store = RunStore.create(tmp_path / "runs", "m", {})
+    cid = combo_id("pytorch", "cpu", "fp32", "1")
+    store.add_result(
+        CombinationResult(
+            combo_id=cid,
+            model="m",
+            engine="pytorch",
+            device="cpu",
+            precision="fp32",
+            shape_label="1",
+            status="ok",
+        ),
+        {"wall.total": np.arange(3)},
+        [{"t_s": 0.0, "phase": "measure"}],
+    )
+    store.finish("complete")
+    modes = {
+        str(p.relative_to(store.path)): stat.S_IMODE(p.stat().st_mode)
+        for p in store.path.rglob("*")
+        if p.is_file()
+    }
+    assert modes == {
+        "run.json": 0o644,
+        "results.jsonl": 0o644,
+        f"latency/{cid}.1.parquet": 0o644,
+        f"samples/{cid}.1.parquet": 0o644,
+    }
+    out = tmp_path / "report.html"
+    assert runner.invoke(app, ["report", str(store.path), "-o", str(out)]).exit_code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_report_through_a_symlink_keeps_the_link(tmp_path):
+    run = cpu_run(tmp_path / "runs")
+    real = tmp_path / "published" / "index.html"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "report.html"
+    link.symlink_to(real)
+    result = runner.invoke(app, ["report", str(run), "-o", str(link)])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink()
+    assert real.read_text().startswith("<!DOCTYPE html>")
