@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +108,7 @@ def applicable_options(engine: str, device: str, options: dict[str, Any]) -> dic
     return {k: v for k, v in options.items() if descriptor.options.applies_to(k, device)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _installed_descriptor(engine: str) -> Any:
     from infercmp.engines import engine_entries
 
