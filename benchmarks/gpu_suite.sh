@@ -7,6 +7,7 @@
 #                                           # then the built-in models (about 6 minutes)
 #   bash benchmarks/gpu_suite.sh validate   # reference loops vs infercmp, sampler, VRAM (< 10 min)
 #   bash benchmarks/gpu_suite.sh compile    # torch.compile at the three shapes (< 10 min)
+#   bash benchmarks/gpu_suite.sh windows    # issue 13: measure windows, energy, utilisation
 #   bash benchmarks/gpu_suite.sh all        # all three, one after another (three device calls'
 #                                           # worth: for a machine without the 10-minute limit)
 set -uo pipefail
@@ -59,6 +60,19 @@ compile-check)
   TORCH_LOGS=perf_hints python3 "$here/gpu_validate.py" --out "$out" --deadline "$budget" \
     --only-compile 2>&1 | tee "$out/validate-compile.txt"
   tar -czf "$out/validation-runs.tar.gz" -C "$out" validation-runs
+  ;;
+windows)
+  # Issue 13: every CUDA combination's measure window meets --min-seconds (1 s), energy per
+  # inference implies an average power between idle and the card's limit, and utilisation
+  # rests on at least 10 readings; CUDA-graph rows included, two processes each.
+  nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw --format=csv \
+    | tee "$out/gpu.csv"
+  bench bench-windows.txt resnet50 -s 224,224,3 -d cuda -p fp32 -p fp16 --repeat 2 \
+    -e pytorch -e 'pytorch[channels_last=true,cuda_graph=true]' \
+    -e 'onnxruntime[enable_cuda_graph=true]'
+  bench bench-windows.txt tiny-encoder -d cuda --repeat 2 \
+    -e pytorch -e 'pytorch[cuda_graph=true]' -e 'onnxruntime[enable_cuda_graph=true]'
+  python3 "$here/window_table.py" "$out/runs" | tee "$out/windows.txt"
   ;;
 compile)
   # torch.compile's default mode (Inductor kernels, no autotuning) alone and under infercmp's

@@ -18,6 +18,7 @@ import pytest
 from infercmp import engines
 from infercmp.engines.descriptor import EngineDescriptor, Machine
 from infercmp.errors import InfercmpError
+from infercmp.results import RunStore
 
 FIXTURES = Path(__file__).parent / "fixtures" / "engines"
 SRC = Path(__file__).parents[1] / "src" / "infercmp"
@@ -261,12 +262,12 @@ def test_installed_engine_runs_through_bench(installed_engines, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     run = next((tmp_path / "runs").iterdir())
-    summary = {r["engine"]: r for r in json.loads((run / "summary.json").read_text())}
+    summary = {r.engine: r for r in RunStore.open(run).results}
     ours = summary["onnx-reference"]
-    assert (ours["status"], ours["iterations"], ours["parity"]["ok"]) == ("ok", 20, True)
-    assert ours["options"] == {"verbose": 0}
-    assert ours["variant"] == "verbose=0"
-    assert summary["onnxruntime"]["status"] == "ok"
+    assert (ours.status, ours.iterations, ours.parity["ok"]) == ("ok", 20, True)
+    assert ours.options == {"verbose": 0}
+    assert ours.variant == "verbose=0"
+    assert summary["onnxruntime"].status == "ok"
 
 
 def test_installed_engine_passes_the_conformance_suite(installed_engines, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 
 from infercmp.errors import InfercmpError
 from infercmp.module_outputs import flatten_outputs
+from infercmp.results import RunStore
 
 NAMES = ("score", "embedding")
 SCORE, EMBEDDING = np.zeros((2, 1)), np.ones((2, 8))
@@ -126,9 +126,8 @@ def test_a_dict_in_another_order_than_the_config_exports_and_passes_parity(tmp_p
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (run,) = (tmp_path / "runs").iterdir()
-    summary = json.loads((run / "summary.json").read_text())
-    rows = summary if isinstance(summary, list) else summary["combinations"]
-    assert {r["engine"]: r["status"] for r in rows} == {"pytorch": "ok", "onnxruntime": "ok"}
+    rows = RunStore.open(run).results
+    assert {r.engine: r.status for r in rows} == {"pytorch": "ok", "onnxruntime": "ok"}
     for row in rows:
-        assert row["parity"]["ok"], row["parity"]
-        assert [o["name"] for o in row["parity"]["outputs"]] == ["score", "embedding"]
+        assert row.parity["ok"], row.parity
+        assert [o["name"] for o in row.parity["outputs"]] == ["score", "embedding"]

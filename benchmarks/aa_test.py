@@ -1,0 +1,106 @@
+"""A/A test of `infercmp compare` (issue 13): does it call noise a change, and a real change noise?
+
+Runs, interleaved, `pairs` times: bench A and bench B of the same configuration, and bench S of a
+configuration known to be slower; then `infercmp compare A B` (should find no significant change)
+and `infercmp compare A S` (should flag a regression). Each bench measures with `--repeat`
+processes, so compare uses its process-level (hierarchical) method; beside it, the same pairs are
+judged with the single-process method of before (process 0 of each run, bootstrap of the
+median ratio), which is what a one-process run gives.
+
+    python benchmarks/aa_test.py --pairs 10 --repeat 5   # about 10 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from infercmp.report.compare import bootstrap_median_ratio, classify
+from infercmp.results import RunStore
+
+MODEL = ["tiny-cnn", "-d", "cpu"]
+SAME = "onnxruntime"
+SLOWER = "onnxruntime[graph_optimization_level=disable]"
+THRESHOLD, NOISE_FLOOR = 5.0, 1.0  # compare's defaults, in percent
+
+
+def bench(engine: str, out: Path, repeat: int) -> Path:
+    before = set(out.iterdir()) if out.exists() else set()
+    cmd = ["infercmp", "bench", *MODEL, "-e", engine, "--repeat", str(repeat), "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    (run,) = set(out.iterdir()) - before
+    return run
+
+
+def compare(base: Path, new: Path) -> dict:
+    proc = subprocess.run(
+        ["infercmp", "compare", str(base), str(new), "-f", "json"], capture_output=True, text=True
+    )
+    report = json.loads(proc.stdout)
+    (row,) = report["comparisons"]
+    return {"exit": proc.returncode, "change": row["change"], "verdict": row["verdict"],
+            "method": row.get("method")}  # fmt: skip
+
+
+def single_process(base: Path, new: Path) -> dict:
+    """Before: one process per run, the bootstrap of the ratio of medians over its iterations."""
+
+    def wall(run: Path) -> np.ndarray:
+        lat = RunStore.open(run).latency()
+        lat = lat.filter((lat["phase"] == "total") & (lat["clock"] == "wall"))
+        return lat.filter(lat["process"] == 0)["ns"].to_numpy()
+
+    ratio, low, high = bootstrap_median_ratio(wall(base), wall(new))
+    change = (ratio - 1) * 100
+    verdict = classify(low, high, change / 100, NOISE_FLOOR / 100)
+    flagged = verdict == "regression" and change > THRESHOLD
+    return {"change": ratio - 1, "verdict": verdict, "exit": 1 if flagged else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="infercmp-aa-") as tmp:
+        out = Path(tmp)
+        for pair in range(args.pairs):
+            a, b, s = (bench(engine, out, args.repeat) for engine in (SAME, SAME, SLOWER))
+            rows.append(
+                {
+                    "pair": pair + 1,
+                    "aa": compare(a, b),
+                    "aa_single": single_process(a, b),
+                    "slow": compare(a, s),
+                    "slow_single": single_process(a, s),
+                }
+            )
+            r = rows[-1]
+            print(
+                f"pair {pair + 1:2}: A/A {r['aa']['change']:+7.1%} exit {r['aa']['exit']} "
+                f"(single-process {r['aa_single']['change']:+7.1%} exit {r['aa_single']['exit']})"
+                f" | slower {r['slow']['change']:+7.1%} exit {r['slow']['exit']} "
+                f"(single-process {r['slow_single']['change']:+7.1%} exit "
+                f"{r['slow_single']['exit']})",
+                flush=True,
+            )
+    n = len(rows)
+    print(f"\nA/A pairs with no regression flagged: hierarchical "
+          f"{sum(r['aa']['exit'] == 0 for r in rows)}/{n}, single-process "
+          f"{sum(r['aa_single']['exit'] == 0 for r in rows)}/{n}")  # fmt: skip
+    print(f"slower configuration ({SLOWER}) flagged: hierarchical "
+          f"{sum(r['slow']['exit'] == 1 for r in rows)}/{n}, single-process "
+          f"{sum(r['slow_single']['exit'] == 1 for r in rows)}/{n}")  # fmt: skip
+    print(f"method: {rows[0]['aa']['method']}")
+    json.dump(rows, sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Print, for every run under a directory, what each combination's resource figures rest on.
+
+For issue 13's H200 check: the measure window of each process, the energy per inference with
+the method it came from and the average power it implies, and the GPU utilisation with the
+number of sampler readings behind it. Used by `benchmarks/gpu_suite.sh windows`.
+
+    python benchmarks/window_table.py RUNS_DIR
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from infercmp.results import RunStore
+
+
+def main(root: Path) -> None:
+    print(
+        f"{'combination':58} {'windows s':>13} {'J/inf':>9} {'avg W':>6} "
+        f"{'util %':>6} {'n':>4}  energy method"
+    )
+    for run in sorted(p for p in root.iterdir() if (p / "run.json").exists()):
+        store = RunStore.open(run)
+        for r in store.results:
+            if r.status != "ok":
+                print(f"{r.combo_id:58} {r.status}: {r.error}")
+                continue
+            windows = "/".join(f"{p.measure_seconds:.2f}" for p in r.processes)
+            energy = r.energy_j_per_inference
+            average = (
+                energy * r.iterations / sum(p.measure_seconds for p in r.processes)
+                if energy is not None
+                else None
+            )
+            util = f"{r.gpu_util_pct:.0f}" if r.gpu_util_pct is not None else "n/a"
+            print(
+                f"{r.combo_id:58} {windows:>13} "
+                f"{(f'{energy:.4f}' if energy is not None else 'n/a'):>9} "
+                f"{(f'{average:.0f}' if average is not None else 'n/a'):>6} "
+                f"{util:>6} {r.gpu_util_readings:>4}  {r.energy_method}"
+            )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
