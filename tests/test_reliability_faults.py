@@ -388,3 +388,57 @@ def test_a_plugin_hanging_in_the_parent_is_cut_at_the_timeout(
         "failed: did not finish within 3 s (--timeout); the plugin's code may hang"
     )
     assert not (tmp_path / "out").exists() or not run_dirs(tmp_path / "out")
+
+
+def test_a_signal_between_worker_exit_and_commit_keeps_the_measured_combination(
+    shared_cache, tmp_path
+):
+    """The window of issue 18: the worker has finished, its result is not committed yet."""
+    plugin = get_plugin("tiny-cnn")
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime", "pytorch"], ["cpu"], None
+    )
+    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    store = RunStore.create(tmp_path, plugin.name, {})
+
+    class SignalInTheGap(bench.BenchListener):
+        def worker_finished(self, combo, outcome):
+            assert outcome.status == "ok"
+            os.kill(os.getpid(), signal.SIGTERM)  # handled here, before the commit
+
+    status = bench.run_bench(
+        plugin, plan, artifacts, bench.Measurement(warmup_iters=2, iters=30), store,
+        listener=SignalInTheGap(), samplers=[],
+    )  # fmt: skip
+    assert status == "interrupted"
+    saved = RunStore.open(store.path)
+    assert saved.status == "interrupted"
+    (result,) = saved.results  # the first combination, fully measured; the second never ran
+    assert (result.engine, result.status, result.iterations) == ("onnxruntime", "ok", 30)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"])
+def test_a_signal_before_the_first_combination_marks_the_run_interrupted(
+    shared_cache, tmp_path, monkeypatch, signame
+):
+    """Between making the run directory and starting the first worker: no run stays "running"."""
+    from infercmp.cli import bench as bench_cli
+
+    monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
+    run = bench_cli._run_with_progress
+
+    def signal_then_run(*args, **kwargs):  # the run directory exists; no worker has started
+        os.kill(os.getpid(), getattr(signal, signame))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(bench_cli, "_run_with_progress", signal_then_run)
+    result = CliRunner().invoke(
+        app, ["bench", "tiny-cnn", "-e", "onnxruntime", "-d", "cpu", "--iters", "10",
+              "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: run interrupted; 0 finished combination(s) are saved in "
+        f"{only_run(tmp_path / 'out')}"
+    )
+    assert RunStore.open(only_run(tmp_path / "out")).status == "interrupted"

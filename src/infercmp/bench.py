@@ -405,17 +405,34 @@ class Interrupted(BaseException):
         self.signame = signame
 
 
+#: The signals that stop a run cleanly: finished results are saved and the run is marked.
+STOP_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    if hasattr(signal, name)
+)
+
+
+def stop_on_signals() -> contextlib.AbstractContextManager[None]:
+    """Turn SIGINT, SIGTERM, SIGHUP and SIGQUIT into one `Interrupted`, so finished results are
+    kept and saved. Only the first signal raises: a second one (an impatient Ctrl-C) arriving
+    while the first is being handled must not cut the saving short."""
+    return _stop_on_signals()
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into `Interrupted` so finished results are kept and saved."""
+def _stop_on_signals() -> Iterator[None]:
+    raised: list[str] = []
 
     def handler(signum: int, _frame: Any) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+        if not raised:
+            raised.append(signal.Signals(signum).name)
+            raise Interrupted(raised[0])
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -574,6 +591,9 @@ class BenchListener:
     def combination_started(self, combo: Combination, index: int, total: int) -> None: ...
 
     def phase(self, combo: Combination, phase: str) -> None: ...
+
+    def worker_finished(self, combo: Combination, outcome: WorkerOutcome) -> None:
+        """A worker process ended; its result is not committed yet (tests pause here)."""
 
     def combination_finished(self, combo: Combination, result: Any) -> None: ...
 
@@ -817,11 +837,15 @@ def run_bench(
                         on_phase=lambda phase, combo=combo: listener.phase(combo, phase),
                     )
                     progress.outcomes.append(outcome)
+                    listener.worker_finished(combo, outcome)
                     if progress.done or process == repeat - 1:
-                        _commit(plugin, store, pending.pop(combo), listener, power_limit_w)
+                        # Committed before it leaves `pending`: a signal at any instant leaves
+                        # it in one of the two, and an interruption commits what is pending.
+                        _commit(plugin, store, progress, listener, power_limit_w)
+                        del pending[combo]
     except Interrupted as exc:
         _commit_partial(plugin, store, pending, listener, power_limit_w)
-        _finish(store, "interrupted", f"stopped by {exc.signame}; finished combinations are kept")
+        finish_interrupted(store, exc.signame)
         return "interrupted"
     except OSError as exc:
         # A full disk, a read-only or vanished directory: say so in one line, keep what is saved.
@@ -908,6 +932,11 @@ def _without_worker(
         started=now_iso(),
         finished=now_iso(),
     )
+
+
+def finish_interrupted(store: Any, signame: str) -> None:
+    """Mark a run stopped by a signal; what finished before it stays."""
+    _finish(store, "interrupted", f"stopped by {signame}; finished combinations are kept")
 
 
 def _finish(store: Any, status: str, detail: str) -> None:

@@ -317,9 +317,45 @@ def bench(
         },
         "environment": environment,
     }
-    store = RunStore.create(out, plugin.name, meta)
-    console.print(f"run directory: {store.path}", soft_wrap=True)
+    # From the moment the run directory exists to its last commit, a signal marks the run
+    # interrupted (keeping what finished) instead of leaving it "running" for ever.
+    with bench_mod.stop_on_signals():
+        try:
+            store = RunStore.create(out, plugin.name, meta)
+        except bench_mod.Interrupted as exc:
+            raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
+        try:
+            console.print(f"run directory: {store.path}", soft_wrap=True, markup=False)
+            status = _run_with_progress(
+                bench_mod, plugin, plan, artifacts, measurement, store, sample_hz, samplers,
+                repeat, _power_limit(environment),
+            )  # fmt: skip
+        except bench_mod.Interrupted as exc:
+            bench_mod.finish_interrupted(store, exc.signame)
+            status = "interrupted"
+    results = RunStore.open(store.path).results
+    print_summary(results, store.path)
+    if status == "interrupted":
+        raise RunFailed(
+            f"run interrupted; {sum(r.status == 'ok' for r in results)} finished "
+            f"combination(s) are saved in {store.path}"
+        )
+    not_ok = [r for r in results if r.status not in ("ok", "skipped")]
+    if not_ok:
+        kinds = ", ".join(
+            f"{sum(r.status == k for r in not_ok)} {k}"
+            for k in dict.fromkeys(r.status for r in not_ok)
+        )
+        raise RunFailed(
+            f"{len(not_ok)} of {len(results)} combination(s) did not finish ({kinds}); "
+            f"see the notes above and {store.path}"
+        )
 
+
+def _run_with_progress(
+    bench_mod, plugin, plan, artifacts, measurement, store, sample_hz, samplers, repeat, power_limit
+) -> str:
+    """`run_bench` under a progress bar that names the combination and its worker's phase."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -340,10 +376,14 @@ def bench(
             def phase(self, combo, phase):
                 progress.update(task, description=f"{escape(combo.label)}: {phase}")
 
-            def combination_finished(self, combo, result):
+            def worker_finished(self, combo, outcome):
                 progress.advance(task)
 
-        status = bench_mod.run_bench(
+            def combination_finished(self, combo, result):
+                if combo.skip_reason is not None:  # no worker will run for it
+                    progress.advance(task, repeat)
+
+        return bench_mod.run_bench(
             plugin,
             plan,
             artifacts,
@@ -353,24 +393,7 @@ def bench(
             samplers=samplers,
             listener=Listener(),
             repeat=repeat,
-            power_limit_w=_power_limit(environment),
-        )
-    results = RunStore.open(store.path).results
-    print_summary(results, store.path)
-    if status == "interrupted":
-        raise RunFailed(
-            f"run interrupted; {sum(r.status == 'ok' for r in results)} finished "
-            f"combination(s) are saved in {store.path}"
-        )
-    not_ok = [r for r in results if r.status not in ("ok", "skipped")]
-    if not_ok:
-        kinds = ", ".join(
-            f"{sum(r.status == k for r in not_ok)} {k}"
-            for k in dict.fromkeys(r.status for r in not_ok)
-        )
-        raise RunFailed(
-            f"{len(not_ok)} of {len(results)} combination(s) did not finish ({kinds}); "
-            f"see the notes above and {store.path}"
+            power_limit_w=power_limit,
         )
 
 
