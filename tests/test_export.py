@@ -15,12 +15,12 @@ from infercmp.cache import ArtifactCache
 from infercmp.errors import InfercmpError
 from infercmp.export import (
     _fit,
-    compare_output,
     ensure_reference,
     export_onnx,
     run_pytorch,
     runtime_shapes,
 )
+from infercmp.parity import compare_output
 from infercmp.plugins import get_plugin
 from infercmp.shapes import default_experiment, parse_shape
 
@@ -51,9 +51,9 @@ def test_export_checks_dynamic_axes_and_parity(exported, name):
     assert set(artifact.checked_shapes) == {"example", "min", "opt", "max"}
     for spec, shape in zip(config.inputs, artifact.checked_shapes["max"]):
         assert shape == spec.shapes.optimization.max
-    assert {p.shape for p in artifact.parity} == {"example", "min", "opt", "max"}
+    assert {p.at for p in artifact.parity} == {"example", "min", "opt", "max"}
     for p in artifact.parity:
-        assert p.ref_dtype == p.got_dtype == "float32"
+        assert p.reference_dtype == p.dtype == "float32"
         assert p.cosine > 0.9999
     dims, ir_version = _dims(artifact.path)
     assert ir_version <= 10  # onnxruntime 1.31 refuses the IR 14 that onnx 1.23 writes
@@ -81,7 +81,7 @@ def test_encoder_keeps_batch_and_sequence_dynamic(exported):
         batch, seq = inputs[0].shape
         assert got[0].shape == (batch, seq, 32) and got[1].shape == (batch, 32)
         for r, g in zip(ref, got):
-            assert compare_output("x", shape, r, g, 1e-4, None).passed
+            assert _judge("x", shape, r, g, 1e-4, None).ok
 
 
 def test_second_export_is_a_hit_that_does_not_import_torch(exported, shared_cache):
@@ -213,18 +213,23 @@ def test_fit_tiles_and_crops_real_values():
     assert _fit(ids, (1, 2)).tolist() == [[0, 1]]
 
 
+def _judge(name, at, reference, actual, rtol, atol):
+    """The parity rule as export applies it: dtype kept, tolerances as given."""
+    return compare_output(name, reference, actual, rtol, atol, at=at, same_dtype=True)
+
+
 def test_compare_output_reports_every_mismatch_kind():
     ref = np.array([1.0, 2.0, 0.0], dtype=np.float32)
-    same = compare_output("y", "example", ref, ref.copy(), 1e-4, None)
-    assert same.passed and same.max_abs == 0 and same.cosine == pytest.approx(1.0)
-    off = compare_output("y", "example", ref, ref + np.float32(1e-3), 1e-4, None)
-    assert not off.passed and off.max_abs == pytest.approx(1e-3, rel=1e-3)
+    same = _judge("y", "example", ref, ref.copy(), 1e-4, None)
+    assert same.ok and same.max_abs == 0 and same.cosine == pytest.approx(1.0)
+    off = _judge("y", "example", ref, ref + np.float32(1e-3), 1e-4, None)
+    assert not off.ok and off.max_abs == pytest.approx(1e-3, rel=1e-3)
     assert "max abs 0.001" in off.describe()
-    assert not compare_output("y", "example", ref, ref[:2], 1e-4, None).passed
-    assert not compare_output("y", "example", ref, ref.astype(np.float64), 1e-4, None).passed
+    assert not _judge("y", "example", ref, ref[:2], 1e-4, None).ok
+    assert not _judge("y", "example", ref, ref.astype(np.float64), 1e-4, None).ok
     nan = ref.copy()
     nan[0] = np.nan
-    assert not compare_output("y", "example", ref, nan, 1e-4, None).passed
+    assert not _judge("y", "example", ref, nan, 1e-4, None).ok
     # near-zero elements are judged against the output's scale, not their own magnitude
-    assert compare_output("y", "example", ref, ref + np.float32(1e-5), 1e-4, None).passed
-    assert not compare_output("y", "example", ref, ref + np.float32(1e-5), 1e-4, 0.0).passed
+    assert _judge("y", "example", ref, ref + np.float32(1e-5), 1e-4, None).ok
+    assert not _judge("y", "example", ref, ref + np.float32(1e-5), 1e-4, 0.0).ok

@@ -35,6 +35,8 @@ from infercmp.cache import ArtifactCache, CacheEntry, CacheUnwritable, content_k
 from infercmp.config import DYNAMIC, ModelConfig
 from infercmp.errors import InfercmpError
 from infercmp.module_outputs import flatten_outputs
+from infercmp.parity import DEFAULT_RTOL as DEFAULT_PARITY_RTOL
+from infercmp.parity import OutputParity, compare_output
 from infercmp.plugins import ModelPlugin, check_runtime_inputs
 from infercmp.shapes import Experiment, default_experiment
 
@@ -42,10 +44,9 @@ if TYPE_CHECKING:
     import torch
 
 EXPORTERS = ("dynamo", "torchscript")
-DEFAULT_RTOL = 1e-4
-# None: the absolute tolerance is rtol times the output's largest |value|, so elements near
-# zero are judged against the output's scale (deep fp32 nets differ by ~1e-5 of their range
-# from reordered sums, which an elementwise-relative test flags on near-zero logits).
+# The export is judged by infercmp.parity's rule at fp32 CPU tolerances; None: the absolute
+# tolerance is rtol times the output's largest |value| (see infercmp.parity).
+DEFAULT_RTOL = DEFAULT_PARITY_RTOL["fp32", "cpu"]
 DEFAULT_ATOL: float | None = None
 # onnxruntime 1.31 refuses IR 14 (what onnx 1.23 writes); TensorRT's parsers read up to IR 10.
 MAX_IR_VERSION = 10
@@ -60,31 +61,6 @@ Progress = Callable[[str], None]
 
 
 # -- results -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OutputParity:
-    """How one ONNX Runtime output compares with PyTorch fp32 at one shape."""
-
-    name: str
-    shape: str  # which shape it was checked at: "example", "min", "opt", "max"
-    ref_shape: tuple[int, ...]
-    got_shape: tuple[int, ...]
-    ref_dtype: str
-    got_dtype: str
-    max_abs: float
-    max_rel: float
-    cosine: float
-    atol: float  # the absolute tolerance applied (the scaled default when none was given)
-    passed: bool
-
-    def describe(self) -> str:
-        return (
-            f"output '{self.name}' at the {self.shape} shape: max abs {self.max_abs:.3g}, "
-            f"max rel {self.max_rel:.3g}, cosine {self.cosine:.6f}, shape "
-            f"{list(self.got_shape)} (PyTorch {list(self.ref_shape)}), dtype {self.got_dtype} "
-            f"(PyTorch {self.ref_dtype})"
-        )
-
-
 @dataclass(frozen=True)
 class OnnxArtifact:
     """An exported, checked ONNX model in the cache."""
@@ -102,66 +78,17 @@ class OnnxArtifact:
 
     @property
     def parity_passed(self) -> bool:
-        return all(p.passed for p in self.parity)
+        return all(p.ok for p in self.parity)
 
 
 # -- parity --------------------------------------------------------------------------------
-def compare_output(
-    name: str, shape: str, ref: np.ndarray, got: np.ndarray, rtol: float, atol: float | None
-) -> OutputParity:
-    """Compare one output elementwise: passes when |got - ref| <= atol + rtol * |ref| everywhere.
-
-    `atol=None` uses rtol * max|ref| (see DEFAULT_ATOL).
-    """
-    same_shape = ref.shape == got.shape
-    same_dtype = ref.dtype == got.dtype
-    max_abs = max_rel = float("inf")
-    cosine = float("nan")
-    passed = False
-    applied_atol = atol if atol is not None else 0.0
-    if same_shape:
-        r = ref.astype(np.float64).ravel()
-        g = got.astype(np.float64).ravel()
-        if r.size == 0:
-            max_abs = max_rel = 0.0
-            cosine = 1.0
-            passed = same_dtype
-        else:
-            diff = np.abs(g - r)
-            finite = np.isfinite(r) & np.isfinite(g)
-            nan_match = bool(np.array_equal(np.isnan(r), np.isnan(g)))
-            diff = np.where(finite, diff, np.where(r == g, 0.0, np.inf))
-            if atol is None:
-                scale = np.abs(r[np.isfinite(r)])
-                applied_atol = rtol * float(scale.max()) if scale.size else 0.0
-            max_abs = float(diff.max())
-            max_rel = float((diff / np.maximum(np.abs(r), np.finfo(np.float32).tiny)).max())
-            norm = float(np.linalg.norm(r) * np.linalg.norm(g))
-            cosine = float(np.dot(r, g) / norm) if norm > 0 else float(max_abs == 0.0)
-            bound = applied_atol + rtol * np.abs(r)
-            passed = same_dtype and nan_match and bool(np.all(diff <= bound))
-    return OutputParity(
-        name=name,
-        shape=shape,
-        ref_shape=tuple(ref.shape),
-        got_shape=tuple(got.shape),
-        ref_dtype=str(ref.dtype),
-        got_dtype=str(got.dtype),
-        max_abs=max_abs,
-        max_rel=max_rel,
-        cosine=cosine,
-        atol=applied_atol,
-        passed=passed,
-    )
-
-
 def _parity_error(model: str, exporter: str, failed: Sequence[OutputParity], rtol, atol) -> str:
     atol_text = f"atol {atol:g}" if atol is not None else "atol rtol x max|output|"
     lines = [
         f"model '{model}': the {exporter}-exported ONNX model does not match PyTorch fp32 "
         f"(rtol {rtol:g}, {atol_text}; loosen with --rtol/--atol):"
     ]
-    lines += [f"  {p.describe()} (atol applied {p.atol:.3g})" for p in failed]
+    lines += [f"  {p.describe()}" for p in failed]
     return "\n".join(lines)
 
 
@@ -547,7 +474,7 @@ def _verify_onnx(
         ref = run_pytorch(plugin, module, inputs)
         checked[label] = [list(a.shape) for a in inputs]
         for i, (spec, r, g) in enumerate(zip(config.outputs, ref, got)):
-            results.append(compare_output(spec.name, label, r, g, rtol, atol))
+            results.append(compare_output(spec.name, r, g, rtol, atol, at=label, same_dtype=True))
             arrays[f"{label}.ref.{i}"] = r
             arrays[f"{label}.onnx.{i}"] = g
     return results, arrays, checked
@@ -562,11 +489,12 @@ def _recheck_parity(entry: CacheEntry, config: ModelConfig, rtol: float, atol: f
                 results.append(
                     compare_output(
                         spec.name,
-                        label,
                         data[f"{label}.ref.{i}"],
                         data[f"{label}.onnx.{i}"],
                         rtol,
                         atol,
+                        at=label,
+                        same_dtype=True,
                     )
                 )
     return results
@@ -685,7 +613,7 @@ def _export_one(
             parity, arrays, checked = _verify_onnx(
                 plugin, module, path, example, rtol, atol, exporter
             )
-            failed = [p for p in parity if not p.passed]
+            failed = [p for p in parity if not p.ok]
             if failed:
                 raise InfercmpError(_parity_error(config.name, exporter, failed, rtol, atol))
             np.savez(staged / PARITY_FILE, **arrays)
@@ -728,7 +656,7 @@ def export_onnx(
 
     def artifact(entry: CacheEntry, cached: bool) -> OnnxArtifact:
         parity = _recheck_parity(entry, config, rtol, atol)
-        failed = [p for p in parity if not p.passed]
+        failed = [p for p in parity if not p.ok]
         if failed:
             raise InfercmpError(
                 _parity_error(config.name, entry.meta["exporter"], failed, rtol, atol)

@@ -102,8 +102,13 @@ def compare_output(
     rtol: float,
     atol: float | None = None,
     at: str | None = None,
+    same_dtype: bool = False,
 ) -> OutputParity:
-    """Judge one output by the module's rule (see the module docstring)."""
+    """Judge one output by the module's rule (see the module docstring).
+
+    `same_dtype`: the output must also keep the reference's dtype (an exported graph must;
+    an engine running fp16 returns fp16 outputs on purpose).
+    """
     entry = OutputParity(
         name=name,
         at=at,
@@ -119,10 +124,11 @@ def compare_output(
     )
     if actual.shape != reference.shape:
         return entry
+    dtype_ok = not same_dtype or actual.dtype == reference.dtype
     r = np.asarray(reference, dtype=np.float64).ravel()
     g = np.asarray(actual, dtype=np.float64).ravel()
     if r.size == 0:
-        return entry.model_copy(update=dict(max_abs=0.0, max_rel=0.0, cosine=1.0, ok=True))
+        return entry.model_copy(update=dict(max_abs=0.0, max_rel=0.0, cosine=1.0, ok=dtype_ok))
     finite = np.isfinite(r) & np.isfinite(g)
     nan_match = bool(np.array_equal(np.isnan(r), np.isnan(g)))
     diff = np.where(finite, np.abs(g - r), np.where(r == g, 0.0, np.inf))
@@ -137,7 +143,7 @@ def compare_output(
             max_rel=max_rel,
             cosine=_cosine(r, g),
             atol=atol,
-            ok=nan_match and bool(np.all(diff <= atol + rtol * np.abs(r))),
+            ok=dtype_ok and nan_match and bool(np.all(diff <= atol + rtol * np.abs(r))),
         )
     )
 

@@ -149,9 +149,26 @@ def print_summary(results, run_dir: Path) -> None:
     print_table(table, heading=5)
     for number, note in enumerate(notes, 1):
         console.print(f"[{number}] {note}", highlight=False, markup=False, soft_wrap=True)
+    tolerances = sorted(
+        {_tolerance(r.parity) for r in results if r.parity and r.parity.get("rtol") is not None}
+    )
+    if tolerances:
+        console.print(
+            "parity: the largest absolute error of any output against PyTorch fp32 on the CPU, "
+            f"judged at {'; '.join(tolerances)} (infercmp.parity)",
+            markup=False,
+            soft_wrap=True,
+        )
     console.print(f"results: {run_dir}", markup=False, soft_wrap=True)
     console.print(
         f"report:  infercmp report {shlex.quote(str(run_dir))}", markup=False, soft_wrap=True
+    )
+
+
+def _tolerance(parity: dict) -> str:
+    atol = parity.get("atol")
+    return f"rtol {parity['rtol']:g}, atol " + (
+        f"{atol:g}" if atol is not None else "rtol x max|ref|"
     )
 
 

@@ -57,12 +57,12 @@ def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
     for p in artifact.parity:
         table.add_row(
             escape(p.name),
-            "x".join(map(str, p.got_shape)),
-            p.shape,
-            f"{p.max_abs:.2e}",
-            f"{p.max_rel:.2e}",
-            f"{p.cosine:.6f}",
-            "[green]ok[/]" if p.passed else "[red]FAIL[/]",
+            "x".join(map(str, p.shape)),
+            p.at or "",
+            f"{p.max_abs:.2e}" if p.max_abs is not None else "-",
+            f"{p.max_rel:.2e}" if p.max_rel is not None else "-",
+            f"{p.cosine:.6f}" if p.cosine is not None else "-",
+            "[green]ok[/]" if p.ok else "[red]FAIL[/]",
         )
     print_table(table, heading=3)
     for experiment in experiments:

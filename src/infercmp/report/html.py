@@ -302,7 +302,7 @@ _COLUMNS = [
     ("rss", "peak RSS", "num"),
     ("vram", "peak VRAM", "num"),
     ("energy", "J / inference", "num"),
-    ("parity", "parity (max abs)", ""),
+    ("parity", "parity (max abs err)", ""),
 ]
 # Columns shown only when some row of the table has a value: a CPU-only run has no GPU time,
 # VRAM or energy, and empty columns would push parity off a laptop screen.
@@ -357,8 +357,11 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
         if row["parity_ok"] is not None:
             parity = (
                 f'<span class="badge {"ok" if row["parity_ok"] else "bad"}">'
-                f"{'ok' if row['parity_ok'] else 'differs'}</span> {fmt_sci(row['parity_max_abs'])}"
+                f"{'ok' if row['parity_ok'] else 'FAIL'}</span> {fmt_sci(row['parity_max_abs'])}"
             )
+            if row.get("parity_tolerance"):
+                parity = f'<span title="judged at {esc(row["parity_tolerance"])}">{parity}</span>'
+
         outliers = "–" if row["outliers"] is None else row["outliers"]
         cells = {
             "config": f'<td class="config">{_config_cell(combo, row, colors)}</td>',

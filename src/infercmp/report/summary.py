@@ -50,6 +50,7 @@ COLUMNS = [
     "parity_max_abs",
     "parity_max_rel",
     "parity_min_cosine",
+    "parity_tolerance",
     "warnings",
 ]
 
@@ -112,6 +113,7 @@ def parity_summary(combo: Combination) -> dict[str, Any]:
             "parity_max_abs": None,
             "parity_max_rel": None,
             "parity_min_cosine": None,
+            "parity_tolerance": None,
         }
     outputs = [as_dict(o) for o in parity.get("outputs") or []]
 
@@ -124,7 +126,16 @@ def parity_summary(combo: Combination) -> dict[str, Any]:
         "parity_max_abs": worst("max_abs"),
         "parity_max_rel": worst("max_rel"),
         "parity_min_cosine": worst("cosine", min),
+        "parity_tolerance": _tolerance_text(parity),
     }
+
+
+def _tolerance_text(parity: dict[str, Any]) -> str | None:
+    """What the outputs were judged against, in infercmp.parity's words."""
+    rtol, atol = parity.get("rtol"), parity.get("atol")
+    if rtol is None:
+        return None
+    return f"rtol {rtol:g}, atol " + (f"{atol:g}" if atol is not None else "rtol x max|ref|")
 
 
 def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> dict[str, Any]:
@@ -204,7 +215,8 @@ def fmt_parity(row: dict[str, Any]) -> str:
     if row["parity_ok"] is None:
         return "–"
     verdict = "ok" if row["parity_ok"] else "FAIL"
-    return f"{verdict} (max abs {fmt_sci(row['parity_max_abs'])})"
+    tolerance = f"; {row['parity_tolerance']}" if row.get("parity_tolerance") else ""
+    return f"{verdict} (max abs err {fmt_sci(row['parity_max_abs'])}{tolerance})"
 
 
 def fmt_status(row: dict[str, Any], limit: int = 120) -> str:
