@@ -349,3 +349,41 @@ def _process_starts(store, result) -> list[float]:
     samples = store.samples().filter(pl.col("combo_id") == result.combo_id)
     firsts = samples.group_by("process").agg(pl.col("time").min().alias("first")).sort("process")
     return firsts["first"].to_list()
+
+
+def test_an_output_contradicting_the_config_is_caught_whichever_engines_run(shared_cache):
+    """Export checked output shapes; `bench -e pytorch` alone did not (issue 14)."""
+    from infercmp.config import parse_config
+    from infercmp.models.tiny_cnn import TinyCNN
+
+    class WrongOutputs(TinyCNN):
+        name = "wrong-outputs"
+
+        def load_config(self):
+            data = TinyCNN().config.model_dump()
+            data["outputs"][0]["shape"]["runtime"] = [-1, 7]  # the module gives 10 classes
+            return parse_config({**data, "name": "wrong-outputs"}, "wrong-outputs")
+
+    plugin = WrongOutputs()
+    experiment = default_experiment(plugin.config)
+    plan = bench.plan_bench(plugin, [experiment], ["pytorch"], ["cpu"], None)
+    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    error = artifacts.reference_errors[experiment.label]
+    assert error.startswith(
+        f"model 'wrong-outputs' at shape {experiment.label}: computing the PyTorch reference "
+        "outputs failed: output 'logits' has shape [1, 10]"
+    )
+    assert error.endswith("but the config's runtime shape is [-1, 7]")
+    assert not artifacts.anything_to_run(plan)
+
+
+def test_a_shape_outside_the_profile_is_a_warning_for_every_engine(runner, tmp_path):
+    result = runner.invoke(
+        app, ["bench", "tiny-cnn", "-s", "512,512,3", "-e", "onnxruntime", "-d", "cpu",
+              "--out", str(tmp_path), *FAST],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: --shape 512x512x3: input 'image' has height=512, outside [16, 128]; input 'image' "
+        "has width=512, outside [16, 128]"
+    ) in " ".join(result.output.split())

@@ -750,6 +750,9 @@ def ensure_reference(
         entry = cache.lookup("reference", key)
         if entry is None:
             outputs = run_pytorch(plugin, module, inputs)
+            # Every engine is judged against these: an output contradicting the config is
+            # the model's (or the config's) mistake, whichever engines run.
+            _check_outputs_against_config(config, outputs, f"{experiment.label} example")
             with cache.staging() as staged:
                 arrays = {f"input_{i}": a for i, a in enumerate(inputs)}
                 arrays.update({f"output_{i}": a for i, a in enumerate(outputs)})

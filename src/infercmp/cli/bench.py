@@ -197,7 +197,8 @@ def bench(
         [],
         "--shape",
         "-s",
-        help="Example input shape(s), one experiment each: 224,224,3 or 'a=8,128;b=8,128'.",
+        help="Example input shape(s), one experiment each: 224,224,3 (or 224x224x3) or "
+        "'a=8,128;b=8,128'.",
     ),
     engine: list[str] = typer.Option([], "--engine", "-e", help=_engine_help()),
     device: list[str] = typer.Option([], "--device", "-d", help="cpu, cuda. Default: both."),
