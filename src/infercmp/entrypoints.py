@@ -76,7 +76,7 @@ def discover(
 def suggestions(name: str, known: Iterable[str]) -> list[str]:
     """Known names that contain `name` (or it them), then close spellings: at most three."""
     known = list(known)
-    lowered = name.lower()
-    found = [k for k in known if lowered and (lowered in k.lower() or k.lower() in lowered)]
+    folded = name.casefold()
+    found = [k for k in known if folded and (folded in k.casefold() or k.casefold() in folded)]
     found += difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     return list(dict.fromkeys(found))[:3]

@@ -171,44 +171,25 @@ class PluginEntry:
         return None
 
 
-def _distribution_name(ep: metadata.EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return dist.name if dist is not None else "<unknown package>"
-
-
 def discover() -> dict[str, PluginEntry]:
     """Every model registered in the environment, by name; nothing is imported yet."""
-    from importlib import metadata
+    from infercmp.entrypoints import discover as discover_entry_points
 
-    entries: dict[str, PluginEntry] = {}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        package = _distribution_name(ep)
-        if ep.name in entries:
-            first = entries[ep.name]
-            if first.package == package and first.target == ep.value:
-                continue  # the same distribution seen twice on sys.path
-            first.entry_point = None
-            first.error = (
-                f"model name '{ep.name}' is registered by two packages: '{first.package}' "
-                f"({first.target}) and '{package}' ({ep.value}); uninstall one of them"
-            )
-            continue
-        entries[ep.name] = PluginEntry(ep.name, package, ep.value, entry_point=ep)
-    return dict(sorted(entries.items()))
+    return {
+        name: PluginEntry(name, e.package, e.target, entry_point=e.entry_point, error=e.error)
+        for name, e in discover_entry_points(ENTRY_POINT_GROUP, "model").items()
+    }
 
 
 def get_plugin(name: str) -> ModelPlugin:
     """The plugin named `name`, or one clear error with the closest names."""
-    import difflib
+    from infercmp.entrypoints import suggestions
 
     entries = discover()
     entry = entries.get(name)
     if entry is None:
         # 'gru' finds 'newcomer-gru' by containment, 'mixd' finds 'mixed' by similarity.
-        folded = name.casefold()
-        containing = [n for n in entries if folded and (folded in n.casefold() or n in folded)]
-        similar = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
-        close = list(dict.fromkeys(containing + similar))[:3]
+        close = suggestions(name, entries)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(entries) or "none"
         raise InfercmpError(
