@@ -340,6 +340,13 @@ def test_repeats_run_in_fresh_processes_interleaved(runner, tmp_path):
     starts = sorted((s, r.engine, p.process) for r in store.results for p, s in
                     zip(r.processes, _process_starts(store, r)))  # fmt: skip
     assert [p for _, _, p in starts] == [0, 0, 1, 1, 2, 2]
+    # The report shows each process's median beside the pooled one.
+    report = runner.invoke(app, ["report", str(store.path), "-f", "md"])
+    assert report.exit_code == 0, report.output
+    header = next(line for line in report.output.splitlines() if line.startswith("| engine"))
+    assert "p50 per process" in header
+    row = next(line for line in report.output.splitlines() if line.startswith("| onnxruntime"))
+    assert row.count(" / ") == 2  # three medians
 
 
 def _process_starts(store, result) -> list[float]:

@@ -285,3 +285,13 @@ def test_installed_engine_passes_the_conformance_suite(installed_engines, tmp_pa
     assert " passed" in result.stdout and "failed" not in result.stdout
     # lifecycle x 3 models, stream, device-resident, invalid use, unknown option
     assert "7 passed" in result.stdout, result.stdout[-500:]
+
+
+def test_engine_labels_echo_what_was_typed():
+    from infercmp.bench import parse_engine
+
+    choice = parse_engine("pytorch[ channels_last=true , cuda_graph=TRUE ]")
+    assert choice.label == "pytorch[channels_last=true,cuda_graph=TRUE]"  # not `True`
+    assert choice.options == (("channels_last", True), ("cuda_graph", True))
+    with pytest.raises(InfercmpError, match=r"--engine 'onnxruntime\[': options go in brackets"):
+        parse_engine("onnxruntime[")

@@ -302,14 +302,18 @@ _COLUMNS = [
     ("rss", "peak RSS", "num"),
     ("vram", "peak VRAM", "num"),
     ("energy", "J / inference", "num"),
+    ("util", 'GPU util <small title="sampler readings it rests on">(readings)</small>', "num"),
+    ("processes", "p50 per process", "num"),
     ("parity", "parity (max abs err)", ""),
 ]
 # Columns shown only when some row of the table has a value: a CPU-only run has no GPU time,
 # VRAM or energy, and empty columns would push parity off a laptop screen.
 _OPTIONAL = {
-    "device_p50": "device_p50_ms",
-    "vram": "peak_vram_mib",
-    "energy": "energy_j_per_inference",
+    "device_p50": ("device_p50_ms",),
+    "util": ("gpu_util_readings",),
+    "processes": ("process_p50_ms",),
+    "vram": ("peak_vram_mib",),
+    "energy": ("energy_j_per_inference", "energy_method"),
 }
 
 
@@ -324,7 +328,8 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
     columns = [
         (key, title, css)
         for key, title, css in _COLUMNS
-        if key not in _OPTIONAL or any(row[_OPTIONAL[key]] is not None for _, row in rows)
+        if key not in _OPTIONAL
+        or any(row[k] is not None for _, row in rows for k in _OPTIONAL[key])
     ]
     head = "".join(f'<th class="{css}">{title}</th>' for _, title, css in columns)
     body = []
@@ -378,7 +383,10 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
             "iterations": f"<td class=num>{row['iterations']:,} ({outliers})</td>",
             "rss": f"<td class=num>{fmt_num(row['peak_rss_mib'], 0, ' MiB')}</td>",
             "vram": f"<td class=num>{fmt_num(row['peak_vram_mib'], 0, ' MiB')}</td>",
-            "energy": f"<td class=num>{_sig(row['energy_j_per_inference'])}</td>",
+            "energy": _energy_cell(row),
+            "util": f"<td class=num>{fmt_num(row['gpu_util_pct'], 0, '%')} "
+            f"({row['gpu_util_readings'] or 0})</td>",
+            "processes": f"<td class=num>{esc(row['process_p50_ms'] or '–')}</td>",
             "parity": f"<td>{parity}</td>",
         }
         body.append(f"<tr>{''.join(cells[key] for key, _, _ in columns)}</tr>")
@@ -386,6 +394,17 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
         '<div class="table-wrap"><table class="summary">'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def _energy_cell(row: dict) -> str:
+    """J/inference, or n/a with the reason (a window too short, a power above the limit)."""
+    if row["energy_j_per_inference"] is not None:
+        title = f' title="{esc(row["energy_method"])}"' if row.get("energy_method") else ""
+        return f"<td class=num{title}>{_sig(row['energy_j_per_inference'])}</td>"
+    method = row.get("energy_method") or ""
+    if method.startswith("n/a"):
+        return f'<td class=num title="{esc(method)}">n/a</td>'
+    return "<td class=num>–</td>"
 
 
 def _config_cell(combo: Combination, row: dict, colors: dict[int, str]) -> str:

@@ -45,6 +45,10 @@ COLUMNS = [
     "peak_rss_mib",
     "peak_vram_mib",
     "energy_j_per_inference",
+    "energy_method",
+    "gpu_util_pct",
+    "gpu_util_readings",
+    "process_p50_ms",
     "load_seconds",
     "parity_ok",
     "parity_max_abs",
@@ -164,6 +168,11 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
         "peak_rss_mib": _mib(result.peak_rss_bytes),
         "peak_vram_mib": _mib(result.peak_vram_bytes),
         "energy_j_per_inference": result.energy_j_per_inference,
+        # Nothing to say about energy or utilisation where no GPU was read (a CPU row).
+        "energy_method": _gpu_figure(getattr(result, "energy_method", None)),
+        "gpu_util_pct": getattr(result, "gpu_util_pct", None),
+        "gpu_util_readings": getattr(result, "gpu_util_readings", None) or None,
+        "process_p50_ms": _process_medians(result),
         "load_seconds": result.load_seconds,
         "warnings": "; ".join(result.warnings or []),
     }
@@ -182,6 +191,19 @@ def summary_rows(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -
         for shape in experiments(runs)
         for combo in combinations(runs, shape)
     ]
+
+
+def _gpu_figure(method: str | None) -> str | None:
+    return None if method is None or "no GPU power readings" in method else method
+
+
+def _process_medians(result: Any) -> str | None:
+    """Each worker process's median, in process order ('0.0145 / 0.0147 / 0.0151'), when the
+    combination ran in more than one process (`bench --repeat`)."""
+    processes = getattr(result, "processes", None) or []
+    if len(processes) < 2:
+        return None
+    return " / ".join(fmt_ms(p.p50_ms) for p in processes)
 
 
 def _mib(value: int | None) -> float | None:
@@ -209,6 +231,14 @@ def fmt_num(value: float | None, digits: int = 1, suffix: str = "") -> str:
 
 def fmt_sci(value: float | None) -> str:
     return "–" if value is None else f"{value:.1e}"
+
+
+def fmt_energy(row: dict[str, Any]) -> str:
+    """J/inference, or `n/a` with the reason the window could not carry a figure."""
+    if row["energy_j_per_inference"] is not None:
+        return fmt_num(row["energy_j_per_inference"], 4)
+    method = row.get("energy_method") or ""
+    return method if method.startswith("n/a") else "–"
 
 
 def fmt_parity(row: dict[str, Any]) -> str:
@@ -250,6 +280,7 @@ def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE
         )
     lines.append("")
     with_device = any(row["device_p50_ms"] is not None for row in rows)
+    with_processes = any(row["process_p50_ms"] is not None for row in rows)
     lines.append(
         f"Latency is host in → host out per iteration, in ms; CI is the 95% CI of the median; "
         f"speedup is against {_md_cell(baseline_engine)} on the same device (>1 is faster)."
@@ -278,6 +309,7 @@ def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE
             "peak RSS MiB",
             "peak VRAM MiB",
             "J/inference",
+            *(["p50 per process"] if with_processes else []),
             "parity",
             "status",
         ]
@@ -304,7 +336,8 @@ def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE
                 fmt_num(row["speedup"], 2, "×"),
                 fmt_num(row["peak_rss_mib"], 0),
                 fmt_num(row["peak_vram_mib"], 0),
-                fmt_num(row["energy_j_per_inference"], 4),
+                fmt_energy(row),
+                *([row["process_p50_ms"] or "–"] if with_processes else []),
                 fmt_parity(row),
                 fmt_status(row),
             ]
