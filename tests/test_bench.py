@@ -386,8 +386,9 @@ def test_an_output_contradicting_the_config_is_caught_whichever_engines_run(shar
 
 def test_a_shape_outside_the_profile_is_a_warning_for_every_engine(runner, tmp_path):
     result = runner.invoke(
+        # A cache of its own: tiny-cnn at another shape must not enter the shared one.
         app, ["bench", "tiny-cnn", "-s", "512,512,3", "-e", "onnxruntime", "-d", "cpu",
-              "--out", str(tmp_path), *FAST],
+              "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), *FAST],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (
