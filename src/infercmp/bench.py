@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -720,11 +721,13 @@ def outcome_to_result(
         for o in ok
         if o.result is not None
     ]
-    warnings: list[str] = []
-    for o in outcomes:
-        for w in [*(o.result.warnings if o.result else []), *o.sampler_errors]:
-            if w not in warnings:
-                warnings.append(w)
+    warnings = _merge_warnings(
+        [
+            (o.result.process if o.result else i, [*(o.result.warnings if o.result else [])])
+            for i, o in enumerate(outcomes)
+        ]
+        + [(i, o.sampler_errors) for i, o in enumerate(outcomes) if o.sampler_errors]
+    )
     windows = [(o.samples, o.result.measure_seconds if o.result else 0.0) for o in ok]
     energy = energy_window(windows, iterations, power_limit_w)
     warnings.extend(energy.warnings)
@@ -763,6 +766,29 @@ def outcome_to_result(
         finished=now_iso(),
     )
     return result, per_process or None, samples or None
+
+
+def _merge_warnings(per_process: list[tuple[int, list[str]]]) -> list[str]:
+    """One warning per kind across a combination's processes, saying in how many it arose.
+
+    Warnings of the same kind differ only in their figures ("3 of 100 iterations are
+    outliers"); the first process's words are kept.
+    """
+    kinds: dict[str, tuple[str, list[int]]] = {}
+    for process, warnings in per_process:
+        for warning in warnings:
+            first, processes = kinds.setdefault(re.sub(r"\d[\d.,]*", "#", warning), (warning, []))
+            if process not in processes:
+                processes.append(process)
+    total = len({process for process, _ in per_process})
+    if total < 2:
+        return [first for first, _ in kinds.values()]
+    return [
+        f"{first} (in {len(processes)} of {total} processes; figures from process {processes[0]})"
+        if len(processes) > 1
+        else f"{first} (process {processes[0]} of {total})"
+        for first, processes in kinds.values()
+    ]
 
 
 def _per_process(
