@@ -145,6 +145,8 @@ def print_summary(results, run_dir: Path) -> None:
     """
     import shlex
 
+    # What ran first, then what was skipped (skipped combinations are committed first).
+    results = sorted(results, key=lambda r: r.status == "skipped")
     table, notes = summary_table(results)
     print_table(table, heading=5)
     for number, note in enumerate(notes, 1):
