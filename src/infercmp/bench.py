@@ -30,7 +30,10 @@ from infercmp.errors import InfercmpError, RunFailed
 from infercmp.plugins import ModelPlugin
 from infercmp.shapes import Experiment
 
-__all__ = ["Measurement"]  # re-exported: scripts build one here
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0  # for the CI across processes: repeatable
+#: Each worker's directory inside the run (spec.json, worker.log, result.json, latency.npz);
+#: kept for combinations that did not end ok, so they can be replayed by hand.
+WORKERS_DIR = "workers"
 
 
 @dataclass(frozen=True)
@@ -607,26 +610,27 @@ def worker_spec(
     result_dir: Path,
     process: int = 0,
 ) -> WorkerSpec:
-    """The spec one worker runs: the engine's artifact, its options and the measurement."""
-    descriptor_artifact = None
-    if artifacts.onnx is not None:
-        descriptor_artifact = artifacts.onnx.path
-    converted = artifacts.converted.get((combo.engine, combo.precision), Converted())
-    options = {**dict(converted.options), **dict(combo.engine.options)}
+    """The spec one worker runs: the engine's artifact, its options and the measurement.
+
+    The artifact is the engine's own converted form when it made one, else the ONNX export
+    for engines that start from it, else nothing (the engine builds from the plugin's module).
+    The user's options win over the defaults a conversion set (e.g. the plan's backend).
+    """
     from infercmp.engines import get_descriptor
 
+    converted = artifacts.converted.get((combo.engine, combo.precision), Converted())
     takes_onnx = get_descriptor(combo.engine.name).artifact == "onnx"
-    artifact = converted.artifact or (descriptor_artifact if takes_onnx else None)
+    onnx = artifacts.onnx.path if takes_onnx and artifacts.onnx is not None else None
     return WorkerSpec(
         model=plugin.name,
         engine=combo.engine.name,
         device=combo.device,
         precision=combo.precision,
-        artifact=artifact,
+        artifact=converted.artifact or onnx,
         reference=artifacts.references[combo.experiment.label],
         input_names=plugin.config.input_names,
         output_names=plugin.config.output_names,
-        options=options,
+        options={**dict(converted.options), **dict(combo.engine.options)},
         measurement=measurement,
         process=process,
         result_dir=result_dir,
@@ -885,13 +889,6 @@ def run_bench(
     except OSError as exc:
         raise _write_failed(store, exc) from exc
     return "complete"
-
-
-BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0  # for the CI across processes: repeatable
-
-#: Each worker's directory inside the run (spec.json, worker.log, result.json, latency.npz);
-#: kept for combinations that did not end ok, so they can be replayed by hand.
-WORKERS_DIR = "workers"
 
 
 def _worker_dir(combo: Combination, process: int) -> str:

@@ -69,7 +69,7 @@ def discover(
             continue
         entries[ep.name] = Registered(ep.name, package, ep.value, entry_point=ep)
         if check is not None:
-            entries[ep.name].check = check
+            entries[ep.name].check = check  # dataclass default: the loaded object as it is
     return dict(sorted(entries.items()))
 
 
