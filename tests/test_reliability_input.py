@@ -164,7 +164,9 @@ COUNT_OPTIONS = {
     "--timeout": number,
     "--min-iters": number,
     "--max-seconds": number,
+    "--min-seconds": number,
     "--ci-target": number,
+    "--repeat": number,
 }
 
 
