@@ -67,12 +67,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--same", default=SAME, help=f"the A/A configuration (default {SAME})")
+    parser.add_argument("--slower", default=SLOWER, help=f"the slower one (default {SLOWER})")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="infercmp-aa-") as tmp:
         out = Path(tmp)
         for pair in range(args.pairs):
-            a, b, s = (bench(engine, out, args.repeat) for engine in (SAME, SAME, SLOWER))
+            engines = (args.same, args.same, args.slower)
+            a, b, s = (bench(engine, out, args.repeat) for engine in engines)
             rows.append(
                 {
                     "pair": pair + 1,
@@ -95,7 +98,7 @@ def main() -> None:
     print(f"\nA/A pairs with no regression flagged: hierarchical "
           f"{sum(r['aa']['exit'] == 0 for r in rows)}/{n}, single-process "
           f"{sum(r['aa_single']['exit'] == 0 for r in rows)}/{n}")  # fmt: skip
-    print(f"slower configuration ({SLOWER}) flagged: hierarchical "
+    print(f"slower configuration ({args.slower}) flagged: hierarchical "
           f"{sum(r['slow']['exit'] == 1 for r in rows)}/{n}, single-process "
           f"{sum(r['slow_single']['exit'] == 1 for r in rows)}/{n}")  # fmt: skip
     print(f"method: {rows[0]['aa']['method']}")

@@ -160,16 +160,15 @@ def bench_path(
     plan = bench.plan_bench(plugin, [default_experiment(plugin.config)], [engine], ["cpu"], None)
     artifacts = bench.prepare_artifacts(plugin, plan, ArtifactCache(cache_dir()), lambda m: None)
     measurement = bench.Measurement(duration_s=duration_s)
-    spec = bench.worker_spec(plugin, plan.runnable[0], artifacts, measurement)
     rates = {"none": 0.0, "20 Hz": 20.0, "100 Hz": 100.0}
     got: dict[str, list[float]] = {mode: [] for mode in rates}
     with tempfile.TemporaryDirectory(prefix="infercmp-perturb-") as tmp:
         for r in range(rounds):
             for mode in MODES[r % 3 :] + MODES[: r % 3]:
                 samplers, _ = default_samplers()
-                outcome = bench.run_worker(
-                    spec, Path(tmp) / f"{r}-{mode[:3]}", 120.0, rates[mode], samplers
-                )
+                workdir = Path(tmp) / f"{r}-{mode[:3]}"
+                spec = bench.worker_spec(plugin, plan.runnable[0], artifacts, measurement, workdir)
+                outcome = bench.run_worker(spec, 120.0, rates[mode], samplers)
                 if outcome.status != "ok":
                     raise SystemExit(f"worker {mode}: {outcome.status}: {outcome.error}")
                 got[mode].append(float(np.median(outcome.latency["wall.total"])) / 1e6)
