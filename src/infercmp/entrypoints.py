@@ -80,3 +80,25 @@ def suggestions(name: str, known: Iterable[str]) -> list[str]:
     found = [k for k in known if folded and (folded in k.casefold() or k.casefold() in folded)]
     found += difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     return list(dict.fromkeys(found))[:3]
+
+
+def load_named(entries: dict[str, Any], name: str, what: str) -> Any:
+    """The loaded object registered as `name` among `entries` (anything with `load()`,
+    `package` and `error`), or one clear error: unknown (with suggestions and the installed
+    names) or unavailable (with the package and the reason)."""
+    from infercmp.errors import InfercmpError
+
+    entry = entries.get(name)
+    if entry is None:
+        close = suggestions(name, entries)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise InfercmpError(
+            f"unknown {what} '{name}'{hint} (installed {what}s: {', '.join(entries) or 'none'}; "
+            f"see 'infercmp {what}s')"
+        )
+    loaded = entry.load()
+    if loaded is None:
+        raise InfercmpError(
+            f"{what} '{name}' from package '{entry.package}' is unavailable: {entry.error}"
+        )
+    return loaded

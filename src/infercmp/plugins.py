@@ -182,22 +182,8 @@ def discover() -> dict[str, PluginEntry]:
 
 
 def get_plugin(name: str) -> ModelPlugin:
-    """The plugin named `name`, or one clear error with the closest names."""
-    from infercmp.entrypoints import suggestions
+    """The plugin named `name`, or one clear error with the closest names ('gru' finds
+    'newcomer-gru' by containment, 'mixd' finds 'mixed' by similarity)."""
+    from infercmp.entrypoints import load_named
 
-    entries = discover()
-    entry = entries.get(name)
-    if entry is None:
-        # 'gru' finds 'newcomer-gru' by containment, 'mixd' finds 'mixed' by similarity.
-        close = suggestions(name, entries)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        known = ", ".join(entries) or "none"
-        raise InfercmpError(
-            f"unknown model '{name}'{hint} (installed models: {known}; see 'infercmp models')"
-        )
-    plugin = entry.load()
-    if plugin is None:
-        raise InfercmpError(
-            f"model '{name}' from package '{entry.package}' is unavailable: {entry.error}"
-        )
-    return plugin
+    return load_named(discover(), name, "model")

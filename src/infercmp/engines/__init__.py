@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from infercmp.errors import InfercmpError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,23 +113,9 @@ def engine_names() -> list[str]:
 
 def get_descriptor(name: str) -> EngineDescriptor:
     """The descriptor registered as `name`, or one clear error with the closest names."""
-    from infercmp.entrypoints import suggestions
+    from infercmp.entrypoints import load_named
 
-    entries = engine_entries()
-    entry = entries.get(name)
-    if entry is None:
-        close = suggestions(name, entries)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise InfercmpError(
-            f"unknown engine '{name}'{hint} (installed engines: {', '.join(entries) or 'none'}; "
-            "see 'infercmp engines')"
-        )
-    descriptor = entry.load()
-    if descriptor is None:
-        raise InfercmpError(
-            f"engine '{name}' from package '{entry.package}' is unavailable: {entry.error}"
-        )
-    return descriptor
+    return load_named(engine_entries(), name, "engine")
 
 
 def engine_class(name: str) -> type[Engine]:
