@@ -333,11 +333,14 @@ def prepare_artifacts(
     progress: Callable[[str], None],
     exporter: str = "auto",
     timeout_s: float = Measurement.model_fields["timeout_s"].default,
+    on_nodes: bool = False,
 ) -> Artifacts:
     """Export, convert and compute references for the runnable combinations, through the cache.
 
     An error raised by the user's model (its loader, preprocess or forward) or by an engine's
     conversion is recorded for the combinations that need that artifact; the others still run.
+    With `on_nodes` (a distributed executor) GPU-specific artifacts (`builds_on_device`) are
+    left to the node that runs them.
     """
     from infercmp.engines.descriptor import ConvertContext
     from infercmp.export import ensure_reference, export_onnx
@@ -373,6 +376,8 @@ def prepare_artifacts(
         descriptor = plan.descriptors[choice.name]
         if descriptor.artifact == "onnx" and artifacts.onnx is None:
             continue
+        if on_nodes and descriptor.builds_on_device:
+            continue
         options = descriptor.parse_options(dict(choice.options))
         try:
             converted = descriptor.convert(context, precision, options)
@@ -395,6 +400,7 @@ class WorkerOutcome:
     samples: list[dict[str, Any]]
     log_tail: str
     sampler_errors: list[str] = field(default_factory=list)
+    node: dict[str, Any] | None = None  # where it ran (infercmp.results.NodeInfo's keys)
 
 
 class Interrupted(BaseException):
@@ -638,13 +644,11 @@ def worker_spec(
 
 
 def _combo_result(plugin: ModelPlugin, combo: Combination, **fields: Any) -> Any:
-    from infercmp.results import CombinationResult, combo_id
+    from infercmp.results import CombinationResult
 
     experiment = combo.experiment
     return CombinationResult(
-        combo_id=combo_id(
-            combo.engine.name, combo.device, combo.precision, experiment.label, combo.engine.variant
-        ),
+        combo_id=combination_id(combo),
         model=plugin.name,
         engine=combo.engine.name,
         device=combo.device,
@@ -721,6 +725,7 @@ def outcome_to_result(
             measure_seconds=o.result.measure_seconds,
             load_seconds=o.result.load_seconds,
             stop_reason=o.result.stop_reason,
+            node=o.node,
         )
         for o in ok
         if o.result is not None
@@ -768,6 +773,7 @@ def outcome_to_result(
         warnings=warnings,
         started=progress.started,
         finished=now_iso(),
+        node=next((o.node for o in [*ok, *outcomes] if o.node), None),
     )
     return result, per_process or None, samples or None
 
@@ -829,6 +835,8 @@ def run_bench(
     listener: BenchListener | None = None,
     repeat: int = 1,
     power_limit_w: float | None = None,
+    executor: Any | None = None,
+    done: frozenset[str] = frozenset(),
 ) -> str:
     """Run every combination in `repeat` fresh worker processes and store each result.
 
@@ -837,42 +845,42 @@ def run_bench(
     combination is stored when its last process ends (or one fails); on an interruption,
     the processes already measured are stored too.
 
+    The `executor` (infercmp.executors; default: here, one process at a time) runs each
+    (combination, process) unit and hands its outcome back as it finishes; combinations whose
+    id is in `done` (`--resume`: already in the store) are not run again.
+
     Returns the run's final status: "complete" or "interrupted" (the store is finished either
     way; results already measured are on disk).
     """
+    from infercmp.executors import LocalExecutor
+
     listener = listener or BenchListener()
     samplers = samplers if samplers is not None else []
-    total = len(plan.combinations) * repeat
+    executor = executor or LocalExecutor(sample_hz, samplers, measurement.timeout_s)
+    combinations = [c for c in plan.combinations if combination_id(c) not in done]
+    total = len(combinations) * repeat
     pending: dict[Combination, ComboProgress] = {}
     try:
         with stop_on_signals():
-            for combo in plan.combinations:
+            for combo in combinations:
                 early = _without_worker(plugin, plan, combo, artifacts)
                 if early is not None:
                     store.add_result(early, None, None)
                     listener.combination_finished(combo, early)
                 else:
                     pending[combo] = ComboProgress(combo, now_iso())
-            index = 0
-            for process in range(repeat):
-                for combo, progress in list(pending.items()):
-                    listener.combination_started(combo, index, total)
-                    index += 1
-                    workdir = Path(store.path) / WORKERS_DIR / _worker_dir(combo, process)
-                    outcome = run_worker(
-                        worker_spec(plugin, combo, artifacts, measurement, workdir, process),
-                        measurement.timeout_s,
-                        sample_hz,
-                        samplers,
-                        on_phase=lambda phase, combo=combo: listener.phase(combo, phase),
-                    )
-                    progress.outcomes.append(outcome)
-                    listener.worker_finished(combo, outcome)
-                    if progress.done or process == repeat - 1:
-                        # Committed before it leaves `pending`: a signal at any instant leaves
-                        # it in one of the two, and an interruption commits what is pending.
-                        _commit(plugin, store, progress, listener, power_limit_w)
-                        del pending[combo]
+            units = _units(plugin, pending, artifacts, measurement, store, repeat)
+            for unit, outcome in executor.outcomes(units, listener, total):
+                progress = pending.get(unit.combo)
+                if progress is None:  # committed already: an earlier process of it failed
+                    continue
+                progress.outcomes.append(outcome)
+                listener.worker_finished(unit.combo, outcome)
+                if progress.done or len(progress.outcomes) == repeat:
+                    # Committed before it leaves `pending`: a signal at any instant leaves
+                    # it in one of the two, and an interruption commits what is pending.
+                    _commit(plugin, store, progress, listener, power_limit_w)
+                    del pending[unit.combo]
     except Interrupted as exc:
         _commit_partial(plugin, store, pending, listener, power_limit_w)
         finish_interrupted(store, exc.signame)
@@ -891,17 +899,42 @@ def run_bench(
     return "complete"
 
 
-def _worker_dir(combo: Combination, process: int) -> str:
+def _units(
+    plugin: ModelPlugin,
+    pending: dict[Combination, ComboProgress],
+    artifacts: Artifacts,
+    measurement: Measurement,
+    store: Any,
+    repeat: int,
+) -> Iterator[Any]:
+    """Every (combination, process) unit, round-robin over the processes (all combinations'
+    first process, then all second ones, ...), so slow drift of the machine hits every
+    combination alike. Lazy: a combination committed early (a process failed) gets no more."""
+    from infercmp.executors import WorkUnit
+
+    for process in range(repeat):
+        for combo in list(pending):
+            if combo in pending:
+                workdir = Path(store.path) / WORKERS_DIR / _worker_dir(combo, process)
+                spec = worker_spec(plugin, combo, artifacts, measurement, workdir, process)
+                yield WorkUnit(combo, process, spec)
+
+
+def combination_id(combo: Combination) -> str:
+    """The combination's id in the run store (`infercmp.results.combo_id`)."""
     from infercmp.results import combo_id
 
-    name = combo_id(
+    return combo_id(
         combo.engine.name,
         combo.device,
         combo.precision,
         combo.experiment.label,
         combo.engine.variant,
     )
-    return f"{name}.p{process}"
+
+
+def _worker_dir(combo: Combination, process: int) -> str:
+    return f"{combination_id(combo)}.p{process}"
 
 
 def _commit(

@@ -217,3 +217,37 @@ def collect_environment() -> dict[str, Any]:
     if errors:
         env["errors"] = errors
     return env
+
+
+def node_facts(cuda: bool) -> dict[str, Any]:
+    """Where a worker runs: this host, its CPU and, when `cuda`, the GPU the worker will use.
+
+    The worker uses CUDA device 0 of its CUDA_VISIBLE_DEVICES (an executor such as Ray sets
+    that variable per task); that device is matched to NVML by index or UUID. The keys are
+    `infercmp.results.NodeInfo`'s. Never raises.
+    """
+    from infercmp.sampler.nvml import visible_gpu
+
+    facts: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    if not cuda:
+        return facts
+    try:
+        target = visible_gpu(0)
+        _, gpus = _nvml_gpus()
+    except Exception:  # never let metadata collection stop a run
+        return facts
+    for gpu in gpus:
+        uuid = gpu.get("uuid") or ""
+        if target == gpu["index"] or (isinstance(target, str) and uuid.startswith(target)):
+            facts.update(
+                gpu_name=gpu.get("name"),
+                gpu_uuid=gpu.get("uuid"),
+                gpu_index=gpu["index"],
+                driver_version=gpu.get("driver_version"),
+            )
+            break
+    return facts

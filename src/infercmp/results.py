@@ -98,6 +98,7 @@ SAMPLE_COLUMNS: dict[str, str] = {
     "proc_gpu_mem_bytes": "Int64",
     "gpu_power_w": "Float64",
     "gpu_energy_mj": "Int64",
+    "gpu_index": "Int64",  # NVML's index of the GPU sampled: the one the worker uses
 }
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -212,6 +213,25 @@ def _safe_combo_id(value: str) -> str:
     return value
 
 
+class NodeInfo(BaseModel):
+    """Where a worker process ran: the host, its CPU and, for CUDA, the GPU it used.
+
+    Filled by the executor on the node itself (`infercmp.environment.node_facts`); a run on
+    one machine records it too, so runs from several machines group the same way.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    hostname: StrictStr | None = None
+    cpu_model: StrictStr | None = None
+    gpu_name: StrictStr | None = None
+    gpu_uuid: StrictStr | None = None
+    gpu_index: _Count | None = None  # NVML's index on that node (not CUDA's)
+    driver_version: StrictStr | None = None
+    cuda_visible_devices: StrictStr | None = None
+    ray_node_id: StrictStr | None = None  # only under `--executor ray`
+
+
 class ProcessSummary(BaseModel):
     """One worker process of a combination (`--repeat` runs several, in fresh processes)."""
 
@@ -224,6 +244,7 @@ class ProcessSummary(BaseModel):
     measure_seconds: float
     load_seconds: float | None = None
     stop_reason: str | None = None
+    node: NodeInfo | None = None
 
 
 class CombinationResult(BaseModel):
@@ -269,6 +290,7 @@ class CombinationResult(BaseModel):
     energy_method: StrictStr | None = None  # "energy counter", "integrated power", "n/a: why"
     gpu_util_pct: _Finite | None = None  # mean over the measure windows (None: too few)
     gpu_util_readings: _Count = 0
+    node: NodeInfo | None = None  # where its (first) worker process ran; None: no worker ran
 
 
 def _iso_time(value: str) -> str:
@@ -689,6 +711,22 @@ class RunStore:
             detail=detail,
             finished=_iso(_now()),
             combinations=len(self._results),
+        )
+        _write_json(self._path / RUN_FILE, info)
+        self._info = info
+
+    def reopen(self) -> None:
+        """Mark an existing run "running" again, written by this process (`bench --resume`)."""
+        if self._commits is None:
+            raise RunFailed(f"{self._path} is a schema version 1 run; it is read only")
+        info = dict(self._info)
+        resumed = [*info.get("resumed", []), _iso(_now())]
+        info.update(
+            status="running",
+            detail=None,
+            finished=None,
+            resumed=resumed,
+            writer={"pid": os.getpid(), "hostname": socket.gethostname()},
         )
         _write_json(self._path / RUN_FILE, info)
         self._info = info

@@ -194,6 +194,7 @@ def _engine_help() -> str:
 
 
 def bench(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="A model name from 'infercmp models'."),
     shape: list[str] = typer.Option(
         [],
@@ -249,6 +250,28 @@ def bench(
     exporter: str = typer.Option(
         "auto", "--exporter", help="ONNX exporter: auto, dynamo, torchscript."
     ),
+    executor: str = typer.Option(
+        "local",
+        "--executor",
+        help="local: one worker at a time on this machine; ray: one Ray task per worker, "
+        "one GPU each (docs/distributed.md).",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="An existing Ray cluster (implies --executor ray). Default: a local instance.",
+    ),
+    ray_accelerator_type: str | None = typer.Option(
+        None, "--ray-accelerator-type", help="Run on Ray nodes of this GPU type only, e.g. H200."
+    ),
+    ray_resource: list[str] = typer.Option(
+        [], "--ray-resource", help="A Ray resource NAME[=AMOUNT] each worker asks for (node kind)."
+    ),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue the run directory RUN: run only the combinations it lacks (same flags).",
+    ),
 ) -> None:
     """Benchmark MODEL: every engine x device x precision x shape in its own worker process."""
     from infercmp import bench as bench_mod
@@ -277,6 +300,11 @@ def bench(
         )
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise InfercmpError(f"--exporter '{exporter}': choose auto, dynamo or torchscript")
+    from infercmp.executors import make_executor
+
+    runner = make_executor(
+        executor, ray_address, ray_accelerator_type, ray_resource, sample_hz, measurement.timeout_s
+    )
 
     # Until the run starts, Ctrl-C or SIGTERM unwinds cleanly (the cache's staging dirs go)
     # and MemoryError from a huge --shape is one line, not a traceback.
@@ -286,7 +314,8 @@ def bench(
             default_experiment(plugin.config)
         ]
         experiments = list(dict.fromkeys(experiments))
-        plan = bench_mod.plan_bench(plugin, experiments, engine, device, precision)
+        machine = runner and ctx.with_resource(runner).machine()  # a cluster plans for its GPUs
+        plan = bench_mod.plan_bench(plugin, experiments, engine, device, precision, machine)
         for note in plan.notes:
             err_console.print(f"[yellow]note:[/] {escape(note)}")
 
@@ -298,8 +327,8 @@ def bench(
         uses_gpu = any(c.device == "cuda" for c in plan.runnable)
         samplers, left_out = (
             default_samplers(gpu=uses_gpu)
-            if sample_hz > 0
-            else ([], ["sampler off (--sample-hz 0)"])
+            if sample_hz > 0 and not runner  # a distributed run samples on its nodes
+            else ([], [] if sample_hz > 0 else ["sampler off (--sample-hz 0)"])
         )
         for message in left_out:
             err_console.print(f"[yellow]note:[/] {escape(message)}")
@@ -313,7 +342,10 @@ def bench(
                 lambda msg: status.update(f"preparing: {escape(msg)}"),
                 exporter,
                 measurement.timeout_s,
+                on_nodes=runner is not None,
             )
+        if runner:
+            runner.prepared(plan, artifacts)  # one clear error if no node can run a device
     if state.debug:
         for text in artifacts.tracebacks:
             err_console.print(text, markup=False, highlight=False)
@@ -341,14 +373,14 @@ def bench(
     # interrupted (keeping what finished) instead of leaving it "running" for ever.
     with bench_mod.stop_on_signals():
         try:
-            store = RunStore.create(out, plugin.name, meta)
+            store, done = _open_store(out, plugin.name, meta, resume)
         except bench_mod.Interrupted as exc:
             raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
         try:
             console.print(f"run directory: {store.path}", soft_wrap=True, markup=False)
             status = _run_with_progress(
                 bench_mod, plugin, plan, artifacts, measurement, store, sample_hz, samplers,
-                repeat, _power_limit(environment),
+                repeat, _power_limit(environment), runner, done,
             )  # fmt: skip
         except bench_mod.Interrupted as exc:
             bench_mod.finish_interrupted(store, exc.signame)
@@ -372,8 +404,31 @@ def bench(
         )
 
 
+def _open_store(out: Path, model: str, meta: dict, resume: Path | None):
+    """A new run store, or with `--resume` the given one and the combinations it holds."""
+    from infercmp.executors import open_for_resume
+    from infercmp.results import RunStore
+
+    if resume is None:
+        return RunStore.create(out, model, meta), frozenset()
+    store, done = open_for_resume(resume, model, meta["settings"])
+    store.reopen()
+    return store, done
+
+
 def _run_with_progress(
-    bench_mod, plugin, plan, artifacts, measurement, store, sample_hz, samplers, repeat, power_limit
+    bench_mod,
+    plugin,
+    plan,
+    artifacts,
+    measurement,
+    store,
+    sample_hz,
+    samplers,
+    repeat,
+    power_limit,
+    executor=None,
+    done=frozenset(),
 ) -> str:
     """`run_bench` under a progress bar that names the combination and its worker's phase."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -414,6 +469,8 @@ def _run_with_progress(
             listener=Listener(),
             repeat=repeat,
             power_limit_w=power_limit,
+            executor=executor,
+            done=done,
         )
 
 

@@ -112,6 +112,7 @@ class EngineDescriptor:
     - `requires`: Python modules the runtime needs; one missing makes the engine unavailable.
     - `extra`: the pip extra that installs them (named in the unavailability message).
     - `keeps_profile`: runs only inside the config's optimisation profile (TensorRT).
+    - `builds_on_device`: `convert` makes a GPU-specific artifact (a TensorRT plan).
     """
 
     name: ClassVar[str]
@@ -124,6 +125,9 @@ class EngineDescriptor:
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
     keeps_profile: ClassVar[bool] = False
+    # Its artifact is made for the GPU that builds it (a TensorRT plan): a distributed run
+    # converts on the node that runs it, not on the driver (infercmp.ray_executor).
+    builds_on_device: ClassVar[bool] = False
 
     def availability(self) -> str | None:
         """Why this engine cannot run on this machine at all, or None when it can."""

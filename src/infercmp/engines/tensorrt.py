@@ -55,6 +55,7 @@ class TensorRTDescriptor(EngineDescriptor):
     options = TensorRTOptions
     runtime = "infercmp.engines.tensorrt:TensorRTEngine"
     keeps_profile = True
+    builds_on_device = True
 
     def availability(self) -> str | None:
         from infercmp import trt

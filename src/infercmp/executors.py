@@ -1,0 +1,150 @@
+"""Where bench's units of work run: here, one worker at a time (the default), or elsewhere.
+
+A unit is one worker process of one combination (`--repeat` makes several per combination).
+An executor takes the units lazily and yields each one's outcome as it finishes; bench commits
+it to the run store at once (`infercmp.bench.run_bench`). The local executor runs each unit
+in this process (sampler threads here, the worker a subprocess); `infercmp.ray_executor` runs
+the same parent-side logic as a Ray task on the node that holds the unit's resources.
+
+`--resume RUN` (either executor) reopens a run store and names the combinations it already
+holds, so only the missing ones run.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from infercmp.errors import InfercmpError
+
+if TYPE_CHECKING:
+    from infercmp.bench import BenchListener, Combination, WorkerOutcome
+    from infercmp.contract import WorkerSpec
+    from infercmp.results import RunStore
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One worker process of one combination, with the spec it runs."""
+
+    combo: Combination
+    process: int
+    spec: WorkerSpec
+
+
+class Executor(Protocol):
+    def outcomes(
+        self, units: Iterable[WorkUnit], listener: BenchListener, total: int
+    ) -> Iterator[tuple[WorkUnit, WorkerOutcome]]:
+        """Run `units` and yield each with its outcome as it finishes, never raising for a
+        unit's failure. `units` is lazy: take the next one only when it can start, so a
+        combination committed early (a process failed) gets no more."""
+        ...
+
+
+class LocalExecutor:
+    """Every unit in turn on this machine: the sampler here, the worker a subprocess."""
+
+    def __init__(self, sample_hz: float, samplers: list[Any], timeout_s: float) -> None:
+        self.sample_hz = sample_hz
+        self.samplers = samplers
+        self.timeout_s = timeout_s
+
+    def outcomes(
+        self, units: Iterable[WorkUnit], listener: BenchListener, total: int
+    ) -> Iterator[tuple[WorkUnit, WorkerOutcome]]:
+        from infercmp.bench import run_worker
+        from infercmp.environment import node_facts
+
+        for index, unit in enumerate(units):
+            listener.combination_started(unit.combo, index, total)
+            outcome = run_worker(
+                unit.spec,
+                self.timeout_s,
+                self.sample_hz,
+                self.samplers,
+                on_phase=lambda phase, combo=unit.combo: listener.phase(combo, phase),
+            )
+            outcome.node = node_facts(cuda=unit.combo.device == "cuda")
+            yield unit, outcome
+
+
+def open_for_resume(
+    run_dir: Path, model: str, settings: dict[str, Any]
+) -> tuple[RunStore, frozenset[str]]:
+    """The run store to continue and the ids of the combinations it already holds.
+
+    Bad input (another model, other measurement settings, a run still being written) is one
+    clear error: resuming must not mix results measured under different settings.
+    """
+    from infercmp.results import RunStore
+
+    store = RunStore.open(run_dir)
+    if store.meta.get("schema_version") == 1:
+        raise InfercmpError(f"--resume {run_dir}: a schema version 1 run cannot be extended")
+    if store.model != model:
+        raise InfercmpError(
+            f"--resume {run_dir}: that run measured model '{store.model}', not '{model}'; "
+            "resume it with the command that started it"
+        )
+    writer = store.meta.get("writer") or {}
+    if store.status == "running" and not store.abandoned:
+        where = f"process {writer.get('pid')} on {writer.get('hostname')}"
+        if writer.get("hostname") == socket.gethostname():
+            raise InfercmpError(
+                f"--resume {run_dir}: the run is still being written by {where}; "
+                "wait for it or stop it first"
+            )
+    before = store.meta.get("settings") or {}
+    for key in ("measurement", "repeat", "sample_hz"):
+        if key in before and before[key] != settings.get(key):
+            raise InfercmpError(
+                f"--resume {run_dir}: its {key} was {before[key]!r}, this command asks for "
+                f"{settings.get(key)!r}; resume with the flags that started it"
+            )
+    return store, frozenset(r.combo_id for r in store.results)
+
+
+def make_executor(
+    name: str,
+    ray_address: str | None,
+    accelerator_type: str | None,
+    resources: list[str],
+    sample_hz: float,
+    timeout_s: float,
+) -> Any | None:
+    """The executor the `bench` flags ask for; None for the local one (bench's default).
+
+    A Ray executor is returned unstarted (it is a context manager); `ray` is imported only
+    when it starts.
+    """
+    if name not in EXECUTORS:
+        raise InfercmpError(f"--executor '{name}': choose {' or '.join(EXECUTORS)}")
+    if ray_address:
+        name = "ray"
+    if name == "local":
+        used = [
+            flag
+            for flag, value in (
+                ("--ray-accelerator-type", accelerator_type),
+                ("--ray-resource", resources),
+            )
+            if value
+        ]
+        if used:
+            raise InfercmpError(f"{' and '.join(used)} apply to --executor ray only; add it")
+        return None
+    from infercmp.ray_executor import RayExecutor, parse_resource
+
+    return RayExecutor(
+        ray_address,
+        accelerator_type,
+        dict(parse_resource(r) for r in resources),
+        sample_hz,
+        timeout_s,
+    )

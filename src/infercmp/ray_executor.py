@@ -1,0 +1,422 @@
+"""`bench --executor ray`: each (combination, process) unit is one Ray task on a node that
+holds its resources; outcomes stream back to the driver, which commits them to one run store.
+
+Resources (docs/distributed.md):
+
+- A CUDA unit asks for one whole GPU (`num_gpus=1`): Ray gives the task its own GPU through
+  CUDA_VISIBLE_DEVICES, which the worker and the NVML sampler follow, so two never share one.
+- A CPU unit takes the node's whole `infercmp_cpu_slot` (each node advertises 1; a local
+  instance is started with it). A CUDA unit holds a sliver of the same slot, so no CPU
+  measurement overlaps anything else infercmp runs on that node, while GPU units run side by
+  side.
+- `--ray-accelerator-type` and `--ray-resource` send every unit to a kind of node.
+
+Artifacts travel through Ray's object store: the driver puts each cache entry (the ONNX export,
+the reference outputs) once, and each node writes one copy under its temp directory, keyed by
+content. Nothing assumes a shared filesystem, which `ray up` and KubeRay clusters do not have.
+GPU-specific artifacts (`builds_on_device`: TensorRT plans) are built in the task, on the node
+of the GPU kind that runs them, through that node's own artifact cache.
+
+Ray reserves resources; it does not limit what a process uses. See docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from infercmp.errors import InfercmpError
+from infercmp.executors import WorkUnit
+
+CPU_SLOT = "infercmp_cpu_slot"
+#: What a CUDA unit holds of its node's CPU slot: any positive amount keeps a CPU unit off the
+#: node while it runs; 0.01 lets up to 100 GPU units of one node run side by side.
+CUDA_SLOT_SHARE = 0.01
+#: How long cancelled tasks get to stop their workers (run_worker kills the process group on
+#: KeyboardInterrupt) before Ray kills them outright (the lifeline then kills the group).
+CANCEL_GRACE_S = 10.0
+NODE_DIR = "infercmp-ray"  # under each node's temp directory
+
+
+def parse_resource(text: str) -> tuple[str, float]:
+    """`--ray-resource NAME[=AMOUNT]`: a custom resource each unit asks for (default 1)."""
+    name, sep, amount = text.partition("=")
+    name = name.strip()
+    if not name or any(c.isspace() for c in name):
+        raise InfercmpError(f"--ray-resource '{text}': give NAME or NAME=AMOUNT, e.g. 'a100_node'")
+    if not sep:
+        return name, 1.0
+    try:
+        value = float(amount)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise InfercmpError(f"--ray-resource '{text}': AMOUNT must be a positive number")
+    return name, value
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InfercmpError(
+            "--executor ray needs the 'ray' package, which is not installed; "
+            "pip install 'infercmp[ray]'"
+        ) from None
+    return ray
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shipped:
+    """A cache entry (a directory of files) in the object store, and its content digest."""
+
+    digest: str
+    ref: Any  # ray.ObjectRef of {relative path: bytes}
+
+
+@dataclasses.dataclass(frozen=True)
+class _DeviceBuild:
+    """What the node needs to make a GPU-specific artifact itself (`builds_on_device`)."""
+
+    onnx: Any  # infercmp.export.OnnxArtifact, its path the driver's
+    options: tuple[tuple[str, Any], ...]
+
+
+class RayExecutor:
+    """Runs units as Ray tasks on a local instance started for the run, or on `address`."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        accelerator_type: str | None = None,
+        resources: dict[str, float] | None = None,
+        sample_hz: float = 20.0,
+        timeout_s: float = 600.0,
+    ) -> None:
+        self.address = address
+        self.accelerator_type = accelerator_type
+        self.resources = dict(resources or {})
+        self.sample_hz = sample_hz
+        self.timeout_s = timeout_s
+        self.device_onnx: Any = None  # set by the CLI: the export the nodes build plans from
+        self._ray: Any = None
+        self._started_here = False
+        self._shipped: dict[Path, _Shipped] = {}
+        self._running: dict[Any, WorkUnit] = {}
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start a local Ray instance (this machine's CPUs and GPUs) or connect to `address`."""
+        ray = _import_ray()
+        # Nothing leaves the machine: no usage statistics; the dashboard is not started.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        try:
+            if self.address:
+                ray.init(address=self.address, **quiet)
+            else:
+                ray.init(resources={CPU_SLOT: 1}, include_dashboard=False, **quiet)
+                self._started_here = True
+        except Exception as exc:
+            raise InfercmpError(_connect_error(self.address, exc)) from None
+        self._ray = ray
+        self._task = ray.remote(_run_unit)
+
+    def close(self) -> None:
+        """Cancel what still runs (its workers are killed on the nodes); stop a local Ray."""
+        if self._ray is None:
+            return
+        with contextlib.suppress(Exception):
+            self._cancel(list(self._running))
+        if self._started_here:
+            with contextlib.suppress(Exception):
+                self._ray.shutdown()
+        else:
+            with contextlib.suppress(Exception):
+                self._ray.shutdown()  # disconnects; the cluster stays
+        self._ray = None
+
+    def __enter__(self) -> RayExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- planning
+
+    def machine(self) -> Any:
+        """This machine's facts for planning, with the cluster's GPUs as its CUDA devices."""
+        from infercmp.engines.descriptor import Machine
+
+        gpus = int(self._ray.cluster_resources().get("GPU", 0))
+        return dataclasses.replace(Machine.current(), cuda_devices=gpus)
+
+    def prepared(self, plan: Any, artifacts: Any) -> None:
+        """Check the cluster can run the plan, and keep the export the nodes build plans from."""
+        self.check(c.device for c in plan.runnable)
+        self.device_onnx = artifacts.onnx
+
+    def request(self, device: str) -> dict[str, Any]:
+        """The Ray task options of a unit on `device`."""
+        resources = {CPU_SLOT: CUDA_SLOT_SHARE if device == "cuda" else 1.0, **self.resources}
+        options: dict[str, Any] = {
+            "num_cpus": 0,  # the slot and the GPU are the reservation; see the module doc
+            "num_gpus": 1 if device == "cuda" else 0,
+            "resources": resources,
+            "max_retries": 0,  # a crash is a result to record, not to hide by a silent re-run
+        }
+        if self.accelerator_type:
+            options["accelerator_type"] = self.accelerator_type
+        return options
+
+    def check(self, devices: Iterable[str]) -> None:
+        """One clear error when no live node could ever run a unit on one of `devices`."""
+        nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        for device in dict.fromkeys(devices):
+            need = _needs(self.request(device))
+            if not any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
+                offered = "; ".join(_offer(n) for n in nodes) or "no live node"
+                raise InfercmpError(
+                    f"no node of the Ray cluster has what a {device} combination needs "
+                    f"({_offer(need)}); nodes offer: {offered}. Start nodes with "
+                    f"ray start --resources '{{\"{CPU_SLOT}\": 1}}' (docs/distributed.md)"
+                )
+
+    # ----------------------------------------------------------------- running
+
+    def outcomes(
+        self, units: Iterable[WorkUnit], listener: Any, total: int
+    ) -> Iterator[tuple[WorkUnit, Any]]:
+        """Submit every unit (Ray queues those that wait for resources) and yield each outcome
+        as its task ends. Units of a combination already committed still run: Ray has them."""
+        ray = self._ray
+        for index, unit in enumerate(units):
+            listener.combination_started(unit.combo, index, total)
+            ref = self._task.options(**self.request(unit.combo.device)).remote(
+                unit.spec,
+                {str(p): self._ship(p) for p in _shipped_paths(unit.spec)},
+                self._device_build(unit),
+                self.sample_hz,
+                self.timeout_s,
+            )
+            self._running[ref] = unit
+        try:
+            while self._running:
+                # A short wait keeps this thread returning to Python, where signals are handled.
+                ready, _ = ray.wait(list(self._running), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    unit = self._running.pop(ref)
+                    yield unit, self._collect(ref, unit)
+        finally:
+            self._cancel(list(self._running))
+
+    def _device_build(self, unit: WorkUnit) -> _DeviceBuild | None:
+        from infercmp.engines import get_descriptor
+
+        if not get_descriptor(unit.spec.engine).builds_on_device or self.device_onnx is None:
+            return None
+        return _DeviceBuild(self.device_onnx, unit.combo.engine.options)
+
+    def _ship(self, path: Path) -> _Shipped:
+        """The cache entry holding `path`, put in the object store once per run."""
+        entry = path.parent
+        if entry not in self._shipped:
+            files = {
+                str(f.relative_to(entry)): f.read_bytes()
+                for f in sorted(entry.rglob("*"))
+                if f.is_file()
+            }
+            digest = hashlib.sha256()
+            for name, data in files.items():
+                digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+            self._shipped[entry] = _Shipped(digest.hexdigest()[:32], self._ray.put(files))
+        return self._shipped[entry]
+
+    def _collect(self, ref: Any, unit: WorkUnit) -> Any:
+        """The unit's outcome; its worker's files land in the run store as a local run's do."""
+        from infercmp.bench import WorkerOutcome
+
+        try:
+            outcome, files = self._ray.get(ref)
+        except Exception as exc:  # the task itself died (node lost, Ray worker killed)
+            text = " ".join(str(exc).split())[:500]
+            return WorkerOutcome(
+                "crashed", f"Ray task failed: {type(exc).__name__}: {text}", None, {}, [], ""
+            )
+        workdir = unit.spec.result_dir
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (workdir / name).write_bytes(data)
+        return outcome
+
+    def _cancel(self, refs: list[Any]) -> None:
+        """Stop running tasks: first as an interruption (the task kills its worker's group),
+        then, after a grace period, by killing the Ray worker (the lifeline kills the group)."""
+        if not refs:
+            return
+        ray = self._ray
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+        with contextlib.suppress(Exception):
+            _, refs = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        for ref in list(self._running):
+            self._running.pop(ref, None)
+
+
+def _needs(options: dict[str, Any]) -> dict[str, float]:
+    need = {k: float(v) for k, v in options["resources"].items()}
+    if options["num_gpus"]:
+        need["GPU"] = float(options["num_gpus"])
+    if options.get("accelerator_type"):
+        need[f"accelerator_type:{options['accelerator_type']}"] = 0.001
+    return need
+
+
+def _offer(resources: dict[str, float]) -> str:
+    shown = {
+        k: v
+        for k, v in resources.items()
+        if not k.startswith("node:") and k not in ("memory", "object_store_memory")
+    }
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items()))
+
+
+def _connect_error(address: str | None, exc: Exception) -> str:
+    text = " ".join(str(exc).split())[:300]
+    if type(exc).__name__ == "AuthenticationError" or "authentication" in text.lower():
+        return (
+            f"the Ray cluster at {address} refused this driver: it requires token "
+            "authentication. Put the cluster's token (ray get-auth-token, on the head node) in "
+            "RAY_AUTH_TOKEN or ~/.ray/auth_token and set RAY_AUTH_MODE=token "
+            f"(docs/distributed.md): {text}"
+        )
+    if address:
+        return f"cannot connect to the Ray cluster at {address}: {text}"
+    return f"cannot start a local Ray instance: {text}"
+
+
+def _shipped_paths(spec: Any) -> list[Path]:
+    return [p for p in (spec.artifact, spec.reference) if p is not None]
+
+
+# --------------------------------------------------------------------------- on the node
+
+
+def _node_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / NODE_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _materialise(shipped: _Shipped) -> Path:
+    """This node's copy of a shipped cache entry, written once (atomically) per digest."""
+    import ray
+
+    final = _node_dir() / "artifacts" / shipped.digest
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=".staging-"))
+    try:
+        for name, data in ray.get(shipped.ref).items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        try:
+            staging.rename(final)
+        except OSError:  # another task on this node made it first
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _build_on_node(spec: Any, build: _DeviceBuild, onnx_path: Path | None) -> Any:
+    """Make the engine's GPU-specific artifact here, through this node's artifact cache."""
+    from infercmp.cache import ArtifactCache, resolve_cache_dir
+    from infercmp.engines import get_descriptor
+    from infercmp.engines.descriptor import ConvertContext
+    from infercmp.plugins import get_plugin
+
+    descriptor = get_descriptor(spec.engine)
+    onnx = dataclasses.replace(build.onnx, path=onnx_path) if onnx_path else build.onnx
+    context = ConvertContext(
+        get_plugin(spec.model), ArtifactCache(resolve_cache_dir(None)), onnx, lambda _: None
+    )
+    options = descriptor.parse_options(dict(build.options))
+    converted = descriptor.convert(context, spec.precision, options)
+    if converted is None:
+        return spec
+    return spec.model_copy(
+        update={
+            "artifact": converted.artifact or spec.artifact,
+            "options": {**dict(converted.options), **spec.options},
+        }
+    )
+
+
+def _run_unit(
+    spec: Any,
+    shipped: dict[str, _Shipped],
+    build: _DeviceBuild | None,
+    sample_hz: float,
+    timeout_s: float,
+) -> tuple[Any, dict[str, bytes]]:
+    """The Ray task: today's parent-side logic (sampler and worker process) on this node.
+
+    Returns the outcome and the worker directory's files (spec.json, worker.log, result.json,
+    latency.npz), which the driver puts in the run store.
+    """
+    import ray
+
+    from infercmp.bench import WorkerOutcome, run_worker
+    from infercmp.environment import node_facts
+    from infercmp.sampler import default_samplers
+
+    cuda = spec.device == "cuda"
+    node = {**node_facts(cuda), "ray_node_id": ray.get_runtime_context().get_node_id()}
+    local = {
+        key: _materialise(item) / Path(key).name for key, item in shipped.items()
+    }  # driver path -> this node's copy
+    workdir = Path(tempfile.mkdtemp(dir=_node_dir(), prefix="worker-"))
+    try:
+        spec = spec.model_copy(
+            update={
+                "artifact": local.get(str(spec.artifact), spec.artifact),
+                "reference": local.get(str(spec.reference), spec.reference),
+                "result_dir": workdir,
+            }
+        )
+        if build is not None:
+            try:
+                onnx_path = local.get(str(build.onnx.path))
+                spec = _build_on_node(spec, build, onnx_path)
+            except InfercmpError as exc:
+                host = socket.gethostname()
+                error = f"{spec.engine} could not make its artifact on {host}: {exc}"
+                outcome = WorkerOutcome("failed", error, None, {}, [], "", node=node)
+                return outcome, {}
+        samplers, left_out = default_samplers(gpu=cuda) if sample_hz > 0 else ([], [])
+        outcome = run_worker(spec, timeout_s, sample_hz, samplers)
+        outcome.node = node
+        if cuda:
+            outcome.sampler_errors.extend(m for m in left_out if "NVML" in m)
+        files = {f.name: f.read_bytes() for f in workdir.iterdir() if f.is_file()}
+        return outcome, files
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
