@@ -371,8 +371,9 @@ def test_visible_gpu_follows_cuda_visible_devices():
     assert visible_gpu(0, {"CUDA_VISIBLE_DEVICES": "GPU-abc"}) == "GPU-abc"
 
 
-def _fake_pynvml(monkeypatch, *, energy_supported=True, pids=(("me", 5 << 20),)):
-    """A stand-in for nvidia-ml-py with one GPU, enough for NvmlSampler."""
+def _fake_pynvml(monkeypatch, *, energy_supported=True, pids=(("me", 5 << 20),), gpus=1):
+    """A stand-in for nvidia-ml-py with `gpus` GPUs (UUIDs GPU-0aaa..., GPU-1aaa...), enough
+    for NvmlSampler; `nvml.pids_on`, when set, maps a GPU index to the processes on it."""
     nvml = types.ModuleType("pynvml")
 
     class NVMLError(Exception):
@@ -394,9 +395,11 @@ def _fake_pynvml(monkeypatch, *, energy_supported=True, pids=(("me", 5 << 20),))
     nvml.calls = {"energy": 0, "init": 0, "shutdown": 0}
     nvml.nvmlInit = lambda: nvml.calls.__setitem__("init", nvml.calls["init"] + 1)
     nvml.nvmlShutdown = lambda: nvml.calls.__setitem__("shutdown", nvml.calls["shutdown"] + 1)
-    nvml.nvmlDeviceGetCount = lambda: 1
+    nvml.nvmlDeviceGetCount = lambda: gpus
     nvml.nvmlDeviceGetHandleByIndex = lambda i: ("gpu", i)
     nvml.nvmlDeviceGetHandleByUUID = lambda u: ("gpu", u)
+    nvml.nvmlDeviceGetUUID = lambda h: f"GPU-{h[1]}aaa-bbbb"
+    nvml.pids_on = None
     nvml.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=37, memory=5)
     nvml.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=3 << 30, total=80 << 30)
     nvml.nvmlDeviceGetPowerUsage = lambda h: 123456  # mW
@@ -411,7 +414,8 @@ def _fake_pynvml(monkeypatch, *, energy_supported=True, pids=(("me", 5 << 20),))
     nvml.pids = pids
 
     def processes(h):
-        return [types.SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in nvml.pids]
+        listed = nvml.pids if nvml.pids_on is None else nvml.pids_on.get(h[1], ())
+        return [types.SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in listed]
 
     nvml.nvmlDeviceGetComputeRunningProcesses = processes
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
@@ -434,6 +438,7 @@ def test_nvml_sampler_reads_the_gpu_and_this_process_from_a_fake_pynvml(monkeypa
         "proc_gpu_mem_bytes": 5 << 20,
         "gpu_power_w": 123.456,
         "gpu_energy_mj": 1_000_500,
+        "gpu_index": 0,
     }
     assert second["gpu_energy_mj"] == 1_001_000
     assert nvml.calls["init"] == nvml.calls["shutdown"] == 2
@@ -514,3 +519,45 @@ def test_the_session_marks_phase_edges_and_closes_with_a_final_row(monkeypatch):
     assert with_energy == [0, first_measure, len(rows) - 1]
     assert "proc_rss_bytes" not in rows[-1] and rows[-1]["gpu_util_pct"] == 37.0
     assert energy_joules(rows) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [(None, 0), ("1", 1), ("2,0", 2), ("GPU-2aaa-bbbb", 2), ("GPU-1aaa", 1)],
+)
+def test_nvml_sampler_maps_cuda_visible_devices_to_its_gpu_in_a_fake_pynvml(
+    monkeypatch, visible, expected
+):
+    """CUDA device 0 of the worker's CUDA_VISIBLE_DEVICES (an index, or a UUID or its prefix,
+    as Ray and CUDA write it) is the GPU sampled."""
+    nvml = _fake_pynvml(monkeypatch, gpus=3)
+    me = subprocess.os.getpid()
+    nvml.pids_on = {expected: ((me, 9 << 20),)}
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    sampler = NvmlSampler()
+    assert sampler.unavailable_reason() is None
+    sampler.open(me)
+    reading = sampler.read()
+    sampler.close()
+    assert reading["gpu_index"] == expected
+    assert reading["proc_gpu_mem_bytes"] == 9 << 20
+
+
+def test_nvml_sampler_follows_the_worker_to_the_gpu_it_is_on_in_a_fake_pynvml(monkeypatch):
+    """A worker that shows up on another GPU than its CUDA_VISIBLE_DEVICES says (a different
+    device order) is followed there; before it shows up, the mapped GPU is read."""
+    nvml = _fake_pynvml(monkeypatch, gpus=2)
+    me = subprocess.os.getpid()
+    nvml.pids_on = {}
+    sampler = NvmlSampler()
+    sampler.open(me)
+    before = sampler.read()
+    nvml.pids_on = {1: ((me, 4 << 20),)}
+    after = sampler.read()
+    nvml.pids_on = {0: ((me, 1 << 20),), 1: ((me, 4 << 20),)}
+    later = sampler.read()  # found once: no more searching
+    sampler.close()
+    assert (before["gpu_index"], before["proc_gpu_mem_bytes"]) == (0, None)
+    assert (after["gpu_index"], after["proc_gpu_mem_bytes"]) == (1, 4 << 20)
+    assert later["gpu_index"] == 1

@@ -36,6 +36,47 @@ def visible_gpu(index: int = 0, env: dict[str, str] | None = None) -> int | str 
     return visible[index]
 
 
+def gpu_handle(nvml: Any, target: int | str) -> tuple[Any, int | None]:
+    """NVML's handle (and index) of `target`, a `visible_gpu` answer: an NVML index, or a GPU
+    UUID, whole or a prefix as CUDA accepts it (`GPU-8f3a`). LookupError when there is none."""
+    count = nvml.nvmlDeviceGetCount()
+    if isinstance(target, int):
+        if target >= count:
+            raise LookupError(f"GPU {target} asked for, but NVML sees {count} GPU(s)")
+        return nvml.nvmlDeviceGetHandleByIndex(target), target
+    for index in range(count):
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        uuid = nvml.nvmlDeviceGetUUID(handle)
+        uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+        if uuid.startswith(target):
+            return handle, index
+    # A MIG instance (MIG-<uuid>) is not among the whole GPUs: NVML resolves it itself.
+    return nvml.nvmlDeviceGetHandleByUUID(target), None
+
+
+def gpu_of_processes(nvml: Any, pids: set[int]) -> tuple[Any, int] | None:
+    """The GPU (handle, NVML index) on which one of `pids` holds a CUDA context, if any."""
+    for index in range(nvml.nvmlDeviceGetCount()):
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        try:
+            running = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        except nvml.NVMLError:
+            continue
+        if any(p.pid in pids for p in running):
+            return handle, index
+    return None
+
+
+def _environment_of(pid: int) -> dict[str, str]:
+    """The worker's own environment (its CUDA_VISIBLE_DEVICES), else this process's."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).environ()
+    except Exception:  # gone, another user's, or no /proc: the worker inherited ours
+        return dict(os.environ)
+
+
 def nvml_error_name(exc: BaseException) -> str:
     return type(exc).__name__
 
@@ -43,9 +84,12 @@ def nvml_error_name(exc: BaseException) -> str:
 class NvmlSampler:
     """One GPU's utilisation %, memory used, this process's memory, power (W) and energy (mJ).
 
-    `index` is the CUDA device index the worker uses (default 0), mapped through
-    CUDA_VISIBLE_DEVICES. A reading NVML does not support on this GPU is None, and is not asked
-    for again.
+    `index` is the CUDA device index the worker uses (default 0), mapped through the worker's
+    CUDA_VISIBLE_DEVICES (indices or UUIDs) to NVML's GPU. Until the worker's process shows up
+    on that GPU, each reading also looks for it on the others and follows it there (a device
+    order that differs between CUDA and NVML, or a worker that picked another device); the
+    `gpu_index` column says which GPU each reading is from. A reading NVML does not support on
+    this GPU is None, and is not asked for again.
 
     The energy counter is expensive to read (3.4 ms of CPU per call on an H200 with driver 580,
     against 10-50 us for the other readings), so it is read on the first reading, on the first
@@ -60,6 +104,7 @@ class NvmlSampler:
         "proc_gpu_mem_bytes",
         "gpu_power_w",
         "gpu_energy_mj",
+        "gpu_index",
     )
 
     def __init__(self, index: int = 0, energy_interval_s: float = 1.0):
@@ -71,20 +116,18 @@ class NvmlSampler:
         self._handle: Any = None
         self._pids: set[int] = set()
         self._unsupported: set[str] = set()
+        self._gpu_index: int | None = None
+        self._located = False  # the worker's process was seen on the GPU sampled
 
-    def _handle_for(self, nvml: Any) -> Any:
-        target = visible_gpu(self.index)
+    def _handle_for(self, nvml: Any, env: dict[str, str] | None = None) -> tuple[Any, int | None]:
+        env = dict(os.environ) if env is None else env
+        target = visible_gpu(self.index, env)
         if target is None:
             raise LookupError(
                 f"CUDA device {self.index} is not in CUDA_VISIBLE_DEVICES="
-                f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}"
+                f"{env.get('CUDA_VISIBLE_DEVICES')!r}"
             )
-        if isinstance(target, str):
-            return nvml.nvmlDeviceGetHandleByUUID(target)
-        count = nvml.nvmlDeviceGetCount()
-        if target >= count:
-            raise LookupError(f"GPU {target} asked for, but NVML sees {count} GPU(s)")
-        return nvml.nvmlDeviceGetHandleByIndex(target)
+        return gpu_handle(nvml, target)
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -115,7 +158,8 @@ class NvmlSampler:
 
         pynvml.nvmlInit()
         self._nvml = pynvml
-        self._handle = self._handle_for(pynvml)
+        self._handle, self._gpu_index = self._handle_for(pynvml, _environment_of(pid))
+        self._located = False
         self._pids = {pid}
         self._unsupported = set()
         self._energy_due = True
@@ -152,10 +196,24 @@ class NvmlSampler:
                 total = (total or 0) + int(used)
         return total
 
+    def _follow_worker(self) -> None:
+        """Until the worker is seen on a GPU, look for it on all of them; switch if elsewhere."""
+        try:
+            found = gpu_of_processes(self._nvml, self._pids)
+        except self._nvml.NVMLError:
+            return
+        if found is not None:
+            if found[1] != self._gpu_index:
+                self._energy_due = True  # another GPU's counter: read it afresh
+            self._handle, self._gpu_index = found
+            self._located = True
+
     def read(self) -> Reading:
         nvml = self._nvml
         if nvml is None:
             raise RuntimeError("NvmlSampler.read() before open()")
+        if not self._located:
+            self._follow_worker()
         util = self._get("gpu_util_pct", nvml.nvmlDeviceGetUtilizationRates)
         memory = self._get("gpu_mem_used_bytes", nvml.nvmlDeviceGetMemoryInfo)
         power_mw = self._get("gpu_power_w", nvml.nvmlDeviceGetPowerUsage)
@@ -170,6 +228,7 @@ class NvmlSampler:
             "proc_gpu_mem_bytes": self._get("proc_gpu_mem_bytes", self._process_memory),
             "gpu_power_w": power_mw / 1000.0 if power_mw is not None else None,
             "gpu_energy_mj": int(energy) if energy is not None else None,
+            "gpu_index": self._gpu_index,
         }
 
     def close(self) -> None:
