@@ -214,7 +214,7 @@ class RayExecutor:
         try:
             while self._running:
                 # A short wait keeps this thread returning to Python, where signals are handled.
-                ready, _ = ray.wait(list(self._running), num_returns=1, timeout=0.5)
+                ready, _ = _unmasked(ray.wait, list(self._running), num_returns=1, timeout=0.5)
                 for ref in ready:
                     unit = self._running.pop(ref)
                     yield unit, self._collect(ref, unit)
@@ -248,7 +248,7 @@ class RayExecutor:
         from infercmp.bench import WorkerOutcome
 
         try:
-            outcome, files = self._ray.get(ref)
+            outcome, files = _unmasked(self._ray.get, ref)
         except Exception as exc:  # the task itself died (node lost, Ray worker killed)
             text = " ".join(str(exc).split())[:500]
             return WorkerOutcome(
@@ -276,6 +276,21 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
         for ref in list(self._running):
             self._running.pop(ref, None)
+
+
+def _unmasked(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """`call(...)`, but a stop signal that arrives inside it is raised as itself.
+
+    Ray checks for signals in its C++ wait loop; the exception our handler raises there
+    (`infercmp.bench.Interrupted`) comes out wrapped in a SystemError.
+    """
+    try:
+        return call(*args, **kwargs)
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not isinstance(cause, Exception):
+            raise cause from None
+        raise
 
 
 def _needs(options: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,207 @@
+"""`bench --executor ray` on a local Ray instance (this machine's CPUs, no GPU), and `--resume`.
+
+Each bench runs in a subprocess, as a user runs it: Ray starts for the run and stops with it.
+Worker processes are told apart from other tests' by a marker in their environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from infercmp.cli import app
+from infercmp.results import RESULTS_LOG, RunStore
+
+pytest.importorskip("ray", reason="needs the ray package (pip install 'infercmp[ray]')")
+
+CLI = [sys.executable, "-c", "from infercmp.cli import main; main()"]
+MARK = "INFERCMP_TEST_RAY_MARK"
+# Two CPU combinations and one that is skipped (no GPU here): the layout covers all three kinds.
+MATRIX = ["tiny-cnn", "-d", "cpu", "-d", "cuda", "-e", "pytorch", "-e", "onnxruntime"]
+SHORT = ["--warmup", "2", "--max-seconds", "0.3", "--min-seconds", "0.1"]
+# Fields that describe a combination, not its timing: they must match between executors.
+SAME = ("combo_id", "model", "engine", "device", "precision", "shape_label", "status", "error")
+
+
+@pytest.fixture
+def bench_env(tmp_path, shared_cache):
+    mark = uuid.uuid4().hex
+    env = {
+        **os.environ,
+        MARK: mark,
+        "INFERCMP_CACHE_DIR": str(shared_cache.root),
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    }
+    return env, mark
+
+
+def _bench(env: dict, out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, "bench", *args, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _workers(mark: str) -> list[psutil.Process]:
+    """This test's worker processes (lifeline or worker), wherever Ray started them."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "infercmp.worker" in " ".join(proc.info["cmdline"] or ()):
+                if proc.environ().get(MARK) == mark:
+                    found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / RESULTS_LOG).read_text().splitlines()]
+
+
+def _files(run: Path) -> set[str]:
+    return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+
+
+def _only_run(out: Path) -> Path:
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return run
+
+
+def test_the_ray_executor_writes_the_store_the_local_one_does(tmp_path, bench_env):
+    env, mark = bench_env
+    local = _bench(env, tmp_path / "local", *MATRIX, *SHORT)
+    assert local.returncode == 0, local.stdout + local.stderr
+    distributed = _bench(env, tmp_path / "ray", *MATRIX, *SHORT, "--executor", "ray")
+    assert distributed.returncode == 0, distributed.stdout + distributed.stderr
+    assert "Traceback" not in distributed.stderr
+    local_run, ray_run = _only_run(tmp_path / "local"), _only_run(tmp_path / "ray")
+
+    assert _files(local_run) == _files(ray_run)
+    by_id = {r["combo_id"]: r for r in _records(local_run)}
+    ray_records = _records(ray_run)
+    assert sorted(by_id) == sorted(r["combo_id"] for r in ray_records)
+    assert [r["status"] for r in ray_records].count("ok") == 2
+    for record in ray_records:
+        assert {k: record[k] for k in SAME} == {k: by_id[record["combo_id"]][k] for k in SAME}
+        assert (record["parity"] or {}).get("ok") == (
+            by_id[record["combo_id"]]["parity"] or {}
+        ).get("ok")
+        if record["status"] == "ok":  # where it ran: this host, through Ray
+            assert record["node"]["hostname"] == by_id[record["combo_id"]]["node"]["hostname"]
+            assert record["node"]["ray_node_id"] and not by_id[record["combo_id"]]["node"].get(
+                "ray_node_id"
+            )
+            assert record["iterations"] > 0
+    assert RunStore.open(ray_run).status == "complete"
+    assert _workers(mark) == []
+
+
+def test_resume_runs_only_the_combinations_missing_from_the_run(tmp_path, bench_env):
+    env, _ = bench_env
+    first = _bench(env, tmp_path / "out", "tiny-cnn", "-d", "cpu", "-e", "pytorch", *SHORT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run = _only_run(tmp_path / "out")
+    (before,) = _records(run)
+
+    more = ["tiny-cnn", "-d", "cpu", "-e", "pytorch", "-e", "onnxruntime", *SHORT]
+    resumed = _bench(env, tmp_path / "unused", *more, "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = _records(run)
+    assert [r["combo_id"] for r in after] == [before["combo_id"], "onnxruntime-cpu-fp32-32x32x3"]
+    assert after[0] == before  # not run again
+    store = RunStore.open(run)
+    assert store.status == "complete" and len(store.meta["resumed"]) == 1
+    assert not (tmp_path / "unused").exists()
+
+
+def test_resume_refuses_other_measurement_settings(tmp_path, bench_env):
+    env, _ = bench_env
+    first = _bench(env, tmp_path / "out", "tiny-cnn", "-d", "cpu", "-e", "pytorch", *SHORT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run = _only_run(tmp_path / "out")
+    other = ["--warmup", "3", "--max-seconds", "0.3", "--min-seconds", "0.1"]
+    again = _bench(env, tmp_path / "out", "tiny-cnn", "-d", "cpu", *other, "--resume", str(run))
+    assert again.returncode == 2
+    assert "error: --resume " in again.stderr and "its measurement was" in again.stderr
+    assert "Traceback" not in again.stderr
+    wrong_model = _bench(env, tmp_path / "out", "tiny-two-io", *SHORT, "--resume", str(run))
+    assert wrong_model.returncode == 2
+    assert "that run measured model 'tiny-cnn', not 'tiny-two-io'" in wrong_model.stderr
+
+
+def test_an_interrupted_ray_run_keeps_what_finished_and_leaves_no_worker(tmp_path, bench_env):
+    env, mark = bench_env
+    out = tmp_path / "out"
+    slow = ["--warmup", "2", "--duration", "4"]  # each worker measures 4 s: time to interrupt
+    args = ["tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch", *slow]
+    proc = subprocess.Popen(
+        [*CLI, "bench", *args, "--executor", "ray", "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        # The CPU slot runs one CPU combination at a time: the second starts after the first.
+        while not (
+            out.is_dir()
+            and any(out.iterdir())
+            and len(_records(_only_run(out))) == 1
+            and _workers(mark)
+        ):
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the second combination never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, output
+    assert "Traceback" not in output
+    run = _only_run(out)
+    assert "error: run interrupted; 1 finished combination(s) are saved in" in output
+    store = RunStore.open(run)
+    assert store.status == "interrupted"
+    (finished,) = store.results
+    assert finished.status == "ok"
+    deadline = time.monotonic() + 30
+    while _workers(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _workers(mark) == []
+
+    resumed = _bench(env, out, *args, "--executor", "ray", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    records = _records(run)
+    assert len(records) == 2 and records[0]["combo_id"] == finished.combo_id
+    assert RunStore.open(run).status == "complete"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--executor", "dask"], "--executor 'dask': choose local or ray"),
+        (["--ray-accelerator-type", "H200"], "--ray-accelerator-type apply to --executor ray"),
+        (["--executor", "ray", "--ray-resource", "a=-1"], "AMOUNT must be a positive number"),
+    ],
+)
+def test_bad_executor_flags_are_one_line_and_exit_2(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["bench", "tiny-cnn", *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
