@@ -48,13 +48,21 @@ def report(
         help="Engine that speedups are measured against (same device). Default: the engine "
         "that runs the model's own PyTorch module.",
     ),
+    node: str | None = typer.Option(
+        None,
+        "--node",
+        help="Only combinations that ran on a node whose host or GPU name contains this (H200).",
+    ),
 ) -> None:
     """Write a report of one or more bench runs: an offline HTML page, or md/csv/json tables."""
     from infercmp import report as rep
+    from infercmp.report.load import keep_nodes
 
     kind = _format_for(fmt, output)
     paths = rep.resolve_run_dirs(list(run_dirs or []), runs_dir)
     runs = rep.load_runs([_resolve(path) for path in paths])
+    if node is not None:
+        keep_nodes(runs, node)
     renderers = {
         "html": rep.render_html,
         "md": rep.render_markdown,

@@ -89,6 +89,28 @@ class Combination:
         return self.run.combination_label(self)
 
     @property
+    def node(self) -> dict[str, Any]:
+        """Where the combination ran (bench records it per combination; older runs do not)."""
+        return as_dict(getattr(self.result, "node", None)) or {}
+
+    @property
+    def host(self) -> str:
+        return str(self.node.get("hostname") or self.run.host)
+
+    @property
+    def gpu(self) -> str | None:
+        """The GPU this combination used (CUDA), else the run machine's GPUs."""
+        if self.node.get("gpu_name"):
+            return str(self.node["gpu_name"])
+        if self.node and self.device != "cuda":
+            return None
+        return ", ".join(self.run.gpu_names) or None
+
+    @property
+    def node_label(self) -> str:
+        return f"{self.host} ({self.gpu or 'no GPU'})"
+
+    @property
     def input_elements(self) -> int:
         shapes = self.result.runtime_shapes or {}
         if not shapes:
@@ -197,6 +219,8 @@ class RunView:
             label += f" [{format_options(extra)}]"
         if self.show_run_in_labels:
             label += f" @ {self.label}"
+        elif len({c.host for c in self.combinations}) > 1:  # a distributed run: say where
+            label += f" @ {combo.node_label}"
         return label
 
 
@@ -267,6 +291,20 @@ def open_run(path: Path) -> RunView:
         )
     run.distinguishing_options = _distinguishing_options(run.combinations)
     return run
+
+
+def keep_nodes(runs: list[RunView], text: str) -> None:
+    """Keep the combinations that ran on a node whose host or GPU name contains `text`
+    (`report --node`), case-insensitively; one clear error when none did."""
+    wanted = text.lower()
+    every = sorted({c.node_label for run in runs for c in run.combinations})
+    for run in runs:
+        run.combinations = [c for c in run.combinations if wanted in c.node_label.lower()]
+    if not any(run.combinations for run in runs):
+        raise InfercmpError(
+            f"--node '{text}': no combination ran on a matching node; these runs ran on "
+            f"{', '.join(every) or 'no node'}"
+        )
 
 
 def load_runs(paths: list[Path]) -> list[RunView]:

@@ -151,8 +151,8 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
         speedup = base.latency["p50_ms"] / lat["p50_ms"]
     row: dict[str, Any] = {
         "run": combo.run.path.name,
-        "host": combo.run.host,
-        "gpu": ", ".join(combo.run.gpu_names) or None,
+        "host": combo.host,
+        "gpu": combo.gpu,
         "model": result.model,
         "shape": combo.shape_label,
         "engine": combo.engine,
