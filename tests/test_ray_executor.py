@@ -205,3 +205,48 @@ def test_bad_executor_flags_are_one_line_and_exit_2(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake_engine(
+    tmp_path, monkeypatch
+):
+    """A TensorRT-like engine (`builds_on_device`) converts in the task, from the node's copy of
+    the ONNX file; its artifact and default options go into the spec, the user's options win."""
+    import dataclasses
+
+    from infercmp.contract import WorkerSpec
+    from infercmp.engines.descriptor import Converted
+    from infercmp.ray_executor import _build_on_node, _DeviceBuild
+
+    seen = {}
+
+    class FakePlanEngine:
+        builds_on_device = True
+
+        def parse_options(self, options):
+            return options
+
+        def convert(self, context, precision, options):
+            seen.update(onnx=context.onnx.path, precision=precision, options=options)
+            return Converted(artifact=tmp_path / "plan.bin", options=(("backend", "b"), ("x", 1)))
+
+    monkeypatch.setattr("infercmp.engines.get_descriptor", lambda name: FakePlanEngine())
+    monkeypatch.setenv("INFERCMP_CACHE_DIR", str(tmp_path / "node-cache"))
+    spec = WorkerSpec(
+        model="tiny-cnn",
+        engine="fake-plan",
+        device="cuda",
+        precision="fp16",
+        artifact=tmp_path / "driver.onnx",
+        reference=tmp_path / "reference.npz",
+        input_names=["x"],
+        output_names=["y"],
+        options={"x": 2},
+        result_dir=tmp_path / "worker",
+    )
+    # The export as the driver made it (an OnnxArtifact-like dataclass), its path the driver's.
+    onnx = dataclasses.make_dataclass("Onnx", ["path", "key"])(Path("/driver/model.onnx"), "k")
+    built = _build_on_node(spec, _DeviceBuild(onnx, (("x", 2),)), tmp_path / "node.onnx")
+    assert seen == {"onnx": tmp_path / "node.onnx", "precision": "fp16", "options": {"x": 2}}
+    assert built.artifact == tmp_path / "plan.bin"
+    assert built.options == {"backend": "b", "x": 2}

@@ -326,7 +326,11 @@ def _connect_error(address: str | None, exc: Exception) -> str:
 
 
 def _shipped_paths(spec: Any) -> list[Path]:
-    return [p for p in (spec.artifact, spec.reference) if p is not None]
+    """Every file the spec names: its artifact, its reference outputs, and option values that
+    are files on the driver (ONNX Runtime's fp16 model travels as the option `fp16_model`)."""
+    named = [p for p in (spec.artifact, spec.reference) if p is not None]
+    named += [Path(v) for v in spec.options.values() if isinstance(v, str) and Path(v).is_file()]
+    return named
 
 
 # --------------------------------------------------------------------------- on the node
@@ -414,6 +418,10 @@ def _run_unit(
             update={
                 "artifact": local.get(str(spec.artifact), spec.artifact),
                 "reference": local.get(str(spec.reference), spec.reference),
+                "options": {
+                    k: str(local.get(str(Path(v)), v)) if isinstance(v, str) else v
+                    for k, v in spec.options.items()
+                },
                 "result_dir": workdir,
             }
         )
