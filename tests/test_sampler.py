@@ -514,3 +514,21 @@ def test_the_session_marks_phase_edges_and_closes_with_a_final_row(monkeypatch):
     assert with_energy == [0, first_measure, len(rows) - 1]
     assert "proc_rss_bytes" not in rows[-1] and rows[-1]["gpu_util_pct"] == 37.0
     assert energy_joules(rows) == 0.5
+
+
+def test_background_load_is_the_machine_minus_the_worker_over_the_measure_window():
+    from infercmp.sampler import background_load
+
+    def rows(sys_pct: float, proc_pct: float, n: int = 12) -> list[dict]:
+        warm = [{"phase": "warmup", "sys_cpu_pct": 100.0, "proc_cpu_pct": 0.0}] * 5
+        measure = [{"phase": "measure", "sys_cpu_pct": sys_pct, "proc_cpu_pct": proc_pct}] * n
+        return warm + measure
+
+    # 2 CPUs: the machine at 75% is 1.5 CPUs, the worker used 1.0: 0.5 CPU ran something else.
+    busy = background_load([rows(75.0, 100.0)], cpu_count=2)
+    assert busy.cpus == pytest.approx(0.5) and busy.readings == 12
+    assert "0.50 of 2 CPUs" in busy.warning
+    quiet = background_load([rows(52.0, 100.0)], cpu_count=2)  # the warm-up's 100% is ignored
+    assert quiet.cpus == pytest.approx(0.04) and quiet.warning is None
+    # Too few readings: no figure, and no warning resting on nothing.
+    assert background_load([rows(75.0, 100.0, n=3)], cpu_count=2).cpus is None

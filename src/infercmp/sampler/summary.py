@@ -140,3 +140,46 @@ def mean_over_measure(
     if len(values) < MIN_READINGS:
         return None, len(values)
     return sum(values) / len(values), len(values)
+
+
+#: Other processes' CPU use while measuring, in CPUs, above which a result is flagged. The
+#: infercmp parent itself (sampler and progress display) is counted as "other" and uses a few
+#: hundredths of a CPU; more than a quarter of a CPU means something else ran beside the worker.
+BUSY_CPUS = 0.25
+
+
+@dataclass(frozen=True)
+class BackgroundLoad:
+    """CPU used by everything but the worker during the measure windows, in CPUs."""
+
+    cpus: float | None  # None: fewer than MIN_READINGS readings
+    readings: int
+    warning: str | None = None
+
+
+def background_load(
+    processes: Sequence[Sequence[dict[str, Any]]], cpu_count: int
+) -> BackgroundLoad:
+    """The whole machine's CPU use minus the worker's, averaged over the measure windows.
+
+    A worker that shares the CPUs with other work is slowed by it by an amount no statistic
+    over the worker's own iterations can see; on a 2-CPU machine, one busy neighbour doubled
+    ONNX Runtime's latency (its spinning thread pool waits for a descheduled thread).
+    """
+    other = [
+        r["sys_cpu_pct"] * cpu_count / 100 - r["proc_cpu_pct"] / 100
+        for p in processes
+        for r in _measure_rows(p)
+        if r.get("sys_cpu_pct") is not None and r.get("proc_cpu_pct") is not None
+    ]
+    if len(other) < MIN_READINGS:
+        return BackgroundLoad(None, len(other))
+    cpus = max(0.0, sum(other) / len(other))
+    warning = None
+    if cpus > BUSY_CPUS:
+        warning = (
+            f"other processes kept {cpus:.2f} of {cpu_count} CPUs busy on average while "
+            f"measuring ({len(other)} readings): latencies may be inflated; measure on an idle "
+            "machine"
+        )
+    return BackgroundLoad(cpus, len(other), warning)
