@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +82,8 @@ def energy_window(
     energy counter when every window spans at least `MIN_COUNTER_STEPS` counter steps;
     otherwise from the power readings (their time-weighted mean times the window) when every
     window has at least `MIN_READINGS`; otherwise n/a with the reason. A figure whose average
-    power is above the card's limit, or not above zero, is rejected with a warning.
+    power is above the card's limit, not above zero, or below the lowest power the card drew in
+    these processes (its idle floor) is rejected with a warning.
     """
     seconds = sum(window for _, window in processes)
     if iterations <= 0 or seconds <= 0:
@@ -116,11 +117,24 @@ def energy_window(
             f"or {MIN_READINGS} readings); measure longer (--min-seconds)",
         )
     average = joules / seconds
-    if average <= 0 or (power_limit_w is not None and average > power_limit_w * 1.05):
-        limit = f" (the card's limit is {power_limit_w:g} W)" if power_limit_w else ""
-        why = f"energy over the measure window implies {average:,.0f} W on average{limit}"
-        return EnergyWindow(None, f"n/a: {why}", average, (f"{why}: not reported",))
-    return EnergyWindow(joules / iterations, method, average)
+    why = f"energy over the measure window implies {average:,.0f} W on average"
+    if power_limit_w is not None and average > power_limit_w * 1.05:
+        why += f", above the card's limit of {power_limit_w:g} W"
+    elif average <= 0:
+        why += ", not above zero"
+    else:
+        # The lowest power drawn at any moment of these processes (loading, warm-up included)
+        # is the card's floor for this run: a working average below it is a counting error.
+        floor = min((w for rows, _ in processes for w in _column(rows, "gpu_power_w")), default=0)
+        if average < floor * 0.9:
+            why += f", below the lowest power the card drew in this run ({floor:,.0f} W)"
+        else:
+            return EnergyWindow(joules / iterations, method, average)
+    return EnergyWindow(None, f"n/a: {why}", average, (f"{why}: not reported",))
+
+
+def _column(rows: Sequence[dict[str, Any]], column: str) -> Iterator[float]:
+    return (r[column] for r in rows if r.get(column) is not None)
 
 
 def _mean_power(readings: Sequence[tuple[float, float]]) -> float:
