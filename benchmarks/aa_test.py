@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -45,7 +44,15 @@ def compare(base: Path, new: Path) -> dict:
     report = json.loads(proc.stdout)
     (row,) = report["comparisons"]
     return {"exit": proc.returncode, "change": row["change"], "verdict": row["verdict"],
-            "method": row.get("method")}  # fmt: skip
+            "method": row.get("method"), "noise_floor": row.get("noise_floor"),
+            "note": row.get("note")}  # fmt: skip
+
+
+def background(run: Path) -> float | None:
+    """CPUs other processes used while the run measured (the busiest combination)."""
+    cpus = [r.background_cpus for r in RunStore.open(run).results]
+    cpus = [c for c in cpus if c is not None]
+    return max(cpus) if cpus else None
 
 
 def single_process(base: Path, new: Path) -> dict:
@@ -69,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--same", default=SAME, help=f"the A/A configuration (default {SAME})")
     parser.add_argument("--slower", default=SLOWER, help=f"the slower one (default {SLOWER})")
+    parser.add_argument("--json", type=Path, help="write every pair's figures here")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="infercmp-aa-") as tmp:
@@ -83,26 +91,38 @@ def main() -> None:
                     "aa_single": single_process(a, b),
                     "slow": compare(a, s),
                     "slow_single": single_process(a, s),
+                    "background_cpus": [background(run) for run in (a, b, s)],
                 }
             )
-            r = rows[-1]
-            print(
-                f"pair {pair + 1:2}: A/A {r['aa']['change']:+7.1%} exit {r['aa']['exit']} "
-                f"(single-process {r['aa_single']['change']:+7.1%} exit {r['aa_single']['exit']})"
-                f" | slower {r['slow']['change']:+7.1%} exit {r['slow']['exit']} "
-                f"(single-process {r['slow_single']['change']:+7.1%} exit "
-                f"{r['slow_single']['exit']})",
-                flush=True,
-            )
+            print(_line(rows[-1]), flush=True)
     n = len(rows)
-    print(f"\nA/A pairs with no regression flagged: hierarchical "
+    quiet = "no significant change"
+    print(f"\nA/A pairs judged '{quiet}': hierarchical "
+          f"{sum(r['aa']['verdict'] == quiet for r in rows)}/{n}, single-process "
+          f"{sum(r['aa_single']['verdict'] == quiet for r in rows)}/{n}")  # fmt: skip
+    print(f"A/A pairs with exit 0 (no regression above {THRESHOLD:g}%): hierarchical "
           f"{sum(r['aa']['exit'] == 0 for r in rows)}/{n}, single-process "
           f"{sum(r['aa_single']['exit'] == 0 for r in rows)}/{n}")  # fmt: skip
-    print(f"slower configuration ({args.slower}) flagged: hierarchical "
-          f"{sum(r['slow']['exit'] == 1 for r in rows)}/{n}, single-process "
+    print(f"slower configuration ({args.slower}) judged a regression with exit 1: hierarchical "
+          f"{sum(r['slow']['exit'] == 1 and r['slow']['verdict'] == 'regression' for r in rows)}"
+          f"/{n}, single-process "
           f"{sum(r['slow_single']['exit'] == 1 for r in rows)}/{n}")  # fmt: skip
     print(f"method: {rows[0]['aa']['method']}")
-    json.dump(rows, sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def _line(r: dict) -> str:
+    floor = r["aa"]["noise_floor"]
+    busy = max((c for c in r["background_cpus"] if c is not None), default=None)
+    return (
+        f"pair {r['pair']:2}: A/A {r['aa']['change']:+7.1%} {r['aa']['verdict']:<21} "
+        f"exit {r['aa']['exit']} floor {floor:.1%} "
+        f"(single-process {r['aa_single']['change']:+7.1%} {r['aa_single']['verdict']:<21}) | "
+        f"slower {r['slow']['change']:+7.1%} {r['slow']['verdict']} exit {r['slow']['exit']} "
+        f"(single-process {r['slow_single']['change']:+7.1%} exit {r['slow_single']['exit']}) "
+        f"| other CPUs busy {'n/a' if busy is None else f'{busy:.2f}'}"
+    )
 
 
 if __name__ == "__main__":

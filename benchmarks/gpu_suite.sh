@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu_suite.sh validate   # reference loops vs infercmp, sampler, VRAM (< 10 min)
 #   bash benchmarks/gpu_suite.sh compile    # torch.compile at the three shapes (< 10 min)
 #   bash benchmarks/gpu_suite.sh windows    # issue 13: measure windows, energy, utilisation
+#   bash benchmarks/gpu_suite.sh counter    # issue 13: energy from NVML's counter (2.5 s windows)
 #   bash benchmarks/gpu_suite.sh all        # all three, one after another (three device calls'
 #                                           # worth: for a machine without the 10-minute limit)
 set -uo pipefail
@@ -73,6 +74,15 @@ windows)
   bench bench-windows.txt tiny-encoder -d cuda --repeat 2 \
     -e pytorch -e 'pytorch[cuda_graph=true]' -e 'onnxruntime[enable_cuda_graph=true]'
   python3 "$here/window_table.py" "$out/runs" | tee "$out/windows.txt"
+  ;;
+counter)
+  # Issue 13's energy-counter path: windows of 2.5 s span ~25 steps of NVML's 100 ms counter,
+  # so energy comes from the counter, not from integrated power (about 1 minute).
+  bench bench-counter.txt resnet50 -s 224,224,3 -d cuda -p fp16 --repeat 2 --min-seconds 2.5 \
+    -e 'pytorch[channels_last=true,cuda_graph=true]' -e 'onnxruntime[enable_cuda_graph=true]'
+  bench bench-counter.txt tiny-encoder -d cuda --repeat 2 --min-seconds 2.5 \
+    -e 'pytorch[cuda_graph=true]'
+  python3 "$here/window_table.py" "$out/runs" | tee "$out/windows-counter.txt"
   ;;
 compile)
   # torch.compile's default mode (Inductor kernels, no autotuning) alone and under infercmp's

@@ -33,6 +33,7 @@ class Combo:
     # median_ms with a relative spread of process_spread (what separates real processes).
     processes: int = 1
     process_spread: float = 0.0
+    background_cpus: float | None = None  # CPUs other processes used while it was measured
 
 
 def environment(
@@ -192,6 +193,7 @@ def make_run(
             load_seconds=1.2,
             parity=parity,
             warnings=["coefficient of variation 12% is above 5%"] if combo.outliers > 3 else [],
+            background_cpus=combo.background_cpus,
         )
         samples = sampler_rows(rng, bool(gpus), seconds=3.0) if ok else None
         store.add_result(result, latency, samples)

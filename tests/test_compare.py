@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from infercmp.cli import app
 from infercmp.report import bootstrap_median_ratio, compare_runs, open_run
-from infercmp.report.compare import classify
+from infercmp.report.compare import classify, process_spread
 
 runner = CliRunner()
 
@@ -246,6 +246,42 @@ def test_repeated_runs_are_compared_by_process_and_say_so(tmp_path):
     mixed = compare_runs(open_run(base), open_run(single))
     assert mixed.comparisons[0].method == "single-process"
     assert mixed.comparisons[0].processes == (5, 1)
+
+
+def test_a_change_within_the_spread_between_processes_is_not_significant(tmp_path):
+    """Runs drift by as much as their processes do: a change inside that spread is noise."""
+    combo = dict(processes=5, process_spread=0.03)
+    base = make_run(tmp_path / "a", [Combo("onnxruntime", median_ms=10.0, **combo)], seed=1)
+    drift = make_run(tmp_path / "b", [Combo("onnxruntime", median_ms=10.3, **combo)], seed=1)
+    slow = make_run(tmp_path / "c", [Combo("onnxruntime", median_ms=12.0, **combo)], seed=1)
+    report = compare_runs(open_run(base), open_run(drift))
+    (row,) = report.comparisons
+    spread = process_spread(open_run(base).combinations[0].process_groups)
+    assert 0.03 < spread < 0.2  # the synthetic processes really are that far apart
+    assert row.change == pytest.approx(0.03, abs=0.005)
+    assert row.noise_floor == pytest.approx(spread, rel=1e-9)  # same seed: same spread both
+    assert row.verdict == "no significant change"
+    assert "spread between processes" in row.note and report.exit_code == 0
+    # The same spread does not hide a 20% slowdown.
+    slower = compare_runs(open_run(base), open_run(slow)).comparisons[0]
+    assert slower.verdict == "regression" and slower.noise_floor < 0.2
+
+
+def test_process_spread_is_the_relative_range_of_process_medians():
+    groups = [np.full(50, 10.0), np.full(50, 10.5), np.full(50, 9.8)]
+    assert process_spread(groups) == pytest.approx(0.7 / 10.0)
+    assert process_spread(groups[:1]) == 0.0  # one process: no spread to speak of
+
+
+def test_a_run_measured_beside_other_work_is_named(tmp_path):
+    busy = make_run(
+        tmp_path / "b", [Combo("onnxruntime", median_ms=10.0, background_cpus=0.9)], seed=2
+    )
+    quiet = make_run(tmp_path / "a", [Combo("onnxruntime", median_ms=10.0)], seed=1)
+    (row,) = compare_runs(open_run(quiet), open_run(busy)).comparisons
+    assert "new run measured beside other work (0.90 CPUs busy)" in row.note
+    (row,) = compare_runs(open_run(quiet), open_run(quiet)).comparisons
+    assert "beside other work" not in row.note
 
 
 # --------------------------------------------------------------------------- which runs

@@ -561,3 +561,87 @@ def test_nvml_sampler_follows_the_worker_to_the_gpu_it_is_on_in_a_fake_pynvml(mo
     assert (before["gpu_index"], before["proc_gpu_mem_bytes"]) == (0, None)
     assert (after["gpu_index"], after["proc_gpu_mem_bytes"]) == (1, 4 << 20)
     assert later["gpu_index"] == 1
+
+
+def test_background_load_is_the_machine_minus_the_worker_over_the_measure_window():
+    from infercmp.sampler import background_load
+
+    def rows(sys_pct: float, proc_pct: float, n: int = 12) -> list[dict]:
+        warm = [{"phase": "warmup", "sys_cpu_pct": 100.0, "proc_cpu_pct": 0.0}] * 5
+        measure = [{"phase": "measure", "sys_cpu_pct": sys_pct, "proc_cpu_pct": proc_pct}] * n
+        return warm + measure
+
+    # 2 CPUs: the machine at 75% is 1.5 CPUs, the worker used 1.0: 0.5 CPU ran something else.
+    busy = background_load([rows(75.0, 100.0)], cpu_count=2)
+    assert busy.cpus == pytest.approx(0.5) and busy.readings == 12
+    assert "0.50 of 2 CPUs" in busy.warning
+    quiet = background_load([rows(52.0, 100.0)], cpu_count=2)  # the warm-up's 100% is ignored
+    assert quiet.cpus == pytest.approx(0.04) and quiet.warning is None
+    # Too few readings: no figure, and no warning resting on nothing.
+    assert background_load([rows(75.0, 100.0, n=3)], cpu_count=2).cpus is None
+
+
+# --------------------------------------------------------------------------- energy windows
+
+
+def _gpu_rows(seconds: float, hz: float, watts: float, mj_step: float | None, idle_w=80.0):
+    """Sampler rows of one worker: 0.5 s of loading at idle power, then `seconds` measuring.
+
+    The energy counter (mJ) advances in steps of 100 ms, as NVML's did on the H200; `mj_step`
+    None: no counter, power readings only.
+    """
+    rows = [{"t_s": i / hz, "phase": "load", "gpu_power_w": idle_w} for i in range(int(hz / 2))]
+    start = rows[-1]["t_s"] + 1 / hz
+    for i in range(int(seconds * hz) + 1):
+        t = start + i / hz
+        row = {"t_s": t, "phase": "measure", "gpu_power_w": watts}
+        if mj_step is not None:
+            row["gpu_energy_mj"] = mj_step * int((t - start) / 0.1)
+        rows.append(row)
+    rows.append({"t_s": rows[-1]["t_s"] + 1 / hz, "phase": "write", "gpu_power_w": idle_w})
+    return rows
+
+
+def test_energy_from_the_counter_when_the_window_spans_ten_steps():
+    from infercmp.sampler import energy_window
+
+    # 2 s at 200 W: the counter advances 20 J every 100 ms, 20 steps; 1000 iterations.
+    rows = _gpu_rows(2.0, 20, 200.0, mj_step=200.0 * 0.1 * 1000)
+    window = energy_window([(rows, 2.0)], iterations=1000, power_limit_w=700.0)
+    assert window.method == "energy counter"
+    assert window.joules_per_inference == pytest.approx(400.0 / 1000, rel=0.01)
+    assert 190 < window.average_w < 210 and not window.warnings
+
+
+def test_energy_integrates_power_when_the_counter_steps_too_rarely():
+    from infercmp.sampler import energy_window
+
+    # 0.6 s: 6 counter steps (too few), 13 power readings at 20 Hz (enough).
+    rows = _gpu_rows(0.6, 20, 150.0, mj_step=150.0 * 0.1 * 1000)
+    window = energy_window([(rows, 0.6)], iterations=300, power_limit_w=700.0)
+    assert window.method == "integrated power"
+    assert window.joules_per_inference == pytest.approx(150.0 * 0.6 / 300)
+
+
+def test_energy_is_na_with_the_reason_when_the_window_is_too_short():
+    from infercmp.sampler import energy_window
+
+    # The transformer on the H200: 100 iterations in 30 ms, one or two readings.
+    rows = _gpu_rows(0.03, 20, 300.0, mj_step=300.0 * 0.1 * 1000)
+    window = energy_window([(rows, 0.03)], iterations=100, power_limit_w=700.0)
+    assert window.joules_per_inference is None
+    assert window.method.startswith("n/a:") and "--min-seconds" in window.method
+
+
+@pytest.mark.parametrize(
+    "watts, named",
+    [(1200.0, "above the card's limit of 700 W"), (20.0, "below the lowest power the card drew")],
+)
+def test_energy_implying_impossible_power_is_rejected_with_a_warning(watts, named):
+    from infercmp.sampler import energy_window
+
+    # The counter says `watts` on average; the card idled at 80 W and is limited to 700 W.
+    rows = _gpu_rows(2.0, 20, 200.0, mj_step=watts * 0.1 * 1000)
+    window = energy_window([(rows, 2.0)], iterations=1000, power_limit_w=700.0)
+    assert window.joules_per_inference is None
+    assert named in window.method and named in window.warnings[0]

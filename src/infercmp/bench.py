@@ -684,7 +684,7 @@ def outcome_to_result(
     once, over all of them. A failed process's phase, error and traceback are kept.
     """
     from infercmp.results import ProcessSummary
-    from infercmp.sampler import energy_window, mean_over_measure, peak
+    from infercmp.sampler import background_load, energy_window, mean_over_measure, peak
     from infercmp.stats import LatencyStats, hierarchical_median_ci
 
     outcomes = progress.outcomes
@@ -741,6 +741,9 @@ def outcome_to_result(
     energy = energy_window(windows, iterations, power_limit_w)
     warnings.extend(energy.warnings)
     gpu_util, util_readings = mean_over_measure([o.samples for o in ok], "gpu_util_pct")
+    background = background_load([o.samples for o in ok], os.cpu_count() or 1)
+    if background.warning:
+        warnings.append(background.warning)
     parity = (failed or source).parity if (failed or source) else None
     result = _combo_result(
         plugin,
@@ -767,6 +770,7 @@ def outcome_to_result(
         energy_method=energy.method,
         gpu_util_pct=gpu_util,
         gpu_util_readings=util_readings,
+        background_cpus=background.cpus,
         load_seconds=source.load_seconds if source else None,
         engine_info=source.engine_info if source else {},
         parity=parity.model_dump() if parity else None,

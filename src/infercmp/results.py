@@ -290,6 +290,9 @@ class CombinationResult(BaseModel):
     energy_method: StrictStr | None = None  # "energy counter", "integrated power", "n/a: why"
     gpu_util_pct: _Finite | None = None  # mean over the measure windows (None: too few)
     gpu_util_readings: _Count = 0
+    # CPUs used by other processes while measuring (None: too few readings); see
+    # infercmp.sampler.summary.background_load.
+    background_cpus: _Finite | None = None
     node: NodeInfo | None = None  # where its (first) worker process ran; None: no worker ran
 
 

@@ -228,7 +228,11 @@ def _findings(result) -> list[str]:
     for name, text in result.methods.items():
         count = sum(c.method == name for c in result.comparisons)
         lines.append(f"method ({name}, {count} combination(s)): {text}")
-    lines.append(f"significant when the CI excludes 0 and |change| > {result.noise_floor * 100:g}%")
+    lines.append(
+        f"significant when the CI excludes 0 and |change| > the noise floor: "
+        f"{result.noise_floor * 100:g}%, or with repeated processes the spread between one "
+        "run's process medians when larger (named in the row's note)"
+    )
     return lines
 
 

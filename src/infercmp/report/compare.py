@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from infercmp.report.load import Combination, RunView
+from infercmp.sampler.summary import BUSY_CPUS
 from infercmp.stats import hierarchical_change_ci
 
 SINGLE_PROCESS = "single-process"
@@ -65,6 +66,9 @@ class Comparison:
     note: str = ""
     method: str | None = None  # single-process | hierarchical; None when not compared
     processes: tuple[int, int] = (0, 0)  # worker processes measured in base, new
+    # The smallest change called significant for this row: the report's floor, or the spread
+    # between processes of either run when that is larger (see `process_spread`).
+    noise_floor: float | None = None
 
     @property
     def label(self) -> str:
@@ -191,6 +195,21 @@ def classify(low: float, high: float, change: float, noise_floor: float) -> str:
     if abs(change) <= noise_floor or low <= 1.0 <= high:
         return "no significant change"
     return "regression" if change > 0 else "improvement"
+
+
+def process_spread(groups: list[np.ndarray]) -> float:
+    """Range of the per-process medians relative to their median: 0 with fewer than 2 processes.
+
+    A run's processes are measured one after another, so the drift of the machine between two
+    runs (clock, cache, neighbours) is of the size of the drift between a run's processes. A
+    change smaller than that spread cannot be told from drift, however narrow the bootstrap CI
+    (whose width shrinks with the number of processes as if they were independent draws).
+    """
+    if len(groups) < 2:
+        return 0.0
+    medians = np.array([np.median(g) for g in groups], dtype=np.float64)
+    centre = float(np.median(medians))
+    return float((medians.max() - medians.min()) / centre) if centre > 0 else 0.0
 
 
 def _match(base: RunView, new: RunView) -> tuple[list[tuple], list[Combination], list[Combination]]:
@@ -326,16 +345,26 @@ def compare_runs(
             )
             continue
         base_groups, new_groups = b.process_groups, n.process_groups
+        floor = noise_floor
         if len(base_groups) >= 2 and len(new_groups) >= 2:
             method = HIERARCHICAL
             change, ci_low, ci_high = hierarchical_change_ci(
                 base_groups, new_groups, resamples, seed
             )
             low, high = ci_low + 1, ci_high + 1
+            spread = max(process_spread(base_groups), process_spread(new_groups))
+            if spread > floor:
+                floor = spread
+                note = "; ".join(
+                    x
+                    for x in (note, f"noise floor {spread * 100:.1f}%: spread between processes")
+                    if x
+                )
         else:
             method = SINGLE_PROCESS
             ratio, low, high = bootstrap_median_ratio(b.wall_ns, n.wall_ns, resamples, seed)
             change = ratio - 1
+        note = "; ".join(x for x in (note, _busy(b, "base"), _busy(n, "new")) if x)
         row["base_p50_ms"] = float(np.median(b.wall_ns)) / 1e6
         row["new_p50_ms"] = float(np.median(n.wall_ns)) / 1e6
         comparisons.append(
@@ -344,10 +373,11 @@ def compare_runs(
                 change=change,
                 ci_low=low - 1,
                 ci_high=high - 1,
-                verdict=classify(low, high, change, noise_floor),
+                verdict=classify(low, high, change, floor),
                 note=note,
                 method=method,
                 processes=(len(base_groups), len(new_groups)),
+                noise_floor=floor,
             )
         )
     return CompareReport(
@@ -365,6 +395,13 @@ def compare_runs(
         base_status=base.status,
         new_status=new.status,
     )
+
+
+def _busy(combo: Combination, side: str) -> str:
+    cpus = getattr(combo.result, "background_cpus", None)
+    if cpus is None or cpus <= BUSY_CPUS:
+        return ""
+    return f"{side} run measured beside other work ({cpus:.2f} CPUs busy): its change may be theirs"
 
 
 def _not_comparable(combo: Combination, side: str) -> str:

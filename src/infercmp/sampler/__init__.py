@@ -17,7 +17,9 @@ from infercmp.sampler.nvml import NvmlSampler
 from infercmp.sampler.process import ProcessSampler
 from infercmp.sampler.session import SamplingSession
 from infercmp.sampler.summary import (
+    BackgroundLoad,
     EnergyWindow,
+    background_load,
     energy_joules,
     energy_window,
     mean_over_measure,
@@ -60,6 +62,8 @@ __all__ = [
     "EnergyWindow",
     "energy_window",
     "mean_over_measure",
+    "BackgroundLoad",
+    "background_load",
     "NvmlSampler",
     "ProcessGone",
     "ProcessSampler",

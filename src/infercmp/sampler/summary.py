@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +82,8 @@ def energy_window(
     energy counter when every window spans at least `MIN_COUNTER_STEPS` counter steps;
     otherwise from the power readings (their time-weighted mean times the window) when every
     window has at least `MIN_READINGS`; otherwise n/a with the reason. A figure whose average
-    power is above the card's limit, or not above zero, is rejected with a warning.
+    power is above the card's limit, not above zero, or below the lowest power the card drew in
+    these processes (its idle floor) is rejected with a warning.
     """
     seconds = sum(window for _, window in processes)
     if iterations <= 0 or seconds <= 0:
@@ -116,11 +117,24 @@ def energy_window(
             f"or {MIN_READINGS} readings); measure longer (--min-seconds)",
         )
     average = joules / seconds
-    if average <= 0 or (power_limit_w is not None and average > power_limit_w * 1.05):
-        limit = f" (the card's limit is {power_limit_w:g} W)" if power_limit_w else ""
-        why = f"energy over the measure window implies {average:,.0f} W on average{limit}"
-        return EnergyWindow(None, f"n/a: {why}", average, (f"{why}: not reported",))
-    return EnergyWindow(joules / iterations, method, average)
+    why = f"energy over the measure window implies {average:,.0f} W on average"
+    if power_limit_w is not None and average > power_limit_w * 1.05:
+        why += f", above the card's limit of {power_limit_w:g} W"
+    elif average <= 0:
+        why += ", not above zero"
+    else:
+        # The lowest power drawn at any moment of these processes (loading, warm-up included)
+        # is the card's floor for this run: a working average below it is a counting error.
+        floor = min((w for rows, _ in processes for w in _column(rows, "gpu_power_w")), default=0)
+        if average < floor * 0.9:
+            why += f", below the lowest power the card drew in this run ({floor:,.0f} W)"
+        else:
+            return EnergyWindow(joules / iterations, method, average)
+    return EnergyWindow(None, f"n/a: {why}", average, (f"{why}: not reported",))
+
+
+def _column(rows: Sequence[dict[str, Any]], column: str) -> Iterator[float]:
+    return (r[column] for r in rows if r.get(column) is not None)
 
 
 def _mean_power(readings: Sequence[tuple[float, float]]) -> float:
@@ -140,3 +154,46 @@ def mean_over_measure(
     if len(values) < MIN_READINGS:
         return None, len(values)
     return sum(values) / len(values), len(values)
+
+
+#: Other processes' CPU use while measuring, in CPUs, above which a result is flagged. The
+#: infercmp parent itself (sampler and progress display) is counted as "other" and uses a few
+#: hundredths of a CPU; more than a quarter of a CPU means something else ran beside the worker.
+BUSY_CPUS = 0.25
+
+
+@dataclass(frozen=True)
+class BackgroundLoad:
+    """CPU used by everything but the worker during the measure windows, in CPUs."""
+
+    cpus: float | None  # None: fewer than MIN_READINGS readings
+    readings: int
+    warning: str | None = None
+
+
+def background_load(
+    processes: Sequence[Sequence[dict[str, Any]]], cpu_count: int
+) -> BackgroundLoad:
+    """The whole machine's CPU use minus the worker's, averaged over the measure windows.
+
+    A worker that shares the CPUs with other work is slowed by it by an amount no statistic
+    over the worker's own iterations can see; on a 2-CPU machine, one busy neighbour doubled
+    ONNX Runtime's latency (its spinning thread pool waits for a descheduled thread).
+    """
+    other = [
+        r["sys_cpu_pct"] * cpu_count / 100 - r["proc_cpu_pct"] / 100
+        for p in processes
+        for r in _measure_rows(p)
+        if r.get("sys_cpu_pct") is not None and r.get("proc_cpu_pct") is not None
+    ]
+    if len(other) < MIN_READINGS:
+        return BackgroundLoad(None, len(other))
+    cpus = max(0.0, sum(other) / len(other))
+    warning = None
+    if cpus > BUSY_CPUS:
+        warning = (
+            f"other processes kept {cpus:.2f} of {cpu_count} CPUs busy on average while "
+            f"measuring ({len(other)} readings): latencies may be inflated; measure on an idle "
+            "machine"
+        )
+    return BackgroundLoad(cpus, len(other), warning)
