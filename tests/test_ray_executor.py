@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -250,3 +251,25 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
     assert seen == {"onnx": tmp_path / "node.onnx", "precision": "fp16", "options": {"x": 2}}
     assert built.artifact == tmp_path / "plan.bin"
     assert built.options == {"backend": "b", "x": 2}
+
+
+def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(
+        app, ["bench", "tiny-cnn", "-d", "cpu", "--ray-address", f"127.0.0.1:{port}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_cluster_that_wants_a_token_is_explained_with_a_fake_error():
+    from infercmp.ray_executor import _connect_error
+
+    class AuthenticationError(Exception):  # ray.exceptions.AuthenticationError's name
+        pass
+
+    text = _connect_error("10.0.0.1:6379", AuthenticationError("no token"))
+    assert "requires token authentication" in text and "RAY_AUTH_TOKEN" in text

@@ -121,6 +121,8 @@ class RayExecutor:
         # Nothing leaves the machine: no usage statistics; the dashboard is not started.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if self.address:
+            _check_reachable(self.address)
         try:
             if self.address:
                 ray.init(address=self.address, **quiet)
@@ -309,6 +311,25 @@ def _offer(resources: dict[str, float]) -> str:
         if not k.startswith("node:") and k not in ("memory", "object_store_memory")
     }
     return ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items()))
+
+
+#: How long the driver waits for a TCP connection to `--ray-address` before saying it cannot
+#: reach it (Ray itself retries for minutes).
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """One clear error, fast, when HOST:PORT of `--ray-address` accepts no connection."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or an address without a port: Ray resolves it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InfercmpError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check the "
+            "address and that its head node runs (ray start --head)"
+        ) from None
 
 
 def _connect_error(address: str | None, exc: Exception) -> str:
