@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import test_reliability as support
 from typer.testing import CliRunner
 
 from infercmp.cli import app
@@ -27,6 +28,8 @@ pytest.importorskip("ray", reason="needs the ray package (pip install 'infercmp[
 
 CLI = [sys.executable, "-c", "from infercmp.cli import main; main()"]
 MARK = "INFERCMP_TEST_RAY_MARK"
+plugin_site = support.plugin_site  # the fault-injecting test plugin (rel-faulty)
+reliability_plugins = support.reliability_plugins
 # Two CPU combinations and one that is skipped (no GPU here): the layout covers all three kinds.
 MATRIX = ["tiny-cnn", "-d", "cpu", "-d", "cuda", "-e", "pytorch", "-e", "onnxruntime"]
 SHORT = ["--warmup", "2", "--max-seconds", "0.3", "--min-seconds", "0.1"]
@@ -273,3 +276,32 @@ def test_a_cluster_that_wants_a_token_is_explained_with_a_fake_error():
 
     text = _connect_error("10.0.0.1:6379", AuthenticationError("no token"))
     assert "requires token authentication" in text and "RAY_AUTH_TOKEN" in text
+
+
+def test_a_failing_combination_under_ray_is_recorded_with_its_worker_files(
+    reliability_plugins, bench_env, shared_cache, tmp_path
+):
+    """The run goes on past it, and its worker's files come back from the node into workers/."""
+    from infercmp import bench
+    from infercmp.plugins import get_plugin
+    from infercmp.shapes import default_experiment
+
+    # References and export made without the fault (the parent runs the model too), then
+    # the fault is injected in the workers only.
+    plugin = get_plugin("rel-faulty")
+    experiments = [default_experiment(plugin.config)]
+    plan = bench.plan_bench(plugin, experiments, ["onnxruntime", "pytorch"], ["cpu"], None)
+    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    env, _ = bench_env
+    env = {**env, support.FAULT_ENV: "run-raise", "PYTHONPATH": os.environ["PYTHONPATH"]}
+    args = ["rel-faulty", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch", *SHORT]
+    result = _bench(env, tmp_path / "out", *args, "--executor", "ray")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 of 2 combination(s) did not finish (1 failed)" in result.stderr
+    store = RunStore.open(_only_run(tmp_path / "out"))
+    by_engine = {r.engine: r for r in store.results}
+    assert by_engine["onnxruntime"].status == "ok"
+    failed = by_engine["pytorch"]
+    assert failed.status == "failed" and "injected fault in forward" in failed.error
+    (workdir,) = (store.path / "workers").iterdir()
+    assert {"spec.json", "worker.log", "result.json"} <= {p.name for p in workdir.iterdir()}
