@@ -109,7 +109,6 @@ class RayExecutor:
         self.timeout_s = timeout_s
         self.device_onnx: Any = None  # set by the CLI: the export the nodes build plans from
         self._ray: Any = None
-        self._started_here = False
         self._shipped: dict[Path, _Shipped] = {}
         self._running: dict[Any, WorkUnit] = {}
 
@@ -128,7 +127,6 @@ class RayExecutor:
                 ray.init(address=self.address, **quiet)
             else:
                 ray.init(resources={CPU_SLOT: 1}, include_dashboard=False, **quiet)
-                self._started_here = True
         except Exception as exc:
             raise InfercmpError(_connect_error(self.address, exc)) from None
         self._ray = ray
@@ -140,12 +138,9 @@ class RayExecutor:
             return
         with contextlib.suppress(Exception):
             self._cancel(list(self._running))
-        if self._started_here:
-            with contextlib.suppress(Exception):
-                self._ray.shutdown()
-        else:
-            with contextlib.suppress(Exception):
-                self._ray.shutdown()  # disconnects; the cluster stays
+        with contextlib.suppress(Exception):
+            # Stops the local instance started for the run; from a cluster it disconnects.
+            self._ray.shutdown()
         self._ray = None
 
     def __enter__(self) -> RayExecutor:
