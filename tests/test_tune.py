@@ -287,6 +287,9 @@ def test_built_in_engines_declare_their_search_space():
         Candidate("pytorch", "cuda", "fp16", (("channels_last", True), ("cuda_graph", True)))
         in found
     )
+    # fp32 is not declared for CUDA, but the defaults are always measured (the speed-up's base)
+    assert [c for c in found if c.precision == "fp32"] == [Candidate("pytorch", "cuda", "fp32")]
+    assert len(found) == 1 + 2 * 4
 
 
 # --- the CLI, for real, on the CPU -------------------------------------------------------------

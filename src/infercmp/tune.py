@@ -117,10 +117,12 @@ def cheap_candidates(
     """Every cheap configuration of one engine on `device`, the defaults first."""
     space = search_space(descriptor)
     wanted = precisions or space.precisions.get(device, descriptor.precisions)
-    if DEFAULT_PRECISION not in wanted and not precisions:
-        wanted = (DEFAULT_PRECISION, *wanted)
     found: list[Candidate] = []
     excluded: list[Excluded] = []
+    if not precisions and DEFAULT_PRECISION not in wanted:
+        # The defaults are always measured: they are what each speed-up is over.
+        if not descriptor.refusal(device, DEFAULT_PRECISION, machine):
+            found.append(Candidate(descriptor.name, device, DEFAULT_PRECISION))
     for precision in wanted:
         if refused := descriptor.refusal(device, precision, machine):
             excluded.append(Excluded(f"{descriptor.name} {precision}", refused))
