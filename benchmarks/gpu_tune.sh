@@ -31,7 +31,11 @@ else
 fi
 budget_s=$("$python" -c "from infercmp.cli.tune import parse_budget; print(int(parse_budget('$budget')))")
 started=$SECONDS
+# Engines by name, options by the search: TensorRT-RTX (staged on 2026-11-28) builds plans on
+# the H200 but refuses to run them on compute capability 9.0, and its three plan builds would
+# spend minutes of the budget before screening starts (builds are not budgeted per candidate).
 { time timeout -s INT -k 20 $((budget_s + 40)) infercmp tune "$model" -d "$device" \
+    -e pytorch -e onnxruntime \
     --shape "$shape" --device-resident --budget "$budget" --out "$out/runs"; } 2>&1 \
   | tee "$out/tune.txt"
 run=$(ls -1d "$out"/runs/*/ 2>/dev/null | tail -n 1)

@@ -49,6 +49,9 @@ def main() -> int:
         if not winner.best or default is None:
             print(f"{winner.engine}: nothing to compare ({winner.speedup_note})")
             continue
+        if winner.command == default.command:
+            print(f"{winner.engine}: the defaults won; nothing to compare")
+            continue
         pairs = {"winner": winner.command, "defaults": default.command}
         print(f"{winner.engine}: winner   {winner.command}")
         print(f"{winner.engine}: defaults {default.command}")

@@ -347,3 +347,40 @@ def test_tune_runs_workers_stores_a_run_and_report_shows_the_leaderboard(cli, tm
     assert report.exit_code == 0, report.output
     page = (tmp_path / "report.html").read_text()
     assert 'id="tune"' in page and winner.command.replace("'", "&#x27;") in page
+
+
+def test_tune_sigint_keeps_the_leaderboard_and_exits_1(tmp_path):
+    """Ctrl-C in the middle of a real search: the run and tune.json say interrupted, and the
+    candidates measured before it stay on the leaderboard."""
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="200", INFERCMP_CACHE_DIR=str(tmp_path / "c"))
+    code = "import sys; from infercmp.cli import main; sys.argv[0] = 'infercmp'; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "tune", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime",
+         "-e", "openvino", "--budget", "10m", "-o", str(runs)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    board = None
+    for _ in range(1200):  # wait (up to 10 minutes) for the first measured candidate
+        found = list(runs.glob(f"*/{TUNE_FILE}"))
+        board = read_leaderboard(found[0].parent) if found else None
+        if board is not None and any(e.round for e in board.entries):
+            break
+        time.sleep(0.5)
+    assert board is not None and any(e.round for e in board.entries), proc.stdout
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, output
+    run = next(runs.iterdir())
+    board = read_leaderboard(run)
+    assert board.status == "interrupted"
+    assert board.detail == "stopped by SIGINT; the leaderboard holds what was measured"
+    assert any(e.status == "ok" for e in board.entries)
+    from infercmp.results import RunStore
+
+    assert RunStore.open(run).status == "interrupted"
+    assert "error: tune interrupted; the leaderboard so far is in" in output

@@ -41,7 +41,7 @@ RoundName = Literal["screen", "expensive", "confirm", "final"]
 #: Short windows for screening, longer for the confirmation, adaptive (CI-driven) at the end.
 SCREEN = Measurement(warmup_seconds=0.5, duration_s=1.0)
 CONFIRM = Measurement(warmup_seconds=1.0, duration_s=3.0)
-FINAL = Measurement(warmup_seconds=1.0, max_seconds=5.0)
+FINAL = Measurement(warmup_seconds=1.0, max_seconds=3.0)
 CONFIRM_FRACTION = 1 / 3  # of each engine's candidates that passed screening
 #: A worker needs at least this long to start, load and measure; less left: the budget is spent.
 MIN_WORKER_S = 5.0
@@ -231,6 +231,7 @@ class BudgetSpent(Exception):
 
 
 class LeaderboardEntry(_Model):
+    label: str  # engine[options] precision, as winners and the Pareto front name it
     engine: str
     device: str
     precision: str
@@ -282,12 +283,7 @@ class TuneLeaderboard(_Model):
     notes: list[str] = Field(default_factory=list)
 
     def entry(self, label: str) -> LeaderboardEntry | None:
-        return next((e for e in self.entries if _entry_label(e) == label), None)
-
-
-def _entry_label(entry: LeaderboardEntry) -> str:
-    name = f"{entry.engine}[{entry.variant}]" if entry.variant else entry.engine
-    return f"{name} {entry.precision}"
+        return next((e for e in self.entries if e.label == label), None)
 
 
 def read_leaderboard(run_dir: Path) -> TuneLeaderboard | None:
@@ -589,6 +585,7 @@ class Search:
         if candidate not in self._entries:
             r = self.request
             entry = LeaderboardEntry(
+                label=candidate.label,
                 engine=candidate.engine,
                 device=candidate.device,
                 precision=candidate.precision,
@@ -610,38 +607,33 @@ class Search:
     def _conclude(self) -> None:
         """Winners per engine and overall, the Pareto front, the entries in rank order."""
         board = self.board
-        winners = []
-        for engine in self.request.descriptors:
-            winners.append(self._winner(engine))
-        board.winners = winners
+        board.winners = [self._winner(engine) for engine in self.request.descriptors]
         best = [
-            (self._score(c), c)
-            for w in winners
-            if w.best
+            (self._score(c), c.label)
             for c in self._figures
-            if self._entries[c].round == w.round and _label(c) == w.best
+            if any(w.best == c.label for w in board.winners)
         ]
-        board.overall = _label(min(best, key=lambda item: item[0])[1]) if best else None
+        board.overall = min(best)[1] if best else None
+        # Each candidate's latest figure: later rounds measured at other moments, so a point
+        # from the screen and one from the final are as comparable as the machine is quiet.
         board.pareto = pareto_front(
-            [
-                (_label(c), self._score(c), self._figures[c].memory_bytes)
-                for c in self._figures
-                if self._ok(c)
-            ]
+            [(c.label, self._score(c), self._figures[c].memory_bytes) for c in self._ok_ones()]
         )
-        order = {
-            c: i for e in self.request.descriptors for i, c in enumerate(self._ranked(e, None))
-        }
-        board.entries = sorted(
-            board.entries,
-            key=lambda e: (
-                e.engine,
-                e.status != "ok",
-                order.get(_candidate_of(self._entries, e), math.inf),
-                e.status,
+        rank = {c: i for e in self.request.descriptors for i, c in enumerate(self._ranked(e, None))}
+        ordered = sorted(
+            self._entries.items(),
+            key=lambda item: (
+                item[1].engine,
+                item[1].status != "ok",
+                rank.get(item[0], math.inf),
+                item[1].status,
             ),
         )
+        board.entries = [entry for _, entry in ordered]
         self._save()
+
+    def _ok_ones(self) -> list[Candidate]:
+        return [c for c in self._figures if self._ok(c)]
 
     def _winner(self, engine: str) -> EngineWinner:
         ranked = self._ranked(engine, None)
@@ -652,7 +644,7 @@ class Search:
         default = next((c for c in ranked if c.is_default), None)
         winner = EngineWinner(
             engine=engine,
-            best=_label(best),
+            best=best.label,
             best_p50_ms=entry.p50_ms,
             round=entry.round,
             command=entry.command,
@@ -677,14 +669,6 @@ class Search:
 
 def _flatten(groups: dict[str, list[Candidate]]) -> list[Candidate]:
     return [c for found in groups.values() for c in found]
-
-
-def _label(candidate: Candidate) -> str:
-    return candidate.label
-
-
-def _candidate_of(entries: dict[Candidate, LeaderboardEntry], entry: LeaderboardEntry) -> Any:
-    return next((c for c, e in entries.items() if e is entry), None)
 
 
 def _progress_line(m: Measured) -> str:
@@ -761,13 +745,10 @@ class WorkerMeasurer:
         self, candidates: list[Candidate], plan: RoundPlan, timeout_s: Callable[[Candidate], float]
     ) -> Iterator[Measured]:
         from infercmp import bench
+        from infercmp.engines import get_descriptor
 
         combos = {c: self._combination(c) for c in candidates}
-        descriptors = {}
-        for c in candidates:
-            from infercmp.engines import get_descriptor
-
-            descriptors[c.engine] = get_descriptor(c.engine)
+        descriptors = {c.engine: get_descriptor(c.engine) for c in candidates}
         bench_plan = bench.BenchPlan(
             self.plugin.name,
             self.plugin.config,

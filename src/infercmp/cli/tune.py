@@ -10,7 +10,13 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from infercmp.cli.bench import MAX_REPEAT, _power_limit, _preparation_guard
+from infercmp.cli.bench import (
+    MAX_REPEAT,
+    MAX_SAMPLE_HZ,
+    MIN_SAMPLE_HZ,
+    _power_limit,
+    _preparation_guard,
+)
 from infercmp.cli.common import console, err_console, print_table, state
 from infercmp.errors import InfercmpError, RunFailed
 
@@ -139,6 +145,11 @@ def tune(
         raise InfercmpError(f"--repeat must be between 1 and {MAX_REPEAT}, got {repeat}")
     if not timeout > 0:
         raise InfercmpError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if not (sample_hz == 0 or MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ):
+        raise InfercmpError(
+            f"--sample-hz must be 0 (off) or between {MIN_SAMPLE_HZ:g} and {MAX_SAMPLE_HZ:g}, "
+            f"got {sample_hz}"
+        )
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise InfercmpError(f"--exporter '{exporter}': choose auto, dynamo or torchscript")
     machine = Machine.current()

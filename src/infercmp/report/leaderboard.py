@@ -41,8 +41,6 @@ def _board(board) -> str:
     )
     rows = []
     for e in board.entries:
-        on_front = f"{e.engine}[{e.variant}] {e.precision}" if e.variant else None
-        label = on_front or f"{e.engine} {e.precision}"
         rows.append(
             "<tr>"
             f"<td>{esc(e.engine)}</td><td>{esc(e.variant or '(defaults)')}</td>"
@@ -50,7 +48,7 @@ def _board(board) -> str:
             f"<td class='num'>{_ms(e.p50_ms)}</td>"
             f"<td class='num'>{_ms(e.ci_low_ms)}-{_ms(e.ci_high_ms)}</td>"
             f"<td class='num'>{_mib(e.memory_bytes)}</td>"
-            f"<td>{'yes' if label in board.pareto else ''}</td>"
+            f"<td>{'yes' if e.label in board.pareto else ''}</td>"
             f"<td>{esc(e.status)}{': ' + esc(e.reason) if e.reason else ''}</td>"
             "</tr>"
         )
