@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infercmp.contract import Measurement
 from infercmp.engines.descriptor import EngineDescriptor, Machine, SearchSpace
@@ -293,8 +293,15 @@ def read_leaderboard(run_dir: Path) -> TuneLeaderboard | None:
         return None
     try:
         return TuneLeaderboard.model_validate_json(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise InfercmpError(f"{path} is not a valid tune leaderboard: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InfercmpError(
+            f"{path} is not a valid tune leaderboard ({where}: {first['msg']}); it was written "
+            "by another version of infercmp, or damaged"
+        ) from None
+    except OSError as exc:
+        raise InfercmpError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 # --- the search -------------------------------------------------------------------------------
@@ -329,6 +336,7 @@ class Search:
     board: TuneLeaderboard = field(init=False)
     _figures: dict[Candidate, Measured] = field(default_factory=dict, init=False)
     _entries: dict[Candidate, LeaderboardEntry] = field(default_factory=dict, init=False)
+    _screened: dict[Candidate, Measured] = field(default_factory=dict, init=False)
     _reserve_s: float = field(default=0.0, init=False)  # budget an expensive worker may not use
 
     def __post_init__(self) -> None:
@@ -538,14 +546,13 @@ class Search:
         )
 
     def _score(self, candidate: Candidate) -> float:
-        m = self._figures[candidate]
-        if self.request.objective == "throughput" and m.items_per_s:
-            return -m.items_per_s
-        return m.p50_ms if m.p50_ms is not None else math.inf
+        return _score(self._figures[candidate], self.request.objective)
 
     def _record(self, round_name: RoundName, measured: Measured) -> None:
         c = measured.candidate
         self._figures[c] = measured
+        if round_name in ("screen", "expensive"):  # the one window every candidate shares
+            self._screened[c] = measured
         entry = self._entry(c)
         entry.rounds.append(
             RoundFigure(
@@ -614,10 +621,14 @@ class Search:
             if any(w.best == c.label for w in board.winners)
         ]
         board.overall = min(best)[1] if best else None
-        # Each candidate's latest figure: later rounds measured at other moments, so a point
-        # from the screen and one from the final are as comparable as the machine is quiet.
+        # From the screening window, the one measurement every candidate had under the same
+        # settings (later rounds measured only some, at other moments).
         board.pareto = pareto_front(
-            [(c.label, self._score(c), self._figures[c].memory_bytes) for c in self._ok_ones()]
+            [
+                (c.label, _score(self._screened[c], self.request.objective), m.memory_bytes)
+                for c in self._ok_ones()
+                if (m := self._screened.get(c)) is not None
+            ]
         )
         rank = {c: i for e in self.request.descriptors for i, c in enumerate(self._ranked(e, None))}
         ordered = sorted(
@@ -665,6 +676,13 @@ class Search:
                 if b.ci_high_ms >= d.ci_low_ms:  # type: ignore[operator]
                     winner.speedup_note = "the 95% CIs of the winner and the defaults overlap"
         return winner
+
+
+def _score(m: Measured, objective: Objective) -> float:
+    """Lower is better: the median, or minus the items/s."""
+    if objective == "throughput" and m.items_per_s:
+        return -m.items_per_s
+    return m.p50_ms if m.p50_ms is not None else math.inf
 
 
 def _flatten(groups: dict[str, list[Candidate]]) -> list[Candidate]:
