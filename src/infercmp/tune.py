@@ -373,10 +373,18 @@ class Search:
         return max(sum(walls) / len(walls), 1.0) if walls else DEFAULT_OVERHEAD_S
 
     def estimate_s(self, candidates: Sequence[Candidate], plan: RoundPlan) -> float:
+        """Seconds these candidates would take in `plan`, from what was timed so far.
+
+        The declared load cost counts until a candidate has run once: then its compile sits in
+        the Inductor (or the engine's own) cache and a new process loads it. Where that is not
+        so, the worker's timeout, bounded by the budget, still keeps the search in time.
+        """
         m = plan.measurement
         window = (m.warmup_seconds or 0) + (m.duration_s or m.max_seconds)
         return sum(
-            plan.repeat * (self._overhead_s(c.engine) + window) + c.cost_s for c in candidates
+            plan.repeat * (self._overhead_s(c.engine) + window)
+            + (c.cost_s if c not in self._figures else 0.0)
+            for c in candidates
         )
 
     # -- the rounds
