@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from infercmp import __version__
-from infercmp.cli import bench, engines, export, models, report
+from infercmp.cli import bench, engines, export, models, report, tune
 from infercmp.cli.common import HelpGroup, command_group, err_console, state
 from infercmp.errors import InfercmpError
 
@@ -114,7 +114,7 @@ def _main(
     state.debug = debug
 
 
-for module in (models, engines, export, bench, report):
+for module in (models, engines, export, bench, tune, report):
     module.register(app)
 
 

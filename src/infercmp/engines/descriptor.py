@@ -12,10 +12,12 @@ A descriptor imports no runtime (torch, onnxruntime, tensorrt, openvino): `refus
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.util
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -105,6 +107,70 @@ class Converted:
     detail: str = ""  # shown in progress and stored in the results' engine info
 
 
+@dataclass(frozen=True)
+class SearchOption:
+    """One option `infercmp tune` searches: its candidate values on each device.
+
+    The option's own default needs no listing (the defaults are always a candidate). `cost_s`
+    says which values are expensive to load, in rough seconds on top of a plain load (a cold
+    `torch.compile(mode="max-autotune-no-cudagraphs")` of ResNet-50 took about 240 s on the
+    H200): tune tries expensive values last, on top of the best cheap configuration, and only
+    while the budget has room for them.
+    """
+
+    name: str
+    values: Mapping[str, tuple[Any, ...]]  # device -> candidate values
+    cost_s: Mapping[Any, float] = dataclasses.field(default_factory=dict)
+
+    def on(self, device: str) -> tuple[Any, ...]:
+        return tuple(self.values.get(device, ()))
+
+
+#: A rule for combinations the options model accepts but tune should not try:
+#: (options, device, precision) -> why not, or None.
+SearchRule = Callable[[Mapping[str, Any], str, str], "str | None"]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What `infercmp tune` searches for one engine: options, precisions and invalid mixes.
+
+    `precisions` lists per device the precisions worth trying (a device not named: the
+    engine's own `precisions`); parity decides whether a faster precision is acceptable.
+    Combinations the options model rejects (`parse_options` raises) are dropped too, so a
+    rule is needed only for what the model cannot know.
+    """
+
+    options: tuple[SearchOption, ...] = ()
+    precisions: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    rules: tuple[SearchRule, ...] = ()
+
+    def cheap_grid(self, device: str) -> list[dict[str, Any]]:
+        """Every mix of the options' cheap values on `device` (the defaults among them)."""
+        axes = []
+        for option in self.options:
+            cheap = [v for v in option.on(device) if not option.cost_s.get(v)]
+            axes.append([(option.name, None), *((option.name, v) for v in cheap)])
+        return [
+            {name: value for name, value in mix if value is not None}
+            for mix in itertools.product(*axes)
+        ]
+
+    def expensive(self, device: str) -> list[tuple[str, Any, float]]:
+        """(option, value, cost in s) of every expensive value on `device`, in declared order:
+        the order tune tries them in when the budget cannot hold them all."""
+        return [
+            (o.name, v, float(o.cost_s[v])) for o in self.options for v in o.on(device)
+            if o.cost_s.get(v)
+        ]  # fmt: skip
+
+    def rejects(self, options: Mapping[str, Any], device: str, precision: str) -> str | None:
+        for rule in self.rules:
+            if reason := rule(options, device, precision):
+                return reason
+        return None
+
+
 class EngineDescriptor:
     """Base of every engine descriptor; subclasses set the class attributes, override as needed.
 
@@ -113,6 +179,8 @@ class EngineDescriptor:
     - `extra`: the pip extra that installs them (named in the unavailability message).
     - `keeps_profile`: runs only inside the config's optimisation profile (TensorRT).
     - `builds_on_device`: `convert` makes a GPU-specific artifact (a TensorRT plan).
+    - `search_space`: what `infercmp tune` tries; None: the engine is tuned over its defaults
+      (and precisions) only.
     """
 
     name: ClassVar[str]
@@ -128,6 +196,7 @@ class EngineDescriptor:
     # Its artifact is made for the GPU that builds it (a TensorRT plan): a distributed run
     # converts on the node that runs it, not on the driver (infercmp.ray_executor).
     builds_on_device: ClassVar[bool] = False
+    search_space: ClassVar[SearchSpace | None] = None
 
     def availability(self) -> str | None:
         """Why this engine cannot run on this machine at all, or None when it can."""

@@ -19,6 +19,9 @@ from infercmp.engines.descriptor import (
     EngineDescriptor,
     EngineOptions,
     Machine,
+    SearchOption,
+    SearchSpace,
+    module_present,
 )
 
 _CUDA: dict[str, Any] = {"devices": ["cuda"]}
@@ -68,6 +71,25 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
     options = OnnxRuntimeOptions
     runtime = "infercmp.engines.onnxruntime:OnnxRuntimeEngine"
     requires = ("onnxruntime",)
+    search_space = SearchSpace(
+        options=(
+            SearchOption("graph_optimization_level", {"cpu": ("extended",)}),
+            SearchOption("cudnn_conv_algo_search", {"cuda": ("HEURISTIC",)}),
+            SearchOption("enable_cuda_graph", {"cuda": (True,)}),
+            # The TensorRT EP builds an engine when the session starts: minutes, like a build.
+            SearchOption("execution_provider", {"cuda": ("tensorrt",)}, cost_s={"tensorrt": 120.0}),
+        ),
+        # fp16 on the CPU provider runs most ops through casts back to fp32: never faster.
+        precisions={"cpu": ("fp32",), "cuda": ("fp32", "fp16")},
+        rules=(
+            lambda options, device, precision: (
+                "the TensorRT execution provider needs the 'tensorrt' module, not installed"
+                if options.get("execution_provider") == "tensorrt"
+                and not module_present("tensorrt")
+                else None
+            ),
+        ),
+    )
 
     def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
         if precision == "bf16":

@@ -16,7 +16,13 @@ from pydantic import Field
 
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
-from infercmp.engines.descriptor import EngineDescriptor, EngineOptions, Machine
+from infercmp.engines.descriptor import (
+    EngineDescriptor,
+    EngineOptions,
+    Machine,
+    SearchOption,
+    SearchSpace,
+)
 
 # OpenVINO's inference precision hint per infercmp precision; inputs and outputs stay fp32.
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -52,6 +58,14 @@ class OpenVINODescriptor(EngineDescriptor):
     runtime = "infercmp.engines.openvino:OpenVINOEngine"
     requires = ("openvino",)
     extra = "openvino"
+    search_space = SearchSpace(
+        options=(
+            SearchOption("performance_hint", {"cpu": ("throughput",)}),
+            SearchOption("streams", {"cpu": (1,)}),
+        ),
+        # bf16 and fp16 run natively only on CPUs with the instructions (refusal says so).
+        precisions={"cpu": ("fp32", "bf16", "fp16")},
+    )
 
     def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
         reason = super().refusal(device, precision, machine)

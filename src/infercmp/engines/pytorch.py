@@ -10,7 +10,13 @@ from pydantic import Field, model_validator
 
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, UnsupportedCombination
-from infercmp.engines.descriptor import EngineDescriptor, EngineOptions, Machine
+from infercmp.engines.descriptor import (
+    EngineDescriptor,
+    EngineOptions,
+    Machine,
+    SearchOption,
+    SearchSpace,
+)
 from infercmp.module_outputs import flatten_outputs
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -56,6 +62,24 @@ class PyTorchDescriptor(EngineDescriptor):
     options = PyTorchOptions
     runtime = "infercmp.engines.pytorch:PyTorchEngine"
     requires = ("torch",)
+    # Compiling is the expensive part: a cold max-autotune-no-cudagraphs compile of ResNet-50
+    # took about 240 s on the H200 (docs/results/h200/validation.md), mode "default" tens of
+    # seconds. The first listed value is tried first when the budget has room for one only.
+    search_space = SearchSpace(
+        options=(
+            SearchOption("channels_last", {"cpu": (True,), "cuda": (True,)}),
+            SearchOption("cuda_graph", {"cuda": (True,)}),
+            SearchOption(
+                "compile",
+                {"cpu": ("default",), "cuda": ("max-autotune-no-cudagraphs", "default")},
+                cost_s={"default": 60.0, "max-autotune-no-cudagraphs": 240.0},
+            ),
+        ),
+        # On CUDA fp32 is measured at the defaults only (tune always measures them): the H200
+        # ran fp16 and bf16 faster in every configuration (README), and each PyTorch worker
+        # there costs about 12 s, which a budget of one device call cannot spare.
+        precisions={"cpu": ("fp32", "bf16"), "cuda": ("fp16", "bf16")},
+    )
 
     def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
         if device == "cpu" and precision == "fp16":

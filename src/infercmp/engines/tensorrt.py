@@ -31,6 +31,7 @@ from infercmp.engines.descriptor import (
     EngineDescriptor,
     EngineOptions,
     Machine,
+    SearchSpace,
     module_present,
 )
 from infercmp.errors import MissingDependency, RunFailed
@@ -56,6 +57,8 @@ class TensorRTDescriptor(EngineDescriptor):
     runtime = "infercmp.engines.tensorrt:TensorRTEngine"
     keeps_profile = True
     builds_on_device = True
+    # Precision is TensorRT's search: the plan is built per precision in `convert` (cached).
+    search_space = SearchSpace(precisions={"cuda": ("fp32", "fp16", "bf16")})
 
     def availability(self) -> str | None:
         from infercmp import trt

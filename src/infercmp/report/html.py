@@ -58,10 +58,15 @@ def render_html(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) ->
     models = sorted({run.model for run in runs})
     title = f"infercmp report: {', '.join(models)}"
 
-    body: list[str] = [_header(runs, models), _overview(runs), _warnings(runs)]
+    from infercmp.report.leaderboard import tune_section
+
+    tuned = tune_section(runs)
+    body: list[str] = [_header(runs, models), _overview(runs), tuned, _warnings(runs)]
     nav = [f'<a href="#shape-{i}">shape {esc(s)}</a>' for i, s in enumerate(shapes)]
     if len(shapes) > 1:
         nav.insert(0, '<a href="#across">across shapes</a>')
+    if tuned:
+        nav.insert(0, '<a href="#tune">tuning leaderboard</a>')
     nav.append('<a href="#environment">environment</a>')
     nav.append('<a href="#method">how to read</a>')
     body.insert(1, f'<nav class="toc">{"".join(nav)}</nav>')

@@ -1,0 +1,360 @@
+"""`infercmp tune`: search every engine's declared options for its fastest passing configuration."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from infercmp.cli.bench import (
+    MAX_REPEAT,
+    MAX_SAMPLE_HZ,
+    MIN_SAMPLE_HZ,
+    _power_limit,
+    _preparation_guard,
+)
+from infercmp.cli.common import console, err_console, print_table, state
+from infercmp.errors import InfercmpError, RunFailed
+
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600}
+MIN_BUDGET_S = 10.0
+
+
+def parse_budget(text: str) -> float:
+    """`90s`, `10m`, `1.5h` or plain seconds; one clear error otherwise."""
+    match = _BUDGET.match(text)
+    if not match:
+        raise InfercmpError(f"--budget '{text}': give a duration like 90s, 10m or 1h")
+    seconds = float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
+    if seconds < MIN_BUDGET_S:
+        raise InfercmpError(
+            f"--budget '{text}' is under {MIN_BUDGET_S:g} s: no worker could start and measure "
+            "in it; give at least 10s"
+        )
+    return seconds
+
+
+def _engines(names: list[str], device: str) -> tuple[dict, list[str]]:
+    """The descriptors to tune: the named ones, or every installed engine for `device`."""
+    from infercmp.engines import engine_entries, get_descriptor
+
+    notes: list[str] = []
+    if names:
+        for name in names:
+            if "[" in name:
+                raise InfercmpError(
+                    f"--engine '{name}': tune searches the options itself; name the engine "
+                    f"only ('{name.partition('[')[0]}'), or measure fixed options with "
+                    "'infercmp bench'"
+                )
+        found = {n: get_descriptor(n) for n in dict.fromkeys(names)}
+        for name, descriptor in found.items():
+            if device not in descriptor.devices:
+                raise InfercmpError(
+                    f"--engine {name} runs on {' and '.join(descriptor.devices)} only, not "
+                    f"--device {device}"
+                )
+        return found, notes
+    found = {}
+    for name, entry in engine_entries().items():
+        descriptor = entry.load()
+        if descriptor is None:
+            notes.append(f"engine '{name}' ({entry.package}) is unavailable: {entry.error}")
+        elif device in descriptor.devices:
+            if missing := descriptor.availability():
+                notes.append(missing)
+            else:
+                found[name] = descriptor
+    if not found:
+        raise InfercmpError(f"no installed engine runs on {device}; see 'infercmp engines'")
+    return found, notes
+
+
+def tune(
+    model: str = typer.Argument(..., help="A model name from 'infercmp models'."),
+    shape: str | None = typer.Option(
+        None, "--shape", "-s", help="Example input shape: 224,224,3 (default: the config's)."
+    ),
+    engine: list[str] = typer.Option(
+        [], "--engine", "-e", help="Engines to tune, by name. Default: every installed one."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", "-d", help="cpu or cuda. Default: cuda when a GPU is visible."
+    ),
+    precision: list[str] = typer.Option(
+        [],
+        "--precision",
+        "-p",
+        help="Precisions to try. Default: those each engine declares for the device.",
+    ),
+    budget: str = typer.Option(
+        "10m", "--budget", help="Wall time for the whole search, export included: 90s, 10m, 1h."
+    ),
+    objective: str = typer.Option(
+        "latency", "--objective", help="latency (median ms) or throughput (items/s)."
+    ),
+    batch: int | None = typer.Option(
+        None, "--batch", help="Items per inference; only the model's own batch for now."
+    ),
+    repeat: int = typer.Option(
+        3,
+        "--repeat",
+        help="Worker processes per finalist (fewer when the budget is short).",
+    ),
+    timeout: float = typer.Option(
+        300.0,
+        "--timeout",
+        help="Seconds one worker may take; expensive candidates add their declared cost.",
+    ),
+    device_resident: bool = typer.Option(
+        False, "--device-resident", help="Time compute only, inputs already on device."
+    ),
+    sample_hz: float = typer.Option(20.0, "--sample-hz", help="Sampler rate in Hz (0: off)."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Directory for run stores."),
+    cache_dir: str | None = typer.Option(
+        None, "--cache-dir", help="Artifact cache (env INFERCMP_CACHE_DIR)."
+    ),
+    exporter: str = typer.Option(
+        "auto", "--exporter", help="ONNX exporter: auto, dynamo, torchscript."
+    ),
+) -> None:
+    """Find each engine's fastest configuration that passes parity, within a time budget."""
+    import time
+
+    started = time.monotonic()
+    from infercmp import bench as bench_mod
+    from infercmp import tune as tune_mod
+    from infercmp.engines.descriptor import Machine
+    from infercmp.plugins import get_plugin
+    from infercmp.shapes import default_experiment, parse_shape
+
+    budget_s = parse_budget(budget)
+    if objective not in ("latency", "throughput"):
+        raise InfercmpError(f"--objective '{objective}': choose latency or throughput")
+    if batch is not None and batch != 1:
+        raise InfercmpError(
+            f"--batch {batch}: tune measures the batch of the model's example shape for now "
+            "(batch sweeps come with bench's deployment scenarios); leave --batch out"
+        )
+    if not 1 <= repeat <= MAX_REPEAT:
+        raise InfercmpError(f"--repeat must be between 1 and {MAX_REPEAT}, got {repeat}")
+    if not timeout > 0:
+        raise InfercmpError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if not (sample_hz == 0 or MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ):
+        raise InfercmpError(
+            f"--sample-hz must be 0 (off) or between {MIN_SAMPLE_HZ:g} and {MAX_SAMPLE_HZ:g}, "
+            f"got {sample_hz}"
+        )
+    if exporter not in ("auto", "dynamo", "torchscript"):
+        raise InfercmpError(f"--exporter '{exporter}': choose auto, dynamo or torchscript")
+    machine = Machine.current()
+    if device is None:
+        device = "cuda" if machine.cuda_devices else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise InfercmpError(f"unknown device '{device}'; choose from cpu, cuda")
+    if device == "cuda" and not machine.cuda_devices:
+        raise InfercmpError("--device cuda: no CUDA device is visible (NVML found no NVIDIA GPU)")
+    for p in precision:
+        if p not in ("fp32", "fp16", "bf16"):
+            raise InfercmpError(f"unknown precision '{p}'; choose from fp32, fp16, bf16")
+
+    with _preparation_guard():
+        plugin = get_plugin(model)
+        experiment = parse_shape(shape, plugin.config) if shape else None
+        experiment = experiment or default_experiment(plugin.config)
+        descriptors, notes = _engines(engine, device)
+        for note in notes:
+            err_console.print(f"[yellow]note:[/] {escape(note)}")
+
+        from infercmp.cache import ArtifactCache, resolve_cache_dir
+        from infercmp.environment import collect_environment
+        from infercmp.results import RunStore
+        from infercmp.sampler import default_samplers
+
+        samplers, left_out = (
+            default_samplers(gpu=device == "cuda")
+            if sample_hz > 0
+            else ([], ["sampler off (--sample-hz 0): no memory figures for the Pareto front"])
+        )
+        for message in left_out:
+            err_console.print(f"[yellow]note:[/] {escape(message)}")
+        cache = ArtifactCache(resolve_cache_dir(cache_dir))
+        # torch.compile's kernels and autotuning choices outlive the worker: a later process
+        # (the final round, the next tune) loads them instead of compiling again.
+        os.environ.setdefault(
+            "TORCHINDUCTOR_CACHE_DIR", str((cache.root / "torchinductor").resolve())
+        )
+        environment = collect_environment()
+
+    request = tune_mod.TuneRequest(
+        model=plugin.name,
+        device=device,
+        shape=experiment.label,
+        shape_arg=shape,
+        descriptors=descriptors,
+        machine=machine,
+        budget_s=budget_s,
+        objective=objective,  # type: ignore[arg-type]
+        precisions=list(dict.fromkeys(precision)) or None,
+        repeat=repeat,
+        device_resident=device_resident,
+        candidate_timeout_s=timeout,
+    )
+    meta = {
+        "argv": sys.argv,
+        "model_config": plugin.config.model_dump(),
+        "settings": {
+            "experiments": [experiment.label],
+            "measurement": tune_mod.FINAL.model_dump(mode="json"),
+            "repeat": repeat,
+            "sample_hz": sample_hz,
+            "tune": {"budget_s": budget_s, "objective": objective, "device": device},
+        },
+        "environment": environment,
+    }
+    with bench_mod.stop_on_signals():
+        try:
+            store = RunStore.create(out, plugin.name, meta)
+        except bench_mod.Interrupted as exc:
+            raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
+        console.print(f"run directory: {store.path}", soft_wrap=True, markup=False)
+        measurer = tune_mod.WorkerMeasurer(
+            plugin=plugin,
+            experiment=experiment,
+            cache=cache,
+            store=store,
+            machine=machine,
+            samplers=samplers,
+            sample_hz=sample_hz,
+            exporter=exporter,
+            device_resident=device_resident,
+            power_limit_w=_power_limit(environment),
+            prepare_timeout_s=budget_s,
+            progress=_once(lambda line: console.print(f"  preparing: {escape(line)}")),
+        )
+        search = tune_mod.Search(
+            request,
+            measurer,
+            save=lambda board: tune_mod.write_leaderboard(store.path, board),
+            progress=lambda line: console.print(escape(line), soft_wrap=True, highlight=False),
+            started=started,
+        )
+        try:
+            board = search.run()
+        except bench_mod.Interrupted as exc:
+            board = search.board
+            bench_mod.finish_interrupted(store, exc.signame)
+        except BaseException as exc:
+            search.board.status = "failed"
+            search.board.detail = f"{type(exc).__name__}: {exc}"
+            tune_mod.write_leaderboard(store.path, search.board)
+            store.finish("failed", search.board.detail)
+            raise
+        else:
+            store.finish("complete", board.detail)
+    print_leaderboard(board, store.path)
+    if board.status == "interrupted":
+        raise RunFailed(
+            f"tune interrupted; the leaderboard so far is in {store.path / tune_mod.TUNE_FILE}"
+        )
+    if state.debug:
+        err_console.print(f"tune took {time.monotonic() - started:.1f} s of {budget_s:g} s")
+
+
+def _once(show):
+    """`show` each line the first time only: every round prepares through the cache again."""
+    seen: set[str] = set()
+
+    def once(line: str) -> None:
+        if line not in seen:
+            seen.add(line)
+            show(line)
+
+    return once
+
+
+def leaderboard_table(board, engine: str):
+    """One engine's candidates, best first: figure, speed-up over the defaults, status."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=f"{engine} on {board.device}", title_justify="left", box=box.SIMPLE_HEAD, padding=0
+    )
+    for name in ("configuration", "round", "p50 ms", "95% CI", "items/s", "memory MiB", "vs def"):
+        table.add_column(name, justify="left" if name in ("configuration", "round") else "right")
+    table.add_column("status", justify="left")
+    default = next((e for e in board.entries if e.engine == engine and e.default), None)
+    for e in (e for e in board.entries if e.engine == engine):
+        config = f"{e.variant or '(defaults)'} {e.precision}"
+        same_round = default is not None and default.round == e.round and default.p50_ms
+        speed = f"{default.p50_ms / e.p50_ms:.2f}x" if same_round and e.p50_ms else "-"
+        ci = f"{e.ci_low_ms:.4g}-{e.ci_high_ms:.4g}" if e.ci_low_ms and e.ci_high_ms else "-"
+        status = e.status if e.status == "ok" else f"{e.status}: {e.reason}"
+        table.add_row(
+            escape(config),
+            e.round or "-",
+            f"{e.p50_ms:.4g}" if e.p50_ms else "-",
+            ci,
+            f"{e.items_per_s:,.0f}" if e.items_per_s else "-",
+            f"{e.memory_bytes / 2**20:,.0f}" if e.memory_bytes else "-",
+            speed,
+            escape(status),
+        )
+    return table
+
+
+def print_leaderboard(board, run_dir: Path) -> None:
+    import shlex
+
+    for engine in dict.fromkeys(e.engine for e in board.entries):
+        print_table(leaderboard_table(board, engine), heading=2)
+    for excluded in board.excluded:
+        console.print(
+            f"not searched: {excluded['label']}: {excluded['reason']}",
+            markup=False,
+            soft_wrap=True,
+        )
+    for note in board.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    console.print("winners (reproduce each with the command below it):", markup=False)
+    for w in board.winners:
+        if not w.best:
+            console.print(f"  {w.engine}: none ({w.speedup_note})", markup=False, soft_wrap=True)
+            continue
+        speed = f", {w.speedup:.2f}x the defaults" if w.speedup else ""
+        extra = f" ({w.speedup_note})" if w.speedup_note else ""
+        console.print(
+            f"  {w.engine}: {w.best}: {w.best_p50_ms:.4g} ms in the {w.round} round{speed}{extra}",
+            markup=False,
+            soft_wrap=True,
+        )
+        console.print(f"    {w.command}", markup=False, soft_wrap=True)
+    if board.overall:
+        console.print(f"overall: {board.overall}", markup=False)
+    if board.pareto:
+        what = "throughput" if board.objective == "throughput" else "latency"
+        console.print(
+            f"Pareto front ({what} against peak memory): {'; '.join(board.pareto)}",
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"search: {board.status} after {board.elapsed_s:.0f} s of a {board.budget_s:g} s budget"
+        + (f" ({board.detail})" if board.detail else ""),
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(f"results: {run_dir}", markup=False, soft_wrap=True)
+    console.print(
+        f"report:  infercmp report {shlex.quote(str(run_dir))}", markup=False, soft_wrap=True
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)
