@@ -23,6 +23,7 @@ DEFAULT_WARMUP_ITERS = 10  # when neither warm-up bound is given
 Status = Literal["ok", "failed", "oom", "unsupported"]
 Phase = Literal["spec", "load", "prepare", "warmup", "measure", "parity", "write"]
 StopReason = Literal["iterations", "duration", "ci_target", "max_seconds"]
+Scenario = Literal["single-stream", "offline", "server"]
 
 
 class _Model(BaseModel):
@@ -120,6 +121,51 @@ _FLAGS = {
 }
 
 
+class Load(_Model):
+    """The load one combination runs under: batch size, requests in flight, arrival pattern.
+
+    The default (`Load()`) is infercmp's original measurement: the model's own batch, one
+    request at a time. `batch` None keeps the preprocessed example as it is; a number stacks
+    it along the config's `batch_size` axis (infercmp.batching). Frozen: a `Combination` holds
+    it and is a dict key.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    batch: int | None = Field(None, gt=0)
+    concurrency: int = Field(1, gt=0)
+    scenario: Scenario = "single-stream"
+    qps: float | None = Field(None, gt=0)  # server: Poisson arrival rate; None: search it
+    slo_ms: float | None = Field(None, gt=0)  # server with qps None: the p99 limit searched
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Load:
+        if self.scenario == "single-stream" and self.concurrency != 1:
+            raise ValueError("single-stream keeps one request in flight; use offline or server")
+        if self.scenario != "server" and (self.qps is not None or self.slo_ms is not None):
+            raise ValueError("qps and slo_ms belong to the server scenario")
+        if self.scenario == "server" and self.qps is None and self.slo_ms is None:
+            raise ValueError("the server scenario needs qps, or slo_ms to search the rate")
+        return self
+
+    @property
+    def is_default(self) -> bool:
+        return self == Load()
+
+    @property
+    def label(self) -> str:
+        """`b8`, `b8-c2-offline`, `server-q200`, `server-auto-slo50ms`; "" for the default."""
+        parts = [f"b{self.batch}"] if self.batch is not None else []
+        parts += [f"c{self.concurrency}"] if self.concurrency != 1 else []
+        if self.scenario == "offline":
+            parts.append("offline")
+        elif self.scenario == "server":
+            parts.append(
+                f"server-q{self.qps:g}" if self.qps else f"server-auto-slo{self.slo_ms:g}ms"
+            )
+        return "-".join(parts)
+
+
 class WorkerSpec(_Model):
     """Everything one worker needs; bench writes it as spec.json in the worker's directory."""
 
@@ -136,6 +182,7 @@ class WorkerSpec(_Model):
     measurement: Measurement = Field(default_factory=Measurement)
     process: int = Field(0, ge=0)  # which of the combination's repeated processes this is
     result_dir: Path
+    load: Load = Field(default_factory=Load)
 
 
 class WarmupInfo(_Model):

@@ -123,7 +123,12 @@ def safe_name(text: str, max_len: int = _MAX_ID_LEN) -> str:
 
 
 def combo_id(
-    engine: str, device: str, precision: str, shape_label: str, variant: str | None = None
+    engine: str,
+    device: str,
+    precision: str,
+    shape_label: str,
+    variant: str | None = None,
+    load_label: str = "",
 ) -> str:
     """The filesystem-safe id of one combination, e.g. ``onnxruntime-cpu-fp32-224x224x3``.
 
@@ -132,6 +137,8 @@ def combo_id(
     parts = [engine, device, precision, shape_label]
     if variant:
         parts.append(variant)
+    if load_label:  # contract.Load.label: "" for one request at a time at the model's batch
+        parts.append(load_label)
     return safe_name("-".join(parts))
 
 
@@ -269,6 +276,10 @@ class CombinationResult(BaseModel):
     energy_method: StrictStr | None = None  # "energy counter", "integrated power", "n/a: why"
     gpu_util_pct: _Finite | None = None  # mean over the measure windows (None: too few)
     gpu_util_readings: _Count = 0
+    # contract.Load.model_dump() when a --batch/--concurrency/--scenario flag was given, else
+    # None; and what that load achieved (infercmp.scenarios.LoadSummary), where measured.
+    load: dict[str, Any] | None = None
+    load_result: dict[str, Any] | None = None
 
 
 def _iso_time(value: str) -> str:

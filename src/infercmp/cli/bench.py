@@ -57,6 +57,10 @@ def _preparation_guard() -> Iterator[None]:
         ) from None
 
 
+def _count(value: float | None) -> str:
+    return f"{value:,.0f}" if value is not None else "-"
+
+
 def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:,.0f}"
 
@@ -93,6 +97,8 @@ def summary_table(results) -> tuple[Table, list[str]]:
     from rich import box
     from rich.table import Table
 
+    from infercmp.scenarios import items_per_s, shape_and_load
+
     notes: list[str] = []
     rows = []
     for r in results:
@@ -107,12 +113,12 @@ def summary_table(results) -> tuple[Table, list[str]]:
                 "engine": escape(f"{r.engine}[{r.variant}]" if r.variant else r.engine),
                 "dev": r.device,
                 "prec": r.precision,
-                "shape": r.shape_label,
+                "shape": shape_and_load(r.shape_label, r.load),
                 "status": f"[{style}]{r.status}[/]",
                 "p50 ms": _ms(lat.get("p50_ms")),
                 "±CI%": f"{half:.1f}" if half is not None else "-",
                 "p99 ms": _ms(lat.get("p99_ms")),
-                "items/s": f"{lat['throughput_per_s']:,.0f}" if lat else "-",
+                "items/s": _count(items_per_s(lat, r.load_result)),
                 "RSS MiB": _mib(r.peak_rss_bytes),
                 "VRAM MiB": _mib(r.peak_vram_bytes),
                 "parity": _parity(r),
@@ -249,6 +255,34 @@ def bench(
     exporter: str = typer.Option(
         "auto", "--exporter", help="ONNX exporter: auto, dynamo, torchscript."
     ),
+    batch: str | None = typer.Option(
+        None,
+        "--batch",
+        "-b",
+        help="Batch sizes, e.g. 1,8,32, stacked along the config's batch_size axis; 'auto' "
+        "doubles until the gain is under 5%, memory runs out or --latency-limit-ms is passed.",
+    ),
+    latency_limit_ms: float | None = typer.Option(
+        None, "--latency-limit-ms", help="--batch auto: stop before the median passes this."
+    ),
+    concurrency: str | None = typer.Option(
+        None,
+        "--concurrency",
+        "-c",
+        help="Requests in flight inside one worker, e.g. 1,2,4 (implies --scenario offline).",
+    ),
+    scenario: str | None = typer.Option(
+        None,
+        "--scenario",
+        help="single-stream (default: one request at a time), offline (closed loop at the "
+        "batch and concurrency) or server (Poisson arrivals at --qps).",
+    ),
+    qps: str | None = typer.Option(
+        None, "--qps", help="server: arrival rate(s) in requests/s, or 'auto' with --slo-ms."
+    ),
+    slo_ms: float | None = typer.Option(
+        None, "--slo-ms", help="--qps auto: the highest rate whose p99 latency stays under this."
+    ),
 ) -> None:
     """Benchmark MODEL: every engine x device x precision x shape in its own worker process."""
     from infercmp import bench as bench_mod
@@ -286,7 +320,18 @@ def bench(
             default_experiment(plugin.config)
         ]
         experiments = list(dict.fromkeys(experiments))
-        plan = bench_mod.plan_bench(plugin, experiments, engine, device, precision)
+        from infercmp.scenarios import loads_from_flags
+
+        loads, auto_batch = loads_from_flags(
+            plugin.config, batch, concurrency, scenario, qps, slo_ms
+        )
+        if latency_limit_ms is not None and not (auto_batch and latency_limit_ms > 0):
+            raise InfercmpError(
+                "--latency-limit-ms goes with --batch auto and must be a positive number"
+            )
+        if auto_batch:
+            loads = [load.model_copy(update={"batch": 1}) for load in loads]
+        plan = bench_mod.plan_bench(plugin, experiments, engine, device, precision, loads=loads)
         for note in plan.notes:
             err_console.print(f"[yellow]note:[/] {escape(note)}")
 
@@ -329,6 +374,12 @@ def bench(
         "model_config": plugin.config.model_dump(),
         "settings": {
             "experiments": [e.label for e in experiments],
+            # Only when a load flag was given: a plain run's run.json is as it always was.
+            **(
+                {"loads": [x.model_dump() for x in loads]}
+                if len(loads) > 1 or not loads[0].is_default
+                else {}
+            ),
             "measurement": measurement.model_dump(mode="json"),
             "repeat": repeat,
             "sample_hz": sample_hz,

@@ -90,6 +90,9 @@ class ConvertContext:
     cache: Any  # infercmp.cache.ArtifactCache
     onnx: Any  # infercmp.export.OnnxArtifact
     progress: Callable[[str], None]
+    # The --batch sizes the run asks for (empty: the model's own); a plan built for an
+    # optimisation profile must cover them (infercmp.batching.profile_for_batches).
+    batches: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,10 @@ class EngineDescriptor:
     - `requires`: Python modules the runtime needs; one missing makes the engine unavailable.
     - `extra`: the pip extra that installs them (named in the unavailability message).
     - `keeps_profile`: runs only inside the config's optimisation profile (TensorRT).
+    - `concurrency`: device -> how the runtime keeps several requests in flight there, in
+      words (shown in reports); a device it lacks is one the engine cannot do it on, and
+      bench skips those combinations with the reason. The worker makes one engine instance
+      per slot (`EngineBase.slot_engine`), which a runtime may override to share state.
     """
 
     name: ClassVar[str]
@@ -124,6 +131,11 @@ class EngineDescriptor:
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
     keeps_profile: ClassVar[bool] = False
+    concurrency: ClassVar[dict[str, str]] = {}
+
+    def concurrency_on(self, device: str) -> str | None:
+        """How this engine keeps several requests in flight on `device`, or None if it cannot."""
+        return self.concurrency.get(device)
 
     def availability(self) -> str | None:
         """Why this engine cannot run on this machine at all, or None when it can."""

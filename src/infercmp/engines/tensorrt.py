@@ -55,6 +55,7 @@ class TensorRTDescriptor(EngineDescriptor):
     options = TensorRTOptions
     runtime = "infercmp.engines.tensorrt:TensorRTEngine"
     keeps_profile = True
+    concurrency = {"cuda": "an execution context and CUDA stream per request in flight"}
 
     def availability(self) -> str | None:
         from infercmp import trt
@@ -90,6 +91,7 @@ class TensorRTDescriptor(EngineDescriptor):
             precision=precision,
             backend=getattr(options, "backend", None),
             progress=context.progress,
+            batches=context.batches,
         )
         # Run the plan with the module that built it, not whichever one the worker finds first.
         return Converted(artifact=plan.path, options=(("backend", plan.backend),))
