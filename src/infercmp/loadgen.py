@@ -1,0 +1,631 @@
+"""Engine-agnostic load generator: closed-loop and Poisson open-loop runs over request slots.
+
+The scenarios follow MLPerf LoadGen's definitions where they fit:
+
+- SingleStream: `closed_loop` with one slot (the next request is issued when the previous ends).
+- Offline: `closed_loop` with N slots, each slot issuing its next request as soon as its
+  previous one ends, so N requests are always in flight; the figure is throughput.
+- Server: `open_loop`, Poisson arrivals scheduled in advance; a request's latency runs from
+  its *scheduled* arrival, so time spent queued, and any lateness of the generator itself,
+  counts against the system (LoadGen does the same). `search_qps` finds the highest rate whose
+  latency percentile stays under a limit, as LoadGen's server "target latency" does.
+
+A slot is one request of the engine layer (a CUDA stream, an execution context, an infer
+request or a session of its own); the generator runs one thread per slot, so a slot is only
+ever called from one thread. Threads, not processes: the engines release the GIL while they
+compute. The generator's own ceiling and per-request overhead are measured by
+`generator_capacity` (`benchmarks/loadgen_overhead.py`, docs/performance.md).
+
+Every time is an int64 nanosecond reading of `time.perf_counter_ns`; the hot loops do no
+logging and no allocation beyond appending integers, and the garbage collector is off while a
+run measures (as in `timing.measure`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+import numpy as np
+
+from infercmp.errors import RunFailed
+
+Slot = Callable[[], None]
+"""One request on one slot: blocks until that request's outputs are ready.
+
+Called from exactly one thread (the generator runs one thread per slot), so a slot need not
+be thread-safe with itself, only with the other slots.
+"""
+
+now_ns = time.perf_counter_ns
+
+# The dispatcher sleeps until this close to an arrival, then yields in a loop (time.sleep(0)
+# gives the GIL back, so slot threads finishing a request are not held up by the wait).
+# time.sleep alone wakes 50-100 us late on Linux; see benchmarks/loadgen_overhead.py.
+SPIN_NS = 200_000
+# Longest single sleep of a waiting loop, so a failed slot or Ctrl-C stops the run promptly.
+POLL_NS = 20_000_000
+# How far ahead of the first arrival the clock starts, so thread start-up makes nothing late.
+LEAD_NS = 2_000_000
+
+
+class SlotFailed(RunFailed):
+    """A slot raised: the run was stopped, every thread joined, and this names the slot."""
+
+    def __init__(self, slot: int, error: BaseException) -> None:
+        super().__init__(f"request slot {slot} failed: {type(error).__name__}: {error}")
+        self.slot = slot
+
+
+@dataclass(frozen=True)
+class RequestLog:
+    """Every completed request's times, int64 ns on one clock (`time.perf_counter_ns`).
+
+    Arrays are indexed by request, in issue order. `cut` requests were due in the run but had
+    not started when it was cut (an overloaded open loop): they are counted, never dropped
+    silently, and count as slower than any completed request in `percentile_ms`.
+    """
+
+    issue_ns: np.ndarray  # when the request was due (closed loop: when its slot became free)
+    start_ns: np.ndarray  # when a slot began it
+    end_ns: np.ndarray  # when its outputs were ready
+    slot: np.ndarray  # which slot ran it (int32)
+    window_ns: tuple[int, int]  # the measurement window (first issue .. last end)
+    dispatch_ns: np.ndarray  # when the generator actually issued it (open loop; else issue_ns)
+    slots: int  # how many slots the run had
+    cut: int = 0  # requests due in the run that never started (overload)
+    offered_qps: float | None = None  # open loop: arrivals scheduled / issuing period
+    stop_reason: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.end_ns)
+        for name in ("issue_ns", "start_ns", "slot", "dispatch_ns"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"RequestLog.{name} has {len(getattr(self, name))} rows, not {n}")
+
+    @property
+    def count(self) -> int:
+        """Completed requests."""
+        return len(self.end_ns)
+
+    @property
+    def window_s(self) -> float:
+        return (self.window_ns[1] - self.window_ns[0]) / 1e9
+
+    def latency_ms(self) -> np.ndarray:
+        """End minus due time: what a client sees, queueing (and generator lateness) included."""
+        return (self.end_ns - self.issue_ns) / 1e6
+
+    def service_ms(self) -> np.ndarray:
+        """End minus start: the slot's own time for the request."""
+        return (self.end_ns - self.start_ns) / 1e6
+
+    def queue_ms(self) -> np.ndarray:
+        """Start minus due time: waiting for a free slot (closed loop: the generator's gap)."""
+        return (self.start_ns - self.issue_ns) / 1e6
+
+    def lateness_ms(self) -> np.ndarray:
+        """Actual issue minus scheduled issue: the generator's own timing error (open loop)."""
+        return (self.dispatch_ns - self.issue_ns) / 1e6
+
+    def requests_per_s(self) -> float:
+        """Completed requests over the window (0.0 for an empty window)."""
+        seconds = self.window_s
+        return self.count / seconds if seconds > 0 else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        """The q-th percentile of latency; cut requests count as infinitely slow.
+
+        So it is `math.inf` when more than (100 - q)% of the due requests were cut: the run
+        cannot bound that percentile. NaN when nothing was due.
+        """
+        total = self.count + self.cut
+        if total == 0:
+            return math.nan
+        if self.cut and q / 100 * (total - 1) > self.count - 1:
+            return math.inf
+        latencies = np.sort(self.latency_ms())
+        # The percentile over all due requests, where the cut ones sort last.
+        rank = q / 100 * (total - 1)
+        lo = int(math.floor(rank))
+        hi = min(lo + 1, total - 1)
+        upper = latencies[hi] if hi < self.count else math.inf
+        if hi == lo or upper == math.inf:
+            return float(latencies[lo])
+        return float(latencies[lo] + (rank - lo) * (upper - latencies[lo]))
+
+    def summary(self) -> dict[str, float | int | str | None]:
+        """The figures a report line needs, JSON-ready (inf and NaN as None)."""
+
+        def finite(value: float) -> float | None:
+            return value if math.isfinite(value) else None
+
+        lateness = self.lateness_ms()
+        return {
+            "requests": self.count,
+            "cut": self.cut,
+            "slots": self.slots,
+            "window_s": self.window_s,
+            "requests_per_s": self.requests_per_s(),
+            "offered_qps": self.offered_qps,
+            "p50_ms": finite(self.percentile_ms(50)),
+            "p90_ms": finite(self.percentile_ms(90)),
+            "p99_ms": finite(self.percentile_ms(99)),
+            "lateness_p99_ms": float(np.percentile(lateness, 99)) if lateness.size else None,
+            "stop_reason": self.stop_reason,
+        }
+
+
+# --------------------------------------------------------------------------- shared machinery
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Failure:
+    """The first exception any slot thread raised, and the event that stops the others."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.slot: int | None = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def record(self, slot: int, error: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.slot, self.error = slot, error
+        self.stop.set()
+
+    def raise_if_any(self) -> None:
+        if self.error is not None:
+            assert self.slot is not None
+            raise SlotFailed(self.slot, self.error) from self.error
+
+
+def _start_threads(target: Callable[[int], None], n: int, name: str) -> list[threading.Thread]:
+    threads = [
+        threading.Thread(target=target, args=(k,), name=f"{name}-{k}", daemon=True)
+        for k in range(n)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(POLL_NS / 1e9)
+
+
+def _check_slots(slots: Sequence[Slot]) -> None:
+    if not slots:
+        raise ValueError("the load generator needs at least one slot")
+
+
+# --------------------------------------------------------------------------- closed loop
+
+
+def closed_loop(
+    slots: Sequence[Slot],
+    *,
+    min_requests: int,
+    min_seconds: float,
+    max_seconds: float,
+    warmup_seconds: float = 0.0,
+) -> RequestLog:
+    """Keep len(slots) requests in flight: each slot issues its next one when its last ends.
+
+    Stops when both `min_requests` and `min_seconds` are met, or at `max_seconds`; requests in
+    flight then finish and are logged (the window ends at the last one). Warm-up requests run
+    for `warmup_seconds` on every slot but are not logged; all slots then start measuring at
+    the same instant. A request's due time is when its slot became free, so `queue_ms` is the
+    generator's own gap between two requests of a slot.
+    """
+    _check_slots(slots)
+    if max_seconds <= 0 or min_seconds < 0 or min_requests < 0 or warmup_seconds < 0:
+        raise ValueError("closed_loop needs max_seconds > 0 and non-negative minimums")
+    n = len(slots)
+    failure = _Failure()
+    completed = itertools.count(1)  # next() on a count is atomic under the GIL
+    t0 = [0]
+    barrier = threading.Barrier(n, action=lambda: t0.__setitem__(0, now_ns()))
+    issues: list[list[int]] = [[] for _ in range(n)]
+    starts: list[list[int]] = [[] for _ in range(n)]
+    ends: list[list[int]] = [[] for _ in range(n)]
+    warmup_ns = int(warmup_seconds * 1e9)
+    min_ns, max_ns = int(min_seconds * 1e9), int(max_seconds * 1e9)
+    stop = failure.stop
+
+    def run_slot(k: int) -> None:
+        request = slots[k]
+        try:
+            warm_until = now_ns() + warmup_ns
+            while now_ns() < warm_until and not stop.is_set():
+                request()
+            barrier.wait()
+            start0 = t0[0]
+            min_end, max_end = start0 + min_ns, start0 + max_ns
+            issue_log, start_log, end_log = issues[k].append, starts[k].append, ends[k].append
+            free = start0
+            while not stop.is_set():
+                start = now_ns()
+                request()
+                end = now_ns()
+                issue_log(free)
+                start_log(start)
+                end_log(end)
+                free = end
+                done = next(completed)
+                if (end >= min_end and done >= min_requests) or end >= max_end:
+                    stop.set()
+        except threading.BrokenBarrierError:
+            pass  # another slot failed during warm-up
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller as SlotFailed
+            failure.record(k, exc)
+            barrier.abort()
+
+    with _gc_paused():
+        threads = _start_threads(run_slot, n, "loadgen-closed")
+        try:
+            _join(threads)
+        except BaseException:
+            stop.set()
+            barrier.abort()
+            _join(threads)
+            raise
+    failure.raise_if_any()
+    slot_ids = np.concatenate([np.full(len(ends[k]), k, dtype=np.int32) for k in range(n)]).astype(
+        np.int32
+    )
+    issue = np.fromiter(itertools.chain.from_iterable(issues), dtype=np.int64)
+    order = np.argsort(issue, kind="stable")
+    issue = issue[order]
+    start = np.fromiter(itertools.chain.from_iterable(starts), dtype=np.int64)[order]
+    end = np.fromiter(itertools.chain.from_iterable(ends), dtype=np.int64)[order]
+    window = (t0[0], int(end.max()) if end.size else t0[0])
+    reached_max = end.size > 0 and int(end.max()) >= t0[0] + max_ns
+    return RequestLog(
+        issue_ns=issue,
+        start_ns=start,
+        end_ns=end,
+        slot=slot_ids[order],
+        window_ns=window,
+        dispatch_ns=issue,
+        slots=n,
+        stop_reason="max_seconds" if reached_max else "minimums met",
+    )
+
+
+# --------------------------------------------------------------------------- open loop
+
+
+def poisson_schedule(qps: float, seconds: float, seed: int = 0) -> np.ndarray:
+    """Arrival offsets in ns from the start, Poisson at `qps` over [0, seconds).
+
+    Exponential inter-arrival times from `numpy.random.default_rng(seed)`: the same seed
+    gives the same schedule, so two engines at one rate see the same arrivals.
+    """
+    if qps <= 0 or seconds <= 0:
+        raise ValueError("a Poisson schedule needs qps > 0 and seconds > 0")
+    rng = np.random.default_rng(seed)
+    expected = qps * seconds
+    chunk = int(expected + 6 * math.sqrt(expected) + 16)
+    offsets = np.cumsum(rng.exponential(1.0 / qps, size=chunk))
+    while offsets[-1] < seconds:  # rare: more arrivals than 6 sigma above the mean
+        more = offsets[-1] + np.cumsum(rng.exponential(1.0 / qps, size=chunk))
+        offsets = np.concatenate([offsets, more])
+    return (offsets[offsets < seconds] * 1e9).astype(np.int64)
+
+
+def _wait_until(deadline: int, stop: threading.Event) -> None:
+    """Sleep, then yield-spin the last SPIN_NS, until perf_counter_ns() >= deadline."""
+    while True:
+        remaining = deadline - now_ns()
+        if remaining <= 0 or stop.is_set():
+            return
+        if remaining > SPIN_NS:
+            time.sleep(min(remaining - SPIN_NS, POLL_NS) / 1e9)
+        else:
+            time.sleep(0)
+
+
+_DONE = -1  # queue sentinel: the slot thread exits
+
+
+def _acquire(credits: threading.BoundedSemaphore, deadline: int, stop: threading.Event) -> bool:
+    """Take one in-flight credit, waiting for a request to finish; False past the deadline."""
+    while not credits.acquire(timeout=POLL_NS / 1e9):
+        if stop.is_set() or now_ns() >= deadline:
+            return False
+    return True
+
+
+def open_loop(
+    slots: Sequence[Slot],
+    *,
+    qps: float,
+    seconds: float,
+    seed: int = 0,
+    max_outstanding: int | None = None,
+    drain_seconds: float | None = None,
+) -> RequestLog:
+    """MLPerf's server scenario: Poisson arrivals at `qps` for `seconds`, queued to the slots.
+
+    The schedule is drawn in advance (`poisson_schedule`); the calling thread dispatches each
+    arrival when it is due into one queue that every slot thread takes from. Latency runs from
+    the scheduled time, so queueing and the generator's lateness (`RequestLog.lateness_ms`) count.
+
+    `max_outstanding`: at most this many requests issued and not finished; the dispatcher
+    waits for one to finish (it is then late, and that shows in latency), as LoadGen's
+    max_async_queries. Issuing stops at `seconds` whatever happened; requests then queued get
+    `drain_seconds` (default: a fifth of `seconds`, at least 1 s) to start; those that have not
+    started, and arrivals never issued, are counted in `RequestLog.cut`.
+    """
+    _check_slots(slots)
+    if max_outstanding is not None and max_outstanding < 1:
+        raise ValueError("max_outstanding must be at least 1")
+    drain = max(1.0, seconds / 5) if drain_seconds is None else drain_seconds
+    schedule = poisson_schedule(qps, seconds, seed)
+    total = len(schedule)
+    n = len(slots)
+    start = np.zeros(total, dtype=np.int64)
+    end = np.zeros(total, dtype=np.int64)
+    dispatch = np.zeros(total, dtype=np.int64)
+    slot_of = np.full(total, -1, dtype=np.int32)
+    requests: queue.SimpleQueue[int] = queue.SimpleQueue()
+    failure = _Failure()
+    stop = failure.stop
+    credits = threading.BoundedSemaphore(max_outstanding) if max_outstanding else None
+
+    def run_slot(k: int) -> None:
+        request, take = slots[k], requests.get
+        try:
+            while True:
+                i = take()
+                if i == _DONE:
+                    return
+                if stop.is_set():  # a slot failed: leave the rest to be cut
+                    continue
+                s = now_ns()
+                request()
+                e = now_ns()
+                start[i], end[i], slot_of[i] = s, e, k
+                if credits is not None:
+                    credits.release()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller as SlotFailed
+            failure.record(k, exc)
+
+    issued = 0
+    with _gc_paused():
+        threads = _start_threads(run_slot, n, "loadgen-open")
+        t0 = now_ns() + LEAD_NS
+        due = schedule + t0
+        issue_end = t0 + int(seconds * 1e9)
+        put = requests.put
+        try:
+            for i in range(total):
+                _wait_until(int(due[i]), stop)
+                if stop.is_set() or now_ns() >= issue_end:
+                    break
+                if credits is not None and not _acquire(credits, issue_end, stop):
+                    break
+                dispatch[i] = now_ns()
+                put(i)
+                issued = i + 1
+            for _ in range(n):
+                put(_DONE)
+            cut_at = now_ns() + int(drain * 1e9)
+            for thread in threads:
+                while thread.is_alive() and now_ns() < cut_at and not stop.is_set():
+                    thread.join(POLL_NS / 1e9)
+        finally:
+            # Take back what no slot has started (requests and sentinels), then stop the threads.
+            while True:
+                try:
+                    requests.get_nowait()
+                except queue.Empty:
+                    break
+            for _ in range(n):
+                put(_DONE)
+            _join(threads)
+    failure.raise_if_any()
+    done = slot_of[:issued] >= 0
+    cut = total - int(done.sum())
+    last_end = int(end[:issued][done].max()) if done.any() else issue_end
+    return RequestLog(
+        issue_ns=due[:issued][done],
+        start_ns=start[:issued][done],
+        end_ns=end[:issued][done],
+        slot=slot_of[:issued][done],
+        window_ns=(t0, max(issue_end, last_end)),
+        dispatch_ns=dispatch[:issued][done],
+        slots=n,
+        cut=cut,
+        offered_qps=total / seconds,
+        stop_reason=f"{cut} cut" if cut else "all completed",
+    )
+
+
+# --------------------------------------------------------------------------- QPS search
+
+
+@dataclass(frozen=True)
+class QpsPoint:
+    """One open-loop run of the search."""
+
+    qps: float  # the rate asked for
+    offered_qps: float  # arrivals actually scheduled / issuing period (Poisson count)
+    achieved_qps: float  # completed / window
+    percentile_ms: float  # the latency percentile the search targets (inf: too many cut)
+    ok: bool  # under the SLO and keeping up with the offered rate
+    requests: int
+    cut: int
+    lateness_p99_ms: float  # the generator's own error at this rate
+
+    @classmethod
+    def from_log(
+        cls, qps: float, log: RequestLog, *, slo_ms: float, percentile: float, keep_up: float
+    ) -> QpsPoint:
+        p = log.percentile_ms(percentile)
+        offered = log.offered_qps if log.offered_qps is not None else qps
+        achieved = log.requests_per_s()
+        lateness = log.lateness_ms()
+        return cls(
+            qps=qps,
+            offered_qps=offered,
+            achieved_qps=achieved,
+            percentile_ms=p,
+            ok=bool(p <= slo_ms and achieved >= keep_up * offered),
+            requests=log.count,
+            cut=log.cut,
+            lateness_p99_ms=float(np.percentile(lateness, 99)) if lateness.size else math.nan,
+        )
+
+
+@dataclass(frozen=True)
+class QpsSearch:
+    """The rates tried, in order, and the highest one that met the SLO (None: none did)."""
+
+    slo_ms: float
+    percentile: float
+    points: list[QpsPoint] = field(default_factory=list)
+    best: QpsPoint | None = None
+    reason: str = ""
+
+
+def search_qps(
+    measure: Callable[[float], RequestLog],
+    *,
+    slo_ms: float,
+    percentile: float = 99.0,
+    start_qps: float | None = None,
+    max_points: int = 12,
+    tolerance: float = 0.05,
+    keep_up: float = 0.95,
+) -> QpsSearch:
+    """The highest rate whose latency percentile stays under `slo_ms` and that is kept up with.
+
+    `measure(qps)` runs one open loop at that rate. A rate passes when its `percentile`
+    latency (queueing included, cut requests infinitely slow) is at most `slo_ms` and the
+    achieved rate is at least `keep_up` x the offered one. From `start_qps` (default 1/slo,
+    the rate of one request per latency budget) the rate doubles until one fails (halves until
+    one passes when the start fails), then bisects until the bracket is within `tolerance`
+    of the passing rate or `max_points` runs are spent. Noise can make a rate pass once and
+    fail once; the search trusts each single run, so give `measure` enough seconds.
+    """
+    if slo_ms <= 0 or not 0 < percentile < 100 or max_points < 1 or tolerance <= 0:
+        raise ValueError("search_qps needs slo_ms > 0, 0 < percentile < 100, max_points >= 1")
+    points: list[QpsPoint] = []
+
+    def trial(qps: float) -> QpsPoint:
+        point = QpsPoint.from_log(
+            qps, measure(qps), slo_ms=slo_ms, percentile=percentile, keep_up=keep_up
+        )
+        points.append(point)
+        return point
+
+    qps = start_qps if start_qps is not None else 1000.0 / slo_ms
+    passed: QpsPoint | None = None
+    failed: QpsPoint | None = None
+    first = trial(qps)
+    if first.ok:
+        passed = first
+        while len(points) < max_points:
+            point = trial(passed.qps * 2)
+            if not point.ok:
+                failed = point
+                break
+            passed = point
+    else:
+        failed = first
+        while len(points) < max_points:
+            point = trial(failed.qps / 2)
+            if point.ok:
+                passed = point
+                break
+            failed = point
+    if passed is None:
+        return QpsSearch(
+            slo_ms, percentile, points, None,
+            f"even {failed.qps:.4g} requests/s misses the p{percentile:g} <= {slo_ms:g} ms SLO "
+            f"(p{percentile:g} {failed.percentile_ms:.4g} ms, "
+            f"{failed.achieved_qps:.4g} of {failed.offered_qps:.4g} requests/s done)",
+        )  # fmt: skip
+    while failed is not None and len(points) < max_points:
+        if (failed.qps - passed.qps) / passed.qps <= tolerance:
+            break
+        point = trial(math.sqrt(passed.qps * failed.qps))
+        if point.ok:
+            passed = point
+        else:
+            failed = point
+    if failed is None:
+        reason = f"every rate tried passed, up to {passed.qps:.4g} requests/s (max_points reached)"
+    elif (failed.qps - passed.qps) / passed.qps <= tolerance:
+        reason = f"bracketed within {tolerance:.0%}: {failed.qps:.4g} requests/s fails"
+    else:
+        reason = f"max_points ({max_points}) reached; {failed.qps:.4g} requests/s fails"
+    return QpsSearch(slo_ms, percentile, points, passed, reason)
+
+
+# --------------------------------------------------------------------------- self-measurement
+
+
+class GeneratorCapacity(TypedDict):
+    """What the generator itself can do with slots that do nothing (JSON-ready)."""
+
+    slots: int
+    closed_loop_requests_per_s: float  # no-op requests completed per second, all slots
+    closed_loop_overhead_us: float  # median generator gap between two requests of a slot
+    open_loop_max_qps: float  # no-op requests issued and completed per second, open loop
+    open_loop_qps: float  # the rate the lateness below was measured at
+    lateness_p50_us: float
+    lateness_p99_us: float
+
+
+def _noop() -> None:
+    pass
+
+
+def generator_capacity(seconds: float = 1.0, slots: int = 1) -> GeneratorCapacity:
+    """Measure the generator with no-op slots: its ceiling and per-request overhead.
+
+    Closed loop for `seconds`; open loop at an unreachable rate for `seconds` (its achieved
+    rate is the most the dispatcher and queue can issue), then at a quarter of that for
+    `seconds` to measure the dispatcher's lateness at a rate it can sustain.
+    """
+    noop = [_noop] * slots
+    closed = closed_loop(noop, min_requests=1, min_seconds=seconds, max_seconds=seconds)
+    flood = open_loop(noop, qps=max(1e6, 4 * closed.requests_per_s()), seconds=seconds / 2,
+                      drain_seconds=0.0)  # fmt: skip
+    ceiling = flood.requests_per_s()
+    rate = ceiling / 4
+    paced = open_loop(noop, qps=rate, seconds=seconds)
+    lateness = paced.lateness_ms() * 1e3
+    return GeneratorCapacity(
+        slots=slots,
+        closed_loop_requests_per_s=closed.requests_per_s(),
+        closed_loop_overhead_us=float(np.median(closed.queue_ms()) * 1e3),
+        open_loop_max_qps=ceiling,
+        open_loop_qps=rate,
+        lateness_p50_us=float(np.percentile(lateness, 50)),
+        lateness_p99_us=float(np.percentile(lateness, 99)),
+    )
