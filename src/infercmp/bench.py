@@ -714,6 +714,7 @@ def outcome_to_result(
     """
     from infercmp.results import ProcessSummary
     from infercmp.sampler import energy_window, mean_over_measure, peak
+    from infercmp.scenarios import merge_load_results
     from infercmp.stats import LatencyStats, hierarchical_median_ci
 
     outcomes = progress.outcomes
@@ -797,6 +798,7 @@ def outcome_to_result(
         gpu_util_readings=util_readings,
         load_seconds=source.load_seconds if source else None,
         engine_info=source.engine_info if source else {},
+        load_result=merge_load_results([o.result.load_result for o in ok if o.result]),
         parity=parity.model_dump() if parity else None,
         warnings=warnings,
         started=progress.started,

@@ -153,6 +153,11 @@ class Load(_Model):
         return self == Load()
 
     @property
+    def one_at_a_time(self) -> bool:
+        """The original timed loop (timing.measure) measures it: single-stream, any batch."""
+        return self.scenario == "single-stream"
+
+    @property
     def label(self) -> str:
         """`b8`, `b8-c2-offline`, `server-q200`, `server-auto-slo50ms`; "" for the default."""
         parts = [f"b{self.batch}"] if self.batch is not None else []
@@ -191,6 +196,35 @@ class WarmupInfo(_Model):
     first_ms: float | None = None  # the very first timed call: the cold-start cost
 
 
+class LoadResult(_Model):
+    """What a load other than one request at a time achieved in one worker process
+    (`infercmp.scenarios.run_load`): the figures of its `loadgen.RequestLog`, throughput in
+    items (batch x requests), the generator's own capacity, and a --qps auto search."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+
+    how: str  # how the engine kept requests in flight (its descriptor's words)
+    batch: int
+    slots: int
+    requests: int
+    cut: int = 0
+    window_s: float
+    requests_per_s: float
+    items_per_s: float
+    offered_qps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    lateness_p99_ms: float | None = None
+    stop_reason: str = ""
+    # loadgen.generator_capacity with this many slots (server scenario only).
+    generator: dict[str, Any] | None = None
+    beyond_generator: bool = False  # the rate asked for exceeds what the generator can issue
+    # --qps auto: each rate tried (loadgen.QpsPoint as a dict), the best one and why it stopped.
+    search: list[dict[str, Any]] = Field(default_factory=list)
+    best_qps: float | None = None
+    search_reason: str | None = None
+
+
 class WorkerResult(_Model):
     """What result.json holds; bench reads it back with `model_validate_json`."""
 
@@ -218,6 +252,7 @@ class WorkerResult(_Model):
     parity: Parity | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # effective engine options
     engine_info: dict[str, Any] = Field(default_factory=dict)
+    load_result: LoadResult | None = None  # for a load other than one request at a time
     gpu_name: str | None = None
     pid: int = Field(default_factory=os.getpid)
     started: float = 0.0

@@ -10,12 +10,17 @@ requests at Poisson arrival times at `qps` (an open loop), so latency includes q
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
 
 from infercmp.config import ModelConfig
-from infercmp.contract import Load, Scenario
+from infercmp.contract import Load, LoadResult, Measurement, Scenario, WorkerSpec
 from infercmp.errors import InfercmpError
 
 SCENARIOS: tuple[Scenario, ...] = ("single-stream", "offline", "server")
@@ -125,3 +130,152 @@ def items_per_s(latency: dict | None, load_result: dict | None) -> float | None:
     if load_result and load_result.get("items_per_s") is not None:
         return float(load_result["items_per_s"])
     return float(latency["throughput_per_s"]) if latency else None
+
+
+# -- the worker's side -------------------------------------------------------------------------
+
+#: Seconds of each open-loop run of a --qps auto search when --duration is not given.
+SEARCH_POINT_SECONDS = 1.0
+#: Seconds the generator measures itself for (closed, flood and paced loops: about 2.5x this).
+CAPACITY_SECONDS = 0.4
+
+
+def request_slot(engine: Any, resident: bool) -> Callable[[], None]:
+    """One request on `engine`, as the load generator calls it: inputs in, outputs back (or
+    compute only with --device-resident), complete when it returns."""
+    copy_in, compute, copy_out, synchronize = engine.hot_path()
+    bound = threading.local()
+
+    def request() -> None:
+        if not getattr(bound, "done", False):  # a new thread (loadgen starts one per run)
+            engine.bind_thread()
+            bound.done = True
+        if not resident:
+            copy_in()
+        compute()
+        if not resident:
+            copy_out()
+        synchronize()
+
+    return request
+
+
+def _windows(settings: Measurement) -> tuple[int, float, float]:
+    """(min requests, min seconds, max seconds) of a closed loop, from the measurement flags."""
+    if settings.iters is not None:
+        return settings.iters, 0.0, 1e9
+    if settings.duration_s is not None:
+        return 1, settings.duration_s, settings.duration_s
+    return settings.min_iters, settings.min_seconds, settings.max_seconds
+
+
+def run_load(
+    engines: Sequence[Any], spec: WorkerSpec, how: str
+) -> tuple[dict[str, np.ndarray], LoadResult]:
+    """Drive `engines` (one per slot, prepared) under `spec.load`; the latency arrays for
+    latency.npz and the load's figures.
+
+    latency.npz gets `wall.total` (each request's latency: end minus due time, queueing
+    included), `request.issue`, `request.start`, `request.end` (ns from the window's start)
+    and `request.slot`, one row per completed request in issue order.
+    """
+    from infercmp import loadgen
+
+    load, settings = spec.load, spec.measurement
+    resident = settings.device_resident
+    slots = [request_slot(engine, resident) for engine in engines]
+    warmup_s = settings.warmup()[1] or 0.1
+    batch = load.batch or 1
+    generator = None
+    search: loadgen.QpsSearch | None = None
+    if load.scenario == "offline":
+        min_requests, min_seconds, max_seconds = _windows(settings)
+        log = loadgen.closed_loop(
+            slots,
+            min_requests=min_requests,
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            warmup_seconds=warmup_s,
+        )
+    else:
+        generator = dict(loadgen.generator_capacity(CAPACITY_SECONDS, len(slots)))
+        loadgen.closed_loop(slots, min_requests=0, min_seconds=0, max_seconds=warmup_s)
+        seconds = settings.duration_s or settings.max_seconds
+        if load.qps is not None:
+            log = loadgen.open_loop(slots, qps=load.qps, seconds=seconds)
+        else:
+            point_s = settings.duration_s or max(settings.min_seconds, SEARCH_POINT_SECONDS)
+            logs: dict[float, loadgen.RequestLog] = {}
+
+            def measure(qps: float) -> loadgen.RequestLog:
+                logs[qps] = loadgen.open_loop(slots, qps=qps, seconds=point_s)
+                return logs[qps]
+
+            search = loadgen.search_qps(measure, slo_ms=load.slo_ms)
+            chosen = search.best or search.points[-1]
+            log = logs[chosen.qps]
+    summary = log.summary()
+    offered = log.offered_qps
+    result = LoadResult(
+        how=how,
+        batch=batch,
+        slots=log.slots,
+        requests=log.count,
+        cut=log.cut,
+        window_s=log.window_s,
+        requests_per_s=log.requests_per_s(),
+        items_per_s=batch * log.requests_per_s(),
+        offered_qps=offered,
+        p50_ms=summary["p50_ms"],
+        p99_ms=summary["p99_ms"],
+        lateness_p99_ms=summary["lateness_p99_ms"],
+        stop_reason=log.stop_reason,
+        generator=generator,
+        beyond_generator=bool(
+            generator is not None
+            and offered is not None
+            and offered > generator["open_loop_max_qps"]
+        ),
+    )
+    if search is not None:
+        result.search = [
+            {k: _finite_or_none(v) for k, v in dataclasses.asdict(p).items()} for p in search.points
+        ]
+        result.best_qps = search.best.qps if search.best else None
+        result.search_reason = search.reason
+    t0 = log.window_ns[0]
+    arrays = {
+        "wall.total": log.end_ns - log.issue_ns,
+        "request.issue": log.issue_ns - t0,
+        "request.start": log.start_ns - t0,
+        "request.end": log.end_ns - t0,
+        "request.slot": log.slot.astype(np.int64),
+    }
+    return arrays, result
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no infinity: a percentile no run could bound (too many cut) is stored as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def merge_load_results(per_process: Sequence[LoadResult | None]) -> dict[str, Any] | None:
+    """One combination's load figures over its --repeat processes: requests and windows
+    summed (so throughput is total items over total measured time), the rest from the first
+    process, with every process's throughput kept."""
+    found = [r for r in per_process if r is not None]
+    if not found:
+        return None
+    merged = found[0].model_dump()
+    if len(found) > 1:
+        requests = sum(r.requests for r in found)
+        seconds = sum(r.window_s for r in found)
+        merged.update(
+            requests=requests,
+            cut=sum(r.cut for r in found),
+            window_s=seconds,
+            requests_per_s=requests / seconds if seconds > 0 else 0.0,
+            items_per_s=found[0].batch * requests / seconds if seconds > 0 else 0.0,
+            per_process_items_per_s=[r.items_per_s for r in found],
+        )
+    return {k: _finite_or_none(v) for k, v in merged.items()}

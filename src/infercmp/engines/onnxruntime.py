@@ -68,6 +68,11 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
     options = OnnxRuntimeOptions
     runtime = "infercmp.engines.onnxruntime:OnnxRuntimeEngine"
     requires = ("onnxruntime",)
+    concurrency = {
+        "cpu": "one InferenceSession per request in flight, each run from its own thread",
+        "cuda": "one InferenceSession (its own IO binding and CUDA graph) per request in "
+        "flight, each run from its own thread",
+    }
 
     def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
         if precision == "bf16":

@@ -52,6 +52,10 @@ class OpenVINODescriptor(EngineDescriptor):
     runtime = "infercmp.engines.openvino:OpenVINOEngine"
     requires = ("openvino",)
     extra = "openvino"
+    concurrency = {
+        "cpu": "one compiled model and synchronous infer request per request in flight, each "
+        "run from its own thread",
+    }
 
     def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
         reason = super().refusal(device, precision, machine)

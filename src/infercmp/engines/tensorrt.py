@@ -55,7 +55,10 @@ class TensorRTDescriptor(EngineDescriptor):
     options = TensorRTOptions
     runtime = "infercmp.engines.tensorrt:TensorRTEngine"
     keeps_profile = True
-    concurrency = {"cuda": "an execution context and CUDA stream per request in flight"}
+    concurrency = {
+        "cuda": "one deserialized engine per request in flight, each with its own execution "
+        "context, buffers and CUDA stream, driven from its own thread"
+    }
 
     def availability(self) -> str | None:
         from infercmp import trt
