@@ -389,3 +389,86 @@ def test_without_load_flags_the_stored_result_is_as_before(runner, tmp_path):
     assert "loads" not in store.meta["settings"]
     latency = store.latency()
     assert set(latency["clock"].unique()) == {"wall"}
+
+
+# -- --batch auto ------------------------------------------------------------------------------
+
+
+def _auto_plan():
+    plugin = get_plugin("tiny-two-io")
+    return bench.plan_bench(
+        plugin,
+        [default_experiment(plugin.config)],
+        ["onnxruntime", "pytorch"],
+        ["cpu"],
+        None,
+        loads=[Load(batch=1)],
+    )
+
+
+def _fake_step(throughput: dict[tuple[str, int], float | str], seen: list[list[int]]):
+    """A run_step that 'measures' each combination as the table says (a number: items/s at a
+    10 ms median; a string: that status)."""
+    from types import SimpleNamespace
+
+    stored: list = []
+
+    def step(plan):
+        seen.append(sorted({c.load.batch for c in plan.combinations}))
+        for c in plan.combinations:
+            value = throughput[c.engine.name, c.load.batch]
+            ok = not isinstance(value, str)
+            stored.append(
+                SimpleNamespace(
+                    engine=c.engine.name,
+                    variant=c.engine.variant,
+                    device=c.device,
+                    precision=c.precision,
+                    shape_label=c.experiment.label,
+                    load=c.load.model_dump(),
+                    status="ok" if ok else value,
+                    error=None if ok else "CUDA out of memory",
+                    latency={"p50_ms": 10.0 * c.load.batch, "throughput_per_s": value}
+                    if ok
+                    else None,
+                    load_result=None,
+                )
+            )
+        return "complete", list(stored)
+
+    return step
+
+
+def test_batch_auto_doubles_until_the_gain_is_small_or_memory_runs_out_fake():
+    from infercmp.batch_search import search_batches
+
+    table = {
+        ("onnxruntime", 1): 100.0,
+        ("onnxruntime", 2): 190.0,
+        ("onnxruntime", 4): 300.0,
+        ("onnxruntime", 8): 310.0,  # +3%: stop, best stays 4
+        ("pytorch", 1): 50.0,
+        ("pytorch", 2): 90.0,
+        ("pytorch", 4): "oom",
+    }
+    seen: list[list[int]] = []
+    curves, status = search_batches(_auto_plan(), 32, _fake_step(table, seen))
+    assert status == "complete"
+    assert seen == [[1], [2], [4], [8]]  # pytorch left the search at 4
+    by_engine = {c.label.split("/")[0]: c for c in curves}
+    assert by_engine["onnxruntime"].best == (4, 300.0)
+    assert by_engine["onnxruntime"].stop == "batch 8 gains less than 5% over 4"
+    assert by_engine["pytorch"].best == (2, 90.0)
+    assert by_engine["pytorch"].stop == "out of memory at batch 4"
+
+
+def test_batch_auto_stops_past_the_latency_limit_and_at_the_largest_batch_fake():
+    from infercmp.batch_search import search_batches
+
+    table = {(e, b): 100.0 * b for e in ("onnxruntime", "pytorch") for b in (1, 2, 4, 8)}
+    curves, _ = search_batches(_auto_plan(), 4, _fake_step(table, []), latency_limit_ms=25)
+    # Median is 10 ms x batch: batch 4 (40 ms) passes the 25 ms limit, so 2 is the best.
+    assert {c.best for c in curves} == {(2, 200.0)}
+    assert all("passes 25 ms" in c.stop for c in curves)
+    curves, _ = search_batches(_auto_plan(), 4, _fake_step(table, []))
+    assert {c.stop for c in curves} == {"batch 4 is the config's largest"}

@@ -397,10 +397,20 @@ def bench(
             raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
         try:
             console.print(f"run directory: {store.path}", soft_wrap=True, markup=False)
-            status = _run_with_progress(
-                bench_mod, plugin, plan, artifacts, measurement, store, sample_hz, samplers,
-                repeat, _power_limit(environment),
-            )  # fmt: skip
+
+            def run(step, step_artifacts):
+                return _run_with_progress(
+                    bench_mod, plugin, step, step_artifacts, measurement, store, sample_hz,
+                    samplers, repeat, _power_limit(environment),
+                )  # fmt: skip
+
+            if auto_batch:
+                status = _search_batches(
+                    bench_mod, plugin, plan, artifacts, cache, exporter, measurement, store, run,
+                    latency_limit_ms,
+                )  # fmt: skip
+            else:
+                status = run(plan, artifacts)
         except bench_mod.Interrupted as exc:
             bench_mod.finish_interrupted(store, exc.signame)
             status = "interrupted"
@@ -411,7 +421,9 @@ def bench(
             f"run interrupted; {sum(r.status == 'ok' for r in results)} finished "
             f"combination(s) are saved in {store.path}"
         )
-    not_ok = [r for r in results if r.status not in ("ok", "skipped")]
+    # --batch auto: running out of memory is one of its stopping rules, not a failure.
+    fine = ("ok", "skipped", "oom") if auto_batch else ("ok", "skipped")
+    not_ok = [r for r in results if r.status not in fine]
     if not_ok:
         kinds = ", ".join(
             f"{sum(r.status == k for r in not_ok)} {k}"
@@ -421,6 +433,31 @@ def bench(
             f"{len(not_ok)} of {len(results)} combination(s) did not finish ({kinds}); "
             f"see the notes above and {store.path}"
         )
+
+
+def _search_batches(
+    bench_mod, plugin, plan, artifacts, cache, exporter, measurement, store, run, limit_ms
+) -> str:
+    """--batch auto: run the plan at batch 1, 2, 4, ... (infercmp.batch_search) and print
+    each configuration's best batch."""
+    from infercmp.batch_search import search_batches
+    from infercmp.batching import batch_range
+    from infercmp.results import RunStore
+
+    def step(step_plan):
+        if step_plan.combinations[0].load.batch == 1:
+            step_artifacts = artifacts
+        else:
+            step_artifacts = bench_mod.prepare_artifacts(
+                plugin, step_plan, cache, lambda _msg: None, exporter, measurement.timeout_s
+            )
+        status = run(step_plan, step_artifacts)
+        return status, RunStore.open(store.path).results
+
+    curves, status = search_batches(plan, batch_range(plugin.config)[1], step, limit_ms)
+    for curve in curves:
+        console.print(f"batch auto: {curve.line()}", soft_wrap=True, markup=False)
+    return status
 
 
 def _run_with_progress(
