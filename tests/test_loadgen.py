@@ -268,6 +268,7 @@ def simulated_server(service_s: float, seconds: float = 20.0):
             slot=np.zeros(int(done.sum()), dtype=np.int32),
             window_ns=(0, max(horizon, int(end[done].max()))), dispatch_ns=arrival[done],
             slots=1, cut=int((~done).sum()), offered_qps=len(arrival) / seconds,
+            issuing_ns=(0, horizon),
         )  # fmt: skip
 
     return measure
@@ -304,6 +305,7 @@ def test_search_qps_fake_overload_fails_on_keeping_up():
         1000.0, simulated_server(0.005)(1000.0), slo_ms=1e9, percentile=99, keep_up=0.95
     )
     assert not point.ok and point.achieved_qps < 0.95 * point.offered_qps
+    assert point.achieved_qps == pytest.approx(200.0, rel=0.01)  # the slot's capacity, 1 / S
 
 
 def test_search_qps_fake_sleep_slot_never_beats_its_service_time():
