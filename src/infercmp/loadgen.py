@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -87,7 +87,6 @@ class RequestLog:
     dispatch_ns: np.ndarray  # when the generator actually issued it (open loop; else issue_ns)
     slots: int  # how many slots the run had
     cut: int = 0  # requests due in the run that never started (overload)
-    offered_qps: float | None = None  # open loop: arrivals scheduled / issuing period
     issuing_ns: tuple[int, int] | None = None  # open loop: the period arrivals were due in
     stop_reason: str = ""
 
@@ -105,6 +104,41 @@ class RequestLog:
     @property
     def window_s(self) -> float:
         return (self.window_ns[1] - self.window_ns[0]) / 1e9
+
+    @property
+    def offered_qps(self) -> float | None:
+        """Open loop: arrivals due (completed + cut) per second of the issuing period."""
+        if self.issuing_ns is None:
+            return None
+        return (self.count + self.cut) / ((self.issuing_ns[1] - self.issuing_ns[0]) / 1e9)
+
+    def to_arrays(self, prefix: str = "request.") -> dict[str, np.ndarray]:
+        """int64 arrays for an npz file (beside latency.npz's clocks); `from_arrays` reads back.
+
+        `stop_reason` is not kept: the worker's result records why it stopped.
+        """
+        issuing = self.issuing_ns if self.issuing_ns is not None else (-1, -1)
+        meta = [*self.window_ns, self.slots, self.cut, *issuing]
+        columns = {"issue": self.issue_ns, "start": self.start_ns, "end": self.end_ns,
+                   "dispatch": self.dispatch_ns, "slot": self.slot}  # fmt: skip
+        arrays = {prefix + k: np.asarray(v, dtype=np.int64) for k, v in columns.items()}
+        arrays[prefix + "meta"] = np.asarray(meta, dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str = "request.") -> RequestLog:
+        w0, w1, slots, cut, i0, i1 = (int(v) for v in arrays[prefix + "meta"])
+        return cls(
+            issue_ns=np.asarray(arrays[prefix + "issue"], dtype=np.int64),
+            start_ns=np.asarray(arrays[prefix + "start"], dtype=np.int64),
+            end_ns=np.asarray(arrays[prefix + "end"], dtype=np.int64),
+            slot=np.asarray(arrays[prefix + "slot"], dtype=np.int32),
+            window_ns=(w0, w1),
+            dispatch_ns=np.asarray(arrays[prefix + "dispatch"], dtype=np.int64),
+            slots=slots,
+            cut=cut,
+            issuing_ns=None if i0 < 0 else (i0, i1),
+        )
 
     def latency_ms(self) -> np.ndarray:
         """End minus due time: what a client sees, queueing (and generator lateness) included."""
@@ -480,7 +514,6 @@ def open_loop(
         dispatch_ns=dispatch[:issued][done],
         slots=n,
         cut=cut,
-        offered_qps=total / seconds,
         issuing_ns=(t0, issue_end),
         stop_reason=f"{cut} cut" if cut else "all completed",
     )
