@@ -351,3 +351,25 @@ def test_generator_capacity_reports_positive_figures():
         assert math.isfinite(capacity[key]) and capacity[key] > 0
     assert 0 <= capacity["lateness_p50_us"] <= capacity["lateness_p99_us"]
     assert capacity["closed_loop_overhead_us"] >= 0
+
+
+def test_generator_limit_fake_points():
+    capacity = loadgen.GeneratorCapacity(
+        slots=1, closed_loop_requests_per_s=1e6, closed_loop_cost_us=1.0,
+        closed_loop_overhead_us=0.1, open_loop_max_qps=100_000.0, open_loop_qps=10_000.0,
+        lateness_p50_us=20.0, lateness_p99_us=80.0,
+    )  # fmt: skip
+
+    def point(offered: float, lateness_ms: float) -> loadgen.QpsPoint:
+        return loadgen.QpsPoint(
+            qps=offered, offered_qps=offered, achieved_qps=offered, percentile_ms=5.0, ok=True,
+            requests=1000, cut=0, lateness_p99_ms=lateness_ms,
+        )  # fmt: skip
+
+    assert loadgen.generator_limit(point(1000.0, 0.05), capacity, slo_ms=10.0) is None
+    assert loadgen.generator_limit(point(60_000.0, 0.05), capacity, slo_ms=10.0) == (
+        "60,000 requests/s is over 50% of the load generator's ceiling (100,000/s on this machine)"
+    )
+    assert loadgen.generator_limit(point(1000.0, 2.0), capacity, slo_ms=10.0) == (
+        "the load generator issued requests up to 2 ms late (p99), over 10% of the 10 ms SLO"
+    )

@@ -696,3 +696,29 @@ def generator_capacity(seconds: float = 1.0, slots: int = 1) -> GeneratorCapacit
         lateness_p50_us=float(np.percentile(lateness, 50)),
         lateness_p99_us=float(np.percentile(lateness, 99)),
     )
+
+
+# A server-scenario figure is the generator's rather than the system's when the generator runs
+# near its own ceiling or its lateness eats a noticeable part of the latency budget.
+CEILING_SHARE = 0.5
+LATENESS_SHARE = 0.1
+
+
+def generator_limit(point: QpsPoint, capacity: GeneratorCapacity, slo_ms: float) -> str | None:
+    """Why `point` may measure the generator rather than the system, or None if it need not.
+
+    Flags a rate over half the generator's flat-out ceiling, and a p99 issue lateness over a
+    tenth of the SLO; the report shows the reason beside the figure.
+    """
+    ceiling = capacity["open_loop_max_qps"]
+    if point.offered_qps > CEILING_SHARE * ceiling:
+        return (
+            f"{point.offered_qps:,.0f} requests/s is over {CEILING_SHARE:.0%} of the load "
+            f"generator's ceiling ({ceiling:,.0f}/s on this machine)"
+        )
+    if point.lateness_p99_ms > LATENESS_SHARE * slo_ms:
+        return (
+            f"the load generator issued requests up to {point.lateness_p99_ms:.3g} ms late "
+            f"(p99), over {LATENESS_SHARE:.0%} of the {slo_ms:g} ms SLO"
+        )
+    return None
