@@ -467,17 +467,18 @@ def open_loop(
         except BaseException as exc:  # noqa: BLE001 - re-raised by the caller as SlotFailed
             failure.record(k, exc)
 
+    # Python ints for the dispatcher, made before the clock starts: converting a million
+    # arrivals takes tens of ms, which would make the first ones late.
+    offsets = schedule.tolist()
     issued = 0
     with _gc_paused():
         threads = _start_threads(run_slot, n, "loadgen-open")
         t0 = now_ns() + LEAD_NS
-        due_ns = schedule + t0
-        due = due_ns.tolist()  # Python ints for the dispatcher: no numpy scalar per arrival
         issue_end = t0 + int(seconds * 1e9)
         put = requests.put
         try:
             for i in range(total):
-                _wait_until(due[i], stop)
+                _wait_until(t0 + offsets[i], stop)
                 if stop.is_set() or now_ns() >= issue_end:
                     break
                 if credits is not None and not _acquire(credits, issue_end, stop):
@@ -489,8 +490,11 @@ def open_loop(
                 put(_DONE)
             cut_at = now_ns() + int(drain * 1e9)
             for thread in threads:
-                while thread.is_alive() and now_ns() < cut_at and not stop.is_set():
-                    thread.join(POLL_NS / 1e9)
+                while thread.is_alive() and not stop.is_set():
+                    remaining = cut_at - now_ns()
+                    if remaining <= 0:
+                        break
+                    thread.join(min(remaining, POLL_NS) / 1e9)
         finally:
             # Take back what no slot has started (requests and sentinels), then stop the threads.
             while True:
@@ -506,7 +510,7 @@ def open_loop(
     cut = total - int(done.sum())
     last_end = int(end[:issued][done].max()) if done.any() else issue_end
     return RequestLog(
-        issue_ns=due_ns[:issued][done],
+        issue_ns=(schedule + t0)[:issued][done],
         start_ns=start[:issued][done],
         end_ns=end[:issued][done],
         slot=slot_of[:issued][done],
@@ -682,6 +686,11 @@ def generator_capacity(seconds: float = 1.0, slots: int = 1) -> GeneratorCapacit
     closed = closed_loop(noop, min_requests=1, min_seconds=seconds, max_seconds=seconds)
     flood = open_loop(noop, qps=FLOOD_QPS, seconds=min(seconds, FLOOD_SECONDS), drain_seconds=0.0)
     ceiling = flood.requests_per_s()
+    if ceiling <= 0:
+        raise RunFailed(
+            "the load generator completed no request in its flat-out run: the machine is too "
+            "busy to measure it; run again when it is quieter"
+        )
     rate = min(ceiling / 4, LATENESS_MAX_QPS)
     paced = open_loop(noop, qps=rate, seconds=seconds)
     lateness = paced.lateness_ms() * 1e3
