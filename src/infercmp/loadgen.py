@@ -2,7 +2,8 @@
 
 The scenarios follow MLPerf LoadGen's definitions where they fit:
 
-- SingleStream: `closed_loop` with one slot (the next request is issued when the previous ends).
+- SingleStream: `closed_loop` with one slot (the next request is issued when the previous ends);
+  MultiStream is the same at a batch of several samples.
 - Offline: `closed_loop` with N slots, each slot issuing its next request as soon as its
   previous one ends, so N requests are always in flight; the figure is throughput.
 - Server: `open_loop`, Poisson arrivals scheduled in advance; a request's latency runs from
@@ -30,7 +31,8 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -47,9 +49,12 @@ be thread-safe with itself, only with the other slots.
 
 now_ns = time.perf_counter_ns
 
-# The dispatcher sleeps until this close to an arrival, then yields in a loop (time.sleep(0)
-# gives the GIL back, so slot threads finishing a request are not held up by the wait).
-# time.sleep alone wakes 50-100 us late on Linux; see benchmarks/loadgen_overhead.py.
+# The dispatcher sleeps until this close to an arrival, then loops on time.sleep(0), which
+# gives the GIL back each turn: a pure-Python spin would hold it, and a slot thread finishing a
+# request would wait for the 5 ms switch interval (measured: time.sleep(100 us) in another
+# thread took 5.4 ms at p50 against a Python spin, 0.14 ms against a sleep(0) loop).
+# Sleeping alone wakes 60-70 us late on the 2-core EPYC; the yield loop brings the median
+# lateness to 15-30 us for a few % more CPU (benchmarks/loadgen_overhead.py, docs/performance.md).
 SPIN_NS = 200_000
 # Longest single sleep of a waiting loop, so a failed slot or Ctrl-C stops the run promptly.
 POLL_NS = 20_000_000
@@ -82,7 +87,7 @@ class RequestLog:
     dispatch_ns: np.ndarray  # when the generator actually issued it (open loop; else issue_ns)
     slots: int  # how many slots the run had
     cut: int = 0  # requests due in the run that never started (overload)
-    offered_qps: float | None = None  # open loop: arrivals scheduled / issuing period
+    issuing_ns: tuple[int, int] | None = None  # open loop: the period arrivals were due in
     stop_reason: str = ""
 
     def __post_init__(self) -> None:
@@ -99,6 +104,41 @@ class RequestLog:
     @property
     def window_s(self) -> float:
         return (self.window_ns[1] - self.window_ns[0]) / 1e9
+
+    @property
+    def offered_qps(self) -> float | None:
+        """Open loop: arrivals due (completed + cut) per second of the issuing period."""
+        if self.issuing_ns is None:
+            return None
+        return (self.count + self.cut) / ((self.issuing_ns[1] - self.issuing_ns[0]) / 1e9)
+
+    def to_arrays(self, prefix: str = "request.") -> dict[str, np.ndarray]:
+        """int64 arrays for an npz file (beside latency.npz's clocks); `from_arrays` reads back.
+
+        `stop_reason` is not kept: the worker's result records why it stopped.
+        """
+        issuing = self.issuing_ns if self.issuing_ns is not None else (-1, -1)
+        meta = [*self.window_ns, self.slots, self.cut, *issuing]
+        columns = {"issue": self.issue_ns, "start": self.start_ns, "end": self.end_ns,
+                   "dispatch": self.dispatch_ns, "slot": self.slot}  # fmt: skip
+        arrays = {prefix + k: np.asarray(v, dtype=np.int64) for k, v in columns.items()}
+        arrays[prefix + "meta"] = np.asarray(meta, dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str = "request.") -> RequestLog:
+        w0, w1, slots, cut, i0, i1 = (int(v) for v in arrays[prefix + "meta"])
+        return cls(
+            issue_ns=np.asarray(arrays[prefix + "issue"], dtype=np.int64),
+            start_ns=np.asarray(arrays[prefix + "start"], dtype=np.int64),
+            end_ns=np.asarray(arrays[prefix + "end"], dtype=np.int64),
+            slot=np.asarray(arrays[prefix + "slot"], dtype=np.int32),
+            window_ns=(w0, w1),
+            dispatch_ns=np.asarray(arrays[prefix + "dispatch"], dtype=np.int64),
+            slots=slots,
+            cut=cut,
+            issuing_ns=None if i0 < 0 else (i0, i1),
+        )
 
     def latency_ms(self) -> np.ndarray:
         """End minus due time: what a client sees, queueing (and generator lateness) included."""
@@ -120,6 +160,19 @@ class RequestLog:
         """Completed requests over the window (0.0 for an empty window)."""
         seconds = self.window_s
         return self.count / seconds if seconds > 0 else 0.0
+
+    def achieved_qps(self) -> float:
+        """Open loop: requests completed while arrivals were due, per second of that period.
+
+        Unlike `requests_per_s`, the drain after the last arrival does not dilute it, so a
+        system that keeps up scores the offered rate less only what is in it at the end
+        (about one request per slot busy), and an overloaded one its own capacity.
+        Closed loop: `requests_per_s`.
+        """
+        if self.issuing_ns is None:
+            return self.requests_per_s()
+        begin, end = self.issuing_ns
+        return int(np.count_nonzero(self.end_ns <= end)) / ((end - begin) / 1e9)
 
     def percentile_ms(self, q: float) -> float:
         """The q-th percentile of latency; cut requests count as infinitely slow.
@@ -156,6 +209,7 @@ class RequestLog:
             "window_s": self.window_s,
             "requests_per_s": self.requests_per_s(),
             "offered_qps": self.offered_qps,
+            "achieved_qps": self.achieved_qps(),
             "p50_ms": finite(self.percentile_ms(50)),
             "p90_ms": finite(self.percentile_ms(90)),
             "p99_ms": finite(self.percentile_ms(99)),
@@ -247,9 +301,11 @@ def closed_loop(
     completed = itertools.count(1)  # next() on a count is atomic under the GIL
     t0 = [0]
     barrier = threading.Barrier(n, action=lambda: t0.__setitem__(0, now_ns()))
-    issues: list[list[int]] = [[] for _ in range(n)]
-    starts: list[list[int]] = [[] for _ in range(n)]
-    ends: list[list[int]] = [[] for _ in range(n)]
+    # array('q') holds 8 bytes a request where a list holds a 32-byte int object and a
+    # pointer: the worker's memory, which the sampler reports, stays the engine's.
+    issues = [array("q") for _ in range(n)]
+    starts = [array("q") for _ in range(n)]
+    ends = [array("q") for _ in range(n)]
     warmup_ns = int(warmup_seconds * 1e9)
     min_ns, max_ns = int(min_seconds * 1e9), int(max_seconds * 1e9)
     stop = failure.stop
@@ -292,14 +348,12 @@ def closed_loop(
             _join(threads)
             raise
     failure.raise_if_any()
-    slot_ids = np.concatenate([np.full(len(ends[k]), k, dtype=np.int32) for k in range(n)]).astype(
-        np.int32
-    )
-    issue = np.fromiter(itertools.chain.from_iterable(issues), dtype=np.int64)
+    slot_ids = np.concatenate([np.full(len(ends[k]), k, dtype=np.int32) for k in range(n)])
+    issue = np.concatenate([np.frombuffer(a, dtype=np.int64) for a in issues])
     order = np.argsort(issue, kind="stable")
     issue = issue[order]
-    start = np.fromiter(itertools.chain.from_iterable(starts), dtype=np.int64)[order]
-    end = np.fromiter(itertools.chain.from_iterable(ends), dtype=np.int64)[order]
+    start = np.concatenate([np.frombuffer(a, dtype=np.int64) for a in starts])[order]
+    end = np.concatenate([np.frombuffer(a, dtype=np.int64) for a in ends])[order]
     window = (t0[0], int(end.max()) if end.size else t0[0])
     reached_max = end.size > 0 and int(end.max()) >= t0[0] + max_ns
     return RequestLog(
@@ -413,16 +467,18 @@ def open_loop(
         except BaseException as exc:  # noqa: BLE001 - re-raised by the caller as SlotFailed
             failure.record(k, exc)
 
+    # Python ints for the dispatcher, made before the clock starts: converting a million
+    # arrivals takes tens of ms, which would make the first ones late.
+    offsets = schedule.tolist()
     issued = 0
     with _gc_paused():
         threads = _start_threads(run_slot, n, "loadgen-open")
         t0 = now_ns() + LEAD_NS
-        due = schedule + t0
         issue_end = t0 + int(seconds * 1e9)
         put = requests.put
         try:
             for i in range(total):
-                _wait_until(int(due[i]), stop)
+                _wait_until(t0 + offsets[i], stop)
                 if stop.is_set() or now_ns() >= issue_end:
                     break
                 if credits is not None and not _acquire(credits, issue_end, stop):
@@ -434,8 +490,11 @@ def open_loop(
                 put(_DONE)
             cut_at = now_ns() + int(drain * 1e9)
             for thread in threads:
-                while thread.is_alive() and now_ns() < cut_at and not stop.is_set():
-                    thread.join(POLL_NS / 1e9)
+                while thread.is_alive() and not stop.is_set():
+                    remaining = cut_at - now_ns()
+                    if remaining <= 0:
+                        break
+                    thread.join(min(remaining, POLL_NS) / 1e9)
         finally:
             # Take back what no slot has started (requests and sentinels), then stop the threads.
             while True:
@@ -451,7 +510,7 @@ def open_loop(
     cut = total - int(done.sum())
     last_end = int(end[:issued][done].max()) if done.any() else issue_end
     return RequestLog(
-        issue_ns=due[:issued][done],
+        issue_ns=(schedule + t0)[:issued][done],
         start_ns=start[:issued][done],
         end_ns=end[:issued][done],
         slot=slot_of[:issued][done],
@@ -459,7 +518,7 @@ def open_loop(
         dispatch_ns=dispatch[:issued][done],
         slots=n,
         cut=cut,
-        offered_qps=total / seconds,
+        issuing_ns=(t0, issue_end),
         stop_reason=f"{cut} cut" if cut else "all completed",
     )
 
@@ -473,7 +532,7 @@ class QpsPoint:
 
     qps: float  # the rate asked for
     offered_qps: float  # arrivals actually scheduled / issuing period (Poisson count)
-    achieved_qps: float  # completed / window
+    achieved_qps: float  # completed while arrivals were due / that period (RequestLog.achieved_qps)
     percentile_ms: float  # the latency percentile the search targets (inf: too many cut)
     ok: bool  # under the SLO and keeping up with the offered rate
     requests: int
@@ -486,7 +545,7 @@ class QpsPoint:
     ) -> QpsPoint:
         p = log.percentile_ms(percentile)
         offered = log.offered_qps if log.offered_qps is not None else qps
-        achieved = log.requests_per_s()
+        achieved = log.achieved_qps()
         lateness = log.lateness_ms()
         return cls(
             qps=qps,
@@ -594,11 +653,20 @@ class GeneratorCapacity(TypedDict):
 
     slots: int
     closed_loop_requests_per_s: float  # no-op requests completed per second, all slots
-    closed_loop_overhead_us: float  # median generator gap between two requests of a slot
-    open_loop_max_qps: float  # no-op requests issued and completed per second, open loop
+    closed_loop_cost_us: float  # 1 / that rate: the generator's whole serial cost a request
+    closed_loop_overhead_us: float  # median gap between two requests of a slot (bookkeeping)
+    open_loop_max_qps: float  # no-op requests issued and completed per second, flat out
     open_loop_qps: float  # the rate the lateness below was measured at
-    lateness_p50_us: float
+    lateness_p50_us: float  # actual minus scheduled issue time at that rate
     lateness_p99_us: float
+
+
+# The flood run asks for more than a Python dispatcher can issue (about 1e6/s on a 2-core EPYC),
+# for at most FLOOD_SECONDS, so its schedule stays a few MB.
+FLOOD_QPS = 5e6
+FLOOD_SECONDS = 0.2
+# Lateness is measured at a quarter of the ceiling, capped at a rate servers reach in practice.
+LATENESS_MAX_QPS = 10_000.0
 
 
 def _noop() -> None:
@@ -608,24 +676,58 @@ def _noop() -> None:
 def generator_capacity(seconds: float = 1.0, slots: int = 1) -> GeneratorCapacity:
     """Measure the generator with no-op slots: its ceiling and per-request overhead.
 
-    Closed loop for `seconds`; open loop at an unreachable rate for `seconds` (its achieved
-    rate is the most the dispatcher and queue can issue), then at a quarter of that for
-    `seconds` to measure the dispatcher's lateness at a rate it can sustain.
+    Closed loop for `seconds`; open loop flat out (arrivals due faster than it can issue) for
+    up to FLOOD_SECONDS, whose completed rate is the most the dispatcher, queue and slot
+    threads can carry; then open loop for `seconds` at min(a quarter of that, 10,000/s) for
+    the dispatcher's lateness. No-op slots hold the GIL, so with several slots these are the
+    figures of one interpreter running the generator's Python, not of the slots in parallel.
     """
     noop = [_noop] * slots
     closed = closed_loop(noop, min_requests=1, min_seconds=seconds, max_seconds=seconds)
-    flood = open_loop(noop, qps=max(1e6, 4 * closed.requests_per_s()), seconds=seconds / 2,
-                      drain_seconds=0.0)  # fmt: skip
+    flood = open_loop(noop, qps=FLOOD_QPS, seconds=min(seconds, FLOOD_SECONDS), drain_seconds=0.0)
     ceiling = flood.requests_per_s()
-    rate = ceiling / 4
+    if ceiling <= 0:
+        raise RunFailed(
+            "the load generator completed no request in its flat-out run: the machine is too "
+            "busy to measure it; run again when it is quieter"
+        )
+    rate = min(ceiling / 4, LATENESS_MAX_QPS)
     paced = open_loop(noop, qps=rate, seconds=seconds)
     lateness = paced.lateness_ms() * 1e3
+    closed_rate = closed.requests_per_s()
     return GeneratorCapacity(
         slots=slots,
-        closed_loop_requests_per_s=closed.requests_per_s(),
+        closed_loop_requests_per_s=closed_rate,
+        closed_loop_cost_us=1e6 / closed_rate,
         closed_loop_overhead_us=float(np.median(closed.queue_ms()) * 1e3),
         open_loop_max_qps=ceiling,
         open_loop_qps=rate,
         lateness_p50_us=float(np.percentile(lateness, 50)),
         lateness_p99_us=float(np.percentile(lateness, 99)),
     )
+
+
+# A server-scenario figure is the generator's rather than the system's when the generator runs
+# near its own ceiling or its lateness eats a noticeable part of the latency budget.
+CEILING_SHARE = 0.5
+LATENESS_SHARE = 0.1
+
+
+def generator_limit(point: QpsPoint, capacity: GeneratorCapacity, slo_ms: float) -> str | None:
+    """Why `point` may measure the generator rather than the system, or None if it need not.
+
+    Flags a rate over half the generator's flat-out ceiling, and a p99 issue lateness over a
+    tenth of the SLO; the report shows the reason beside the figure.
+    """
+    ceiling = capacity["open_loop_max_qps"]
+    if point.offered_qps > CEILING_SHARE * ceiling:
+        return (
+            f"{point.offered_qps:,.0f} requests/s is over {CEILING_SHARE:.0%} of the load "
+            f"generator's ceiling ({ceiling:,.0f}/s on this machine)"
+        )
+    if point.lateness_p99_ms > LATENESS_SHARE * slo_ms:
+        return (
+            f"the load generator issued requests up to {point.lateness_p99_ms:.3g} ms late "
+            f"(p99), over {LATENESS_SHARE:.0%} of the {slo_ms:g} ms SLO"
+        )
+    return None
