@@ -218,7 +218,9 @@ class LoadResult(_Model):
     stop_reason: str = ""
     # loadgen.generator_capacity with this many slots (server scenario only).
     generator: dict[str, Any] | None = None
-    beyond_generator: bool = False  # the rate asked for exceeds what the generator can issue
+    # Why this point may measure the generator rather than the engine (loadgen.generator_limit:
+    # a rate near its ceiling, or issue lateness large against the SLO); None: it need not.
+    generator_note: str | None = None
     # --qps auto: each rate tried (loadgen.QpsPoint as a dict), the best one and why it stopped.
     search: list[dict[str, Any]] = Field(default_factory=list)
     best_qps: float | None = None

@@ -354,12 +354,8 @@ def _measure_load(
     result.stop_reason = "duration" if spec.measurement.duration_s else "max_seconds"
     result.clocks = list(arrays)
     result.warnings.extend(noise_warnings(wall, spec.measurement))
-    if load_result.beyond_generator:
-        result.warnings.append(
-            f"the rate asked for ({load_result.offered_qps:.4g}/s) is beyond what the load "
-            f"generator can issue here ({load_result.generator['open_loop_max_qps']:.4g}/s): "
-            "latency measures the generator too"
-        )
+    if load_result.generator_note:
+        result.warnings.append(f"{load_result.generator_note}: latency measures it too")
     if load_result.cut:
         result.warnings.append(
             f"{load_result.cut} requests due in the window never started (overload); they "
