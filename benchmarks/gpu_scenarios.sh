@@ -8,7 +8,8 @@
 #   bash benchmarks/gpu_scenarios.sh
 #
 # GPU_SCENARIOS_CPU=1 runs the same flow on the CPU with tiny-two-io (batch 1,8,32; a few
-# seconds each), to check the script without a GPU. Everything lands under $OUT.
+# seconds each), to check the script without a GPU (PYTHON and INFERCMP name the interpreter
+# and command to use there). Everything lands under $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 COLUMNS=170 NO_COLOR=1
 export INFERCMP_CACHE_DIR=${INFERCMP_CACHE_DIR:-/tmp/infercmp-cache}
@@ -52,5 +53,5 @@ if [ "${#dirs[@]}" -gt 0 ]; then
   $infercmp report "${dirs[@]}" -o "$out/report.html"
   $infercmp report "${dirs[@]}" -f md -o "$out/report.md"
   $infercmp report "${dirs[@]}" -f json -o "$out/summary.json"
-  python3 "$here/scenario_table.py" "${dirs[@]}" | tee "$out/table.txt"
+  ${PYTHON:-python3} "$here/scenario_table.py" "${dirs[@]}" | tee "$out/table.txt"
 fi

@@ -31,7 +31,7 @@ def main(paths: list[str]) -> int:
             load = r.load or {}
             batch, slots = load.get("batch") or 1, load.get("concurrency", 1)
             measured = items_per_s(r.latency, r.load_result) if r.status == "ok" else None
-            expert = EXPERT.get((r.engine, batch, slots))
+            expert = EXPERT.get((r.engine, batch, slots)) if r.device == "cuda" else None
             if (r.engine, batch, slots) == ("pytorch", 1, 1) and load.get("scenario") == "offline":
                 name = "pytorch c1 (offline)"
             else:

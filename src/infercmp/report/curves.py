@@ -55,11 +55,13 @@ def load_points(combos: list[Combination]) -> list[LoadPoint]:
             continue
         variant = combo.result.variant  # the options the user asked for, as typed
         engine = f"{combo.engine}[{variant}]" if variant else combo.engine
+        # One curve family per model and engine: points of two models never share a front.
+        engine = f"{combo.result.model}: {engine}"
         points.append(
             LoadPoint(
                 combo=combo,
                 engine=engine,
-                configuration=f"{combo.label} @ {combo.result.shape_label}",
+                configuration=f"{combo.label} · {combo.result.shape_label}",
                 load=Load.model_validate(load).label,
                 p50_ms=combo.latency["p50_ms"],
                 p99_ms=combo.latency["p99_ms"],
