@@ -472,3 +472,27 @@ def test_batch_auto_stops_past_the_latency_limit_and_at_the_largest_batch_fake()
     assert all("passes 25 ms" in c.stop for c in curves)
     curves, _ = search_batches(_auto_plan(), 4, _fake_step(table, []))
     assert {c.stop for c in curves} == {"batch 4 is the config's largest"}
+
+
+def test_tensorrt_builds_its_plan_for_the_runs_batches_fake(monkeypatch):
+    """The descriptor hands the run's --batch sizes to the builder (the build itself needs a
+    GPU; the profile it makes of them is tested above)."""
+    from pathlib import Path
+
+    import infercmp.build
+    from infercmp.engines import get_descriptor
+    from infercmp.engines.descriptor import ConvertContext
+
+    seen = {}
+
+    def fake_build(plugin, cache, onnx, **kwargs):
+        seen.update(kwargs)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(path=Path("plan"), backend="tensorrt")
+
+    monkeypatch.setattr(infercmp.build, "build_engine", fake_build)
+    descriptor = get_descriptor("tensorrt")
+    context = ConvertContext(get_plugin("tiny-two-io"), None, None, lambda _m: None, (1, 8, 32))
+    descriptor.convert(context, "fp16", descriptor.parse_options({}))
+    assert seen["batches"] == (1, 8, 32)
