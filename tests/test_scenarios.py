@@ -496,3 +496,22 @@ def test_tensorrt_builds_its_plan_for_the_runs_batches_fake(monkeypatch):
     context = ConvertContext(get_plugin("tiny-two-io"), None, None, lambda _m: None, (1, 8, 32))
     descriptor.convert(context, "fp16", descriptor.parse_options({}))
     assert seen["batches"] == (1, 8, 32)
+
+
+def test_the_plan_covers_the_batches_the_run_uses():
+    from infercmp.batching import plan_batches
+
+    plugin = get_plugin("tiny-two-io")
+    experiment = default_experiment(plugin.config)  # its example has 4 rows
+
+    def batches(loads):
+        plan = bench.plan_bench(plugin, [experiment], ["onnxruntime"], ["cpu"], None, loads=loads)
+        return plan_batches(plugin, plan.combinations)
+
+    assert batches([Load()]) == (4,)  # no --batch: the example's own, not the config's 1..32
+    assert batches([Load(batch=8), Load(batch=2)]) == (2, 8)
+    tiny_cnn = get_plugin("tiny-cnn")  # batch fixed at 1: the config's profile as it is
+    plan = bench.plan_bench(
+        tiny_cnn, [default_experiment(tiny_cnn.config)], ["onnxruntime"], ["cpu"], None
+    )
+    assert plan_batches(tiny_cnn, plan.combinations) == ()

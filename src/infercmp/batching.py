@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -152,6 +152,33 @@ def profile_for_batches(config: ModelConfig, batches: Sequence[int]) -> ModelCon
         shapes = spec.shapes.model_copy(update={"optimization": profile.model_copy(update=dims)})
         inputs.append(spec.model_copy(update={"shapes": shapes}))
     return config.model_copy(update={"inputs": inputs})
+
+
+def plan_batches(plugin: ModelPlugin, combos: Sequence[Any]) -> tuple[int, ...]:
+    """The batch sizes a plan built for a profile must cover: each combination's `--batch`, or
+    its example's own batch; () when the config has no dynamic batch axis (its profile as is).
+
+    So a run without --batch builds ResNet-50's plan for batch 1, as before the config became
+    batch-dynamic, not for 256 images at 512x512 (whose activation memory a TensorRT context
+    would reserve).
+    """
+    from infercmp.export import runtime_shapes
+
+    config = plugin.config
+    try:
+        batch_range(config)
+    except InfercmpError:
+        return ()
+    sizes: set[int] = set()
+    for combo in combos:
+        if combo.load.batch is not None:
+            sizes.add(combo.load.batch)
+            continue
+        for axis, shape in zip(input_axes(config), runtime_shapes(plugin, combo.experiment)):
+            if axis is not None:
+                sizes.add(shape[axis])
+                break
+    return tuple(sorted(sizes))
 
 
 def ensure_batched_reference(

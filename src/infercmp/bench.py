@@ -365,7 +365,7 @@ def prepare_artifacts(
     An error raised by the user's model (its loader, preprocess or forward) or by an engine's
     conversion is recorded for the combinations that need that artifact; the others still run.
     """
-    from infercmp.batching import ensure_batched_reference
+    from infercmp.batching import ensure_batched_reference, plan_batches
     from infercmp.engines.descriptor import ConvertContext
     from infercmp.export import export_onnx
 
@@ -394,8 +394,9 @@ def prepare_artifacts(
             )
         except InfercmpError as exc:
             artifacts.onnx_error = f"ONNX export of model '{plugin.name}' failed: {exc}"
-    batches = tuple(sorted({c.load.batch for c in runnable if c.load.batch is not None}))
-    context = ConvertContext(plugin, cache, artifacts.onnx, progress, batches)
+    context = ConvertContext(
+        plugin, cache, artifacts.onnx, progress, plan_batches(plugin, runnable)
+    )
     for choice, precision in dict.fromkeys((c.engine, c.precision) for c in runnable):
         descriptor = plan.descriptors[choice.name]
         if descriptor.artifact == "onnx" and artifacts.onnx is None:

@@ -90,8 +90,9 @@ class ConvertContext:
     cache: Any  # infercmp.cache.ArtifactCache
     onnx: Any  # infercmp.export.OnnxArtifact
     progress: Callable[[str], None]
-    # The --batch sizes the run asks for (empty: the model's own); a plan built for an
-    # optimisation profile must cover them (infercmp.batching.profile_for_batches).
+    # The batch sizes the run uses (--batch, else each example's own; empty when the config
+    # has no dynamic batch axis); a plan built for an optimisation profile must cover them
+    # (infercmp.batching.plan_batches, profile_for_batches).
     batches: tuple[int, ...] = ()
 
 
