@@ -200,6 +200,7 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
             slot_engines = _measure_load(engine, inputs, spec, result, phase_event)
             phase = "parity"
             phase_event("parity")
+            engine.bind_thread()  # this thread last drove another slot's engine
             outputs = engine.copy_out()
             engine.synchronize()
             _check_parity(spec, outputs, reference, result)
@@ -339,6 +340,7 @@ def _measure_load(
             other.prepare(inputs)
         if spec.measurement.device_resident:
             for each in engines:
+                each.bind_thread()  # copy on the engine's own stream, which synchronize waits on
                 each.copy_in()
                 each.synchronize()
         phase_event("measure")
