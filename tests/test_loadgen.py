@@ -7,6 +7,7 @@ machine runs them, except bounds that physics sets (a sleep of S is never shorte
 from __future__ import annotations
 
 import math
+import signal
 import threading
 import time
 
@@ -43,7 +44,7 @@ class RaisingSlot(CountingSlot):
 
 
 def loadgen_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("loadgen-")]
+    return [t for t in threading.enumerate() if t.name.startswith("loadgen-") and t.is_alive()]
 
 
 def max_overlap(begin: np.ndarray, end: np.ndarray) -> int:
@@ -115,7 +116,9 @@ def test_slot_failure_is_a_run_failure_with_the_cause_kept():
     with pytest.raises(RunFailed) as caught:
         loadgen.closed_loop([RaisingSlot(after=0)], min_requests=1, min_seconds=0, max_seconds=5)
     assert caught.value.slot == 0
-    assert isinstance(caught.value.__cause__, ValueError)
+    assert (
+        isinstance(caught.value.error, ValueError) and caught.value.__cause__ is caught.value.error
+    )
 
 
 def test_closed_loop_needs_a_slot():
@@ -373,3 +376,24 @@ def test_generator_limit_fake_points():
     assert loadgen.generator_limit(point(1000.0, 2.0), capacity, slo_ms=10.0) == (
         "the load generator issued requests up to 2 ms late (p99), over 10% of the 10 ms SLO"
     )
+
+
+class InterruptingSlot(CountingSlot):
+    """A fake request that sends the process SIGINT (Ctrl-C) on its third call."""
+
+    def __call__(self) -> None:
+        super().__call__()
+        if self.calls == 3:
+            signal.raise_signal(signal.SIGINT)
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("loop", ["closed", "open"])
+def test_fake_ctrl_c_stops_every_thread_and_propagates(loop):
+    slots = [InterruptingSlot(), CountingSlot(sleep_s=0.001)]
+    with pytest.raises(KeyboardInterrupt):
+        if loop == "closed":
+            loadgen.closed_loop(slots, min_requests=10**9, min_seconds=60, max_seconds=60)
+        else:
+            loadgen.open_loop(slots, qps=500.0, seconds=60.0)
+    assert loadgen_threads() == []

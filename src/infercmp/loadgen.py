@@ -63,11 +63,16 @@ LEAD_NS = 2_000_000
 
 
 class SlotFailed(RunFailed):
-    """A slot raised: the run was stopped, every thread joined, and this names the slot."""
+    """A slot raised: the run was stopped, every thread joined, and this names the slot.
+
+    `error` is the slot's own exception (also the `__cause__`), for the caller to classify
+    (an out-of-memory error is recorded as such, not as a generic failure).
+    """
 
     def __init__(self, slot: int, error: BaseException) -> None:
         super().__init__(f"request slot {slot} failed: {type(error).__name__}: {error}")
         self.slot = slot
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -253,20 +258,43 @@ class _Failure:
             raise SlotFailed(self.slot, self.error) from self.error
 
 
-def _start_threads(target: Callable[[int], None], n: int, name: str) -> list[threading.Thread]:
-    threads = [
-        threading.Thread(target=target, args=(k,), name=f"{name}-{k}", daemon=True)
-        for k in range(n)
-    ]
-    for thread in threads:
-        thread.start()
-    return threads
+class _SlotThreads:
+    """One daemon thread per slot, and a wait for them that a Ctrl-C cannot fool.
 
+    A `Thread.join` interrupted by a signal can mark a thread that is still running as stopped
+    (CPython's fix for bpo-45274 releases the lock it finds held), so each thread sets an
+    event of its own as its target returns, and the waits read those.
+    """
 
-def _join(threads: list[threading.Thread]) -> None:
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(POLL_NS / 1e9)
+    def __init__(self, target: Callable[[int], None], n: int, name: str) -> None:
+        self._done = [threading.Event() for _ in range(n)]
+
+        def run(k: int) -> None:
+            try:
+                target(k)
+            finally:
+                self._done[k].set()
+
+        self._threads = [
+            threading.Thread(target=run, args=(k,), name=f"{name}-{k}", daemon=True)
+            for k in range(n)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def wait(self, until_ns: int | None = None, stop: threading.Event | None = None) -> bool:
+        """Wait until every thread has finished (True), `until_ns` passes or `stop` is set."""
+        for done in self._done:
+            while not done.is_set():
+                if stop is not None and stop.is_set():
+                    return False
+                remaining = POLL_NS if until_ns is None else min(until_ns - now_ns(), POLL_NS)
+                if remaining <= 0:
+                    return False
+                done.wait(remaining / 1e9)
+        for thread in self._threads:
+            thread.join()  # its target has returned: this is immediate
+        return True
 
 
 def _check_slots(slots: Sequence[Slot]) -> None:
@@ -339,13 +367,13 @@ def closed_loop(
             barrier.abort()
 
     with _gc_paused():
-        threads = _start_threads(run_slot, n, "loadgen-closed")
+        threads = _SlotThreads(run_slot, n, "loadgen-closed")
         try:
-            _join(threads)
-        except BaseException:
+            threads.wait()
+        except BaseException:  # Ctrl-C: stop the slots, wait for them, re-raise
             stop.set()
             barrier.abort()
-            _join(threads)
+            threads.wait()
             raise
     failure.raise_if_any()
     slot_ids = np.concatenate([np.full(len(ends[k]), k, dtype=np.int32) for k in range(n)])
@@ -472,7 +500,7 @@ def open_loop(
     offsets = schedule.tolist()
     issued = 0
     with _gc_paused():
-        threads = _start_threads(run_slot, n, "loadgen-open")
+        threads = _SlotThreads(run_slot, n, "loadgen-open")
         t0 = now_ns() + LEAD_NS
         issue_end = t0 + int(seconds * 1e9)
         put = requests.put
@@ -488,13 +516,7 @@ def open_loop(
                 issued = i + 1
             for _ in range(n):
                 put(_DONE)
-            cut_at = now_ns() + int(drain * 1e9)
-            for thread in threads:
-                while thread.is_alive() and not stop.is_set():
-                    remaining = cut_at - now_ns()
-                    if remaining <= 0:
-                        break
-                    thread.join(min(remaining, POLL_NS) / 1e9)
+            threads.wait(until_ns=now_ns() + int(drain * 1e9), stop=stop)
         finally:
             # Take back what no slot has started (requests and sentinels), then stop the threads.
             while True:
@@ -504,7 +526,7 @@ def open_loop(
                     break
             for _ in range(n):
                 put(_DONE)
-            _join(threads)
+            threads.wait()
     failure.raise_if_any()
     done = slot_of[:issued] >= 0
     cut = total - int(done.sum())
