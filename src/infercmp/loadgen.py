@@ -457,9 +457,11 @@ def open_loop(
 
     `max_outstanding`: at most this many requests issued and not finished; the dispatcher
     waits for one to finish (it is then late, and that shows in latency), as LoadGen's
-    max_async_queries. Issuing stops at `seconds` whatever happened; requests then queued get
-    `drain_seconds` (default: a fifth of `seconds`, at least 1 s) to start; those that have not
-    started, and arrivals never issued, are counted in `RequestLog.cut`.
+    max_async_queries. Every arrival is due before `seconds`; the run is cut `drain_seconds`
+    later (default: a fifth of `seconds`, at least 1 s), whatever happened: arrivals not started
+    by then, still queued or never issued (a dispatcher held back or behind), are counted in
+    `RequestLog.cut`. A dispatcher that wakes a little late for the last arrivals so still
+    issues them, rather than cutting them at `seconds`.
     """
     _check_slots(slots)
     if max_outstanding is not None and max_outstanding < 1:
@@ -503,20 +505,21 @@ def open_loop(
         threads = _SlotThreads(run_slot, n, "loadgen-open")
         t0 = now_ns() + LEAD_NS
         issue_end = t0 + int(seconds * 1e9)
+        cut_at = issue_end + int(drain * 1e9)
         put = requests.put
         try:
             for i in range(total):
                 _wait_until(t0 + offsets[i], stop)
-                if stop.is_set() or now_ns() >= issue_end:
+                if stop.is_set() or now_ns() >= cut_at:
                     break
-                if credits is not None and not _acquire(credits, issue_end, stop):
+                if credits is not None and not _acquire(credits, cut_at, stop):
                     break
                 dispatch[i] = now_ns()
                 put(i)
                 issued = i + 1
             for _ in range(n):
                 put(_DONE)
-            threads.wait(until_ns=now_ns() + int(drain * 1e9), stop=stop)
+            threads.wait(until_ns=cut_at, stop=stop)
         finally:
             # Take back what no slot has started (requests and sentinels), then stop the threads.
             while True:
