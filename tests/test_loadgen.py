@@ -199,9 +199,10 @@ def test_open_loop_fake_overload_is_cut_and_counted():
 def test_open_loop_fake_max_outstanding_bounds_requests_in_flight():
     log = loadgen.open_loop(
         [CountingSlot(sleep_s=0.002) for _ in range(4)], qps=2000.0, seconds=0.2,
-        max_outstanding=2, drain_seconds=0.5,
+        max_outstanding=2, drain_seconds=0.1,
     )  # fmt: skip
     assert log.count > 0
+    assert log.count + log.cut == len(loadgen.poisson_schedule(2000.0, 0.2))  # none lost
     assert max_overlap(log.dispatch_ns, log.end_ns) <= 2
     # Requests held back by the bound are late, and that counts in their latency.
     assert log.lateness_ms().max() > 0
