@@ -753,6 +753,6 @@ def generator_limit(point: QpsPoint, capacity: GeneratorCapacity, slo_ms: float)
     if point.lateness_p99_ms > LATENESS_SHARE * slo_ms:
         return (
             f"the load generator issued requests up to {point.lateness_p99_ms:.3g} ms late "
-            f"(p99), over {LATENESS_SHARE:.0%} of the {slo_ms:g} ms SLO"
+            f"(p99), over {LATENESS_SHARE:.0%} of the {slo_ms:.3g} ms SLO"
         )
     return None
