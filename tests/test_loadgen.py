@@ -398,3 +398,20 @@ def test_fake_ctrl_c_stops_every_thread_and_propagates(loop):
         else:
             loadgen.open_loop(slots, qps=500.0, seconds=60.0)
     assert loadgen_threads() == []
+
+
+def test_open_loop_fake_warmup_runs_before_the_clock_and_is_not_logged():
+    slots = [CountingSlot(sleep_s=0.001), CountingSlot(sleep_s=0.001)]
+    log = loadgen.open_loop(slots, qps=200.0, seconds=0.3, warmup_seconds=0.05)
+    warmup_calls = [s.calls - int((log.slot == k).sum()) for k, s in enumerate(slots)]
+    assert all(calls > 0 for calls in warmup_calls)  # every slot warmed up, none of it logged
+    assert log.cut == 0 and log.count == len(loadgen.poisson_schedule(200.0, 0.3))
+
+
+def test_open_loop_fake_slot_raising_in_warmup_names_it():
+    with pytest.raises(SlotFailed, match="request slot 0 failed"):
+        loadgen.open_loop(
+            [RaisingSlot(after=1), CountingSlot(sleep_s=0.001)], qps=100.0, seconds=5.0,
+            warmup_seconds=0.5,
+        )  # fmt: skip
+    assert loadgen_threads() == []

@@ -448,6 +448,7 @@ def open_loop(
     seed: int = 0,
     max_outstanding: int | None = None,
     drain_seconds: float | None = None,
+    warmup_seconds: float = 0.0,
 ) -> RequestLog:
     """MLPerf's server scenario: Poisson arrivals at `qps` for `seconds`, queued to the slots.
 
@@ -462,6 +463,9 @@ def open_loop(
     by then, still queued or never issued (a dispatcher held back or behind), are counted in
     `RequestLog.cut`. A dispatcher that wakes a little late for the last arrivals so still
     issues them, rather than cutting them at `seconds`.
+
+    `warmup_seconds`: every slot first runs requests back to back for that long, unlogged;
+    the schedule's clock starts when all have finished warming up.
     """
     _check_slots(slots)
     if max_outstanding is not None and max_outstanding < 1:
@@ -479,9 +483,16 @@ def open_loop(
     stop = failure.stop
     credits = threading.BoundedSemaphore(max_outstanding) if max_outstanding else None
 
+    warmup_ns = int(warmup_seconds * 1e9)
+    warmed = threading.Barrier(n + 1)  # the slots and the dispatcher
+
     def run_slot(k: int) -> None:
         request, take = slots[k], requests.get
         try:
+            warm_until = now_ns() + warmup_ns
+            while now_ns() < warm_until and not stop.is_set():
+                request()
+            warmed.wait()
             while True:
                 i = take()
                 if i == _DONE:
@@ -494,8 +505,11 @@ def open_loop(
                 start[i], end[i], slot_of[i] = s, e, k
                 if credits is not None:
                     credits.release()
+        except threading.BrokenBarrierError:
+            pass  # another slot failed while warming up, or the run was interrupted
         except BaseException as exc:  # noqa: BLE001 - re-raised by the caller as SlotFailed
             failure.record(k, exc)
+            warmed.abort()
 
     # Python ints for the dispatcher, made before the clock starts: converting a million
     # arrivals takes tens of ms, which would make the first ones late.
@@ -503,11 +517,15 @@ def open_loop(
     issued = 0
     with _gc_paused():
         threads = _SlotThreads(run_slot, n, "loadgen-open")
-        t0 = now_ns() + LEAD_NS
-        issue_end = t0 + int(seconds * 1e9)
-        cut_at = issue_end + int(drain * 1e9)
         put = requests.put
         try:
+            try:
+                warmed.wait()
+            except threading.BrokenBarrierError:
+                stop.set()  # a slot failed warming up: it is re-raised below
+            t0 = now_ns() + LEAD_NS
+            issue_end = t0 + int(seconds * 1e9)
+            cut_at = issue_end + int(drain * 1e9)
             for i in range(total):
                 _wait_until(t0 + offsets[i], stop)
                 if stop.is_set() or now_ns() >= cut_at:
@@ -521,6 +539,7 @@ def open_loop(
                 put(_DONE)
             threads.wait(until_ns=cut_at, stop=stop)
         finally:
+            warmed.abort()  # frees slots still warming up if the dispatcher was interrupted
             # Take back what no slot has started (requests and sentinels), then stop the threads.
             while True:
                 try:
