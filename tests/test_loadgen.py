@@ -415,3 +415,12 @@ def test_open_loop_fake_slot_raising_in_warmup_names_it():
             warmup_seconds=0.5,
         )  # fmt: skip
     assert loadgen_threads() == []
+
+
+def test_search_qps_fake_far_low_start_jumps_towards_implied_capacity():
+    # From 1/s, doubling alone would take 8 runs to pass 200/s; the service times of the
+    # first run imply 200/s, so the second run goes to half of that.
+    result = loadgen.search_qps(simulated_server(0.005), slo_ms=30.0, start_qps=1.0)
+    assert [round(p.qps) for p in result.points[:3]] == [1, 100, 200]
+    assert result.best is not None and 100 <= result.best.qps < 200
+    assert "bracketed within 5%" in result.reason and len(result.points) <= 8

@@ -630,20 +630,32 @@ def search_qps(
     latency (queueing included, cut requests infinitely slow) is at most `slo_ms` and the
     achieved rate is at least `keep_up` x the offered one. From `start_qps` (default 1/slo,
     the rate of one request per latency budget) the rate doubles until one fails (halves until
-    one passes when the start fails), then bisects until the bracket is within `tolerance`
-    of the passing rate or `max_points` runs are spent. Noise can make a rate pass once and
-    fail once; the search trusts each single run, so give `measure` enough seconds.
+    one passes when the start fails), then bisects on the geometric mean until the bracket is
+    within `tolerance` of the passing rate or `max_points` runs are spent. While growing, each
+    step also goes to at least half, and at most all, of the capacity the last run's service
+    times imply (slots / median service time), so a start far below capacity costs no string
+    of doublings and the first failing rate is not far past it. Noise can make a rate pass
+    once and fail once; the search trusts each single run, so give `measure` enough seconds.
+    A slot failing raises `SlotFailed` out of `measure`, and out of here.
     """
     if slo_ms <= 0 or not 0 < percentile < 100 or max_points < 1 or tolerance <= 0:
         raise ValueError("search_qps needs slo_ms > 0, 0 < percentile < 100, max_points >= 1")
     points: list[QpsPoint] = []
+    capacity = [math.inf]  # requests/s the last run's service times allow
 
     def trial(qps: float) -> QpsPoint:
-        point = QpsPoint.from_log(
-            qps, measure(qps), slo_ms=slo_ms, percentile=percentile, keep_up=keep_up
-        )
+        log = measure(qps)
+        point = QpsPoint.from_log(qps, log, slo_ms=slo_ms, percentile=percentile, keep_up=keep_up)
+        if log.count:
+            capacity[0] = log.slots * 1e3 / float(np.median(log.service_ms()))
         points.append(point)
         return point
+
+    def grow(qps: float) -> float:
+        """Double, but to at least half and at most all of the implied capacity."""
+        if capacity[0] <= qps * (1 + tolerance):  # the hint says no headroom: trust the runs
+            return 2 * qps
+        return min(max(2 * qps, capacity[0] / 2), capacity[0])
 
     qps = start_qps if start_qps is not None else 1000.0 / slo_ms
     passed: QpsPoint | None = None
@@ -652,7 +664,7 @@ def search_qps(
     if first.ok:
         passed = first
         while len(points) < max_points:
-            point = trial(passed.qps * 2)
+            point = trial(grow(passed.qps))
             if not point.ok:
                 failed = point
                 break
