@@ -400,21 +400,21 @@ def closed_loop(
 
 
 def poisson_schedule(qps: float, seconds: float, seed: int = 0) -> np.ndarray:
-    """Arrival offsets in ns from the start, Poisson at `qps` over [0, seconds).
+    """Arrival offsets in ns from the start: Poisson at `qps` over [0, seconds), given its count.
 
-    Exponential inter-arrival times from `numpy.random.default_rng(seed)`: the same seed
-    gives the same schedule, so two engines at one rate see the same arrivals.
+    Exactly round(qps x seconds) arrivals, spaced by exponential draws from
+    `numpy.random.default_rng(seed)` scaled so that one more would land at `seconds`: the
+    arrival times of a Poisson process conditioned on its count (uniform order statistics).
+    Drawing the count too would make a short run's rate random (seed 0 offered 11-13% less
+    than asked at a few hundred arrivals), and the QPS search would bracket that noise. The
+    same seed and rate give the same schedule, so two engines see the same arrivals.
     """
     if qps <= 0 or seconds <= 0:
         raise ValueError("a Poisson schedule needs qps > 0 and seconds > 0")
-    rng = np.random.default_rng(seed)
-    expected = qps * seconds
-    chunk = int(expected + 6 * math.sqrt(expected) + 16)
-    offsets = np.cumsum(rng.exponential(1.0 / qps, size=chunk))
-    while offsets[-1] < seconds:  # rare: more arrivals than 6 sigma above the mean
-        more = offsets[-1] + np.cumsum(rng.exponential(1.0 / qps, size=chunk))
-        offsets = np.concatenate([offsets, more])
-    return (offsets[offsets < seconds] * 1e9).astype(np.int64)
+    count = round(qps * seconds)
+    gaps = np.random.default_rng(seed).exponential(1.0, size=count + 1)
+    offsets = np.cumsum(gaps[:-1]) * (seconds / gaps.sum())
+    return (offsets * 1e9).astype(np.int64)
 
 
 def _wait_until(deadline: int, stop: threading.Event) -> None:
