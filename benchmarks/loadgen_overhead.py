@@ -11,8 +11,12 @@ given as the median over the rounds and, in brackets, their range:
   release the GIL as an engine does (a 0.5 ms sleep), and the process CPU time it costs.
 - GIL: the same open loop with one slot that holds the GIL for 0.5 ms (pure Python) against one
   that releases it, to show what a slot doing Python work does to the generator's timing.
+- engine: a real runtime behind the slots, ONNX Runtime on the CPU with a session per slot (one
+  intra-op thread each) over a small MLP built here: closed loop with 1 and 2 slots, then
+  `search_qps` on 1 slot with SLOs of 10 and 50 times its median service time (once each, every
+  point printed), to check the search against the closed-loop capacity and `generator_limit`.
 
-    python benchmarks/loadgen_overhead.py [--rounds 5] [--seconds 1.0]   # about 1 minute
+    python benchmarks/loadgen_overhead.py [--rounds 5] [--seconds 1.0]   # about 2 minutes
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from _perf import Row, machine, print_table, today
 from infercmp import loadgen
 
 SERVICE_S = 0.0005
+SLO_FACTORS = (10, 50)  # the engine section's SLOs, in median service times
 
 
 def releasing_slot() -> None:
@@ -143,6 +148,97 @@ def gil_section(rounds: int, seconds: float) -> list[Row]:
     return rows
 
 
+def mlp_session_factory(width: int = 1024, layers: int = 8) -> Callable[[], Callable[[], None]]:
+    """A factory of slots: each an ONNX Runtime CPU session (1 intra-op thread) of one MLP."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, weights, previous = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        weights.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("MatMul", [previous, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]  # fmt: skip
+        previous = f"r{i}"
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, width])], weights,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    data = model.SerializeToString()
+    feed = {"x": np.ones((1, width), dtype=np.float32)}
+
+    def make_slot() -> Callable[[], None]:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        run = session.run
+        return lambda: run(None, feed)
+
+    return make_slot
+
+
+def search_rows(
+    slots: list[Callable[[], None]], slo_ms: float, capacity: float,
+    generator: loadgen.GeneratorCapacity, seconds: float,
+) -> list[Row]:  # fmt: skip
+    search = loadgen.search_qps(
+        lambda qps: loadgen.open_loop(slots, qps=qps, seconds=3 * seconds),
+        slo_ms=slo_ms, start_qps=capacity / 4,
+    )  # fmt: skip
+    rows = []
+    for p in search.points:
+        rows.append(
+            Row("engine", f"  SLO {slo_ms:.1f} ms: {p.qps:,.0f}/s asked",
+                f"offered {p.offered_qps:,.0f}/s, done {p.achieved_qps:,.0f}/s, "
+                f"p99 {p.percentile_ms:.2f} ms, lateness p99 {p.lateness_p99_ms:.2f} ms, "
+                f"{p.cut} cut", met=p.ok)
+        )  # fmt: skip
+    best = search.best
+    if best is None:
+        value = f"none: {search.reason}"
+    else:
+        note = loadgen.generator_limit(best, generator, slo_ms)
+        value = (f"{best.offered_qps:,.0f}/s = {best.offered_qps / capacity:.0%} of the closed "
+                 f"loop's {capacity:,.0f}/s; {search.reason}"
+                 + (f"; flagged: {note}" if note else ""))  # fmt: skip
+    rows.append(
+        Row("engine", f"ORT MLP 1 slot: highest rate with p99 <= {slo_ms:.1f} ms", value,
+            target="< closed-loop rate", met=best is not None and best.offered_qps < capacity)
+    )  # fmt: skip
+    return rows
+
+
+def engine_section(rounds: int, seconds: float) -> list[Row]:
+    try:
+        make_slot = mlp_session_factory()
+    except ImportError as exc:
+        return [Row("engine", "ONNX Runtime MLP", f"n/a: {exc}")]
+    slots = [make_slot(), make_slot()]
+    got: dict[int, list[loadgen.RequestLog]] = {1: [], 2: []}
+    for r in range(rounds):
+        for n in rotated([1, 2], r):
+            got[n].append(loadgen.closed_loop(
+                slots[:n], min_requests=100, min_seconds=3 * seconds, max_seconds=30.0,
+                warmup_seconds=0.5,
+            ))  # fmt: skip
+    rows = []
+    for n in (1, 2):
+        runs = got[n]
+        rows.append(
+            Row("engine", f"ORT MLP closed loop, {n} slot(s): requests/s, service p50",
+                f"{summary([g.requests_per_s() for g in runs], '{:,.0f}')} /s, "
+                f"{summary([float(np.median(g.service_ms())) for g in runs], '{:.2f}')} ms")
+        )  # fmt: skip
+    capacity = statistics.median(g.requests_per_s() for g in got[1])
+    service_ms = statistics.median(float(np.median(g.service_ms())) for g in got[1])
+    generator = loadgen.generator_capacity(seconds=seconds)
+    for factor in SLO_FACTORS:
+        rows += search_rows(slots[:1], factor * service_ms, capacity, generator, seconds)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -152,6 +248,7 @@ def main() -> None:
     rows = capacity_section(args.rounds, args.seconds)
     rows += wait_section(args.rounds, args.seconds)
     rows += gil_section(args.rounds, args.seconds)
+    rows += engine_section(max(2, args.rounds // 2), args.seconds)
     print_table(rows, title)
     print(f"machine at the end: {machine()}")
 

@@ -63,11 +63,16 @@ LEAD_NS = 2_000_000
 
 
 class SlotFailed(RunFailed):
-    """A slot raised: the run was stopped, every thread joined, and this names the slot."""
+    """A slot raised: the run was stopped, every thread joined, and this names the slot.
+
+    `error` is the slot's own exception (also the `__cause__`), for the caller to classify
+    (an out-of-memory error is recorded as such, not as a generic failure).
+    """
 
     def __init__(self, slot: int, error: BaseException) -> None:
         super().__init__(f"request slot {slot} failed: {type(error).__name__}: {error}")
         self.slot = slot
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -253,20 +258,43 @@ class _Failure:
             raise SlotFailed(self.slot, self.error) from self.error
 
 
-def _start_threads(target: Callable[[int], None], n: int, name: str) -> list[threading.Thread]:
-    threads = [
-        threading.Thread(target=target, args=(k,), name=f"{name}-{k}", daemon=True)
-        for k in range(n)
-    ]
-    for thread in threads:
-        thread.start()
-    return threads
+class _SlotThreads:
+    """One daemon thread per slot, and a wait for them that a Ctrl-C cannot fool.
 
+    A `Thread.join` interrupted by a signal can mark a thread that is still running as stopped
+    (CPython's fix for bpo-45274 releases the lock it finds held), so each thread sets an
+    event of its own as its target returns, and the waits read those.
+    """
 
-def _join(threads: list[threading.Thread]) -> None:
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(POLL_NS / 1e9)
+    def __init__(self, target: Callable[[int], None], n: int, name: str) -> None:
+        self._done = [threading.Event() for _ in range(n)]
+
+        def run(k: int) -> None:
+            try:
+                target(k)
+            finally:
+                self._done[k].set()
+
+        self._threads = [
+            threading.Thread(target=run, args=(k,), name=f"{name}-{k}", daemon=True)
+            for k in range(n)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def wait(self, until_ns: int | None = None, stop: threading.Event | None = None) -> bool:
+        """Wait until every thread has finished (True), `until_ns` passes or `stop` is set."""
+        for done in self._done:
+            while not done.is_set():
+                if stop is not None and stop.is_set():
+                    return False
+                remaining = POLL_NS if until_ns is None else min(until_ns - now_ns(), POLL_NS)
+                if remaining <= 0:
+                    return False
+                done.wait(remaining / 1e9)
+        for thread in self._threads:
+            thread.join()  # its target has returned: this is immediate
+        return True
 
 
 def _check_slots(slots: Sequence[Slot]) -> None:
@@ -339,13 +367,13 @@ def closed_loop(
             barrier.abort()
 
     with _gc_paused():
-        threads = _start_threads(run_slot, n, "loadgen-closed")
+        threads = _SlotThreads(run_slot, n, "loadgen-closed")
         try:
-            _join(threads)
-        except BaseException:
+            threads.wait()
+        except BaseException:  # Ctrl-C: stop the slots, wait for them, re-raise
             stop.set()
             barrier.abort()
-            _join(threads)
+            threads.wait()
             raise
     failure.raise_if_any()
     slot_ids = np.concatenate([np.full(len(ends[k]), k, dtype=np.int32) for k in range(n)])
@@ -372,21 +400,21 @@ def closed_loop(
 
 
 def poisson_schedule(qps: float, seconds: float, seed: int = 0) -> np.ndarray:
-    """Arrival offsets in ns from the start, Poisson at `qps` over [0, seconds).
+    """Arrival offsets in ns from the start: Poisson at `qps` over [0, seconds), given its count.
 
-    Exponential inter-arrival times from `numpy.random.default_rng(seed)`: the same seed
-    gives the same schedule, so two engines at one rate see the same arrivals.
+    Exactly round(qps x seconds) arrivals, spaced by exponential draws from
+    `numpy.random.default_rng(seed)` scaled so that one more would land at `seconds`: the
+    arrival times of a Poisson process conditioned on its count (uniform order statistics).
+    Drawing the count too would make a short run's rate random (seed 0 offered 11-13% less
+    than asked at a few hundred arrivals), and the QPS search would bracket that noise. The
+    same seed and rate give the same schedule, so two engines see the same arrivals.
     """
     if qps <= 0 or seconds <= 0:
         raise ValueError("a Poisson schedule needs qps > 0 and seconds > 0")
-    rng = np.random.default_rng(seed)
-    expected = qps * seconds
-    chunk = int(expected + 6 * math.sqrt(expected) + 16)
-    offsets = np.cumsum(rng.exponential(1.0 / qps, size=chunk))
-    while offsets[-1] < seconds:  # rare: more arrivals than 6 sigma above the mean
-        more = offsets[-1] + np.cumsum(rng.exponential(1.0 / qps, size=chunk))
-        offsets = np.concatenate([offsets, more])
-    return (offsets[offsets < seconds] * 1e9).astype(np.int64)
+    count = round(qps * seconds)
+    gaps = np.random.default_rng(seed).exponential(1.0, size=count + 1)
+    offsets = np.cumsum(gaps[:-1]) * (seconds / gaps.sum())
+    return (offsets * 1e9).astype(np.int64)
 
 
 def _wait_until(deadline: int, stop: threading.Event) -> None:
@@ -420,6 +448,7 @@ def open_loop(
     seed: int = 0,
     max_outstanding: int | None = None,
     drain_seconds: float | None = None,
+    warmup_seconds: float = 0.0,
 ) -> RequestLog:
     """MLPerf's server scenario: Poisson arrivals at `qps` for `seconds`, queued to the slots.
 
@@ -429,9 +458,14 @@ def open_loop(
 
     `max_outstanding`: at most this many requests issued and not finished; the dispatcher
     waits for one to finish (it is then late, and that shows in latency), as LoadGen's
-    max_async_queries. Issuing stops at `seconds` whatever happened; requests then queued get
-    `drain_seconds` (default: a fifth of `seconds`, at least 1 s) to start; those that have not
-    started, and arrivals never issued, are counted in `RequestLog.cut`.
+    max_async_queries. Every arrival is due before `seconds`; the run is cut `drain_seconds`
+    later (default: a fifth of `seconds`, at least 1 s), whatever happened: arrivals not started
+    by then, still queued or never issued (a dispatcher held back or behind), are counted in
+    `RequestLog.cut`. A dispatcher that wakes a little late for the last arrivals so still
+    issues them, rather than cutting them at `seconds`.
+
+    `warmup_seconds`: every slot first runs requests back to back for that long, unlogged;
+    the schedule's clock starts when all have finished warming up.
     """
     _check_slots(slots)
     if max_outstanding is not None and max_outstanding < 1:
@@ -449,9 +483,16 @@ def open_loop(
     stop = failure.stop
     credits = threading.BoundedSemaphore(max_outstanding) if max_outstanding else None
 
+    warmup_ns = int(warmup_seconds * 1e9)
+    warmed = threading.Barrier(n + 1)  # the slots and the dispatcher
+
     def run_slot(k: int) -> None:
         request, take = slots[k], requests.get
         try:
+            warm_until = now_ns() + warmup_ns
+            while now_ns() < warm_until and not stop.is_set():
+                request()
+            warmed.wait()
             while True:
                 i = take()
                 if i == _DONE:
@@ -464,38 +505,41 @@ def open_loop(
                 start[i], end[i], slot_of[i] = s, e, k
                 if credits is not None:
                     credits.release()
+        except threading.BrokenBarrierError:
+            pass  # another slot failed while warming up, or the run was interrupted
         except BaseException as exc:  # noqa: BLE001 - re-raised by the caller as SlotFailed
             failure.record(k, exc)
+            warmed.abort()
 
     # Python ints for the dispatcher, made before the clock starts: converting a million
     # arrivals takes tens of ms, which would make the first ones late.
     offsets = schedule.tolist()
     issued = 0
     with _gc_paused():
-        threads = _start_threads(run_slot, n, "loadgen-open")
-        t0 = now_ns() + LEAD_NS
-        issue_end = t0 + int(seconds * 1e9)
+        threads = _SlotThreads(run_slot, n, "loadgen-open")
         put = requests.put
         try:
+            try:
+                warmed.wait()
+            except threading.BrokenBarrierError:
+                stop.set()  # a slot failed warming up: it is re-raised below
+            t0 = now_ns() + LEAD_NS
+            issue_end = t0 + int(seconds * 1e9)
+            cut_at = issue_end + int(drain * 1e9)
             for i in range(total):
                 _wait_until(t0 + offsets[i], stop)
-                if stop.is_set() or now_ns() >= issue_end:
+                if stop.is_set() or now_ns() >= cut_at:
                     break
-                if credits is not None and not _acquire(credits, issue_end, stop):
+                if credits is not None and not _acquire(credits, cut_at, stop):
                     break
                 dispatch[i] = now_ns()
                 put(i)
                 issued = i + 1
             for _ in range(n):
                 put(_DONE)
-            cut_at = now_ns() + int(drain * 1e9)
-            for thread in threads:
-                while thread.is_alive() and not stop.is_set():
-                    remaining = cut_at - now_ns()
-                    if remaining <= 0:
-                        break
-                    thread.join(min(remaining, POLL_NS) / 1e9)
+            threads.wait(until_ns=cut_at, stop=stop)
         finally:
+            warmed.abort()  # frees slots still warming up if the dispatcher was interrupted
             # Take back what no slot has started (requests and sentinels), then stop the threads.
             while True:
                 try:
@@ -504,7 +548,7 @@ def open_loop(
                     break
             for _ in range(n):
                 put(_DONE)
-            _join(threads)
+            threads.wait()
     failure.raise_if_any()
     done = slot_of[:issued] >= 0
     cut = total - int(done.sum())
@@ -586,20 +630,32 @@ def search_qps(
     latency (queueing included, cut requests infinitely slow) is at most `slo_ms` and the
     achieved rate is at least `keep_up` x the offered one. From `start_qps` (default 1/slo,
     the rate of one request per latency budget) the rate doubles until one fails (halves until
-    one passes when the start fails), then bisects until the bracket is within `tolerance`
-    of the passing rate or `max_points` runs are spent. Noise can make a rate pass once and
-    fail once; the search trusts each single run, so give `measure` enough seconds.
+    one passes when the start fails), then bisects on the geometric mean until the bracket is
+    within `tolerance` of the passing rate or `max_points` runs are spent. While growing, each
+    step also goes to at least half, and at most all, of the capacity the last run's service
+    times imply (slots / median service time), so a start far below capacity costs no string
+    of doublings and the first failing rate is not far past it. Noise can make a rate pass
+    once and fail once; the search trusts each single run, so give `measure` enough seconds.
+    A slot failing raises `SlotFailed` out of `measure`, and out of here.
     """
     if slo_ms <= 0 or not 0 < percentile < 100 or max_points < 1 or tolerance <= 0:
         raise ValueError("search_qps needs slo_ms > 0, 0 < percentile < 100, max_points >= 1")
     points: list[QpsPoint] = []
+    capacity = [math.inf]  # requests/s the last run's service times allow
 
     def trial(qps: float) -> QpsPoint:
-        point = QpsPoint.from_log(
-            qps, measure(qps), slo_ms=slo_ms, percentile=percentile, keep_up=keep_up
-        )
+        log = measure(qps)
+        point = QpsPoint.from_log(qps, log, slo_ms=slo_ms, percentile=percentile, keep_up=keep_up)
+        if log.count:
+            capacity[0] = log.slots * 1e3 / float(np.median(log.service_ms()))
         points.append(point)
         return point
+
+    def grow(qps: float) -> float:
+        """Double, but to at least half and at most all of the implied capacity."""
+        if capacity[0] <= qps * (1 + tolerance):  # the hint says no headroom: trust the runs
+            return 2 * qps
+        return min(max(2 * qps, capacity[0] / 2), capacity[0])
 
     qps = start_qps if start_qps is not None else 1000.0 / slo_ms
     passed: QpsPoint | None = None
@@ -608,7 +664,7 @@ def search_qps(
     if first.ok:
         passed = first
         while len(points) < max_points:
-            point = trial(passed.qps * 2)
+            point = trial(grow(passed.qps))
             if not point.ok:
                 failed = point
                 break
@@ -728,6 +784,6 @@ def generator_limit(point: QpsPoint, capacity: GeneratorCapacity, slo_ms: float)
     if point.lateness_p99_ms > LATENESS_SHARE * slo_ms:
         return (
             f"the load generator issued requests up to {point.lateness_p99_ms:.3g} ms late "
-            f"(p99), over {LATENESS_SHARE:.0%} of the {slo_ms:g} ms SLO"
+            f"(p99), over {LATENESS_SHARE:.0%} of the {slo_ms:.3g} ms SLO"
         )
     return None
