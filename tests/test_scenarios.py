@@ -515,3 +515,28 @@ def test_the_plan_covers_the_batches_the_run_uses():
         tiny_cnn, [default_experiment(tiny_cnn.config)], ["onnxruntime"], ["cpu"], None
     )
     assert plan_batches(tiny_cnn, plan.combinations) == ()
+
+
+def test_a_slot_running_out_of_memory_reaches_the_worker_as_oom_fake(tmp_path):
+    """loadgen wraps a slot's exception in SlotFailed; the worker classifies the slot's own."""
+    import io
+
+    from infercmp import worker
+    from infercmp.contract import WorkerResult
+
+    class OutOfMemoryFake(_CountingEngineFake):
+        def hot_path(self):
+            def compute():
+                raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+            return (lambda: None), compute, (lambda: []), (lambda: None)
+
+    spec = _spec(tmp_path, Load(scenario="offline"), iters=10)
+    result = WorkerResult(
+        status="ok", model="m", engine="onnxruntime", device="cpu", precision="fp32",
+        device_resident=False, mode="iters",
+    )  # fmt: skip
+    events = worker._PhaseEvents(io.StringIO())
+    with pytest.raises(MemoryError) as raised:
+        worker._measure_load(OutOfMemoryFake(), [], spec, result, events)
+    assert worker._is_oom(raised.value)

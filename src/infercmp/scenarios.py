@@ -199,7 +199,9 @@ def run_load(
         )
     else:
         generator = dict(loadgen.generator_capacity(CAPACITY_SECONDS, len(slots)))
-        loadgen.closed_loop(slots, min_requests=0, min_seconds=0, max_seconds=warmup_s)
+        # Warm every slot up for the warm-up time (a closed loop with zero minimums would stop
+        # after its first request).
+        loadgen.closed_loop(slots, min_requests=1, min_seconds=warmup_s, max_seconds=warmup_s)
         seconds = settings.duration_s or settings.max_seconds
         if load.qps is not None:
             log = loadgen.open_loop(slots, qps=load.qps, seconds=seconds)

@@ -323,6 +323,7 @@ def _measure_load(
     slot, driven by the load generator. Returns every slot's engine (the first is `engine`)
     so the caller releases them."""
     from infercmp.engines import get_descriptor
+    from infercmp.loadgen import SlotFailed
     from infercmp.scenarios import run_load
 
     how = get_descriptor(spec.engine).concurrency_on(spec.device)
@@ -346,6 +347,10 @@ def _measure_load(
         phase_event("measure")
         started = time.perf_counter()
         arrays, load_result = run_load(engines, spec, how)
+    except SlotFailed as exc:
+        _release_all(engines[1:])
+        # The slot's own exception is what the worker classifies (out of memory, unsupported).
+        raise exc.error from exc
     except BaseException:
         _release_all(engines[1:])
         raise
