@@ -225,6 +225,8 @@ class LoadResult(_Model):
     search: list[dict[str, Any]] = Field(default_factory=list)
     best_qps: float | None = None
     search_reason: str | None = None
+    # Several --repeat processes merged (scenarios.merge_load_results): each one's items/s.
+    per_process_items_per_s: list[float] | None = None
 
 
 class WorkerResult(_Model):

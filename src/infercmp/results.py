@@ -40,6 +40,7 @@ from pydantic import (
     ValidationError,
 )
 
+from infercmp.contract import Load, LoadResult
 from infercmp.errors import InfercmpError, RunFailed
 from infercmp.files import write_atomic
 
@@ -278,8 +279,8 @@ class CombinationResult(BaseModel):
     gpu_util_readings: _Count = 0
     # contract.Load.model_dump() when a --batch/--concurrency/--scenario flag was given, else
     # None; and what that load achieved (infercmp.scenarios.LoadSummary), where measured.
-    load: dict[str, Any] | None = None
-    load_result: dict[str, Any] | None = None
+    load: Annotated[dict[str, Any], _checked_by(Load)] | None = None
+    load_result: Annotated[dict[str, Any], _checked_by(LoadResult)] | None = None
 
 
 def _iso_time(value: str) -> str:
