@@ -9,7 +9,8 @@ The scenarios follow MLPerf LoadGen's definitions where they fit:
 - Server: `open_loop`, Poisson arrivals scheduled in advance; a request's latency runs from
   its *scheduled* arrival, so time spent queued, and any lateness of the generator itself,
   counts against the system (LoadGen does the same). `search_qps` finds the highest rate whose
-  latency percentile stays under a limit, as LoadGen's server "target latency" does.
+  latency percentile stays under a limit: what a LoadGen submitter searches for by hand, since
+  LoadGen only checks one target QPS against its target latency.
 
 A slot is one request of the engine layer (a CUDA stream, an execution context, an infer
 request or a session of its own); the generator runs one thread per slot, so a slot is only
