@@ -199,7 +199,7 @@ def search_rows(
     if best is None:
         value = f"none: {search.reason}"
     else:
-        note = loadgen.generator_limit(best, generator, slo_ms)
+        note = loadgen.search_generator_limit(search, generator)
         value = (f"{best.offered_qps:,.0f}/s = {best.offered_qps / capacity:.0%} of the closed "
                  f"loop's {capacity:,.0f}/s; {search.reason}"
                  + (f"; flagged: {note}" if note else ""))  # fmt: skip
