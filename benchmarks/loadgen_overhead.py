@@ -14,7 +14,7 @@ given as the median over the rounds and, in brackets, their range:
 - engine: a real runtime behind the slots, ONNX Runtime on the CPU with a session per slot (one
   intra-op thread each) over a small MLP built here: closed loop with 1 and 2 slots, then
   `search_qps` on 1 slot with SLOs of 10 and 50 times its median service time (once each, every
-  point printed), to check the search against the closed-loop capacity and `generator_limit`.
+  point printed), to check the search against the closed-loop capacity and `search_generator_limit`.
 
     python benchmarks/loadgen_overhead.py [--rounds 5] [--seconds 1.0]   # about 2 minutes
 """
