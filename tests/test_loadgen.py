@@ -357,12 +357,15 @@ def test_generator_capacity_reports_positive_figures():
     assert capacity["closed_loop_overhead_us"] >= 0
 
 
+# A generator that can issue 100,000 requests/s flat out.
+FAKE_CAPACITY = loadgen.GeneratorCapacity(
+    slots=1, closed_loop_requests_per_s=1e6, closed_loop_cost_us=1.0, closed_loop_overhead_us=0.1,
+    open_loop_max_qps=100_000.0, open_loop_qps=10_000.0, lateness_p50_us=20.0, lateness_p99_us=80.0,
+)  # fmt: skip
+
+
 def test_generator_limit_fake_points():
-    capacity = loadgen.GeneratorCapacity(
-        slots=1, closed_loop_requests_per_s=1e6, closed_loop_cost_us=1.0,
-        closed_loop_overhead_us=0.1, open_loop_max_qps=100_000.0, open_loop_qps=10_000.0,
-        lateness_p50_us=20.0, lateness_p99_us=80.0,
-    )  # fmt: skip
+    capacity = FAKE_CAPACITY
 
     def point(offered: float, lateness_ms: float) -> loadgen.QpsPoint:
         return loadgen.QpsPoint(
@@ -427,11 +430,7 @@ def test_search_qps_fake_far_low_start_jumps_towards_implied_capacity():
 
 
 def test_search_generator_limit_fake_checks_the_bounding_failure_too():
-    capacity = loadgen.GeneratorCapacity(
-        slots=1, closed_loop_requests_per_s=1e6, closed_loop_cost_us=1.0,
-        closed_loop_overhead_us=0.1, open_loop_max_qps=100_000.0, open_loop_qps=10_000.0,
-        lateness_p50_us=20.0, lateness_p99_us=80.0,
-    )  # fmt: skip
+    capacity = FAKE_CAPACITY
 
     def point(qps: float, ok: bool, lateness_ms: float) -> loadgen.QpsPoint:
         return loadgen.QpsPoint(
