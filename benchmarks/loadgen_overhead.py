@@ -14,7 +14,7 @@ given as the median over the rounds and, in brackets, their range:
 - engine: a real runtime behind the slots, ONNX Runtime on the CPU with a session per slot (one
   intra-op thread each) over a small MLP built here: closed loop with 1 and 2 slots, then
   `search_qps` on 1 slot with SLOs of 10 and 50 times its median service time (once each, every
-  point printed), to check the search against the closed-loop capacity and `generator_limit`.
+  point printed), to check the search against the closed-loop capacity and `search_generator_limit`.
 
     python benchmarks/loadgen_overhead.py [--rounds 5] [--seconds 1.0]   # about 2 minutes
 """
@@ -199,7 +199,7 @@ def search_rows(
     if best is None:
         value = f"none: {search.reason}"
     else:
-        note = loadgen.generator_limit(best, generator, slo_ms)
+        note = loadgen.search_generator_limit(search, generator)
         value = (f"{best.offered_qps:,.0f}/s = {best.offered_qps / capacity:.0%} of the closed "
                  f"loop's {capacity:,.0f}/s; {search.reason}"
                  + (f"; flagged: {note}" if note else ""))  # fmt: skip

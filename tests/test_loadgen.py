@@ -357,12 +357,15 @@ def test_generator_capacity_reports_positive_figures():
     assert capacity["closed_loop_overhead_us"] >= 0
 
 
+# A generator that can issue 100,000 requests/s flat out.
+FAKE_CAPACITY = loadgen.GeneratorCapacity(
+    slots=1, closed_loop_requests_per_s=1e6, closed_loop_cost_us=1.0, closed_loop_overhead_us=0.1,
+    open_loop_max_qps=100_000.0, open_loop_qps=10_000.0, lateness_p50_us=20.0, lateness_p99_us=80.0,
+)  # fmt: skip
+
+
 def test_generator_limit_fake_points():
-    capacity = loadgen.GeneratorCapacity(
-        slots=1, closed_loop_requests_per_s=1e6, closed_loop_cost_us=1.0,
-        closed_loop_overhead_us=0.1, open_loop_max_qps=100_000.0, open_loop_qps=10_000.0,
-        lateness_p50_us=20.0, lateness_p99_us=80.0,
-    )  # fmt: skip
+    capacity = FAKE_CAPACITY
 
     def point(offered: float, lateness_ms: float) -> loadgen.QpsPoint:
         return loadgen.QpsPoint(
@@ -424,3 +427,27 @@ def test_search_qps_fake_far_low_start_jumps_towards_implied_capacity():
     assert [round(p.qps) for p in result.points[:3]] == [1, 100, 200]
     assert result.best is not None and 100 <= result.best.qps < 200
     assert "bracketed within 5%" in result.reason and len(result.points) <= 8
+
+
+def test_search_generator_limit_fake_checks_the_bounding_failure_too():
+    capacity = FAKE_CAPACITY
+
+    def point(qps: float, ok: bool, lateness_ms: float) -> loadgen.QpsPoint:
+        return loadgen.QpsPoint(
+            qps=qps, offered_qps=qps, achieved_qps=qps, percentile_ms=4.0 if ok else 8.0,
+            ok=ok, requests=1000, cut=0, lateness_p99_ms=lateness_ms,
+        )  # fmt: skip
+
+    best = point(995.0, True, 0.3)
+    clean = loadgen.QpsSearch(5.0, 99.0, [point(2000.0, False, 0.2), best], best)
+    assert loadgen.search_generator_limit(clean, capacity) is None
+    # The rate just above the answer failed while the generator was 1.6 ms late.
+    late = loadgen.QpsSearch(
+        5.0, 99.0, [point(8000.0, False, 0.2), point(1024.0, False, 1.6), best], best
+    )
+    assert loadgen.search_generator_limit(late, capacity) == (
+        "1,024/s, the failing rate that bounds the search, ran where the load generator issued "
+        "requests up to 1.6 ms late (p99), over 10% of the 5 ms SLO"
+    )
+    none_passed = loadgen.QpsSearch(5.0, 99.0, [point(50.0, False, 2.0)], None)
+    assert loadgen.search_generator_limit(none_passed, capacity).startswith("50/s, the failing")
