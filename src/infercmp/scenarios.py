@@ -222,11 +222,13 @@ def run_load(
     # loop: completions over the window.
     rate = log.achieved_qps()
     note = None
-    if generator is not None:
-        chosen_point = loadgen.QpsPoint.from_log(
-            load.qps or 0.0, log, slo_ms=load.slo_ms or math.inf, percentile=99, keep_up=0.95
+    if search is not None:  # the answer rests on the best rate and the failing one above it
+        note = loadgen.search_generator_limit(search, generator)
+    elif generator is not None:
+        point = loadgen.QpsPoint.from_log(
+            load.qps or 0.0, log, slo_ms=math.inf, percentile=99, keep_up=0.95
         )
-        note = loadgen.generator_limit(chosen_point, generator, load.slo_ms or math.inf)
+        note = loadgen.generator_limit(point, generator, math.inf)
     result = LoadResult(
         how=how,
         batch=batch,
