@@ -375,7 +375,7 @@ def test_an_output_contradicting_the_config_is_caught_whichever_engines_run(shar
     experiment = default_experiment(plugin.config)
     plan = bench.plan_bench(plugin, [experiment], ["pytorch"], ["cpu"], None)
     artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
-    error = artifacts.reference_errors[experiment.label]
+    error = artifacts.reference_errors[experiment.label, None]
     assert error.startswith(
         f"model 'wrong-outputs' at shape {experiment.label}: computing the PyTorch reference "
         "outputs failed: output 'logits' has shape [1, 10]"

@@ -14,6 +14,8 @@ from infercmp.config import DTYPES, ConfigError, ModelConfig, load_config, parse
 
 REPO = Path(__file__).resolve().parents[1]
 RESNET50_CONFIG = REPO / "examples/models/resnet50/src/infercmp_resnet50/config.yaml"
+# The original study's config (batch fixed at 1): it must keep loading exactly as it was.
+STUDY_CONFIG = REPO / "examples/models/resnet50/src/infercmp_resnet50/study_config.yaml"
 BUILTIN_CONFIGS = sorted((REPO / "src/infercmp/models").glob("*.yaml"))
 
 RESNET50 = {
@@ -77,8 +79,8 @@ _DELETE = object()
 # --- the reference configs load unchanged ---------------------------------------------------
 
 
-def test_reference_resnet50_config_loads_unchanged():
-    config = load_config(RESNET50_CONFIG)
+def test_study_resnet50_config_loads_unchanged():
+    config = load_config(STUDY_CONFIG)
     assert config.model_dump() == RESNET50
     image = config.inputs[0]
     assert image.dtype.name == "float32"
@@ -258,8 +260,8 @@ def test_yaml_bad_indentation_gives_line_and_column(tmp_path):
 
 
 def test_yaml_duplicate_key_is_an_error_not_silently_overwritten(tmp_path):
-    text = RESNET50_CONFIG.read_text() + "name: resnet152\n"
-    assert problem(tmp_path, text) == "FILE: YAML syntax error at line 18, column 1: " + (
+    text = STUDY_CONFIG.read_text() + "name: resnet152\n"
+    assert problem(tmp_path, text) == "FILE: YAML syntax error at line 19, column 1: " + (
         "duplicate key 'name'"
     )
 

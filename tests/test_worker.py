@@ -322,7 +322,9 @@ def test_spec_bench_writes_is_the_spec_the_worker_reads(tmp_path):
     plan = bench.plan_bench(
         plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
     )
-    artifacts = bench.Artifacts(references={plan.experiments[0].label: tmp_path / "ref.npz"})
+    artifacts = bench.Artifacts(
+        references={(plan.experiments[0].label, None): tmp_path / "ref.npz"}
+    )
     spec = bench.worker_spec(plugin, plan.runnable[0], artifacts, Measurement(), tmp_path, 3)
     again = WorkerSpec.model_validate_json(spec.model_dump_json())
     assert again == spec

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from infercmp.config import DYNAMIC, ModelConfig
-from infercmp.contract import Measurement, WorkerResult, WorkerSpec
+from infercmp.contract import Load, Measurement, WorkerResult, WorkerSpec
 from infercmp.engines.descriptor import DEVICES, PRECISIONS, Converted, EngineDescriptor, Machine
 from infercmp.errors import InfercmpError, RunFailed
 from infercmp.plugins import ModelPlugin
@@ -101,17 +101,25 @@ def parse_engine(text: str) -> EngineChoice:
 
 @dataclass(frozen=True)
 class Combination:
-    """One job: an experiment on one engine (with options), device and precision."""
+    """One job: an experiment on one engine (with options), device and precision, under a load
+    (batch, concurrency, scenario; `Load()` is one request at a time at the model's batch)."""
 
     experiment: Experiment
     engine: EngineChoice
     device: str
     precision: str
     skip_reason: str | None = None
+    load: Load = Load()
 
     @property
     def label(self) -> str:
-        return f"{self.engine.label}/{self.device}/{self.precision} @ {self.experiment.label}"
+        load = f" {self.load.label}" if self.load.label else ""
+        return f"{self.engine.label}/{self.device}/{self.precision} @ {self.experiment.label}{load}"
+
+    @property
+    def reference_key(self) -> tuple[str, int | None]:
+        """Which reference data the worker runs on: the experiment at the load's batch."""
+        return self.experiment.label, self.load.batch
 
 
 @dataclass
@@ -164,6 +172,7 @@ def plan_bench(
     devices: Sequence[str] | None,
     precisions: Sequence[str] | None,
     machine: Machine | None = None,
+    loads: Sequence[Load] = (Load(),),
 ) -> BenchPlan:
     """Validate the request and list every combination, with a reason for each one skipped.
 
@@ -195,9 +204,15 @@ def plan_bench(
     config = plugin.config
     machine = machine or Machine.current()
 
+    from infercmp.batching import batched_runtime_shapes, check_batches
+
+    batches = [load.batch for load in loads if load.batch is not None]
+    if batches:  # outside the config's declared range: the user's mistake, said now
+        check_batches(batches, config)
     combos: list[Combination] = []
-    for experiment in experiments:
-        outside = check_profile(config, runtime_shapes(plugin, experiment))
+    for experiment, load in itertools.product(experiments, loads):
+        shapes = batched_runtime_shapes(config, runtime_shapes(plugin, experiment), load.batch)
+        outside = check_profile(config, shapes)
         if outside:
             keeping = [c.name for c in choices if descriptors[c.name].keeps_profile]
             if keeping and explicit_engines:
@@ -215,7 +230,8 @@ def plan_bench(
             if device not in descriptor.devices and not (explicit_engines and explicit_devices):
                 continue  # e.g. TensorRT on the CPU: listing it would only be noise
             reason = _skip_reason(descriptor, choice, device, precision, machine, outside)
-            combos.append(Combination(experiment, choice, device, precision, reason))
+            reason = reason or _load_refusal(descriptor, device, load)
+            combos.append(Combination(experiment, choice, device, precision, reason, load))
     return BenchPlan(plugin.name, config, experiments, combos, descriptors, notes)
 
 
@@ -237,6 +253,16 @@ def _skip_reason(
     if descriptor.keeps_profile and outside:
         return _profile_text(outside)
     return _inapplicable_options(descriptor, choice, device)
+
+
+def _load_refusal(descriptor: EngineDescriptor, device: str, load: Load) -> str | None:
+    """Why the engine cannot keep `load.concurrency` requests in flight on `device`, or None."""
+    if load.concurrency == 1 and load.scenario == "single-stream":
+        return None
+    how = descriptor.concurrency_on(device)
+    if how is None:
+        return f"{descriptor.name} declares no way to keep several requests in flight on {device}"
+    return None
 
 
 def _inapplicable_options(
@@ -264,15 +290,15 @@ class Artifacts:
     # (engine choice, precision) -> the engine's own form, or why it could not be made
     converted: dict[tuple[EngineChoice, str], Converted] = field(default_factory=dict)
     convert_errors: dict[tuple[EngineChoice, str], str] = field(default_factory=dict)
-    references: dict[str, Path] = field(default_factory=dict)  # experiment label -> npz
-    reference_errors: dict[str, str] = field(default_factory=dict)  # experiment label -> why
+    # Combination.reference_key (experiment label, batch) -> npz, or why it could not be made
+    references: dict[tuple[str, int | None], Path] = field(default_factory=dict)
+    reference_errors: dict[tuple[str, int | None], str] = field(default_factory=dict)
     tracebacks: list[str] = field(default_factory=list)  # of the errors above, for --debug
 
     def missing(self, combo: Combination, descriptor: EngineDescriptor) -> str | None:
         """Why this combination cannot start its worker, or None when all it needs is here."""
-        label = combo.experiment.label
-        if label in self.reference_errors:
-            return self.reference_errors[label]
+        if combo.reference_key in self.reference_errors:
+            return self.reference_errors[combo.reference_key]
         if descriptor.artifact == "onnx" and self.onnx_error is not None:
             return self.onnx_error
         failed = self.convert_errors.get((combo.engine, combo.precision))
@@ -342,26 +368,26 @@ def prepare_artifacts(
     With `on_nodes` (a distributed executor) GPU-specific artifacts (`builds_on_device`) are
     left to the node that runs them.
     """
+    from infercmp.batching import ensure_batched_reference, plan_batches
     from infercmp.engines.descriptor import ConvertContext
-    from infercmp.export import ensure_reference, export_onnx
+    from infercmp.export import export_onnx
 
     artifacts = Artifacts()
     runnable = plan.runnable
-    for experiment in plan.experiments:
-        if any(c.experiment == experiment for c in runnable):
-            progress(f"reference outputs for {experiment.label}")
-            step = "computing the PyTorch reference outputs"
-            try:
-                artifacts.references[experiment.label] = bounded(
-                    timeout_s,
-                    lambda experiment=experiment: ensure_reference(plugin, cache, experiment),
-                )
-            except Exception as exc:  # the user's code may raise anything
-                artifacts.tracebacks.append("".join(traceback.format_exception(exc)))
-                artifacts.reference_errors[experiment.label] = _model_error(
-                    plugin, experiment, step, exc
-                )
-    runnable = [c for c in runnable if c.experiment.label in artifacts.references]
+    for key, combo in {c.reference_key: c for c in runnable}.items():
+        experiment, batch = combo.experiment, combo.load.batch
+        at_batch = f" at batch {batch}" if batch is not None else ""
+        progress(f"reference outputs for {experiment.label}{at_batch}")
+        step = "computing the PyTorch reference outputs" + at_batch
+        try:
+            artifacts.references[key] = bounded(
+                timeout_s,
+                lambda e=experiment, b=batch: ensure_batched_reference(plugin, cache, e, b),
+            )
+        except Exception as exc:  # the user's code may raise anything
+            artifacts.tracebacks.append("".join(traceback.format_exception(exc)))
+            artifacts.reference_errors[key] = _model_error(plugin, experiment, step, exc)
+    runnable = [c for c in runnable if c.reference_key in artifacts.references]
     if any(plan.descriptors[c.engine.name].artifact == "onnx" for c in runnable):
         progress("ONNX export")
         try:
@@ -371,7 +397,9 @@ def prepare_artifacts(
             )
         except InfercmpError as exc:
             artifacts.onnx_error = f"ONNX export of model '{plugin.name}' failed: {exc}"
-    context = ConvertContext(plugin, cache, artifacts.onnx, progress)
+    context = ConvertContext(
+        plugin, cache, artifacts.onnx, progress, plan_batches(plugin, runnable)
+    )
     for choice, precision in dict.fromkeys((c.engine, c.precision) for c in runnable):
         descriptor = plan.descriptors[choice.name]
         if descriptor.artifact == "onnx" and artifacts.onnx is None:
@@ -633,13 +661,14 @@ def worker_spec(
         device=combo.device,
         precision=combo.precision,
         artifact=converted.artifact or onnx,
-        reference=artifacts.references[combo.experiment.label],
+        reference=artifacts.references[combo.reference_key],
         input_names=plugin.config.input_names,
         output_names=plugin.config.output_names,
         options={**dict(converted.options), **dict(combo.engine.options)},
         measurement=measurement,
         process=process,
         result_dir=result_dir,
+        load=combo.load,
     )
 
 
@@ -656,6 +685,7 @@ def _combo_result(plugin: ModelPlugin, combo: Combination, **fields: Any) -> Any
         shape_label=experiment.label,
         example_shapes=[list(s) for s in experiment.shapes],
         variant=combo.engine.variant,
+        load=None if combo.load.is_default else combo.load.model_dump(),
         **fields,
     )
 
@@ -685,6 +715,7 @@ def outcome_to_result(
     """
     from infercmp.results import ProcessSummary
     from infercmp.sampler import background_load, energy_window, mean_over_measure, peak
+    from infercmp.scenarios import merge_load_results
     from infercmp.stats import LatencyStats, hierarchical_median_ci
 
     outcomes = progress.outcomes
@@ -773,6 +804,7 @@ def outcome_to_result(
         background_cpus=background.cpus,
         load_seconds=source.load_seconds if source else None,
         engine_info=source.engine_info if source else {},
+        load_result=merge_load_results([o.result.load_result for o in ok if o.result]),
         parity=parity.model_dump() if parity else None,
         warnings=warnings,
         started=progress.started,
@@ -934,6 +966,7 @@ def combination_id(combo: Combination) -> str:
         combo.precision,
         combo.experiment.label,
         combo.engine.variant,
+        combo.load.label,
     )
 
 

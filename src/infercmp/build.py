@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,9 +246,8 @@ def _save_timing_cache(build_config, path: Path, log: BuildLog) -> None:
 
 
 def _plan_key(
-    plugin: ModelPlugin, onnx: OnnxArtifact, trt: TrtModule, precision: str, gpu: str, workspace
+    config: ModelConfig, onnx: OnnxArtifact, trt: TrtModule, precision: str, gpu: str, workspace
 ) -> str:
-    config = plugin.config
     return content_key(
         {
             "kind": "plan",
@@ -290,8 +289,15 @@ def build_engine(
     workspace_gb: float | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    batches: Sequence[int] = (),
 ) -> PlanArtifact:
-    """Build (or fetch from the cache) a serialized engine of `onnx` for this machine's GPU."""
+    """Build (or fetch from the cache) a serialized engine of `onnx` for this machine's GPU.
+
+    `batches`: the batch sizes to run; the profile's batch axis spans them
+    (`batching.profile_for_batches`), the config's profile otherwise.
+    """
+    from infercmp.batching import profile_for_batches
+
     if precision not in PRECISIONS:
         raise InfercmpError(f"unknown precision '{precision}'; choose {', '.join(PRECISIONS)}")
     if workspace_gb is not None and workspace_gb <= 0:
@@ -300,7 +306,8 @@ def build_engine(
     start = time.perf_counter()
     trt = load_trt_module(backend)
     gpu = gpu_model()
-    key = _plan_key(plugin, onnx, trt, precision, gpu, workspace_gb)
+    config = profile_for_batches(plugin.config, batches)
+    key = _plan_key(config, onnx, trt, precision, gpu, workspace_gb)
     if not force:
         entry = cache.lookup("plan", key)
         if entry is not None:
@@ -315,7 +322,7 @@ def build_engine(
             log = BuildLog()
             try:
                 meta = _build(
-                    plugin, cache, onnx, trt, precision, gpu, workspace_gb, staged, log, progress
+                    config, cache, onnx, trt, precision, gpu, workspace_gb, staged, log, progress
                 )
             finally:
                 (staged / LOG_FILE).write_text(log.text())
@@ -324,7 +331,7 @@ def build_engine(
 
 
 def _build(
-    plugin: ModelPlugin,
+    config: ModelConfig,
     cache: ArtifactCache,
     onnx: OnnxArtifact,
     trt: TrtModule,
@@ -336,7 +343,6 @@ def _build(
     progress: Progress,
 ) -> dict[str, Any]:
     module = trt.module
-    config = plugin.config
     source = onnx.path
     flag = trt.precision_flag(precision)
     if precision != "fp32" and (trt.strongly_typed or flag is None):

@@ -23,6 +23,7 @@ DEFAULT_WARMUP_ITERS = 10  # when neither warm-up bound is given
 Status = Literal["ok", "failed", "oom", "unsupported"]
 Phase = Literal["spec", "load", "prepare", "warmup", "measure", "parity", "write"]
 StopReason = Literal["iterations", "duration", "ci_target", "max_seconds"]
+Scenario = Literal["single-stream", "offline", "server"]
 
 
 class _Model(BaseModel):
@@ -120,6 +121,56 @@ _FLAGS = {
 }
 
 
+class Load(_Model):
+    """The load one combination runs under: batch size, requests in flight, arrival pattern.
+
+    The default (`Load()`) is infercmp's original measurement: the model's own batch, one
+    request at a time. `batch` None keeps the preprocessed example as it is; a number stacks
+    it along the config's `batch_size` axis (infercmp.batching). Frozen: a `Combination` holds
+    it and is a dict key.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    batch: int | None = Field(None, gt=0)
+    concurrency: int = Field(1, gt=0)
+    scenario: Scenario = "single-stream"
+    qps: float | None = Field(None, gt=0)  # server: Poisson arrival rate; None: search it
+    slo_ms: float | None = Field(None, gt=0)  # server with qps None: the p99 limit searched
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Load:
+        if self.scenario == "single-stream" and self.concurrency != 1:
+            raise ValueError("single-stream keeps one request in flight; use offline or server")
+        if self.scenario != "server" and (self.qps is not None or self.slo_ms is not None):
+            raise ValueError("qps and slo_ms belong to the server scenario")
+        if self.scenario == "server" and self.qps is None and self.slo_ms is None:
+            raise ValueError("the server scenario needs qps, or slo_ms to search the rate")
+        return self
+
+    @property
+    def is_default(self) -> bool:
+        return self == Load()
+
+    @property
+    def one_at_a_time(self) -> bool:
+        """The original timed loop (timing.measure) measures it: single-stream, any batch."""
+        return self.scenario == "single-stream"
+
+    @property
+    def label(self) -> str:
+        """`b8`, `b8-c2-offline`, `server-q200`, `server-auto-slo50ms`; "" for the default."""
+        parts = [f"b{self.batch}"] if self.batch is not None else []
+        parts += [f"c{self.concurrency}"] if self.concurrency != 1 else []
+        if self.scenario == "offline":
+            parts.append("offline")
+        elif self.scenario == "server":
+            parts.append(
+                f"server-q{self.qps:g}" if self.qps else f"server-auto-slo{self.slo_ms:g}ms"
+            )
+        return "-".join(parts)
+
+
 class WorkerSpec(_Model):
     """Everything one worker needs; bench writes it as spec.json in the worker's directory."""
 
@@ -136,12 +187,46 @@ class WorkerSpec(_Model):
     measurement: Measurement = Field(default_factory=Measurement)
     process: int = Field(0, ge=0)  # which of the combination's repeated processes this is
     result_dir: Path
+    load: Load = Field(default_factory=Load)
 
 
 class WarmupInfo(_Model):
     iterations: int = 0
     seconds: float = 0.0
     first_ms: float | None = None  # the very first timed call: the cold-start cost
+
+
+class LoadResult(_Model):
+    """What a load other than one request at a time achieved in one worker process
+    (`infercmp.scenarios.run_load`): the figures of its `loadgen.RequestLog`, throughput in
+    items (batch x requests), the generator's own capacity, and a --qps auto search."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+
+    how: str  # how the engine kept requests in flight (its descriptor's words)
+    batch: int
+    slots: int
+    requests: int
+    cut: int = 0
+    window_s: float
+    requests_per_s: float
+    items_per_s: float
+    offered_qps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    lateness_p99_ms: float | None = None
+    stop_reason: str = ""
+    # loadgen.generator_capacity with this many slots (server scenario only).
+    generator: dict[str, Any] | None = None
+    # Why this point may measure the generator rather than the engine (loadgen.generator_limit:
+    # a rate near its ceiling, or issue lateness large against the SLO); None: it need not.
+    generator_note: str | None = None
+    # --qps auto: each rate tried (loadgen.QpsPoint as a dict), the best one and why it stopped.
+    search: list[dict[str, Any]] = Field(default_factory=list)
+    best_qps: float | None = None
+    search_reason: str | None = None
+    # Several --repeat processes merged (scenarios.merge_load_results): each one's items/s.
+    per_process_items_per_s: list[float] | None = None
 
 
 class WorkerResult(_Model):
@@ -171,6 +256,7 @@ class WorkerResult(_Model):
     parity: Parity | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # effective engine options
     engine_info: dict[str, Any] = Field(default_factory=dict)
+    load_result: LoadResult | None = None  # for a load other than one request at a time
     gpu_name: str | None = None
     pid: int = Field(default_factory=os.getpid)
     started: float = 0.0

@@ -78,6 +78,15 @@ class ModelPlugin:
         """Turn raw example arrays into the tensors the model takes; unchanged by default."""
         return list(inputs)
 
+    def batch_inputs(self, inputs: Sequence[np.ndarray], batch: int) -> list[np.ndarray] | None:
+        """The runtime inputs at `batch` rows along `batch_size`, or None (the default) to let
+        infercmp repeat the preprocessed example `batch` times (docs/plugins.md).
+
+        `inputs` are what `preprocess` returned for the experiment. Return distinct rows when
+        identical ones would flatter the model (a cache keyed on the input, say).
+        """
+        return None
+
     def load_pytorch_module(self) -> torch.nn.Module:
         raise NotImplementedError(f"{type(self).__name__} must implement load_pytorch_module()")
 

@@ -40,6 +40,7 @@ from pydantic import (
     ValidationError,
 )
 
+from infercmp.contract import Load, LoadResult
 from infercmp.errors import InfercmpError, RunFailed
 from infercmp.files import write_atomic
 
@@ -124,7 +125,12 @@ def safe_name(text: str, max_len: int = _MAX_ID_LEN) -> str:
 
 
 def combo_id(
-    engine: str, device: str, precision: str, shape_label: str, variant: str | None = None
+    engine: str,
+    device: str,
+    precision: str,
+    shape_label: str,
+    variant: str | None = None,
+    load_label: str = "",
 ) -> str:
     """The filesystem-safe id of one combination, e.g. ``onnxruntime-cpu-fp32-224x224x3``.
 
@@ -133,6 +139,8 @@ def combo_id(
     parts = [engine, device, precision, shape_label]
     if variant:
         parts.append(variant)
+    if load_label:  # contract.Load.label: "" for one request at a time at the model's batch
+        parts.append(load_label)
     return safe_name("-".join(parts))
 
 
@@ -294,6 +302,10 @@ class CombinationResult(BaseModel):
     # infercmp.sampler.summary.background_load.
     background_cpus: _Finite | None = None
     node: NodeInfo | None = None  # where its (first) worker process ran; None: no worker ran
+    # contract.Load.model_dump() when a --batch/--concurrency/--scenario flag was given, else
+    # None; and what that load achieved (infercmp.scenarios.LoadSummary), where measured.
+    load: Annotated[dict[str, Any], _checked_by(Load)] | None = None
+    load_result: Annotated[dict[str, Any], _checked_by(LoadResult)] | None = None
 
 
 def _iso_time(value: str) -> str:

@@ -10,6 +10,7 @@ Exit codes: 0 ok, 1 failed, 2 the spec itself is invalid (nothing written), 3 ou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -142,7 +143,6 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     from infercmp import timing
     from infercmp.engines import EngineSpec, engine_class
     from infercmp.engines.base import UnsupportedCombination
-    from infercmp.parity import compare_outputs, default_rtol
     from infercmp.stats import relative_ci_half_width
 
     settings = spec.measurement
@@ -160,6 +160,7 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     )
     spec.result_dir.mkdir(parents=True, exist_ok=True)
     engine = None
+    slot_engines: list[Any] = []
     device_events = None
     phase: Phase = "load"
     try:
@@ -194,74 +195,78 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
                 marks = 2 if settings.device_resident else 4
                 device_events = timing.cuda_events(stream, timing.EVENT_SLOTS, marks)
 
-        phase = "warmup"
-        phase_event("warmup")
-        if settings.device_resident:
-            engine.copy_in()
+        if not spec.load.one_at_a_time:
+            phase = "measure"
+            slot_engines = _measure_load(engine, inputs, spec, result, phase_event)
+            phase = "parity"
+            phase_event("parity")
+            engine.bind_thread()  # this thread last drove another slot's engine
+            outputs = engine.copy_out()
             engine.synchronize()
-        warm_iters, warm_seconds = settings.warmup()
-        warm = timing.warm_up(
-            engine, warm_iters, warm_seconds, settings.device_resident, device_events
-        )
-        result.warmup = WarmupInfo(
-            iterations=warm.iterations,
-            seconds=warm.seconds,
-            first_ms=float(warm.samples[timing.WALL_TOTAL][0]) / 1e6 if warm.iterations else None,
-        )
-
-        phase = "measure"
-        phase_event("measure")
-        if settings.iters is not None:
-            rule: timing.StopRule = timing.FixedIterations(settings.iters)
-        elif settings.duration_s is not None:
-            rule = timing.FixedDuration(settings.duration_s)
+            _check_parity(spec, outputs, reference, result)
         else:
-            rule = timing.AdaptiveStop(
-                settings.ci_target,
-                settings.min_iters,
-                settings.max_seconds,
-                min_seconds=settings.min_seconds,
+            phase = "warmup"
+            phase_event("warmup")
+            if settings.device_resident:
+                engine.copy_in()
+                engine.synchronize()
+            warm_iters, warm_seconds = settings.warmup()
+            warm = timing.warm_up(
+                engine, warm_iters, warm_seconds, settings.device_resident, device_events
             )
-        measured = timing.measure(engine, rule, settings.device_resident, device_events)
-        # Nothing above this line inside the loop logs or allocates; now there is time.
-        if spec.device == "cuda":
-            from infercmp import devices
+            result.warmup = WarmupInfo(
+                iterations=warm.iterations,
+                seconds=warm.seconds,
+                first_ms=float(warm.samples[timing.WALL_TOTAL][0]) / 1e6
+                if warm.iterations
+                else None,
+            )
 
-            reasons = devices.clock_slowdown_reasons(spec.device_id)
-            if reasons:
-                result.warnings.append(
-                    "the GPU was slowing its clocks at the end of measurement "
-                    f"({', '.join(reasons)}): the timings may be pessimistic"
+            phase = "measure"
+            phase_event("measure")
+            if settings.iters is not None:
+                rule: timing.StopRule = timing.FixedIterations(settings.iters)
+            elif settings.duration_s is not None:
+                rule = timing.FixedDuration(settings.duration_s)
+            else:
+                rule = timing.AdaptiveStop(
+                    settings.ci_target,
+                    settings.min_iters,
+                    settings.max_seconds,
+                    min_seconds=settings.min_seconds,
                 )
-        wall = measured.samples[timing.WALL_TOTAL]
-        result.iterations = measured.iterations
-        result.measure_seconds = measured.seconds
-        result.stop_reason = measured.stop_reason
-        result.clocks = list(measured.samples)
-        ci = relative_ci_half_width(wall)
-        result.ci_half_width = ci if math.isfinite(ci) else None
-        result.warnings.extend(noise_warnings(wall, settings))
-        if measured.stop_reason == "max_seconds" and settings.mode == "adaptive":
-            result.warnings.append(
-                f"stopped at the {settings.max_seconds:g} s cap before the median's 95% CI "
-                f"reached ±{settings.ci_target:.1%} (it is ±{ci:.1%})"
-            )
-        write_latency(measured.samples, spec.result_dir)
+            measured = timing.measure(engine, rule, settings.device_resident, device_events)
+            # Nothing above this line inside the loop logs or allocates; now there is time.
+            if spec.device == "cuda":
+                from infercmp import devices
 
-        phase = "parity"
-        phase_event("parity")
-        # Device-resident runs copy out once here; for the others this repeats the last copy.
-        outputs = engine.copy_out()
-        engine.synchronize()
-        if reference:
-            rtol = settings.rtol
-            if rtol is None:
-                rtol = default_rtol(spec.precision, spec.device)
-            result.parity = compare_outputs(
-                outputs, reference, spec.output_names, rtol, settings.atol
-            )
-            if not result.parity.ok:
-                result.warnings.append(result.parity.failures())
+                reasons = devices.clock_slowdown_reasons(spec.device_id)
+                if reasons:
+                    result.warnings.append(
+                        "the GPU was slowing its clocks at the end of measurement "
+                        f"({', '.join(reasons)}): the timings may be pessimistic"
+                    )
+            wall = measured.samples[timing.WALL_TOTAL]
+            result.iterations = measured.iterations
+            result.measure_seconds = measured.seconds
+            result.stop_reason = measured.stop_reason
+            result.clocks = list(measured.samples)
+            ci = relative_ci_half_width(wall)
+            result.ci_half_width = ci if math.isfinite(ci) else None
+            result.warnings.extend(noise_warnings(wall, settings))
+            if measured.stop_reason == "max_seconds" and settings.mode == "adaptive":
+                result.warnings.append(
+                    f"stopped at the {settings.max_seconds:g} s cap before the median's 95% CI "
+                    f"reached ±{settings.ci_target:.1%} (it is ±{ci:.1%})"
+                )
+            write_latency(measured.samples, spec.result_dir)
+
+            phase = "parity"
+            phase_event("parity")
+            # Device-resident runs copy out once here; for the others this repeats the last copy.
+            outputs = engine.copy_out()
+            engine.synchronize()
+            _check_parity(spec, outputs, reference, result)
     except BaseException as exc:  # recorded, whatever it is: the run goes on without us
         result.phase = phase
         result.error = _one_line(exc)
@@ -275,6 +280,11 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     finally:
         if device_events is not None:
             device_events.close()
+        for other in slot_engines[1:]:
+            try:
+                other.release()
+            except Exception as exc:
+                result.warnings.append(f"release of a slot engine failed: {_one_line(exc)}")
         if engine is not None:
             try:
                 engine.release()
@@ -286,6 +296,86 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     write_result(result, spec.result_dir)
     phase_event("done")
     return result
+
+
+def _check_parity(
+    spec: WorkerSpec, outputs: list[np.ndarray], reference: list[np.ndarray], result: WorkerResult
+) -> None:
+    from infercmp.parity import compare_outputs, default_rtol
+
+    if not reference:
+        return
+    settings = spec.measurement
+    rtol = settings.rtol if settings.rtol is not None else default_rtol(spec.precision, spec.device)
+    result.parity = compare_outputs(outputs, reference, spec.output_names, rtol, settings.atol)
+    if not result.parity.ok:
+        result.warnings.append(result.parity.failures())
+
+
+def _measure_load(
+    engine: Any,
+    inputs: list[np.ndarray],
+    spec: WorkerSpec,
+    result: WorkerResult,
+    phase_event: _PhaseEvents,
+) -> list[Any]:
+    """Measure a load other than one request at a time (infercmp.scenarios): one engine per
+    slot, driven by the load generator. Returns every slot's engine (the first is `engine`)
+    so the caller releases them."""
+    from infercmp.engines import get_descriptor
+    from infercmp.loadgen import SlotFailed
+    from infercmp.scenarios import run_load
+
+    how = get_descriptor(spec.engine).concurrency_on(spec.device)
+    if how is None:
+        from infercmp.engines.base import UnsupportedCombination
+
+        raise UnsupportedCombination(
+            f"{spec.engine} declares no way to keep several requests in flight on {spec.device}"
+        )
+    engines = [engine]
+    try:
+        for _ in range(spec.load.concurrency - 1):
+            other = engine.slot_engine()
+            engines.append(other)
+            other.prepare(inputs)
+        if spec.measurement.device_resident:
+            for each in engines:
+                each.bind_thread()  # copy on the engine's own stream, which synchronize waits on
+                each.copy_in()
+                each.synchronize()
+        phase_event("measure")
+        started = time.perf_counter()
+        arrays, load_result = run_load(engines, spec, how)
+    except SlotFailed as exc:
+        _release_all(engines[1:])
+        # The slot's own exception is what the worker classifies (out of memory, unsupported).
+        raise exc.error from exc
+    except BaseException:
+        _release_all(engines[1:])
+        raise
+    result.measure_seconds = time.perf_counter() - started
+    result.load_result = load_result
+    wall = arrays["wall.total"]
+    result.iterations = len(wall)
+    result.stop_reason = "duration" if spec.measurement.duration_s else "max_seconds"
+    result.clocks = list(arrays)
+    result.warnings.extend(noise_warnings(wall, spec.measurement))
+    if load_result.generator_note:
+        result.warnings.append(f"{load_result.generator_note}: latency measures it too")
+    if load_result.cut:
+        result.warnings.append(
+            f"{load_result.cut} requests due in the window never started (overload); they "
+            "count as slower than any completed one in p99"
+        )
+    write_latency(arrays, spec.result_dir)
+    return engines
+
+
+def _release_all(engines: list[Any]) -> None:
+    for each in engines:
+        with contextlib.suppress(Exception):
+            each.release()
 
 
 EXIT_CODES = {

@@ -57,6 +57,10 @@ def _preparation_guard() -> Iterator[None]:
         ) from None
 
 
+def _count(value: float | None) -> str:
+    return f"{value:,.0f}" if value is not None else "-"
+
+
 def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:,.0f}"
 
@@ -93,6 +97,8 @@ def summary_table(results) -> tuple[Table, list[str]]:
     from rich import box
     from rich.table import Table
 
+    from infercmp.scenarios import items_per_s, shape_and_load
+
     notes: list[str] = []
     rows = []
     for r in results:
@@ -107,12 +113,12 @@ def summary_table(results) -> tuple[Table, list[str]]:
                 "engine": escape(f"{r.engine}[{r.variant}]" if r.variant else r.engine),
                 "dev": r.device,
                 "prec": r.precision,
-                "shape": r.shape_label,
+                "shape": shape_and_load(r.shape_label, r.load),
                 "status": f"[{style}]{r.status}[/]",
                 "p50 ms": _ms(lat.get("p50_ms")),
                 "±CI%": f"{half:.1f}" if half is not None else "-",
                 "p99 ms": _ms(lat.get("p99_ms")),
-                "items/s": f"{lat['throughput_per_s']:,.0f}" if lat else "-",
+                "items/s": _count(items_per_s(lat, r.load_result)),
                 "RSS MiB": _mib(r.peak_rss_bytes),
                 "VRAM MiB": _mib(r.peak_vram_bytes),
                 "parity": _parity(r),
@@ -272,6 +278,34 @@ def bench(
         "--resume",
         help="Continue the run directory RUN: run only the combinations it lacks (same flags).",
     ),
+    batch: str | None = typer.Option(
+        None,
+        "--batch",
+        "-b",
+        help="Batch sizes, e.g. 1,8,32, stacked along the config's batch_size axis; 'auto' "
+        "doubles until the gain is under 5%, memory runs out or --latency-limit-ms is passed.",
+    ),
+    latency_limit_ms: float | None = typer.Option(
+        None, "--latency-limit-ms", help="--batch auto: stop before the median passes this."
+    ),
+    concurrency: str | None = typer.Option(
+        None,
+        "--concurrency",
+        "-c",
+        help="Requests in flight inside one worker, e.g. 1,2,4 (implies --scenario offline).",
+    ),
+    scenario: str | None = typer.Option(
+        None,
+        "--scenario",
+        help="single-stream (default: one request at a time), offline (closed loop at the "
+        "batch and concurrency) or server (Poisson arrivals at --qps).",
+    ),
+    qps: str | None = typer.Option(
+        None, "--qps", help="server: arrival rate(s) in requests/s, or 'auto' with --slo-ms."
+    ),
+    slo_ms: float | None = typer.Option(
+        None, "--slo-ms", help="--qps auto: the highest rate whose p99 latency stays under this."
+    ),
 ) -> None:
     """Benchmark MODEL: every engine x device x precision x shape in its own worker process."""
     from infercmp import bench as bench_mod
@@ -314,8 +348,21 @@ def bench(
             default_experiment(plugin.config)
         ]
         experiments = list(dict.fromkeys(experiments))
+        from infercmp.scenarios import loads_from_flags
+
+        loads, auto_batch = loads_from_flags(
+            plugin.config, batch, concurrency, scenario, qps, slo_ms
+        )
+        if latency_limit_ms is not None and not (auto_batch and latency_limit_ms > 0):
+            raise InfercmpError(
+                "--latency-limit-ms goes with --batch auto and must be a positive number"
+            )
+        if auto_batch:
+            loads = [load.model_copy(update={"batch": 1}) for load in loads]
         machine = runner and ctx.with_resource(runner).machine()  # a cluster plans for its GPUs
-        plan = bench_mod.plan_bench(plugin, experiments, engine, device, precision, machine)
+        plan = bench_mod.plan_bench(
+            plugin, experiments, engine, device, precision, machine, loads=loads
+        )
         for note in plan.notes:
             err_console.print(f"[yellow]note:[/] {escape(note)}")
 
@@ -361,6 +408,12 @@ def bench(
         "model_config": plugin.config.model_dump(),
         "settings": {
             "experiments": [e.label for e in experiments],
+            # Only when a load flag was given: a plain run's run.json is as it always was.
+            **(
+                {"loads": [x.model_dump() for x in loads]}
+                if len(loads) > 1 or not loads[0].is_default
+                else {}
+            ),
             "measurement": measurement.model_dump(mode="json"),
             "repeat": repeat,
             "sample_hz": sample_hz,
@@ -378,10 +431,20 @@ def bench(
             raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
         try:
             console.print(f"run directory: {store.path}", soft_wrap=True, markup=False)
-            status = _run_with_progress(
-                bench_mod, plugin, plan, artifacts, measurement, store, sample_hz, samplers,
-                repeat, _power_limit(environment), runner, done,
-            )  # fmt: skip
+
+            def run(step, step_artifacts):
+                return _run_with_progress(
+                    bench_mod, plugin, step, step_artifacts, measurement, store, sample_hz,
+                    samplers, repeat, _power_limit(environment), runner, done,
+                )  # fmt: skip
+
+            if auto_batch:
+                status = _search_batches(
+                    bench_mod, plugin, plan, artifacts, cache, exporter, measurement, store, run,
+                    latency_limit_ms,
+                )  # fmt: skip
+            else:
+                status = run(plan, artifacts)
         except bench_mod.Interrupted as exc:
             bench_mod.finish_interrupted(store, exc.signame)
             status = "interrupted"
@@ -392,7 +455,9 @@ def bench(
             f"run interrupted; {sum(r.status == 'ok' for r in results)} finished "
             f"combination(s) are saved in {store.path}"
         )
-    not_ok = [r for r in results if r.status not in ("ok", "skipped")]
+    # --batch auto: running out of memory is one of its stopping rules, not a failure.
+    fine = ("ok", "skipped", "oom") if auto_batch else ("ok", "skipped")
+    not_ok = [r for r in results if r.status not in fine]
     if not_ok:
         kinds = ", ".join(
             f"{sum(r.status == k for r in not_ok)} {k}"
@@ -414,6 +479,31 @@ def _open_store(out: Path, model: str, meta: dict, resume: Path | None):
     store, done = open_for_resume(resume, model, meta["settings"])
     store.reopen()
     return store, done
+
+
+def _search_batches(
+    bench_mod, plugin, plan, artifacts, cache, exporter, measurement, store, run, limit_ms
+) -> str:
+    """--batch auto: run the plan at batch 1, 2, 4, ... (infercmp.batch_search) and print
+    each configuration's best batch."""
+    from infercmp.batch_search import search_batches
+    from infercmp.batching import batch_range
+    from infercmp.results import RunStore
+
+    def step(step_plan):
+        if step_plan.combinations[0].load.batch == 1:
+            step_artifacts = artifacts
+        else:
+            step_artifacts = bench_mod.prepare_artifacts(
+                plugin, step_plan, cache, lambda _msg: None, exporter, measurement.timeout_s
+            )
+        status = run(step_plan, step_artifacts)
+        return status, RunStore.open(store.path).results
+
+    curves, status = search_batches(plan, batch_range(plugin.config)[1], step, limit_ms)
+    for curve in curves:
+        console.print(f"batch auto: {curve.line()}", soft_wrap=True, markup=False)
+    return status
 
 
 def _run_with_progress(

@@ -53,6 +53,12 @@ def report(
         "--node",
         help="Only combinations that ran on a node whose host or GPU name contains this (H200).",
     ),
+    latency_budget_ms: float | None = typer.Option(
+        None,
+        "--latency-budget-ms",
+        help="Runs with --batch/--concurrency/--scenario: name each engine's best "
+        "configuration with p99 within this (default: the server scenario's --slo-ms).",
+    ),
 ) -> None:
     """Write a report of one or more bench runs: an offline HTML page, or md/csv/json tables."""
     from infercmp import report as rep
@@ -73,7 +79,12 @@ def report(
         from infercmp.engines import reference_engine
 
         baseline = reference_engine() or ""
-    text = renderers[kind](runs, baseline)
+    if latency_budget_ms is not None and not (0 < latency_budget_ms < math.inf):
+        raise InfercmpError(
+            f"--latency-budget-ms must be a positive number of milliseconds, got "
+            f"{latency_budget_ms}"
+        )
+    text = renderers[kind](runs, baseline, latency_budget_ms=latency_budget_ms)
     if output is None and kind != "html":
         write_stdout(text)
         return

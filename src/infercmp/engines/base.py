@@ -144,6 +144,19 @@ class EngineBase(abc.ABC):
             self._not_prepared("hot_path")
         return self._copy_in, self._compute, self._copy_out, self._synchronize
 
+    def slot_engine(self) -> EngineBase:
+        """Another engine for one more request in flight (`--concurrency`), loaded with the
+        same spec; the caller prepares it. One instance per slot gives each its own buffers,
+        stream, CUDA graph or session; an engine that can share more overrides this."""
+        other = type(self)()
+        other.load(self.spec)
+        return other
+
+    def bind_thread(self) -> None:
+        """Called once in each thread that will drive this engine, before its first request:
+        state a runtime keeps per thread (PyTorch's current CUDA stream) is set here."""
+        return None  # nothing is per thread unless the runtime says so
+
     def release(self) -> None:
         """Free the engine's buffers and runtime objects; calling it again does nothing."""
         if self._state in (_NEW, _RELEASED):

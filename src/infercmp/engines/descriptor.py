@@ -92,6 +92,10 @@ class ConvertContext:
     cache: Any  # infercmp.cache.ArtifactCache
     onnx: Any  # infercmp.export.OnnxArtifact
     progress: Callable[[str], None]
+    # The batch sizes the run uses (--batch, else each example's own; empty when the config
+    # has no dynamic batch axis); a plan built for an optimisation profile must cover them
+    # (infercmp.batching.plan_batches, profile_for_batches).
+    batches: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,10 @@ class EngineDescriptor:
     - `builds_on_device`: `convert` makes a GPU-specific artifact (a TensorRT plan).
     - `search_space`: what `infercmp tune` tries; None: the engine is tuned over its defaults
       (and precisions) only.
+    - `concurrency`: device -> how the runtime keeps several requests in flight there, in
+      words (shown in reports); a device it lacks is one the engine cannot do it on, and
+      bench skips those combinations with the reason. The worker makes one engine instance
+      per slot (`EngineBase.slot_engine`), which a runtime may override to share state.
     """
 
     name: ClassVar[str]
@@ -197,6 +205,11 @@ class EngineDescriptor:
     # converts on the node that runs it, not on the driver (infercmp.ray_executor).
     builds_on_device: ClassVar[bool] = False
     search_space: ClassVar[SearchSpace | None] = None
+    concurrency: ClassVar[dict[str, str]] = {}
+
+    def concurrency_on(self, device: str) -> str | None:
+        """How this engine keeps several requests in flight on `device`, or None if it cannot."""
+        return self.concurrency.get(device)
 
     def availability(self) -> str | None:
         """Why this engine cannot run on this machine at all, or None when it can."""

@@ -90,6 +90,11 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
             ),
         ),
     )
+    concurrency = {
+        "cpu": "one InferenceSession per request in flight, each run from its own thread",
+        "cuda": "one InferenceSession (its own IO binding and CUDA graph) per request in "
+        "flight, each run from its own thread",
+    }
 
     def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
         if precision == "bf16":

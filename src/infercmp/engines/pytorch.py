@@ -80,6 +80,11 @@ class PyTorchDescriptor(EngineDescriptor):
         # there costs about 12 s, which a budget of one device call cannot spare.
         precisions={"cpu": ("fp32", "bf16"), "cuda": ("fp16", "bf16")},
     )
+    concurrency = {
+        "cuda": "one engine per request in flight, each with its own CUDA stream (and CUDA "
+        "graph with cuda_graph=true), driven from its own thread",
+        "cpu": "one engine per request in flight, each driven from its own thread",
+    }
 
     def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
         if device == "cpu" and precision == "fp16":
@@ -234,6 +239,12 @@ class PyTorchEngine(EngineBase):
                 self._host_outputs.append(host)
                 self._host_views.append(host.numpy())
         self._synchronize()
+
+    def bind_thread(self) -> None:
+        # PyTorch's current stream is per thread: a slot thread must run (and replay its
+        # graph) on this engine's stream, not on the default one.
+        if self._stream is not None:
+            self._torch.cuda.set_stream(self._stream)
 
     def _capture_graph(self) -> None:
         torch = self._torch

@@ -59,6 +59,10 @@ class TensorRTDescriptor(EngineDescriptor):
     builds_on_device = True
     # Precision is TensorRT's search: the plan is built per precision in `convert` (cached).
     search_space = SearchSpace(precisions={"cuda": ("fp32", "fp16", "bf16")})
+    concurrency = {
+        "cuda": "one deserialized engine per request in flight, each with its own execution "
+        "context, buffers and CUDA stream, driven from its own thread"
+    }
 
     def availability(self) -> str | None:
         from infercmp import trt
@@ -94,6 +98,7 @@ class TensorRTDescriptor(EngineDescriptor):
             precision=precision,
             backend=getattr(options, "backend", None),
             progress=context.progress,
+            batches=context.batches,
         )
         # Run the plan with the module that built it, not whichever one the worker finds first.
         return Converted(artifact=plan.path, options=(("backend", plan.backend),))

@@ -20,11 +20,15 @@ from infercmp.report.summary import (
 )
 
 
-def render_html(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
+def render_html(
+    runs: list[RunView],
+    baseline_engine: str = DEFAULT_BASELINE,
+    latency_budget_ms: float | None = None,
+) -> str:
     """The self-contained interactive page (plotly is imported only here)."""
     from infercmp.report.html import render_html as _render
 
-    return _render(runs, baseline_engine)
+    return _render(runs, baseline_engine, latency_budget_ms)
 
 
 __all__ = [

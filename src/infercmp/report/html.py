@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.report import figures
+from infercmp.report import curves, figures
 from infercmp.report.figures import esc
 from infercmp.report.load import Combination, RunView, format_options
 from infercmp.report.summary import (
@@ -48,7 +48,11 @@ class _Page:
         return f'<div class="{css}" id="{div_id}"></div>'
 
 
-def render_html(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
+def render_html(
+    runs: list[RunView],
+    baseline_engine: str = DEFAULT_BASELINE,
+    latency_budget_ms: float | None = None,
+) -> str:
     from plotly.offline import get_plotlyjs
 
     page = _Page()
@@ -75,6 +79,11 @@ def render_html(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) ->
         body.append(_across(page, runs, combos, colors, shapes, baseline_engine))
     for i, shape in enumerate(shapes):
         body.append(_experiment(page, i, shape, combinations(runs, shape), colors, baseline_engine))
+    loads = curves.html_section(page, combos, colors, latency_budget_ms)
+    if loads:
+        body.insert(len(body) - len(shapes), loads)
+        nav.insert(0, '<a href="#curves">throughput vs latency</a>')
+        body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
     body.append(_environment(runs))
     body.append(_method(baseline_engine))
 

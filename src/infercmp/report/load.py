@@ -55,7 +55,10 @@ class Combination:
 
     @property
     def shape_label(self) -> str:
-        return self.result.shape_label
+        """The shape, and the load (batch, concurrency, scenario) when one was given."""
+        from infercmp.scenarios import shape_and_load
+
+        return shape_and_load(self.result.shape_label, getattr(self.result, "load", None))
 
     @property
     def status(self) -> str:

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from infercmp.report import curves
 from infercmp.report.load import Combination, RunView, as_dict
+from infercmp.scenarios import items_per_s
 from infercmp.stats import outlier_mask
 
 DEFAULT_BASELINE = "pytorch"
@@ -180,7 +182,10 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
         row[key] = lat.get(key)
     row["device_p50_ms"] = (combo.device_latency or {}).get("p50_ms")
     row["cv"] = lat.get("cv")
-    row["throughput_per_s"] = lat.get("throughput_per_s")
+    # Items per second: over the measured window when several requests were in flight.
+    row["throughput_per_s"] = (
+        items_per_s(lat, getattr(result, "load_result", None)) if lat else None
+    )
     row.update(parity_summary(combo))
     return {key: row.get(key) for key in COLUMNS}
 
@@ -267,7 +272,11 @@ def _md_cell(value: Any) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
-def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
+def render_markdown(
+    runs: list[RunView],
+    baseline_engine: str = DEFAULT_BASELINE,
+    latency_budget_ms: float | None = None,
+) -> str:
     rows = summary_rows(runs, baseline_engine)
     lines: list[str] = []
     models = sorted({run.model for run in runs})
@@ -347,18 +356,42 @@ def render_markdown(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE
             if len(runs) > 1:
                 cells.insert(0, f"{row['host']} ({row['gpu'] or 'no GPU'})")
             lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    combos = combinations(runs)
+    budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
+    return "\n".join(lines) + "\n" + curves.markdown(curves.load_points(combos), budget)
 
 
 def _numeric(header: str) -> bool:
     return header not in {"machine", "engine", "device", "precision", "options", "parity", "status"}
 
 
-def render_csv(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
+def render_csv(
+    runs: list[RunView],
+    baseline_engine: str = DEFAULT_BASELINE,
+    latency_budget_ms: float | None = None,
+) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    # Runs with load flags gain two columns: on the engine's Pareto front, and its best
+    # configuration within the latency budget (curves.best_within).
+    combos = combinations(runs)
+    points = {
+        _row_key(summary_row(p.combo, baseline_engine)): p for p in curves.load_points(combos)
+    }
+    budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
+    best = curves.best_within(list(points.values()), budget)
+    extra = ["pareto", "best_within_budget"] if points else []
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + extra, lineterminator="\n")
     writer.writeheader()
     for row in summary_rows(runs, baseline_engine):
+        point = points.get(_row_key(row))
+        if extra:
+            top = best.get(point.engine, {}) if point else {}
+            row["pareto"] = point.pareto if point else None
+            row["best_within_budget"] = (
+                top.get("configuration") == point.configuration and top.get("load") == point.load
+                if point
+                else None
+            )
         writer.writerow({k: csv_cell(v) for k, v in row.items()})
     return buffer.getvalue()
 
@@ -382,7 +415,15 @@ def csv_cell(value: Any) -> Any:
     return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
-def render_json(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> str:
+def _row_key(row: dict[str, Any]) -> tuple:
+    return tuple(row[k] for k in ("run", "shape", "engine", "device", "precision", "options"))
+
+
+def render_json(
+    runs: list[RunView],
+    baseline_engine: str = DEFAULT_BASELINE,
+    latency_budget_ms: float | None = None,
+) -> str:
     document = {
         "format": "infercmp-report-summary",
         "version": 1,
@@ -402,4 +443,15 @@ def render_json(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) ->
         ],
         "rows": summary_rows(runs, baseline_engine),
     }
+    combos = combinations(runs)
+    points = curves.load_points(combos)
+    if points:  # runs with load flags: the throughput-latency points and each engine's best
+        budget = (
+            latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
+        )
+        document["curves"] = {
+            "latency_budget_ms": budget,
+            "points": [p.as_row() for p in points],
+            "best": curves.best_within(points, budget),
+        }
     return json.dumps(document, indent=2, default=str) + "\n"

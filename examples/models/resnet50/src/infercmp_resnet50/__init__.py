@@ -82,3 +82,11 @@ class ResNet152(ResNet50):
     name = "resnet152"
     arch = "resnet152"
     weights_enum = "ResNet152_Weights"
+
+
+class ResNet50Study(ResNet50):
+    """ResNet-50 with the original study's config, batch fixed at 1 (`resnet50` is
+    batch-dynamic for --batch sweeps); the same model and preprocessing."""
+
+    name = "resnet50-study"
+    config_file = "study_config.yaml"

@@ -1,0 +1,291 @@
+"""Deployment scenarios after MLPerf LoadGen: the `--batch`, `--concurrency`, `--scenario`,
+`--qps` and `--slo-ms` flags turned into `contract.Load`s, and the worker's side of a load
+other than one request at a time (slots driven by `infercmp.loadgen`).
+
+single-stream (the default) is infercmp's original timed loop (`timing.measure`), unchanged.
+offline keeps `concurrency` requests in flight back to back (a closed loop); server issues
+requests at Poisson arrival times at `qps` (an open loop), so latency includes queueing; with
+`qps` None the rate is searched for the highest one whose p99 stays under `slo_ms`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from infercmp.config import ModelConfig
+from infercmp.contract import Load, LoadResult, Measurement, Scenario, WorkerSpec
+from infercmp.errors import InfercmpError
+
+SCENARIOS: tuple[Scenario, ...] = ("single-stream", "offline", "server")
+MAX_CONCURRENCY = 256
+
+
+def _positive_ints(text: str, flag: str, limit: int | None = None) -> list[int]:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) <= 0:
+            raise InfercmpError(f"{flag} '{text}': '{part}' is not a positive integer")
+        if limit is not None and int(part) > limit:
+            raise InfercmpError(f"{flag} '{text}': {part} is above the limit of {limit}")
+        values.append(int(part))
+    return list(dict.fromkeys(values))
+
+
+def loads_from_flags(
+    config: ModelConfig,
+    batch: str | None = None,
+    concurrency: str | None = None,
+    scenario: str | None = None,
+    qps: str | None = None,
+    slo_ms: float | None = None,
+) -> tuple[list[Load], bool]:
+    """The loads a bench run measures, and whether `--batch auto` asked for a batch search.
+
+    No flag: `[Load()]`, the original measurement. One clear error for any wrong value.
+    `--concurrency N` (N > 1) without `--scenario` means offline: single-stream is one request
+    at a time by definition.
+    """
+    from infercmp.batching import parse_batches
+
+    if scenario is not None and scenario not in SCENARIOS:
+        raise InfercmpError(f"--scenario '{scenario}': choose {', '.join(SCENARIOS)}")
+    auto_batch = False
+    batches: list[int | None] = [None]
+    if batch is not None:
+        parsed = parse_batches(batch, config)
+        auto_batch = parsed is None
+        batches = [None] if parsed is None else list(parsed)
+    counts = _positive_ints(concurrency, "--concurrency", MAX_CONCURRENCY) if concurrency else [1]
+    chosen: Scenario = scenario or ("offline" if max(counts) > 1 else "single-stream")  # type: ignore[assignment]
+    if chosen == "single-stream" and max(counts) > 1:
+        raise InfercmpError(
+            "--scenario single-stream keeps one request in flight; use --scenario offline or "
+            "server with --concurrency"
+        )
+    if slo_ms is not None and not (0 < slo_ms < math.inf):
+        raise InfercmpError(f"--slo-ms must be a positive number of milliseconds, got {slo_ms}")
+    rates: list[float | None] = [None]
+    if chosen == "server":
+        if qps is None:
+            raise InfercmpError(
+                "--scenario server needs --qps RATE (requests per second) or --qps auto with "
+                "--slo-ms LIMIT"
+            )
+        if qps.strip().lower() == "auto":
+            if slo_ms is None:
+                raise InfercmpError("--qps auto searches the highest rate under --slo-ms: give it")
+        else:
+            rates = [_positive_rate(part) for part in qps.split(",")]
+            if slo_ms is not None:
+                raise InfercmpError("--slo-ms goes with --qps auto; with a fixed --qps drop it")
+    elif qps is not None or slo_ms is not None:
+        raise InfercmpError("--qps and --slo-ms belong to --scenario server")
+    loads = [
+        Load(
+            batch=b,
+            concurrency=c,
+            scenario=chosen,
+            qps=q,
+            slo_ms=slo_ms if chosen == "server" and q is None else None,
+        )
+        for b, c, q in itertools.product(batches, counts, rates)
+    ]
+    return loads, auto_batch
+
+
+def _positive_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise InfercmpError(f"--qps '{text}': give a positive rate in requests per second, or auto")
+    return value
+
+
+def load_labels(loads: Sequence[Load]) -> list[str]:
+    return [load.label or "single-stream" for load in loads]
+
+
+def shape_and_load(shape_label: str, load: dict | None) -> str:
+    """A stored result's shape label with its load's (`224x224x3 b8-c2-offline`); the label
+    alone for the original measurement, so reports of plain runs read as they always did."""
+    if not load:
+        return shape_label
+    label = Load.model_validate(load).label
+    return f"{shape_label} {label}" if label else shape_label
+
+
+def items_per_s(latency: dict | None, load_result: dict | None) -> float | None:
+    """Items (batch x requests) per second: measured over the window for a load with several
+    requests in flight, else batch / median latency (one request at a time)."""
+    if load_result and load_result.get("items_per_s") is not None:
+        return float(load_result["items_per_s"])
+    return float(latency["throughput_per_s"]) if latency else None
+
+
+# -- the worker's side -------------------------------------------------------------------------
+
+#: Seconds of each open-loop run of a --qps auto search when --duration is not given.
+SEARCH_POINT_SECONDS = 1.0
+#: Seconds the generator measures itself for (closed, flood and paced loops: about 2.5x this).
+CAPACITY_SECONDS = 0.4
+
+
+def request_slot(engine: Any, resident: bool) -> Callable[[], None]:
+    """One request on `engine`, as the load generator calls it: inputs in, outputs back (or
+    compute only with --device-resident), complete when it returns."""
+    copy_in, compute, copy_out, synchronize = engine.hot_path()
+    bound = threading.local()
+
+    def request() -> None:
+        if not getattr(bound, "done", False):  # a new thread (loadgen starts one per run)
+            engine.bind_thread()
+            bound.done = True
+        if not resident:
+            copy_in()
+        compute()
+        if not resident:
+            copy_out()
+        synchronize()
+
+    return request
+
+
+def _windows(settings: Measurement) -> tuple[int, float, float]:
+    """(min requests, min seconds, max seconds) of a closed loop, from the measurement flags."""
+    if settings.iters is not None:
+        return settings.iters, 0.0, 1e9
+    if settings.duration_s is not None:
+        return 1, settings.duration_s, settings.duration_s
+    return settings.min_iters, settings.min_seconds, settings.max_seconds
+
+
+def run_load(
+    engines: Sequence[Any], spec: WorkerSpec, how: str
+) -> tuple[dict[str, np.ndarray], LoadResult]:
+    """Drive `engines` (one per slot, prepared) under `spec.load`; the latency arrays for
+    latency.npz and the load's figures.
+
+    latency.npz gets `wall.total` (each request's latency: end minus due time, queueing
+    included), `request.issue`, `request.start`, `request.end` (ns from the window's start)
+    and `request.slot`, one row per completed request in issue order.
+    """
+    from infercmp import loadgen
+
+    load, settings = spec.load, spec.measurement
+    resident = settings.device_resident
+    slots = [request_slot(engine, resident) for engine in engines]
+    warmup_s = settings.warmup()[1] or 0.1
+    batch = load.batch or 1
+    generator = None
+    search: loadgen.QpsSearch | None = None
+    if load.scenario == "offline":
+        min_requests, min_seconds, max_seconds = _windows(settings)
+        log = loadgen.closed_loop(
+            slots,
+            min_requests=min_requests,
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            warmup_seconds=warmup_s,
+        )
+    else:
+        generator = dict(loadgen.generator_capacity(CAPACITY_SECONDS, len(slots)))
+        # Warm every slot up for the warm-up time (a closed loop with zero minimums would stop
+        # after its first request).
+        loadgen.closed_loop(slots, min_requests=1, min_seconds=warmup_s, max_seconds=warmup_s)
+        seconds = settings.duration_s or settings.max_seconds
+        if load.qps is not None:
+            log = loadgen.open_loop(slots, qps=load.qps, seconds=seconds)
+        else:
+            point_s = settings.duration_s or max(settings.min_seconds, SEARCH_POINT_SECONDS)
+            logs: dict[float, loadgen.RequestLog] = {}
+
+            def measure(qps: float) -> loadgen.RequestLog:
+                logs[qps] = loadgen.open_loop(slots, qps=qps, seconds=point_s)
+                return logs[qps]
+
+            search = loadgen.search_qps(measure, slo_ms=load.slo_ms)
+            chosen = search.best or search.points[-1]
+            log = logs[chosen.qps]
+    summary = log.summary()
+    offered = log.offered_qps
+    # Open loop: completions while arrivals were due (the drain does not dilute it); closed
+    # loop: completions over the window.
+    rate = log.achieved_qps()
+    note = None
+    if search is not None:  # the answer rests on the best rate and the failing one above it
+        note = loadgen.search_generator_limit(search, generator)
+    elif generator is not None:
+        point = loadgen.QpsPoint.from_log(
+            load.qps or 0.0, log, slo_ms=math.inf, percentile=99, keep_up=0.95
+        )
+        note = loadgen.generator_limit(point, generator, math.inf)
+    result = LoadResult(
+        how=how,
+        batch=batch,
+        slots=log.slots,
+        requests=log.count,
+        cut=log.cut,
+        window_s=log.window_s,
+        requests_per_s=rate,
+        items_per_s=batch * rate,
+        offered_qps=offered,
+        p50_ms=summary["p50_ms"],
+        p99_ms=summary["p99_ms"],
+        lateness_p99_ms=summary["lateness_p99_ms"],
+        stop_reason=log.stop_reason,
+        generator=generator,
+        generator_note=note,
+    )
+    if search is not None:
+        result.search = [
+            {k: _finite_or_none(v) for k, v in dataclasses.asdict(p).items()} for p in search.points
+        ]
+        result.best_qps = search.best.qps if search.best else None
+        result.search_reason = search.reason
+    t0 = log.window_ns[0]
+    arrays = {
+        "wall.total": log.end_ns - log.issue_ns,
+        "request.issue": log.issue_ns - t0,
+        "request.start": log.start_ns - t0,
+        "request.end": log.end_ns - t0,
+        "request.dispatch": log.dispatch_ns - t0,  # when the generator really issued it
+        "request.slot": log.slot.astype(np.int64),
+    }
+    return arrays, result
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no infinity: a percentile no run could bound (too many cut) is stored as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def merge_load_results(per_process: Sequence[LoadResult | None]) -> dict[str, Any] | None:
+    """One combination's load figures over its --repeat processes: requests and windows
+    summed (so throughput is total items over total measured time), the rest from the first
+    process, with every process's throughput kept."""
+    found = [r for r in per_process if r is not None]
+    if not found:
+        return None
+    merged = found[0].model_dump()
+    if len(found) > 1:
+        requests = sum(r.requests for r in found)
+        seconds = sum(r.window_s for r in found)
+        merged.update(
+            requests=requests,
+            cut=sum(r.cut for r in found),
+            window_s=seconds,
+            requests_per_s=requests / seconds if seconds > 0 else 0.0,
+            items_per_s=found[0].batch * requests / seconds if seconds > 0 else 0.0,
+            per_process_items_per_s=[r.items_per_s for r in found],
+        )
+    return {k: _finite_or_none(v) for k, v in merged.items()}

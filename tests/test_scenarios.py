@@ -1,0 +1,542 @@
+"""Batch sweeps, concurrency and scenarios: stacking and ranges, the TensorRT profile for a
+sweep, the flags' validation, the per-slot bookkeeping and a CPU run end to end."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from infercmp import bench
+from infercmp.batching import (
+    batch_range,
+    ensure_batched_reference,
+    parse_batches,
+    profile_for_batches,
+    stack,
+)
+from infercmp.cli import app
+from infercmp.contract import Load, Measurement, WorkerSpec
+from infercmp.errors import InfercmpError
+from infercmp.plugins import get_plugin
+from infercmp.results import RunStore
+from infercmp.scenarios import loads_from_flags, run_load
+from infercmp.shapes import default_experiment
+
+FAST = ["--warmup", "5", "--iters", "40", "--sample-hz", "0"]
+
+
+@pytest.fixture
+def runner(shared_cache, monkeypatch):
+    monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
+    return CliRunner()
+
+
+def _only_run(root):
+    (run,) = list(root.iterdir())
+    return RunStore.open(run)
+
+
+# -- batching ----------------------------------------------------------------------------------
+
+
+def test_inputs_are_stacked_along_the_batch_axis_cycling_through_their_rows():
+    two_rows = np.arange(2 * 3).reshape(2, 3)
+    channels_first = np.arange(3 * 4).reshape(1, 3, 4)
+    no_batch = np.arange(5)
+    out = stack([two_rows, channels_first, no_batch], [0, 0, None], 5)
+    assert out[0].shape == (5, 3)
+    assert [list(r) for r in out[0]] == [[0, 1, 2], [3, 4, 5]] * 2 + [[0, 1, 2]]
+    assert out[1].shape == (5, 3, 4) and all((r == channels_first[0]).all() for r in out[1])
+    assert out[2] is no_batch  # shared by every row: left as it is
+
+
+def test_batch_range_is_the_configs_optimisation_min_max():
+    assert batch_range(get_plugin("tiny-two-io").config) == (1, 32)
+    assert parse_batches("1, 8,32,8", get_plugin("tiny-two-io").config) == [1, 8, 32]
+    assert parse_batches("auto", get_plugin("tiny-two-io").config) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "text", "message"),
+    [
+        (
+            "tiny-two-io",
+            "1,64",
+            "--batch 64: outside model 'tiny-two-io's declared batch_size range [1, 32]",
+        ),
+        ("tiny-two-io", "0", "--batch '0': '0' is not a positive integer"),
+        ("tiny-two-io", "8,x", "--batch '8,x': 'x' is not a positive integer"),
+        ("tiny-cnn", "4", "model 'tiny-cnn' fixes batch_size of input 'image' at 1"),
+        ("tiny-cnn", "auto", "model 'tiny-cnn' fixes batch_size of input 'image' at 1"),
+    ],
+)
+def test_a_batch_the_model_cannot_take_is_one_clear_error(model, text, message):
+    with pytest.raises(InfercmpError, match="^" + message.replace("[", r"\[")):
+        parse_batches(text, get_plugin(model).config)
+
+
+def test_the_original_study_config_validates_with_batch_fixed_at_one():
+    from pathlib import Path
+
+    from infercmp.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "examples/models/resnet50/src/infercmp_resnet50"
+    study = load_config(root / "study_config.yaml")
+    assert study.inputs[0].shapes.runtime[0] == 1
+    with pytest.raises(InfercmpError, match="fixes batch_size of input 'image' at 1"):
+        parse_batches("8", study)
+    dynamic = load_config(root / "config.yaml")
+    assert batch_range(dynamic) == (1, 256)
+    # The rest of the model is the study's: only the batch axis and its range changed.
+    assert dynamic.inputs[0].shapes.optimization.opt == study.inputs[0].shapes.optimization.opt
+
+
+def test_the_tensorrt_profile_spans_exactly_the_batches_asked():
+    config = get_plugin("tiny-two-io").config
+    swept = profile_for_batches(config, [8, 2, 16])
+    for spec in swept.inputs:
+        profile = spec.shapes.optimization
+        assert (profile.min[0], profile.opt[0], profile.max[0]) == (2, 16, 16)
+        # Other axes keep the config's profile.
+        original = config.inputs[[i.name for i in config.inputs].index(spec.name)]
+        assert profile.min[1:] == original.shapes.optimization.min[1:]
+    assert profile_for_batches(config, []) is config
+    with pytest.raises(InfercmpError, match="outside model 'tiny-two-io's declared"):
+        profile_for_batches(config, [1, 64])
+
+
+def test_the_plan_key_changes_with_the_batches_so_plans_never_mix(exported):
+    from infercmp.build import _plan_key
+
+    plugin, onnx = exported("tiny-two-io")
+
+    class Trt:
+        backend, version = "tensorrt", "10"
+
+    def key(batches):
+        return _plan_key(
+            profile_for_batches(plugin.config, batches), onnx, Trt, "fp16", "gpu", None
+        )
+
+    assert key([1, 8]) != key([1, 32]) != key([])
+    assert key([1, 8]) == key([8, 1])
+
+
+def test_the_batched_reference_is_the_stacked_example_and_its_stacked_outputs(shared_cache):
+    from infercmp.export import load_module, run_pytorch
+
+    plugin = get_plugin("tiny-two-io")
+    experiment = default_experiment(plugin.config)
+    path = ensure_batched_reference(plugin, shared_cache, experiment, 10)
+    with np.load(path) as data:
+        features, tokens = data["input_0"], data["input_1"]
+        score, embedding = data["output_0"], data["output_1"]
+    assert features.shape == (10, 16) and tokens.shape == (10, 8)
+    assert (features[4:8] == features[0:4]).all()  # the 4-row example, repeated
+    assert score.shape == (10, 1) and embedding.shape == (10, 8)
+    # Parity is judged on these stacked outputs: PyTorch itself agrees at batch 10.
+    module, _ = load_module(plugin)
+    direct = run_pytorch(plugin, module, [features, tokens])
+    np.testing.assert_allclose(direct[0], score, rtol=1e-5, atol=1e-6)
+    assert ensure_batched_reference(plugin, shared_cache, experiment, 10) == path  # cached
+    assert ensure_batched_reference(plugin, shared_cache, experiment, None) != path
+
+
+def test_a_plugins_own_batched_inputs_get_pytorch_reference_outputs(shared_cache):
+    plugin = get_plugin("tiny-two-io")
+
+    class Distinct(type(plugin)):
+        def load_config(self):
+            return plugin.config
+
+        def batch_inputs(self, inputs, batch):
+            rng = np.random.default_rng(1)
+            return [
+                rng.standard_normal((batch, 16)).astype(np.float32),
+                rng.integers(0, 10, size=(batch, 8)).astype(np.int64),
+            ]
+
+    own = Distinct()
+    path = ensure_batched_reference(own, shared_cache, default_experiment(own.config), 6)
+    with np.load(path) as data:
+        assert data["input_0"].shape == (6, 16)
+        assert not (data["output_0"][0] == data["output_0"][1:]).all()  # real, distinct rows
+
+    class Wrong(type(plugin)):
+        def load_config(self):
+            return plugin.config
+
+        def batch_inputs(self, inputs, batch):
+            return [np.zeros((3, 16), np.float32), np.zeros((3, 8), np.int64)]
+
+    wrong = Wrong()
+    with pytest.raises(InfercmpError, match="returned 'features' has 3, 'token_ids' has 3 rows"):
+        ensure_batched_reference(wrong, shared_cache, default_experiment(wrong.config), 6)
+
+
+# -- flags -------------------------------------------------------------------------------------
+
+
+def test_no_load_flag_is_the_original_measurement():
+    config = get_plugin("tiny-two-io").config
+    assert loads_from_flags(config) == ([Load()], False)
+    assert Load().label == "" and Load().is_default
+
+
+def test_concurrency_means_offline_and_every_load_has_its_own_label():
+    config = get_plugin("tiny-two-io").config
+    loads, auto = loads_from_flags(config, batch="1,8", concurrency="1,2")
+    assert not auto
+    assert [x.label for x in loads] == [
+        "b1-offline",
+        "b1-c2-offline",
+        "b8-offline",
+        "b8-c2-offline",
+    ]
+    server, _ = loads_from_flags(config, scenario="server", qps="auto", slo_ms=5)
+    assert server[0].label == "server-auto-slo5ms" and server[0].qps is None
+    fixed, _ = loads_from_flags(config, scenario="server", qps="100,200")
+    assert [x.qps for x in fixed] == [100.0, 200.0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"scenario": "batch"}, "--scenario 'batch': choose single-stream, offline, server"),
+        ({"scenario": "server"}, "--scenario server needs --qps RATE"),
+        ({"scenario": "server", "qps": "auto"}, "--qps auto searches the highest rate under"),
+        ({"scenario": "server", "qps": "-3"}, "--qps '-3': give a positive rate"),
+        ({"scenario": "server", "qps": "10", "slo_ms": 5}, "--slo-ms goes with --qps auto"),
+        ({"qps": "10"}, "--qps and --slo-ms belong to --scenario server"),
+        ({"concurrency": "0"}, "--concurrency '0': '0' is not a positive integer"),
+        ({"concurrency": "2", "scenario": "single-stream"}, "--scenario single-stream keeps one"),
+        ({"scenario": "server", "qps": "auto", "slo_ms": -1}, "--slo-ms must be a positive"),
+    ],
+)
+def test_bad_scenario_flags_are_one_clear_error(flags, message):
+    with pytest.raises(InfercmpError, match="^" + message.replace("(", r"\(")):
+        loads_from_flags(get_plugin("tiny-two-io").config, **flags)
+
+
+def test_results_of_different_loads_never_share_a_combo_id():
+    plugin = get_plugin("tiny-two-io")
+    loads, _ = loads_from_flags(plugin.config, batch="1,8", concurrency="1,2")
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None, loads=loads
+    )
+    ids = {bench._worker_dir(c, 0) for c in plan.combinations}
+    assert len(ids) == len(loads) == 4
+    assert all(c.skip_reason is None for c in plan.combinations)
+
+
+def test_an_engine_that_declares_no_concurrency_is_skipped_with_the_reason(monkeypatch):
+    from infercmp.engines import get_descriptor
+
+    descriptor = get_descriptor("onnxruntime")
+    monkeypatch.setattr(type(descriptor), "concurrency", {})
+    plugin = get_plugin("tiny-two-io")
+    loads, _ = loads_from_flags(plugin.config, concurrency="1,2")
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None, loads=loads
+    )
+    assert {c.skip_reason for c in plan.combinations} == {
+        "onnxruntime declares no way to keep several requests in flight on cpu"
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tiny-cnn", "--batch", "4"], "model 'tiny-cnn' fixes batch_size of input 'image' at 1"),
+        (["tiny-two-io", "--batch", "1,33"], "--batch 33: outside model 'tiny-two-io's declared"),
+        (["tiny-two-io", "--scenario", "server"], "--scenario server needs --qps"),
+        (["tiny-two-io", "--latency-limit-ms", "5"], "--latency-limit-ms goes with --batch auto"),
+    ],
+)
+def test_bad_load_flags_exit_2_before_anything_runs(runner, tmp_path, args, message):
+    result = runner.invoke(app, ["bench", *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+# -- the worker's bookkeeping ------------------------------------------------------------------
+
+
+class _CountingEngineFake:
+    """Stands in for a prepared engine: counts the requests run on it and the threads bound."""
+
+    def __init__(self) -> None:
+        self.computes = 0
+        self.bound = 0
+
+    def hot_path(self):
+        def compute():
+            self.computes += 1
+            time.sleep(0.0002)  # gives the GIL to the other slots, as a real runtime does
+
+        return (lambda: None), compute, (lambda: []), (lambda: None)
+
+    def bind_thread(self) -> None:
+        self.bound += 1
+
+
+def _spec(tmp_path, load: Load, **measurement) -> WorkerSpec:
+    return WorkerSpec(
+        model="tiny-two-io",
+        engine="onnxruntime",
+        device="cpu",
+        reference=tmp_path / "ref.npz",
+        input_names=["features", "token_ids"],
+        output_names=["score", "embedding"],
+        result_dir=tmp_path,
+        load=load,
+        measurement=Measurement(warmup_seconds=0.01, **measurement),
+    )
+
+
+def test_offline_bookkeeping_requests_per_slot_and_items_per_second_fake(tmp_path):
+    engines = [_CountingEngineFake() for _ in range(3)]
+    load = Load(batch=4, concurrency=3, scenario="offline")
+    arrays, result = run_load(engines, _spec(tmp_path, load, iters=300), "fake slots")
+    n = result.requests
+    assert n >= 300
+    assert all(len(a) == n for a in arrays.values())
+    slots = arrays["request.slot"]
+    # Every slot ran requests, and the log attributes each one to the slot that ran it (the
+    # warm-up's requests are run but not logged).
+    assert set(np.unique(slots)) == {0, 1, 2}
+    assert all(e.computes >= (slots == k).sum() for k, e in enumerate(engines))
+    assert all(e.bound >= 1 for e in engines)  # each slot thread bound its engine
+    assert result.slots == 3 and result.batch == 4
+    assert result.items_per_s == pytest.approx(4 * n / result.window_s)
+    assert result.requests_per_s == pytest.approx(n / result.window_s)
+    # Per request: due <= started <= ended, and latency is end minus due.
+    assert (arrays["request.issue"] <= arrays["request.start"]).all()
+    assert (arrays["request.start"] <= arrays["request.end"]).all()
+    assert (arrays["wall.total"] == arrays["request.end"] - arrays["request.issue"]).all()
+
+
+def test_the_qps_search_reports_the_highest_passing_rate_and_the_generator_fake(tmp_path):
+    engines = [_CountingEngineFake()]
+    load = Load(scenario="server", slo_ms=50)
+    arrays, result = run_load(engines, _spec(tmp_path, load, duration_s=0.2), "fake slots")
+    assert result.generator is not None and result.generator["open_loop_max_qps"] > 0
+    assert result.search, "the search tried no rate"
+    passing = [p["qps"] for p in result.search if p["ok"]]
+    assert result.best_qps == (max(passing) if passing else None)
+    assert result.search_reason
+    assert len(arrays["wall.total"]) == result.requests
+
+
+def test_merged_load_results_sum_requests_and_windows_over_processes():
+    from infercmp.contract import LoadResult
+    from infercmp.scenarios import merge_load_results
+
+    def one(requests, seconds):
+        return LoadResult(
+            how="x",
+            batch=8,
+            slots=2,
+            requests=requests,
+            window_s=seconds,
+            requests_per_s=requests / seconds,
+            items_per_s=8 * requests / seconds,
+        )
+
+    merged = merge_load_results([one(100, 1.0), one(300, 2.0)])
+    assert merged["requests"] == 400 and merged["window_s"] == 3.0
+    assert merged["items_per_s"] == pytest.approx(8 * 400 / 3.0)
+    assert merged["per_process_items_per_s"] == [800.0, 1200.0]
+    assert merge_load_results([None]) is None
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+def test_a_batch_and_concurrency_sweep_runs_and_stores_each_point(runner, tmp_path):
+    args = ["bench", "tiny-two-io", "-e", "onnxruntime", "-d", "cpu", "--batch", "2,8"]
+    result = runner.invoke(app, [*args, "--concurrency", "1,2", "--out", str(tmp_path), *FAST])
+    assert result.exit_code == 0, result.output
+    store = _only_run(tmp_path)
+    by_load = {(r.load["batch"], r.load["concurrency"]): r for r in store.results}
+    assert set(by_load) == {(2, 1), (2, 2), (8, 1), (8, 2)}
+    for (batch, _), r in by_load.items():
+        assert r.status == "ok", r.error
+        assert r.runtime_shapes["features"] == [batch, 16]
+        assert r.parity["ok"] is True  # judged on the stacked reference
+        lr = r.load_result
+        assert lr["items_per_s"] == pytest.approx(batch * lr["requests"] / lr["window_s"])
+    latency = store.latency()
+    clocks = set(zip(latency["clock"], latency["phase"]))
+    assert {("request", "issue"), ("request", "start"), ("request", "end")} <= clocks
+    assert "b8-c2-offline" in result.output
+
+
+def test_without_load_flags_the_stored_result_is_as_before(runner, tmp_path):
+    result = runner.invoke(
+        app, ["bench", "tiny-cnn", "-e", "onnxruntime", "-d", "cpu", "--out", str(tmp_path), *FAST]
+    )
+    assert result.exit_code == 0, result.output
+    store = _only_run(tmp_path)
+    (r,) = store.results
+    assert r.combo_id == "onnxruntime-cpu-fp32-32x32x3"
+    assert r.load is None and r.load_result is None
+    assert "loads" not in store.meta["settings"]
+    latency = store.latency()
+    assert set(latency["clock"].unique()) == {"wall"}
+
+
+# -- --batch auto ------------------------------------------------------------------------------
+
+
+def _auto_plan():
+    plugin = get_plugin("tiny-two-io")
+    return bench.plan_bench(
+        plugin,
+        [default_experiment(plugin.config)],
+        ["onnxruntime", "pytorch"],
+        ["cpu"],
+        None,
+        loads=[Load(batch=1)],
+    )
+
+
+def _fake_step(throughput: dict[tuple[str, int], float | str], seen: list[list[int]]):
+    """A run_step that 'measures' each combination as the table says (a number: items/s at a
+    10 ms median; a string: that status)."""
+    from types import SimpleNamespace
+
+    stored: list = []
+
+    def step(plan):
+        seen.append(sorted({c.load.batch for c in plan.combinations}))
+        for c in plan.combinations:
+            value = throughput[c.engine.name, c.load.batch]
+            ok = not isinstance(value, str)
+            stored.append(
+                SimpleNamespace(
+                    engine=c.engine.name,
+                    variant=c.engine.variant,
+                    device=c.device,
+                    precision=c.precision,
+                    shape_label=c.experiment.label,
+                    load=c.load.model_dump(),
+                    status="ok" if ok else value,
+                    error=None if ok else "CUDA out of memory",
+                    latency={"p50_ms": 10.0 * c.load.batch, "throughput_per_s": value}
+                    if ok
+                    else None,
+                    load_result=None,
+                )
+            )
+        return "complete", list(stored)
+
+    return step
+
+
+def test_batch_auto_doubles_until_the_gain_is_small_or_memory_runs_out_fake():
+    from infercmp.batch_search import search_batches
+
+    table = {
+        ("onnxruntime", 1): 100.0,
+        ("onnxruntime", 2): 190.0,
+        ("onnxruntime", 4): 300.0,
+        ("onnxruntime", 8): 310.0,  # +3%: stop, best stays 4
+        ("pytorch", 1): 50.0,
+        ("pytorch", 2): 90.0,
+        ("pytorch", 4): "oom",
+    }
+    seen: list[list[int]] = []
+    curves, status = search_batches(_auto_plan(), 32, _fake_step(table, seen))
+    assert status == "complete"
+    assert seen == [[1], [2], [4], [8]]  # pytorch left the search at 4
+    by_engine = {c.label.split("/")[0]: c for c in curves}
+    assert by_engine["onnxruntime"].best == (4, 300.0)
+    assert by_engine["onnxruntime"].stop == "batch 8 gains less than 5% over 4"
+    assert by_engine["pytorch"].best == (2, 90.0)
+    assert by_engine["pytorch"].stop == "out of memory at batch 4"
+
+
+def test_batch_auto_stops_past_the_latency_limit_and_at_the_largest_batch_fake():
+    from infercmp.batch_search import search_batches
+
+    table = {(e, b): 100.0 * b for e in ("onnxruntime", "pytorch") for b in (1, 2, 4, 8)}
+    curves, _ = search_batches(_auto_plan(), 4, _fake_step(table, []), latency_limit_ms=25)
+    # Median is 10 ms x batch: batch 4 (40 ms) passes the 25 ms limit, so 2 is the best.
+    assert {c.best for c in curves} == {(2, 200.0)}
+    assert all("passes 25 ms" in c.stop for c in curves)
+    curves, _ = search_batches(_auto_plan(), 4, _fake_step(table, []))
+    assert {c.stop for c in curves} == {"batch 4 is the config's largest"}
+
+
+def test_tensorrt_builds_its_plan_for_the_runs_batches_fake(monkeypatch):
+    """The descriptor hands the run's --batch sizes to the builder (the build itself needs a
+    GPU; the profile it makes of them is tested above)."""
+    from pathlib import Path
+
+    import infercmp.build
+    from infercmp.engines import get_descriptor
+    from infercmp.engines.descriptor import ConvertContext
+
+    seen = {}
+
+    def fake_build(plugin, cache, onnx, **kwargs):
+        seen.update(kwargs)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(path=Path("plan"), backend="tensorrt")
+
+    monkeypatch.setattr(infercmp.build, "build_engine", fake_build)
+    descriptor = get_descriptor("tensorrt")
+    context = ConvertContext(get_plugin("tiny-two-io"), None, None, lambda _m: None, (1, 8, 32))
+    descriptor.convert(context, "fp16", descriptor.parse_options({}))
+    assert seen["batches"] == (1, 8, 32)
+
+
+def test_the_plan_covers_the_batches_the_run_uses():
+    from infercmp.batching import plan_batches
+
+    plugin = get_plugin("tiny-two-io")
+    experiment = default_experiment(plugin.config)  # its example has 4 rows
+
+    def batches(loads):
+        plan = bench.plan_bench(plugin, [experiment], ["onnxruntime"], ["cpu"], None, loads=loads)
+        return plan_batches(plugin, plan.combinations)
+
+    assert batches([Load()]) == (4,)  # no --batch: the example's own, not the config's 1..32
+    assert batches([Load(batch=8), Load(batch=2)]) == (2, 8)
+    tiny_cnn = get_plugin("tiny-cnn")  # batch fixed at 1: the config's profile as it is
+    plan = bench.plan_bench(
+        tiny_cnn, [default_experiment(tiny_cnn.config)], ["onnxruntime"], ["cpu"], None
+    )
+    assert plan_batches(tiny_cnn, plan.combinations) == ()
+
+
+def test_a_slot_running_out_of_memory_reaches_the_worker_as_oom_fake(tmp_path):
+    """loadgen wraps a slot's exception in SlotFailed; the worker classifies the slot's own."""
+    import io
+
+    from infercmp import worker
+    from infercmp.contract import WorkerResult
+
+    class OutOfMemoryFake(_CountingEngineFake):
+        def hot_path(self):
+            def compute():
+                raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+            return (lambda: None), compute, (lambda: []), (lambda: None)
+
+    spec = _spec(tmp_path, Load(scenario="offline"), iters=10)
+    result = WorkerResult(
+        status="ok", model="m", engine="onnxruntime", device="cpu", precision="fp32",
+        device_resident=False, mode="iters",
+    )  # fmt: skip
+    events = worker._PhaseEvents(io.StringIO())
+    with pytest.raises(MemoryError) as raised:
+        worker._measure_load(OutOfMemoryFake(), [], spec, result, events)
+    assert worker._is_oom(raised.value)
