@@ -24,6 +24,12 @@ started=$SECONDS
 
 if [ -n "${GPU_RAY_CPU:-}" ]; then
   matrix=(tiny-cnn -d cpu -p fp32 -e pytorch -e onnxruntime --max-seconds 0.5 --warmup 2)
+elif [ -n "${GPU_RAY_GRAPHS:-}" ]; then
+  # Launch-bound eager rows move by 40% between processes on the H200 whatever runs them: the
+  # matrix of graph-replayed rows, inputs on the device, tells the executor's effect apart.
+  matrix=(resnet50 -s 224,224,3 -d cuda -p fp32 -p fp16 -p bf16 --device-resident
+    -e 'pytorch[cuda_graph=true]' -e 'pytorch[channels_last=true,cuda_graph=true]'
+    -e 'onnxruntime[enable_cuda_graph=true]' --max-seconds 2 --warmup 1s)
 else
   matrix=(resnet50 -s 224,224,3 -d cuda -p fp32 -p fp16
     -e pytorch -e 'pytorch[channels_last=true,cuda_graph=true]'

@@ -645,3 +645,20 @@ def test_energy_implying_impossible_power_is_rejected_with_a_warning(watts, name
     window = energy_window([(rows, 2.0)], iterations=1000, power_limit_w=700.0)
     assert window.joules_per_inference is None
     assert named in window.method and named in window.warnings[0]
+
+
+def test_energy_from_the_counter_read_only_at_edges_and_once_a_second():
+    """The NVML sampler reads the costly counter at phase edges and about once a second: a
+    2.5 s window has four readings but spans 25 of the counter's 100 ms steps (seen on the
+    H200: such windows fell back to integrated power when readings were counted as steps)."""
+    from infercmp.sampler import energy_window
+
+    rows = _gpu_rows(2.5, 20, 200.0, mj_step=200.0 * 0.1 * 1000)
+    measure = [r for r in rows if r["phase"] == "measure"]
+    for i, row in enumerate(measure):
+        if i % 20:  # keep one energy reading a second, as the sampler takes them
+            row.pop("gpu_energy_mj")
+    rows[-1]["gpu_energy_mj"] = 200.0 * 0.1 * 1000 * 25  # the edge reading after the window
+    window = energy_window([(rows, 2.5)], iterations=1000, power_limit_w=700.0)
+    assert window.method == "energy counter"
+    assert window.joules_per_inference == pytest.approx(200.0 * 2.5 / 1000, rel=0.05)

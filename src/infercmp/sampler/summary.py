@@ -53,6 +53,9 @@ def energy_joules(rows: Sequence[dict[str, Any]], phase: str = "measure") -> flo
 #: NVML's energy counter advanced every 100 ms on the H200 (20 steps in 2 s under load): a
 #: window needs this many steps before the counter's difference is a figure, not a rounding.
 MIN_COUNTER_STEPS = 10
+#: How often the counter advanced there: the difference of two readings is exact to about one
+#: interval's energy at each end, so it is used when the readings span MIN_COUNTER_STEPS of them.
+COUNTER_INTERVAL_S = 0.1
 #: Readings a mean over the measure window rests on before it is shown (utilisation, power).
 MIN_READINGS = 10
 
@@ -95,10 +98,9 @@ def energy_window(
         for r in rows
     ):
         return EnergyWindow(None, "n/a: no GPU power readings (no NVML, or a CPU combination)")
-    steps = min(
-        len({r["gpu_energy_mj"] for r in rows if r.get("gpu_energy_mj") is not None}) - 1
-        for rows, _ in windows
-    )
+    # The sampler reads the (costly) counter at phase edges and about once a second, so what
+    # counts is the time its two readings around the window span, in counter intervals.
+    steps = int(min(_counter_span(rows) for rows, _ in processes) / COUNTER_INTERVAL_S + 1e-9)
     power = [
         [(r["t_s"], r["gpu_power_w"]) for r in rows if r.get("gpu_power_w") is not None]
         for rows, _ in windows
@@ -131,6 +133,25 @@ def energy_window(
         else:
             return EnergyWindow(joules / iterations, method, average)
     return EnergyWindow(None, f"n/a: {why}", average, (f"{why}: not reported",))
+
+
+def _counter_span(rows: Sequence[dict[str, Any]], phase: str = "measure") -> float:
+    """Seconds between the energy readings `energy_joules` takes for `phase`; 0 without two."""
+    first = end = None
+    inside = False
+    for row in rows:
+        if row.get("gpu_energy_mj") is None:
+            if row.get("phase") == phase:
+                inside = True
+            continue
+        if row.get("phase") == phase:
+            inside = True
+            first = row["t_s"] if first is None else first
+            end = row["t_s"]
+        elif inside and first is not None:
+            end = row["t_s"]
+            break
+    return 0.0 if first is None or end is None else end - first
 
 
 def _column(rows: Sequence[dict[str, Any]], column: str) -> Iterator[float]:
