@@ -167,7 +167,8 @@ def compare(
 
     Exit codes: 0 no regression; 1 a significant regression above --threshold; 2 bad input,
     or runs from different environments without --allow-env-change; 3 nothing comparable, or
-    a combination ok in the base run is missing, failed or skipped in the new one.
+    a combination ok in the base run is missing, failed or skipped in the new one, or one is
+    inconclusive (its worker processes disagree by more than --threshold).
     """
     import json
 
@@ -274,6 +275,7 @@ def _print_compare(result) -> None:
         "lost": "bold red",
         "improvement": "green",
         "not compared": "yellow",
+        "inconclusive": "yellow",
     }
     notes = []
     for c in result.comparisons:

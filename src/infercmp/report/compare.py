@@ -1,7 +1,8 @@
 """Run-to-run comparison: each combination's change of median with a bootstrap CI, for CI gates.
 
 Exit codes (`CompareReport.exit_code`): 0 no regression, 1 a regression above the threshold,
-3 nothing comparable or a combination lost (ok in base; missing, failed or skipped in new).
+3 nothing comparable, a combination lost (ok in base; missing, failed or skipped in new), or
+one inconclusive (its processes disagree by more than the threshold).
 Bad input, a mismatched environment included, is an InfercmpError: exit 2.
 """
 
@@ -31,6 +32,8 @@ METHODS = {
         "within each, seed {seed}, 95% interval; it covers the spread between processes"
     ),
 }
+# A row whose processes disagree by more than the threshold cannot pass or fail the gate.
+INCONCLUSIVE = "inconclusive"
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 DEFAULT_NOISE_FLOOR = 0.01  # changes under 1% are timer and scheduler noise on any machine
@@ -62,7 +65,8 @@ class Comparison:
     change: float | None  # relative change of the median: +0.20 is 20% slower
     ci_low: float | None
     ci_high: float | None
-    verdict: str  # improvement | regression | no significant change | not compared | lost
+    # improvement | regression | no significant change | inconclusive | not compared | lost
+    verdict: str
     note: str = ""
     method: str | None = None  # single-process | hierarchical; None when not compared
     processes: tuple[int, int] = (0, 0)  # worker processes measured in base, new
@@ -128,6 +132,13 @@ class CompareReport:
                 "device, precision and shape)"
             )
         out.extend(f"lost: {item}" for item in self.lost)
+        out.extend(
+            f"inconclusive: {c.label}: the processes of one run disagree by "
+            f"{c.noise_floor * 100:.0f}%, more than the {self.threshold * 100:g}% threshold; "
+            "measure with more --repeat processes, pin the engine's threads, or quiet the machine"
+            for c in self.comparisons
+            if c.verdict == INCONCLUSIVE
+        )
         return out
 
     @property
@@ -373,7 +384,7 @@ def compare_runs(
                 change=change,
                 ci_low=low - 1,
                 ci_high=high - 1,
-                verdict=classify(low, high, change, floor),
+                verdict=(INCONCLUSIVE if floor > threshold else classify(low, high, change, floor)),
                 note=note,
                 method=method,
                 processes=(len(base_groups), len(new_groups)),
