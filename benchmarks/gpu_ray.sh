@@ -7,6 +7,8 @@
 #                                              # --executor ray (a local Ray, two at a time, one per
 #                                              # GPU), then the same matrix sequentially (local)
 #   GPU_RAY_CPU=1 bash benchmarks/gpu_ray.sh   # the same flow on a CPU machine (tiny-cnn, -d cpu)
+#   GPU_RAY_GRAPHS=1 GPU_RAY_REPEAT=3 bash benchmarks/gpu_ray.sh  # CUDA-graph rows, inputs on the
+#                                              # device, three processes a combination per side
 #
 # Ray runs with no network: a local instance (ray.init, no address), no dashboard (infercmp
 # starts it with include_dashboard=False), no usage statistics (RAY_USAGE_STATS_ENABLED=0).
@@ -50,7 +52,7 @@ bench() {  # bench NAME SECONDS ARGS...: one bench into $out/NAME, stopped by SI
     return
   fi
   local t0=$SECONDS
-  timeout -s INT -k 30 "$t" infercmp bench "${matrix[@]}" "$@" --out "$out/$name" \
+  timeout -s INT -k 30 "$t" infercmp bench "${matrix[@]}" ${GPU_RAY_REPEAT:+--repeat "$GPU_RAY_REPEAT"} "$@" --out "$out/$name" \
     >"$out/$name.txt" 2>&1
   echo "$name: exit $?, $((SECONDS - t0)) s in all (export and Ray start included)" \
     | tee -a "$out/walls.txt"
