@@ -83,6 +83,11 @@ def test_following_usage_md_in_order_at_80_columns_gives_no_traceback_and_no_bro
             assert line.startswith("error: ") and "pip install 'infercmp[tensorrt" in line
             continue
         allowed = {0, 1} if argv[1] == "compare" else {0}  # compare: 1 flags a regression
+        if argv[1] == "compare" and result.returncode == 3:
+            # Twenty iterations a process (SHORT) may leave one run's processes further apart
+            # than the threshold: compare must then say "inconclusive", nothing else.
+            assert "FAIL (exit 3): inconclusive:" in result.stdout, shown
+            continue
         assert result.returncode in allowed, shown
         if argv[1] == "bench":
             # The command printed for the user is whole on one line and names the new run.
