@@ -21,6 +21,20 @@ MIN_SAMPLE_HZ, MAX_SAMPLE_HZ = 0.1, 1000.0
 DEFAULT_REPEAT, MAX_REPEAT = 1, 100
 
 
+def check_run_flags(repeat: int, sample_hz: float, exporter: str) -> None:
+    """The flags bench and tune share, checked once: one line naming the flag when wrong."""
+    if not 1 <= repeat <= MAX_REPEAT:
+        raise InfercmpError(f"--repeat must be between 1 and {MAX_REPEAT}, got {repeat}")
+    # Below 0.1 Hz a sampler would read once or never; a tiny rate also overflows its timer.
+    if not (sample_hz == 0 or MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ):
+        raise InfercmpError(
+            f"--sample-hz must be 0 (off) or between {MIN_SAMPLE_HZ:g} and {MAX_SAMPLE_HZ:g}, "
+            f"got {sample_hz}"
+        )
+    if exporter not in ("auto", "dynamo", "torchscript"):
+        raise InfercmpError(f"--exporter '{exporter}': choose auto, dynamo or torchscript")
+
+
 def _warmup(text: str) -> tuple[int | None, float | None]:
     """`--warmup 50` is a count of iterations, `--warmup 2s` a number of seconds."""
     raw = text.strip().lower()
@@ -324,16 +338,7 @@ def bench(
         timeout_s=timeout,
         device_resident=device_resident or None,
     )
-    if not 1 <= repeat <= MAX_REPEAT:
-        raise InfercmpError(f"--repeat must be between 1 and {MAX_REPEAT}, got {repeat}")
-    # Below 0.1 Hz a sampler would read once or never; a tiny rate also overflows its timer.
-    if not (sample_hz == 0 or MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ):
-        raise InfercmpError(
-            f"--sample-hz must be 0 (off) or between {MIN_SAMPLE_HZ:g} and {MAX_SAMPLE_HZ:g}, "
-            f"got {sample_hz}"
-        )
-    if exporter not in ("auto", "dynamo", "torchscript"):
-        raise InfercmpError(f"--exporter '{exporter}': choose auto, dynamo or torchscript")
+    check_run_flags(repeat, sample_hz, exporter)
     from infercmp.executors import make_executor
 
     runner = make_executor(

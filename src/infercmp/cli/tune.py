@@ -10,13 +10,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from infercmp.cli.bench import (
-    MAX_REPEAT,
-    MAX_SAMPLE_HZ,
-    MIN_SAMPLE_HZ,
-    _power_limit,
-    _preparation_guard,
-)
+from infercmp.cli.bench import _power_limit, _preparation_guard, check_run_flags
 from infercmp.cli.common import console, err_console, print_table, state
 from infercmp.errors import InfercmpError, RunFailed
 
@@ -141,17 +135,9 @@ def tune(
             f"--batch {batch}: tune measures the batch of the model's example shape for now "
             "(batch sweeps come with bench's deployment scenarios); leave --batch out"
         )
-    if not 1 <= repeat <= MAX_REPEAT:
-        raise InfercmpError(f"--repeat must be between 1 and {MAX_REPEAT}, got {repeat}")
+    check_run_flags(repeat, sample_hz, exporter)
     if not timeout > 0:
         raise InfercmpError(f"--timeout must be a positive number of seconds, got {timeout}")
-    if not (sample_hz == 0 or MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ):
-        raise InfercmpError(
-            f"--sample-hz must be 0 (off) or between {MIN_SAMPLE_HZ:g} and {MAX_SAMPLE_HZ:g}, "
-            f"got {sample_hz}"
-        )
-    if exporter not in ("auto", "dynamo", "torchscript"):
-        raise InfercmpError(f"--exporter '{exporter}': choose auto, dynamo or torchscript")
     machine = Machine.current()
     if device is None:
         device = "cuda" if machine.cuda_devices else "cpu"
