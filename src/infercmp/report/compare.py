@@ -351,7 +351,7 @@ def compare_runs(
                     ci_low=None,
                     ci_high=None,
                     verdict="not compared",
-                    note="; ".join(x for x in (problem, note) if x),
+                    note=_joined(problem, note),
                 )
             )
             continue
@@ -366,16 +366,12 @@ def compare_runs(
             spread = max(process_spread(base_groups), process_spread(new_groups))
             if spread > floor:
                 floor = spread
-                note = "; ".join(
-                    x
-                    for x in (note, f"noise floor {spread * 100:.1f}%: spread between processes")
-                    if x
-                )
+                note = _joined(note, f"noise floor {spread * 100:.1f}%: spread between processes")
         else:
             method = SINGLE_PROCESS
             ratio, low, high = bootstrap_median_ratio(b.wall_ns, n.wall_ns, resamples, seed)
             change = ratio - 1
-        note = "; ".join(x for x in (note, _busy(b, "base"), _busy(n, "new")) if x)
+        note = _joined(note, _busy(b, "base"), _busy(n, "new"))
         row["base_p50_ms"] = float(np.median(b.wall_ns)) / 1e6
         row["new_p50_ms"] = float(np.median(n.wall_ns)) / 1e6
         comparisons.append(
@@ -406,6 +402,10 @@ def compare_runs(
         base_status=base.status,
         new_status=new.status,
     )
+
+
+def _joined(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
 
 
 def _busy(combo: Combination, side: str) -> str:

@@ -32,22 +32,27 @@ def energy_joules(rows: Sequence[dict[str, Any]], phase: str = "measure") -> flo
     the phase to within one sampling period at each end. None when the phase has no energy
     reading (no NVML, or not supported). Divide by the iterations measured for J/inference.
     """
+    edges = _counter_edges(rows, phase)
+    return None if edges is None else (edges[1]["gpu_energy_mj"] - edges[0]["gpu_energy_mj"]) / 1000
+
+
+def _counter_edges(
+    rows: Sequence[dict[str, Any]], phase: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The rows whose energy readings bound `phase` (see `energy_joules`); None without one."""
     first = end = None
     inside = False
     for row in rows:
-        value = row.get("gpu_energy_mj")
+        has_reading = row.get("gpu_energy_mj") is not None
         if row.get("phase") == phase:
             inside = True
-            if value is not None:
-                if first is None:
-                    first = value
-                end = value
-        elif inside and first is not None and value is not None:
-            end = value  # the first reading after the phase: its closing edge
+            if has_reading:
+                first = row if first is None else first
+                end = row
+        elif inside and first is not None and has_reading:
+            end = row  # the first reading after the phase: its closing edge
             break
-    if first is None:
-        return None
-    return (end - first) / 1000.0
+    return None if first is None else (first, end)
 
 
 #: NVML's energy counter advanced every 100 ms on the H200 (20 steps in 2 s under load): a
@@ -136,22 +141,9 @@ def energy_window(
 
 
 def _counter_span(rows: Sequence[dict[str, Any]], phase: str = "measure") -> float:
-    """Seconds between the energy readings `energy_joules` takes for `phase`; 0 without two."""
-    first = end = None
-    inside = False
-    for row in rows:
-        if row.get("gpu_energy_mj") is None:
-            if row.get("phase") == phase:
-                inside = True
-            continue
-        if row.get("phase") == phase:
-            inside = True
-            first = row["t_s"] if first is None else first
-            end = row["t_s"]
-        elif inside and first is not None:
-            end = row["t_s"]
-            break
-    return 0.0 if first is None or end is None else end - first
+    """Seconds between the energy readings `energy_joules` takes for `phase`; 0 without them."""
+    edges = _counter_edges(rows, phase)
+    return 0.0 if edges is None else edges[1]["t_s"] - edges[0]["t_s"]
 
 
 def _column(rows: Sequence[dict[str, Any]], column: str) -> Iterator[float]:
