@@ -371,6 +371,9 @@ def test_a_batch_and_concurrency_sweep_runs_and_stores_each_point(runner, tmp_pa
         assert r.parity["ok"] is True  # judged on the stacked reference
         lr = r.load_result
         assert lr["items_per_s"] == pytest.approx(batch * lr["requests"] / lr["window_s"])
+        # Its measure phase holds the generator's warm-up too: no energy per request from it.
+        assert r.energy_j_per_inference is None
+        assert r.energy_method.startswith("n/a: a load scenario's measure phase")
     latency = store.latency()
     clocks = set(zip(latency["clock"], latency["phase"]))
     assert {("request", "issue"), ("request", "start"), ("request", "end")} <= clocks
