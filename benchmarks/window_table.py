@@ -24,6 +24,11 @@ def rejudged(store: RunStore, r) -> tuple[float | None, str]:
     from infercmp.sampler import energy_window
 
     samples = store.samples().filter(pl.col("combo_id") == r.combo_id)
+    if r.load and r.load.get("scenario", "single-stream") != "single-stream":
+        if "write" not in samples["phase"].unique().to_list():
+            # Before the worker marked the load generator's window as its own phase, the
+            # measure phase held the generator's warm-up (and any QPS search) as well.
+            return None, "n/a: measured before the load window had a phase of its own"
     windows = [
         (samples.filter(samples["process"] == p.process).sort("t_s").to_dicts(), p.measure_seconds)
         for p in r.processes

@@ -3,6 +3,7 @@ sweep, the flags' validation, the per-slot bookkeeping and a CPU run end to end.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -273,10 +274,12 @@ class _CountingEngineFake:
     def __init__(self) -> None:
         self.computes = 0
         self.bound = 0
+        self.started_ns: list[int] = []  # when each request's compute began
 
     def hot_path(self):
         def compute():
             self.computes += 1
+            self.started_ns.append(time.perf_counter_ns())
             time.sleep(0.0002)  # gives the GIL to the other slots, as a real runtime does
 
         return (lambda: None), compute, (lambda: []), (lambda: None)
@@ -355,6 +358,154 @@ def test_merged_load_results_sum_requests_and_windows_over_processes():
     assert merge_load_results([None]) is None
 
 
+# -- the measured window: its phase and its energy ---------------------------------------------
+
+
+def _recorded_loops(monkeypatch) -> list:
+    """Every loadgen loop run from now on, as (given window callbacks, RequestLog)."""
+    from infercmp import loadgen
+
+    runs = []
+    for name in ("closed_loop", "open_loop"):
+
+        def wrapped(*args, _real=getattr(loadgen, name), **kwargs):
+            log = _real(*args, **kwargs)
+            runs.append((kwargs.get("on_measure_start") is not None, log))
+            return log
+
+        monkeypatch.setattr(loadgen, name, wrapped)
+    return runs
+
+
+WINDOWED_LOADS = {
+    "offline": (Load(concurrency=2, scenario="offline"), {"iters": 200}),
+    "server": (Load(scenario="server", qps=200.0), {"duration_s": 0.3}),
+    "server-auto": (Load(scenario="server", slo_ms=50), {"duration_s": 0.2}),
+}
+
+
+@pytest.mark.parametrize("name", WINDOWED_LOADS)
+def test_the_window_edges_hold_exactly_the_counted_requests_fake(name, tmp_path, monkeypatch):
+    load, measurement = WINDOWED_LOADS[name]
+    runs = _recorded_loops(monkeypatch)
+    engines = [_CountingEngineFake() for _ in range(load.concurrency)]
+    edges: dict[str, int] = {}
+    arrays, result = run_load(
+        engines,
+        _spec(tmp_path, load, **measurement),
+        "fake slots",
+        on_measure_start=lambda: edges.setdefault("start", time.perf_counter_ns()),
+        on_measure_end=lambda: edges.setdefault("end", time.perf_counter_ns()),
+    )
+    (window,) = [log for given, log in runs if given]
+    # The window lies between the edges, and every other run (the slots' warm-up, the
+    # generator's self-check, each rate a search tried) ended before the first edge.
+    assert edges["start"] <= window.window_ns[0] <= window.window_ns[1] <= edges["end"]
+    assert all(log.window_ns[1] <= edges["start"] for given, log in runs if not given)
+    # Between the edges ran the counted requests and nothing else: the energy's divisor.
+    began = np.array([t for engine in engines for t in engine.started_ns])
+    inside = int(((began >= edges["start"]) & (began <= edges["end"])).sum())
+    assert inside == window.count == result.requests == len(arrays["wall.total"])
+    assert (began < edges["start"]).any()  # the warm-up ran, before the window
+    assert not (began > edges["end"]).any()
+    assert result.window_s == window.window_s
+
+
+class _StampedEvents:
+    """The worker's event stream, each line stamped with perf_counter_ns as it is written."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+        self._line = ""
+
+    def write(self, text: str) -> int:
+        self._line += text
+        if self._line.endswith("\n"):
+            self.events.append((json.loads(self._line)["phase"], time.perf_counter_ns()))
+            self._line = ""
+        return len(text)
+
+    def flush(self) -> None: ...
+
+
+def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
+    shared_cache, exported, tmp_path, monkeypatch
+):
+    from infercmp.export import ensure_reference
+    from infercmp.worker import run_worker
+
+    plugin, onnx = exported("tiny-two-io")
+    spec = WorkerSpec(
+        model="tiny-two-io",
+        engine="onnxruntime",
+        device="cpu",
+        artifact=onnx.path,
+        reference=ensure_reference(plugin, shared_cache, default_experiment(plugin.config)),
+        input_names=["features", "token_ids"],
+        output_names=["score", "embedding"],
+        result_dir=tmp_path,
+        load=Load(concurrency=2, scenario="offline"),
+        measurement=Measurement(warmup_seconds=0.05, iters=100),
+    )
+    runs = _recorded_loops(monkeypatch)
+    stream = _StampedEvents()
+    result = run_worker(spec, stream)
+    assert result.status == "ok", result.error
+    phases = [phase for phase, _ in stream.events]
+    assert phases == ["load", "prepare", "warmup", "measure", "write", "parity", "done"]
+    at = dict(stream.events)
+    (window,) = [log for given, log in runs if given]
+    assert all(at["warmup"] <= log.window_ns[1] <= at["measure"] for g, log in runs if not g)
+    assert at["measure"] <= window.window_ns[0] <= window.window_ns[1] <= at["write"]
+    # What the parent divides the measure phase's energy by, and over how long.
+    assert result.iterations == result.load_result.requests == window.count
+    assert result.measure_seconds == result.load_result.window_s == window.window_s
+    assert result.warmup.seconds > 0
+
+
+def test_a_load_scenarios_energy_is_its_windows_over_its_requests_fake():
+    from infercmp.contract import LoadResult, WorkerResult
+
+    plugin = get_plugin("tiny-two-io")
+    combo = bench.Combination(
+        default_experiment(plugin.config),
+        bench.parse_engine("onnxruntime"),
+        "cuda",
+        "fp32",
+        load=Load(batch=8, concurrency=2, scenario="offline"),
+    )
+    requests, window_s = 1000, 2.0
+    # Sampler rows at 20 Hz: 1 s of the generator's warm-up at 600 W, the 2 s window at 200 W,
+    # then the worker's bookkeeping at 80 W. NVML's counter (mJ) steps every 100 ms, as on
+    # the H200.
+    phases = [("warmup", 1.0, 600.0), ("measure", window_s, 200.0), ("write", 0.5, 80.0)]
+    rows, joules, t = [], 0.0, 0.0
+    for phase, seconds, watts in phases:
+        for _ in range(round(seconds * 10)):  # one 100 ms counter step: two readings
+            for half in (0.0, 0.05):
+                row = {"t_s": t + half, "phase": phase, "gpu_power_w": watts}
+                rows.append({**row, "gpu_energy_mj": round(joules * 1000)})
+            joules += watts * 0.1
+            t += 0.1
+    load_result = LoadResult(
+        how="fake slots", batch=8, slots=2, requests=requests, window_s=window_s,
+        requests_per_s=requests / window_s, items_per_s=8 * requests / window_s,
+    )  # fmt: skip
+    worker_result = WorkerResult(
+        status="ok", model=plugin.name, engine="onnxruntime", device="cuda", precision="fp32",
+        device_resident=False, mode="iters", iterations=requests, measure_seconds=window_s,
+        runtime_shapes={"features": [8, 16], "token_ids": [8, 12]}, load_result=load_result,
+    )  # fmt: skip
+    latency = {"wall.total": np.full(requests, 4_000_000, dtype=np.int64)}
+    outcome = bench.WorkerOutcome("ok", None, worker_result, latency, rows, "")
+    progress = bench.ComboProgress(combo, bench.now_iso(), [outcome])
+    result, _, _ = bench.outcome_to_result(plugin, progress, power_limit_w=700.0)
+    # The window's 400 J over its 1,000 requests (per request: a batch of 8), not the warm-up's
+    # 600 J as well.
+    assert result.energy_method == "energy counter"
+    assert result.energy_j_per_inference == pytest.approx(200.0 * window_s / requests, rel=0.01)
+
+
 # -- end to end --------------------------------------------------------------------------------
 
 
@@ -371,9 +522,9 @@ def test_a_batch_and_concurrency_sweep_runs_and_stores_each_point(runner, tmp_pa
         assert r.parity["ok"] is True  # judged on the stacked reference
         lr = r.load_result
         assert lr["items_per_s"] == pytest.approx(batch * lr["requests"] / lr["window_s"])
-        # Its measure phase holds the generator's warm-up too: no energy per request from it.
+        # Judged by the one energy rule, like any window: a CPU run has no GPU readings.
         assert r.energy_j_per_inference is None
-        assert r.energy_method.startswith("n/a: a load scenario's measure phase")
+        assert r.energy_method.startswith("n/a: no GPU power readings")
     latency = store.latency()
     clocks = set(zip(latency["clock"], latency["phase"]))
     assert {("request", "issue"), ("request", "start"), ("request", "end")} <= clocks

@@ -714,13 +714,7 @@ def outcome_to_result(
     once, over all of them. A failed process's phase, error and traceback are kept.
     """
     from infercmp.results import ProcessSummary
-    from infercmp.sampler import (
-        EnergyWindow,
-        background_load,
-        energy_window,
-        mean_over_measure,
-        peak,
-    )
+    from infercmp.sampler import background_load, energy_window, mean_over_measure, peak
     from infercmp.scenarios import merge_load_results
     from infercmp.stats import LatencyStats, hierarchical_median_ci
 
@@ -774,18 +768,11 @@ def outcome_to_result(
         ]
         + [(i, o.sampler_errors) for i, o in enumerate(outcomes) if o.sampler_errors]
     )
+    # Every scenario's worker marks exactly its counted window as the measure phase (a load
+    # scenario's generator warm-up and QPS search are in "warmup"), so one rule judges all:
+    # energy over the window / the requests in it.
     windows = [(o.samples, o.result.measure_seconds if o.result else 0.0) for o in ok]
-    if progress.combo.load.one_at_a_time:
-        energy = energy_window(windows, iterations, power_limit_w)
-    else:
-        # A load scenario's "measure" phase also holds the load generator's warm-up (and, for
-        # the server scenario, its capacity check and every rate a --qps auto search tried),
-        # while `iterations` counts the requests of the measured window only: dividing one by
-        # the other overstated J/request about twofold on the H200. Until the worker marks the
-        # window itself as the phase, no figure.
-        energy = EnergyWindow(
-            None, "n/a: a load scenario's measure phase includes the load generator's warm-up"
-        )
+    energy = energy_window(windows, iterations, power_limit_w)
     warnings.extend(energy.warnings)
     gpu_util, util_readings = mean_over_measure([o.samples for o in ok], "gpu_util_pct")
     background = background_load([o.samples for o in ok], os.cpu_count() or 1)

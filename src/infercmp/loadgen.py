@@ -41,6 +41,9 @@ import numpy as np
 
 from infercmp.errors import RunFailed
 
+WindowEdge = Callable[[], None]
+"""Called by the generator as its measured window opens or closes (a worker's phase event)."""
+
 Slot = Callable[[], None]
 """One request on one slot: blocks until that request's outputs are ready.
 
@@ -313,6 +316,8 @@ def closed_loop(
     min_seconds: float,
     max_seconds: float,
     warmup_seconds: float = 0.0,
+    on_measure_start: WindowEdge | None = None,
+    on_measure_end: WindowEdge | None = None,
 ) -> RequestLog:
     """Keep len(slots) requests in flight: each slot issues its next one when its last ends.
 
@@ -321,6 +326,10 @@ def closed_loop(
     for `warmup_seconds` on every slot but are not logged; all slots then start measuring at
     the same instant. A request's due time is when its slot became free, so `queue_ms` is the
     generator's own gap between two requests of a slot.
+
+    `on_measure_start` is called after the warm-up, just before the window opens, and
+    `on_measure_end` just after it closes (not when a slot failed): between them run exactly
+    the requests the log holds.
     """
     _check_slots(slots)
     if max_seconds <= 0 or min_seconds < 0 or min_requests < 0 or warmup_seconds < 0:
@@ -329,7 +338,13 @@ def closed_loop(
     failure = _Failure()
     completed = itertools.count(1)  # next() on a count is atomic under the GIL
     t0 = [0]
-    barrier = threading.Barrier(n, action=lambda: t0.__setitem__(0, now_ns()))
+
+    def open_window() -> None:  # run by one slot thread while the others wait at the barrier
+        if on_measure_start is not None:
+            on_measure_start()
+        t0[0] = now_ns()
+
+    barrier = threading.Barrier(n, action=open_window)
     # array('q') holds 8 bytes a request where a list holds a 32-byte int object and a
     # pointer: the worker's memory, which the sampler reports, stays the engine's.
     issues = [array("q") for _ in range(n)]
@@ -377,6 +392,8 @@ def closed_loop(
             threads.wait()
             raise
     failure.raise_if_any()
+    if on_measure_end is not None:
+        on_measure_end()
     slot_ids = np.concatenate([np.full(len(ends[k]), k, dtype=np.int32) for k in range(n)])
     issue = np.concatenate([np.frombuffer(a, dtype=np.int64) for a in issues])
     order = np.argsort(issue, kind="stable")
@@ -450,6 +467,8 @@ def open_loop(
     max_outstanding: int | None = None,
     drain_seconds: float | None = None,
     warmup_seconds: float = 0.0,
+    on_measure_start: WindowEdge | None = None,
+    on_measure_end: WindowEdge | None = None,
 ) -> RequestLog:
     """MLPerf's server scenario: Poisson arrivals at `qps` for `seconds`, queued to the slots.
 
@@ -467,6 +486,12 @@ def open_loop(
 
     `warmup_seconds`: every slot first runs requests back to back for that long, unlogged;
     the schedule's clock starts when all have finished warming up.
+
+    `on_measure_start` is called after the warm-up, just before the window opens, and
+    `on_measure_end` just after it closes (not when a slot failed). The window runs to the
+    end of the issuing period or the last request's end, whichever is later: a run whose
+    requests are all done early waits out the period, so the time between the two calls is
+    the window and holds exactly the requests the log holds.
     """
     _check_slots(slots)
     if max_outstanding is not None and max_outstanding < 1:
@@ -524,6 +549,8 @@ def open_loop(
                 warmed.wait()
             except threading.BrokenBarrierError:
                 stop.set()  # a slot failed warming up: it is re-raised below
+            if on_measure_start is not None and not stop.is_set():
+                on_measure_start()
             t0 = now_ns() + LEAD_NS
             issue_end = t0 + int(seconds * 1e9)
             cut_at = issue_end + int(drain * 1e9)
@@ -554,6 +581,9 @@ def open_loop(
     done = slot_of[:issued] >= 0
     cut = total - int(done.sum())
     last_end = int(end[:issued][done].max()) if done.any() else issue_end
+    _wait_until(issue_end, stop)  # the window holds the whole issuing period, idle end too
+    if on_measure_end is not None:
+        on_measure_end()
     return RequestLog(
         issue_ns=(schedule + t0)[:issued][done],
         start_ns=start[:issued][done],

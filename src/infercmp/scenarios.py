@@ -170,10 +170,21 @@ def _windows(settings: Measurement) -> tuple[int, float, float]:
 
 
 def run_load(
-    engines: Sequence[Any], spec: WorkerSpec, how: str
+    engines: Sequence[Any],
+    spec: WorkerSpec,
+    how: str,
+    on_measure_start: Callable[[], None] | None = None,
+    on_measure_end: Callable[[], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], LoadResult]:
     """Drive `engines` (one per slot, prepared) under `spec.load`; the latency arrays for
     latency.npz and the load's figures.
+
+    Everything before the measured window (the slots' warm-up; for the server scenario the
+    generator's self-check too, and every rate a --qps auto search tried) runs before
+    `on_measure_start` is called; `on_measure_end` is called as the window closes. The
+    window's requests are what the arrays and `LoadResult` count, and nothing else runs
+    between the two calls. A --qps auto search is followed by one more run at the rate it
+    chose, of the search's point length: that run is the window.
 
     latency.npz gets `wall.total` (each request's latency: end minus due time, queueing
     included), `request.issue`, `request.start`, `request.end` (ns from the window's start)
@@ -188,6 +199,7 @@ def run_load(
     batch = load.batch or 1
     generator = None
     search: loadgen.QpsSearch | None = None
+    asked_qps = load.qps or 0.0  # the rate the window's open loop ran at
     if load.scenario == "offline":
         min_requests, min_seconds, max_seconds = _windows(settings)
         log = loadgen.closed_loop(
@@ -196,6 +208,8 @@ def run_load(
             min_seconds=min_seconds,
             max_seconds=max_seconds,
             warmup_seconds=warmup_s,
+            on_measure_start=on_measure_start,
+            on_measure_end=on_measure_end,
         )
     else:
         generator = dict(loadgen.generator_capacity(CAPACITY_SECONDS, len(slots)))
@@ -204,31 +218,47 @@ def run_load(
         loadgen.closed_loop(slots, min_requests=1, min_seconds=warmup_s, max_seconds=warmup_s)
         seconds = settings.duration_s or settings.max_seconds
         if load.qps is not None:
-            log = loadgen.open_loop(slots, qps=load.qps, seconds=seconds)
+            log = loadgen.open_loop(
+                slots,
+                qps=load.qps,
+                seconds=seconds,
+                on_measure_start=on_measure_start,
+                on_measure_end=on_measure_end,
+            )
         else:
             point_s = settings.duration_s or max(settings.min_seconds, SEARCH_POINT_SECONDS)
-            logs: dict[float, loadgen.RequestLog] = {}
 
             def measure(qps: float) -> loadgen.RequestLog:
-                logs[qps] = loadgen.open_loop(slots, qps=qps, seconds=point_s)
-                return logs[qps]
+                return loadgen.open_loop(slots, qps=qps, seconds=point_s)
 
             search = loadgen.search_qps(measure, slo_ms=load.slo_ms)
-            chosen = search.best or search.points[-1]
-            log = logs[chosen.qps]
+            # The search's runs are not the window: the one at the chosen rate need not be its
+            # last (bisection ends on whichever side it ends), and energy needs the window to
+            # be one phase. So the chosen rate runs once more, as the measurement.
+            asked_qps = (search.best or search.points[-1]).qps
+            log = loadgen.open_loop(
+                slots,
+                qps=asked_qps,
+                seconds=point_s,
+                on_measure_start=on_measure_start,
+                on_measure_end=on_measure_end,
+            )
     summary = log.summary()
     offered = log.offered_qps
     # Open loop: completions while arrivals were due (the drain does not dilute it); closed
     # loop: completions over the window.
     rate = log.achieved_qps()
     note = None
-    if search is not None:  # the answer rests on the best rate and the failing one above it
-        note = loadgen.search_generator_limit(search, generator)
-    elif generator is not None:
+    if generator is not None:
+        # The window's run may have measured the generator; with a search, so may the runs its
+        # answer rests on (the best rate and the failing one above it), which are named first.
+        slo_ms = load.slo_ms if search is not None and load.slo_ms else math.inf
         point = loadgen.QpsPoint.from_log(
-            load.qps or 0.0, log, slo_ms=math.inf, percentile=99, keep_up=0.95
+            asked_qps, log, slo_ms=slo_ms, percentile=99, keep_up=0.95
         )
-        note = loadgen.generator_limit(point, generator, math.inf)
+        note = loadgen.generator_limit(point, generator, slo_ms)
+        if search is not None:
+            note = loadgen.search_generator_limit(search, generator) or note
     result = LoadResult(
         how=how,
         batch=batch,

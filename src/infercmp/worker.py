@@ -77,10 +77,21 @@ def noise_warnings(wall_ns: np.ndarray, spec: Measurement) -> list[str]:
 
 
 class _PhaseEvents:
+    """Writes each phase change as a JSON line (the parent tags its sampler rows with it) and
+    keeps the current phase, which a failure is recorded under."""
+
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.current: Phase = "spec"
 
-    def __call__(self, phase: str) -> None:
+    def __call__(self, phase: Phase) -> None:
+        self.current = phase
+        self._write(phase)
+
+    def done(self) -> None:
+        self._write("done")
+
+    def _write(self, phase: str) -> None:
         self.stream.write(json.dumps({"event": "phase", "phase": phase, "time": time.time()}))
         self.stream.write("\n")
         self.stream.flush()
@@ -162,7 +173,6 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     engine = None
     slot_engines: list[Any] = []
     device_events = None
-    phase: Phase = "load"
     try:
         phase_event("load")
         load_started = time.perf_counter()
@@ -182,7 +192,6 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
             )
         )
         result.options = dict(engine.effective_options)
-        phase = "prepare"
         phase_event("prepare")
         engine.prepare(inputs)
         result.load_seconds = time.perf_counter() - load_started
@@ -196,16 +205,13 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
                 device_events = timing.cuda_events(stream, timing.EVENT_SLOTS, marks)
 
         if not spec.load.one_at_a_time:
-            phase = "measure"
             slot_engines = _measure_load(engine, inputs, spec, result, phase_event)
-            phase = "parity"
             phase_event("parity")
             engine.bind_thread()  # this thread last drove another slot's engine
             outputs = engine.copy_out()
             engine.synchronize()
             _check_parity(spec, outputs, reference, result)
         else:
-            phase = "warmup"
             phase_event("warmup")
             if settings.device_resident:
                 engine.copy_in()
@@ -222,7 +228,6 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
                 else None,
             )
 
-            phase = "measure"
             phase_event("measure")
             if settings.iters is not None:
                 rule: timing.StopRule = timing.FixedIterations(settings.iters)
@@ -261,14 +266,13 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
                 )
             write_latency(measured.samples, spec.result_dir)
 
-            phase = "parity"
             phase_event("parity")
             # Device-resident runs copy out once here; for the others this repeats the last copy.
             outputs = engine.copy_out()
             engine.synchronize()
             _check_parity(spec, outputs, reference, result)
     except BaseException as exc:  # recorded, whatever it is: the run goes on without us
-        result.phase = phase
+        result.phase = phase_event.current
         result.error = _one_line(exc)
         result.traceback = traceback.format_exc()
         if isinstance(exc, UnsupportedCombination):
@@ -294,7 +298,7 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
             result.engine_info = dict(engine.info)
     result.finished = time.time()
     write_result(result, spec.result_dir)
-    phase_event("done")
+    phase_event.done()
     return result
 
 
@@ -321,7 +325,13 @@ def _measure_load(
 ) -> list[Any]:
     """Measure a load other than one request at a time (infercmp.scenarios): one engine per
     slot, driven by the load generator. Returns every slot's engine (the first is `engine`)
-    so the caller releases them."""
+    so the caller releases them.
+
+    The phases bracket the window whose requests are counted: "warmup" holds the generator's
+    warm-up (and a server run's self-check and --qps auto search), "measure" exactly the
+    window (the generator calls back as it opens and closes), "write" the bookkeeping after.
+    The sampler's energy over "measure" is then the window's, as for one request at a time.
+    """
     from infercmp.engines import get_descriptor
     from infercmp.loadgen import SlotFailed
     from infercmp.scenarios import run_load
@@ -339,14 +349,25 @@ def _measure_load(
             other = engine.slot_engine()
             engines.append(other)
             other.prepare(inputs)
+        phase_event("warmup")
+        warmup = [time.perf_counter(), 0.0]  # when the warm-up began, and when it ended
+
+        def open_window() -> None:
+            warmup[1] = time.perf_counter()
+            phase_event("measure")
+
         if spec.measurement.device_resident:
             for each in engines:
                 each.bind_thread()  # copy on the engine's own stream, which synchronize waits on
                 each.copy_in()
                 each.synchronize()
-        phase_event("measure")
-        started = time.perf_counter()
-        arrays, load_result = run_load(engines, spec, how)
+        arrays, load_result = run_load(
+            engines,
+            spec,
+            how,
+            on_measure_start=open_window,
+            on_measure_end=lambda: phase_event("write"),
+        )
     except SlotFailed as exc:
         _release_all(engines[1:])
         # The slot's own exception is what the worker classifies (out of memory, unsupported).
@@ -354,7 +375,10 @@ def _measure_load(
     except BaseException:
         _release_all(engines[1:])
         raise
-    result.measure_seconds = time.perf_counter() - started
+    # The window, not the whole run: energy per request is the window's energy over its
+    # requests. The generator does not count its warm-up's requests, only their time.
+    result.measure_seconds = load_result.window_s
+    result.warmup = WarmupInfo(seconds=warmup[1] - warmup[0])
     result.load_result = load_result
     wall = arrays["wall.total"]
     result.iterations = len(wall)
@@ -363,6 +387,16 @@ def _measure_load(
     result.warnings.extend(noise_warnings(wall, spec.measurement))
     if load_result.generator_note:
         result.warnings.append(f"{load_result.generator_note}: latency measures it too")
+    slo_ms = spec.load.slo_ms
+    if load_result.best_qps is not None and slo_ms is not None:
+        p99 = load_result.p99_ms
+        if p99 is None or p99 > slo_ms:
+            result.warnings.append(
+                f"the measured run at the rate the search chose ({load_result.best_qps:.4g} "
+                f"requests/s) missed the {slo_ms:g} ms SLO (p99 "
+                + ("unbounded, too many cut" if p99 is None else f"{p99:.3g} ms")
+                + "): that rate passed once and is at the edge; measure longer (--duration)"
+            )
     if load_result.cut:
         result.warnings.append(
             f"{load_result.cut} requests due in the window never started (overload); they "
