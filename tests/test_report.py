@@ -261,8 +261,38 @@ def test_gpu_time_column_and_tuned_baseline(tmp_path):
     cpu = cpu_run(tmp_path / "cpu")
     cpu_page = render_html(load_runs([cpu]))
     assert header not in cpu_page
-    assert "peak VRAM" not in cpu_page and "J / inference" not in cpu_page
+    assert "peak VRAM" not in cpu_page and "J / request" not in cpu_page
     assert "GPU p50" not in render_markdown(load_runs([cpu]))
+
+
+def test_energy_is_labelled_per_request_with_per_item_beside_it_for_batches(tmp_path):
+    """Energy is measured per timed iteration, which is one request: at batch 8 that is eight
+    items. Every format says "per request", and gives per item where a request holds several."""
+    combos = [Combo("pytorch", device="cuda"), Combo("tensorrt", device="cuda", precision="fp16")]
+    batched = make_run(tmp_path / "batched", combos, gpus=["NVIDIA H200"])
+
+    def at_batch_8(item):
+        if item["engine"] == "tensorrt":
+            item["runtime_shapes"] = {"image": [8, 224, 224, 3]}
+
+    edit_results(batched, at_batch_8)
+    runs = load_runs([batched])
+    rows = {r["engine"]: r for r in summary_rows(runs)}
+    assert rows["tensorrt"]["energy_j_per_request"] == 0.5  # as stored
+    assert rows["tensorrt"]["energy_j_per_item"] == pytest.approx(0.5 / 8)
+    assert rows["pytorch"]["energy_j_per_item"] == rows["pytorch"]["energy_j_per_request"]
+    markdown = render_markdown(runs)
+    assert "| J/request | J/item |" in markdown and "| 0.5000 | 0.0625 |" in markdown
+    header = next(csv.reader(io.StringIO(render_csv(runs))))
+    assert {"energy_j_per_request", "energy_j_per_item"} <= set(header)
+    assert "energy_j_per_inference" not in header
+    assert json.loads(render_json(runs))["rows"][0].keys() >= {"energy_j_per_item"}
+    page = render_html(runs)
+    assert "J / request" in page and "J / item" in page and "J / inference" not in page
+    # At batch 1 a request is one item: no second column repeating the first.
+    single = load_runs([make_run(tmp_path / "single", combos, gpus=["NVIDIA H200"])])
+    assert "J/request" in render_markdown(single) and "J/item" not in render_markdown(single)
+    assert "J / item" not in render_html(single)
 
 
 def test_unset_options_are_not_listed():

@@ -715,7 +715,7 @@ def outcome_to_result(
     """
     from infercmp.results import ProcessSummary
     from infercmp.sampler import background_load, energy_window, mean_over_measure, peak
-    from infercmp.scenarios import merge_load_results
+    from infercmp.scenarios import items_per_request, merge_load_results
     from infercmp.stats import LatencyStats, hierarchical_median_ci
 
     outcomes = progress.outcomes
@@ -738,7 +738,7 @@ def outcome_to_result(
     wall = latency.get("wall.total")
     iterations = int(len(wall)) if wall is not None else 0
     runtime_shapes = source.runtime_shapes if source else {}
-    batch = _batch_size(runtime_shapes)
+    batch = items_per_request(runtime_shapes)
     stats = LatencyStats.from_ns(wall, batch).to_dict() if iterations else None
     ci_method = "order statistics of the median (within one process)" if stats else None
     if stats is not None and len(ok) >= 2:
@@ -852,15 +852,6 @@ def _per_process(
         for row in o.samples
     ]
     return [o.latency for o in ordered], samples
-
-
-def _batch_size(runtime_shapes: dict[str, list[int]] | None) -> int:
-    """Items per inference: the leading dimension of the first input (1 when unknown)."""
-    if runtime_shapes:
-        first = next(iter(runtime_shapes.values()))
-        if first:
-            return int(first[0])
-    return 1
 
 
 def run_bench(

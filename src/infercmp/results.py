@@ -280,6 +280,7 @@ class CombinationResult(BaseModel):
     device_latency: Annotated[dict[str, Any], _checked_by(_LatencyRecord)] | None = None
     peak_rss_bytes: _Count | None = None
     peak_vram_bytes: _Count | None = None  # this process, from NVML
+    # Per timed iteration, which is one request: a whole batch (the name predates batches).
     energy_j_per_inference: _Finite | None = None
     load_seconds: _Finite | None = None
     # What the engine reported of itself: library versions, providers, and for PyTorch on

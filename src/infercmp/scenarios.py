@@ -124,6 +124,16 @@ def shape_and_load(shape_label: str, load: dict | None) -> str:
     return f"{shape_label} {label}" if label else shape_label
 
 
+def items_per_request(runtime_shapes: dict[str, list[int]] | None) -> int:
+    """Items in one request (one timed iteration): the leading dimension of the first input
+    (1 when unknown). Throughput and energy per item divide by it."""
+    if runtime_shapes:
+        first = next(iter(runtime_shapes.values()))
+        if first:
+            return int(first[0])
+    return 1
+
+
 def items_per_s(latency: dict | None, load_result: dict | None) -> float | None:
     """Items (batch x requests) per second: measured over the window for a load with several
     requests in flight, else batch / median latency (one request at a time)."""

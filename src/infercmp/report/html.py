@@ -18,6 +18,7 @@ from infercmp.report.summary import (
     fmt_ms,
     fmt_num,
     fmt_sci,
+    per_item_differs,
     summary_row,
 )
 
@@ -315,7 +316,8 @@ _COLUMNS = [
     ("iterations", "iters (outliers)", "num"),
     ("rss", "peak RSS", "num"),
     ("vram", "peak VRAM", "num"),
-    ("energy", "J / inference", "num"),
+    ("energy", "J / request", "num"),
+    ("energy_item", "J / item", "num"),
     ("util", 'GPU util <small title="sampler readings it rests on">(readings)</small>', "num"),
     ("processes", "p50 per process", "num"),
     ("parity", "parity (max abs err)", ""),
@@ -327,7 +329,7 @@ _OPTIONAL = {
     "util": ("gpu_util_readings",),
     "processes": ("process_p50_ms",),
     "vram": ("peak_vram_mib",),
-    "energy": ("energy_j_per_inference", "energy_method"),
+    "energy": ("energy_j_per_request", "energy_method"),
 }
 
 
@@ -339,11 +341,16 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
     )
     # The GPU p50 (CUDA events) sits beside the wall clock so host overhead is not read as
     # engine speed.
+    # J/item only where some request holds several items; elsewhere it repeats J/request.
+    with_items = per_item_differs([row for _, row in rows])
     columns = [
         (key, title, css)
         for key, title, css in _COLUMNS
-        if key not in _OPTIONAL
-        or any(row[k] is not None for _, row in rows for k in _OPTIONAL[key])
+        if (key != "energy_item" or with_items)
+        and (
+            key not in _OPTIONAL
+            or any(row[k] is not None for _, row in rows for k in _OPTIONAL[key])
+        )
     ]
     head = "".join(f'<th class="{css}">{title}</th>' for _, title, css in columns)
     body = []
@@ -398,6 +405,7 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
             "rss": f"<td class=num>{fmt_num(row['peak_rss_mib'], 0, ' MiB')}</td>",
             "vram": f"<td class=num>{fmt_num(row['peak_vram_mib'], 0, ' MiB')}</td>",
             "energy": _energy_cell(row),
+            "energy_item": f"<td class=num>{_sig(row['energy_j_per_item'])}</td>",
             "util": f"<td class=num>{fmt_num(row['gpu_util_pct'], 0, '%')} "
             f"({row['gpu_util_readings'] or 0})</td>",
             "processes": f"<td class=num>{esc(row['process_p50_ms'] or '–')}</td>",
@@ -411,10 +419,10 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
 
 
 def _energy_cell(row: dict) -> str:
-    """J/inference, or n/a with the reason (a window too short, a power above the limit)."""
-    if row["energy_j_per_inference"] is not None:
+    """J/request, or n/a with the reason (a window too short, a power above the limit)."""
+    if row["energy_j_per_request"] is not None:
         title = f' title="{esc(row["energy_method"])}"' if row.get("energy_method") else ""
-        return f"<td class=num{title}>{_sig(row['energy_j_per_inference'])}</td>"
+        return f"<td class=num{title}>{_sig(row['energy_j_per_request'])}</td>"
     method = row.get("energy_method") or ""
     if method.startswith("n/a"):
         return f'<td class=num title="{esc(method)}">n/a</td>'

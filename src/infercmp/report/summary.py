@@ -11,7 +11,7 @@ import numpy as np
 
 from infercmp.report import curves
 from infercmp.report.load import Combination, RunView, as_dict
-from infercmp.scenarios import items_per_s
+from infercmp.scenarios import items_per_request, items_per_s
 from infercmp.stats import outlier_mask
 
 DEFAULT_BASELINE = "pytorch"
@@ -46,7 +46,8 @@ COLUMNS = [
     "outliers",
     "peak_rss_mib",
     "peak_vram_mib",
-    "energy_j_per_inference",
+    "energy_j_per_request",
+    "energy_j_per_item",
     "energy_method",
     "gpu_util_pct",
     "gpu_util_readings",
@@ -151,6 +152,9 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
     speedup = None
     if base is not None and lat.get("p50_ms"):
         speedup = base.latency["p50_ms"] / lat["p50_ms"]
+    # Stored per timed iteration, which is one request: a whole batch of items.
+    energy = result.energy_j_per_inference
+    items = items_per_request(getattr(result, "runtime_shapes", None))
     row: dict[str, Any] = {
         "run": combo.run.path.name,
         "host": combo.host,
@@ -169,7 +173,8 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
         "outliers": int(outlier_mask(combo.wall_ns).sum()) if combo.wall_ns.size else None,
         "peak_rss_mib": _mib(result.peak_rss_bytes),
         "peak_vram_mib": _mib(result.peak_vram_bytes),
-        "energy_j_per_inference": result.energy_j_per_inference,
+        "energy_j_per_request": energy,
+        "energy_j_per_item": energy / items if energy is not None else None,
         # Nothing to say about energy or utilisation where no GPU was read (a CPU row).
         "energy_method": _gpu_figure(getattr(result, "energy_method", None)),
         "gpu_util_pct": getattr(result, "gpu_util_pct", None),
@@ -242,11 +247,20 @@ def fmt_sci(value: float | None) -> str:
 
 
 def fmt_energy(row: dict[str, Any]) -> str:
-    """J/inference, or `n/a` with the reason the window could not carry a figure."""
-    if row["energy_j_per_inference"] is not None:
-        return fmt_num(row["energy_j_per_inference"], 4)
+    """J/request, or `n/a` with the reason the window could not carry a figure."""
+    if row["energy_j_per_request"] is not None:
+        return fmt_num(row["energy_j_per_request"], 4)
     method = row.get("energy_method") or ""
     return method if method.startswith("n/a") else "–"
+
+
+def per_item_differs(rows: list[dict[str, Any]]) -> bool:
+    """Whether some row's request holds several items, so J/item is worth its own column."""
+    return any(
+        row["energy_j_per_item"] is not None
+        and row["energy_j_per_item"] != row["energy_j_per_request"]
+        for row in rows
+    )
 
 
 def fmt_parity(row: dict[str, Any]) -> str:
@@ -293,12 +307,19 @@ def render_markdown(
     lines.append("")
     with_device = any(row["device_p50_ms"] is not None for row in rows)
     with_processes = any(row["process_p50_ms"] is not None for row in rows)
+    with_items = per_item_differs(rows)
     lines.append(
         f"Latency is host in → host out per iteration, in ms; CI is the 95% CI of the median; "
         f"speedup is against {_md_cell(baseline_engine)} on the same device (>1 is faster)."
         + (
             " GPU p50 is the median of the same iterations timed with CUDA events."
             if with_device
+            else ""
+        )
+        + (
+            " Energy is per request (one iteration: the whole batch); J/item divides it by the "
+            "items in a request."
+            if with_items
             else ""
         )
     )
@@ -320,7 +341,8 @@ def render_markdown(
             "speedup",
             "peak RSS MiB",
             "peak VRAM MiB",
-            "J/inference",
+            "J/request",
+            *(["J/item"] if with_items else []),
             *(["p50 per process"] if with_processes else []),
             "parity",
             "status",
@@ -349,6 +371,7 @@ def render_markdown(
                 fmt_num(row["peak_rss_mib"], 0),
                 fmt_num(row["peak_vram_mib"], 0),
                 fmt_energy(row),
+                *([fmt_num(row["energy_j_per_item"], 4)] if with_items else []),
                 *([row["process_p50_ms"] or "–"] if with_processes else []),
                 fmt_parity(row),
                 fmt_status(row),
@@ -426,7 +449,7 @@ def render_json(
 ) -> str:
     document = {
         "format": "infercmp-report-summary",
-        "version": 1,
+        "version": 2,  # 2: energy_j_per_inference became energy_j_per_request (+ per item)
         "baseline_engine": baseline_engine,
         "runs": [
             {
