@@ -44,14 +44,23 @@ bench() {  # bench LOG ARGS...: one infercmp bench, stopped with SIGINT when the
   { time timeout -s INT -k 20 "$t" $infercmp bench "$@" --out "$runs"; } 2>&1 | tee -a "$out/$log"
 }
 
-bench bench-batch.txt "${model[@]}" -d "$device" -p "$precision" --batch "$batches" \
-  -e "$torch_engine" -e "$ort_engine" "${window[@]}"
+# GPU_SCENARIOS_ONLY=load: only the load scenarios (offline at 1, 2 and 4 requests in flight,
+# and server at the highest rate whose p99 stays under 2 ms), with the energy table last.
+if [ "${GPU_SCENARIOS_ONLY:-}" != load ]; then
+  bench bench-batch.txt "${model[@]}" -d "$device" -p "$precision" --batch "$batches" \
+    -e "$torch_engine" -e "$ort_engine" "${window[@]}"
+fi
 bench bench-concurrency.txt "${model[@]}" -d "$device" -p "$precision" --batch 1 \
   --concurrency 1,2,4 -e "$torch_engine" "${window[@]}"
+if [ "${GPU_SCENARIOS_ONLY:-}" = load ]; then
+  bench bench-server.txt "${model[@]}" -d "$device" -p "$precision" --batch 1 \
+    --scenario server --qps auto --slo-ms 2 -e "$torch_engine" "${window[@]}"
+fi
 mapfile -t dirs < <(ls -1dt "$runs"/*/ 2>/dev/null | head -2)
 if [ "${#dirs[@]}" -gt 0 ]; then
   $infercmp report "${dirs[@]}" -o "$out/report.html"
   $infercmp report "${dirs[@]}" -f md -o "$out/report.md"
   $infercmp report "${dirs[@]}" -f json -o "$out/summary.json"
   ${PYTHON:-python3} "$here/scenario_table.py" "${dirs[@]}" | tee "$out/table.txt"
+  ${PYTHON:-python3} "$here/energy_table.py" "${dirs[@]}" | tee "$out/energy.txt"
 fi

@@ -333,6 +333,9 @@ def test_repeats_run_in_fresh_processes_interleaved(runner, tmp_path):
         assert r.iterations == 90
         assert r.ci_method == "hierarchical bootstrap over processes, then iterations"
         assert r.latency["ci_low_ms"] <= r.latency["p50_ms"] <= r.latency["ci_high_ms"]
+        if len(os.sched_getaffinity(0)) >= 2:  # the CPU placement, before and after each process
+            assert all(len(p.cpu_handoff_ns) == 2 for p in r.processes)
+            assert all(0 < ns < 1e6 for p in r.processes for ns in p.cpu_handoff_ns)
     latency = store.latency()
     counts = latency.filter(latency["phase"] == "total").group_by("combo_id", "process").len()
     assert sorted(counts["len"].to_list()) == [30] * 6

@@ -429,6 +429,9 @@ class WorkerOutcome:
     log_tail: str
     sampler_errors: list[str] = field(default_factory=list)
     node: dict[str, Any] | None = None  # where it ran (infercmp.results.NodeInfo's keys)
+    # A CPU worker's cache-line round trip between its CPUs in ns, just before and just after
+    # it ran (infercmp.sampler.handoff); None where not measured.
+    handoff_ns: tuple[float | None, float | None] | None = None
 
 
 class Interrupted(BaseException):
@@ -502,6 +505,11 @@ def run_worker(
     spec_path = workdir / "spec.json"
     spec_path.write_text(spec.model_dump_json(indent=2))
     log_path = workdir / "worker.log"
+    from infercmp.sampler.handoff import measure_handoff_ns
+
+    # The host's placement of the CPUs, which multi-threaded CPU engines follow; measured
+    # before the worker starts and after it ends, never while it measures.
+    handoff_before = measure_handoff_ns() if spec.device == "cpu" else None
     with open(log_path, "wb") as log:
         # A new session keeps the terminal's Ctrl-C away from the worker: the parent decides.
         # The lifeline ends the worker's process group if this process dies (lifeline.py).
@@ -551,7 +559,10 @@ def run_worker(
                 status = "crashed"
                 last = log_tail.strip().splitlines()[-1:] or ["no output"]
                 error = f"worker exited with code {code} without a result: {invalid or last[0]}"
-    return WorkerOutcome(status, error, result, latency, samples, log_tail, sampler_errors)
+    handoff = (handoff_before, measure_handoff_ns()) if spec.device == "cpu" else None
+    return WorkerOutcome(
+        status, error, result, latency, samples, log_tail, sampler_errors, handoff_ns=handoff
+    )
 
 
 class _NoSampling:
@@ -715,6 +726,7 @@ def outcome_to_result(
     """
     from infercmp.results import ProcessSummary
     from infercmp.sampler import background_load, energy_window, mean_over_measure, peak
+    from infercmp.sampler.handoff import state_warning
     from infercmp.scenarios import items_per_request, merge_load_results
     from infercmp.stats import LatencyStats, hierarchical_median_ci
 
@@ -757,6 +769,7 @@ def outcome_to_result(
             load_seconds=o.result.load_seconds,
             stop_reason=o.result.stop_reason,
             node=o.node,
+            cpu_handoff_ns=list(o.handoff_ns) if o.handoff_ns else None,
         )
         for o in ok
         if o.result is not None
@@ -774,6 +787,9 @@ def outcome_to_result(
     windows = [(o.samples, o.result.measure_seconds if o.result else 0.0) for o in ok]
     energy = energy_window(windows, iterations, power_limit_w)
     warnings.extend(energy.warnings)
+    handoff = state_warning([v for o in outcomes for v in (o.handoff_ns or ())])
+    if handoff:
+        warnings.append(handoff)
     gpu_util, util_readings = mean_over_measure([o.samples for o in ok], "gpu_util_pct")
     background = background_load([o.samples for o in ok], os.cpu_count() or 1)
     if background.warning:

@@ -253,6 +253,9 @@ class ProcessSummary(BaseModel):
     load_seconds: float | None = None
     stop_reason: str | None = None
     node: NodeInfo | None = None
+    # A CPU worker's cache-line round trip between two of its CPUs, ns, just before and just
+    # after it ran: the host's placement of the CPUs (infercmp.sampler.handoff).
+    cpu_handoff_ns: list[float | None] | None = None
 
 
 class CombinationResult(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from infercmp.report.load import Combination, RunView
+from infercmp.sampler.handoff import different_state, typical
 from infercmp.sampler.summary import BUSY_CPUS
 from infercmp.stats import hierarchical_change_ci
 
@@ -274,11 +275,28 @@ def environment_changes(base: RunView, new: RunView) -> list[str]:
     as much as the change under test; `compare` refuses it unless told otherwise.
     """
     before, after = _environment_facts(base), _environment_facts(new)
-    return [
+    changes = [
         f"{name} {_fact(before.get(name))} → {_fact(after.get(name))}"
         for name in dict.fromkeys([*before, *after])
         if before.get(name) != after.get(name)
     ]
+    handoff_before, handoff_after = _cpu_handoff(base), _cpu_handoff(new)
+    if different_state(handoff_before, handoff_after):
+        changes.append(
+            f"CPU-to-CPU round trip {handoff_before:,.0f} ns → {handoff_after:,.0f} ns, the "
+            "host's placement of this machine's CPUs, which multi-threaded CPU figures follow"
+        )
+    return changes
+
+
+def _cpu_handoff(run: RunView) -> float | None:
+    """The run's typical cache-line round trip between its CPU workers' CPUs, if measured."""
+    return typical(
+        value
+        for combo in run.combinations
+        for process in combo.result.processes
+        for value in (process.cpu_handoff_ns or ())
+    )
 
 
 def _fact(value: Any) -> str:

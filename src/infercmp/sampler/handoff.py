@@ -1,0 +1,126 @@
+"""How long one cache line takes to go between two of the worker's CPUs and back: measured by the
+parent just before and just after each CPU worker process, recorded with the process.
+
+Why: on a virtual machine the host decides where the guest's CPUs run, and moves them. On the
+2-vCPU development VM (2026-11-29) the round trip between vCPU 0 and 1, measured with a C
+ping-pong, switched between about 90 ns, 400 ns and 1,200 ns for tens of seconds at a time, and
+everything that synchronises threads many times per inference followed it: a C fork-join of
+ten small steps took 3.9 or 7 us, ONNX Runtime's default two-thread pool on tiny-cnn 13 or 27 us
+(one thread: 15.4 us in every state). Nothing a worker process sees in its own iterations tells
+a state of the host from a change of the software; this probe does, so a run records the state
+each process measured in, a combination whose processes saw different states says so, and
+`compare` names a change of state between two runs as it names a change of machine.
+
+The probe is pure Python (two processes spinning on one shared byte), so its figures are larger
+than the hardware's (about 150 / 700 / 1,600+ ns for the three states above) and only their
+ratio between measurements means something: SAME_STATE_RATIO. It runs in its own interpreter
+(`python handoff.py A B`), so the parent's threads and CPU affinity are never touched, and it
+costs about 30 ms per measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+
+#: Two measurements within this factor are the same placement of the CPUs; the states seen
+#: differ by 4x or more, repeated probes of one state by up to 1.5x.
+SAME_STATE_RATIO = 2.0
+BLOCKS, ROUND_TRIPS = 8, 400
+TIMEOUT_S = 5.0
+
+
+def probe_cpus(cpus: set[int] | None = None) -> tuple[int, int] | None:
+    """The pair of CPUs to probe: the lowest and highest the worker may run on (on common
+    numberings the farthest apart); None with fewer than two."""
+    allowed = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
+    return (allowed[0], allowed[-1]) if len(allowed) >= 2 else None
+
+
+def measure_handoff_ns(pair: tuple[int, int] | None = None) -> float | None:
+    """The round trip between the two CPUs in ns (best block of BLOCKS), or None when it cannot
+    be measured here (one CPU, no sched_setaffinity, the probe failed or took too long)."""
+    try:
+        pair = pair or probe_cpus()
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
+        return None
+    if pair is None:
+        return None
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", __file__, str(pair[0]), str(pair[1])],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+        return float(done.stdout.strip()) if done.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def different_state(a: float | None, b: float | None) -> bool:
+    """Whether two round trips come from different placements of the CPUs."""
+    if not a or not b:
+        return False
+    return max(a, b) / min(a, b) >= SAME_STATE_RATIO
+
+
+def typical(values: Iterable[float | None]) -> float | None:
+    """The median of the measured round trips (a run's state), None if there are none."""
+    measured = [v for v in values if v]
+    return statistics.median(measured) if measured else None
+
+
+def state_warning(values: Iterable[float | None]) -> str | None:
+    """A warning when one combination's processes measured in different states, else None."""
+    values = [v for v in values if v]
+    if len(values) < 2 or not different_state(min(values), max(values)):
+        return None
+    return (
+        "the round trip of a cache line between two of the worker's CPUs ranged "
+        f"{min(values):,.0f}-{max(values):,.0f} ns across this combination's processes: the "
+        "host moved this machine's CPUs while it measured, and multi-threaded CPU figures "
+        "follow that (see docs/performance.md)"
+    )
+
+
+def _echo(byte: memoryview, round_trips: int) -> None:
+    for _ in range(round_trips):
+        while byte[0] != 1:
+            pass
+        byte[0] = 0
+
+
+def _ping(byte: memoryview, round_trips: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(round_trips):
+        byte[0] = 1
+        while byte[0] != 0:
+            pass
+    return (time.perf_counter_ns() - start) / round_trips
+
+
+def _main(first: int, second: int) -> None:
+    import mmap
+
+    shared = mmap.mmap(-1, 64)  # anonymous and shared: the forked child sees the same byte
+    byte = memoryview(shared)
+    pid = os.fork()
+    if pid == 0:  # single-threaded here, so fork is safe
+        os.sched_setaffinity(0, {second})
+        _echo(byte, 1 + BLOCKS * ROUND_TRIPS)
+        os._exit(0)
+    os.sched_setaffinity(0, {first})
+    _ping(byte, 1)  # waits until the child runs
+    best = min(_ping(byte, ROUND_TRIPS) for _ in range(BLOCKS))
+    os.waitpid(pid, 0)
+    print(f"{best:.1f}")
+
+
+if __name__ == "__main__":
+    _main(int(sys.argv[1]), int(sys.argv[2]))
