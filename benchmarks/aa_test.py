@@ -38,14 +38,33 @@ def bench(engine: str, out: Path, repeat: int) -> Path:
 
 
 def compare(base: Path, new: Path) -> dict:
-    proc = subprocess.run(
-        ["infercmp", "compare", str(base), str(new), "-f", "json"], capture_output=True, text=True
-    )
-    report = json.loads(proc.stdout)
+    """compare's verdict and exit code. When it refuses the pair as measured in different
+    environments (exit 2: the host placed the CPUs differently, infercmp.sampler.handoff), the
+    verdict is "environment changed" and the figures are those of `--allow-env-change`."""
+    cmd = ["infercmp", "compare", str(base), str(new), "-f", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    refused = proc.returncode == 2 and "different environments" in proc.stderr
+    if refused:
+        allowed = subprocess.run([*cmd, "--allow-env-change"], capture_output=True, text=True)
+        report = json.loads(allowed.stdout)
+    else:
+        report = json.loads(proc.stdout)
     (row,) = report["comparisons"]
-    return {"exit": proc.returncode, "change": row["change"], "verdict": row["verdict"],
+    return {"exit": proc.returncode,
+            "change": row["change"],
+            "verdict": "environment changed" if refused else row["verdict"],
+            "verdict_if_allowed": row["verdict"],
+            "environment_changes": report.get("environment_changes"),
             "method": row.get("method"), "noise_floor": row.get("noise_floor"),
             "note": row.get("note")}  # fmt: skip
+
+
+def handoff(run: Path) -> float | None:
+    """The run's typical cache-line round trip between its CPUs (the host's placement)."""
+    from infercmp.sampler.handoff import typical
+
+    return typical(v for r in RunStore.open(run).results for p in r.processes
+                   for v in (p.cpu_handoff_ns or ()))  # fmt: skip
 
 
 def background(run: Path) -> float | None:
@@ -92,6 +111,7 @@ def main() -> None:
                     "slow": compare(a, s),
                     "slow_single": single_process(a, s),
                     "background_cpus": [background(run) for run in (a, b, s)],
+                    "handoff_ns": [handoff(run) for run in (a, b, s)],
                 }
             )
             print(_line(rows[-1]), flush=True)
@@ -107,6 +127,10 @@ def main() -> None:
           f"{sum(r['slow']['exit'] == 1 and r['slow']['verdict'] == 'regression' for r in rows)}"
           f"/{n}, single-process "
           f"{sum(r['slow_single']['exit'] == 1 for r in rows)}/{n}")  # fmt: skip
+    moved = [r for r in rows if r["aa"]["verdict"] == "environment changed"]
+    print(f"A/A pairs refused because the host placed the CPUs differently (exit 2): "
+          f"{len(moved)}/{n}; of the others, '{quiet}': "
+          f"{sum(r['aa']['verdict'] == quiet for r in rows)}/{n - len(moved)}")  # fmt: skip
     print(f"method: {rows[0]['aa']['method']}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
@@ -115,13 +139,15 @@ def main() -> None:
 def _line(r: dict) -> str:
     floor = r["aa"]["noise_floor"]
     busy = max((c for c in r["background_cpus"] if c is not None), default=None)
+    trips = "/".join("n/a" if h is None else f"{h:.0f}" for h in r["handoff_ns"])
     return (
         f"pair {r['pair']:2}: A/A {r['aa']['change']:+7.1%} {r['aa']['verdict']:<21} "
         f"exit {r['aa']['exit']} floor {floor:.1%} "
         f"(single-process {r['aa_single']['change']:+7.1%} {r['aa_single']['verdict']:<21}) | "
         f"slower {r['slow']['change']:+7.1%} {r['slow']['verdict']} exit {r['slow']['exit']} "
         f"(single-process {r['slow_single']['change']:+7.1%} exit {r['slow_single']['exit']}) "
-        f"| other CPUs busy {'n/a' if busy is None else f'{busy:.2f}'}"
+        f"| other CPUs busy {'n/a' if busy is None else f'{busy:.2f}'} "
+        f"| CPU round trip ns {trips}"
     )
 
 

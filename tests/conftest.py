@@ -50,6 +50,15 @@ def shared_cache(tmp_path_factory):
     return ArtifactCache(tmp_path_factory.getbasetemp() / "infercmp-shared-cache")
 
 
+@pytest.fixture
+def runner(shared_cache, monkeypatch):
+    """A CLI runner whose commands use the session's shared artifact cache."""
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
+    return CliRunner()
+
+
 @pytest.fixture(scope="session")
 def exported(shared_cache):
     """`exported(name)` -> (plugin, OnnxArtifact), each model exported once per session."""

@@ -201,6 +201,12 @@ def make_run(
     return store.path
 
 
+def only_run(root: Path) -> RunStore:
+    """The one run directory a bench wrote under `root`, opened."""
+    (run,) = list(root.iterdir())
+    return RunStore.open(run)
+
+
 def run_main(capsys, *args: str) -> tuple[int, str]:
     """Run the console script's `main()` on `args`: its exit code and what it wrote on stderr."""
     import sys
