@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +36,72 @@ MATRIX = ["tiny-cnn", "-d", "cpu", "-d", "cuda", "-e", "pytorch", "-e", "onnxrun
 SHORT = ["--warmup", "2", "--max-seconds", "0.3", "--min-seconds", "0.1"]
 # Fields that describe a combination, not its timing: they must match between executors.
 SAME = ("combo_id", "model", "engine", "device", "precision", "shape_label", "status", "error")
+
+
+# Test-only fakes, importable by Ray's worker processes (they inherit PYTHONPATH):
+# - `fake-plan`, an engine that `builds_on_device` like TensorRT; its build records where it
+#   ran in $INFERCMP_TEST_BUILDS, and it runs as ONNX Runtime on the CPU.
+BUILDS = "INFERCMP_TEST_BUILDS"
+FAKES_SOURCE = f'''
+"""Test-only fakes for tests/test_ray_executor.py."""
+
+import json
+import os
+import sys
+import time
+import uuid
+
+from infercmp.engines.onnxruntime import OnnxRuntimeDescriptor, OnnxRuntimeEngine
+
+
+class FakePlanDescriptor(OnnxRuntimeDescriptor):
+    name = "fake-plan"
+    summary = "ONNX Runtime on the CPU, with a device build that records where it ran"
+    devices = ("cpu",)
+    precisions = ("fp32",)
+    builds_on_device = True
+    runtime = "infercmp_test_ray_fakes:FakePlanEngine"
+
+    def convert(self, context, precision, options):
+        ray = sys.modules.get("ray")
+        in_task = ray is not None and ray.is_initialized() and (
+            ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+        )
+        record = {{"pid": os.getpid(), "in_task": in_task, "batches": list(context.batches)}}
+        path = os.path.join(os.environ["{BUILDS}"], uuid.uuid4().hex + ".json")
+        with open(path, "w") as f:
+            json.dump(record, f)
+        return super().convert(context, precision, options)
+
+
+DESCRIPTOR = FakePlanDescriptor()
+
+
+class FakePlanEngine(OnnxRuntimeEngine):
+    descriptor = DESCRIPTOR
+
+'''
+
+
+@pytest.fixture(scope="session")
+def fakes_site(tmp_path_factory) -> Path:
+    """A directory holding the fakes and a dist-info registering `fake-plan`."""
+    site = tmp_path_factory.mktemp("ray-fakes-site")
+    (site / "infercmp_test_ray_fakes.py").write_text(FAKES_SOURCE)
+    info = site / "infercmp_test_ray_fakes-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: infercmp-test-ray-fakes\nVersion: 0.0.1\n"
+    )
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent(
+            """\
+            [infercmp.engines]
+            fake-plan = infercmp_test_ray_fakes:DESCRIPTOR
+            """
+        )
+    )
+    return site
 
 
 @pytest.fixture
@@ -231,7 +298,12 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
             return options
 
         def convert(self, context, precision, options):
-            seen.update(onnx=context.onnx.path, precision=precision, options=options)
+            seen.update(
+                onnx=context.onnx.path,
+                precision=precision,
+                options=options,
+                batches=context.batches,
+            )
             return Converted(artifact=tmp_path / "plan.bin", options=(("backend", "b"), ("x", 1)))
 
     monkeypatch.setattr("infercmp.engines.get_descriptor", lambda name: FakePlanEngine())
@@ -250,8 +322,14 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
     )
     # The export as the driver made it (an OnnxArtifact-like dataclass), its path the driver's.
     onnx = dataclasses.make_dataclass("Onnx", ["path", "key"])(Path("/driver/model.onnx"), "k")
-    built = _build_on_node(spec, _DeviceBuild(onnx, (("x", 2),)), tmp_path / "node.onnx")
-    assert seen == {"onnx": tmp_path / "node.onnx", "precision": "fp16", "options": {"x": 2}}
+    build = _DeviceBuild(onnx, (("x", 2),), batches=(1, 8))
+    built = _build_on_node(spec, build, tmp_path / "node.onnx")
+    assert seen == {
+        "onnx": tmp_path / "node.onnx",
+        "precision": "fp16",
+        "options": {"x": 2},
+        "batches": (1, 8),  # the run's batch sizes, as the driver's build would get them
+    }
     assert built.artifact == tmp_path / "plan.bin"
     assert built.options == {"backend": "b", "x": 2}
 
@@ -305,3 +383,34 @@ def test_a_failing_combination_under_ray_is_recorded_with_its_worker_files(
     assert failed.status == "failed" and "injected fault in forward" in failed.error
     (workdir,) = (store.path / "workers").iterdir()
     assert {"spec.json", "worker.log", "result.json"} <= {p.name for p in workdir.iterdir()}
+
+
+def test_batch_auto_under_ray_builds_every_batchs_device_artifact_in_a_task(
+    fakes_site, bench_env, tmp_path
+):
+    """Each --batch auto step's `builds_on_device` artifact is made on the node that runs it
+    (in the Ray task), for that step's batch, as the first step's is; never on the driver."""
+    builds = tmp_path / "builds"
+    builds.mkdir()
+    env, _ = bench_env
+    path = os.pathsep.join([str(fakes_site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**env, "PYTHONPATH": path, BUILDS: str(builds)}
+    args = ["tiny-two-io", "-d", "cpu", "-e", "fake-plan", "--batch", "auto", *SHORT]
+    driver = subprocess.Popen(
+        [*CLI, "bench", *args, "--executor", "ray", "--out", str(tmp_path / "out")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, out + err
+    measured = sorted(r.load["batch"] for r in RunStore.open(_only_run(tmp_path / "out")).results)
+    assert measured[:2] == [1, 2], out  # batch 2 is always tried after a measured batch 1
+    records = [json.loads(p.read_text()) for p in builds.iterdir()]
+    assert [r for r in records if not r["in_task"] or r["pid"] == driver.pid] == []
+    # One build per unit, each for its own step's batch (the profile the driver would use).
+    assert sorted(r["batches"] for r in records) == [[b] for b in measured]

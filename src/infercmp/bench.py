@@ -294,6 +294,9 @@ class Artifacts:
     references: dict[tuple[str, int | None], Path] = field(default_factory=dict)
     reference_errors: dict[tuple[str, int | None], str] = field(default_factory=dict)
     tracebacks: list[str] = field(default_factory=list)  # of the errors above, for --debug
+    # The batch sizes conversions were made for (ConvertContext.batches): a node that builds a
+    # `builds_on_device` artifact itself builds it for the same ones.
+    batches: tuple[int, ...] = ()
 
     def missing(self, combo: Combination, descriptor: EngineDescriptor) -> str | None:
         """Why this combination cannot start its worker, or None when all it needs is here."""
@@ -397,9 +400,8 @@ def prepare_artifacts(
             )
         except InfercmpError as exc:
             artifacts.onnx_error = f"ONNX export of model '{plugin.name}' failed: {exc}"
-    context = ConvertContext(
-        plugin, cache, artifacts.onnx, progress, plan_batches(plugin, runnable)
-    )
+    artifacts.batches = plan_batches(plugin, runnable)
+    context = ConvertContext(plugin, cache, artifacts.onnx, progress, artifacts.batches)
     for choice, precision in dict.fromkeys((c.engine, c.precision) for c in runnable):
         descriptor = plan.descriptors[choice.name]
         if descriptor.artifact == "onnx" and artifacts.onnx is None:

@@ -89,6 +89,7 @@ class _DeviceBuild:
 
     onnx: Any  # infercmp.export.OnnxArtifact, its path the driver's
     options: tuple[tuple[str, Any], ...]
+    batches: tuple[int, ...] = ()  # what the driver would have built it for (ConvertContext)
 
 
 class RayExecutor:
@@ -107,7 +108,7 @@ class RayExecutor:
         self.resources = dict(resources or {})
         self.sample_hz = sample_hz
         self.timeout_s = timeout_s
-        self.device_onnx: Any = None  # set by the CLI: the export the nodes build plans from
+        self._prepared: Any = None  # infercmp.bench.Artifacts of the plan now running
         self._ray: Any = None
         self._shipped: dict[Path, _Shipped] = {}
         self._running: dict[Any, WorkUnit] = {}
@@ -160,9 +161,11 @@ class RayExecutor:
         return dataclasses.replace(Machine.current(), cuda_devices=gpus)
 
     def prepared(self, plan: Any, artifacts: Any) -> None:
-        """Check the cluster can run the plan, and keep the export the nodes build plans from."""
+        """Check the cluster can run the plan, and keep what its artifacts were prepared from
+        (the export and the batch sizes), which the nodes build plans from. Called for every
+        plan the run runs: each step of `--batch auto` is one."""
         self.check(c.device for c in plan.runnable)
-        self.device_onnx = artifacts.onnx
+        self._prepared = artifacts
 
     def request(self, device: str) -> dict[str, Any]:
         """The Ray task options of a unit on `device`."""
@@ -221,9 +224,12 @@ class RayExecutor:
     def _device_build(self, unit: WorkUnit) -> _DeviceBuild | None:
         from infercmp.engines import get_descriptor
 
-        if not get_descriptor(unit.spec.engine).builds_on_device or self.device_onnx is None:
+        prepared = self._prepared
+        if prepared is None or prepared.onnx is None:
             return None
-        return _DeviceBuild(self.device_onnx, unit.combo.engine.options)
+        if not get_descriptor(unit.spec.engine).builds_on_device:
+            return None
+        return _DeviceBuild(prepared.onnx, unit.combo.engine.options, prepared.batches)
 
     def _ship(self, path: Path) -> _Shipped:
         """The cache entry holding `path`, put in the object store once per run."""
@@ -391,7 +397,11 @@ def _build_on_node(spec: Any, build: _DeviceBuild, onnx_path: Path | None) -> An
     descriptor = get_descriptor(spec.engine)
     onnx = dataclasses.replace(build.onnx, path=onnx_path) if onnx_path else build.onnx
     context = ConvertContext(
-        get_plugin(spec.model), ArtifactCache(resolve_cache_dir(None)), onnx, lambda _: None
+        get_plugin(spec.model),
+        ArtifactCache(resolve_cache_dir(None)),
+        onnx,
+        lambda _: None,
+        build.batches,
     )
     options = descriptor.parse_options(dict(build.options))
     converted = descriptor.convert(context, spec.precision, options)

@@ -386,18 +386,20 @@ def bench(
             err_console.print(f"[yellow]note:[/] {escape(message)}")
 
         cache = ArtifactCache(resolve_cache_dir(cache_dir))
-        with console.status("preparing artifacts") as status:
-            artifacts = bench_mod.prepare_artifacts(
-                plugin,
-                plan,
-                cache,
-                lambda msg: status.update(f"preparing: {escape(msg)}"),
-                exporter,
-                measurement.timeout_s,
+
+        def prepare(step_plan, progress):
+            """A plan's artifacts, the way the executor wants them: GPU-specific ones (TensorRT
+            plans) are left to the nodes that run them. Every step of --batch auto goes here."""
+            prepared = bench_mod.prepare_artifacts(
+                plugin, step_plan, cache, progress, exporter, measurement.timeout_s,
                 on_nodes=runner is not None,
-            )
-        if runner:
-            runner.prepared(plan, artifacts)  # one clear error if no node can run a device
+            )  # fmt: skip
+            if runner:
+                runner.prepared(step_plan, prepared)  # one clear error if no node can run it
+            return prepared
+
+        with console.status("preparing artifacts") as status:
+            artifacts = prepare(plan, lambda msg: status.update(f"preparing: {escape(msg)}"))
     if state.debug:
         for text in artifacts.tracebacks:
             err_console.print(text, markup=False, highlight=False)
@@ -445,9 +447,8 @@ def bench(
 
             if auto_batch:
                 status = _search_batches(
-                    bench_mod, plugin, plan, artifacts, cache, exporter, measurement, store, run,
-                    latency_limit_ms,
-                )  # fmt: skip
+                    plugin, plan, artifacts, prepare, store, run, latency_limit_ms
+                )
             else:
                 status = run(plan, artifacts)
         except bench_mod.Interrupted as exc:
@@ -486,11 +487,10 @@ def _open_store(out: Path, model: str, meta: dict, resume: Path | None):
     return store, done
 
 
-def _search_batches(
-    bench_mod, plugin, plan, artifacts, cache, exporter, measurement, store, run, limit_ms
-) -> str:
+def _search_batches(plugin, plan, artifacts, prepare, store, run, limit_ms) -> str:
     """--batch auto: run the plan at batch 1, 2, 4, ... (infercmp.batch_search) and print
-    each configuration's best batch."""
+    each configuration's best batch. `artifacts` are batch 1's; `prepare(plan, progress)`
+    makes a later batch's as bench made the first's (under Ray: plans built on the nodes)."""
     from infercmp.batch_search import search_batches
     from infercmp.batching import batch_range
     from infercmp.results import RunStore
@@ -499,9 +499,7 @@ def _search_batches(
         if step_plan.combinations[0].load.batch == 1:
             step_artifacts = artifacts
         else:
-            step_artifacts = bench_mod.prepare_artifacts(
-                plugin, step_plan, cache, lambda _msg: None, exporter, measurement.timeout_s
-            )
+            step_artifacts = prepare(step_plan, lambda _msg: None)
         status = run(step_plan, step_artifacts)
         return status, RunStore.open(store.path).results
 
