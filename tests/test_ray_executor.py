@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 import uuid
+from collections import namedtuple
 from pathlib import Path
 
 import psutil
@@ -40,7 +41,8 @@ SAME = ("combo_id", "model", "engine", "device", "precision", "shape_label", "st
 
 # Test-only fakes, importable by Ray's worker processes (they inherit PYTHONPATH):
 # - `fake-plan`, an engine that `builds_on_device` like TensorRT; its build records where it
-#   ran in $INFERCMP_TEST_BUILDS, and it runs as ONNX Runtime on the CPU.
+#   ran in $INFERCMP_TEST_BUILDS, and it runs as ONNX Runtime on the CPU;
+# - `fake_unit`, a stand-in for the Ray task `_run_unit` that records when it runs.
 BUILDS = "INFERCMP_TEST_BUILDS"
 FAKES_SOURCE = f'''
 """Test-only fakes for tests/test_ray_executor.py."""
@@ -80,6 +82,38 @@ DESCRIPTOR = FakePlanDescriptor()
 class FakePlanEngine(OnnxRuntimeEngine):
     descriptor = DESCRIPTOR
 
+
+def fake_unit(spec, shipped, build, sample_hz, timeout_s):
+    """`_run_unit`'s stand-in. Engine "fails" fails; "b" and "c" wait for each other in their
+    first process (so they must run side by side). Each writes NAME.pK.started in the parent
+    of its result_dir and holds NAME.running while it runs: a second process of the same
+    combination running at once fails."""
+    from pathlib import Path
+
+    from infercmp.bench import WorkerOutcome
+
+    events = Path(spec.result_dir).parent
+    name, process = spec.engine, spec.process
+    running = events / f"{{name}}.running"
+    try:
+        os.close(os.open(running, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return WorkerOutcome("failed", "two processes at once", None, {{}}, [], ""), {{}}
+    try:
+        (events / f"{{name}}.p{{process}}.started").touch()
+        if name == "fails":
+            return WorkerOutcome("failed", "injected failure", None, {{}}, [], ""), {{}}
+        if process == 0:
+            other = events / ("c.p0.started" if name == "b" else "b.p0.started")
+            deadline = time.monotonic() + 60
+            while not other.exists():
+                if time.monotonic() > deadline:
+                    return WorkerOutcome("failed", "ran alone", None, {{}}, [], ""), {{}}
+                time.sleep(0.05)
+        time.sleep(0.2)
+        return WorkerOutcome("ok", None, None, {{}}, [], ""), {{}}
+    finally:
+        running.unlink()
 '''
 
 
@@ -414,3 +448,125 @@ def test_batch_auto_under_ray_builds_every_batchs_device_artifact_in_a_task(
     assert [r for r in records if not r["in_task"] or r["pid"] == driver.pid] == []
     # One build per unit, each for its own step's batch (the profile the driver would use).
     assert sorted(r["batches"] for r in records) == [[b] for b in measured]
+
+
+Combo = namedtuple("Combo", "name device")  # what the executor reads of a combination
+
+
+class _Recorder:
+    """A bench listener that keeps every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args))
+
+
+def test_ray_runs_a_combinations_processes_in_turn_and_none_after_one_failed(
+    fakes_site, monkeypatch, tmp_path
+):
+    """With --repeat 3: "fails" fails in its first process and gets no other; "b" and "c" run
+    their processes 0, 1, 2 one after another, the two combinations side by side."""
+    import ray
+
+    from infercmp import ray_executor
+    from infercmp.contract import WorkerSpec
+    from infercmp.executors import WorkUnit
+
+    monkeypatch.syspath_prepend(str(fakes_site))
+    path = os.pathsep.join([str(fakes_site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    monkeypatch.setenv("PYTHONPATH", path)
+    import infercmp_test_ray_fakes as fakes
+
+    events = tmp_path / "events"
+    events.mkdir()
+    combos = [Combo("fails", "cpu"), Combo("b", "cpu"), Combo("c", "cpu")]
+    units = [
+        WorkUnit(
+            combo,
+            process,
+            WorkerSpec(
+                model="m",
+                engine=combo.name,
+                device="cpu",
+                reference=tmp_path / "reference.npz",
+                input_names=["x"],
+                output_names=["y"],
+                process=process,
+                result_dir=events / f"{combo.name}.p{process}",
+            ),
+        )
+        for process in range(3)
+        for combo in combos
+    ]
+    monkeypatch.setattr(ray_executor, "_shipped_paths", lambda spec: [])
+    listener = _Recorder()
+    with ray_executor.RayExecutor(sample_hz=0) as executor:
+        executor._task = ray.remote(fakes.fake_unit)
+        # No slot: any number of units may run at once, so only the executor keeps order.
+        executor.request = lambda device: {"num_cpus": 0, "max_retries": 0}
+        executor._device_build = lambda unit: None  # the fake engines build nothing
+        ended = [
+            (unit.combo.name, unit.process, outcome.status, outcome.error)
+            for unit, outcome in executor.outcomes(iter(units), listener, len(units))
+        ]
+    assert sorted(ended) == sorted(
+        [("fails", 0, "failed", "injected failure")]
+        + [(name, p, "ok", None) for name in ("b", "c") for p in range(3)]
+    )
+    for name in ("b", "c"):
+        assert [p for n, p, *_ in ended if n == name] == [0, 1, 2]
+    assert sorted(p.name for p in events.glob("*.started")) == sorted(
+        ["fails.p0.started"] + [f"{n}.p{p}.started" for n in ("b", "c") for p in range(3)]
+    )
+    assert listener.calls == []  # nothing claims a queued task started
+
+
+def test_with_repeat_a_failed_process_ends_its_combination_under_ray_as_locally(
+    reliability_plugins, bench_env, shared_cache, tmp_path
+):
+    """The failed combination's record and the run's files are the local executor's: its
+    later processes never run (no worker directory of theirs comes back)."""
+    from infercmp import bench
+    from infercmp.plugins import get_plugin
+    from infercmp.shapes import default_experiment
+
+    plugin = get_plugin("rel-faulty")  # references and export made without the fault
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime", "pytorch"], ["cpu"], None
+    )
+    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    env, _ = bench_env
+    env = {**env, support.FAULT_ENV: "run-raise", "PYTHONPATH": os.environ["PYTHONPATH"]}
+    args = ["rel-faulty", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch", *SHORT]
+    args += ["--repeat", "3"]
+    runs = {}
+    for executor in ("local", "ray"):
+        result = _bench(env, tmp_path / executor, *args, "--executor", executor)
+        assert result.returncode == 1, result.stdout + result.stderr
+        runs[executor] = _only_run(tmp_path / executor)
+    assert _files(runs["ray"]) == _files(runs["local"])
+    assert {p.name for p in (runs["ray"] / "workers").iterdir()} == {"pytorch-cpu-fp32-2x4.p0"}
+    local = {r["combo_id"]: r for r in _records(runs["local"])}
+    for record in _records(runs["ray"]):
+        expected = local[record["combo_id"]]
+        assert {k: record[k] for k in SAME} == {k: expected[k] for k in SAME}
+        assert len(record["processes"]) == len(expected["processes"])
+
+
+def test_the_progress_line_names_the_worker_that_finished():
+    """Under Ray the line is set by finished workers only (the executor cannot see a queued
+    task start); it names that worker's combination and how it ended."""
+    from types import SimpleNamespace
+
+    from infercmp.cli.bench import ProgressLine
+
+    updates = []
+    progress = SimpleNamespace(update=lambda task, **fields: updates.append((task, fields)))
+    line = ProgressLine(progress, "bench", repeat=3)
+    combo = SimpleNamespace(label="pytorch/cpu/fp32 @ 2x4", skip_reason=None)
+    line.worker_finished(combo, SimpleNamespace(status="failed"))
+    assert updates == [
+        ("bench", {"advance": 1, "description": "pytorch/cpu/fp32 @ 2x4: finished, failed"})
+    ]

@@ -432,6 +432,12 @@ class WorkerOutcome:
     sampler_errors: list[str] = field(default_factory=list)
     node: dict[str, Any] | None = None  # where it ran (infercmp.results.NodeInfo's keys)
 
+    @property
+    def ends_combination(self) -> bool:
+        """A process that did not end ok: its combination is stored from the processes that
+        ran, and no further one starts (under every executor)."""
+        return self.status != "ok"
+
 
 class Interrupted(BaseException):
     """The parent was asked to stop (SIGINT or SIGTERM).
@@ -703,7 +709,7 @@ class ComboProgress:
     @property
     def done(self) -> bool:
         """No further process is worth starting: one did not end ok."""
-        return any(o.status != "ok" for o in self.outcomes)
+        return any(o.ends_combination for o in self.outcomes)
 
 
 def outcome_to_result(

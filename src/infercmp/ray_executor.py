@@ -22,6 +22,7 @@ Ray reserves resources; it does not limit what a process uses. See docs/distribu
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -198,28 +199,50 @@ class RayExecutor:
     def outcomes(
         self, units: Iterable[WorkUnit], listener: Any, total: int
     ) -> Iterator[tuple[WorkUnit, Any]]:
-        """Submit every unit (Ray queues those that wait for resources) and yield each outcome
-        as its task ends. Units of a combination already committed still run: Ray has them."""
+        """Run the combinations side by side and each one's processes in turn; yield each
+        outcome as its task ends.
+
+        Every combination's first process is submitted at once (Ray queues those that wait for
+        resources). Its next process is submitted when the last one ended ok, so it queues
+        behind the other combinations' waiting processes: the round-robin order of the local
+        executor, with one process per GPU at a time. After a process that
+        `ends_combination` none of its combination is submitted, so bench stores it from the
+        same processes as the local executor does (and no worker runs for nothing).
+
+        `listener.combination_started` is not called: a submitted task may wait in Ray's queue,
+        and the driver does not learn when it starts; progress comes from what finished.
+        """
         ray = self._ray
-        for index, unit in enumerate(units):
-            listener.combination_started(unit.combo, index, total)
-            ref = self._task.options(**self.request(unit.combo.device)).remote(
-                unit.spec,
-                {str(p): self._ship(p) for p in _shipped_paths(unit.spec)},
-                self._device_build(unit),
-                self.sample_hz,
-                self.timeout_s,
-            )
-            self._running[ref] = unit
+        later: dict[Any, collections.deque[WorkUnit]] = {}
+        for unit in units:
+            if unit.combo in later:
+                later[unit.combo].append(unit)
+            else:
+                later[unit.combo] = collections.deque()
+                self._submit(unit)
         try:
             while self._running:
                 # A short wait keeps this thread returning to Python, where signals are handled.
                 ready, _ = _unmasked(ray.wait, list(self._running), num_returns=1, timeout=0.5)
                 for ref in ready:
                     unit = self._running.pop(ref)
-                    yield unit, self._collect(ref, unit)
+                    outcome = self._collect(ref, unit)
+                    yield unit, outcome
+                    waiting = later[unit.combo]
+                    if waiting and not outcome.ends_combination:
+                        self._submit(waiting.popleft())
         finally:
             self._cancel(list(self._running))
+
+    def _submit(self, unit: WorkUnit) -> None:
+        ref = self._task.options(**self.request(unit.combo.device)).remote(
+            unit.spec,
+            {str(p): self._ship(p) for p in _shipped_paths(unit.spec)},
+            self._device_build(unit),
+            self.sample_hz,
+            self.timeout_s,
+        )
+        self._running[ref] = unit
 
     def _device_build(self, unit: WorkUnit) -> _DeviceBuild | None:
         from infercmp.engines import get_descriptor

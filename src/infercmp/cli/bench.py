@@ -509,6 +509,33 @@ def _search_batches(plugin, plan, artifacts, prepare, store, run, limit_ms) -> s
     return status
 
 
+class ProgressLine:
+    """The progress bar's line, from bench's callbacks (`infercmp.bench.BenchListener`).
+
+    It names what the run knows: the worker that is starting or in a phase (the local
+    executor reports both), else the last worker that finished. The Ray executor reports
+    finished workers only: a task it submitted may still wait in Ray's queue.
+    """
+
+    def __init__(self, progress, task, repeat: int) -> None:
+        self.progress, self.task, self.repeat = progress, task, repeat
+
+    def combination_started(self, combo, index, total) -> None:
+        self.progress.update(self.task, description=f"{escape(combo.label)}: starting")
+
+    def phase(self, combo, phase) -> None:
+        self.progress.update(self.task, description=f"{escape(combo.label)}: {phase}")
+
+    def worker_finished(self, combo, outcome) -> None:
+        self.progress.update(
+            self.task, advance=1, description=f"{escape(combo.label)}: finished, {outcome.status}"
+        )
+
+    def combination_finished(self, combo, result) -> None:
+        if combo.skip_reason is not None:  # no worker will run for it
+            self.progress.update(self.task, advance=self.repeat)
+
+
 def _run_with_progress(
     bench_mod,
     plugin,
@@ -536,21 +563,6 @@ def _run_with_progress(
         transient=True,
     ) as progress:
         task = progress.add_task("bench", total=len(plan.combinations) * repeat)
-
-        class Listener(bench_mod.BenchListener):
-            def combination_started(self, combo, index, total):
-                progress.update(task, description=f"{escape(combo.label)}: starting")
-
-            def phase(self, combo, phase):
-                progress.update(task, description=f"{escape(combo.label)}: {phase}")
-
-            def worker_finished(self, combo, outcome):
-                progress.advance(task)
-
-            def combination_finished(self, combo, result):
-                if combo.skip_reason is not None:  # no worker will run for it
-                    progress.advance(task, repeat)
-
         return bench_mod.run_bench(
             plugin,
             plan,
@@ -559,7 +571,7 @@ def _run_with_progress(
             store,
             sample_hz=sample_hz,
             samplers=samplers,
-            listener=Listener(),
+            listener=ProgressLine(progress, task, repeat),
             repeat=repeat,
             power_limit_w=power_limit,
             executor=executor,
