@@ -191,7 +191,10 @@ def test_the_ray_executor_writes_the_store_the_local_one_does(tmp_path, bench_en
     env, mark = bench_env
     local = _bench(env, tmp_path / "local", *MATRIX, *SHORT)
     assert local.returncode == 0, local.stdout + local.stderr
-    distributed = _bench(env, tmp_path / "ray", *MATRIX, *SHORT, "--executor", "ray")
+    home = tmp_path / "home"  # where Ray would write a token file it made
+    home.mkdir()
+    ray_env = {**env, "HOME": str(home)}
+    distributed = _bench(ray_env, tmp_path / "ray", *MATRIX, *SHORT, "--executor", "ray")
     assert distributed.returncode == 0, distributed.stdout + distributed.stderr
     assert "Traceback" not in distributed.stderr
     local_run, ray_run = _only_run(tmp_path / "local"), _only_run(tmp_path / "ray")
@@ -214,6 +217,9 @@ def test_the_ray_executor_writes_the_store_the_local_one_does(tmp_path, bench_en
             assert record["iterations"] > 0
     assert RunStore.open(ray_run).status == "complete"
     assert _workers(mark) == []
+    # The local instance's token lived in its processes' environment, not in a file that
+    # Ray makes readable by every user (~/.ray/auth_token, mode 0644).
+    assert not (home / ".ray" / "auth_token").exists()
 
 
 def test_resume_runs_only_the_combinations_missing_from_the_run(tmp_path, bench_env):

@@ -28,8 +28,10 @@ import dataclasses
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -118,6 +120,8 @@ class RayExecutor:
 
     def start(self) -> None:
         """Start a local Ray instance (this machine's CPUs and GPUs) or connect to `address`."""
+        if not self.address:
+            _run_token()  # before Ray is imported: see there
         ray = _import_ray()
         # Nothing leaves the machine: no usage statistics; the dashboard is not started.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -302,6 +306,30 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
         for ref in list(self._running):
             self._running.pop(ref, None)
+
+
+def _run_token() -> None:
+    """Give the local instance a token that lives in this process's environment only.
+
+    Ray 2.60 turns token authentication on for a new local instance and, when it finds no
+    token, writes a new one to ~/.ray/auth_token through a plain open(): mode 0644 under the
+    usual umask, readable by every user of the machine, and kept after the run. Ray reads
+    RAY_AUTH_TOKEN before any file (its documented precedence) and then writes none; the
+    instance's processes inherit the variable, and a process's environment is readable by
+    its own user only.
+
+    Only before `ray` is imported: Ray takes its token when imported (with ray 2.60.0 and an
+    existing ~/.ray/auth_token, a token set after `import ray` left the driver with the
+    file's and the GCS with the variable's, and it refused the driver). Left as they are:
+    RAY_AUTH_MODE other than token (disabled: the user's choice), and a token the user gives
+    in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH.
+    """
+    if "ray" in sys.modules or os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def _unmasked(call: Any, *args: Any, **kwargs: Any) -> Any:
