@@ -12,8 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
+from collections import namedtuple
 from pathlib import Path
 
 import psutil
@@ -35,6 +37,105 @@ MATRIX = ["tiny-cnn", "-d", "cpu", "-d", "cuda", "-e", "pytorch", "-e", "onnxrun
 SHORT = ["--warmup", "2", "--max-seconds", "0.3", "--min-seconds", "0.1"]
 # Fields that describe a combination, not its timing: they must match between executors.
 SAME = ("combo_id", "model", "engine", "device", "precision", "shape_label", "status", "error")
+
+
+# Test-only fakes, importable by Ray's worker processes (they inherit PYTHONPATH):
+# - `fake-plan`, an engine that `builds_on_device` like TensorRT; its build records where it
+#   ran in $INFERCMP_TEST_BUILDS, and it runs as ONNX Runtime on the CPU;
+# - `fake_unit`, a stand-in for the Ray task `_run_unit` that records when it runs.
+BUILDS = "INFERCMP_TEST_BUILDS"
+FAKES_SOURCE = f'''
+"""Test-only fakes for tests/test_ray_executor.py."""
+
+import json
+import os
+import sys
+import time
+import uuid
+
+from infercmp.engines.onnxruntime import OnnxRuntimeDescriptor, OnnxRuntimeEngine
+
+
+class FakePlanDescriptor(OnnxRuntimeDescriptor):
+    name = "fake-plan"
+    summary = "ONNX Runtime on the CPU, with a device build that records where it ran"
+    devices = ("cpu",)
+    precisions = ("fp32",)
+    builds_on_device = True
+    runtime = "infercmp_test_ray_fakes:FakePlanEngine"
+
+    def convert(self, context, precision, options):
+        ray = sys.modules.get("ray")
+        in_task = ray is not None and ray.is_initialized() and (
+            ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+        )
+        record = {{"pid": os.getpid(), "in_task": in_task, "batches": list(context.batches)}}
+        path = os.path.join(os.environ["{BUILDS}"], uuid.uuid4().hex + ".json")
+        with open(path, "w") as f:
+            json.dump(record, f)
+        return super().convert(context, precision, options)
+
+
+DESCRIPTOR = FakePlanDescriptor()
+
+
+class FakePlanEngine(OnnxRuntimeEngine):
+    descriptor = DESCRIPTOR
+
+
+def fake_unit(spec, shipped, build, sample_hz, timeout_s):
+    """`_run_unit`'s stand-in. Engine "fails" fails; "b" and "c" wait for each other in their
+    first process (so they must run side by side). Each writes NAME.pK.started in the parent
+    of its result_dir and holds NAME.running while it runs: a second process of the same
+    combination running at once fails."""
+    from pathlib import Path
+
+    from infercmp.bench import WorkerOutcome
+
+    events = Path(spec.result_dir).parent
+    name, process = spec.engine, spec.process
+    running = events / f"{{name}}.running"
+    try:
+        os.close(os.open(running, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return WorkerOutcome("failed", "two processes at once", None, {{}}, [], ""), {{}}
+    try:
+        (events / f"{{name}}.p{{process}}.started").touch()
+        if name == "fails":
+            return WorkerOutcome("failed", "injected failure", None, {{}}, [], ""), {{}}
+        if process == 0:
+            other = events / ("c.p0.started" if name == "b" else "b.p0.started")
+            deadline = time.monotonic() + 60
+            while not other.exists():
+                if time.monotonic() > deadline:
+                    return WorkerOutcome("failed", "ran alone", None, {{}}, [], ""), {{}}
+                time.sleep(0.05)
+        time.sleep(0.2)
+        return WorkerOutcome("ok", None, None, {{}}, [], ""), {{}}
+    finally:
+        running.unlink()
+'''
+
+
+@pytest.fixture(scope="session")
+def fakes_site(tmp_path_factory) -> Path:
+    """A directory holding the fakes and a dist-info registering `fake-plan`."""
+    site = tmp_path_factory.mktemp("ray-fakes-site")
+    (site / "infercmp_test_ray_fakes.py").write_text(FAKES_SOURCE)
+    info = site / "infercmp_test_ray_fakes-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: infercmp-test-ray-fakes\nVersion: 0.0.1\n"
+    )
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent(
+            """\
+            [infercmp.engines]
+            fake-plan = infercmp_test_ray_fakes:DESCRIPTOR
+            """
+        )
+    )
+    return site
 
 
 @pytest.fixture
@@ -90,7 +191,10 @@ def test_the_ray_executor_writes_the_store_the_local_one_does(tmp_path, bench_en
     env, mark = bench_env
     local = _bench(env, tmp_path / "local", *MATRIX, *SHORT)
     assert local.returncode == 0, local.stdout + local.stderr
-    distributed = _bench(env, tmp_path / "ray", *MATRIX, *SHORT, "--executor", "ray")
+    home = tmp_path / "home"  # where Ray would write a token file it made
+    home.mkdir()
+    ray_env = {**env, "HOME": str(home)}
+    distributed = _bench(ray_env, tmp_path / "ray", *MATRIX, *SHORT, "--executor", "ray")
     assert distributed.returncode == 0, distributed.stdout + distributed.stderr
     assert "Traceback" not in distributed.stderr
     local_run, ray_run = _only_run(tmp_path / "local"), _only_run(tmp_path / "ray")
@@ -113,6 +217,9 @@ def test_the_ray_executor_writes_the_store_the_local_one_does(tmp_path, bench_en
             assert record["iterations"] > 0
     assert RunStore.open(ray_run).status == "complete"
     assert _workers(mark) == []
+    # The local instance's token lived in its processes' environment, not in a file that
+    # Ray makes readable by every user (~/.ray/auth_token, mode 0644).
+    assert not (home / ".ray" / "auth_token").exists()
 
 
 def test_resume_runs_only_the_combinations_missing_from_the_run(tmp_path, bench_env):
@@ -231,7 +338,12 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
             return options
 
         def convert(self, context, precision, options):
-            seen.update(onnx=context.onnx.path, precision=precision, options=options)
+            seen.update(
+                onnx=context.onnx.path,
+                precision=precision,
+                options=options,
+                batches=context.batches,
+            )
             return Converted(artifact=tmp_path / "plan.bin", options=(("backend", "b"), ("x", 1)))
 
     monkeypatch.setattr("infercmp.engines.get_descriptor", lambda name: FakePlanEngine())
@@ -250,8 +362,14 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
     )
     # The export as the driver made it (an OnnxArtifact-like dataclass), its path the driver's.
     onnx = dataclasses.make_dataclass("Onnx", ["path", "key"])(Path("/driver/model.onnx"), "k")
-    built = _build_on_node(spec, _DeviceBuild(onnx, (("x", 2),)), tmp_path / "node.onnx")
-    assert seen == {"onnx": tmp_path / "node.onnx", "precision": "fp16", "options": {"x": 2}}
+    build = _DeviceBuild(onnx, (("x", 2),), batches=(1, 8))
+    built = _build_on_node(spec, build, tmp_path / "node.onnx")
+    assert seen == {
+        "onnx": tmp_path / "node.onnx",
+        "precision": "fp16",
+        "options": {"x": 2},
+        "batches": (1, 8),  # the run's batch sizes, as the driver's build would get them
+    }
     assert built.artifact == tmp_path / "plan.bin"
     assert built.options == {"backend": "b", "x": 2}
 
@@ -305,3 +423,156 @@ def test_a_failing_combination_under_ray_is_recorded_with_its_worker_files(
     assert failed.status == "failed" and "injected fault in forward" in failed.error
     (workdir,) = (store.path / "workers").iterdir()
     assert {"spec.json", "worker.log", "result.json"} <= {p.name for p in workdir.iterdir()}
+
+
+def test_batch_auto_under_ray_builds_every_batchs_device_artifact_in_a_task(
+    fakes_site, bench_env, tmp_path
+):
+    """Each --batch auto step's `builds_on_device` artifact is made on the node that runs it
+    (in the Ray task), for that step's batch, as the first step's is; never on the driver."""
+    builds = tmp_path / "builds"
+    builds.mkdir()
+    env, _ = bench_env
+    path = os.pathsep.join([str(fakes_site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**env, "PYTHONPATH": path, BUILDS: str(builds)}
+    args = ["tiny-two-io", "-d", "cpu", "-e", "fake-plan", "--batch", "auto", *SHORT]
+    driver = subprocess.Popen(
+        [*CLI, "bench", *args, "--executor", "ray", "--out", str(tmp_path / "out")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, out + err
+    measured = sorted(r.load["batch"] for r in RunStore.open(_only_run(tmp_path / "out")).results)
+    assert measured[:2] == [1, 2], out  # batch 2 is always tried after a measured batch 1
+    records = [json.loads(p.read_text()) for p in builds.iterdir()]
+    assert [r for r in records if not r["in_task"] or r["pid"] == driver.pid] == []
+    # One build per unit, each for its own step's batch (the profile the driver would use).
+    assert sorted(r["batches"] for r in records) == [[b] for b in measured]
+
+
+Combo = namedtuple("Combo", "name device")  # what the executor reads of a combination
+
+
+class _Recorder:
+    """A bench listener that keeps every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args))
+
+
+def test_ray_runs_a_combinations_processes_in_turn_and_none_after_one_failed(
+    fakes_site, monkeypatch, tmp_path
+):
+    """With --repeat 3: "fails" fails in its first process and gets no other; "b" and "c" run
+    their processes 0, 1, 2 one after another, the two combinations side by side."""
+    import ray
+
+    from infercmp import ray_executor
+    from infercmp.contract import WorkerSpec
+    from infercmp.executors import WorkUnit
+
+    monkeypatch.syspath_prepend(str(fakes_site))
+    path = os.pathsep.join([str(fakes_site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    monkeypatch.setenv("PYTHONPATH", path)
+    import infercmp_test_ray_fakes as fakes
+
+    events = tmp_path / "events"
+    events.mkdir()
+    combos = [Combo("fails", "cpu"), Combo("b", "cpu"), Combo("c", "cpu")]
+    units = [
+        WorkUnit(
+            combo,
+            process,
+            WorkerSpec(
+                model="m",
+                engine=combo.name,
+                device="cpu",
+                reference=tmp_path / "reference.npz",
+                input_names=["x"],
+                output_names=["y"],
+                process=process,
+                result_dir=events / f"{combo.name}.p{process}",
+            ),
+        )
+        for process in range(3)
+        for combo in combos
+    ]
+    monkeypatch.setattr(ray_executor, "_shipped_paths", lambda spec: [])
+    listener = _Recorder()
+    with ray_executor.RayExecutor(sample_hz=0) as executor:
+        executor._task = ray.remote(fakes.fake_unit)
+        # No slot: any number of units may run at once, so only the executor keeps order.
+        executor.request = lambda device: {"num_cpus": 0, "max_retries": 0}
+        executor._device_build = lambda unit: None  # the fake engines build nothing
+        ended = [
+            (unit.combo.name, unit.process, outcome.status, outcome.error)
+            for unit, outcome in executor.outcomes(iter(units), listener, len(units))
+        ]
+    assert sorted(ended) == sorted(
+        [("fails", 0, "failed", "injected failure")]
+        + [(name, p, "ok", None) for name in ("b", "c") for p in range(3)]
+    )
+    for name in ("b", "c"):
+        assert [p for n, p, *_ in ended if n == name] == [0, 1, 2]
+    assert sorted(p.name for p in events.glob("*.started")) == sorted(
+        ["fails.p0.started"] + [f"{n}.p{p}.started" for n in ("b", "c") for p in range(3)]
+    )
+    assert listener.calls == []  # nothing claims a queued task started
+
+
+def test_with_repeat_a_failed_process_ends_its_combination_under_ray_as_locally(
+    reliability_plugins, bench_env, shared_cache, tmp_path
+):
+    """The failed combination's record and the run's files are the local executor's: its
+    later processes never run (no worker directory of theirs comes back)."""
+    from infercmp import bench
+    from infercmp.plugins import get_plugin
+    from infercmp.shapes import default_experiment
+
+    plugin = get_plugin("rel-faulty")  # references and export made without the fault
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime", "pytorch"], ["cpu"], None
+    )
+    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    env, _ = bench_env
+    env = {**env, support.FAULT_ENV: "run-raise", "PYTHONPATH": os.environ["PYTHONPATH"]}
+    args = ["rel-faulty", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch", *SHORT]
+    args += ["--repeat", "3"]
+    runs = {}
+    for executor in ("local", "ray"):
+        result = _bench(env, tmp_path / executor, *args, "--executor", executor)
+        assert result.returncode == 1, result.stdout + result.stderr
+        runs[executor] = _only_run(tmp_path / executor)
+    assert _files(runs["ray"]) == _files(runs["local"])
+    assert {p.name for p in (runs["ray"] / "workers").iterdir()} == {"pytorch-cpu-fp32-2x4.p0"}
+    local = {r["combo_id"]: r for r in _records(runs["local"])}
+    for record in _records(runs["ray"]):
+        expected = local[record["combo_id"]]
+        assert {k: record[k] for k in SAME} == {k: expected[k] for k in SAME}
+        assert len(record["processes"]) == len(expected["processes"])
+
+
+def test_the_progress_line_names_the_worker_that_finished():
+    """Under Ray the line is set by finished workers only (the executor cannot see a queued
+    task start); it names that worker's combination and how it ended."""
+    from types import SimpleNamespace
+
+    from infercmp.cli.bench import ProgressLine
+
+    updates = []
+    progress = SimpleNamespace(update=lambda task, **fields: updates.append((task, fields)))
+    line = ProgressLine(progress, "bench", repeat=3)
+    combo = SimpleNamespace(label="pytorch/cpu/fp32 @ 2x4", skip_reason=None)
+    line.worker_finished(combo, SimpleNamespace(status="failed"))
+    assert updates == [
+        ("bench", {"advance": 1, "description": "pytorch/cpu/fp32 @ 2x4: finished, failed"})
+    ]

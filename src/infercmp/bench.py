@@ -294,6 +294,9 @@ class Artifacts:
     references: dict[tuple[str, int | None], Path] = field(default_factory=dict)
     reference_errors: dict[tuple[str, int | None], str] = field(default_factory=dict)
     tracebacks: list[str] = field(default_factory=list)  # of the errors above, for --debug
+    # The batch sizes conversions were made for (ConvertContext.batches): a node that builds a
+    # `builds_on_device` artifact itself builds it for the same ones.
+    batches: tuple[int, ...] = ()
 
     def missing(self, combo: Combination, descriptor: EngineDescriptor) -> str | None:
         """Why this combination cannot start its worker, or None when all it needs is here."""
@@ -397,9 +400,8 @@ def prepare_artifacts(
             )
         except InfercmpError as exc:
             artifacts.onnx_error = f"ONNX export of model '{plugin.name}' failed: {exc}"
-    context = ConvertContext(
-        plugin, cache, artifacts.onnx, progress, plan_batches(plugin, runnable)
-    )
+    artifacts.batches = plan_batches(plugin, runnable)
+    context = ConvertContext(plugin, cache, artifacts.onnx, progress, artifacts.batches)
     for choice, precision in dict.fromkeys((c.engine, c.precision) for c in runnable):
         descriptor = plan.descriptors[choice.name]
         if descriptor.artifact == "onnx" and artifacts.onnx is None:
@@ -432,6 +434,12 @@ class WorkerOutcome:
     # A CPU worker's cache-line round trip between its CPUs in ns, just before and just after
     # it ran (infercmp.sampler.handoff); None where not measured.
     handoff_ns: tuple[float | None, float | None] | None = None
+
+    @property
+    def ends_combination(self) -> bool:
+        """A process that did not end ok: its combination is stored from the processes that
+        ran, and no further one starts (under every executor)."""
+        return self.status != "ok"
 
 
 class Interrupted(BaseException):
@@ -712,7 +720,7 @@ class ComboProgress:
     @property
     def done(self) -> bool:
         """No further process is worth starting: one did not end ok."""
-        return any(o.status != "ok" for o in self.outcomes)
+        return any(o.ends_combination for o in self.outcomes)
 
 
 def outcome_to_result(

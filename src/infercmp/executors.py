@@ -42,8 +42,14 @@ class Executor(Protocol):
         self, units: Iterable[WorkUnit], listener: BenchListener, total: int
     ) -> Iterator[tuple[WorkUnit, WorkerOutcome]]:
         """Run `units` and yield each with its outcome as it finishes, never raising for a
-        unit's failure. `units` is lazy: take the next one only when it can start, so a
-        combination committed early (a process failed) gets no more."""
+        unit's failure.
+
+        `units` come round-robin over the processes (every combination's process 0, then every
+        process 1, ...) and lazily: taken when they can start, a combination committed early
+        gets no more. An executor that runs several units at once keeps each combination's
+        processes in turn: process k+1 starts after process k ended, and none after one whose
+        outcome `ends_combination`, so a combination is stored from the same processes as
+        one at a time."""
         ...
 
 

@@ -22,13 +22,16 @@ Ray reserves resources; it does not limit what a process uses. See docs/distribu
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -89,6 +92,7 @@ class _DeviceBuild:
 
     onnx: Any  # infercmp.export.OnnxArtifact, its path the driver's
     options: tuple[tuple[str, Any], ...]
+    batches: tuple[int, ...] = ()  # what the driver would have built it for (ConvertContext)
 
 
 class RayExecutor:
@@ -107,7 +111,7 @@ class RayExecutor:
         self.resources = dict(resources or {})
         self.sample_hz = sample_hz
         self.timeout_s = timeout_s
-        self.device_onnx: Any = None  # set by the CLI: the export the nodes build plans from
+        self._prepared: Any = None  # infercmp.bench.Artifacts of the plan now running
         self._ray: Any = None
         self._shipped: dict[Path, _Shipped] = {}
         self._running: dict[Any, WorkUnit] = {}
@@ -116,6 +120,8 @@ class RayExecutor:
 
     def start(self) -> None:
         """Start a local Ray instance (this machine's CPUs and GPUs) or connect to `address`."""
+        if not self.address:
+            _run_token()  # before Ray is imported: see there
         ray = _import_ray()
         # Nothing leaves the machine: no usage statistics; the dashboard is not started.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -160,9 +166,11 @@ class RayExecutor:
         return dataclasses.replace(Machine.current(), cuda_devices=gpus)
 
     def prepared(self, plan: Any, artifacts: Any) -> None:
-        """Check the cluster can run the plan, and keep the export the nodes build plans from."""
+        """Check the cluster can run the plan, and keep what its artifacts were prepared from
+        (the export and the batch sizes), which the nodes build plans from. Called for every
+        plan the run runs: each step of `--batch auto` is one."""
         self.check(c.device for c in plan.runnable)
-        self.device_onnx = artifacts.onnx
+        self._prepared = artifacts
 
     def request(self, device: str) -> dict[str, Any]:
         """The Ray task options of a unit on `device`."""
@@ -195,35 +203,60 @@ class RayExecutor:
     def outcomes(
         self, units: Iterable[WorkUnit], listener: Any, total: int
     ) -> Iterator[tuple[WorkUnit, Any]]:
-        """Submit every unit (Ray queues those that wait for resources) and yield each outcome
-        as its task ends. Units of a combination already committed still run: Ray has them."""
+        """Run the combinations side by side and each one's processes in turn; yield each
+        outcome as its task ends.
+
+        Every combination's first process is submitted at once (Ray queues those that wait for
+        resources). Its next process is submitted when the last one ended ok, so it queues
+        behind the other combinations' waiting processes: the round-robin order of the local
+        executor, with one process per GPU at a time. After a process that
+        `ends_combination` none of its combination is submitted, so bench stores it from the
+        same processes as the local executor does (and no worker runs for nothing).
+
+        `listener.combination_started` is not called: a submitted task may wait in Ray's queue,
+        and the driver does not learn when it starts; progress comes from what finished.
+        """
         ray = self._ray
-        for index, unit in enumerate(units):
-            listener.combination_started(unit.combo, index, total)
-            ref = self._task.options(**self.request(unit.combo.device)).remote(
-                unit.spec,
-                {str(p): self._ship(p) for p in _shipped_paths(unit.spec)},
-                self._device_build(unit),
-                self.sample_hz,
-                self.timeout_s,
-            )
-            self._running[ref] = unit
+        later: dict[Any, collections.deque[WorkUnit]] = {}
+        for unit in units:
+            if unit.combo in later:
+                later[unit.combo].append(unit)
+            else:
+                later[unit.combo] = collections.deque()
+                self._submit(unit)
         try:
             while self._running:
                 # A short wait keeps this thread returning to Python, where signals are handled.
                 ready, _ = _unmasked(ray.wait, list(self._running), num_returns=1, timeout=0.5)
                 for ref in ready:
                     unit = self._running.pop(ref)
-                    yield unit, self._collect(ref, unit)
+                    outcome = self._collect(ref, unit)
+                    yield unit, outcome
+                    waiting = later[unit.combo]
+                    if waiting and not outcome.ends_combination:
+                        self._submit(waiting.popleft())
         finally:
             self._cancel(list(self._running))
+
+    def _submit(self, unit: WorkUnit) -> None:
+        ref = self._task.options(**self.request(unit.combo.device)).remote(
+            unit.spec,
+            {str(p): self._ship(p) for p in _shipped_paths(unit.spec)},
+            self._device_build(unit),
+            self.sample_hz,
+            self.timeout_s,
+        )
+        self._running[ref] = unit
 
     def _device_build(self, unit: WorkUnit) -> _DeviceBuild | None:
         from infercmp.engines import get_descriptor
 
-        if not get_descriptor(unit.spec.engine).builds_on_device or self.device_onnx is None:
+        prepared = self._prepared
+        if prepared is None or prepared.onnx is None:
             return None
-        return _DeviceBuild(self.device_onnx, unit.combo.engine.options)
+        if not get_descriptor(unit.spec.engine).builds_on_device:
+            return None
+        return _DeviceBuild(prepared.onnx, unit.combo.engine.options, prepared.batches)
 
     def _ship(self, path: Path) -> _Shipped:
         """The cache entry holding `path`, put in the object store once per run."""
@@ -273,6 +306,30 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
         for ref in list(self._running):
             self._running.pop(ref, None)
+
+
+def _run_token() -> None:
+    """Give the local instance a token that lives in this process's environment only.
+
+    Ray 2.60 turns token authentication on for a new local instance and, when it finds no
+    token, writes a new one to ~/.ray/auth_token through a plain open(): mode 0644 under the
+    usual umask, readable by every user of the machine, and kept after the run. Ray reads
+    RAY_AUTH_TOKEN before any file (its documented precedence) and then writes none; the
+    instance's processes inherit the variable, and a process's environment is readable by
+    its own user only.
+
+    Only before `ray` is imported: Ray takes its token when imported (with ray 2.60.0 and an
+    existing ~/.ray/auth_token, a token set after `import ray` left the driver with the
+    file's and the GCS with the variable's, and it refused the driver). Left as they are:
+    RAY_AUTH_MODE other than token (disabled: the user's choice), and a token the user gives
+    in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH.
+    """
+    if "ray" in sys.modules or os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def _unmasked(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -391,7 +448,11 @@ def _build_on_node(spec: Any, build: _DeviceBuild, onnx_path: Path | None) -> An
     descriptor = get_descriptor(spec.engine)
     onnx = dataclasses.replace(build.onnx, path=onnx_path) if onnx_path else build.onnx
     context = ConvertContext(
-        get_plugin(spec.model), ArtifactCache(resolve_cache_dir(None)), onnx, lambda _: None
+        get_plugin(spec.model),
+        ArtifactCache(resolve_cache_dir(None)),
+        onnx,
+        lambda _: None,
+        build.batches,
     )
     options = descriptor.parse_options(dict(build.options))
     converted = descriptor.convert(context, spec.precision, options)

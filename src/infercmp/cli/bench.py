@@ -386,18 +386,20 @@ def bench(
             err_console.print(f"[yellow]note:[/] {escape(message)}")
 
         cache = ArtifactCache(resolve_cache_dir(cache_dir))
-        with console.status("preparing artifacts") as status:
-            artifacts = bench_mod.prepare_artifacts(
-                plugin,
-                plan,
-                cache,
-                lambda msg: status.update(f"preparing: {escape(msg)}"),
-                exporter,
-                measurement.timeout_s,
+
+        def prepare(step_plan, progress):
+            """A plan's artifacts, the way the executor wants them: GPU-specific ones (TensorRT
+            plans) are left to the nodes that run them. Every step of --batch auto goes here."""
+            prepared = bench_mod.prepare_artifacts(
+                plugin, step_plan, cache, progress, exporter, measurement.timeout_s,
                 on_nodes=runner is not None,
-            )
-        if runner:
-            runner.prepared(plan, artifacts)  # one clear error if no node can run a device
+            )  # fmt: skip
+            if runner:
+                runner.prepared(step_plan, prepared)  # one clear error if no node can run it
+            return prepared
+
+        with console.status("preparing artifacts") as status:
+            artifacts = prepare(plan, lambda msg: status.update(f"preparing: {escape(msg)}"))
     if state.debug:
         for text in artifacts.tracebacks:
             err_console.print(text, markup=False, highlight=False)
@@ -445,9 +447,8 @@ def bench(
 
             if auto_batch:
                 status = _search_batches(
-                    bench_mod, plugin, plan, artifacts, cache, exporter, measurement, store, run,
-                    latency_limit_ms,
-                )  # fmt: skip
+                    plugin, plan, artifacts, prepare, store, run, latency_limit_ms
+                )
             else:
                 status = run(plan, artifacts)
         except bench_mod.Interrupted as exc:
@@ -486,11 +487,10 @@ def _open_store(out: Path, model: str, meta: dict, resume: Path | None):
     return store, done
 
 
-def _search_batches(
-    bench_mod, plugin, plan, artifacts, cache, exporter, measurement, store, run, limit_ms
-) -> str:
+def _search_batches(plugin, plan, artifacts, prepare, store, run, limit_ms) -> str:
     """--batch auto: run the plan at batch 1, 2, 4, ... (infercmp.batch_search) and print
-    each configuration's best batch."""
+    each configuration's best batch. `artifacts` are batch 1's; `prepare(plan, progress)`
+    makes a later batch's as bench made the first's (under Ray: plans built on the nodes)."""
     from infercmp.batch_search import search_batches
     from infercmp.batching import batch_range
     from infercmp.results import RunStore
@@ -499,9 +499,7 @@ def _search_batches(
         if step_plan.combinations[0].load.batch == 1:
             step_artifacts = artifacts
         else:
-            step_artifacts = bench_mod.prepare_artifacts(
-                plugin, step_plan, cache, lambda _msg: None, exporter, measurement.timeout_s
-            )
+            step_artifacts = prepare(step_plan, lambda _msg: None)
         status = run(step_plan, step_artifacts)
         return status, RunStore.open(store.path).results
 
@@ -509,6 +507,33 @@ def _search_batches(
     for curve in curves:
         console.print(f"batch auto: {curve.line()}", soft_wrap=True, markup=False)
     return status
+
+
+class ProgressLine:
+    """The progress bar's line, from bench's callbacks (`infercmp.bench.BenchListener`).
+
+    It names what the run knows: the worker that is starting or in a phase (the local
+    executor reports both), else the last worker that finished. The Ray executor reports
+    finished workers only: a task it submitted may still wait in Ray's queue.
+    """
+
+    def __init__(self, progress, task, repeat: int) -> None:
+        self.progress, self.task, self.repeat = progress, task, repeat
+
+    def combination_started(self, combo, index, total) -> None:
+        self.progress.update(self.task, description=f"{escape(combo.label)}: starting")
+
+    def phase(self, combo, phase) -> None:
+        self.progress.update(self.task, description=f"{escape(combo.label)}: {phase}")
+
+    def worker_finished(self, combo, outcome) -> None:
+        self.progress.update(
+            self.task, advance=1, description=f"{escape(combo.label)}: finished, {outcome.status}"
+        )
+
+    def combination_finished(self, combo, result) -> None:
+        if combo.skip_reason is not None:  # no worker will run for it
+            self.progress.update(self.task, advance=self.repeat)
 
 
 def _run_with_progress(
@@ -538,21 +563,6 @@ def _run_with_progress(
         transient=True,
     ) as progress:
         task = progress.add_task("bench", total=len(plan.combinations) * repeat)
-
-        class Listener(bench_mod.BenchListener):
-            def combination_started(self, combo, index, total):
-                progress.update(task, description=f"{escape(combo.label)}: starting")
-
-            def phase(self, combo, phase):
-                progress.update(task, description=f"{escape(combo.label)}: {phase}")
-
-            def worker_finished(self, combo, outcome):
-                progress.advance(task)
-
-            def combination_finished(self, combo, result):
-                if combo.skip_reason is not None:  # no worker will run for it
-                    progress.advance(task, repeat)
-
         return bench_mod.run_bench(
             plugin,
             plan,
@@ -561,7 +571,7 @@ def _run_with_progress(
             store,
             sample_hz=sample_hz,
             samplers=samplers,
-            listener=Listener(),
+            listener=ProgressLine(progress, task, repeat),
             repeat=repeat,
             power_limit_w=power_limit,
             executor=executor,
