@@ -30,9 +30,10 @@ def _seconds(store: RunStore) -> float | None:
     return delta.total_seconds()
 
 
-def _measure_windows(store: RunStore) -> dict[str, tuple[float, float, list[int]]]:
-    """combo_id -> (first, last) wall-clock time of its measure-phase samples, and the NVML
-    GPU indices read while its worker held GPU memory."""
+def _measure_windows(store: RunStore) -> dict[tuple[str, int], tuple[float, float, list[int]]]:
+    """(combo_id, process) -> (first, last) wall-clock time of that worker process's
+    measure-phase samples, and the NVML GPU indices read while it held GPU memory. Per process:
+    with --repeat a combination's processes run one after another, maybe on different GPUs."""
     import polars as pl
 
     samples = store.samples()
@@ -40,10 +41,10 @@ def _measure_windows(store: RunStore) -> dict[str, tuple[float, float, list[int]
         return {}
     found = {}
     measuring = samples.filter(pl.col("phase") == "measure")
-    for (cid,), rows in measuring.group_by(["combo_id"]):
+    for (cid, process), rows in measuring.group_by(["combo_id", "process"]):
         held = rows.filter(pl.col("proc_gpu_mem_bytes") > 0)
         gpus = sorted({int(g) for g in held["gpu_index"].drop_nulls().to_list()})
-        found[cid] = (float(rows["time"].min()), float(rows["time"].max()), gpus)
+        found[(cid, int(process))] = (float(rows["time"].min()), float(rows["time"].max()), gpus)
     return found
 
 
@@ -62,7 +63,11 @@ def main(ray_dir: Path, local_dir: Path) -> int:
         if r.status != "ok" or node is None:
             print(f"{r.combo_id:52} {r.status}: {r.error}")
             continue
-        sampled = ",".join(map(str, windows.get(r.combo_id, (0, 0, []))[2])) or "n/a"
+        sampled = "/".join(
+            ",".join(map(str, w[2])) or "n/a"
+            for (cid, _), w in sorted(windows.items())
+            if cid == r.combo_id
+        )
         uuid = (node.gpu_uuid or "n/a")[-12:]
         where = f"{node.gpu_index} cvd={node.cuda_visible_devices}"
         print(f"{r.combo_id:52} {where:>9} {sampled:>7} {uuid:>14}  {node.hostname}")
@@ -73,7 +78,7 @@ def main(ray_dir: Path, local_dir: Path) -> int:
             overlaps.append((a, b, wa[2] != wb[2]))
     print()
     print(
-        f"measure windows that overlapped: {len(overlaps)} pairs, "
+        f"worker processes whose measure windows overlapped: {len(overlaps)} pairs, "
         f"{sum(d for *_, d in overlaps)} of them on different GPUs, "
         f"{sum(not d for *_, d in overlaps)} on the same GPU"
     )
