@@ -8,6 +8,8 @@ judged with the single-process method of before (process 0 of each run, bootstra
 median ratio), which is what a one-process run gives.
 
     python benchmarks/aa_test.py --pairs 10 --repeat 5   # about 10 minutes on 2 cores
+    python benchmarks/aa_test.py --keep DIR ...          # keep the runs; later:
+    python benchmarks/aa_test.py --rejudge DIR           # judge them again, measuring nothing
 """
 
 from __future__ import annotations
@@ -96,24 +98,26 @@ def main() -> None:
     parser.add_argument("--same", default=SAME, help=f"the A/A configuration (default {SAME})")
     parser.add_argument("--slower", default=SLOWER, help=f"the slower one (default {SLOWER})")
     parser.add_argument("--json", type=Path, help="write every pair's figures here")
+    parser.add_argument("--keep", type=Path, help="keep the runs in this directory")
+    parser.add_argument(
+        "--rejudge",
+        type=Path,
+        metavar="KEEP",
+        help="judge the runs a --keep left again (with today's compare)",
+    )
     args = parser.parse_args()
     rows = []
+    if args.rejudge:
+        runs = sorted(path for path in args.rejudge.iterdir() if path.is_dir())
+        for pair, start in enumerate(range(0, len(runs) - 2, 3)):
+            rows.append(_judge(pair, *runs[start : start + 3]))
+            print(_line(rows[-1]), flush=True)
     with tempfile.TemporaryDirectory(prefix="infercmp-aa-") as tmp:
-        out = Path(tmp)
-        for pair in range(args.pairs):
+        out = args.keep or Path(tmp)
+        for pair in range(0 if args.rejudge else args.pairs):
             engines = (args.same, args.same, args.slower)
             a, b, s = (bench(engine, out, args.repeat) for engine in engines)
-            rows.append(
-                {
-                    "pair": pair + 1,
-                    "aa": compare(a, b),
-                    "aa_single": single_process(a, b),
-                    "slow": compare(a, s),
-                    "slow_single": single_process(a, s),
-                    "background_cpus": [background(run) for run in (a, b, s)],
-                    "handoff_ns": [handoff(run) for run in (a, b, s)],
-                }
-            )
+            rows.append(_judge(pair, a, b, s))
             print(_line(rows[-1]), flush=True)
     n = len(rows)
     quiet = "no significant change"
@@ -127,13 +131,27 @@ def main() -> None:
           f"{sum(r['slow']['exit'] == 1 and r['slow']['verdict'] == 'regression' for r in rows)}"
           f"/{n}, single-process "
           f"{sum(r['slow_single']['exit'] == 1 for r in rows)}/{n}")  # fmt: skip
-    moved = [r for r in rows if r["aa"]["verdict"] == "environment changed"]
-    print(f"A/A pairs refused because the host placed the CPUs differently (exit 2): "
-          f"{len(moved)}/{n}; of the others, '{quiet}': "
-          f"{sum(r['aa']['verdict'] == quiet for r in rows)}/{n - len(moved)}")  # fmt: skip
+    for side, title in (("aa", "A/A pairs"), ("slow", "slower pairs")):
+        moved = sum(r[side]["verdict"] == "environment changed" for r in rows)
+        print(f"{title} refused because the host placed the CPUs differently in every process "
+              f"(exit 2): {moved}/{n}")  # fmt: skip
     print(f"method: {rows[0]['aa']['method']}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def _judge(pair: int, a: Path, b: Path, s: Path) -> dict:
+    """A pair's figures: A against B (identical) and A against S (slower), both methods."""
+    return {
+        "pair": pair + 1,
+        "runs": [str(run) for run in (a, b, s)],
+        "aa": compare(a, b),
+        "aa_single": single_process(a, b),
+        "slow": compare(a, s),
+        "slow_single": single_process(a, s),
+        "background_cpus": [background(run) for run in (a, b, s)],
+        "handoff_ns": [handoff(run) for run in (a, b, s)],
+    }
 
 
 def _line(r: dict) -> str:
@@ -141,14 +159,19 @@ def _line(r: dict) -> str:
     busy = max((c for c in r["background_cpus"] if c is not None), default=None)
     trips = "/".join("n/a" if h is None else f"{h:.0f}" for h in r["handoff_ns"])
     return (
-        f"pair {r['pair']:2}: A/A {r['aa']['change']:+7.1%} {r['aa']['verdict']:<21} "
+        f"pair {r['pair']:2}: A/A {_pct(r['aa']['change'])} {r['aa']['verdict']:<21} "
         f"exit {r['aa']['exit']} floor {floor:.1%} "
-        f"(single-process {r['aa_single']['change']:+7.1%} {r['aa_single']['verdict']:<21}) | "
-        f"slower {r['slow']['change']:+7.1%} {r['slow']['verdict']} exit {r['slow']['exit']} "
-        f"(single-process {r['slow_single']['change']:+7.1%} exit {r['slow_single']['exit']}) "
+        f"(single-process {_pct(r['aa_single']['change'])} {r['aa_single']['verdict']:<21}) | "
+        f"slower {_pct(r['slow']['change'])} {r['slow']['verdict']} exit {r['slow']['exit']} "
+        f"(single-process {_pct(r['slow_single']['change'])} exit {r['slow_single']['exit']}) "
         f"| other CPUs busy {'n/a' if busy is None else f'{busy:.2f}'} "
         f"| CPU round trip ns {trips}"
     )
+
+
+def _pct(value: float | None, width: int = 7) -> str:
+    """A change as +12.3%, or n/a when compare had none (a row it did not compare)."""
+    return f"{'n/a':>{width}}" if value is None else f"{value:+{width}.1%}"
 
 
 if __name__ == "__main__":

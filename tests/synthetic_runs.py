@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.results import CombinationResult, RunStore, combo_id
+from infercmp.results import CombinationResult, ProcessSummary, RunStore, combo_id
 from infercmp.stats import LatencyStats
 
 XSS = "</script><script>window.__pwned=1</script>"
@@ -34,6 +34,10 @@ class Combo:
     processes: int = 1
     process_spread: float = 0.0
     background_cpus: float | None = None  # CPUs other processes used while it was measured
+    # Each process's own median (instead of drawing them) and its CPU placement probes
+    # (cpu_handoff_ns: before and after, infercmp.sampler.handoff).
+    process_medians: list[float] | None = None
+    handoff_ns: list[tuple[float, float]] | None = None
 
 
 def environment(
@@ -141,7 +145,7 @@ def make_run(
         ok = combo.status == "ok"
         latency = None
         if ok:
-            levels = [combo.median_ms] * combo.processes
+            levels = combo.process_medians or [combo.median_ms] * combo.processes
             if combo.process_spread:  # drawn only then, so single-process runs stay as they were
                 spread = combo.process_spread * rng.standard_normal(combo.processes)
                 levels = [m * (1 + d) for m, d in zip(levels, spread, strict=True)]
@@ -194,6 +198,18 @@ def make_run(
             parity=parity,
             warnings=["coefficient of variation 12% is above 5%"] if combo.outliers > 3 else [],
             background_cpus=combo.background_cpus,
+            processes=[
+                ProcessSummary(
+                    process=i,
+                    iterations=combo.iterations,
+                    p50_ms=levels[i],
+                    measure_seconds=1.0,
+                    cpu_handoff_ns=list(probes),
+                )
+                for i, probes in enumerate(combo.handoff_ns or [])
+            ]
+            if ok
+            else [],
         )
         samples = sampler_rows(rng, bool(gpus), seconds=3.0) if ok else None
         store.add_result(result, latency, samples)

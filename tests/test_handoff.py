@@ -8,12 +8,15 @@ import os
 import pytest
 from synthetic_runs import Combo, edit_results, make_run, run_main
 
+from infercmp.report import compare_runs, open_run
 from infercmp.results import ProcessSummary
 from infercmp.sampler.handoff import (
     SAME_STATE_RATIO,
     different_state,
     measure_handoff_ns,
     probe_cpus,
+    process_state,
+    shared_placement,
     state_warning,
     typical,
 )
@@ -88,3 +91,53 @@ def test_compare_accepts_runs_measured_in_the_same_cpu_placement(tmp_path, capsy
     same = _with_handoff(make_run(tmp_path / "b", [Combo("onnxruntime")], seed=1), 190.0)
     code, err = run_main(capsys, "compare", str(base), str(same))
     assert code == 0, err
+
+
+FAST, SLOW = (150.0, 155.0), (400.0, 410.0)  # the two placements seen on the 2-vCPU VM
+
+
+def _placed(root, medians, probes, seed):
+    combo = Combo("onnxruntime", processes=len(medians), process_medians=medians,
+                  handoff_ns=probes)  # fmt: skip
+    return make_run(root, [combo], seed=seed)
+
+
+def test_shared_placement_keeps_like_with_like_and_drops_straddlers():
+    states = [process_state(p) for p in (FAST, FAST, SLOW, (150.0, 400.0), None)]
+    assert states[2] == 405.0 and states[3] is None and states[4] is None
+    placement = shared_placement(states, [process_state(FAST)] * 3)
+    assert placement.base == [0, 1] and placement.new == [0, 1, 2]
+    assert placement.typical_ns == pytest.approx(152.5)
+    # Most processes on the smaller side wins: two slow on each side beat three fast on one.
+    mixed = shared_placement([405.0, 405.0, 152.0], [152.0, 405.0, 405.0, 405.0])
+    assert mixed.base == [0, 1] and mixed.new == [1, 2, 3]
+    assert not shared_placement([152.0], [405.0]).found
+    unprobed = shared_placement([None, None], [None])  # GPU rows, older runs: keep all
+    assert unprobed.found and unprobed.base == [0, 1] and unprobed.typical_ns is None
+
+
+def test_identical_runs_in_mixed_placements_compare_their_shared_processes(tmp_path):
+    """What the A/A test met: base's processes ran 13 us (fast placement) and 27 us (slow),
+    new's all fast; compared as a whole, the pooled median moves by the mix."""
+    base = _placed(
+        tmp_path / "a", [13.0, 27.0, 13.0, 27.0, 27.0], [FAST, SLOW, FAST, SLOW, SLOW], 1
+    )
+    new = _placed(tmp_path / "b", [13.0] * 5, [FAST] * 5, 2)
+    report = compare_runs(open_run(base), open_run(new))
+    (row,) = report.comparisons
+    assert row.verdict == "no significant change", row
+    assert row.processes == (2, 5) and abs(row.change) < 0.02
+    assert "same CPU placement (152 ns round trip): base 2 of 5, new 5 of 5" in row.note
+    assert report.exit_code == 0 and report.environment_changes == []
+
+
+def test_a_slowdown_is_found_among_the_processes_of_the_shared_placement(tmp_path):
+    base = _placed(
+        tmp_path / "a", [13.0, 27.0, 13.0, 13.0, 27.0], [FAST, SLOW, FAST, FAST, SLOW], 1
+    )
+    slower = _placed(
+        tmp_path / "b", [19.5, 19.5, 40.0, 19.5, 19.5], [FAST, FAST, SLOW, FAST, FAST], 2
+    )
+    (row,) = compare_runs(open_run(base), open_run(slower)).comparisons
+    assert row.verdict == "regression" and row.change == pytest.approx(0.5, abs=0.03)
+    assert row.processes == (3, 4)

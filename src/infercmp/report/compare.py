@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 
 from infercmp.report.load import Combination, RunView
-from infercmp.sampler.handoff import different_state, typical
+from infercmp.sampler.handoff import (
+    SharedPlacement,
+    process_state,
+    shared_placement,
+    typical,
+)
 from infercmp.sampler.summary import BUSY_CPUS
 from infercmp.stats import hierarchical_change_ci
 
@@ -280,22 +285,42 @@ def environment_changes(base: RunView, new: RunView) -> list[str]:
         for name in dict.fromkeys([*before, *after])
         if before.get(name) != after.get(name)
     ]
-    handoff_before, handoff_after = _cpu_handoff(base), _cpu_handoff(new)
-    if different_state(handoff_before, handoff_after):
+    base_states = [s for c in base.combinations for s in _placements(c)]
+    new_states = [s for c in new.combinations for s in _placements(c)]
+    if any(base_states) and any(new_states) and not shared_placement(base_states, new_states).found:
         changes.append(
-            f"CPU-to-CPU round trip {handoff_before:,.0f} ns → {handoff_after:,.0f} ns, the "
-            "host's placement of this machine's CPUs, which multi-threaded CPU figures follow"
+            f"CPU-to-CPU round trip {typical(base_states):,.0f} ns → "
+            f"{typical(new_states):,.0f} ns in every worker process, the host's placement of "
+            "this machine's CPUs, which multi-threaded CPU figures follow"
         )
     return changes
 
 
-def _cpu_handoff(run: RunView) -> float | None:
-    """The run's typical cache-line round trip between its CPU workers' CPUs, if measured."""
-    return typical(
-        value
-        for combo in run.combinations
-        for process in combo.result.processes
-        for value in (process.cpu_handoff_ns or ())
+def _placements(combo: Combination) -> list[float | None]:
+    """Each worker process's CPU placement (`process_state`), in `process_groups` order."""
+    by_number = {p.process: process_state(p.cpu_handoff_ns) for p in combo.result.processes}
+    numbers = np.unique(combo.wall_process) if combo.wall_process is not None else [0]
+    return [by_number.get(int(number)) for number in numbers][: len(combo.process_groups)]
+
+
+def _placement_note(placement: SharedPlacement, b: Combination, n: Combination) -> str:
+    left = len(placement.base) < len(b.process_groups) or len(placement.new) < len(n.process_groups)
+    if not left or placement.typical_ns is None:
+        return ""
+    return (
+        f"compared the processes measured in the same CPU placement ({placement.typical_ns:,.0f}"
+        f" ns round trip): base {len(placement.base)} of {len(b.process_groups)}, new "
+        f"{len(placement.new)} of {len(n.process_groups)}; the others ran with the CPUs placed "
+        "otherwise by the host or straddled a change"
+    )
+
+
+def _no_shared_placement(b: Combination, n: Combination) -> str:
+    before, after = typical(_placements(b)), typical(_placements(n))
+    return (
+        "no worker process of the two runs was measured in the same CPU placement (round trip "
+        f"{_fact(before and round(before))} → {_fact(after and round(after))} ns): "
+        "measure again, or pin the engine to one thread"
     )
 
 
@@ -373,9 +398,27 @@ def compare_runs(
                 )
             )
             continue
-        base_groups, new_groups = b.process_groups, n.process_groups
+        placement = shared_placement(_placements(b), _placements(n))
+        if not placement.found:
+            comparisons.append(
+                Comparison(
+                    **row,
+                    change=None,
+                    ci_low=None,
+                    ci_high=None,
+                    verdict="not compared",
+                    note=_joined(_no_shared_placement(b, n), note),
+                )
+            )
+            continue
+        base_groups = [b.process_groups[i] for i in placement.base]
+        new_groups = [n.process_groups[i] for i in placement.new]
+        note = _joined(note, _placement_note(placement, b, n))
         floor = noise_floor
-        if len(base_groups) >= 2 and len(new_groups) >= 2:
+        # Both runs measured in repeated processes: the process-level method, also when the
+        # placement left one side a single process (the floor is then the other side's spread,
+        # what one more process of the same code would vary by).
+        if len(b.process_groups) >= 2 and len(n.process_groups) >= 2:
             method = HIERARCHICAL
             change, ci_low, ci_high = hierarchical_change_ci(
                 base_groups, new_groups, resamples, seed
@@ -387,11 +430,12 @@ def compare_runs(
                 note = _joined(note, f"noise floor {spread * 100:.1f}%: spread between processes")
         else:
             method = SINGLE_PROCESS
-            ratio, low, high = bootstrap_median_ratio(b.wall_ns, n.wall_ns, resamples, seed)
+            base_ns, new_ns = np.concatenate(base_groups), np.concatenate(new_groups)
+            ratio, low, high = bootstrap_median_ratio(base_ns, new_ns, resamples, seed)
             change = ratio - 1
         note = _joined(note, _busy(b, "base"), _busy(n, "new"))
-        row["base_p50_ms"] = float(np.median(b.wall_ns)) / 1e6
-        row["new_p50_ms"] = float(np.median(n.wall_ns)) / 1e6
+        row["base_p50_ms"] = float(np.median(np.concatenate(base_groups))) / 1e6
+        row["new_p50_ms"] = float(np.median(np.concatenate(new_groups))) / 1e6
         comparisons.append(
             Comparison(
                 **row,

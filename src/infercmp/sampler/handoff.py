@@ -25,7 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 #: Two measurements within this factor are the same placement of the CPUs; the states seen
 #: differ by 4x or more, repeated probes of one state by up to 1.5x.
@@ -74,6 +75,62 @@ def typical(values: Iterable[float | None]) -> float | None:
     """The median of the measured round trips (a run's state), None if there are none."""
     measured = [v for v in values if v]
     return statistics.median(measured) if measured else None
+
+
+def process_state(values: Sequence[float | None] | None) -> float | None:
+    """One worker process's placement: the mean of its before and after round trips when both
+    were measured in the same state; None when it was not measured or straddled a change."""
+    measured = [v for v in (values or ()) if v]
+    if not measured or different_state(min(measured), max(measured)):
+        return None
+    return sum(measured) / len(measured)
+
+
+@dataclass(frozen=True)
+class SharedPlacement:
+    """The processes of two runs' combinations measured in the placement they share most."""
+
+    base: list[int]  # indices into the base side's processes
+    new: list[int]
+    typical_ns: float | None  # None: neither side was probed (GPU rows, older runs)
+
+    @property
+    def found(self) -> bool:
+        return bool(self.base) and bool(self.new)
+
+
+def shared_placement(base: Sequence[float | None], new: Sequence[float | None]) -> SharedPlacement:
+    """Like with like: the processes of each side whose placement (`process_state`) is the
+    same state, choosing the state with the most processes on the smaller side.
+
+    Processes not probed at all on both sides are all kept (nothing to match on); a probed
+    process that straddled a change (None beside probed ones) is left out.
+    """
+    if not any(base) and not any(new):
+        return SharedPlacement(list(range(len(base))), list(range(len(new))), None)
+    points = sorted(
+        (value, side, index)
+        for side, states in enumerate((base, new))
+        for index, value in enumerate(states)
+        if value
+    )
+    clusters: list[list[tuple[float, int, int]]] = []
+    for point in points:  # sorted, so a state is a run of values within the ratio of its first
+        if clusters and not different_state(clusters[-1][0][0], point[0]):
+            clusters[-1].append(point)
+        else:
+            clusters.append([point])
+
+    def weight(cluster: list[tuple[float, int, int]]) -> tuple[int, int]:
+        sides = [sum(1 for _, side, _ in cluster if side == s) for s in (0, 1)]
+        return min(sides), sum(sides)
+
+    best = max(clusters, key=weight)
+    return SharedPlacement(
+        sorted(i for _, side, i in best if side == 0),
+        sorted(i for _, side, i in best if side == 1),
+        statistics.median(v for v, _, _ in best),
+    )
 
 
 def state_warning(values: Iterable[float | None]) -> str | None:
