@@ -141,3 +141,32 @@ def test_a_slowdown_is_found_among_the_processes_of_the_shared_placement(tmp_pat
     (row,) = compare_runs(open_run(base), open_run(slower)).comparisons
     assert row.verdict == "regression" and row.change == pytest.approx(0.5, abs=0.03)
     assert row.processes == (3, 4)
+
+
+def test_a_worker_on_one_cpu_is_not_matched_on_placement():
+    # ONNX Runtime with one intra-op thread: about one CPU busy, the same in both placements.
+    assert process_state(SLOW, worker_cpus=1.02) is None
+    assert process_state(SLOW, worker_cpus=1.9) == 405.0
+    # One side insensitive: it keeps every process, the other its commonest placement.
+    placement = shared_placement([None, None, None], [152.0, 405.0, 410.0])
+    assert placement.base == [0, 1, 2] and placement.new == [1, 2]
+
+
+def test_single_threaded_runs_in_different_placements_are_compared_whole(tmp_path):
+    def run(root, probes, seed):
+        combo = Combo("onnxruntime", processes=3, process_medians=[15.2, 15.3, 15.2],
+                      handoff_ns=probes)  # fmt: skip
+        path = make_run(root, [combo], seed=seed)
+
+        def one_cpu(item):
+            for process in item["processes"]:
+                process["worker_cpus"] = 1.01
+
+        edit_results(path, one_cpu)
+        return path
+
+    base, new = run(tmp_path / "a", [FAST] * 3, 1), run(tmp_path / "b", [SLOW] * 3, 2)
+    report = compare_runs(open_run(base), open_run(new))
+    (row,) = report.comparisons
+    assert report.environment_changes == []
+    assert row.processes == (3, 3) and row.verdict == "no significant change"

@@ -778,6 +778,7 @@ def outcome_to_result(
             stop_reason=o.result.stop_reason,
             node=o.node,
             cpu_handoff_ns=list(o.handoff_ns) if o.handoff_ns else None,
+            worker_cpus=_worker_cpus(o.samples),
         )
         for o in ok
         if o.result is not None
@@ -839,6 +840,14 @@ def outcome_to_result(
         node=next((o.node for o in [*ok, *outcomes] if o.node), None),
     )
     return result, per_process or None, samples or None
+
+
+def _worker_cpus(samples: list[dict[str, Any]]) -> float | None:
+    """CPUs one worker process kept busy while measuring, from the process sampler."""
+    from infercmp.sampler import mean_over_measure
+
+    percent, _ = mean_over_measure([samples], "proc_cpu_pct")
+    return percent / 100 if percent is not None else None
 
 
 def _merge_warnings(per_process: list[tuple[int, list[str]]]) -> list[str]:

@@ -256,6 +256,9 @@ class ProcessSummary(BaseModel):
     # A CPU worker's cache-line round trip between two of its CPUs, ns, just before and just
     # after it ran: the host's placement of the CPUs (infercmp.sampler.handoff).
     cpu_handoff_ns: list[float | None] | None = None
+    # CPUs the worker kept busy while measuring (the process sampler's mean; None: too few
+    # readings). About one: the engine ran on one thread, which the placement does not move.
+    worker_cpus: float | None = None
 
 
 class CombinationResult(BaseModel):

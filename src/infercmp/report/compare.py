@@ -298,7 +298,9 @@ def environment_changes(base: RunView, new: RunView) -> list[str]:
 
 def _placements(combo: Combination) -> list[float | None]:
     """Each worker process's CPU placement (`process_state`), in `process_groups` order."""
-    by_number = {p.process: process_state(p.cpu_handoff_ns) for p in combo.result.processes}
+    by_number = {
+        p.process: process_state(p.cpu_handoff_ns, p.worker_cpus) for p in combo.result.processes
+    }
     numbers = np.unique(combo.wall_process) if combo.wall_process is not None else [0]
     return [by_number.get(int(number)) for number in numbers][: len(combo.process_groups)]
 

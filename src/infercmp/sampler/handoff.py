@@ -31,6 +31,10 @@ from dataclasses import dataclass
 #: Two measurements within this factor are the same placement of the CPUs; the states seen
 #: differ by 4x or more, repeated probes of one state by up to 1.5x.
 SAME_STATE_RATIO = 2.0
+#: A worker that kept at most this many CPUs busy while measuring ran its engine on one thread:
+#: nothing it does crosses between CPUs many times per inference, and the placement does not
+#: move it (ONNX Runtime with one intra-op thread: 14.7-15.7 us in both placements).
+ONE_CPU = 1.25
 BLOCKS, ROUND_TRIPS = 8, 400
 TIMEOUT_S = 5.0
 
@@ -77,9 +81,14 @@ def typical(values: Iterable[float | None]) -> float | None:
     return statistics.median(measured) if measured else None
 
 
-def process_state(values: Sequence[float | None] | None) -> float | None:
+def process_state(
+    values: Sequence[float | None] | None, worker_cpus: float | None = None
+) -> float | None:
     """One worker process's placement: the mean of its before and after round trips when both
-    were measured in the same state; None when it was not measured or straddled a change."""
+    were measured in the same state; None when it was not measured, straddled a change, or
+    the worker ran on one CPU (`ONE_CPU`), which the placement does not move."""
+    if worker_cpus is not None and worker_cpus <= ONE_CPU:
+        return None
     measured = [v for v in (values or ()) if v]
     if not measured or different_state(min(measured), max(measured)):
         return None
@@ -103,8 +112,9 @@ def shared_placement(base: Sequence[float | None], new: Sequence[float | None]) 
     """Like with like: the processes of each side whose placement (`process_state`) is the
     same state, choosing the state with the most processes on the smaller side.
 
-    Processes not probed at all on both sides are all kept (nothing to match on); a probed
-    process that straddled a change (None beside probed ones) is left out.
+    A side with no placement at all (not probed, or its workers ran on one CPU) matches any:
+    it keeps every process, and the other side keeps its commonest placement. Otherwise a
+    process without one (it straddled a change) is left out.
     """
     if not any(base) and not any(new):
         return SharedPlacement(list(range(len(base))), list(range(len(new))), None)
@@ -120,17 +130,20 @@ def shared_placement(base: Sequence[float | None], new: Sequence[float | None]) 
             clusters[-1].append(point)
         else:
             clusters.append([point])
+    one_sided = not any(base) or not any(new)
 
     def weight(cluster: list[tuple[float, int, int]]) -> tuple[int, int]:
         sides = [sum(1 for _, side, _ in cluster if side == s) for s in (0, 1)]
-        return min(sides), sum(sides)
+        return (sum(sides), 0) if one_sided else (min(sides), sum(sides))
 
     best = max(clusters, key=weight)
-    return SharedPlacement(
-        sorted(i for _, side, i in best if side == 0),
-        sorted(i for _, side, i in best if side == 1),
-        statistics.median(v for v, _, _ in best),
-    )
+
+    def kept(side: int, states: Sequence[float | None]) -> list[int]:
+        if not any(states):
+            return list(range(len(states)))
+        return sorted(i for _, s, i in best if s == side)
+
+    return SharedPlacement(kept(0, base), kept(1, new), statistics.median(v for v, _, _ in best))
 
 
 def state_warning(values: Iterable[float | None]) -> str | None:
