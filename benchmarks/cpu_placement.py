@@ -9,6 +9,7 @@ moves ONNX Runtime, its default column moves with the ping-pong and the probe, a
 column does not.
 
     python benchmarks/cpu_placement.py [--rounds 20]
+    python benchmarks/cpu_placement.py --probe-cost 20   # what the probe adds per reading
 """
 
 from __future__ import annotations
@@ -72,7 +73,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--json", type=Path, help="write every round's figures here")
+    parser.add_argument(
+        "--probe-cost",
+        type=int,
+        metavar="N",
+        help="only time N probe readings (bench takes two per CPU worker)",
+    )
     args = parser.parse_args()
+    if args.probe_cost:
+        _probe_cost(args.probe_cost)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="infercmp-placement-") as name:
         tmp = Path(name)
@@ -93,6 +103,21 @@ def main() -> None:
                   f"{cells[4]:>15}", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def _probe_cost(readings: int) -> None:
+    import statistics
+    import time
+
+    walls = []
+    for _ in range(readings):
+        start = time.perf_counter()
+        measure_handoff_ns()
+        walls.append((time.perf_counter() - start) * 1e3)
+    print(
+        f"placement probe: {readings} readings, wall ms median {statistics.median(walls):.0f}, "
+        f"min {min(walls):.0f}, max {max(walls):.0f} (bench takes two per CPU worker process)"
+    )
 
 
 if __name__ == "__main__":
