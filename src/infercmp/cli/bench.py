@@ -11,7 +11,17 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from infercmp.cli.common import console, err_console, print_table, state
+from infercmp.cli.common import (
+    cache_dir_option,
+    console,
+    device_resident_option,
+    err_console,
+    exporter_option,
+    out_option,
+    print_table,
+    sample_hz_option,
+    state,
+)
 from infercmp.errors import InfercmpError, RunFailed
 
 if TYPE_CHECKING:
@@ -259,17 +269,11 @@ def bench(
     timeout: float | None = typer.Option(
         None, "--timeout", help="Kill a worker after this many seconds (600)."
     ),
-    device_resident: bool = typer.Option(
-        False, "--device-resident", help="Time compute only, inputs already on device."
-    ),
-    sample_hz: float = typer.Option(20.0, "--sample-hz", help="Sampler rate in Hz (0: off)."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Directory for run stores."),
-    cache_dir: str | None = typer.Option(
-        None, "--cache-dir", help="Artifact cache (env INFERCMP_CACHE_DIR)."
-    ),
-    exporter: str = typer.Option(
-        "auto", "--exporter", help="ONNX exporter: auto, dynamo, torchscript."
-    ),
+    device_resident: bool = device_resident_option(),
+    sample_hz: float = sample_hz_option(),
+    out: Path = out_option(),
+    cache_dir: str | None = cache_dir_option(),
+    exporter: str = exporter_option(),
     executor: str = typer.Option(
         "local",
         "--executor",

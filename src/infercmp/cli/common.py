@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -21,6 +22,34 @@ class State:
 state = State()
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+# Options several commands take, declared once so their flags, defaults and help agree.
+CACHE_DIR_HELP = "Artifact cache directory (default: $INFERCMP_CACHE_DIR or .infercmp/cache)."
+
+
+def cache_dir_option() -> Any:
+    return typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP)
+
+
+def exporter_option() -> Any:
+    return typer.Option(
+        "auto", "--exporter", help="auto (dynamo, then torchscript), dynamo or torchscript."
+    )
+
+
+def sample_hz_option() -> Any:
+    return typer.Option(20.0, "--sample-hz", help="Sampler rate in Hz (0: off).")
+
+
+def out_option() -> Any:
+    return typer.Option(Path("runs"), "--out", "-o", help="Directory for run stores.")
+
+
+def device_resident_option() -> Any:
+    return typer.Option(
+        False, "--device-resident", help="Time compute only, inputs already on device."
+    )
 
 
 class HelpGroup(TyperGroup):

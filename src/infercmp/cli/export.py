@@ -7,9 +7,13 @@ from datetime import datetime
 
 import typer
 
-from infercmp.cli.common import command_group, console, print_table
-
-_CACHE_DIR_HELP = "Artifact cache directory (default: $INFERCMP_CACHE_DIR or .infercmp/cache)."
+from infercmp.cli.common import (
+    cache_dir_option,
+    command_group,
+    console,
+    exporter_option,
+    print_table,
+)
 
 
 def _cache(cache_dir: str | None):
@@ -77,15 +81,13 @@ def export(
         [], "--shape", help="Example shape(s) to store reference data for (repeatable)."
     ),
     opset: int | None = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
-    exporter: str = typer.Option(
-        "auto", "--exporter", help="auto (dynamo, then torchscript), dynamo or torchscript."
-    ),
+    exporter: str = exporter_option(),
     force: bool = typer.Option(False, "--force", help="Export again even if cached."),
     rtol: float = typer.Option(1e-4, "--rtol", help="Relative parity tolerance vs PyTorch."),
     atol: float | None = typer.Option(
         None, "--atol", help="Absolute parity tolerance (default: rtol x max|output|)."
     ),
-    cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+    cache_dir: str | None = cache_dir_option(),
 ) -> None:
     """Export a model to ONNX; check it, its dynamic axes and its parity with PyTorch."""
     _export(model, shape, opset, exporter, force, rtol, atol, cache_dir)
@@ -101,7 +103,7 @@ def build(
         None, "--workspace-gb", help="Builder workspace limit in GiB."
     ),
     force: bool = typer.Option(False, "--force", help="Build again even if cached."),
-    cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+    cache_dir: str | None = cache_dir_option(),
 ) -> None:
     """Build a TensorRT / TensorRT-RTX engine plan (exports through the cache first)."""
     from infercmp.build import build_engine
@@ -147,7 +149,7 @@ def _size(n: int) -> str:
 
 
 @cache_app.command("ls")
-def cache_ls(cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP)):
+def cache_ls(cache_dir: str | None = cache_dir_option()):
     """List the cached ONNX models, engine plans and reference data."""
     cache = _cache(cache_dir)
     entries = cache.entries()
@@ -181,7 +183,7 @@ def cache_ls(cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CAC
 @cache_app.command("clear")
 def cache_clear(
     kind: str | None = typer.Option(None, "--kind", help="Only onnx, plan or reference entries."),
-    cache_dir: str | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+    cache_dir: str | None = cache_dir_option(),
 ):
     """Remove cached artifacts (all of them, or one kind)."""
     from infercmp.errors import InfercmpError

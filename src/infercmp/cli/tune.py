@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from infercmp.cli import common as shared
 from infercmp.cli.bench import _power_limit, _preparation_guard, check_run_flags
 from infercmp.cli.common import console, err_console, print_table, state
 from infercmp.errors import InfercmpError, RunFailed
@@ -105,17 +106,11 @@ def tune(
         "--timeout",
         help="Seconds one worker may take; expensive candidates add their declared cost.",
     ),
-    device_resident: bool = typer.Option(
-        False, "--device-resident", help="Time compute only, inputs already on device."
-    ),
-    sample_hz: float = typer.Option(20.0, "--sample-hz", help="Sampler rate in Hz (0: off)."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Directory for run stores."),
-    cache_dir: str | None = typer.Option(
-        None, "--cache-dir", help="Artifact cache (env INFERCMP_CACHE_DIR)."
-    ),
-    exporter: str = typer.Option(
-        "auto", "--exporter", help="ONNX exporter: auto, dynamo, torchscript."
-    ),
+    device_resident: bool = shared.device_resident_option(),
+    sample_hz: float = shared.sample_hz_option(),
+    out: Path = shared.out_option(),
+    cache_dir: str | None = shared.cache_dir_option(),
+    exporter: str = shared.exporter_option(),
 ) -> None:
     """Find each engine's fastest configuration that passes parity, within a time budget."""
     import time
