@@ -121,7 +121,8 @@ def energy_window(
             None,
             f"n/a: a measure window of {seconds / len(processes):.2g} s spans {max(steps, 0)} "
             f"energy-counter steps and too few power readings (need {MIN_COUNTER_STEPS} steps "
-            f"or {MIN_READINGS} readings); measure longer (--min-seconds)",
+            f"or {MIN_READINGS} readings); measure longer (--min-seconds, or a longer --duration "
+            "or more --iters when they are set)",
         )
     average = joules / seconds
     why = f"energy over the measure window implies {average:,.0f} W on average"
