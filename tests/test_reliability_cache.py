@@ -166,5 +166,7 @@ def test_fifty_benches_in_a_row_leak_nothing(isolated, shared_cache, tmp_path):
         one_bench()
     after = _resources()
     assert len(run_dirs(tmp_path / "out")) == 50
-    assert after == before, f"before {before}, after 50 benches {after}"
+    # A leak grows a count; one may shrink (a thread an earlier test started ends meanwhile).
+    grown = {name: (before[name], count) for name, count in after.items() if count > before[name]}
+    assert not grown, f"grown over 45 benches (before, after): {grown}"
     isolated.assert_nothing_left()

@@ -88,6 +88,12 @@ def test_following_usage_md_in_order_at_80_columns_gives_no_traceback_and_no_bro
             # than the threshold: compare must then say "inconclusive", nothing else.
             assert "FAIL (exit 3): inconclusive:" in result.stdout, shown
             continue
+        if argv[1] == "compare" and result.returncode == 2:
+            # Runs this short cannot tell how many CPUs the engine kept busy, so when the host
+            # moved the CPUs between them compare must refuse them for that, nothing else.
+            (line,) = result.stderr.splitlines()
+            assert "different environments (CPU-to-CPU round trip" in line, shown
+            continue
         assert result.returncode in allowed, shown
         if argv[1] == "bench":
             # The command printed for the user is whole on one line and names the new run.

@@ -249,6 +249,9 @@ class WorkerResult(_Model):
     load_seconds: float | None = None  # load + prepare, compilation and first run included
     runtime_shapes: dict[str, list[int]] = Field(default_factory=dict)  # input name -> shape
     measure_seconds: float = 0.0
+    # CPU time of the whole process (all its threads) over the measured loop, one request at a
+    # time only: divided by measure_seconds, how many CPUs the engine kept busy.
+    measure_cpu_seconds: float | None = None
     ci_half_width: float | None = None  # relative, of the wall.total median, at the stop
     clocks: list[str] = Field(default_factory=list)  # keys of latency.npz
     warmup: WarmupInfo = Field(default_factory=WarmupInfo)

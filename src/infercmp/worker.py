@@ -240,7 +240,9 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
                     settings.max_seconds,
                     min_seconds=settings.min_seconds,
                 )
+            cpu_started = time.process_time()
             measured = timing.measure(engine, rule, settings.device_resident, device_events)
+            result.measure_cpu_seconds = time.process_time() - cpu_started
             # Nothing above this line inside the loop logs or allocates; now there is time.
             if spec.device == "cuda":
                 from infercmp import devices
