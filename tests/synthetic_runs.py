@@ -217,10 +217,20 @@ def make_run(
     return store.path
 
 
-def only_run(root: Path) -> RunStore:
-    """The one run directory a bench wrote under `root`, opened."""
-    (run,) = list(root.iterdir())
-    return RunStore.open(run)
+def run_dirs(root: Path) -> list[Path]:
+    """The run directories under `root` (a bench's --out), oldest first."""
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def only_run(root: Path) -> Path:
+    """The one run directory a bench wrote under `root`."""
+    (run,) = run_dirs(root)
+    return run
+
+
+def only_store(root: Path) -> RunStore:
+    """The one run a bench wrote under `root`, opened."""
+    return RunStore.open(only_run(root))
 
 
 def run_main(capsys, *args: str) -> tuple[int, str]:

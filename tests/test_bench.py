@@ -9,7 +9,7 @@ import sys
 
 import psutil
 import pytest
-from synthetic_runs import only_run
+from synthetic_runs import only_store
 
 from infercmp import bench
 from infercmp.cli import app
@@ -23,7 +23,7 @@ FAST = ["--warmup", "5", "--iters", "50"]
 def test_bench_runs_each_engine_in_a_worker_and_stores_everything(runner, tmp_path):
     result = runner.invoke(app, ["bench", "tiny-cnn", "--out", str(tmp_path), *FAST])
     assert result.exit_code == 0, result.output
-    store = only_run(tmp_path)
+    store = only_store(tmp_path)
     assert store.status == "complete"
     by_key = {(r.engine, r.device): r for r in store.results}
     cpu_engines = ("pytorch", "onnxruntime", "openvino")  # every installed engine with a CPU
@@ -109,7 +109,7 @@ def test_a_hung_worker_is_killed_at_the_timeout(runner, tmp_path):
         .splitlines()[-1]
         .startswith("error: 1 of 1 combination(s) did not finish (1 timeout)")
     )
-    (r,) = only_run(tmp_path).results
+    (r,) = only_store(tmp_path).results
     assert r.status == "timeout"
     assert "8 s timeout" in r.error
 
@@ -154,7 +154,7 @@ def test_engine_options_reach_the_worker_and_the_results(runner, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    (r,) = only_run(tmp_path).results
+    (r,) = only_store(tmp_path).results
     assert r.status == "ok"
     assert r.options["intra_op_threads"] == 1
     assert "intra_op_threads_1" in r.combo_id
@@ -204,7 +204,7 @@ def test_sigint_keeps_finished_combinations_and_marks_the_run(shared_cache, tmp_
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, output
     assert "interrupted" in output
-    store = only_run(tmp_path)
+    store = only_store(tmp_path)
     assert store.status == "interrupted"
     (first,) = store.results
     assert first.engine == "onnxruntime" and first.status == "ok"
@@ -266,7 +266,7 @@ def test_a_model_that_raises_at_one_shape_leaves_the_others_to_run(runner, tmp_p
     args = ["bench", *ENCODER_MISMATCH, "-s", "8,64;8,64", "-e", "pytorch", "--out", str(tmp_path)]
     result = runner.invoke(app, [*args, *FAST])
     assert result.exit_code == 1, result.output
-    bad, good = sorted(only_run(tmp_path).results, key=lambda r: r.status != "failed")
+    bad, good = sorted(only_store(tmp_path).results, key=lambda r: r.status != "failed")
     assert (bad.shape_label, bad.status, bad.phase) == ("8x128_8x64", "failed", "artifacts")
     assert bad.error == ENCODER_ERROR.removeprefix("error: ")
     assert (good.shape_label, good.status) == ("8x64_8x64", "ok")
@@ -288,10 +288,10 @@ def test_every_combination_failing_exits_1_with_a_count(runner, tmp_path):
         .splitlines()[-1]
         .startswith("error: 1 of 1 combination(s) did not finish (1 failed)")
     )
-    (r,) = only_run(tmp_path).results
+    (r,) = only_store(tmp_path).results
     assert r.status == "failed" and r.phase == "load" and "Traceback" in r.traceback
     # The failed worker's files stay, for a replay in the foreground.
-    kept = tmp_path / only_run(tmp_path).path.name / "workers"
+    kept = tmp_path / only_store(tmp_path).path.name / "workers"
     (workdir,) = kept.iterdir()
     assert {p.name for p in workdir.iterdir()} >= {"spec.json", "worker.log", "result.json"}
 
@@ -314,7 +314,7 @@ def test_repeats_run_in_fresh_processes_interleaved(runner, tmp_path):
               "--repeat", "3", "--out", str(tmp_path), "--warmup", "5", "--iters", "30"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    store = only_run(tmp_path)
+    store = only_store(tmp_path)
     for r in store.results:
         assert r.status == "ok"
         assert [p.process for p in r.processes] == [0, 1, 2]

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 import test_reliability as support
+from synthetic_runs import only_run
 from typer.testing import CliRunner
 
 from infercmp.cli import app
@@ -182,11 +183,6 @@ def _files(run: Path) -> set[str]:
     return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
 
 
-def _only_run(out: Path) -> Path:
-    (run,) = [p for p in out.iterdir() if p.is_dir()]
-    return run
-
-
 def test_the_ray_executor_writes_the_store_the_local_one_does(tmp_path, bench_env):
     env, mark = bench_env
     local = _bench(env, tmp_path / "local", *MATRIX, *SHORT)
@@ -197,7 +193,7 @@ def test_the_ray_executor_writes_the_store_the_local_one_does(tmp_path, bench_en
     distributed = _bench(ray_env, tmp_path / "ray", *MATRIX, *SHORT, "--executor", "ray")
     assert distributed.returncode == 0, distributed.stdout + distributed.stderr
     assert "Traceback" not in distributed.stderr
-    local_run, ray_run = _only_run(tmp_path / "local"), _only_run(tmp_path / "ray")
+    local_run, ray_run = only_run(tmp_path / "local"), only_run(tmp_path / "ray")
 
     assert _files(local_run) == _files(ray_run)
     by_id = {r["combo_id"]: r for r in _records(local_run)}
@@ -226,7 +222,7 @@ def test_resume_runs_only_the_combinations_missing_from_the_run(tmp_path, bench_
     env, _ = bench_env
     first = _bench(env, tmp_path / "out", "tiny-cnn", "-d", "cpu", "-e", "pytorch", *SHORT)
     assert first.returncode == 0, first.stdout + first.stderr
-    run = _only_run(tmp_path / "out")
+    run = only_run(tmp_path / "out")
     (before,) = _records(run)
 
     more = ["tiny-cnn", "-d", "cpu", "-e", "pytorch", "-e", "onnxruntime", *SHORT]
@@ -244,7 +240,7 @@ def test_resume_refuses_other_measurement_settings(tmp_path, bench_env):
     env, _ = bench_env
     first = _bench(env, tmp_path / "out", "tiny-cnn", "-d", "cpu", "-e", "pytorch", *SHORT)
     assert first.returncode == 0, first.stdout + first.stderr
-    run = _only_run(tmp_path / "out")
+    run = only_run(tmp_path / "out")
     other = ["--warmup", "3", "--max-seconds", "0.3", "--min-seconds", "0.1"]
     again = _bench(env, tmp_path / "out", "tiny-cnn", "-d", "cpu", *other, "--resume", str(run))
     assert again.returncode == 2
@@ -273,7 +269,7 @@ def test_an_interrupted_ray_run_keeps_what_finished_and_leaves_no_worker(tmp_pat
         while not (
             out.is_dir()
             and any(out.iterdir())
-            and len(_records(_only_run(out))) == 1
+            and len(_records(only_run(out))) == 1
             and _workers(mark)
         ):
             assert proc.poll() is None, proc.communicate()[0]
@@ -285,7 +281,7 @@ def test_an_interrupted_ray_run_keeps_what_finished_and_leaves_no_worker(tmp_pat
         proc.kill()
     assert proc.returncode == 1, output
     assert "Traceback" not in output
-    run = _only_run(out)
+    run = only_run(out)
     assert "error: run interrupted; 1 finished combination(s) are saved in" in output
     store = RunStore.open(run)
     assert store.status == "interrupted"
@@ -416,7 +412,7 @@ def test_a_failing_combination_under_ray_is_recorded_with_its_worker_files(
     result = _bench(env, tmp_path / "out", *args, "--executor", "ray")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 of 2 combination(s) did not finish (1 failed)" in result.stderr
-    store = RunStore.open(_only_run(tmp_path / "out"))
+    store = RunStore.open(only_run(tmp_path / "out"))
     by_engine = {r.engine: r for r in store.results}
     assert by_engine["onnxruntime"].status == "ok"
     failed = by_engine["pytorch"]
@@ -448,7 +444,7 @@ def test_batch_auto_under_ray_builds_every_batchs_device_artifact_in_a_task(
     finally:
         driver.kill()
     assert driver.returncode == 0, out + err
-    measured = sorted(r.load["batch"] for r in RunStore.open(_only_run(tmp_path / "out")).results)
+    measured = sorted(r.load["batch"] for r in RunStore.open(only_run(tmp_path / "out")).results)
     assert measured[:2] == [1, 2], out  # batch 2 is always tried after a measured batch 1
     records = [json.loads(p.read_text()) for p in builds.iterdir()]
     assert [r for r in records if not r["in_task"] or r["pid"] == driver.pid] == []
@@ -551,7 +547,7 @@ def test_with_repeat_a_failed_process_ends_its_combination_under_ray_as_locally(
     for executor in ("local", "ray"):
         result = _bench(env, tmp_path / executor, *args, "--executor", executor)
         assert result.returncode == 1, result.stdout + result.stderr
-        runs[executor] = _only_run(tmp_path / executor)
+        runs[executor] = only_run(tmp_path / executor)
     assert _files(runs["ray"]) == _files(runs["local"])
     assert {p.name for p in (runs["ray"] / "workers").iterdir()} == {"pytorch-cpu-fp32-2x4.p0"}
     local = {r["combo_id"]: r for r in _records(runs["local"])}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from synthetic_runs import only_run
 from typer.testing import CliRunner
 
 from infercmp.cli import app
@@ -215,15 +216,6 @@ class Isolation:
         for run in runs:
             partial = [p.name for p in run.rglob("*") if p.name.endswith(".tmp")]
             assert not partial, f"half-written files in {run}: {partial}"
-
-
-def run_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-
-
-def only_run(root: Path) -> Path:
-    (run,) = run_dirs(root)
-    return run
 
 
 def assert_report_renders(run: Path, where: Path) -> str:

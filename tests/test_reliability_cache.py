@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import test_reliability as support
-from test_reliability import run_dirs
+from synthetic_runs import run_dirs
 from typer.testing import CliRunner
 
 from infercmp import bench

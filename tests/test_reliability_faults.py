@@ -19,7 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 import test_reliability as support
-from test_reliability import FAULT_ENV, assert_report_renders, only_run, run_dirs
+from synthetic_runs import only_run, run_dirs
+from test_reliability import FAULT_ENV, assert_report_renders
 from typer.testing import CliRunner
 
 from infercmp import bench, results

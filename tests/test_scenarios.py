@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from synthetic_runs import only_run
+from synthetic_runs import only_store
 
 from infercmp import bench
 from infercmp.batching import (
@@ -501,7 +501,7 @@ def test_a_batch_and_concurrency_sweep_runs_and_stores_each_point(runner, tmp_pa
     args = ["bench", "tiny-two-io", "-e", "onnxruntime", "-d", "cpu", "--batch", "2,8"]
     result = runner.invoke(app, [*args, "--concurrency", "1,2", "--out", str(tmp_path), *FAST])
     assert result.exit_code == 0, result.output
-    store = only_run(tmp_path)
+    store = only_store(tmp_path)
     by_load = {(r.load["batch"], r.load["concurrency"]): r for r in store.results}
     assert set(by_load) == {(2, 1), (2, 2), (8, 1), (8, 2)}
     for (batch, _), r in by_load.items():
@@ -524,7 +524,7 @@ def test_without_load_flags_the_stored_result_is_as_before(runner, tmp_path):
         app, ["bench", "tiny-cnn", "-e", "onnxruntime", "-d", "cpu", "--out", str(tmp_path), *FAST]
     )
     assert result.exit_code == 0, result.output
-    store = only_run(tmp_path)
+    store = only_store(tmp_path)
     (r,) = store.results
     assert r.combo_id == "onnxruntime-cpu-fp32-32x32x3"
     assert r.load is None and r.load_result is None

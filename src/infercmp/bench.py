@@ -517,7 +517,8 @@ def run_worker(
 
     # The host's placement of the CPUs, which multi-threaded CPU engines follow; measured
     # before the worker starts and after it ends, never while it measures.
-    handoff_before = measure_handoff_ns() if spec.device == "cpu" else None
+    probing = spec.device == "cpu"
+    handoff_before = measure_handoff_ns() if probing else None
     with open(log_path, "wb") as log:
         # A new session keeps the terminal's Ctrl-C away from the worker: the parent decides.
         # The lifeline ends the worker's process group if this process dies (lifeline.py).
@@ -567,7 +568,7 @@ def run_worker(
                 status = "crashed"
                 last = log_tail.strip().splitlines()[-1:] or ["no output"]
                 error = f"worker exited with code {code} without a result: {invalid or last[0]}"
-    handoff = (handoff_before, measure_handoff_ns()) if spec.device == "cpu" else None
+    handoff = (handoff_before, measure_handoff_ns()) if probing else None
     return WorkerOutcome(
         status, error, result, latency, samples, log_tail, sampler_errors, handoff_ns=handoff
     )
@@ -796,7 +797,7 @@ def outcome_to_result(
     windows = [(o.samples, o.result.measure_seconds if o.result else 0.0) for o in ok]
     energy = energy_window(windows, iterations, power_limit_w)
     warnings.extend(energy.warnings)
-    handoff = state_warning([v for o in outcomes for v in (o.handoff_ns or ())])
+    handoff = state_warning(v for o in outcomes for v in (o.handoff_ns or ()))
     if handoff:
         warnings.append(handoff)
     gpu_util, util_readings = mean_over_measure([o.samples for o in ok], "gpu_util_pct")

@@ -227,15 +227,7 @@ def run_load(
         # after its first request).
         loadgen.closed_loop(slots, min_requests=1, min_seconds=warmup_s, max_seconds=warmup_s)
         seconds = settings.duration_s or settings.max_seconds
-        if load.qps is not None:
-            log = loadgen.open_loop(
-                slots,
-                qps=load.qps,
-                seconds=seconds,
-                on_measure_start=on_measure_start,
-                on_measure_end=on_measure_end,
-            )
-        else:
+        if load.qps is None:
             point_s = settings.duration_s or max(settings.min_seconds, SEARCH_POINT_SECONDS)
 
             def measure(qps: float) -> loadgen.RequestLog:
@@ -245,14 +237,14 @@ def run_load(
             # The search's runs are not the window: the one at the chosen rate need not be its
             # last (bisection ends on whichever side it ends), and energy needs the window to
             # be one phase. So the chosen rate runs once more, as the measurement.
-            asked_qps = (search.best or search.points[-1]).qps
-            log = loadgen.open_loop(
-                slots,
-                qps=asked_qps,
-                seconds=point_s,
-                on_measure_start=on_measure_start,
-                on_measure_end=on_measure_end,
-            )
+            asked_qps, seconds = (search.best or search.points[-1]).qps, point_s
+        log = loadgen.open_loop(
+            slots,
+            qps=asked_qps,
+            seconds=seconds,
+            on_measure_start=on_measure_start,
+            on_measure_end=on_measure_end,
+        )
     summary = log.summary()
     offered = log.offered_qps
     # Open loop: completions while arrivals were due (the drain does not dilute it); closed

@@ -376,42 +376,16 @@ def compare_runs(
         if b.status == "ok" and n.status != "ok":
             error = f": {n.result.error}" if n.result.error else ""
             lost.append(f"{_describe(b)} is ok in base and {n.status} in new{error}")
-            comparisons.append(
-                Comparison(
-                    **row,
-                    change=None,
-                    ci_low=None,
-                    ci_high=None,
-                    verdict="lost",
-                    note=f"new run: {n.status}{error}",
-                )
-            )
+            comparisons.append(_uncompared(row, "lost", f"new run: {n.status}{error}"))
             continue
         problem = _not_comparable(b, "base") or _not_comparable(n, "new")
         if problem:
-            comparisons.append(
-                Comparison(
-                    **row,
-                    change=None,
-                    ci_low=None,
-                    ci_high=None,
-                    verdict="not compared",
-                    note=_joined(problem, note),
-                )
-            )
+            comparisons.append(_uncompared(row, "not compared", _joined(problem, note)))
             continue
         placement = shared_placement(_placements(b), _placements(n))
         if not placement.found:
-            comparisons.append(
-                Comparison(
-                    **row,
-                    change=None,
-                    ci_low=None,
-                    ci_high=None,
-                    verdict="not compared",
-                    note=_joined(_no_shared_placement(b, n), note),
-                )
-            )
+            why = _joined(_no_shared_placement(b, n), note)
+            comparisons.append(_uncompared(row, "not compared", why))
             continue
         base_groups = [b.process_groups[i] for i in placement.base]
         new_groups = [n.process_groups[i] for i in placement.new]
@@ -466,6 +440,11 @@ def compare_runs(
         base_status=base.status,
         new_status=new.status,
     )
+
+
+def _uncompared(row: dict[str, Any], verdict: str, note: str) -> Comparison:
+    """A row without a change: the combination was lost or could not be compared."""
+    return Comparison(**row, change=None, ci_low=None, ci_high=None, verdict=verdict, note=note)
 
 
 def _joined(*notes: str) -> str:

@@ -81,13 +81,19 @@ def typical(values: Iterable[float | None]) -> float | None:
     return statistics.median(measured) if measured else None
 
 
+def moves_with_placement(worker_cpus: float | None) -> bool:
+    """Whether a worker's figures can follow the placement: unless it kept at most `ONE_CPU`
+    busy (one engine thread), or nobody knows how many it kept busy."""
+    return worker_cpus is None or worker_cpus > ONE_CPU
+
+
 def process_state(
     values: Sequence[float | None] | None, worker_cpus: float | None = None
 ) -> float | None:
     """One worker process's placement: the mean of its before and after round trips when both
     were measured in the same state; None when it was not measured, straddled a change, or
     the worker ran on one CPU (`ONE_CPU`), which the placement does not move."""
-    if worker_cpus is not None and worker_cpus <= ONE_CPU:
+    if not moves_with_placement(worker_cpus):
         return None
     measured = [v for v in (values or ()) if v]
     if not measured or different_state(min(measured), max(measured)):
