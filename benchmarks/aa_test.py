@@ -1,15 +1,18 @@
-"""A/A test of `infercmp compare` (issue 13): does it call noise a change, and a real change noise?
+"""A/A and A/B test of `infercmp compare` (issues 13 and 27): does it pass identical runs, fail a
+slower one, and never call noise a regression?
 
-Runs, interleaved, `pairs` times: bench A and bench B of the same configuration, and bench S of a
-configuration known to be slower; then `infercmp compare A B` (should find no significant change)
-and `infercmp compare A S` (should flag a regression). Each bench measures with `--repeat`
-processes, so compare uses its process-level (hierarchical) method; beside it, the same pairs are
-judged with the single-process method of before (process 0 of each run, bootstrap of the
-median ratio), which is what a one-process run gives.
+For each model and each ONNX Runtime thread setting, runs `pairs` times, interleaved: bench A
+and bench B of the same configuration and bench S of a configuration known to be slower
+(graph optimisations off), each with `--repeat` worker processes; then `infercmp compare A B`
+(should exit 0) and `infercmp compare A S` (should exit 1). Beside it, the same runs judged as
+one-process runs (process 0 of each: a fresh worker process, as `--repeat 1` gives), by the
+same rule: identical configurations must never exit 1 nor be labelled a change below the
+threshold.
 
-    python benchmarks/aa_test.py --pairs 10 --repeat 5   # about 10 minutes on 2 cores
-    python benchmarks/aa_test.py --keep DIR ...          # keep the runs; later:
-    python benchmarks/aa_test.py --rejudge DIR           # judge them again, measuring nothing
+    python benchmarks/aa_test.py --pairs 10 --repeat 5          # about 40 minutes on 2 CPUs
+    python benchmarks/aa_test.py --models tiny-cnn --threads one --pairs 2   # a quick look
+    python benchmarks/aa_test.py --keep DIR ...                 # keep the runs; later:
+    python benchmarks/aa_test.py --rejudge DIR                  # judge them again, measure nothing
 """
 
 from __future__ import annotations
@@ -18,22 +21,29 @@ import argparse
 import json
 import subprocess
 import tempfile
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from infercmp.report.compare import bootstrap_median_ratio, classify
+from infercmp.report import compare_runs, open_run
+from infercmp.report.load import RunView
 from infercmp.results import RunStore
 
-MODEL = ["tiny-cnn", "-d", "cpu"]
-SAME = "onnxruntime"
-SLOWER = "onnxruntime[graph_optimization_level=disable]"
-THRESHOLD, NOISE_FLOOR = 5.0, 1.0  # compare's defaults, in percent
+THREADS = {"one": "intra_op_threads=1", "default": ""}
+SLOWER = "graph_optimization_level=disable"
 
 
-def bench(engine: str, out: Path, repeat: int) -> Path:
+def engine(threads: str, slower: bool) -> str:
+    options = [o for o in (THREADS[threads], SLOWER if slower else "") if o]
+    return f"onnxruntime[{','.join(options)}]" if options else "onnxruntime"
+
+
+def bench(model: str, engine_spec: str, out: Path, repeat: int) -> Path:
     before = set(out.iterdir()) if out.exists() else set()
-    cmd = ["infercmp", "bench", *MODEL, "-e", engine, "--repeat", str(repeat), "--out", str(out)]
+    cmd = ["infercmp", "bench", model, "-d", "cpu", "-e", engine_spec, "--repeat", str(repeat),
+           "--out", str(out)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     (run,) = set(out.iterdir()) - before
     return run
@@ -52,13 +62,28 @@ def compare(base: Path, new: Path) -> dict:
     else:
         report = json.loads(proc.stdout)
     (row,) = report["comparisons"]
-    return {"exit": proc.returncode,
-            "change": row["change"],
+    return {"exit": proc.returncode, "change": row["change"],
+            "low": row["ci_low"], "high": row["ci_high"],
             "verdict": "environment changed" if refused else row["verdict"],
-            "verdict_if_allowed": row["verdict"],
-            "environment_changes": report.get("environment_changes"),
-            "method": row.get("method"), "noise_floor": row.get("noise_floor"),
-            "note": row.get("note")}  # fmt: skip
+            "verdict_if_allowed": row["verdict"], "method": row.get("method"),
+            "note": row.get("note"), "problems": report.get("problems")}  # fmt: skip
+
+
+def single_process(base: Path, new: Path) -> dict:
+    """The same rule on process 0 of each run: what two `--repeat 1` runs would be judged."""
+    report = compare_runs(_first_process(base), _first_process(new))
+    (row,) = report.comparisons
+    return {"exit": report.exit_code, "change": row.change, "low": row.ci_low,
+            "high": row.ci_high, "verdict": row.verdict}  # fmt: skip
+
+
+def _first_process(path: Path) -> RunView:
+    view = open_run(path)
+    for combo in view.combinations:
+        if combo.wall_process is not None:
+            keep = combo.wall_process == 0
+            combo.wall_ns, combo.wall_process = combo.wall_ns[keep], None
+    return view
 
 
 def handoff(run: Path) -> float | None:
@@ -76,73 +101,10 @@ def background(run: Path) -> float | None:
     return max(cpus) if cpus else None
 
 
-def single_process(base: Path, new: Path) -> dict:
-    """Before: one process per run, the bootstrap of the ratio of medians over its iterations."""
-
-    def wall(run: Path) -> np.ndarray:
-        lat = RunStore.open(run).latency()
-        lat = lat.filter((lat["phase"] == "total") & (lat["clock"] == "wall"))
-        return lat.filter(lat["process"] == 0)["ns"].to_numpy()
-
-    ratio, low, high = bootstrap_median_ratio(wall(base), wall(new))
-    change = (ratio - 1) * 100
-    verdict = classify(low, high, change / 100, NOISE_FLOOR / 100)
-    flagged = verdict == "regression" and change > THRESHOLD
-    return {"change": ratio - 1, "verdict": verdict, "exit": 1 if flagged else 0}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--same", default=SAME, help=f"the A/A configuration (default {SAME})")
-    parser.add_argument("--slower", default=SLOWER, help=f"the slower one (default {SLOWER})")
-    parser.add_argument("--json", type=Path, help="write every pair's figures here")
-    parser.add_argument("--keep", type=Path, help="keep the runs in this directory")
-    parser.add_argument(
-        "--rejudge",
-        type=Path,
-        metavar="KEEP",
-        help="judge the runs a --keep left again (with today's compare)",
-    )
-    args = parser.parse_args()
-    rows = []
-    if args.rejudge:
-        runs = sorted(path for path in args.rejudge.iterdir() if path.is_dir())
-        for pair, start in enumerate(range(0, len(runs) - 2, 3)):
-            rows.append(_judge(pair, *runs[start : start + 3]))
-            print(_line(rows[-1]), flush=True)
-    with tempfile.TemporaryDirectory(prefix="infercmp-aa-") as tmp:
-        out = args.keep or Path(tmp)
-        for pair in range(0 if args.rejudge else args.pairs):
-            engines = (args.same, args.same, args.slower)
-            a, b, s = (bench(engine, out, args.repeat) for engine in engines)
-            rows.append(_judge(pair, a, b, s))
-            print(_line(rows[-1]), flush=True)
-    n = len(rows)
-    quiet = "no significant change"
-    print(f"\nA/A pairs judged '{quiet}': hierarchical "
-          f"{sum(r['aa']['verdict'] == quiet for r in rows)}/{n}, single-process "
-          f"{sum(r['aa_single']['verdict'] == quiet for r in rows)}/{n}")  # fmt: skip
-    print(f"A/A pairs with exit 0 (no regression above {THRESHOLD:g}%): hierarchical "
-          f"{sum(r['aa']['exit'] == 0 for r in rows)}/{n}, single-process "
-          f"{sum(r['aa_single']['exit'] == 0 for r in rows)}/{n}")  # fmt: skip
-    print(f"slower configuration ({args.slower}) judged a regression with exit 1: hierarchical "
-          f"{sum(r['slow']['exit'] == 1 and r['slow']['verdict'] == 'regression' for r in rows)}"
-          f"/{n}, single-process "
-          f"{sum(r['slow_single']['exit'] == 1 for r in rows)}/{n}")  # fmt: skip
-    for side, title in (("aa", "A/A pairs"), ("slow", "slower pairs")):
-        moved = sum(r[side]["verdict"] == "environment changed" for r in rows)
-        print(f"{title} refused because the host placed the CPUs differently in every process "
-              f"(exit 2): {moved}/{n}")  # fmt: skip
-    print(f"method: {rows[0]['aa']['method']}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
-
-
-def _judge(pair: int, a: Path, b: Path, s: Path) -> dict:
-    """A pair's figures: A against B (identical) and A against S (slower), both methods."""
+def _judge(setting: str, pair: int, a: Path, b: Path, s: Path) -> dict:
+    """A pair's figures: A against B (identical) and A against S (slower), both ways."""
     return {
+        "setting": setting,
         "pair": pair + 1,
         "runs": [str(run) for run in (a, b, s)],
         "aa": compare(a, b),
@@ -155,23 +117,91 @@ def _judge(pair: int, a: Path, b: Path, s: Path) -> dict:
 
 
 def _line(r: dict) -> str:
-    floor = r["aa"]["noise_floor"]
     busy = max((c for c in r["background_cpus"] if c is not None), default=None)
     trips = "/".join("n/a" if h is None else f"{h:.0f}" for h in r["handoff_ns"])
+    aa, slow, one = r["aa"], r["slow"], r["aa_single"]
     return (
-        f"pair {r['pair']:2}: A/A {_pct(r['aa']['change'])} {r['aa']['verdict']:<21} "
-        f"exit {r['aa']['exit']} floor {floor:.1%} "
-        f"(single-process {_pct(r['aa_single']['change'])} {r['aa_single']['verdict']:<21}) | "
-        f"slower {_pct(r['slow']['change'])} {r['slow']['verdict']} exit {r['slow']['exit']} "
-        f"(single-process {_pct(r['slow_single']['change'])} exit {r['slow_single']['exit']}) "
-        f"| other CPUs busy {'n/a' if busy is None else f'{busy:.2f}'} "
-        f"| CPU round trip ns {trips}"
+        f"{r['setting']} pair {r['pair']:2}: A/A {_interval(aa)} {aa['verdict']} exit "
+        f"{aa['exit']} | slower {_interval(slow)} {slow['verdict']} exit {slow['exit']} | "
+        f"one process a side: A/A {_pct(one['change'])} {one['verdict']} exit {one['exit']}, "
+        f"slower exit {r['slow_single']['exit']} | other CPUs busy "
+        f"{'n/a' if busy is None else f'{busy:.2f}'} | CPU round trip ns {trips}"
     )
 
 
-def _pct(value: float | None, width: int = 7) -> str:
-    """A change as +12.3%, or n/a when compare had none (a row it did not compare)."""
-    return f"{'n/a':>{width}}" if value is None else f"{value:+{width}.1%}"
+def _interval(row: dict) -> str:
+    if row["change"] is None:
+        return "n/a"
+    return f"{_pct(row['change'])} ({_pct(row['low'])} … {_pct(row['high'])})"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1%}"
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One table: per setting, how identical and slower runs were judged."""
+    lines = [
+        "| setting | pairs | A/A exit 0 / 1 / 2 / 3 | slower exit 1 / 0 / 2 / 3 | "
+        "one process a side: A/A exit 1 / labelled a change below threshold | slower exit 1 |",
+        "|---|---:|---|---|---|---:|",
+    ]
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == setting]
+        aa, slow = Counter(r["aa"]["exit"] for r in mine), Counter(r["slow"]["exit"] for r in mine)
+        labelled = sum(
+            r["aa_single"]["verdict"] in ("regression", "improvement")
+            and abs(r["aa_single"]["change"] or 0) < 0.05
+            for r in mine
+        )
+        lines.append(
+            f"| {setting} | {len(mine)} | {aa[0]} / {aa[1]} / {aa[2]} / {aa[3]} | "
+            f"{slow[1]} / {slow[0]} / {slow[2]} / {slow[3]} | "
+            f"{sum(r['aa_single']['exit'] == 1 for r in mine)} / {labelled} | "
+            f"{sum(r['slow_single']['exit'] == 1 for r in mine)} |"
+        )
+    changes = [abs(r["aa"]["change"]) for r in rows if r["aa"]["change"] is not None]
+    slower = [r["slow"]["change"] for r in rows if r["slow"]["change"] is not None]
+    if changes and slower:
+        lines.append("")
+        lines.append(
+            f"A/A |change| median {np.median(changes):.1%}, max {max(changes):.1%}; slower "
+            f"configuration {min(slower):+.1%} to {max(slower):+.1%}"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--models", default="tiny-cnn,tiny-two-io")
+    parser.add_argument("--threads", default="one,default", help="one, default or both")
+    parser.add_argument("--json", type=Path, help="write every pair's figures here")
+    parser.add_argument("--keep", type=Path, help="keep the runs in this directory")
+    parser.add_argument(
+        "--rejudge", type=Path, metavar="JSON", help="judge the runs of a --json file again"
+    )
+    args = parser.parse_args()
+    rows = []
+    if args.rejudge:
+        for old in json.loads(args.rejudge.read_text()):
+            rows.append(_judge(old["setting"], old["pair"] - 1, *map(Path, old["runs"])))
+            print(_line(rows[-1]), flush=True)
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="infercmp-aa-") as tmp:
+        out = args.keep or Path(tmp)
+        settings = [(m, t) for m in args.models.split(",") for t in args.threads.split(",")]
+        for pair in range(0 if args.rejudge else args.pairs):
+            for model, threads in settings:  # interleaved, so drift touches every setting
+                specs = (engine(threads, False), engine(threads, False), engine(threads, True))
+                a, b, s = (bench(model, spec, out / model, args.repeat) for spec in specs)
+                rows.append(_judge(f"{model} {threads} thread(s)", pair, a, b, s))
+                print(_line(rows[-1]), flush=True)
+    print(f"\n{len(rows)} pairs, {time.time() - started:.0f} s, --repeat {args.repeat}\n")
+    print("\n".join(summary(rows)))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

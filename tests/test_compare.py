@@ -1,4 +1,5 @@
-"""`infercmp compare`: bootstrap CI of the median ratio, verdicts, and the CI exit code."""
+"""`infercmp compare`: the interval of the change of each median, the one rule that decides from
+it (issue 27), and the CI exit code."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from typer.testing import CliRunner
 
 from infercmp.cli import app
 from infercmp.report import bootstrap_median_ratio, compare_runs, open_run
-from infercmp.report.compare import classify, process_spread
+from infercmp.report.compare import (
+    FASTER_WITHIN,
+    INCONCLUSIVE,
+    NO_CHANGE,
+    PARITY_REGRESSION,
+    SLOWER_WITHIN,
+    ChangeInterval,
+    change_interval,
+    decide,
+    process_sd,
+)
 
 runner = CliRunner()
 
@@ -47,22 +58,47 @@ def test_bootstrap_chunks_give_the_same_answer(monkeypatch):
     assert chunked == pytest.approx(whole)
 
 
-def test_classify_needs_ci_and_noise_floor():
-    assert classify(1.1, 1.3, 0.2, 0.01) == "regression"
-    assert classify(0.7, 0.9, -0.2, 0.01) == "improvement"
-    assert classify(0.95, 1.05, 0.02, 0.01) == "no significant change"  # CI spans 1
-    assert classify(1.001, 1.008, 0.005, 0.01) == "no significant change"  # under the floor
+def _interval(change: float, low: float, high: float) -> ChangeInterval:
+    return ChangeInterval(change, low, high, "hierarchical", (5, 5))
 
 
-def test_same_distribution_is_not_flagged(three_runs):
+@pytest.mark.parametrize(
+    ("change", "low", "high", "verdict"),
+    [
+        (0.029, -0.006, 0.034, NO_CHANGE),  # issue 27's pair: inside +-5%, not significant
+        (0.029, 0.012, 0.041, SLOWER_WITHIN),  # significant, but inside +-5%: named, passes
+        (-0.03, -0.045, -0.01, FASTER_WITHIN),
+        (0.2, 0.15, 0.25, "regression"),
+        (0.06, 0.01, 0.11, "regression"),  # excludes no change and larger than the threshold
+        (-0.2, -0.25, -0.15, "improvement"),
+        (0.04, 0.01, 0.07, INCONCLUSIVE),  # reaches past 5% without showing a larger change
+        (0.08, -0.01, 0.17, INCONCLUSIVE),  # larger than 5%, but not significant
+        (0.0, -0.06, 0.06, INCONCLUSIVE),
+        (0.004, 0.001, 0.008, NO_CHANGE),  # significant but under the 1% noise floor: a label
+    ],
+)
+def test_one_rule_decides_from_the_interval(change, low, high, verdict):
+    assert decide(_interval(change, low, high), threshold=0.05, noise_floor=0.01) == verdict
+
+
+def test_single_process_runs_of_one_configuration_never_read_as_a_change(three_runs):
+    """One process a side cannot show between-run noise: the interval is widened by --run-noise,
+    so identical configurations are never a regression or an improvement (issue 27)."""
     base, same, _ = three_runs
     report = compare_runs(open_run(base), open_run(same))
     compared = [c for c in report.comparisons if c.verdict != "not compared"]
     assert len(compared) == 4
-    assert all(c.verdict == "no significant change" for c in compared), compared
-    assert report.exit_code == 0
+    assert all(c.verdict == INCONCLUSIVE for c in compared), compared
+    assert all(c.method == "single-process" for c in compared)
+    assert all(c.ci_low < -0.09 and c.ci_high > 0.09 for c in compared)  # +-10% allowed
+    assert all("--run-noise" in c.note for c in compared)
+    assert report.exit_code == 3
+    assert all("--repeat 5" in p for p in report.problems), report.problems
     skipped = [c for c in report.comparisons if c.verdict == "not compared"]
     assert len(skipped) == 1 and "skipped" in skipped[0].note
+    # On a machine whose runs differ by 2% at most, saying so lets one process a side pass.
+    quiet = compare_runs(open_run(base), open_run(same), run_noise=0.02)
+    assert {c.verdict for c in quiet.compared} == {NO_CHANGE} and quiet.exit_code == 0
 
 
 def test_twenty_percent_slowdown_is_a_regression(three_runs):
@@ -73,16 +109,20 @@ def test_twenty_percent_slowdown_is_a_regression(three_runs):
         ort = by[("onnxruntime", shape)]
         assert ort.verdict == "regression"
         assert ort.change == pytest.approx(0.2, abs=0.03)
-        assert ort.ci_low > 0.1
-        assert by[("pytorch", shape)].verdict == "no significant change"
+        assert 0.05 < ort.ci_low < 0.15  # the 10% between-run allowance, and no more
+        assert by[("pytorch", shape)].verdict not in ("regression", "improvement")
     assert report.exit_code == 1
     assert {c.engine for c in report.failing} == {"onnxruntime"}
     assert "bootstrap" in report.method
 
 
-def test_threshold_above_the_change_passes(three_runs):
+def test_a_change_below_the_threshold_passes_and_is_named(three_runs):
     base, _, slow = three_runs
-    assert compare_runs(open_run(base), open_run(slow), threshold=0.30).exit_code == 0
+    report = compare_runs(open_run(base), open_run(slow), threshold=0.40)
+    ort = [c for c in report.compared if c.engine == "onnxruntime"]
+    assert {c.verdict for c in ort} == {SLOWER_WITHIN}
+    assert all(", below the 40% threshold" in c.note for c in ort)
+    assert report.exit_code == 0
 
 
 def test_changed_option_still_pairs_and_is_noted(tmp_path):
@@ -101,9 +141,12 @@ def test_changed_option_still_pairs_and_is_noted(tmp_path):
 
 def test_cli_exit_codes(three_runs, tmp_path):
     base, same, slow = three_runs
-    ok = runner.invoke(app, ["compare", str(base), str(same)])
+    ok = runner.invoke(app, ["compare", str(base), str(same), "--run-noise", "2"])
     assert ok.exit_code == 0, ok.output
     assert "no significant change" in ok.output and "bootstrap" in ok.output
+    unsure = runner.invoke(app, ["compare", str(base), str(same)])
+    assert unsure.exit_code == 3, unsure.output
+    assert "FAIL (exit 3): inconclusive:" in unsure.output and "--repeat 5" in unsure.output
     bad = runner.invoke(app, ["compare", str(base), str(slow), "--threshold", "5"])
     assert bad.exit_code == 1
     assert "regression" in bad.output and "FAIL" in bad.output
@@ -112,6 +155,13 @@ def test_cli_exit_codes(three_runs, tmp_path):
     assert json.loads(doc.output)["exit_code"] == 1
     md = runner.invoke(app, ["compare", str(base), str(slow), "--format", "md"])
     assert "| onnxruntime cpu fp32 224x224x3 |" in md.output
+
+
+def test_run_noise_out_of_range_is_one_line_exit_2(three_runs, capsys):
+    base, same, _ = three_runs
+    code, err = run_main(capsys, "compare", str(base), str(same), "--run-noise", "nan")
+    assert code == 2
+    assert err.strip() == "error: --run-noise nan is not a percentage; give a number >= 0, e.g. 10"
 
 
 def test_cli_bad_run_dir_is_one_line_exit_2(three_runs, tmp_path, capsys):
@@ -184,10 +234,12 @@ def test_a_regression_outranks_a_lost_combination(tmp_path):
 
 def test_the_method_used_is_named(three_runs):
     base, same, _ = three_runs
-    result = _cli(str(base), str(same))
+    result = _cli(str(base), str(same), "--run-noise", "2")
     assert result.exit_code == 0
     said = " ".join(result.output.split())
     assert "method (single-process, 4 combination(s)): percentile bootstrap" in said
+    assert "widened by +-2% (--run-noise)" in said
+    assert "rule: no change when the whole interval lies within +-5%" in said
     assert "OK: no regression above 5% in 4 compared combination(s)" in said
 
 
@@ -212,7 +264,7 @@ def test_runs_from_different_environments_need_allow_env_change(tmp_path, capsys
     (line,) = err.strip().splitlines()
     assert line.startswith("error: the runs were measured in different environments (")
     assert named in line and line.endswith("compare them anyway with --allow-env-change")
-    allowed = _cli(str(base), str(new), "--allow-env-change")
+    allowed = _cli(str(base), str(new), "--allow-env-change", "--run-noise", "2")
     assert allowed.exit_code == 0, allowed.output
     assert f"environment changed (allowed): {named}" in allowed.output
     doc = json.loads(_cli(str(base), str(new), "--allow-env-change", "-f", "json").output)
@@ -237,40 +289,55 @@ def test_repeated_runs_are_compared_by_process_and_say_so(tmp_path):
     report = compare_runs(open_run(base), open_run(same))
     (only,) = report.comparisons
     assert only.method == "hierarchical" and only.processes == (5, 5)
-    assert only.verdict == "no significant change"
+    assert only.verdict == NO_CHANGE and report.exit_code == 0
     assert "between processes" in report.methods["hierarchical"]
+    assert "widened" not in only.note  # both sides show their spread between processes
     slower = compare_runs(open_run(base), open_run(slow))
     assert slower.comparisons[0].verdict == "regression" and slower.exit_code == 1
-    # One side with a single process: the single-process method, and the output says which.
+    # One side with a single process: still the process-level interval, widened by the other
+    # side's spread between processes for what that side's one process cannot show.
     single = make_run(tmp_path / "d", [Combo("onnxruntime", median_ms=10.0)], seed=4)
-    mixed = compare_runs(open_run(base), open_run(single))
-    assert mixed.comparisons[0].method == "single-process"
-    assert mixed.comparisons[0].processes == (5, 1)
+    (mixed,) = compare_runs(open_run(base), open_run(single)).comparisons
+    assert mixed.method == "hierarchical" and mixed.processes == (5, 1)
+    assert "one side measured in one worker process" in mixed.note
 
 
-def test_a_change_within_the_spread_between_processes_is_not_significant(tmp_path):
-    """Runs drift by as much as their processes do: a change inside that spread is noise."""
-    combo = dict(processes=5, process_spread=0.01)
+def test_more_processes_narrow_the_interval_instead_of_widening_it(tmp_path):
+    """Issue 27: the old rule's range of process medians grew with --repeat, so the advice to
+    measure more processes made a row more inconclusive. The interval must shrink instead
+    (on average over pairs of runs: with few processes a single interval's width is noisy)."""
+    widths: dict[int, list[float]] = {3: [], 15: []}
+    for processes, pair in ((p, k) for p in widths for k in range(4)):
+        combo = dict(processes=processes, process_spread=0.02, iterations=100)
+        a = make_run(tmp_path / f"a{processes}-{pair}", [Combo("onnxruntime", **combo)], seed=pair)
+        b = make_run(
+            tmp_path / f"b{processes}-{pair}", [Combo("onnxruntime", **combo)], seed=9 + pair
+        )
+        (row,) = compare_runs(open_run(a), open_run(b)).comparisons
+        widths[processes].append(row.ci_high - row.ci_low)
+    assert np.mean(widths[15]) < 0.7 * np.mean(widths[3]), widths
+
+
+def test_process_sd_does_not_grow_with_the_number_of_processes():
+    assert process_sd([np.full(5, m) for m in (9.0, 10.0, 11.0)]) == pytest.approx(0.1)
+    assert process_sd([np.full(5, 10.0)]) == 0.0  # one process: no spread to speak of
+    rng = np.random.default_rng(0)
+    many = [np.full(3, m) for m in 10 * (1 + 0.03 * rng.standard_normal(400))]
+    medians = np.array([g[0] for g in many])
+    assert process_sd(many) == pytest.approx(0.03, rel=0.15)
+    assert (medians.max() - medians.min()) / 10 > 0.15  # the range the old rule used: 5x more
+
+
+def test_a_significant_change_below_the_threshold_passes_and_says_so(tmp_path):
+    combo = dict(processes=5, process_spread=0.002, iterations=400)
     base = make_run(tmp_path / "a", [Combo("onnxruntime", median_ms=10.0, **combo)], seed=1)
-    drift = make_run(tmp_path / "b", [Combo("onnxruntime", median_ms=10.2, **combo)], seed=1)
-    slow = make_run(tmp_path / "c", [Combo("onnxruntime", median_ms=12.0, **combo)], seed=1)
+    drift = make_run(tmp_path / "b", [Combo("onnxruntime", median_ms=10.3, **combo)], seed=2)
     report = compare_runs(open_run(base), open_run(drift))
     (row,) = report.comparisons
-    spread = process_spread(open_run(base).combinations[0].process_groups)
-    assert 0.02 < spread < 0.05  # the synthetic processes really are that far apart
-    assert row.change == pytest.approx(0.02, abs=0.003)
-    assert row.noise_floor == pytest.approx(spread, rel=0.01)  # same seed: (almost) same spread
-    assert row.verdict == "no significant change"
-    assert "spread between processes" in row.note and report.exit_code == 0
-    # The same spread does not hide a 20% slowdown.
-    slower = compare_runs(open_run(base), open_run(slow)).comparisons[0]
-    assert slower.verdict == "regression" and slower.noise_floor < 0.2
-
-
-def test_process_spread_is_the_relative_range_of_process_medians():
-    groups = [np.full(50, 10.0), np.full(50, 10.5), np.full(50, 9.8)]
-    assert process_spread(groups) == pytest.approx(0.7 / 10.0)
-    assert process_spread(groups[:1]) == 0.0  # one process: no spread to speak of
+    assert row.verdict == SLOWER_WITHIN and row.ci_low > 0 and row.ci_high < 0.05
+    assert f"{row.change * 100:+.1f}%, below the 5% threshold" in row.note
+    assert 0.02 < row.change < 0.04
+    assert report.exit_code == 0
 
 
 def test_a_run_measured_beside_other_work_is_named(tmp_path):
@@ -334,12 +401,92 @@ def test_a_killed_run_reads_as_abandoned(tmp_path):
 
 def test_processes_that_disagree_by_more_than_the_threshold_are_inconclusive_exit_3(tmp_path):
     """ONNX Runtime's default pool on 2 vCPUs ran some processes at 11 us and others at 25 us:
-    such runs can neither pass nor fail a 5% gate, and compare says so instead of exiting 0."""
+    such runs can neither pass nor fail a 5% gate; compare says so and how many processes would
+    decide it, estimated from the spread it saw."""
     combo = dict(processes=5, process_spread=0.5)
     base = make_run(tmp_path / "a", [Combo("onnxruntime", median_ms=10.0, **combo)], seed=1)
     slow = make_run(tmp_path / "b", [Combo("onnxruntime", median_ms=14.0, **combo)], seed=2)
     report = compare_runs(open_run(base), open_run(slow))
     (row,) = report.comparisons
-    assert row.verdict == "inconclusive" and row.noise_floor > report.threshold
+    assert row.verdict == INCONCLUSIVE and row.ci_high - row.ci_low > 0.1
     assert report.exit_code == 3
-    assert any(p.startswith("inconclusive:") and "--repeat" in p for p in report.problems)
+    (problem,) = report.problems
+    needed = int(problem.split("--repeat ")[1].split(")")[0])
+    assert problem.startswith("inconclusive:") and needed > 5, problem
+
+
+@pytest.mark.parametrize("processes", [1, 5])
+@pytest.mark.parametrize("spread", [0.0, 0.5])
+def test_a_run_compared_with_itself_is_no_change_exit_0(tmp_path, capsys, processes, spread):
+    """Even a run whose processes disagree by 50%, or a run of one process."""
+    combo = dict(processes=processes, process_spread=spread)
+    run = make_run(tmp_path / "a", [Combo("onnxruntime", **combo), Combo("pytorch", **combo)])
+    report = compare_runs(open_run(run), open_run(run))
+    assert [c.verdict for c in report.comparisons] == [NO_CHANGE, NO_CHANGE]
+    assert all(c.change == 0 and "the same measurements" in c.note for c in report.comparisons)
+    assert report.exit_code == 0
+    code, _ = run_main(capsys, "compare", str(run), str(run))
+    assert code == 0
+
+
+def test_every_published_run_compared_with_itself_exits_0(tmp_path, capsys):
+    """The runs under docs/results (directories and tar archives), raw latencies or not."""
+    import tarfile
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    for number, archive in enumerate(sorted(results.rglob("*.tar.gz"))):
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp_path / str(number), filter="data")
+    runs = [p.parent for p in [*results.rglob("run.json"), *tmp_path.rglob("run.json")]]
+    assert len(runs) >= 10
+    for run in runs:
+        code, err = run_main(capsys, "compare", str(run), str(run))
+        assert code == 0, (run, err)
+
+
+def test_outputs_that_go_wrong_are_a_regression_whatever_the_speed(tmp_path):
+    """Issue 23 A.2: a NEW run whose outputs failed parity was called an improvement."""
+    base = make_run(tmp_path / "a", [Combo("onnxruntime", median_ms=10.0, processes=3)], seed=1)
+    wrong = make_run(
+        tmp_path / "b",
+        [Combo("onnxruntime", median_ms=5.0, processes=3, parity_ok=False)],
+        seed=2,
+    )
+    report = compare_runs(open_run(base), open_run(wrong))
+    (row,) = report.comparisons
+    assert (row.base_parity, row.new_parity) == ("ok", "FAIL")
+    assert row.verdict == PARITY_REGRESSION and report.exit_code == 1
+    assert row.change < -0.4  # it did get faster: the outputs decide
+    assert "outputs passed parity in base and fail in new (max abs err 5.0e-01)" in row.note
+    doc = json.loads(runner.invoke(app, ["compare", str(base), str(wrong), "-f", "json"]).output)
+    (shown,) = doc["comparisons"]
+    assert (shown["base_parity"], shown["new_parity"]) == ("ok", "FAIL")
+    assert doc["exit_code"] == 1 and doc["failing"] == [row.label]
+    md = runner.invoke(app, ["compare", str(base), str(wrong), "-f", "md"])
+    assert md.exit_code == 1 and "| ok → FAIL | parity regression |" in md.output
+    text = runner.invoke(app, ["compare", str(base), str(wrong)])
+    assert "ok → FAIL" in text.output and "FAIL (exit 1)" in text.output
+    # Failing in both runs is shown, not a new regression.
+    (both,) = compare_runs(open_run(wrong), open_run(wrong)).comparisons
+    assert (both.base_parity, both.new_parity) == ("FAIL", "FAIL")
+    assert both.verdict == NO_CHANGE
+
+
+def test_one_latency_sample_is_named_as_too_few_not_as_none(tmp_path):
+    one = make_run(tmp_path / "a", [Combo("onnxruntime", iterations=1, outliers=0)], seed=1)
+    other = make_run(tmp_path / "b", [Combo("onnxruntime", iterations=50)], seed=2)
+    (row,) = compare_runs(open_run(one), open_run(other)).comparisons
+    assert row.verdict == "not compared"
+    assert "base run has one latency sample, too few for an interval" in row.note
+
+
+def test_the_bootstrap_cost_is_bounded_by_thinning_long_processes():
+    """Issue 23 C.18: 100k iterations took 24 s; each process is thinned to an evenly spaced
+    subsample, and the interval still brackets the true change (benchmarks/compare_cost.py)."""
+    rng = np.random.default_rng(3)
+    base = [rng.lognormal(0, 0.05, 100_000) for _ in range(2)]
+    new = [1.1 * rng.lognormal(0, 0.05, 100_000) for _ in range(2)]
+    interval = change_interval(base, new, resamples=500)
+    assert interval.low < 0.1 < interval.high and interval.change == pytest.approx(0.1, abs=0.01)
+    assert "bootstrap on 10,000 evenly spaced iterations of each process" in interval.note

@@ -132,9 +132,15 @@ def write_stdout(text: str) -> None:
 MAX_RESAMPLES = 1_000_000  # 20 combinations x 2,000 iterations stay within seconds up to here
 
 
-def _check_compare_options(threshold: float, noise_floor: float, resamples: int, seed: int):
+def _check_compare_options(
+    threshold: float, noise_floor: float, run_noise: float, resamples: int, seed: int
+):
     """Options that would switch the check off (NaN passes every comparison) are refused."""
-    for name, value, example in (("--threshold", threshold, 5), ("--noise-floor", noise_floor, 1)):
+    for name, value, example in (
+        ("--threshold", threshold, 5),
+        ("--noise-floor", noise_floor, 1),
+        ("--run-noise", run_noise, 10),
+    ):
         if not math.isfinite(value) or value < 0:
             raise InfercmpError(
                 f"{name} {value:g} is not a percentage; give a number >= 0, e.g. {example}"
@@ -149,10 +155,23 @@ def compare(
     base_run: Path = typer.Argument(..., help="The reference run (or a directory of runs)."),
     new_run: Path = typer.Argument(..., help="The run to judge against it (or a directory)."),
     threshold: float = typer.Option(
-        5.0, "--threshold", help="Exit 1 when a significant regression of the median exceeds PCT %."
+        5.0,
+        "--threshold",
+        metavar="PCT",
+        help="The change of a median, in percent, that fails the gate (default 5).",
     ),
     noise_floor: float = typer.Option(
-        1.0, "--noise-floor", help="Changes smaller than PCT % are never called significant."
+        1.0,
+        "--noise-floor",
+        metavar="PCT",
+        help="Significant changes below PCT percent are reported as no change (label only).",
+    ),
+    run_noise: float = typer.Option(
+        10.0,
+        "--run-noise",
+        metavar="PCT",
+        help="How far two single-process runs of the same code may differ on this machine, in "
+        "percent: added to the interval when both runs have one process (default 10).",
     ),
     resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples (100 to 10^6)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
@@ -163,24 +182,39 @@ def compare(
     ),
     fmt: str = typer.Option("text", "--format", "-f", help="text, md or json."),
 ) -> None:
-    """Compare two runs: change of each combination's median with a bootstrap 95% CI.
+    """Compare two runs: the change of each combination's median with a 95% interval.
 
-    Exit codes: 0 no regression; 1 a significant regression above --threshold; 2 bad input,
-    or runs from different environments without --allow-env-change; 3 nothing comparable, or
-    a combination ok in the base run is missing, failed or skipped in the new one, or one is
-    inconclusive (its worker processes disagree by more than --threshold).
+    One rule decides each row from its interval: no change when the whole interval lies within
+    +-threshold (a significant change that small is named and passes); a regression or
+    improvement when the interval excludes no change and the change is larger than the
+    threshold; inconclusive when the interval reaches past the threshold without showing such a
+    change (the row says how many --repeat processes would decide it). The interval is the
+    hierarchical bootstrap's (processes, then iterations) when a run has repeated processes; a
+    side with one process is widened by the other side's spread between processes, or by
+    --run-noise when both have one. A run compared with itself is no change.
+
+    Exit codes: 0 no regression; 1 a regression above --threshold, or outputs that passed
+    parity in the base run and fail in the new one; 2 bad input, or runs from different
+    environments without --allow-env-change; 3 nothing comparable, a combination ok in the base
+    run and missing, failed or skipped in the new one, or one inconclusive.
     """
     import json
 
     from infercmp import report as rep
 
-    _check_compare_options(threshold, noise_floor, resamples, seed)
+    _check_compare_options(threshold, noise_floor, run_noise, resamples, seed)
     if fmt not in ("text", "md", "json"):
         raise InfercmpError(f"--format '{fmt}' is not one of text, md, json")
     base = rep.open_run(_resolve(base_run))
     new = rep.open_run(_resolve(new_run))
     result = rep.compare_runs(
-        base, new, threshold / 100, noise_floor / 100, resamples=resamples, seed=seed
+        base,
+        new,
+        threshold / 100,
+        noise_floor / 100,
+        resamples=resamples,
+        seed=seed,
+        run_noise=run_noise / 100,
     )
     if result.environment_changes and not allow_env_change:
         raise InfercmpError(
@@ -212,10 +246,17 @@ def _compare_cells(c) -> list[str]:
         fmt_ms(c.base_p50_ms),
         fmt_ms(c.new_p50_ms),
         f"{_pct(c.change)}{ci}",
+        _parity_cell(c),
         c.verdict,
         c.method or "",
         c.note,
     ]
+
+
+def _parity_cell(c) -> str:
+    """Parity of both sides, base → new ("ok", "FAIL", or n/a where none was checked)."""
+    base, new = c.base_parity or "n/a", c.new_parity or "n/a"
+    return base if base == new else f"{base} → {new}"
 
 
 _HEADERS = [
@@ -223,6 +264,7 @@ _HEADERS = [
     "base p50 ms",
     "new p50 ms",
     "change (95% CI)",
+    "parity",
     "verdict",
     "method",
     "note",
@@ -241,16 +283,22 @@ def _findings(result) -> list[str]:
         count = sum(c.method == name for c in result.comparisons)
         lines.append(f"method ({name}, {count} combination(s)): {text}")
     lines.append(
-        f"significant when the CI excludes 0 and |change| > the noise floor: "
-        f"{result.noise_floor * 100:g}%, or with repeated processes the spread between one "
-        "run's process medians when larger (named in the row's note)"
+        f"rule: no change when the whole interval lies within +-{result.threshold * 100:g}%; "
+        "a regression or improvement when it excludes no change and the change is larger than "
+        "that; inconclusive when it reaches past it without showing such a change; outputs "
+        "that passed parity in base and fail in new are a regression whatever the speed"
     )
     return lines
 
 
 def _verdict(result) -> str:
     if result.failing:
-        names = ", ".join(f"{c.label} ({_pct(c.change)})" for c in result.failing)
+        names = ", ".join(
+            f"{c.label} (outputs: parity {_parity_cell(c)})"
+            if c.verdict == "parity regression"
+            else f"{c.label} ({_pct(c.change)})"
+            for c in result.failing
+        )
         return f"FAIL (exit 1): regression above {result.threshold * 100:g}%: {names}"
     if result.problems:
         return "FAIL (exit 3): " + "; ".join(result.problems)
@@ -269,9 +317,11 @@ def _print_compare(result) -> None:
     table.add_column("base p50 ms", justify="right", no_wrap=True)
     table.add_column("new p50 ms", justify="right", no_wrap=True)
     table.add_column("change (95% CI)", justify="right")
+    table.add_column("parity")
     table.add_column("verdict")
     styles = {
         "regression": "bold red",
+        "parity regression": "bold red",
         "lost": "bold red",
         "improvement": "green",
         "not compared": "yellow",
@@ -282,8 +332,8 @@ def _print_compare(result) -> None:
         cells = [escape(x) for x in _compare_cells(c)]
         style = styles.get(c.verdict)
         if style:
-            cells[4] = f"[{style}]{cells[4]}[/]"
-        table.add_row(*cells[:5])
+            cells[5] = f"[{style}]{cells[5]}[/]"
+        table.add_row(*cells[:6])
         if c.note:
             notes.append(f"{escape(cells[0])}: {escape(c.note)}")
     console.print(table)

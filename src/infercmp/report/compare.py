@@ -1,20 +1,37 @@
 """Run-to-run comparison: each combination's change of median with a bootstrap CI, for CI gates.
 
-Exit codes (`CompareReport.exit_code`): 0 no regression, 1 a regression above the threshold,
-3 nothing comparable, a combination lost (ok in base; missing, failed or skipped in new), or
-one inconclusive (its processes disagree by more than the threshold).
+One decision rule, from the 95% interval of the change of the median (`decide`; the rule and its
+reasons are written once more in docs/usage.md, section 7, and in `infercmp compare --help`):
+
+- no change (exit 0): the whole interval lies within +-threshold; a significant change that
+  small is named ("slower, below threshold") and passes;
+- regression / improvement: the interval excludes no change and the change is larger than the
+  threshold; a regression exits 1;
+- inconclusive (exit 3): the interval reaches past the threshold without showing a change larger
+  than it; the row says how many worker processes would decide it.
+
+The interval is the hierarchical bootstrap's (processes, then iterations within each) whenever a
+run has repeated processes. A side measured in one process cannot show how much a second process
+of the same code would differ, so its share is added from the other side's spread between
+processes, or, with one process on both sides, from `--run-noise`, the between-run noise allowed
+for this machine. Nothing in the rule grows with the number of processes.
+
+Exit codes (`CompareReport.exit_code`): 0 no regression, 1 a regression above the threshold (or
+a combination whose outputs passed parity in base and fail in new), 3 nothing comparable, a
+combination lost (ok in base; missing, failed or skipped in new), or one inconclusive.
 Bad input, a mismatched environment included, is an InfercmpError: exit 2.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from infercmp.report.load import Combination, RunView
+from infercmp.report.load import Combination, RunView, as_dict
 from infercmp.sampler.handoff import (
     SharedPlacement,
     process_state,
@@ -22,27 +39,51 @@ from infercmp.sampler.handoff import (
     typical,
 )
 from infercmp.sampler.summary import BUSY_CPUS
-from infercmp.stats import hierarchical_change_ci
+from infercmp.stats import Z95, hierarchical_change_ci
 
 SINGLE_PROCESS = "single-process"
 HIERARCHICAL = "hierarchical"
+IDENTICAL = "identical"
 METHODS = {
+    IDENTICAL: (
+        "the same measurements on both sides (a run compared with itself): no change, exactly"
+    ),
     SINGLE_PROCESS: (
-        "percentile bootstrap of the ratio of medians (new / base): {resamples} resamples of "
-        "each run's raw per-iteration wall-clock latencies, drawn independently, seed {seed}, "
-        "95% interval; it covers noise within one worker process, not between processes"
+        "percentile bootstrap of the ratio of medians (new / base) over each run's raw "
+        "per-iteration wall-clock latencies ({resamples} resamples, seed {seed}, 95% interval), "
+        "widened by +-{run_noise:g}% (--run-noise): one worker process a side shows the noise "
+        "within a process, not how much two runs of the same code differ"
     ),
     HIERARCHICAL: (
         "hierarchical percentile bootstrap of the ratio of medians (new / base): {resamples} "
         "resamples of each run, drawing worker processes with replacement, then iterations "
-        "within each, seed {seed}, 95% interval; it covers the spread between processes"
+        "within each, seed {seed}, 95% interval; it covers the spread between processes (a side "
+        "measured in one process is widened by the other side's spread between processes)"
     ),
 }
-# A row whose processes disagree by more than the threshold cannot pass or fail the gate.
+# Verdicts of a compared row (`decide`), and of rows that were not compared.
+NO_CHANGE = "no significant change"
+SLOWER_WITHIN = "slower, below threshold"
+FASTER_WITHIN = "faster, below threshold"
+REGRESSION = "regression"
+IMPROVEMENT = "improvement"
 INCONCLUSIVE = "inconclusive"
+PARITY_REGRESSION = "parity regression"  # outputs ok in base, wrong in new: whatever the speed
+LOST = "lost"
+NOT_COMPARED = "not compared"
+
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
-DEFAULT_NOISE_FLOOR = 0.01  # changes under 1% are timer and scheduler noise on any machine
+DEFAULT_NOISE_FLOOR = 0.01  # significant changes under 1% are labelled "no significant change"
+# How far two single-process runs of the same code may differ. On the 2-vCPU development
+# machine identical single-process runs of tiny-cnn differed by up to 7.1% (issue 27's A/A
+# pairs, 2026-12-06; docs/performance.md, "fifth pass"), so 10% keeps them from ever reading as
+# a regression while a 20% slowdown still does.
+DEFAULT_RUN_NOISE = 0.10
+# The bootstrap's cost grows with iterations x resamples: above this many iterations a process
+# it resamples an evenly spaced subsample (in time order), which widens the interval a little and
+# never narrows it; the row's note says so.
+MAX_BOOTSTRAP_SAMPLES = 10_000
 # Bound on resamples x samples held in memory at once by the vectorised bootstrap.
 _CHUNK_ELEMENTS = 8_000_000
 
@@ -71,14 +112,18 @@ class Comparison:
     change: float | None  # relative change of the median: +0.20 is 20% slower
     ci_low: float | None
     ci_high: float | None
-    # improvement | regression | no significant change | inconclusive | not compared | lost
+    # no significant change | slower/faster, below threshold | regression | improvement |
+    # inconclusive | parity regression | not compared | lost
     verdict: str
     note: str = ""
     method: str | None = None  # single-process | hierarchical; None when not compared
     processes: tuple[int, int] = (0, 0)  # worker processes measured in base, new
-    # The smallest change called significant for this row: the report's floor, or the spread
-    # between processes of either run when that is larger (see `process_spread`).
-    noise_floor: float | None = None
+    # Parity of each side's outputs against PyTorch's: "ok", "FAIL", or None (not checked).
+    base_parity: str | None = None
+    new_parity: str | None = None
+    # For an inconclusive row: what more measurement would decide it, estimated from the
+    # variation observed (`_advice`).
+    advice: str = ""
 
     @property
     def label(self) -> str:
@@ -102,13 +147,17 @@ class CompareReport:
     environment_changes: list[str] = field(default_factory=list)
     base_status: str = "complete"
     new_status: str = "complete"
+    run_noise: float = DEFAULT_RUN_NOISE
 
     @property
     def methods(self) -> dict[str, str]:
         """The statistical methods used, name -> description."""
         used = dict.fromkeys(c.method for c in self.comparisons if c.method)
         return {
-            name: METHODS[name].format(resamples=self.resamples, seed=self.seed) for name in used
+            name: METHODS[name].format(
+                resamples=self.resamples, seed=self.seed, run_noise=self.run_noise * 100
+            )
+            for name in used
         }
 
     @property
@@ -121,12 +170,8 @@ class CompareReport:
 
     @property
     def failing(self) -> list[Comparison]:
-        """Regressions whose median grew by more than the threshold: these fail a CI job."""
-        return [
-            c
-            for c in self.comparisons
-            if c.verdict == "regression" and c.change is not None and c.change > self.threshold
-        ]
+        """What fails a CI job: regressions above the threshold, and outputs that went wrong."""
+        return [c for c in self.comparisons if c.verdict in (REGRESSION, PARITY_REGRESSION)]
 
     @property
     def problems(self) -> list[str]:
@@ -139,9 +184,7 @@ class CompareReport:
             )
         out.extend(f"lost: {item}" for item in self.lost)
         out.extend(
-            f"inconclusive: {c.label}: the processes of one run disagree by "
-            f"{c.noise_floor * 100:.0f}%, more than the {self.threshold * 100:g}% threshold; "
-            "measure with more --repeat processes, pin the engine's threads, or quiet the machine"
+            f"inconclusive: {c.label}: {c.advice}"
             for c in self.comparisons
             if c.verdict == INCONCLUSIVE
         )
@@ -207,26 +250,136 @@ def _bootstrap_medians(values: np.ndarray, resamples: int, rng: np.random.Genera
     return out
 
 
-def classify(low: float, high: float, change: float, noise_floor: float) -> str:
-    """Significant only when the CI of the ratio excludes 1 and the change beats the noise floor."""
-    if abs(change) <= noise_floor or low <= 1.0 <= high:
-        return "no significant change"
-    return "regression" if change > 0 else "improvement"
+@dataclass(frozen=True)
+class ChangeInterval:
+    """The relative change of the median (new / base - 1) and its 95% interval, with how made."""
+
+    change: float
+    low: float
+    high: float
+    method: str
+    processes: tuple[int, int]
+    # The share added for a side measured in one process (relative; 0 when none was).
+    widened_by: float = 0.0
+    note: str = ""
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
 
 
-def process_spread(groups: list[np.ndarray]) -> float:
-    """Range of the per-process medians relative to their median: 0 with fewer than 2 processes.
+def decide(interval: ChangeInterval, threshold: float, noise_floor: float) -> str:
+    """The verdict of the one rule (module docstring): from the interval, nothing else."""
+    change, low, high = interval.change, interval.low, interval.high
+    if interval.significant and abs(change) > threshold:
+        return REGRESSION if change > 0 else IMPROVEMENT
+    if -threshold <= low and high <= threshold:
+        if interval.significant and abs(change) > noise_floor:
+            return SLOWER_WITHIN if change > 0 else FASTER_WITHIN
+        return NO_CHANGE
+    return INCONCLUSIVE
 
-    A run's processes are measured one after another, so the drift of the machine between two
-    runs (clock, cache, neighbours) is of the size of the drift between a run's processes. A
-    change smaller than that spread cannot be told from drift, however narrow the bootstrap CI
-    (whose width shrinks with the number of processes as if they were independent draws).
+
+def change_interval(
+    base: list[np.ndarray],
+    new: list[np.ndarray],
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    run_noise: float = DEFAULT_RUN_NOISE,
+) -> ChangeInterval:
+    """The change of the median between two runs' processes (raw latencies, one array each).
+
+    The hierarchical bootstrap's interval (it reduces to the ordinary bootstrap over
+    iterations when both sides have one process), widened for a side measured in one process
+    by what a second process would differ by: 1.96 x the other side's standard deviation of
+    process medians, or `run_noise` when neither side has repeated processes. The widening
+    adds in quadrature to each half of the interval, as independent errors do.
+    """
+    processes = (len(base), len(new))
+    change = _pooled_median(new) / _pooled_median(base) - 1
+    thin_base, thin_new = [_thinned(g) for g in base], [_thinned(g) for g in new]
+    thinned_change, low, high = hierarchical_change_ci(thin_base, thin_new, resamples, seed)
+    # The interval's width comes from the thinned data; its centre from every iteration.
+    low, high = low + change - thinned_change, high + change - thinned_change
+    note = ""
+    largest = max(g.size for g in [*base, *new])
+    if largest > MAX_BOOTSTRAP_SAMPLES:
+        note = (
+            f"bootstrap on {MAX_BOOTSTRAP_SAMPLES:,} evenly spaced iterations of each process "
+            f"(up to {largest:,} measured): the interval is a little wider, never narrower"
+        )
+    widen = _single_process_share(base, new, run_noise)
+    if widen:
+        low = change - math.hypot(change - low, widen)
+        high = change + math.hypot(high - change, widen)
+    return ChangeInterval(change, low, high, _method(processes), processes, widen, note)
+
+
+def _method(processes: tuple[int, int]) -> str:
+    return HIERARCHICAL if max(processes) >= 2 else SINGLE_PROCESS
+
+
+def _thinned(values: np.ndarray) -> np.ndarray:
+    """At most MAX_BOOTSTRAP_SAMPLES of a process's iterations, evenly spaced in time order."""
+    values = np.asarray(values)
+    if values.size <= MAX_BOOTSTRAP_SAMPLES:
+        return values
+    return values[np.linspace(0, values.size - 1, MAX_BOOTSTRAP_SAMPLES).round().astype(int)]
+
+
+def _pooled_median(groups: list[np.ndarray]) -> float:
+    return float(np.median(np.concatenate([np.asarray(g, dtype=np.float64) for g in groups])))
+
+
+def process_sd(groups: list[np.ndarray]) -> float:
+    """Standard deviation of the process medians relative to their mean (0 for one process).
+
+    Unlike their range, it does not grow with the number of processes.
     """
     if len(groups) < 2:
         return 0.0
     medians = np.array([np.median(g) for g in groups], dtype=np.float64)
-    centre = float(np.median(medians))
-    return float((medians.max() - medians.min()) / centre) if centre > 0 else 0.0
+    centre = float(medians.mean())
+    return float(medians.std(ddof=1) / centre) if centre > 0 else 0.0
+
+
+def _single_process_share(base: list[np.ndarray], new: list[np.ndarray], run_noise: float) -> float:
+    """What a side measured in one process leaves out of the interval (0 when none is)."""
+    singles = (len(base) == 1) + (len(new) == 1)
+    if singles == 2:
+        return run_noise
+    if singles == 1:
+        return Z95 * process_sd(base if len(base) > 1 else new)
+    return 0.0
+
+
+def _advice(interval: ChangeInterval, threshold: float, run_noise: float) -> str:
+    """What would decide an inconclusive row, estimated from the variation it showed."""
+    change = abs(interval.change)
+    half = max(interval.change - interval.low, interval.high - interval.change)
+    shown = (
+        f"{interval.change * 100:+.1f}% ({interval.low * 100:+.1f}% … {interval.high * 100:+.1f}%)"
+    )
+    reach = f"the interval {shown} reaches past the {threshold * 100:g}% threshold"
+    if max(interval.processes) < 2:
+        return (
+            f"{reach}: one worker process a side cannot show how much two runs differ, so "
+            f"compare allows +-{run_noise * 100:g}% for it (--run-noise); measure both runs "
+            "with --repeat 5 or more"
+        )
+    # Needed: an interval inside +-threshold (a change below it) or one excluding 0 (above it).
+    target = (threshold - change if change < threshold else change) * 0.9
+    if target < 0.001:
+        return (
+            f"{reach} and the change sits at the threshold: more measurement will not move it "
+            "off; choose another --threshold"
+        )
+    # The interval narrows as 1/sqrt(processes) when processes vary as these did.
+    needed = math.ceil(max(interval.processes) * (half / target) ** 2)
+    return (
+        f"{reach}; about {needed} worker processes a side (--repeat {needed}) would decide it, "
+        "if its processes vary as these did"
+    )
 
 
 def _match(base: RunView, new: RunView) -> tuple[list[tuple], list[Combination], list[Combination]]:
@@ -357,6 +510,7 @@ def compare_runs(
     noise_floor: float = DEFAULT_NOISE_FLOOR,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    run_noise: float = DEFAULT_RUN_NOISE,
 ) -> CompareReport:
     pairs, only_base, only_new = _match(base, new)
     comparisons = []
@@ -372,59 +526,53 @@ def compare_runs(
             options=n.options_text,
             base_p50_ms=(b.latency or {}).get("p50_ms"),
             new_p50_ms=(n.latency or {}).get("p50_ms"),
+            base_parity=_parity(b),
+            new_parity=_parity(n),
         )
         if b.status == "ok" and n.status != "ok":
             error = f": {n.result.error}" if n.result.error else ""
             lost.append(f"{_describe(b)} is ok in base and {n.status} in new{error}")
-            comparisons.append(_uncompared(row, "lost", f"new run: {n.status}{error}"))
+            comparisons.append(_uncompared(row, LOST, f"new run: {n.status}{error}"))
+            continue
+        if _same_measurement(b, n):
+            comparisons.append(_identical(row, note))
             continue
         problem = _not_comparable(b, "base") or _not_comparable(n, "new")
         if problem:
-            comparisons.append(_uncompared(row, "not compared", _joined(problem, note)))
+            comparisons.append(_gated(_uncompared(row, NOT_COMPARED, _joined(problem, note)), n))
             continue
         placement = shared_placement(_placements(b), _placements(n))
         if not placement.found:
             why = _joined(_no_shared_placement(b, n), note)
-            comparisons.append(_uncompared(row, "not compared", why))
+            comparisons.append(_gated(_uncompared(row, NOT_COMPARED, why), n))
             continue
         base_groups = [b.process_groups[i] for i in placement.base]
         new_groups = [n.process_groups[i] for i in placement.new]
-        note = _joined(note, _placement_note(placement, b, n))
-        floor = noise_floor
-        # Both runs measured in repeated processes: the process-level method, also when the
-        # placement left one side a single process (the floor is then the other side's spread,
-        # what one more process of the same code would vary by).
-        if len(b.process_groups) >= 2 and len(n.process_groups) >= 2:
-            method = HIERARCHICAL
-            change, ci_low, ci_high = hierarchical_change_ci(
-                base_groups, new_groups, resamples, seed
-            )
-            low, high = ci_low + 1, ci_high + 1
-            spread = max(process_spread(base_groups), process_spread(new_groups))
-            if spread > floor:
-                floor = spread
-                note = _joined(note, f"noise floor {spread * 100:.1f}%: spread between processes")
-        else:
-            method = SINGLE_PROCESS
-            base_ns, new_ns = np.concatenate(base_groups), np.concatenate(new_groups)
-            ratio, low, high = bootstrap_median_ratio(base_ns, new_ns, resamples, seed)
-            change = ratio - 1
-        note = _joined(note, _busy(b, "base"), _busy(n, "new"))
-        row["base_p50_ms"] = float(np.median(np.concatenate(base_groups))) / 1e6
-        row["new_p50_ms"] = float(np.median(np.concatenate(new_groups))) / 1e6
-        comparisons.append(
-            Comparison(
-                **row,
-                change=change,
-                ci_low=low - 1,
-                ci_high=high - 1,
-                verdict=(INCONCLUSIVE if floor > threshold else classify(low, high, change, floor)),
-                note=note,
-                method=method,
-                processes=(len(base_groups), len(new_groups)),
-                noise_floor=floor,
-            )
+        interval = change_interval(base_groups, new_groups, resamples, seed, run_noise)
+        verdict = decide(interval, threshold, noise_floor)
+        note = _joined(
+            note,
+            _placement_note(placement, b, n),
+            interval.note,
+            _widening_note(interval),
+            _below_threshold_note(verdict, interval, threshold),
+            _busy(b, "base"),
+            _busy(n, "new"),
         )
+        row["base_p50_ms"] = _pooled_median(base_groups) / 1e6
+        row["new_p50_ms"] = _pooled_median(new_groups) / 1e6
+        comparison = Comparison(
+            **row,
+            change=interval.change,
+            ci_low=interval.low,
+            ci_high=interval.high,
+            verdict=verdict,
+            note=note,
+            method=interval.method,
+            processes=interval.processes,
+            advice=_advice(interval, threshold, run_noise) if verdict == INCONCLUSIVE else "",
+        )
+        comparisons.append(_gated(comparison, n))
     return CompareReport(
         base=str(base.path),
         new=str(new.path),
@@ -439,7 +587,75 @@ def compare_runs(
         environment_changes=environment_changes(base, new),
         base_status=base.status,
         new_status=new.status,
+        run_noise=run_noise,
     )
+
+
+def _same_measurement(b: Combination, n: Combination) -> bool:
+    """One measurement on both sides: a run compared with itself, raw samples stored or not."""
+    return (
+        b.status == "ok"
+        and n.status == "ok"
+        and b.result == n.result
+        and np.array_equal(b.wall_ns, n.wall_ns)
+    )
+
+
+def _identical(row: dict[str, Any], note: str) -> Comparison:
+    return Comparison(
+        **row,
+        change=0.0,
+        ci_low=0.0,
+        ci_high=0.0,
+        verdict=NO_CHANGE,
+        note=_joined(note, "the same measurements on both sides"),
+        method=IDENTICAL,
+    )
+
+
+def _parity(combo: Combination) -> str | None:
+    """ "ok" or "FAIL" for outputs checked against PyTorch's, None where none were checked."""
+    parity = as_dict(getattr(combo.result, "parity", None))
+    if not parity or parity.get("ok") is None:
+        return None
+    return "ok" if parity["ok"] else "FAIL"
+
+
+def _gated(comparison: Comparison, new: Combination) -> Comparison:
+    """Outputs that passed parity in base and fail in new fail the gate, whatever the speed."""
+    if comparison.base_parity != "ok" or comparison.new_parity != "FAIL":
+        return comparison
+    why = (
+        "outputs passed parity in base and fail in new"
+        + (f" ({_parity_detail(new)})" if _parity_detail(new) else "")
+        + ": a regression whatever the speed"
+    )
+    comparison.note = _joined(why, comparison.note)
+    comparison.verdict = PARITY_REGRESSION
+    return comparison
+
+
+def _parity_detail(combo: Combination) -> str:
+    parity = as_dict(combo.result.parity) or {}
+    errors = [o.get("max_abs") for o in (as_dict(x) for x in parity.get("outputs") or [])]
+    errors = [e for e in errors if e is not None]
+    return f"max abs err {max(errors):.1e}" if errors else ""
+
+
+def _widening_note(interval: ChangeInterval) -> str:
+    if not interval.widened_by:
+        return ""
+    if max(interval.processes) < 2:
+        why = "one worker process a side: allowed for the noise between runs (--run-noise)"
+    else:
+        why = "one side measured in one worker process: the other side's spread between processes"
+    return f"interval widened by +-{interval.widened_by * 100:.1f}%, {why}"
+
+
+def _below_threshold_note(verdict: str, interval: ChangeInterval, threshold: float) -> str:
+    if verdict not in (SLOWER_WITHIN, FASTER_WITHIN):
+        return ""
+    return f"{interval.change * 100:+.1f}%, below the {threshold * 100:g}% threshold"
 
 
 def _uncompared(row: dict[str, Any], verdict: str, note: str) -> Comparison:
@@ -463,6 +679,11 @@ def _not_comparable(combo: Combination, side: str) -> str:
         return f"{side} run: {combo.status}" + (
             f" ({combo.result.error})" if combo.result.error else ""
         )
-    if combo.wall_ns.size < 2:
+    if combo.wall_ns.size == 0:
         return f"{side} run has no raw latency samples"
+    if combo.wall_ns.size == 1:
+        return (
+            f"{side} run has one latency sample, too few for an interval; measure more "
+            "iterations (--iters 20 or more, or leave --iters out)"
+        )
     return ""
