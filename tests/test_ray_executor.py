@@ -165,11 +165,22 @@ def _bench(env: dict, out: Path, *args: str, timeout: float = 240) -> subprocess
 def _workers(mark: str) -> list[psutil.Process]:
     """This test's worker processes (lifeline or worker), wherever Ray started them."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in _marked(mark):
         try:
-            if "infercmp.worker" in " ".join(proc.info["cmdline"] or ()):
-                if proc.environ().get(MARK) == mark:
-                    found.append(proc)
+            if "infercmp.worker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    """Every process this test started, Ray's own included (they inherit the driver's env)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARK) == mark:
+                found.append(proc)
         except (psutil.Error, OSError):
             continue
     return found
@@ -732,6 +743,33 @@ def test_a_stop_signal_while_ray_starts_waits_for_it_and_then_shuts_it_down(node
         executor.start()
     assert calls == ["init started", "init finished", "shutdown"]
     assert executor._ray is None  # nothing left for close() to do
+
+
+def test_ctrl_c_while_ray_starts_is_one_line_and_leaves_no_ray_process(tmp_path, bench_env):
+    env, mark = bench_env
+    driver = subprocess.Popen(
+        [*CLI, "bench", "tiny-cnn", "-d", "cpu", *SHORT, "--executor", "ray", "--out",
+         str(tmp_path / "out")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any("gcs_server" in " ".join(p.cmdline()) for p in _marked(mark)):
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, "Ray never started"
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGINT)  # Ray has started its first process, not its last
+        _, err = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 1, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: stopped by SIGINT while preparing; no combination ran")
+    left = psutil.wait_procs(_marked(mark), timeout=10)[1]
+    assert left == [], [p.cmdline() for p in left]
 
 
 def test_a_task_ends_with_its_worker_when_the_driver_dies(tmp_path):
