@@ -745,6 +745,26 @@ def test_a_stop_signal_while_ray_starts_waits_for_it_and_then_shuts_it_down(node
     assert executor._ray is None  # nothing left for close() to do
 
 
+def test_a_stop_signal_while_ray_shuts_down_lets_it_finish(monkeypatch):
+    """The run is ending: a Ctrl-C inside `ray.shutdown` would leave the instance half stopped."""
+    from types import SimpleNamespace
+
+    from infercmp import ray_executor
+
+    calls = []
+
+    def shutdown():
+        calls.append("shutdown started")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)  # the default handler raises KeyboardInterrupt here, inside shutdown
+        calls.append("shutdown finished")
+
+    executor = ray_executor.RayExecutor()
+    executor._ray = SimpleNamespace(shutdown=shutdown)
+    executor.close()
+    assert calls == ["shutdown started", "shutdown finished"] and executor._ray is None
+
+
 def test_ctrl_c_while_ray_starts_is_one_line_and_leaves_no_ray_process(tmp_path, bench_env):
     env, mark = bench_env
     driver = subprocess.Popen(

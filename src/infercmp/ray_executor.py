@@ -196,15 +196,21 @@ class RayExecutor:
         self._driver = _Driver.current()
 
     def close(self) -> None:
-        """Cancel what still runs (its workers are killed on the nodes); stop a local Ray."""
+        """Cancel what still runs (its workers are killed on the nodes); stop a local Ray.
+
+        Called as the command ends, so a stop signal meanwhile is held and dropped: the
+        process is ending anyway, and a KeyboardInterrupt inside `ray.shutdown` would leave
+        the instance half stopped. A second signal goes through.
+        """
         if self._ray is None:
             return
-        with contextlib.suppress(Exception):
-            self._cancel(list(self._running))
-        with contextlib.suppress(Exception):
-            # Stops the local instance started for the run; from a cluster it disconnects.
-            self._ray.shutdown()
-        self._ray = None
+        with _signals_held():
+            with contextlib.suppress(Exception):
+                self._cancel(list(self._running))
+            with contextlib.suppress(Exception):
+                # Stops the local instance started for the run; from a cluster it disconnects.
+                self._ray.shutdown()
+            self._ray = None
 
     def __enter__(self) -> RayExecutor:
         self.start()
