@@ -96,7 +96,7 @@ class _Shipped:
     ref: Any  # ray.ObjectRef of {relative path: bytes}
     # Each file's relative path and sha256, as the driver read it: the node checks its copy
     # against these before a worker uses it.
-    files: tuple[tuple[str, str], ...] = ()
+    files: tuple[tuple[str, str], ...]
 
     @classmethod
     def of(cls, files: dict[str, bytes], ref: Any) -> _Shipped:
@@ -609,8 +609,9 @@ def _ends_with_driver(driver: _Driver | None) -> Iterator[None]:
     ends the worker's process group (infercmp.lifeline), as a local worker's does.
 
     Only where the driver is seen at the start (this task runs on the driver's machine and
-    sees its processes): Ray itself ends a dead driver's tasks elsewhere, but 2 to 10 s later
-    on a local instance, measuring on beside whatever the user starts next.
+    sees its processes); elsewhere Ray ends a dead driver's tasks by itself, but not at once:
+    after a kill -9 of the driver of a local instance a probe saw the task and its worker
+    measure on for 2 to 10 s, beside whatever the user started next.
     """
     try:
         process = psutil.Process(driver.pid) if driver is not None else None
