@@ -4,6 +4,7 @@ it (issue 27), and the CI exit code."""
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from synthetic_runs import Combo, cpu_run, make_run, run_main
 from typer.testing import CliRunner
 
 from infercmp.cli import app
+from infercmp.environment import collect_environment
 from infercmp.report import bootstrap_median_ratio, compare_runs, open_run
 from infercmp.report.compare import (
     FASTER_WITHIN,
@@ -269,6 +271,31 @@ def test_runs_from_different_environments_need_allow_env_change(tmp_path, capsys
     assert f"environment changed (allowed): {named}" in allowed.output
     doc = json.loads(_cli(str(base), str(new), "--allow-env-change", "-f", "json").output)
     assert named in doc["environment_changes"]
+
+
+def test_runs_differing_only_in_the_openvino_version_are_different_environments(
+    tmp_path, capsys, monkeypatch
+):
+    """OpenVINO is no library infercmp itself uses: its version reaches run.json only through
+    the engine's descriptor, and compare must still see it change."""
+    real_version = metadata.version
+
+    def libraries_with_openvino(version: str) -> dict:
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                metadata, "version", lambda d: version if d == "openvino" else real_version(d)
+            )
+            return collect_environment()["libraries"]
+
+    base = make_run(
+        tmp_path / "a", [Combo("openvino")], libraries=libraries_with_openvino("2025.1")
+    )
+    new = make_run(
+        tmp_path / "b", [Combo("openvino")], seed=1, libraries=libraries_with_openvino("2025.2")
+    )
+    code, err = run_main(capsys, "compare", str(base), str(new))
+    assert code == 2
+    assert "the runs were measured in different environments (openvino 2025.1 → 2025.2)" in err
 
 
 # --------------------------------------------------------------------------- processes

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import metadata
 
-from infercmp import environment
+from infercmp import engines, environment, plugins
 from infercmp.environment import collect_environment
 
 
@@ -130,3 +131,40 @@ def test_gpus_are_described_through_nvml(monkeypatch):
             "pci_bus_id": None,
         }
     ]
+
+
+class _FakeDist:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _entry_point(group: str, name: str, value: str, package: str) -> metadata.EntryPoint:
+    return metadata.EntryPoint(name, value, group)._for(_FakeDist(package))
+
+
+def test_every_engine_runtime_and_plugin_package_is_recorded(monkeypatch):
+    """A third-party engine's package, the runtime its descriptor names and a model plugin's
+    package all reach `libraries`, which compare's environment check and the report read."""
+    registered = {
+        engines.ENTRY_POINT_GROUP: [
+            _entry_point(
+                engines.ENTRY_POINT_GROUP, "openvino", "infercmp.engines.openvino:DESCRIPTOR",
+                "acme-engines",
+            ),
+            _entry_point(engines.ENTRY_POINT_GROUP, "ghost", "no_such_module:D", "ghost-engine"),
+        ],
+        plugins.ENTRY_POINT_GROUP: [
+            _entry_point(plugins.ENTRY_POINT_GROUP, "acme-net", "acme:Net", "acme-models")
+        ],
+    }  # fmt: skip
+    versions = {"acme-engines": "3.0", "ghost-engine": "0.1", "acme-models": "1.2", "openvino": "9"}
+    real_version = metadata.version
+
+    def version(dist: str) -> str:
+        return versions[dist] if dist in versions else real_version(dist)
+
+    monkeypatch.setattr(metadata, "entry_points", lambda group: registered.get(group, []))
+    monkeypatch.setattr(metadata, "version", version)
+    libraries = collect_environment()["libraries"]
+    # the broken engine's package is recorded although its descriptor cannot be loaded
+    assert {k: libraries.get(k) for k in versions} == versions

@@ -84,7 +84,7 @@ class FakePlanEngine(OnnxRuntimeEngine):
     descriptor = DESCRIPTOR
 
 
-def fake_unit(spec, shipped, build, sample_hz, timeout_s):
+def fake_unit(spec, shipped, build, sample_hz, timeout_s, driver=None):
     """`_run_unit`'s stand-in. Engine "fails" fails; "b" and "c" wait for each other in their
     first process (so they must run side by side). Each writes NAME.pK.started in the parent
     of its result_dir and holds NAME.running while it runs: a second process of the same
@@ -165,11 +165,22 @@ def _bench(env: dict, out: Path, *args: str, timeout: float = 240) -> subprocess
 def _workers(mark: str) -> list[psutil.Process]:
     """This test's worker processes (lifeline or worker), wherever Ray started them."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in _marked(mark):
         try:
-            if "infercmp.worker" in " ".join(proc.info["cmdline"] or ()):
-                if proc.environ().get(MARK) == mark:
-                    found.append(proc)
+            if "infercmp.worker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    """Every process this test started, Ray's own included (they inherit the driver's env)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARK) == mark:
+                found.append(proc)
         except (psutil.Error, OSError):
             continue
     return found
@@ -572,3 +583,270 @@ def test_the_progress_line_names_the_worker_that_finished():
     assert updates == [
         ("bench", {"advance": 1, "description": "pytorch/cpu/fp32 @ 2x4: finished, failed"})
     ]
+
+
+# --------------------------------------------------------------------------- node directory
+
+
+@pytest.fixture
+def node_tmp(tmp_path, monkeypatch) -> Path:
+    """A temp directory of the test's own, where `_node_dir` makes infercmp-ray-<uid>."""
+    import tempfile
+
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def test_the_node_directory_is_the_users_own_with_mode_0700(node_tmp):
+    from infercmp.ray_executor import _node_dir
+
+    path = _node_dir()
+    assert path == node_tmp / f"infercmp-ray-{os.getuid()}"
+    assert path.stat().st_mode & 0o777 == 0o700 and path.stat().st_uid == os.getuid()
+    assert _node_dir() == path  # found as made: accepted again
+
+
+@pytest.mark.parametrize("wrong", ["mode", "owner", "link"])
+def test_a_node_directory_another_user_owns_or_may_enter_is_refused(node_tmp, monkeypatch, wrong):
+    from infercmp.errors import InfercmpError
+    from infercmp.ray_executor import _node_dir
+
+    uid = os.getuid()
+    if wrong == "owner":  # the directory is this process's; the process now runs as another
+        uid += 1
+        monkeypatch.setattr(os, "getuid", lambda: uid)
+    path = node_tmp / f"infercmp-ray-{uid}"
+    if wrong == "link":
+        (node_tmp / "theirs").mkdir(mode=0o700)
+        path.symlink_to(node_tmp / "theirs")
+    else:
+        path.mkdir()
+        path.chmod(0o755 if wrong == "mode" else 0o700)
+    expected = {
+        "mode": "has mode 0755, which lets other users in",
+        "owner": f"belongs to uid {uid - 1}, not to this user (uid {uid})",
+        "link": "is not a directory (a link or a file)",
+    }[wrong]
+    with pytest.raises(InfercmpError, match="needs it to be a directory of this user's") as err:
+        _node_dir()
+    assert str(err.value).startswith(f"{path} {expected};")
+
+
+def test_a_local_ray_run_refuses_a_node_directory_others_may_enter_before_ray_starts(
+    tmp_path, bench_env
+):
+    env, _ = bench_env
+    shared = tmp_path / "tmp" / f"infercmp-ray-{os.getuid()}"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)
+    env = {**env, "TMPDIR": str(tmp_path / "tmp")}
+    result = _bench(env, tmp_path / "out", "tiny-cnn", "-d", "cpu", "--executor", "ray", *SHORT)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (
+        f"error: {shared} has mode 0777, which lets other users in; infercmp keeps Ray's "
+        "artifact copies there and needs it to be a directory of this user's with mode 0700: "
+        "remove it, or set TMPDIR elsewhere"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change", ["bytes", "added file", "none"])
+def test_a_changed_copy_of_the_artifacts_fails_its_combination_before_the_worker(
+    node_tmp, monkeypatch, tmp_path, change
+):
+    """The node checks its copy against the driver's sha256 of each file every time a task
+    uses it: a copy changed after it was written fails that combination, with the reason."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from infercmp import bench, ray_executor
+    from infercmp.contract import WorkerSpec
+
+    files = {"model.onnx": b"the driver's model", "reference.npz": b"the driver's outputs"}
+    shipped = ray_executor._Shipped.of(files, ref=None)  # the copy exists: nothing is fetched
+    copy = ray_executor._node_dir() / "artifacts" / shipped.digest
+    copy.mkdir(parents=True)
+    for name, data in files.items():
+        (copy / name).write_bytes(data)
+    if change == "bytes":
+        (copy / "model.onnx").write_bytes(b"a constant-output model")
+    elif change == "added file":
+        (copy / "model.onnx.data").write_bytes(b"weights of someone else's")
+    monkeypatch.setattr(
+        ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-1")
+    )
+    ran = []
+
+    def run_worker(spec, *args):
+        ran.append(spec)
+        return bench.WorkerOutcome("ok", None, None, {}, [], "")
+
+    monkeypatch.setattr(bench, "run_worker", run_worker)
+    driver_entry = Path("/driver/cache/entries/k")
+    spec = WorkerSpec(
+        model="tiny-cnn",
+        engine="onnxruntime",
+        device="cpu",
+        artifact=driver_entry / "model.onnx",
+        reference=driver_entry / "reference.npz",
+        input_names=["image"],
+        output_names=["logits"],
+        result_dir=tmp_path / "worker",
+    )
+    shipping = {str(spec.artifact): shipped, str(spec.reference): shipped}
+    outcome, _ = ray_executor._run_unit(spec, shipping, None, 0.0, 10.0)
+    if change == "none":
+        (used,) = ran
+        assert (outcome.status, used.artifact) == ("ok", copy / "model.onnx")
+        return
+    assert ran == [] and outcome.status == "failed"
+    assert outcome.error.startswith(
+        f"onnxruntime cannot use its artifacts on {socket.gethostname()}"
+    )
+    assert {
+        "bytes": f"the node's copy {copy / 'model.onnx'} does not match what the driver shipped",
+        "added file": "has other files than the driver shipped (model.onnx.data)",
+    }[change] in outcome.error
+    assert f"remove {copy} and run again" in outcome.error
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def test_a_stop_signal_while_ray_starts_waits_for_it_and_then_shuts_it_down(node_tmp, monkeypatch):
+    """Ray interrupted inside `ray.init` left processes `ray.shutdown` did not know of: the
+    signal is held until init returns, the instance is shut down, then the run stops."""
+    from types import SimpleNamespace
+
+    from infercmp import bench, ray_executor
+
+    calls = []
+
+    def init(**kwargs):
+        calls.append("init started")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # a handler that raises does so here, inside init
+        calls.append("init finished")
+
+    fake_ray = SimpleNamespace(
+        init=init, shutdown=lambda: calls.append("shutdown"), remote=lambda f: f
+    )
+    monkeypatch.setattr(ray_executor, "_import_ray", lambda: fake_ray)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token set in this process
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    executor = ray_executor.RayExecutor()
+    with pytest.raises(bench.Interrupted, match="SIGTERM"), bench.stop_on_signals():
+        executor.start()
+    assert calls == ["init started", "init finished", "shutdown"]
+    assert executor._ray is None  # nothing left for close() to do
+
+
+def test_a_stop_signal_while_ray_shuts_down_lets_it_finish(monkeypatch):
+    """The run is ending: a Ctrl-C inside `ray.shutdown` would leave the instance half stopped."""
+    from types import SimpleNamespace
+
+    from infercmp import ray_executor
+
+    calls = []
+
+    def shutdown():
+        calls.append("shutdown started")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)  # the default handler raises KeyboardInterrupt here, inside shutdown
+        calls.append("shutdown finished")
+
+    executor = ray_executor.RayExecutor()
+    executor._ray = SimpleNamespace(shutdown=shutdown)
+    executor.close()
+    assert calls == ["shutdown started", "shutdown finished"] and executor._ray is None
+
+
+def test_ctrl_c_while_ray_starts_is_one_line_and_leaves_no_ray_process(tmp_path, bench_env):
+    env, mark = bench_env
+    driver = subprocess.Popen(
+        [*CLI, "bench", "tiny-cnn", "-d", "cpu", *SHORT, "--executor", "ray", "--out",
+         str(tmp_path / "out")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any("gcs_server" in " ".join(p.cmdline()) for p in _marked(mark)):
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, "Ray never started"
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGINT)  # Ray has started its first process, not its last
+        _, err = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 1, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: stopped by SIGINT while preparing; no combination ran")
+    left = psutil.wait_procs(_marked(mark), timeout=10)[1]
+    assert left == [], [p.cmdline() for p in left]
+
+
+def test_a_task_ends_with_its_worker_when_the_driver_dies(tmp_path):
+    """Killed with SIGKILL, the driver leaves no one to cancel its tasks: a task on its machine
+    watches it, and dies with it; the worker's lifeline then ends the worker."""
+    (tmp_path / "sleeper.py").write_text("import time\ntime.sleep(60)\n")
+    task_source = textwrap.dedent(
+        """\
+        import subprocess, sys, time
+        from infercmp.ray_executor import _Driver, _ends_with_driver
+
+        with _ends_with_driver(_Driver(int(sys.argv[1]), float(sys.argv[2]))):
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "infercmp.lifeline", "sleeper"], start_new_session=True
+            )
+            print(worker.pid, flush=True)
+            time.sleep(60)
+        """
+    )
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    task = None
+    try:
+        started = psutil.Process(driver.pid).create_time()
+        task = subprocess.Popen(
+            [sys.executable, "-c", task_source, str(driver.pid), repr(started)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        worker = psutil.Process(int(task.stdout.readline()))
+        time.sleep(0.5)
+        assert task.poll() is None and worker.is_running()  # the driver lives: both run on
+        driver.kill()  # not reaped: a zombie driver is a dead one
+        task.wait(timeout=5)
+        assert task.returncode == -signal.SIGKILL
+        psutil.wait_procs([worker], timeout=5)
+        assert not worker.is_running()
+    finally:
+        driver.kill()
+        driver.wait()
+        if task is not None:
+            task.kill()
+            task.wait()
+
+
+def test_a_task_that_cannot_see_the_driver_does_not_watch_it():
+    """On another machine (or in another PID namespace) the driver's pid is someone else's, or
+    no one's: such a task leaves the driver's death to Ray."""
+    import threading
+
+    from infercmp.ray_executor import _Driver, _ends_with_driver
+
+    me = psutil.Process()
+    for driver in (_Driver(me.pid, me.create_time() - 5.0), _Driver(2**22 + 1, 0.0), None):
+        with _ends_with_driver(driver):
+            assert "infercmp-driver-watch" not in [t.name for t in threading.enumerate()]
+    with _ends_with_driver(_Driver(me.pid, me.create_time())):
+        assert "infercmp-driver-watch" in [t.name for t in threading.enumerate()]

@@ -9,23 +9,17 @@ import sys
 from importlib import metadata
 from typing import Any
 
-# Distributions whose versions a run records; read from package metadata, never imported
-# (importing torch alone takes seconds).
+from infercmp import engines, plugins
+
+# Distributions whose versions a run records besides the engines' own (each engine descriptor
+# names its runtime's, `EngineDescriptor.distributions`); read from package metadata, never
+# imported (importing torch alone takes seconds). torch is here as the exporter's too.
 LIBRARIES = (
     "infercmp",
     "torch",
     "torchvision",
     "onnx",
-    "onnxruntime",
-    "onnxruntime-gpu",
     "onnxscript",
-    "tensorrt",
-    "tensorrt-cu12",
-    "tensorrt-cu13",
-    "tensorrt-rtx",
-    "tensorrt-rtx-cu12-bindings",
-    "tensorrt-rtx-cu13-bindings",
-    "tensorrt-rtx-cu13-libs",
     "numpy",
     "polars",
     "plotly",
@@ -37,20 +31,7 @@ LIBRARIES = (
 )
 # Always listed (null when absent) so readers can rely on the keys; the others only if present.
 _ALWAYS = frozenset(
-    {
-        "infercmp",
-        "torch",
-        "torchvision",
-        "onnx",
-        "onnxruntime",
-        "onnxruntime-gpu",
-        "onnxscript",
-        "tensorrt",
-        "numpy",
-        "polars",
-        "plotly",
-        "cuda-python",
-    }
+    {"infercmp", "torch", "torchvision", "onnx", "onnxscript", "numpy", "polars", "plotly"}
 )
 
 
@@ -64,7 +45,36 @@ def _library_versions() -> dict[str, str | None]:
                 versions[name] = None
         except Exception:  # a broken METADATA file must not stop a run
             versions[name] = None
+    try:
+        versions.update(_plugin_versions())
+    except Exception:  # unreadable entry points: the other libraries still count
+        pass
     return versions
+
+
+def _plugin_versions() -> dict[str, str | None]:
+    """Every installed engine's runtime distributions (null when absent), and the package of
+    every engine and model plugin: a run measured with another OpenVINO or another release of a
+    plugin package is another environment for `compare`. Never raises."""
+    versions: dict[str, str | None] = {}
+    engine_entries = engines.engine_entries().values()
+    for entry in [*engine_entries, *plugins.discover().values()]:
+        if (version := _version(entry.package)) is not None:
+            versions[entry.package] = version
+    for entry in engine_entries:
+        descriptor = entry.load()  # None for a broken engine: its package is recorded above
+        try:
+            versions.update(descriptor.runtime_versions() if descriptor else {})
+        except Exception:  # a third-party descriptor may raise anything; its package counts
+            pass
+    return versions
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except Exception:  # not installed, or a broken METADATA file: never stop a run
+        return None
 
 
 def _cpu_model() -> str | None:

@@ -12,8 +12,10 @@ Resources (docs/distributed.md):
 - `--ray-accelerator-type` and `--ray-resource` send every unit to a kind of node.
 
 Artifacts travel through Ray's object store: the driver puts each cache entry (the ONNX export,
-the reference outputs) once, and each node writes one copy under its temp directory, keyed by
-content. Nothing assumes a shared filesystem, which `ray up` and KubeRay clusters do not have.
+the reference outputs) once, with the sha256 of each file, and each node writes one copy under
+a directory of the user's own in its temp directory (mode 0700, checked), keyed by content, and
+checks every file against those digests before a worker uses it. Nothing assumes a shared
+filesystem, which `ray up` and KubeRay clusters do not have.
 GPU-specific artifacts (`builds_on_device`: TensorRT plans) are built in the task, on the node
 of the GPU kind that runs them, through that node's own artifact cache.
 
@@ -30,13 +32,19 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
+import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from infercmp.bench import STOP_SIGNALS
 from infercmp.errors import InfercmpError
 from infercmp.executors import WorkUnit
 
@@ -47,7 +55,9 @@ CUDA_SLOT_SHARE = 0.01
 #: How long cancelled tasks get to stop their workers (run_worker kills the process group on
 #: KeyboardInterrupt) before Ray kills them outright (the lifeline then kills the group).
 CANCEL_GRACE_S = 10.0
-NODE_DIR = "infercmp-ray"  # under each node's temp directory
+#: How often a task on the driver's own node checks that the driver still lives.
+DRIVER_POLL_S = 0.2
+NODE_DIR = "infercmp-ray"  # under each node's temp directory: infercmp-ray-<uid>, mode 0700
 
 
 def parse_resource(text: str) -> tuple[str, float]:
@@ -80,10 +90,33 @@ def _import_ray() -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class _Shipped:
-    """A cache entry (a directory of files) in the object store, and its content digest."""
+    """A cache entry (a directory of files) in the object store, and its content digests."""
 
     digest: str
     ref: Any  # ray.ObjectRef of {relative path: bytes}
+    # Each file's relative path and sha256, as the driver read it: the node checks its copy
+    # against these before a worker uses it.
+    files: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, files: dict[str, bytes], ref: Any) -> _Shipped:
+        sums = tuple((name, hashlib.sha256(data).hexdigest()) for name, data in files.items())
+        digest = hashlib.sha256()
+        for name, sum_ in sums:
+            digest.update(name.encode() + b"\0" + bytes.fromhex(sum_))
+        return cls(digest.hexdigest()[:32], ref, sums)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Driver:
+    """The driver process, as a task on its node can recognise it (its pid and start time)."""
+
+    pid: int
+    started: float  # psutil's create_time: tells the driver from a later process of its pid
+
+    @classmethod
+    def current(cls) -> _Driver:
+        return cls(os.getpid(), psutil.Process().create_time())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +148,21 @@ class RayExecutor:
         self._ray: Any = None
         self._shipped: dict[Path, _Shipped] = {}
         self._running: dict[Any, WorkUnit] = {}
+        self._driver: _Driver | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Start a local Ray instance (this machine's CPUs and GPUs) or connect to `address`."""
+        """Start a local Ray instance (this machine's CPUs and GPUs) or connect to `address`.
+
+        A stop signal while Ray starts is held until `ray.init` returns, then the instance is
+        shut down and the signal delivered: interrupted inside `ray.init`, Ray left processes
+        that `ray.shutdown` did not know of (its dashboard and runtime-env agents ran on for
+        about 60 s) and the driver sometimes died of SIGSEGV at exit. A second signal is not
+        held.
+        """
         if not self.address:
+            _node_dir()  # the local instance's tasks copy artifacts there: refuse a bad one now
             _run_token()  # before Ray is imported: see there
         ray = _import_ray()
         # Nothing leaves the machine: no usage statistics; the dashboard is not started.
@@ -128,26 +170,47 @@ class RayExecutor:
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
         if self.address:
             _check_reachable(self.address)
-        try:
-            if self.address:
-                ray.init(address=self.address, **quiet)
-            else:
-                ray.init(resources={CPU_SLOT: 1}, include_dashboard=False, **quiet)
-        except Exception as exc:
-            raise InfercmpError(_connect_error(self.address, exc)) from None
+        failure = None
+        with _signals_held() as held:
+            try:
+                if self.address:
+                    ray.init(address=self.address, **quiet)
+                else:
+                    ray.init(resources={CPU_SLOT: 1}, include_dashboard=False, **quiet)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    ray.shutdown()  # whatever part of a local instance had started
+                if not isinstance(exc, Exception):
+                    raise
+                failure = exc
+        if held:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            signal.raise_signal(held[0])  # to the handler that was there: bench's, or the default
+            name = signal.Signals(held[0]).name
+            raise InfercmpError(f"stopped by {name} while Ray started")  # a handler that returned
+        if failure is not None:
+            raise InfercmpError(_connect_error(self.address, failure)) from None
         self._ray = ray
         self._task = ray.remote(_run_unit)
+        self._driver = _Driver.current()
 
     def close(self) -> None:
-        """Cancel what still runs (its workers are killed on the nodes); stop a local Ray."""
+        """Cancel what still runs (its workers are killed on the nodes); stop a local Ray.
+
+        Called as the command ends, so a stop signal meanwhile is held and dropped: the
+        process is ending anyway, and a KeyboardInterrupt inside `ray.shutdown` would leave
+        the instance half stopped. A second signal goes through.
+        """
         if self._ray is None:
             return
-        with contextlib.suppress(Exception):
-            self._cancel(list(self._running))
-        with contextlib.suppress(Exception):
-            # Stops the local instance started for the run; from a cluster it disconnects.
-            self._ray.shutdown()
-        self._ray = None
+        with _signals_held():
+            with contextlib.suppress(Exception):
+                self._cancel(list(self._running))
+            with contextlib.suppress(Exception):
+                # Stops the local instance started for the run; from a cluster it disconnects.
+                self._ray.shutdown()
+            self._ray = None
 
     def __enter__(self) -> RayExecutor:
         self.start()
@@ -245,6 +308,7 @@ class RayExecutor:
             self._device_build(unit),
             self.sample_hz,
             self.timeout_s,
+            self._driver,
         )
         self._running[ref] = unit
 
@@ -267,10 +331,7 @@ class RayExecutor:
                 for f in sorted(entry.rglob("*"))
                 if f.is_file()
             }
-            digest = hashlib.sha256()
-            for name, data in files.items():
-                digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-            self._shipped[entry] = _Shipped(digest.hexdigest()[:32], self._ray.put(files))
+            self._shipped[entry] = _Shipped.of(files, self._ray.put(files))
         return self._shipped[entry]
 
     def _collect(self, ref: Any, unit: WorkUnit) -> Any:
@@ -330,6 +391,37 @@ def _run_token() -> None:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """Hold the stop signals (`infercmp.bench.STOP_SIGNALS`) for the block: yields the list of
+    those that arrived. The first is held; a second goes at once to the handler that was there
+    (an impatient user still stops the driver). Signals ignored before stay ignored."""
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held  # signal handlers can only be set, and only run, in the main thread
+        return
+    previous: dict[int, Any] = {}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        previous.clear()
+
+    def hold(signum: int, _frame: Any) -> None:
+        held.append(signum)
+        if len(held) > 1:
+            restore()
+            signal.raise_signal(signum)
+
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, hold)
+    try:
+        yield held
+    finally:
+        restore()
 
 
 def _unmasked(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -410,32 +502,77 @@ def _shipped_paths(spec: Any) -> list[Path]:
 
 
 def _node_dir() -> Path:
-    path = Path(tempfile.gettempdir()) / NODE_DIR
-    path.mkdir(parents=True, exist_ok=True)
+    """This user's directory in the node's temp directory, made mode 0700.
+
+    Another local user must not be able to put a model or reference of their own where a
+    worker reads it (a shared `$TMPDIR/infercmp-ray` of theirs let a constant-output model
+    pass as the measured one, with parity ok): a directory that is not this user's own, or
+    that others may enter, is refused with one line.
+    """
+    path = Path(tempfile.gettempdir()) / f"{NODE_DIR}-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = os.lstat(path)
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory (a link or a file)"
+    elif info.st_uid != os.getuid():
+        problem = f"belongs to uid {info.st_uid}, not to this user (uid {os.getuid()})"
+    elif info.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):04o}, which lets other users in"
+    if problem:
+        raise InfercmpError(
+            f"{path} {problem}; infercmp keeps Ray's artifact copies there and needs it to be a "
+            "directory of this user's with mode 0700: remove it, or set TMPDIR elsewhere"
+        )
     return path
 
 
 def _materialise(shipped: _Shipped) -> Path:
-    """This node's copy of a shipped cache entry, written once (atomically) per digest."""
+    """This node's copy of a shipped cache entry, written once (atomically) per digest and
+    checked against the driver's digests every time it is used."""
     import ray
 
     final = _node_dir() / "artifacts" / shipped.digest
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=".staging-"))
-    try:
-        for name, data in ray.get(shipped.ref).items():
-            target = staging / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+    if not final.is_dir():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=".staging-"))
         try:
-            staging.rename(final)
-        except OSError:  # another task on this node made it first
-            pass
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            for name, data in ray.get(shipped.ref).items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            try:
+                staging.rename(final)
+            except OSError:  # another task on this node made it first
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    _check_copy(final, shipped)
     return final
+
+
+def _check_copy(copy: Path, shipped: _Shipped) -> None:
+    """One clear error when `copy` holds other files, or other bytes, than the driver shipped."""
+    found = sorted(str(f.relative_to(copy)) for f in copy.rglob("*") if f.is_file())
+    expected = dict(shipped.files)
+    if found != sorted(expected):
+        odd = sorted(set(found) ^ set(expected))
+        raise InfercmpError(
+            f"the node's copy of the artifacts in {copy} has other files than the driver "
+            f"shipped ({', '.join(odd)}); remove {copy} and run again"
+        )
+    for name, expected_sum in expected.items():
+        digest = hashlib.sha256()
+        with open(copy / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected_sum:
+            raise InfercmpError(
+                f"the node's copy {copy / name} does not match what the driver shipped (sha256 "
+                f"{digest.hexdigest()[:16]}..., expected {expected_sum[:16]}...): it changed "
+                f"after it was written; remove {copy} and run again"
+            )
 
 
 def _build_on_node(spec: Any, build: _DeviceBuild, onnx_path: Path | None) -> Any:
@@ -466,18 +603,71 @@ def _build_on_node(spec: Any, build: _DeviceBuild, onnx_path: Path | None) -> An
     )
 
 
+@contextlib.contextmanager
+def _ends_with_driver(driver: _Driver | None) -> Iterator[None]:
+    """While the block runs, kill this process if `driver` dies; its worker's lifeline then
+    ends the worker's process group (infercmp.lifeline), as a local worker's does.
+
+    Only where the driver is seen at the start (this task runs on the driver's machine and
+    sees its processes); elsewhere Ray ends a dead driver's tasks by itself, but not at once:
+    after a kill -9 of the driver of a local instance a probe saw the task and its worker
+    measure on for 2 to 10 s, beside whatever the user started next.
+    """
+    try:
+        process = psutil.Process(driver.pid) if driver is not None else None
+        seen = process is not None and abs(process.create_time() - driver.started) < 0.01
+    except psutil.Error:  # not on this machine, or not visible from here
+        seen = False
+    if not seen:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(DRIVER_POLL_S):
+            if not _alive(process):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="infercmp-driver-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Whether `process` runs (a killed one that its parent has not reaped yet does not)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _run_unit(
     spec: Any,
     shipped: dict[str, _Shipped],
     build: _DeviceBuild | None,
     sample_hz: float,
     timeout_s: float,
+    driver: _Driver | None = None,
 ) -> tuple[Any, dict[str, bytes]]:
-    """The Ray task: today's parent-side logic (sampler and worker process) on this node.
+    """The Ray task: today's parent-side logic (sampler and worker process) on this node,
+    which ends when the driver dies (`_ends_with_driver`).
 
     Returns the outcome and the worker directory's files (spec.json, worker.log, result.json,
     latency.npz), which the driver puts in the run store.
     """
+    with _ends_with_driver(driver):
+        return _run_unit_here(spec, shipped, build, sample_hz, timeout_s)
+
+
+def _run_unit_here(
+    spec: Any,
+    shipped: dict[str, _Shipped],
+    build: _DeviceBuild | None,
+    sample_hz: float,
+    timeout_s: float,
+) -> tuple[Any, dict[str, bytes]]:
     import ray
 
     from infercmp.bench import WorkerOutcome, run_worker
@@ -486,10 +676,14 @@ def _run_unit(
 
     cuda = spec.device == "cuda"
     node = {**node_facts(cuda), "ray_node_id": ray.get_runtime_context().get_node_id()}
-    local = {
-        key: _materialise(item) / Path(key).name for key, item in shipped.items()
-    }  # driver path -> this node's copy
-    workdir = Path(tempfile.mkdtemp(dir=_node_dir(), prefix="worker-"))
+    try:
+        local = {
+            key: _materialise(item) / Path(key).name for key, item in shipped.items()
+        }  # driver path -> this node's copy
+        workdir = Path(tempfile.mkdtemp(dir=_node_dir(), prefix="worker-"))
+    except InfercmpError as exc:
+        error = f"{spec.engine} cannot use its artifacts on {socket.gethostname()}: {exc}"
+        return WorkerOutcome("failed", error, None, {}, [], "", node=node), {}
     try:
         spec = spec.model_copy(
             update={

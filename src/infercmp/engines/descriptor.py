@@ -19,6 +19,7 @@ import importlib.util
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -181,6 +182,9 @@ class EngineDescriptor:
     - `runtime`: "module:Class" of the `Engine` implementation, imported only by `load_runtime`.
     - `requires`: Python modules the runtime needs; one missing makes the engine unavailable.
     - `extra`: the pip extra that installs them (named in the unavailability message).
+    - `distributions`: the pip distributions of the runtime (`onnxruntime-gpu`, not the module
+      `onnxruntime`); run.json's environment records their versions (`runtime_versions`), so
+      `compare` sees a runtime upgrade.
     - `keeps_profile`: runs only inside the config's optimisation profile (TensorRT).
     - `builds_on_device`: `convert` makes a GPU-specific artifact (a TensorRT plan).
     - `search_space`: what `infercmp tune` tries; None: the engine is tuned over its defaults
@@ -200,6 +204,7 @@ class EngineDescriptor:
     runtime: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
+    distributions: ClassVar[tuple[str, ...]] = ()
     keeps_profile: ClassVar[bool] = False
     # Its artifact is made for the GPU that builds it (a TensorRT plan): a distributed run
     # converts on the node that runs it, not on the driver (infercmp.ray_executor).
@@ -210,6 +215,17 @@ class EngineDescriptor:
     def concurrency_on(self, device: str) -> str | None:
         """How this engine keeps several requests in flight on `device`, or None if it cannot."""
         return self.concurrency.get(device)
+
+    def runtime_versions(self) -> dict[str, str | None]:
+        """Each of `distributions` with its installed version (None: not installed), read from
+        package metadata without importing the runtime."""
+        versions: dict[str, str | None] = {}
+        for dist in self.distributions:
+            try:
+                versions[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                versions[dist] = None
+        return versions
 
     def availability(self) -> str | None:
         """Why this engine cannot run on this machine at all, or None when it can."""

@@ -71,6 +71,8 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
     options = OnnxRuntimeOptions
     runtime = "infercmp.engines.onnxruntime:OnnxRuntimeEngine"
     requires = ("onnxruntime",)
+    # One module, several wheels: the CPU build and the CUDA build.
+    distributions = ("onnxruntime", "onnxruntime-gpu")
     search_space = SearchSpace(
         options=(
             SearchOption("graph_optimization_level", {"cpu": ("extended",)}),

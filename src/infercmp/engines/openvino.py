@@ -58,6 +58,7 @@ class OpenVINODescriptor(EngineDescriptor):
     runtime = "infercmp.engines.openvino:OpenVINOEngine"
     requires = ("openvino",)
     extra = "openvino"
+    distributions = ("openvino",)
     search_space = SearchSpace(
         options=(
             SearchOption("performance_hint", {"cpu": ("throughput",)}),

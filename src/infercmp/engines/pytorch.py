@@ -62,6 +62,7 @@ class PyTorchDescriptor(EngineDescriptor):
     options = PyTorchOptions
     runtime = "infercmp.engines.pytorch:PyTorchEngine"
     requires = ("torch",)
+    distributions = ("torch",)
     # Compiling is the expensive part: a cold max-autotune-no-cudagraphs compile of ResNet-50
     # took about 240 s on the H200 (docs/results/h200/validation.md), mode "default" tens of
     # seconds. The first listed value is tried first when the budget has room for one only.

@@ -55,6 +55,17 @@ class TensorRTDescriptor(EngineDescriptor):
     artifact = "onnx"
     options = TensorRTOptions
     runtime = "infercmp.engines.tensorrt:TensorRTEngine"
+    # TensorRT and TensorRT-RTX, each a Python wheel over per-CUDA library wheels (cuda-python,
+    # which the runtime also uses, is among infercmp.environment's own libraries).
+    distributions = (
+        "tensorrt",
+        "tensorrt-cu12",
+        "tensorrt-cu13",
+        "tensorrt-rtx",
+        "tensorrt-rtx-cu12-bindings",
+        "tensorrt-rtx-cu13-bindings",
+        "tensorrt-rtx-cu13-libs",
+    )
     keeps_profile = True
     builds_on_device = True
     # Precision is TensorRT's search: the plan is built per precision in `convert` (cached).
