@@ -23,6 +23,7 @@ from infercmp.report.compare import (
     ChangeInterval,
     change_interval,
     decide,
+    environment_changes,
     process_sd,
 )
 
@@ -296,6 +297,16 @@ def test_runs_differing_only_in_the_openvino_version_are_different_environments(
     code, err = run_main(capsys, "compare", str(base), str(new))
     assert code == 2
     assert "the runs were measured in different environments (openvino 2025.1 → 2025.2)" in err
+    # A run from before engine runtimes were recorded does not know them: not a change. One
+    # that recorded OpenVINO as not installed (null) does.
+    old = make_run(tmp_path / "c", [Combo("openvino")], seed=2)
+    assert "openvino" not in open_run(old).environment["libraries"]
+    assert not any("openvino" in c for c in environment_changes(open_run(old), open_run(new)))
+    without = libraries_with_openvino("2025.2") | {"openvino": None}
+    gone = make_run(tmp_path / "d", [Combo("openvino")], seed=3, libraries=without)
+    assert "openvino 2025.2 → not recorded or not installed" in environment_changes(
+        open_run(new), open_run(gone)
+    )
 
 
 # --------------------------------------------------------------------------- processes

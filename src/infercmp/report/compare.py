@@ -433,10 +433,14 @@ def environment_changes(base: RunView, new: RunView) -> list[str]:
     as much as the change under test; `compare` refuses it unless told otherwise.
     """
     before, after = _environment_facts(base), _environment_facts(new)
+    # A library one run did not record at all (runs before issue 23 recorded no engine
+    # runtimes or plugin packages) is unknown there, not a change; recorded as null, it was
+    # not installed.
+    unknown = set(_libraries(base)) ^ set(_libraries(new))
     changes = [
         f"{name} {_fact(before.get(name))} → {_fact(after.get(name))}"
         for name in dict.fromkeys([*before, *after])
-        if before.get(name) != after.get(name)
+        if before.get(name) != after.get(name) and name not in unknown
     ]
     base_states = [s for c in base.combinations for s in _placements(c)]
     new_states = [s for c in new.combinations for s in _placements(c)]
@@ -483,6 +487,10 @@ def _fact(value: Any) -> str:
     return "not recorded or not installed" if value in (None, "") else str(value)
 
 
+def _libraries(run: RunView) -> dict[str, Any]:
+    return dict(run.environment.get("libraries") or {})
+
+
 def _environment_facts(run: RunView) -> dict[str, Any]:
     env = run.environment
     gpus = env.get("gpus") or []
@@ -497,7 +505,7 @@ def _environment_facts(run: RunView) -> dict[str, Any]:
         "GPU driver": nvml.get("driver_version") or first.get("driver_version"),
         "CUDA driver": nvml.get("cuda_driver_version") or first.get("cuda_driver_version"),
     }
-    for name, version in sorted((env.get("libraries") or {}).items()):
+    for name, version in sorted(_libraries(run).items()):
         if name != "infercmp":  # the run's own infercmp_version says it
             facts[name] = version
     return facts
