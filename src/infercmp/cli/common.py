@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -69,6 +70,64 @@ class HelpGroup(TyperGroup):
                 formatter.write_dl(rows)
 
 
+#: How help names a value of each type: what a user types, never the Python annotation.
+_VALUE_NAMES = {str: "<text>", int: "<int>", float: "<number>", Path: "<path>"}
+
+
+class PlainCommand(TyperCommand):
+    """A command whose help names values as a user types them: `MODEL`, `[RUN_DIRS]...`,
+    `--shape <text>`, `--timeout <number>`.
+
+    Typer shows the Python annotations instead (`{model}`, `model <str>`, `--shape
+    <list[str]>`, `run_dirs... <list[Path]>`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "option" and param.metavar is None:
+                annotation = param.type_descriptor.annotation
+                element = typing.get_args(annotation)[0] if param.type_descriptor.is_list else None
+                param.metavar = _VALUE_NAMES.get(element or annotation, "<text>")
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [
+            _argument_usage(p) for p in self.get_params(ctx) if p.param_type_name == "argument"
+        ]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((_argument_usage(param, bare=True), record[1]))
+            else:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_usage(param: Any, bare: bool = False) -> str:
+    """`MODEL`, `[RUN_DIRS]...` (optional) or `FILES...` (several)."""
+    name = (param.metavar or param.name).upper()
+    if not param.required and not bare:
+        name = f"[{name}]"
+    return name + ("..." if param.nargs != 1 else "")
+
+
+class _App(typer.Typer):
+    """A Typer app whose commands are `PlainCommand`s."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", PlainCommand)
+        return super().command(*args, **kwargs)
+
+
 def command_group(**settings: Any) -> typer.Typer:
     """A Typer app (the root or a subgroup) whose --help shows every text exactly as written.
 
@@ -78,7 +137,7 @@ def command_group(**settings: Any) -> typer.Typer:
     flags, so every group is made here, with it.
     """
     settings.setdefault("cls", HelpGroup)
-    return typer.Typer(rich_markup_mode=None, no_args_is_help=True, **settings)
+    return _App(rich_markup_mode=None, no_args_is_help=True, **settings)
 
 
 def print_table(table: Table, heading: int = 1, *, to: Console | None = None) -> None:

@@ -149,10 +149,16 @@ def compare(
     base_run: Path = typer.Argument(..., help="The reference run (or a directory of runs)."),
     new_run: Path = typer.Argument(..., help="The run to judge against it (or a directory)."),
     threshold: float = typer.Option(
-        5.0, "--threshold", help="Exit 1 when a significant regression of the median exceeds PCT %."
+        5.0,
+        "--threshold",
+        metavar="PCT",
+        help="Exit 1 when a significant regression of the median exceeds PCT %.",
     ),
     noise_floor: float = typer.Option(
-        1.0, "--noise-floor", help="Changes smaller than PCT % are never called significant."
+        1.0,
+        "--noise-floor",
+        metavar="PCT",
+        help="Changes smaller than PCT % are never called significant.",
     ),
     resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples (100 to 10^6)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
