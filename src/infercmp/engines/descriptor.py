@@ -207,6 +207,29 @@ class EngineDescriptor:
     search_space: ClassVar[SearchSpace | None] = None
     concurrency: ClassVar[dict[str, str]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A third-party engine's answer that raises is that engine's failure, said in one line:
+        `availability` and `refusal` give it as their reason, `convert` as an `InfercmpError`
+        (the combinations that need it fail and the run goes on)."""
+        super().__init_subclass__(**kwargs)
+        for name, guard in (
+            ("availability", _reason_when_broken),
+            ("refusal", _reason_when_broken),
+            ("convert", _error_when_broken),
+        ):
+            if name in vars(cls):
+                setattr(cls, name, guard(vars(cls)[name]))
+
+    def check_declaration(self) -> None:
+        """Raise TypeError naming every class attribute that is not what infercmp reads.
+
+        Run once when the descriptor is loaded, so a wrong declaration makes the engine
+        unavailable with the reason instead of failing later, in the middle of a command.
+        """
+        problems = _declaration_problems(self)
+        if problems:
+            raise TypeError(f"engine '{self.name}' is broken: {'; '.join(problems)}")
+
     def concurrency_on(self, device: str) -> str | None:
         """How this engine keeps several requests in flight on `device`, or None if it cannot."""
         return self.concurrency.get(device)
@@ -267,6 +290,83 @@ class EngineDescriptor:
         """Import the runtime class (in the worker; never at planning time)."""
         module_name, _, attribute = self.runtime.partition(":")
         return getattr(importlib.import_module(module_name), attribute)
+
+
+def broken_text(descriptor: EngineDescriptor, call: str, exc: BaseException) -> str:
+    return f"engine '{descriptor.name}' is broken: {call} raised {type(exc).__name__}: {exc}"
+
+
+def _reason_when_broken(method: Callable[..., str | None]) -> Callable[..., str | None]:
+    @functools.wraps(method)
+    def answer(self: EngineDescriptor, *args: Any, **kwargs: Any) -> str | None:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # a third-party engine may raise anything
+            return broken_text(self, f"{method.__name__}()", exc)
+
+    return answer
+
+
+def _error_when_broken(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def convert(self: EngineDescriptor, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except InfercmpError:
+            raise
+        except Exception as exc:  # a third-party engine may raise anything
+            raise InfercmpError(broken_text(self, f"{method.__name__}()", exc)) from exc
+
+    return convert
+
+
+def _declaration_problems(descriptor: EngineDescriptor) -> list[str]:
+    """What is wrong with the class attributes infercmp reads without calling the engine."""
+    problems = []
+
+    def names(value: Any, allowed: tuple[str, ...]) -> bool:
+        return isinstance(value, (tuple, list)) and bool(value) and set(value) <= set(allowed)
+
+    if not isinstance(getattr(descriptor, "summary", None), str):
+        problems.append("summary is not a string")
+    if not names(descriptor.devices, DEVICES):
+        problems.append(f"devices {descriptor.devices!r} is not a tuple of {', '.join(DEVICES)}")
+    if not names(descriptor.precisions, PRECISIONS):
+        problems.append(
+            f"precisions {descriptor.precisions!r} is not a tuple of {', '.join(PRECISIONS)}"
+        )
+    if descriptor.artifact not in ("module", "onnx"):
+        problems.append(f"artifact {descriptor.artifact!r} is neither 'module' nor 'onnx'")
+    options = descriptor.options
+    if not (isinstance(options, type) and issubclass(options, EngineOptions)):
+        problems.append(
+            f"options {options!r} is not a subclass of infercmp.engines.descriptor.EngineOptions"
+        )
+    else:
+        try:
+            options.model_validate({})
+        except Exception as exc:  # any failure: the engine has no usable defaults
+            problems.append(f"options has no valid defaults ({type(exc).__name__}: {exc})")
+    concurrency = descriptor.concurrency
+    if not isinstance(concurrency, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in concurrency.items()
+    ):
+        problems.append(f"concurrency {concurrency!r} is not a dict of device -> text")
+    runtime = getattr(descriptor, "runtime", None)
+    if not (isinstance(runtime, str) and ":" in runtime):
+        problems.append(f"runtime {runtime!r} is not 'module:Class'")
+    space = descriptor.search_space
+    if space is not None and not (
+        isinstance(space, SearchSpace)
+        and all(
+            isinstance(o, SearchOption)
+            and isinstance(o.values, Mapping)
+            and all(isinstance(v, (tuple, list)) for v in o.values.values())
+            for o in space.options
+        )
+    ):
+        problems.append("search_space is not a SearchSpace of SearchOptions")
+    return problems
 
 
 @dataclass(frozen=True)
