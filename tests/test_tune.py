@@ -326,6 +326,53 @@ def test_tune_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--budget", "9" * 400], f"error: --budget '{'9' * 40}' is over a week (604800 s)"),
+        (["--timeout", "1e10"], "error: --timeout must be more than 0 and at most 86400 seconds"),
+        (["-o", "runs\udcff"], "error: Invalid value for '--out' / '-o': 'runs\\xff' is not"),
+    ],
+)
+def test_tune_refuses_what_a_run_cannot_hold_before_making_one(
+    cli, tmp_path, monkeypatch, args, message
+):
+    monkeypatch.chdir(tmp_path)
+    result = cli("tune", "tiny-cnn", "-d", "cpu", *args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(message)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("runs")]
+
+
+@pytest.mark.parametrize("run_json_writable", [True, False])
+def test_tune_on_a_full_disk_is_one_line_and_marks_what_it_can(
+    cli, tmp_path, monkeypatch, run_json_writable
+):
+    import errno
+
+    from infercmp import tune as tune_mod
+    from infercmp.results import RunStore
+
+    runs = tmp_path / "runs"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(runs / "x" / TUNE_FILE))
+
+    monkeypatch.setattr(tune_mod.Search, "run", disk_full)
+    if not run_json_writable:
+        monkeypatch.setattr(RunStore, "finish", disk_full)
+    result = cli("tune", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-o", str(runs))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert error.startswith("error: cannot write the run's files (")
+    assert "No space left on device" in error
+    run = next(runs.iterdir())
+    assert RunStore.open(run).status == ("failed" if run_json_writable else "running")
+    assert read_leaderboard(run).status == "failed"
+
+
 def test_tune_runs_workers_stores_a_run_and_report_shows_the_leaderboard(cli, tmp_path):
     runs = tmp_path / "runs"
     result = cli(

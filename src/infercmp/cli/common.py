@@ -44,7 +44,24 @@ def sample_hz_option() -> Any:
 
 
 def out_option() -> Any:
-    return typer.Option(Path("runs"), "--out", "-o", help="Directory for run stores.")
+    return typer.Option(
+        Path("runs"), "--out", "-o", help="Directory for run stores.", callback=_utf8_path
+    )
+
+
+def _utf8_path(value: Path | None) -> Path | None:
+    """A path the run records (run.json is UTF-8) must be text: refused before any run starts."""
+    if value is not None:
+        try:
+            str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = (
+                str(value).encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            )
+            raise typer.BadParameter(
+                f"'{shown}' is not valid UTF-8; run.json records it as text: choose a UTF-8 name"
+            ) from None
+    return value
 
 
 def device_resident_option() -> Any:

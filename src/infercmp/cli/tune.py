@@ -18,18 +18,23 @@ from infercmp.errors import InfercmpError, RunFailed
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600}
 MIN_BUDGET_S = 10.0
+MAX_BUDGET_S = 7 * 86400.0  # a week
 
 
 def parse_budget(text: str) -> float:
     """`90s`, `10m`, `1.5h` or plain seconds; one clear error otherwise."""
     match = _BUDGET.match(text)
     if not match:
-        raise InfercmpError(f"--budget '{text}': give a duration like 90s, 10m or 1h")
+        raise InfercmpError(f"--budget '{text[:40]}': give a duration like 90s, 10m or 1h")
     seconds = float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
     if seconds < MIN_BUDGET_S:
         raise InfercmpError(
             f"--budget '{text}' is under {MIN_BUDGET_S:g} s: no worker could start and measure "
             "in it; give at least 10s"
+        )
+    if seconds > MAX_BUDGET_S:  # 400 nines is float('inf'), which run.json cannot hold
+        raise InfercmpError(
+            f"--budget '{text[:40]}' is over a week ({MAX_BUDGET_S:g} s); give at most 168h"
         )
     return seconds
 
@@ -130,9 +135,7 @@ def tune(
             f"--batch {batch}: tune measures the batch of the model's example shape for now "
             "(batch sweeps come with bench's deployment scenarios); leave --batch out"
         )
-    check_run_flags(repeat, sample_hz, exporter)
-    if not timeout > 0:
-        raise InfercmpError(f"--timeout must be a positive number of seconds, got {timeout}")
+    check_run_flags(repeat, sample_hz, exporter, timeout)
     machine = Machine.current()
     if device is None:
         device = "cuda" if machine.cuda_devices else "cpu"
@@ -230,14 +233,17 @@ def tune(
         except bench_mod.Interrupted as exc:
             board = search.board
             bench_mod.finish_interrupted(store, exc.signame)
+        except OSError as exc:  # a full disk, a read-only or vanished directory: one line
+            _fail(store, search.board, f"cannot write: {bench_mod._os_error(exc)}")
+            raise bench_mod._write_failed(store, exc) from exc
         except BaseException as exc:
-            search.board.status = "failed"
-            search.board.detail = f"{type(exc).__name__}: {exc}"
-            tune_mod.write_leaderboard(store.path, search.board)
-            store.finish("failed", search.board.detail)
+            _fail(store, search.board, f"{type(exc).__name__}: {exc}")
             raise
         else:
-            store.finish("complete", board.detail)
+            try:
+                store.finish("complete", board.detail)
+            except OSError as exc:
+                raise bench_mod._write_failed(store, exc) from exc
     print_leaderboard(board, store.path)
     if board.status == "interrupted":
         raise RunFailed(
@@ -245,6 +251,19 @@ def tune(
         )
     if state.debug:
         err_console.print(f"tune took {time.monotonic() - started:.1f} s of {budget_s:g} s")
+
+
+def _fail(store, board, detail: str) -> None:
+    """Mark the search and the run failed, as far as the disk still takes writes."""
+    import contextlib
+
+    from infercmp import bench as bench_mod
+    from infercmp import tune as tune_mod
+
+    board.status, board.detail = "failed", detail
+    with contextlib.suppress(OSError):
+        tune_mod.write_leaderboard(store.path, board)
+    bench_mod._finish(store, "failed", detail)
 
 
 def _once(show):
