@@ -271,6 +271,48 @@ def test_fake_engine_throughput_objective_ranks_by_items_per_second(tmp_path):
     assert board.entries[0].items_per_s == pytest.approx(1000.0)
 
 
+class HugeOptions(EngineOptions):
+    a0: int = Field(0, description="knob 0")
+    a1: int = Field(0, description="knob 1")
+    a2: int = Field(0, description="knob 2")
+    a3: int = Field(0, description="knob 3")
+    a4: int = Field(0, description="knob 4")
+    a5: int = Field(0, description="knob 5")
+    a6: int = Field(0, description="knob 6")
+    a7: int = Field(0, description="knob 7")
+    a8: int = Field(0, description="knob 8")
+
+
+class HugeDescriptor(PlainDescriptor):
+    """Nine options of ten values: 11**9 (about 2.4 billion) cheap mixes."""
+
+    name = "huge"
+    options = HugeOptions
+    search_space = SearchSpace(
+        options=tuple(SearchOption(f"a{i}", {"cpu": tuple(range(1, 11))}) for i in range(9))
+    )
+
+
+def test_a_huge_search_space_is_screened_in_the_budget_not_listed(tmp_path):
+    import time
+
+    assert HugeDescriptor.search_space.cheap_size("cpu") == 11**9
+    search, measurer, _ = _search(10.0, tmp_path, descriptors={"huge": HugeDescriptor()})
+    started = time.monotonic()
+    board = search.run()
+    assert time.monotonic() - started < 5.0
+    # 10 s holds two workers: the defaults and the first one-option change, nothing listed more
+    assert sorted(e.label for e in board.entries) == ["huge fp32", "huge[a0=1] fp32"]
+    assert board.notes == [
+        "huge declares about 2,357,947,691 cheap configurations; the 10 s budget has room for "
+        "at most 2 workers, so the screen takes the first 2: the defaults, then those that "
+        "change fewest options"
+    ]
+    grid = HugeDescriptor.search_space.cheap_grid("cpu", limit=12)
+    assert grid[:3] == [{}, {"a0": 1}, {"a0": 2}]
+    assert grid[11] == {"a1": 1}  # every single change before any pair
+
+
 def test_pareto_front_keeps_what_no_other_point_beats_on_both():
     points = [("a", 1.0, 300), ("b", 2.0, 100), ("c", 3.0, 200), ("d", 1.5, None)]
     assert pareto_front(points) == ["a", "b"]

@@ -18,6 +18,7 @@ was measured.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shlex
 import time
@@ -47,6 +48,8 @@ CONFIRM_FRACTION = 1 / 3  # of each engine's candidates that passed screening
 MIN_WORKER_S = 5.0
 #: What a worker costs before its first measurement, assumed until one has been timed.
 DEFAULT_OVERHEAD_S = 10.0
+#: Mixes the search space's rules or options model may reject for each candidate kept.
+REJECTED_PER_CANDIDATE = 20
 
 
 # --- candidates -------------------------------------------------------------------------------
@@ -112,28 +115,56 @@ def search_space(descriptor: EngineDescriptor) -> SearchSpace:
 
 
 def cheap_candidates(
-    descriptor: EngineDescriptor, device: str, machine: Machine, precisions: Sequence[str] | None
+    descriptor: EngineDescriptor,
+    device: str,
+    machine: Machine,
+    precisions: Sequence[str] | None,
+    limit: int | None = None,
 ) -> tuple[list[Candidate], list[Excluded]]:
-    """Every cheap configuration of one engine on `device`, the defaults first."""
+    """The cheap configurations of one engine on `device`, the defaults first, then those that
+    change fewest options; at most `limit` of them, made one at a time (a declared space can
+    be too large to list)."""
     space = search_space(descriptor)
-    wanted = precisions or space.precisions.get(device, descriptor.precisions)
+    wanted = _precisions(descriptor, device, precisions)
     found: list[Candidate] = []
     excluded: list[Excluded] = []
     if not precisions and DEFAULT_PRECISION not in wanted:
         # The defaults are always measured: they are what each speed-up is over.
         if not descriptor.refusal(device, DEFAULT_PRECISION, machine):
             found.append(Candidate(descriptor.name, device, DEFAULT_PRECISION))
-    for precision in wanted:
-        if refused := descriptor.refusal(device, precision, machine):
-            excluded.append(Excluded(f"{descriptor.name} {precision}", refused))
-            continue
-        for options in space.cheap_grid(device):
-            candidate = Candidate(descriptor.name, device, precision, tuple(options.items()))
-            if reason := _invalid(descriptor, space, options, device, precision):
-                excluded.append(Excluded(candidate.label, reason))
-            else:
-                found.append(candidate)
+    allowed = [p for p in wanted if not _refused(descriptor, device, p, machine, excluded)]
+    # Each precision's defaults, then each precision with one option changed, and so on.
+    mixes = ((options, p) for options in space.iter_cheap(device) for p in allowed)
+    if limit is not None:  # rules may reject most mixes: look at a bounded number of them
+        mixes = itertools.islice(mixes, limit * REJECTED_PER_CANDIDATE)
+    for options, precision in mixes:
+        if limit is not None and len(found) >= limit:
+            break
+        candidate = Candidate(descriptor.name, device, precision, tuple(options.items()))
+        if reason := _invalid(descriptor, space, options, device, precision):
+            excluded.append(Excluded(candidate.label, reason))
+        else:
+            found.append(candidate)
     return found, excluded
+
+
+def _precisions(
+    descriptor: EngineDescriptor, device: str, precisions: Sequence[str] | None
+) -> Sequence[str]:
+    """The precisions tune tries: those asked for, else those the engine declares."""
+    return precisions or search_space(descriptor).precisions.get(device, descriptor.precisions)
+
+
+def _refused(
+    descriptor: EngineDescriptor,
+    device: str,
+    precision: str,
+    machine: Machine,
+    excluded: list[Excluded],
+) -> bool:
+    if refused := descriptor.refusal(device, precision, machine):
+        excluded.append(Excluded(f"{descriptor.name} {precision}", refused))
+    return bool(refused)
 
 
 def expensive_candidates(
@@ -393,9 +424,20 @@ class Search:
         """Run every round the budget allows; `BudgetSpent` ends the search early, quietly."""
         r = self.request
         cheap: dict[str, list[Candidate]] = {}
+        # No more candidates than the budget has workers for: a declared space can hold
+        # billions (nine options of ten values), and listing them would outlast any budget.
+        limit = max(1, int(r.budget_s // MIN_WORKER_S))
         for name, descriptor in r.descriptors.items():
-            found, excluded = cheap_candidates(descriptor, r.device, r.machine, r.precisions)
+            found, excluded = cheap_candidates(descriptor, r.device, r.machine, r.precisions, limit)
             cheap[name] = found
+            space = search_space(descriptor)
+            size = space.cheap_size(r.device) * len(_precisions(descriptor, r.device, r.precisions))
+            if len(found) >= limit and size > limit:
+                self.board.notes.append(
+                    f"{name} declares about {size:,} cheap configurations; the {r.budget_s:g} s "
+                    f"budget has room for at most {limit} workers, so the screen takes the first "
+                    f"{limit}: the defaults, then those that change fewest options"
+                )
             self.board.excluded += [{"label": e.label, "reason": e.reason} for e in excluded]
             if descriptor.search_space is None:
                 self.board.notes.append(

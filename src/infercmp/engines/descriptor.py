@@ -17,7 +17,8 @@ import functools
 import importlib
 import importlib.util
 import itertools
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -149,16 +150,29 @@ class SearchSpace:
     precisions: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     rules: tuple[SearchRule, ...] = ()
 
-    def cheap_grid(self, device: str) -> list[dict[str, Any]]:
-        """Every mix of the options' cheap values on `device` (the defaults among them)."""
-        axes = []
-        for option in self.options:
-            cheap = [v for v in option.on(device) if not option.cost_s.get(v)]
-            axes.append([(option.name, None), *((option.name, v) for v in cheap)])
-        return [
-            {name: value for name, value in mix if value is not None}
-            for mix in itertools.product(*axes)
-        ]
+    def cheap_grid(self, device: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The mixes of the options' cheap values on `device`, fewest changed options first:
+        the defaults, each value alone, then pairs, ...; the first `limit` of them.
+
+        Never listed whole: nine options of ten values are 11**9 mixes (`cheap_size`).
+        """
+        return list(itertools.islice(self.iter_cheap(device), limit))
+
+    def iter_cheap(self, device: str) -> Iterator[dict[str, Any]]:
+        """`cheap_grid`'s mixes, made one at a time."""
+        axes = [(o.name, [v for v in o.on(device) if not o.cost_s.get(v)]) for o in self.options]
+        axes = [(name, values) for name, values in axes if values]
+        for changed in range(len(axes) + 1):
+            for chosen in itertools.combinations(axes, changed):
+                names = [name for name, _ in chosen]
+                for values in itertools.product(*(values for _, values in chosen)):
+                    yield dict(zip(names, values))
+
+    def cheap_size(self, device: str) -> int:
+        """How many mixes `iter_cheap` makes (the defaults included)."""
+        return math.prod(
+            1 + sum(1 for v in o.on(device) if not o.cost_s.get(v)) for o in self.options
+        )
 
     def expensive(self, device: str) -> list[tuple[str, Any, float]]:
         """(option, value, cost in s) of every expensive value on `device`, in declared order:
