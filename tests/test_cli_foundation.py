@@ -387,3 +387,26 @@ def test_bench_values_it_cannot_use_are_one_line_before_any_run_directory(
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(says)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_says_a_file_is_not_a_run_directory(runner, tmp_path):
+    page = tmp_path / "x.html"
+    page.write_text("<html></html>")
+    result = invoke(runner, "report", str(page))
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: '{page}' is a file, not a run directory; pass a directory")
+
+
+def test_report_refuses_a_suffix_it_cannot_write(runner, tmp_path):
+    from synthetic_runs import Combo, make_run
+
+    run = make_run(tmp_path / "runs", [Combo("onnxruntime")])
+    result = invoke(runner, "report", str(run), "-o", str(tmp_path / "out.pdf"))
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (
+        f"error: -o {tmp_path / 'out.pdf'}: infercmp writes no '.pdf' file; name it .html, .md, "
+        ".csv or .json, or give --format"
+    )
+    assert not (tmp_path / "out.pdf").exists()
