@@ -313,6 +313,16 @@ def test_a_huge_search_space_is_screened_in_the_budget_not_listed(tmp_path):
     assert grid[11] == {"a1": 1}  # every single change before any pair
 
 
+def test_fake_engine_search_where_every_candidate_is_dropped_fails(tmp_path):
+    search, _, _ = _search(1000.0, tmp_path, precisions=["bf16"])  # bf16 fails parity
+    board = search.run()
+    assert board.status == "failed"
+    assert board.detail == (
+        "no configuration passed: all 4 measured were dropped (the leaderboard says why)"
+    )
+    assert read_leaderboard(tmp_path).status == "failed"
+
+
 def test_pareto_front_keeps_what_no_other_point_beats_on_both():
     points = [("a", 1.0, 300), ("b", 2.0, 100), ("c", 3.0, 200), ("d", 1.5, None)]
     assert pareto_front(points) == ["a", "b"]
@@ -413,6 +423,32 @@ def test_tune_on_a_full_disk_is_one_line_and_marks_what_it_can(
     run = next(runs.iterdir())
     assert RunStore.open(run).status == ("failed" if run_json_writable else "running")
     assert read_leaderboard(run).status == "failed"
+
+
+def test_tune_exits_1_when_every_candidate_failed(cli, tmp_path, monkeypatch):
+    from infercmp import tune as tune_mod
+    from infercmp.results import RunStore
+
+    def all_fail(self, candidates, plan, timeout_s):
+        for c in candidates:
+            timeout_s(c)
+            yield Measured(c, "failed", "engine 'onnxruntime': no kernel for this model")
+
+    monkeypatch.setattr(tune_mod.WorkerMeasurer, "measure", all_fail)
+    runs = tmp_path / "runs"
+    result = cli("tune", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-o", str(runs))
+    assert result.exit_code == 1, result.output
+    assert "search: complete" not in result.output
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: tune found nothing: no configuration passed: all 2 measured were dropped"
+        )
+    )
+    run = next(runs.iterdir())
+    assert read_leaderboard(run).status == "failed"
+    assert RunStore.open(run).status == "complete"  # what it measured is stored, as bench does
 
 
 def test_tune_runs_workers_stores_a_run_and_report_shows_the_leaderboard(cli, tmp_path):

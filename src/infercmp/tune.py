@@ -465,6 +465,14 @@ class Search:
                 f"the {r.budget_s:g} s budget ran out; the leaderboard holds what was measured"
             )
         self._conclude()
+        if self._figures and not any(w.best for w in self.board.winners):
+            # As bench fails a run whose combinations all failed: nothing here is a result.
+            self.board.status = "failed"
+            self.board.detail = (
+                f"no configuration passed: all {len(self._figures)} measured were dropped "
+                "(the leaderboard says why)"
+            )
+            self._save()
         return self.board
 
     def _round(self, plan: RoundPlan, candidates: list[Candidate]) -> None:

@@ -241,7 +241,7 @@ def tune(
             raise
         else:
             try:
-                store.finish("complete", board.detail)
+                store.finish("complete", board.detail)  # all it measured is stored
             except OSError as exc:
                 raise bench_mod._write_failed(store, exc) from exc
     print_leaderboard(board, store.path)
@@ -249,6 +249,8 @@ def tune(
         raise RunFailed(
             f"tune interrupted; the leaderboard so far is in {store.path / tune_mod.TUNE_FILE}"
         )
+    if board.status == "failed":
+        raise RunFailed(f"tune found nothing: {board.detail}; see {store.path}")
     if state.debug:
         err_console.print(f"tune took {time.monotonic() - started:.1f} s of {budget_s:g} s")
 
