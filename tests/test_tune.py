@@ -366,7 +366,7 @@ def cli(tmp_path, monkeypatch):
         (["--budget", "ten"], "error: --budget 'ten': give a duration like 90s, 10m or 1h"),
         (["--budget", "5s"], "error: --budget '5s' is under 10 s"),
         (["-e", "pytorch[cuda_graph=true]"], "error: --engine 'pytorch[cuda_graph=true]': tune "),
-        (["--batch", "8"], "error: --batch 8: tune measures the batch of the model's example"),
+        (["--batch", "8"], "error: model 'tiny-cnn' fixes batch_size of input 'image' at 1; "),
         (["--objective", "speed"], "error: --objective 'speed': choose latency or throughput"),
         (["-e", "tensorrt", "-d", "cpu"], "error: --engine tensorrt runs on cuda only, not --de"),
     ],
@@ -423,6 +423,108 @@ def test_tune_on_a_full_disk_is_one_line_and_marks_what_it_can(
     run = next(runs.iterdir())
     assert RunStore.open(run).status == ("failed" if run_json_writable else "running")
     assert read_leaderboard(run).status == "failed"
+
+
+def test_tune_batch_measures_every_candidate_at_that_batch(
+    cli, tmp_path, monkeypatch, shared_cache
+):
+    from infercmp import bench
+
+    specs = []
+
+    def stub_worker(spec, timeout_s, sample_hz, samplers, on_phase=lambda phase: None):
+        specs.append(spec)
+        return bench.WorkerOutcome("skipped", "worker not started in this test", None, {}, [], "")
+
+    monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
+    monkeypatch.setattr(bench, "run_worker", stub_worker)
+    runs = tmp_path / "runs"
+    result = cli(
+        "tune", "tiny-two-io", "-d", "cpu", "-e", "onnxruntime", "--batch", "8", "-o", str(runs)
+    )
+    assert "Traceback" not in result.output and result.exit_code != 2, result.output
+    assert specs and {spec.load.batch for spec in specs} == {8}
+    run = next(runs.iterdir())
+    board = read_leaderboard(run)
+    assert board.entries and all(
+        e.command.endswith(" -p fp32 --batch 8 --repeat 3") for e in board.entries
+    )
+    assert json.loads((run / "run.json").read_text())["settings"]["loads"][0]["batch"] == 8
+
+
+def test_tune_prints_one_line_per_round_and_the_winners(cli, tmp_path, monkeypatch):
+    import re
+
+    from infercmp import tune as tune_mod
+
+    def measure(self, candidates, plan, timeout_s):
+        for c in candidates:
+            timeout_s(c)
+            ms = 2.0 - 0.1 * len(c.options)
+            yield Measured(
+                c, "ok", p50_ms=ms, ci_low_ms=ms * 0.99, ci_high_ms=ms * 1.01,
+                items_per_s=1000 / ms, processes=plan.repeat, wall_s=1.0,
+            )  # fmt: skip
+
+    monkeypatch.setattr(tune_mod.WorkerMeasurer, "measure", measure)
+    runs = tmp_path / "runs"
+    result = cli("tune", "tiny-cnn", "-d", "cpu", "-e", "pytorch", "-e", "onnxruntime", "-o", runs)
+    assert result.exit_code == 0, result.output
+    board = read_leaderboard(next(runs.iterdir()))
+    lines = result.output.splitlines()
+    rounds = [
+        line
+        for line in lines
+        if re.match(r"(screen|expensive|confirm|final): \d+ of \d+ measured", line)
+    ]
+    assert len(rounds) == len(board.rounds) == 4
+    screened = sum(any(r.round == "screen" for r in e.rounds) for e in board.entries)
+    assert rounds[0].startswith(f"screen: {screened} of {screened} measured in ")
+    assert "fastest: pytorch[" in rounds[0] and "s of the budget left" in rounds[0]
+    # No line per candidate, no table of them: those are in the report.
+    assert not [line for line in lines if line.startswith(("  [", " configuration"))]
+    assert len(lines) <= len(rounds) + 2 * len(board.winners) + 8, result.output
+
+
+PIPED_TUNE = """
+import sys, time
+from infercmp import tune
+from infercmp.cli import main
+
+def measure(self, candidates, plan, timeout_s):
+    for c in candidates:
+        timeout_s(c)
+        time.sleep(0.2)
+        yield tune.Measured(c, "ok", p50_ms=1.0, ci_low_ms=0.9, ci_high_ms=1.1, processes=1)
+
+tune.WorkerMeasurer.measure = measure
+sys.argv[0] = "infercmp"
+main()
+"""
+
+
+def test_tune_into_a_closed_pipe_finishes_the_run(tmp_path):
+    """`infercmp tune | head -1`: the reader goes away after one line; the search goes on."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    env = dict(os.environ, NO_COLOR="1", INFERCMP_CACHE_DIR=str(tmp_path / "c"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PIPED_TUNE, "tune", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime",
+         "-e", "pytorch", "-o", str(runs)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout.readline().startswith(b"run directory: ")
+    proc.stdout.close()  # as `head -1` exits
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()
+    from infercmp.results import RunStore
+
+    run = next(runs.iterdir())
+    assert RunStore.open(run).status == "complete"
+    assert read_leaderboard(run).status == "complete"
 
 
 def test_tune_exits_1_when_every_candidate_failed(cli, tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from infercmp.contract import Measurement
+from infercmp.contract import Load, Measurement
 from infercmp.engines.descriptor import EngineDescriptor, Machine, SearchSpace
 from infercmp.errors import InfercmpError
 
@@ -352,6 +352,7 @@ class TuneRequest:
     repeat: int = 3
     device_resident: bool = False
     candidate_timeout_s: float = 300.0  # a cheap candidate's worker; expensive ones add cost_s
+    batch: int | None = None  # bench's --batch N: the example stacked to N items; None: as is
 
 
 @dataclass
@@ -361,7 +362,8 @@ class Search:
     request: TuneRequest
     measurer: Measurer
     save: Callable[[TuneLeaderboard], None]
-    progress: Callable[[str], None] = lambda line: None
+    progress: Callable[[str], None] = lambda line: None  # one line per round
+    activity: Callable[[str], None] = lambda line: None  # each candidate as it lands
     clock: Callable[[], float] = time.monotonic
     started: float = field(default_factory=time.monotonic)
     board: TuneLeaderboard = field(init=False)
@@ -476,17 +478,39 @@ class Search:
         return self.board
 
     def _round(self, plan: RoundPlan, candidates: list[Candidate]) -> None:
+        """Measure `candidates` in `plan`; one `progress` line when the round ends (however it
+        ends), and each candidate's own line to `activity` as it lands."""
         if not candidates:
             return
         self.board.rounds.append(plan)
-        total = len(candidates)
-        self.progress(
-            f"{plan.name}: {total} candidate(s), about {self.estimate_s(candidates, plan):.0f} s "
-            f"of {max(self.left_s(), 0):.0f} s left"
-        )
-        for index, measured in enumerate(self.measurer.measure(candidates, plan, self._timeout), 1):
-            self._record(plan.name, measured)
-            self.progress(f"  [{plan.name} {index}/{total}] {_progress_line(measured)}")
+        started = self.clock()
+        measured: list[Measured] = []
+        try:
+            for m in self.measurer.measure(candidates, plan, self._timeout):
+                self._record(plan.name, m)
+                measured.append(m)
+                self.activity(f"{plan.name} {len(measured)}/{len(candidates)}: {_progress_line(m)}")
+        finally:
+            self.progress(self._round_line(plan, len(candidates), measured, started))
+
+    def _round_line(
+        self, plan: RoundPlan, total: int, measured: list[Measured], started: float
+    ) -> str:
+        """`screen: 18 of 18 measured in 73 s, 3 dropped; fastest: ...; 17 s of the budget left`:
+        the round's figures as they were, not an estimate."""
+        ok = [m for m in measured if self._ok(m.candidate)]
+        line = f"{plan.name}: {len(measured)} of {total} measured in {self.clock() - started:.0f} s"
+        if len(ok) < len(measured):
+            line += f", {len(measured) - len(ok)} dropped"
+        if ok:
+            best = min(ok, key=lambda m: _score(m, self.request.objective))
+            figure = (
+                f"{best.items_per_s:,.0f} items/s"
+                if self.request.objective == "throughput" and best.items_per_s
+                else f"{best.p50_ms:.4g} ms"
+            )
+            line += f"; fastest: {best.candidate.label} {figure}"
+        return line + f"; {max(self.left_s(), 0):.0f} s of the budget left"
 
     def _expensive(self) -> None:
         """Each engine's expensive values on its best screened configuration, while they fit."""
@@ -784,6 +808,8 @@ def bench_command(request: TuneRequest, candidate: Candidate) -> str:
     parts += ["-d", candidate.device, "-p", candidate.precision]
     if request.shape_arg:
         parts += ["--shape", request.shape_arg]
+    if request.batch is not None:
+        parts += ["--batch", str(request.batch)]
     if request.device_resident:
         parts.append("--device-resident")
     parts += ["--repeat", str(request.repeat)]
@@ -814,6 +840,7 @@ class WorkerMeasurer:
     device_resident: bool = False
     power_limit_w: float | None = None
     prepare_timeout_s: float = 600.0
+    load: Load = field(default_factory=Load)  # bench's load: the batch every candidate runs at
     progress: Callable[[str], None] = lambda line: None
     on_phase: Callable[[Candidate, str], None] = lambda candidate, phase: None
 
@@ -882,6 +909,7 @@ class WorkerMeasurer:
             [candidate.device],
             [candidate.precision],
             self.machine,
+            loads=[self.load],
         )
         return plan.combinations[0]
 

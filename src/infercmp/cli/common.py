@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,27 @@ class State:
     debug: bool = False
 
 
+class _Console(Console):
+    """A console that a closed pipe (`infercmp tune | head`) silences instead of ending.
+
+    Rich's default exits with status 1 from inside whatever was printing: a measuring run
+    then ended as failed ("SystemExit: 1") although nothing about the run went wrong.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:  # later writes, and Python's flush at exit, go nowhere instead of failing
+            os.dup2(devnull, self.file.fileno())
+        except (OSError, ValueError):  # no file descriptor (a test's in-memory stream)
+            pass
+        finally:
+            os.close(devnull)
+
+
 state = State()
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 
 # Options several commands take, declared once so their flags, defaults and help agree.
