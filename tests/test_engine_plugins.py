@@ -398,6 +398,9 @@ def test_engines_lists_each_broken_engine_with_its_reason(broken_engines):
         text.output
     )
     assert "Traceback" not in text.output
+    one = runner.invoke(app, ["engines", "bad-concurrency"])
+    assert one.exit_code == 0, one.output
+    assert one.output.startswith("bad-concurrency (bad-concurrency-package): broken: TypeError")
 
 
 def test_a_broken_engine_is_noted_by_default_tune_and_never_by_a_command_naming_others(

@@ -71,8 +71,9 @@ def list_engines(
 
     names = list(engine_entries())
     if name is not None:
-        get_descriptor(name)  # unknown: one clear error with suggestions
-        names = [name]
+        if name not in names:
+            get_descriptor(name)  # unknown: one clear error with suggestions
+        names = [name]  # a broken one too: listed with the reason
     rows = [_describe(n) for n in names]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
