@@ -237,8 +237,8 @@ class EngineDescriptor:
     def check_declaration(self) -> None:
         """Raise TypeError naming every class attribute that is not what infercmp reads.
 
-        Run once when the descriptor is loaded, so a wrong declaration makes the engine
-        unavailable with the reason instead of failing later, in the middle of a command.
+        Run once when the descriptor is loaded, so a wrong declaration lists the engine as
+        broken with the reason instead of failing later, in the middle of a command.
         """
         problems = _declaration_problems(self)
         if problems:
@@ -306,7 +306,7 @@ class EngineDescriptor:
         return getattr(importlib.import_module(module_name), attribute)
 
 
-def broken_text(descriptor: EngineDescriptor, call: str, exc: BaseException) -> str:
+def _broken_text(descriptor: EngineDescriptor, call: str, exc: BaseException) -> str:
     return f"engine '{descriptor.name}' is broken: {call} raised {type(exc).__name__}: {exc}"
 
 
@@ -316,7 +316,7 @@ def _reason_when_broken(method: Callable[..., str | None]) -> Callable[..., str 
         try:
             return method(self, *args, **kwargs)
         except Exception as exc:  # a third-party engine may raise anything
-            return broken_text(self, f"{method.__name__}()", exc)
+            return _broken_text(self, f"{method.__name__}()", exc)
 
     return answer
 
@@ -329,7 +329,7 @@ def _error_when_broken(method: Callable[..., Any]) -> Callable[..., Any]:
         except InfercmpError:
             raise
         except Exception as exc:  # a third-party engine may raise anything
-            raise InfercmpError(broken_text(self, f"{method.__name__}()", exc)) from exc
+            raise InfercmpError(_broken_text(self, f"{method.__name__}()", exc)) from exc
 
     return convert
 
@@ -338,14 +338,14 @@ def _declaration_problems(descriptor: EngineDescriptor) -> list[str]:
     """What is wrong with the class attributes infercmp reads without calling the engine."""
     problems = []
 
-    def names(value: Any, allowed: tuple[str, ...]) -> bool:
+    def some_of(value: Any, allowed: tuple[str, ...]) -> bool:
         return isinstance(value, (tuple, list)) and bool(value) and set(value) <= set(allowed)
 
     if not isinstance(getattr(descriptor, "summary", None), str):
         problems.append("summary is not a string")
-    if not names(descriptor.devices, DEVICES):
+    if not some_of(descriptor.devices, DEVICES):
         problems.append(f"devices {descriptor.devices!r} is not a tuple of {', '.join(DEVICES)}")
-    if not names(descriptor.precisions, PRECISIONS):
+    if not some_of(descriptor.precisions, PRECISIONS):
         problems.append(
             f"precisions {descriptor.precisions!r} is not a tuple of {', '.join(PRECISIONS)}"
         )
