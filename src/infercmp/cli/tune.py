@@ -315,8 +315,9 @@ def print_leaderboard(board, run_dir: Path) -> None:
         (len(board.excluded), "not searched"),
     ]
     console.print(
-        ", ".join(f"{n} {what}" for n, what in counts if n or what == "measured")
-        + " configuration(s): 'infercmp report' shows each with its figures or the reason",
+        "configurations: "
+        + ", ".join(f"{n} {what}" for n, what in counts if n or what == "measured")
+        + "; 'infercmp report' shows each with its figures or the reason",
         markup=False,
         soft_wrap=True,
     )
