@@ -121,9 +121,10 @@ class PlainCommand(TyperCommand):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
-            if param.param_type_name == "option" and param.metavar is None:
-                annotation = param.type_descriptor.annotation
-                element = typing.get_args(annotation)[0] if param.type_descriptor.is_list else None
+            described = getattr(param, "type_descriptor", None)  # typer's, not click's own
+            if param.param_type_name == "option" and param.metavar is None and described:
+                annotation = described.annotation
+                element = typing.get_args(annotation)[0] if described.is_list else None
                 param.metavar = _VALUE_NAMES.get(element or annotation, "<text>")
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
