@@ -362,3 +362,51 @@ def test_an_out_dir_that_cannot_be_made_is_bad_input_exit_2(runner, tmp_path, wh
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot create the results directory {out}: ")
     assert blocker.read_text() == ""
+
+
+NINES = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--batch", "²"], "error: --batch '²': '²' is not a positive integer"),
+        (["--concurrency", "²"], "error: --concurrency '²': '²' is not a positive integer"),
+        (["--batch", NINES], "error: --batch: a size of 5000 digits is too large"),
+        (["--concurrency", NINES], f"error: --concurrency '{NINES[:40]}': {NINES[:40]} is above"),
+        (["--timeout", "1e10"], "error: --timeout must be more than 0 and at most 86400 seconds"),
+        (["--out", "runs\udcff"], "error: Invalid value for '--out' / '-o': 'runs\\xff' is not va"),
+    ],
+)
+def test_bench_values_it_cannot_use_are_one_line_before_any_run_directory(
+    runner, tmp_path, monkeypatch, args, says
+):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(runner, "bench", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", *args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(says)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_says_a_file_is_not_a_run_directory(runner, tmp_path):
+    page = tmp_path / "x.html"
+    page.write_text("<html></html>")
+    result = invoke(runner, "report", str(page))
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: '{page}' is a file, not a run directory; pass a directory")
+
+
+def test_report_refuses_a_suffix_it_cannot_write(runner, tmp_path):
+    from synthetic_runs import Combo, make_run
+
+    run = make_run(tmp_path / "runs", [Combo("onnxruntime")])
+    result = invoke(runner, "report", str(run), "-o", str(tmp_path / "out.pdf"))
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (
+        f"error: -o {tmp_path / 'out.pdf'}: infercmp writes no '.pdf' file; name it .html, .md, "
+        ".csv or .json, or give --format"
+    )
+    assert not (tmp_path / "out.pdf").exists()

@@ -53,3 +53,34 @@ def test_the_engine_example_survives_in_bench_help():
     result = CliRunner(env={"NO_COLOR": "1"}).invoke(app, ["bench", "--help"])
     assert _squeezed("options in brackets: 'pytorch[cuda_graph=true]'") in _squeezed(result.output)
     assert re.search(r"^\s+--device-resident\s{2,}Time compute only", result.output, re.M)
+
+
+# Python annotations where a user expects the name of a value (issue 23, D.26).
+PYTHON_TYPES = re.compile(r"<str>|<bool>|<float>|list\[|\[Path\]|\{\w+\}|Path\]")
+
+
+@pytest.mark.parametrize(
+    ("path", "command"), COMMANDS, ids=[" ".join(p) or "infercmp" for p, _ in COMMANDS]
+)
+def test_help_names_values_as_typed_not_as_python_types(path, command):
+    result = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "80"}).invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    leaked = PYTHON_TYPES.findall(result.output)
+    assert not leaked, f"help of {' '.join(path)} shows {leaked}:\n{result.output}"
+    # A placeholder a help text uses (`exceeds PCT %`) is the metavar of some option.
+    for placeholder in re.findall(r"\bPCT\b", result.output):
+        assert re.search(rf"--[\w-]+ {placeholder}\b", result.output), (
+            f"{placeholder} is used but not defined:\n{result.output}"
+        )
+
+
+def test_help_shows_arguments_by_name_and_the_commands_agree_on_short_flags():
+    runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "80"})
+    assert (
+        "Usage: infercmp bench [OPTIONS] MODEL\n" in runner.invoke(app, ["bench", "--help"]).output
+    )
+    assert "[OPTIONS] [RUN_DIRS]...\n" in runner.invoke(app, ["report", "--help"]).output
+    assert "[OPTIONS] BASE_RUN NEW_RUN\n" in runner.invoke(app, ["compare", "--help"]).output
+    assert "-s, --shape" in runner.invoke(app, ["export", "--help"]).output
+    top = _squeezed(runner.invoke(app, ["--help"]).output)
+    assert _squeezed("PyTorch, ONNX Runtime, OpenVINO and TensorRT") in top

@@ -295,3 +295,175 @@ def test_engine_labels_echo_what_was_typed():
     assert choice.options == (("channels_last", True), ("cuda_graph", True))
     with pytest.raises(InfercmpError, match=r"--engine 'onnxruntime\[': options go in brackets"):
         parse_engine("onnxruntime[")
+
+
+# --- a broken engine plugin takes down nothing but itself (issue 23, C.20) ---------------------
+
+
+class _Fine(EngineDescriptor):
+    summary = "a fake engine on infercmp's ONNX export"
+    devices = ("cpu",)
+    runtime = "infercmp.engines.onnxruntime:OnnxRuntimeEngine"
+
+
+class _AvailabilityRaises(_Fine):
+    name = "bad-availability"
+
+    def availability(self):
+        raise RuntimeError("probe crashed")
+
+
+class _RefusalRaises(_Fine):
+    name = "bad-refusal"
+
+    def refusal(self, device, precision, machine):
+        raise KeyError(device)
+
+
+class _ConvertRaises(_Fine):
+    name = "bad-convert"
+
+    def convert(self, context, precision, options):
+        raise ZeroDivisionError("division by zero")
+
+
+class _OptionsNotAModel(_Fine):
+    name = "bad-options"
+    options = dict  # type: ignore[assignment]
+
+
+class _ConcurrencyNone(_Fine):
+    name = "bad-concurrency"
+    concurrency = None  # type: ignore[assignment]
+
+
+BROKEN = {
+    cls.name: cls
+    for cls in (
+        _AvailabilityRaises,
+        _RefusalRaises,
+        _ConvertRaises,
+        _OptionsNotAModel,
+        _ConcurrencyNone,
+    )
+}
+
+
+@pytest.fixture
+def broken_engines(monkeypatch):
+    """pytorch and onnxruntime for real, next to one broken engine of each kind (the models
+    are the installed ones)."""
+    import types
+
+    module = types.ModuleType("fake_broken_engines")
+    for cls in BROKEN.values():
+        setattr(module, cls.__name__, cls)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    fakes = [
+        _entry_point("pytorch", "infercmp.engines.pytorch:DESCRIPTOR", "infercmp"),
+        _entry_point("onnxruntime", "infercmp.engines.onnxruntime:DESCRIPTOR", "infercmp"),
+        *(
+            _entry_point(name, f"{module.__name__}:{cls.__name__}", f"{name}-package")
+            for name, cls in BROKEN.items()
+        ),
+    ]
+    real = metadata.entry_points
+
+    def entry_points(**params):
+        return fakes if params.get("group") == engines.ENTRY_POINT_GROUP else real(**params)
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
+
+
+def test_engines_lists_each_broken_engine_with_its_reason(broken_engines):
+    from typer.testing import CliRunner
+
+    from infercmp.cli import app
+
+    runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
+    result = runner.invoke(app, ["engines", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["pytorch"]["available"] is True
+    assert rows["bad-availability"]["available"] is False
+    assert rows["bad-availability"]["reason"] == (
+        "engine 'bad-availability' is broken: availability() raised RuntimeError: probe crashed"
+    )
+    assert rows["bad-options"]["broken"] is True
+    assert "options <class 'dict'> is not a subclass of" in rows["bad-options"]["reason"]
+    assert "concurrency None is not a dict of device -> text" in (rows["bad-concurrency"]["reason"])
+    text = runner.invoke(app, ["engines"])
+    assert text.exit_code == 0, text.output
+    assert "bad-options (bad-options-package): broken: TypeError: engine 'bad-options' is " in (
+        text.output
+    )
+    assert "Traceback" not in text.output
+    one = runner.invoke(app, ["engines", "bad-concurrency"])
+    assert one.exit_code == 0, one.output
+    assert one.output.startswith("bad-concurrency (bad-concurrency-package): broken: TypeError")
+
+
+def test_a_broken_engine_is_noted_by_default_tune_and_never_by_a_command_naming_others(
+    broken_engines,
+):
+    from infercmp.cli.tune import _engines
+
+    found, notes = _engines([], "cpu")
+    # Only a refusal() or convert() that raises is left for the search to record per candidate.
+    assert set(found) == {"pytorch", "onnxruntime", "bad-refusal", "bad-convert"}
+    assert any("bad-availability' is broken: availability() raised" in n for n in notes)
+    assert any("engine 'bad-options' (bad-options-package) is unavailable" in n for n in notes)
+    found, notes = _engines(["onnxruntime"], "cpu")
+    assert (list(found), notes) == (["onnxruntime"], [])
+    from infercmp.tune import cheap_candidates
+
+    candidates, excluded = cheap_candidates(found["onnxruntime"], "cpu", Machine(0), None)
+    assert candidates
+    candidates, excluded = cheap_candidates(
+        engines.get_descriptor("bad-refusal"), "cpu", Machine(0), None
+    )
+    assert candidates == []
+    assert excluded[0].reason == "engine 'bad-refusal' is broken: refusal() raised KeyError: 'cpu'"
+
+
+def test_bench_records_each_broken_engine_and_runs_the_others(
+    broken_engines, shared_cache, monkeypatch, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from infercmp import bench, devices
+    from infercmp.cli import app
+
+    ran = []
+
+    def stub_worker(spec, timeout_s, sample_hz, samplers, on_phase=lambda phase: None):
+        ran.append(spec.engine)
+        return bench.WorkerOutcome("skipped", "worker not started in this test", None, {}, [], "")
+
+    monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(bench, "run_worker", stub_worker)
+    runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
+    out = tmp_path / "runs"
+    for args in (
+        [],  # every installed engine
+        ["-e", "onnxruntime", "-e", "bad-convert", "-e", "bad-refusal", "-e", "bad-availability"],
+    ):
+        result = runner.invoke(
+            app, ["bench", "tiny-cnn", "-d", "cpu", "--iters", "5", "-o", str(out), *args]
+        )
+        assert "Traceback" not in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        assert out.is_dir(), result.output
+        run = max(out.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        store = RunStore.open(run)
+        assert store.status == "complete", result.output
+        results = {r.engine: r for r in store.results}
+        assert results["bad-convert"].status == "failed"
+        assert "engine 'bad-convert' is broken: convert() raised ZeroDivisionError" in (
+            results["bad-convert"].error
+        )
+        assert "refusal() raised KeyError" in results["bad-refusal"].error
+        assert "availability() raised RuntimeError" in results["bad-availability"].error
+        assert "onnxruntime" in ran and "bad-convert" not in ran
+        ran.clear()

@@ -271,6 +271,58 @@ def test_fake_engine_throughput_objective_ranks_by_items_per_second(tmp_path):
     assert board.entries[0].items_per_s == pytest.approx(1000.0)
 
 
+class HugeOptions(EngineOptions):
+    a0: int = Field(0, description="knob 0")
+    a1: int = Field(0, description="knob 1")
+    a2: int = Field(0, description="knob 2")
+    a3: int = Field(0, description="knob 3")
+    a4: int = Field(0, description="knob 4")
+    a5: int = Field(0, description="knob 5")
+    a6: int = Field(0, description="knob 6")
+    a7: int = Field(0, description="knob 7")
+    a8: int = Field(0, description="knob 8")
+
+
+class HugeDescriptor(PlainDescriptor):
+    """Nine options of ten values: 11**9 (about 2.4 billion) cheap mixes."""
+
+    name = "huge"
+    options = HugeOptions
+    search_space = SearchSpace(
+        options=tuple(SearchOption(f"a{i}", {"cpu": tuple(range(1, 11))}) for i in range(9))
+    )
+
+
+def test_a_huge_search_space_is_screened_in_the_budget_not_listed(tmp_path):
+    import time
+
+    assert HugeDescriptor.search_space.cheap_size("cpu") == 11**9
+    search, measurer, _ = _search(10.0, tmp_path, descriptors={"huge": HugeDescriptor()})
+    started = time.monotonic()
+    board = search.run()
+    assert time.monotonic() - started < 5.0
+    # 10 s holds two workers: the defaults and the first one-option change, nothing listed more
+    assert sorted(e.label for e in board.entries) == ["huge fp32", "huge[a0=1] fp32"]
+    assert board.notes == [
+        "huge declares about 2,357,947,691 cheap configurations; the 10 s budget has room for "
+        "at most 2 workers, so the screen takes the first 2: the defaults, then those that "
+        "change fewest options"
+    ]
+    grid = HugeDescriptor.search_space.cheap_grid("cpu", limit=12)
+    assert grid[:3] == [{}, {"a0": 1}, {"a0": 2}]
+    assert grid[11] == {"a1": 1}  # every single change before any pair
+
+
+def test_fake_engine_search_where_every_candidate_is_dropped_fails(tmp_path):
+    search, _, _ = _search(1000.0, tmp_path, precisions=["bf16"])  # bf16 fails parity
+    board = search.run()
+    assert board.status == "failed"
+    assert board.detail == (
+        "no configuration passed: all 4 measured were dropped (the leaderboard says why)"
+    )
+    assert read_leaderboard(tmp_path).status == "failed"
+
+
 def test_pareto_front_keeps_what_no_other_point_beats_on_both():
     points = [("a", 1.0, 300), ("b", 2.0, 100), ("c", 3.0, 200), ("d", 1.5, None)]
     assert pareto_front(points) == ["a", "b"]
@@ -314,7 +366,7 @@ def cli(tmp_path, monkeypatch):
         (["--budget", "ten"], "error: --budget 'ten': give a duration like 90s, 10m or 1h"),
         (["--budget", "5s"], "error: --budget '5s' is under 10 s"),
         (["-e", "pytorch[cuda_graph=true]"], "error: --engine 'pytorch[cuda_graph=true]': tune "),
-        (["--batch", "8"], "error: --batch 8: tune measures the batch of the model's example"),
+        (["--batch", "8"], "error: model 'tiny-cnn' fixes batch_size of input 'image' at 1; "),
         (["--objective", "speed"], "error: --objective 'speed': choose latency or throughput"),
         (["-e", "tensorrt", "-d", "cpu"], "error: --engine tensorrt runs on cuda only, not --de"),
     ],
@@ -324,6 +376,181 @@ def test_tune_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[0].startswith(message)
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--budget", "9" * 400], f"error: --budget '{'9' * 40}' is over a week (604800 s)"),
+        (["--timeout", "1e10"], "error: --timeout must be more than 0 and at most 86400 seconds"),
+        (["-o", "runs\udcff"], "error: Invalid value for '--out' / '-o': 'runs\\xff' is not"),
+    ],
+)
+def test_tune_refuses_what_a_run_cannot_hold_before_making_one(
+    cli, tmp_path, monkeypatch, args, message
+):
+    monkeypatch.chdir(tmp_path)
+    result = cli("tune", "tiny-cnn", "-d", "cpu", *args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(message)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("runs")]
+
+
+@pytest.mark.parametrize("run_json_writable", [True, False])
+def test_tune_on_a_full_disk_is_one_line_and_marks_what_it_can(
+    cli, tmp_path, monkeypatch, run_json_writable
+):
+    import errno
+
+    from infercmp import tune as tune_mod
+    from infercmp.results import RunStore
+
+    runs = tmp_path / "runs"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(runs / "x" / TUNE_FILE))
+
+    monkeypatch.setattr(tune_mod.Search, "run", disk_full)
+    if not run_json_writable:
+        monkeypatch.setattr(RunStore, "finish", disk_full)
+    result = cli("tune", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-o", str(runs))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert error.startswith("error: cannot write the run's files (")
+    assert "No space left on device" in error
+    run = next(runs.iterdir())
+    assert RunStore.open(run).status == ("failed" if run_json_writable else "running")
+    assert read_leaderboard(run).status == "failed"
+
+
+def test_tune_batch_measures_every_candidate_at_that_batch(
+    cli, tmp_path, monkeypatch, shared_cache
+):
+    from infercmp import bench
+
+    specs = []
+
+    def stub_worker(spec, timeout_s, sample_hz, samplers, on_phase=lambda phase: None):
+        specs.append(spec)
+        return bench.WorkerOutcome("skipped", "worker not started in this test", None, {}, [], "")
+
+    monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
+    monkeypatch.setattr(bench, "run_worker", stub_worker)
+    runs = tmp_path / "runs"
+    result = cli(
+        "tune", "tiny-two-io", "-d", "cpu", "-e", "onnxruntime", "--batch", "8", "-o", str(runs)
+    )
+    assert "Traceback" not in result.output and result.exit_code != 2, result.output
+    assert specs and {spec.load.batch for spec in specs} == {8}
+    run = next(runs.iterdir())
+    board = read_leaderboard(run)
+    assert board.entries and all(
+        e.command.endswith(" -p fp32 --batch 8 --repeat 3") for e in board.entries
+    )
+    assert json.loads((run / "run.json").read_text())["settings"]["loads"][0]["batch"] == 8
+
+
+def test_tune_prints_one_line_per_round_and_the_winners(cli, tmp_path, monkeypatch):
+    import re
+
+    from infercmp import tune as tune_mod
+
+    def measure(self, candidates, plan, timeout_s):
+        for c in candidates:
+            timeout_s(c)
+            ms = 2.0 - 0.1 * len(c.options)
+            yield Measured(
+                c, "ok", p50_ms=ms, ci_low_ms=ms * 0.99, ci_high_ms=ms * 1.01,
+                items_per_s=1000 / ms, processes=plan.repeat, wall_s=1.0,
+            )  # fmt: skip
+
+    monkeypatch.setattr(tune_mod.WorkerMeasurer, "measure", measure)
+    runs = tmp_path / "runs"
+    result = cli("tune", "tiny-cnn", "-d", "cpu", "-e", "pytorch", "-e", "onnxruntime", "-o", runs)
+    assert result.exit_code == 0, result.output
+    board = read_leaderboard(next(runs.iterdir()))
+    lines = result.output.splitlines()
+    rounds = [
+        line
+        for line in lines
+        if re.match(r"(screen|expensive|confirm|final): \d+ of \d+ measured", line)
+    ]
+    assert len(rounds) == len(board.rounds) == 4
+    screened = sum(any(r.round == "screen" for r in e.rounds) for e in board.entries)
+    assert rounds[0].startswith(f"screen: {screened} of {screened} measured in ")
+    assert "fastest: pytorch[" in rounds[0] and "s of the budget left" in rounds[0]
+    # No line per candidate, no table of them: those are in the report.
+    assert not [line for line in lines if line.startswith(("  [", " configuration"))]
+    assert len(lines) <= len(rounds) + 2 * len(board.winners) + 8, result.output
+
+
+PIPED_TUNE = """
+import sys, time
+from infercmp import tune
+from infercmp.cli import main
+
+def measure(self, candidates, plan, timeout_s):
+    for c in candidates:
+        timeout_s(c)
+        time.sleep(0.2)
+        yield tune.Measured(c, "ok", p50_ms=1.0, ci_low_ms=0.9, ci_high_ms=1.1, processes=1)
+
+tune.WorkerMeasurer.measure = measure
+sys.argv[0] = "infercmp"
+main()
+"""
+
+
+def test_tune_into_a_closed_pipe_finishes_the_run(tmp_path):
+    """`infercmp tune | head -1`: the reader goes away after one line; the search goes on."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    env = dict(os.environ, NO_COLOR="1", INFERCMP_CACHE_DIR=str(tmp_path / "c"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PIPED_TUNE, "tune", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime",
+         "-e", "pytorch", "-o", str(runs)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout.readline().startswith(b"run directory: ")
+    proc.stdout.close()  # as `head -1` exits
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()
+    from infercmp.results import RunStore
+
+    run = next(runs.iterdir())
+    assert RunStore.open(run).status == "complete"
+    assert read_leaderboard(run).status == "complete"
+
+
+def test_tune_exits_1_when_every_candidate_failed(cli, tmp_path, monkeypatch):
+    from infercmp import tune as tune_mod
+    from infercmp.results import RunStore
+
+    def all_fail(self, candidates, plan, timeout_s):
+        for c in candidates:
+            timeout_s(c)
+            yield Measured(c, "failed", "engine 'onnxruntime': no kernel for this model")
+
+    monkeypatch.setattr(tune_mod.WorkerMeasurer, "measure", all_fail)
+    runs = tmp_path / "runs"
+    result = cli("tune", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-o", str(runs))
+    assert result.exit_code == 1, result.output
+    assert "search: complete" not in result.output
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: tune found nothing: no configuration passed: all 2 measured were dropped"
+        )
+    )
+    run = next(runs.iterdir())
+    assert read_leaderboard(run).status == "failed"
+    assert RunStore.open(run).status == "complete"  # what it measured is stored, as bench does
 
 
 def test_tune_runs_workers_stores_a_run_and_report_shows_the_leaderboard(cli, tmp_path):

@@ -1,4 +1,5 @@
-"""infercmp: compare a PyTorch model under PyTorch, ONNX Runtime and TensorRT, on CPU and CUDA."""
+"""infercmp: compare a PyTorch model under PyTorch, ONNX Runtime, OpenVINO and TensorRT, on CPU
+and CUDA."""
 
 from infercmp.plugins import ModelPlugin
 

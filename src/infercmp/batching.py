@@ -62,6 +62,10 @@ def batch_range(config: ModelConfig) -> tuple[int, int]:
     return lo, hi
 
 
+#: Far above any batch a model declares; a longer size is refused before int() sees it.
+MAX_BATCH_DIGITS = 12
+
+
 def parse_batches(text: str, config: ModelConfig) -> list[int] | None:
     """`--batch 1,8,32` checked against the config's range; None for `auto`."""
     raw = text.strip().lower()
@@ -71,11 +75,14 @@ def parse_batches(text: str, config: ModelConfig) -> list[int] | None:
     batches: list[int] = []
     for part in raw.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) <= 0:
+        # ASCII digits only: '²' is a digit to str.isdigit() but not to int().
+        if not (part.isascii() and part.isdigit()) or not part.strip("0"):
             raise InfercmpError(
                 f"--batch '{text}': '{part}' is not a positive integer; give sizes like "
                 "'1,8,32' or 'auto'"
             )
+        if len(part.lstrip("0")) > MAX_BATCH_DIGITS:  # int() refuses over 4300 digits
+            raise InfercmpError(f"--batch: a size of {len(part)} digits is too large")
         batches.append(int(part))
     check_batches(batches, config)
     return list(dict.fromkeys(batches))

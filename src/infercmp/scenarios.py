@@ -31,11 +31,13 @@ def _positive_ints(text: str, flag: str, limit: int | None = None) -> list[int]:
     values = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) <= 0:
+        # ASCII digits only: '²' is a digit to str.isdigit() but not to int().
+        if not (part.isascii() and part.isdigit()) or not part.strip("0"):
             raise InfercmpError(f"{flag} '{text}': '{part}' is not a positive integer")
-        if limit is not None and int(part) > limit:
-            raise InfercmpError(f"{flag} '{text}': {part} is above the limit of {limit}")
-        values.append(int(part))
+        digits = part.lstrip("0")  # int() refuses over 4300 digits: compare lengths first
+        if limit is not None and (len(digits) > len(str(limit)) or int(digits) > limit):
+            raise InfercmpError(f"{flag} '{text[:40]}': {part[:40]} is above the limit of {limit}")
+        values.append(int(digits))
     return list(dict.fromkeys(values))
 
 

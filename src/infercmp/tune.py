@@ -18,6 +18,7 @@ was measured.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shlex
 import time
@@ -28,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from infercmp.contract import Measurement
+from infercmp.contract import Load, Measurement
 from infercmp.engines.descriptor import EngineDescriptor, Machine, SearchSpace
 from infercmp.errors import InfercmpError
 
@@ -47,6 +48,8 @@ CONFIRM_FRACTION = 1 / 3  # of each engine's candidates that passed screening
 MIN_WORKER_S = 5.0
 #: What a worker costs before its first measurement, assumed until one has been timed.
 DEFAULT_OVERHEAD_S = 10.0
+#: Mixes the search space's rules or options model may reject for each candidate kept.
+REJECTED_PER_CANDIDATE = 20
 
 
 # --- candidates -------------------------------------------------------------------------------
@@ -112,28 +115,56 @@ def search_space(descriptor: EngineDescriptor) -> SearchSpace:
 
 
 def cheap_candidates(
-    descriptor: EngineDescriptor, device: str, machine: Machine, precisions: Sequence[str] | None
+    descriptor: EngineDescriptor,
+    device: str,
+    machine: Machine,
+    precisions: Sequence[str] | None,
+    limit: int | None = None,
 ) -> tuple[list[Candidate], list[Excluded]]:
-    """Every cheap configuration of one engine on `device`, the defaults first."""
+    """The cheap configurations of one engine on `device`, the defaults first, then those that
+    change fewest options; at most `limit` of them, made one at a time (a declared space can
+    be too large to list)."""
     space = search_space(descriptor)
-    wanted = precisions or space.precisions.get(device, descriptor.precisions)
+    wanted = _precisions(descriptor, device, precisions)
     found: list[Candidate] = []
     excluded: list[Excluded] = []
     if not precisions and DEFAULT_PRECISION not in wanted:
         # The defaults are always measured: they are what each speed-up is over.
         if not descriptor.refusal(device, DEFAULT_PRECISION, machine):
             found.append(Candidate(descriptor.name, device, DEFAULT_PRECISION))
-    for precision in wanted:
-        if refused := descriptor.refusal(device, precision, machine):
-            excluded.append(Excluded(f"{descriptor.name} {precision}", refused))
-            continue
-        for options in space.cheap_grid(device):
-            candidate = Candidate(descriptor.name, device, precision, tuple(options.items()))
-            if reason := _invalid(descriptor, space, options, device, precision):
-                excluded.append(Excluded(candidate.label, reason))
-            else:
-                found.append(candidate)
+    allowed = [p for p in wanted if not _refused(descriptor, device, p, machine, excluded)]
+    # Each precision's defaults, then each precision with one option changed, and so on.
+    mixes = ((options, p) for options in space.iter_cheap(device) for p in allowed)
+    if limit is not None:  # rules may reject most mixes: look at a bounded number of them
+        mixes = itertools.islice(mixes, limit * REJECTED_PER_CANDIDATE)
+    for options, precision in mixes:
+        if limit is not None and len(found) >= limit:
+            break
+        candidate = Candidate(descriptor.name, device, precision, tuple(options.items()))
+        if reason := _invalid(descriptor, space, options, device, precision):
+            excluded.append(Excluded(candidate.label, reason))
+        else:
+            found.append(candidate)
     return found, excluded
+
+
+def _precisions(
+    descriptor: EngineDescriptor, device: str, precisions: Sequence[str] | None
+) -> Sequence[str]:
+    """The precisions tune tries: those asked for, else those the engine declares."""
+    return precisions or search_space(descriptor).precisions.get(device, descriptor.precisions)
+
+
+def _refused(
+    descriptor: EngineDescriptor,
+    device: str,
+    precision: str,
+    machine: Machine,
+    excluded: list[Excluded],
+) -> bool:
+    if refused := descriptor.refusal(device, precision, machine):
+        excluded.append(Excluded(f"{descriptor.name} {precision}", refused))
+    return bool(refused)
 
 
 def expensive_candidates(
@@ -321,6 +352,7 @@ class TuneRequest:
     repeat: int = 3
     device_resident: bool = False
     candidate_timeout_s: float = 300.0  # a cheap candidate's worker; expensive ones add cost_s
+    batch: int | None = None  # bench's --batch N: the example stacked to N items; None: as is
 
 
 @dataclass
@@ -330,7 +362,8 @@ class Search:
     request: TuneRequest
     measurer: Measurer
     save: Callable[[TuneLeaderboard], None]
-    progress: Callable[[str], None] = lambda line: None
+    progress: Callable[[str], None] = lambda line: None  # one line per round
+    activity: Callable[[str], None] = lambda line: None  # each candidate as it lands
     clock: Callable[[], float] = time.monotonic
     started: float = field(default_factory=time.monotonic)
     board: TuneLeaderboard = field(init=False)
@@ -393,9 +426,20 @@ class Search:
         """Run every round the budget allows; `BudgetSpent` ends the search early, quietly."""
         r = self.request
         cheap: dict[str, list[Candidate]] = {}
+        # No more candidates than the budget has workers for: a declared space can hold
+        # billions (nine options of ten values), and listing them would outlast any budget.
+        limit = max(1, int(r.budget_s // MIN_WORKER_S))
         for name, descriptor in r.descriptors.items():
-            found, excluded = cheap_candidates(descriptor, r.device, r.machine, r.precisions)
+            found, excluded = cheap_candidates(descriptor, r.device, r.machine, r.precisions, limit)
             cheap[name] = found
+            space = search_space(descriptor)
+            size = space.cheap_size(r.device) * len(_precisions(descriptor, r.device, r.precisions))
+            if len(found) >= limit and size > limit:
+                self.board.notes.append(
+                    f"{name} declares about {size:,} cheap configurations; the {r.budget_s:g} s "
+                    f"budget has room for at most {limit} workers, so the screen takes the first "
+                    f"{limit}: the defaults, then those that change fewest options"
+                )
             self.board.excluded += [{"label": e.label, "reason": e.reason} for e in excluded]
             if descriptor.search_space is None:
                 self.board.notes.append(
@@ -423,20 +467,50 @@ class Search:
                 f"the {r.budget_s:g} s budget ran out; the leaderboard holds what was measured"
             )
         self._conclude()
+        if self._figures and not any(w.best for w in self.board.winners):
+            # As bench fails a run whose combinations all failed: nothing here is a result.
+            self.board.status = "failed"
+            self.board.detail = (
+                f"no configuration passed: all {len(self._figures)} measured were dropped "
+                "(the leaderboard says why)"
+            )
+            self._save()
         return self.board
 
     def _round(self, plan: RoundPlan, candidates: list[Candidate]) -> None:
+        """Measure `candidates` in `plan`; one `progress` line when the round ends (however it
+        ends), and each candidate's own line to `activity` as it lands."""
         if not candidates:
             return
         self.board.rounds.append(plan)
-        total = len(candidates)
-        self.progress(
-            f"{plan.name}: {total} candidate(s), about {self.estimate_s(candidates, plan):.0f} s "
-            f"of {max(self.left_s(), 0):.0f} s left"
-        )
-        for index, measured in enumerate(self.measurer.measure(candidates, plan, self._timeout), 1):
-            self._record(plan.name, measured)
-            self.progress(f"  [{plan.name} {index}/{total}] {_progress_line(measured)}")
+        started = self.clock()
+        measured: list[Measured] = []
+        try:
+            for m in self.measurer.measure(candidates, plan, self._timeout):
+                self._record(plan.name, m)
+                measured.append(m)
+                self.activity(f"{plan.name} {len(measured)}/{len(candidates)}: {_progress_line(m)}")
+        finally:
+            self.progress(self._round_line(plan, len(candidates), measured, started))
+
+    def _round_line(
+        self, plan: RoundPlan, total: int, measured: list[Measured], started: float
+    ) -> str:
+        """`screen: 18 of 18 measured in 73 s, 3 dropped; fastest: ...; 17 s of the budget left`:
+        the round's figures as they were, not an estimate."""
+        ok = [m for m in measured if self._ok(m.candidate)]
+        line = f"{plan.name}: {len(measured)} of {total} measured in {self.clock() - started:.0f} s"
+        if len(ok) < len(measured):
+            line += f", {len(measured) - len(ok)} dropped"
+        if ok:
+            best = min(ok, key=lambda m: _score(m, self.request.objective))
+            figure = (
+                f"{best.items_per_s:,.0f} items/s"
+                if self.request.objective == "throughput" and best.items_per_s
+                else f"{best.p50_ms:.4g} ms"
+            )
+            line += f"; fastest: {best.candidate.label} {figure}"
+        return line + f"; {max(self.left_s(), 0):.0f} s of the budget left"
 
     def _expensive(self) -> None:
         """Each engine's expensive values on its best screened configuration, while they fit."""
@@ -734,6 +808,8 @@ def bench_command(request: TuneRequest, candidate: Candidate) -> str:
     parts += ["-d", candidate.device, "-p", candidate.precision]
     if request.shape_arg:
         parts += ["--shape", request.shape_arg]
+    if request.batch is not None:
+        parts += ["--batch", str(request.batch)]
     if request.device_resident:
         parts.append("--device-resident")
     parts += ["--repeat", str(request.repeat)]
@@ -764,6 +840,7 @@ class WorkerMeasurer:
     device_resident: bool = False
     power_limit_w: float | None = None
     prepare_timeout_s: float = 600.0
+    load: Load = field(default_factory=Load)  # bench's load: the batch every candidate runs at
     progress: Callable[[str], None] = lambda line: None
     on_phase: Callable[[Candidate, str], None] = lambda candidate, phase: None
 
@@ -832,6 +909,7 @@ class WorkerMeasurer:
             [candidate.device],
             [candidate.precision],
             self.machine,
+            loads=[self.load],
         )
         return plan.combinations[0]
 

@@ -92,7 +92,10 @@ class _InfercmpGroup(HelpGroup):
 app = command_group(
     name="infercmp",
     cls=_InfercmpGroup,
-    help="Compare a PyTorch model under PyTorch, ONNX Runtime and TensorRT, on CPU and CUDA.",
+    help=(
+        "Compare a PyTorch model under PyTorch, ONNX Runtime, OpenVINO and TensorRT, on CPU and "
+        "CUDA."
+    ),
     pretty_exceptions_enable=False,
     add_completion=False,
 )

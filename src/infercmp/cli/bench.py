@@ -29,10 +29,19 @@ if TYPE_CHECKING:
 
 MIN_SAMPLE_HZ, MAX_SAMPLE_HZ = 0.1, 1000.0
 DEFAULT_REPEAT, MAX_REPEAT = 1, 100
+#: A day: longer than any export, build or measurement; beyond it timers overflow (1e10 s).
+MAX_TIMEOUT_S = 86400.0
 
 
-def check_run_flags(repeat: int, sample_hz: float, exporter: str) -> None:
+def check_run_flags(
+    repeat: int, sample_hz: float, exporter: str, timeout_s: float | None = None
+) -> None:
     """The flags bench and tune share, checked once: one line naming the flag when wrong."""
+    if timeout_s is not None and not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise InfercmpError(
+            f"--timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds (a day), "
+            f"got {timeout_s:g}"
+        )
     if not 1 <= repeat <= MAX_REPEAT:
         raise InfercmpError(f"--repeat must be between 1 and {MAX_REPEAT}, got {repeat}")
     # Below 0.1 Hz a sampler would read once or never; a tiny rate also overflows its timer.
@@ -342,7 +351,7 @@ def bench(
         timeout_s=timeout,
         device_resident=device_resident or None,
     )
-    check_run_flags(repeat, sample_hz, exporter)
+    check_run_flags(repeat, sample_hz, exporter, timeout)
     from infercmp.executors import make_executor
 
     runner = make_executor(

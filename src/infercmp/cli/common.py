@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -19,9 +21,27 @@ class State:
     debug: bool = False
 
 
+class _Console(Console):
+    """A console that a closed pipe (`infercmp tune | head`) silences instead of ending.
+
+    Rich's default exits with status 1 from inside whatever was printing: a measuring run
+    then ended as failed ("SystemExit: 1") although nothing about the run went wrong.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:  # later writes, and Python's flush at exit, go nowhere instead of failing
+            os.dup2(devnull, self.file.fileno())
+        except (OSError, ValueError):  # no file descriptor (a test's in-memory stream)
+            pass
+        finally:
+            os.close(devnull)
+
+
 state = State()
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 
 # Options several commands take, declared once so their flags, defaults and help agree.
@@ -43,7 +63,24 @@ def sample_hz_option() -> Any:
 
 
 def out_option() -> Any:
-    return typer.Option(Path("runs"), "--out", "-o", help="Directory for run stores.")
+    return typer.Option(
+        Path("runs"), "--out", "-o", help="Directory for run stores.", callback=_utf8_path
+    )
+
+
+def _utf8_path(value: Path | None) -> Path | None:
+    """A path the run records (run.json is UTF-8) must be text: refused before any run starts."""
+    if value is not None:
+        try:
+            str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = (
+                str(value).encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            )
+            raise typer.BadParameter(
+                f"'{shown}' is not valid UTF-8; run.json records it as text: choose a UTF-8 name"
+            ) from None
+    return value
 
 
 def device_resident_option() -> Any:
@@ -69,6 +106,65 @@ class HelpGroup(TyperGroup):
                 formatter.write_dl(rows)
 
 
+#: How help names a value of each type: what a user types, never the Python annotation.
+_VALUE_NAMES = {str: "<text>", int: "<int>", float: "<number>", Path: "<path>"}
+
+
+class PlainCommand(TyperCommand):
+    """A command whose help names values as a user types them: `MODEL`, `[RUN_DIRS]...`,
+    `--shape <text>`, `--timeout <number>`.
+
+    Typer shows the Python annotations instead (`{model}`, `model <str>`, `--shape
+    <list[str]>`, `run_dirs... <list[Path]>`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            described = getattr(param, "type_descriptor", None)  # typer's, not click's own
+            if param.param_type_name == "option" and param.metavar is None and described:
+                annotation = described.annotation
+                element = typing.get_args(annotation)[0] if described.is_list else None
+                param.metavar = _VALUE_NAMES.get(element or annotation, "<text>")
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [
+            _argument_usage(p) for p in self.get_params(ctx) if p.param_type_name == "argument"
+        ]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((_argument_usage(param, bare=True), record[1]))
+            else:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_usage(param: Any, bare: bool = False) -> str:
+    """`MODEL`, `[RUN_DIRS]...` (optional) or `FILES...` (several)."""
+    name = (param.metavar or param.name).upper()
+    if not param.required and not bare:
+        name = f"[{name}]"
+    return name + ("..." if param.nargs != 1 else "")
+
+
+class _App(typer.Typer):
+    """A Typer app whose commands are `PlainCommand`s."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", PlainCommand)
+        return super().command(*args, **kwargs)
+
+
 def command_group(**settings: Any) -> typer.Typer:
     """A Typer app (the root or a subgroup) whose --help shows every text exactly as written.
 
@@ -78,7 +174,7 @@ def command_group(**settings: Any) -> typer.Typer:
     flags, so every group is made here, with it.
     """
     settings.setdefault("cls", HelpGroup)
-    return typer.Typer(rich_markup_mode=None, no_args_is_help=True, **settings)
+    return _App(rich_markup_mode=None, no_args_is_help=True, **settings)
 
 
 def print_table(table: Table, heading: int = 1, *, to: Console | None = None) -> None:

@@ -28,8 +28,8 @@ def _describe(name: str) -> dict[str, Any]:
     entry = engine_entries()[name]
     descriptor = entry.load()
     row: dict[str, Any] = {"name": name, "package": entry.package}
-    if descriptor is None:
-        return {**row, "available": False, "reason": entry.error}
+    if descriptor is None:  # raised on import, or declares what infercmp cannot read
+        return {**row, "available": False, "broken": True, "reason": entry.error}
     reason = descriptor.availability()
     machine = Machine.current()
     runs_here = [
@@ -40,6 +40,7 @@ def _describe(name: str) -> dict[str, Any]:
     return {
         **row,
         "available": reason is None,
+        "broken": False,
         "reason": reason,
         "summary": descriptor.summary,
         "devices": list(descriptor.devices),
@@ -70,14 +71,17 @@ def list_engines(
 
     names = list(engine_entries())
     if name is not None:
-        get_descriptor(name)  # unknown: one clear error with suggestions
-        names = [name]
+        if name not in names:
+            get_descriptor(name)  # unknown: one clear error with suggestions
+        names = [name]  # a broken one too: listed with the reason
     rows = [_describe(n) for n in names]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         status = "available" if row["available"] else f"unavailable: {row['reason']}"
+        if row["broken"]:
+            status = f"broken: {row['reason']}"
         console.print(f"{row['name']} ({row['package']}): {status}", markup=False, highlight=False)
         if "summary" not in row:
             continue

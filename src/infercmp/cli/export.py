@@ -78,7 +78,7 @@ def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
 def export(
     model: str = typer.Argument(..., help="A model name from 'infercmp models'."),
     shape: list[str] = typer.Option(
-        [], "--shape", help="Example shape(s) to store reference data for (repeatable)."
+        [], "--shape", "-s", help="Example shape(s) to store reference data for (repeatable)."
     ),
     opset: int | None = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
     exporter: str = exporter_option(),

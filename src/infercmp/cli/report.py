@@ -18,8 +18,14 @@ _SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".csv": "csv", ".json
 
 
 def _format_for(fmt: str | None, output: Path | None) -> str:
+    suffix = output.suffix.lower() if output else ""
+    if fmt is None and suffix and suffix not in _SUFFIXES:  # out.pdf got HTML, silently
+        raise InfercmpError(
+            f"-o {output}: infercmp writes no '{suffix}' file; name it .html, .md, .csv or "
+            ".json, or give --format"
+        )
     if fmt is None:
-        fmt = _SUFFIXES.get(output.suffix.lower(), "html") if output else "html"
+        fmt = _SUFFIXES.get(suffix, "html")
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise InfercmpError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")

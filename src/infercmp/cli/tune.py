@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -12,24 +14,29 @@ from rich.markup import escape
 
 from infercmp.cli import common as shared
 from infercmp.cli.bench import _power_limit, _preparation_guard, check_run_flags
-from infercmp.cli.common import console, err_console, print_table, state
+from infercmp.cli.common import console, err_console, state
 from infercmp.errors import InfercmpError, RunFailed
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600}
 MIN_BUDGET_S = 10.0
+MAX_BUDGET_S = 7 * 86400.0  # a week
 
 
 def parse_budget(text: str) -> float:
     """`90s`, `10m`, `1.5h` or plain seconds; one clear error otherwise."""
     match = _BUDGET.match(text)
     if not match:
-        raise InfercmpError(f"--budget '{text}': give a duration like 90s, 10m or 1h")
+        raise InfercmpError(f"--budget '{text[:40]}': give a duration like 90s, 10m or 1h")
     seconds = float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
     if seconds < MIN_BUDGET_S:
         raise InfercmpError(
             f"--budget '{text}' is under {MIN_BUDGET_S:g} s: no worker could start and measure "
             "in it; give at least 10s"
+        )
+    if seconds > MAX_BUDGET_S:  # 400 nines is float('inf'), which run.json cannot hold
+        raise InfercmpError(
+            f"--budget '{text[:40]}' is over a week ({MAX_BUDGET_S:g} s); give at most 168h"
         )
     return seconds
 
@@ -94,7 +101,10 @@ def tune(
         "latency", "--objective", help="latency (median ms) or throughput (items/s)."
     ),
     batch: int | None = typer.Option(
-        None, "--batch", help="Items per inference; only the model's own batch for now."
+        None,
+        "--batch",
+        help="Items per inference, as bench's --batch N: the example stacked along the "
+        "config's batch_size axis. Default: the example as it is.",
     ),
     repeat: int = typer.Option(
         3,
@@ -118,6 +128,7 @@ def tune(
     started = time.monotonic()
     from infercmp import bench as bench_mod
     from infercmp import tune as tune_mod
+    from infercmp.contract import Load
     from infercmp.engines.descriptor import Machine
     from infercmp.plugins import get_plugin
     from infercmp.shapes import default_experiment, parse_shape
@@ -125,14 +136,9 @@ def tune(
     budget_s = parse_budget(budget)
     if objective not in ("latency", "throughput"):
         raise InfercmpError(f"--objective '{objective}': choose latency or throughput")
-    if batch is not None and batch != 1:
-        raise InfercmpError(
-            f"--batch {batch}: tune measures the batch of the model's example shape for now "
-            "(batch sweeps come with bench's deployment scenarios); leave --batch out"
-        )
-    check_run_flags(repeat, sample_hz, exporter)
-    if not timeout > 0:
-        raise InfercmpError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if batch is not None and batch <= 0:
+        raise InfercmpError(f"--batch must be a positive integer, got {batch}")
+    check_run_flags(repeat, sample_hz, exporter, timeout)
     machine = Machine.current()
     if device is None:
         device = "cuda" if machine.cuda_devices else "cpu"
@@ -148,6 +154,11 @@ def tune(
         plugin = get_plugin(model)
         experiment = parse_shape(shape, plugin.config) if shape else None
         experiment = experiment or default_experiment(plugin.config)
+        if batch is not None:  # outside the config's declared range: the user's mistake
+            from infercmp.batching import check_batches
+
+            check_batches([batch], plugin.config)
+        load = Load(batch=batch)
         descriptors, notes = _engines(engine, device)
         for note in notes:
             err_console.print(f"[yellow]note:[/] {escape(note)}")
@@ -185,12 +196,14 @@ def tune(
         repeat=repeat,
         device_resident=device_resident,
         candidate_timeout_s=timeout,
+        batch=batch,
     )
     meta = {
         "argv": sys.argv,
         "model_config": plugin.config.model_dump(),
         "settings": {
             "experiments": [experiment.label],
+            **({"loads": [load.model_dump()]} if not load.is_default else {}),  # as bench's
             "measurement": tune_mod.FINAL.model_dump(mode="json"),
             "repeat": repeat,
             "sample_hz": sample_hz,
@@ -217,6 +230,7 @@ def tune(
             power_limit_w=_power_limit(environment),
             prepare_timeout_s=budget_s,
             progress=_once(lambda line: console.print(f"  preparing: {escape(line)}")),
+            load=load,
         )
         search = tune_mod.Search(
             request,
@@ -226,25 +240,54 @@ def tune(
             started=started,
         )
         try:
-            board = search.run()
+            with _activity(search):
+                board = search.run()
         except bench_mod.Interrupted as exc:
             board = search.board
             bench_mod.finish_interrupted(store, exc.signame)
+        except OSError as exc:  # a full disk, a read-only or vanished directory: one line
+            _fail(store, search.board, f"cannot write: {bench_mod._os_error(exc)}")
+            raise bench_mod._write_failed(store, exc) from exc
         except BaseException as exc:
-            search.board.status = "failed"
-            search.board.detail = f"{type(exc).__name__}: {exc}"
-            tune_mod.write_leaderboard(store.path, search.board)
-            store.finish("failed", search.board.detail)
+            _fail(store, search.board, f"{type(exc).__name__}: {exc}")
             raise
         else:
-            store.finish("complete", board.detail)
+            try:
+                store.finish("complete", board.detail)  # all it measured is stored
+            except OSError as exc:
+                raise bench_mod._write_failed(store, exc) from exc
     print_leaderboard(board, store.path)
     if board.status == "interrupted":
         raise RunFailed(
             f"tune interrupted; the leaderboard so far is in {store.path / tune_mod.TUNE_FILE}"
         )
+    if board.status == "failed":
+        raise RunFailed(f"tune found nothing: {board.detail}; see {store.path}")
     if state.debug:
         err_console.print(f"tune took {time.monotonic() - started:.1f} s of {budget_s:g} s")
+
+
+@contextlib.contextmanager
+def _activity(search) -> Iterator[None]:
+    """On a terminal, the candidate being measured on a transient status line; in a pipe or a
+    log, only the search's one line per round."""
+    if not console.is_terminal:
+        yield
+        return
+    with console.status("measuring") as status:
+        search.activity = lambda line: status.update(escape(line))
+        yield
+
+
+def _fail(store, board, detail: str) -> None:
+    """Mark the search and the run failed, as far as the disk still takes writes."""
+    from infercmp import bench as bench_mod
+    from infercmp import tune as tune_mod
+
+    board.status, board.detail = "failed", detail
+    with contextlib.suppress(OSError):
+        tune_mod.write_leaderboard(store.path, board)
+    bench_mod._finish(store, "failed", detail)
 
 
 def _once(show):
@@ -259,48 +302,25 @@ def _once(show):
     return once
 
 
-def leaderboard_table(board, engine: str):
-    """One engine's candidates, best first: figure, speed-up over the defaults, status."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(
-        title=f"{engine} on {board.device}", title_justify="left", box=box.SIMPLE_HEAD, padding=0
-    )
-    for name in ("configuration", "round", "p50 ms", "95% CI", "items/s", "memory MiB", "vs def"):
-        table.add_column(name, justify="left" if name in ("configuration", "round") else "right")
-    table.add_column("status", justify="left")
-    default = next((e for e in board.entries if e.engine == engine and e.default), None)
-    for e in (e for e in board.entries if e.engine == engine):
-        config = f"{e.variant or '(defaults)'} {e.precision}"
-        same_round = default is not None and default.round == e.round and default.p50_ms
-        speed = f"{default.p50_ms / e.p50_ms:.2f}x" if same_round and e.p50_ms else "-"
-        ci = f"{e.ci_low_ms:.4g}-{e.ci_high_ms:.4g}" if e.ci_low_ms and e.ci_high_ms else "-"
-        status = e.status if e.status == "ok" else f"{e.status}: {e.reason}"
-        table.add_row(
-            escape(config),
-            e.round or "-",
-            f"{e.p50_ms:.4g}" if e.p50_ms else "-",
-            ci,
-            f"{e.items_per_s:,.0f}" if e.items_per_s else "-",
-            f"{e.memory_bytes / 2**20:,.0f}" if e.memory_bytes else "-",
-            speed,
-            escape(status),
-        )
-    return table
-
-
 def print_leaderboard(board, run_dir: Path) -> None:
+    """The winners, how to reproduce them, and where the whole leaderboard is: every
+    configuration's figures, and why each dropped one was dropped, are in the report."""
     import shlex
 
-    for engine in dict.fromkeys(e.engine for e in board.entries):
-        print_table(leaderboard_table(board, engine), heading=2)
-    for excluded in board.excluded:
-        console.print(
-            f"not searched: {excluded['label']}: {excluded['reason']}",
-            markup=False,
-            soft_wrap=True,
-        )
+    measured = [e for e in board.entries if e.round is not None]
+    counts = [
+        (len(measured), "measured"),
+        (sum(e.status == "dropped" for e in measured), "dropped"),
+        (len(board.entries) - len(measured), "not measured"),
+        (len(board.excluded), "not searched"),
+    ]
+    console.print(
+        "configurations: "
+        + ", ".join(f"{n} {what}" for n, what in counts if n or what == "measured")
+        + "; 'infercmp report' shows each with its figures or the reason",
+        markup=False,
+        soft_wrap=True,
+    )
     for note in board.notes:
         console.print(f"note: {note}", markup=False, soft_wrap=True)
     console.print("winners (reproduce each with the command below it):", markup=False)

@@ -95,6 +95,7 @@ def _check_descriptor(obj: Any, entry: Registered) -> EngineDescriptor:
             f"{entry.target} has name {getattr(descriptor, 'name', None)!r} but is registered "
             f"as {entry.name!r}"
         )
+    descriptor.check_declaration()
     return descriptor
 
 

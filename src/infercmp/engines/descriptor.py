@@ -17,7 +17,8 @@ import functools
 import importlib
 import importlib.util
 import itertools
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -150,16 +151,29 @@ class SearchSpace:
     precisions: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     rules: tuple[SearchRule, ...] = ()
 
-    def cheap_grid(self, device: str) -> list[dict[str, Any]]:
-        """Every mix of the options' cheap values on `device` (the defaults among them)."""
-        axes = []
-        for option in self.options:
-            cheap = [v for v in option.on(device) if not option.cost_s.get(v)]
-            axes.append([(option.name, None), *((option.name, v) for v in cheap)])
-        return [
-            {name: value for name, value in mix if value is not None}
-            for mix in itertools.product(*axes)
-        ]
+    def cheap_grid(self, device: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The mixes of the options' cheap values on `device`, fewest changed options first:
+        the defaults, each value alone, then pairs, ...; the first `limit` of them.
+
+        Never listed whole: nine options of ten values are 11**9 mixes (`cheap_size`).
+        """
+        return list(itertools.islice(self.iter_cheap(device), limit))
+
+    def iter_cheap(self, device: str) -> Iterator[dict[str, Any]]:
+        """`cheap_grid`'s mixes, made one at a time."""
+        axes = [(o.name, [v for v in o.on(device) if not o.cost_s.get(v)]) for o in self.options]
+        axes = [(name, values) for name, values in axes if values]
+        for changed in range(len(axes) + 1):
+            for chosen in itertools.combinations(axes, changed):
+                names = [name for name, _ in chosen]
+                for values in itertools.product(*(values for _, values in chosen)):
+                    yield dict(zip(names, values))
+
+    def cheap_size(self, device: str) -> int:
+        """How many mixes `iter_cheap` makes (the defaults included)."""
+        return math.prod(
+            1 + sum(1 for v in o.on(device) if not o.cost_s.get(v)) for o in self.options
+        )
 
     def expensive(self, device: str) -> list[tuple[str, Any, float]]:
         """(option, value, cost in s) of every expensive value on `device`, in declared order:
@@ -211,6 +225,29 @@ class EngineDescriptor:
     builds_on_device: ClassVar[bool] = False
     search_space: ClassVar[SearchSpace | None] = None
     concurrency: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A third-party engine's answer that raises is that engine's failure, said in one line:
+        `availability` and `refusal` give it as their reason, `convert` as an `InfercmpError`
+        (the combinations that need it fail and the run goes on)."""
+        super().__init_subclass__(**kwargs)
+        for name, guard in (
+            ("availability", _reason_when_broken),
+            ("refusal", _reason_when_broken),
+            ("convert", _error_when_broken),
+        ):
+            if name in vars(cls):
+                setattr(cls, name, guard(vars(cls)[name]))
+
+    def check_declaration(self) -> None:
+        """Raise TypeError naming every class attribute that is not what infercmp reads.
+
+        Run once when the descriptor is loaded, so a wrong declaration lists the engine as
+        broken with the reason instead of failing later, in the middle of a command.
+        """
+        problems = _declaration_problems(self)
+        if problems:
+            raise TypeError(f"engine '{self.name}' is broken: {'; '.join(problems)}")
 
     def concurrency_on(self, device: str) -> str | None:
         """How this engine keeps several requests in flight on `device`, or None if it cannot."""
@@ -283,6 +320,83 @@ class EngineDescriptor:
         """Import the runtime class (in the worker; never at planning time)."""
         module_name, _, attribute = self.runtime.partition(":")
         return getattr(importlib.import_module(module_name), attribute)
+
+
+def _broken_text(descriptor: EngineDescriptor, call: str, exc: BaseException) -> str:
+    return f"engine '{descriptor.name}' is broken: {call} raised {type(exc).__name__}: {exc}"
+
+
+def _reason_when_broken(method: Callable[..., str | None]) -> Callable[..., str | None]:
+    @functools.wraps(method)
+    def answer(self: EngineDescriptor, *args: Any, **kwargs: Any) -> str | None:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # a third-party engine may raise anything
+            return _broken_text(self, f"{method.__name__}()", exc)
+
+    return answer
+
+
+def _error_when_broken(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def convert(self: EngineDescriptor, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except InfercmpError:
+            raise
+        except Exception as exc:  # a third-party engine may raise anything
+            raise InfercmpError(_broken_text(self, f"{method.__name__}()", exc)) from exc
+
+    return convert
+
+
+def _declaration_problems(descriptor: EngineDescriptor) -> list[str]:
+    """What is wrong with the class attributes infercmp reads without calling the engine."""
+    problems = []
+
+    def some_of(value: Any, allowed: tuple[str, ...]) -> bool:
+        return isinstance(value, (tuple, list)) and bool(value) and set(value) <= set(allowed)
+
+    if not isinstance(getattr(descriptor, "summary", None), str):
+        problems.append("summary is not a string")
+    if not some_of(descriptor.devices, DEVICES):
+        problems.append(f"devices {descriptor.devices!r} is not a tuple of {', '.join(DEVICES)}")
+    if not some_of(descriptor.precisions, PRECISIONS):
+        problems.append(
+            f"precisions {descriptor.precisions!r} is not a tuple of {', '.join(PRECISIONS)}"
+        )
+    if descriptor.artifact not in ("module", "onnx"):
+        problems.append(f"artifact {descriptor.artifact!r} is neither 'module' nor 'onnx'")
+    options = descriptor.options
+    if not (isinstance(options, type) and issubclass(options, EngineOptions)):
+        problems.append(
+            f"options {options!r} is not a subclass of infercmp.engines.descriptor.EngineOptions"
+        )
+    else:
+        try:
+            options.model_validate({})
+        except Exception as exc:  # any failure: the engine has no usable defaults
+            problems.append(f"options has no valid defaults ({type(exc).__name__}: {exc})")
+    concurrency = descriptor.concurrency
+    if not isinstance(concurrency, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in concurrency.items()
+    ):
+        problems.append(f"concurrency {concurrency!r} is not a dict of device -> text")
+    runtime = getattr(descriptor, "runtime", None)
+    if not (isinstance(runtime, str) and ":" in runtime):
+        problems.append(f"runtime {runtime!r} is not 'module:Class'")
+    space = descriptor.search_space
+    if space is not None and not (
+        isinstance(space, SearchSpace)
+        and all(
+            isinstance(o, SearchOption)
+            and isinstance(o.values, Mapping)
+            and all(isinstance(v, (tuple, list)) for v in o.values.values())
+            for o in space.options
+        )
+    ):
+        problems.append("search_space is not a SearchSpace of SearchOptions")
+    return problems
 
 
 @dataclass(frozen=True)

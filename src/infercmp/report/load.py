@@ -263,6 +263,11 @@ def open_run(path: Path) -> RunView:
     from infercmp.results import RunStore
 
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InfercmpError(
+            f"'{path}' is a file, not a run directory; pass a directory written by 'infercmp "
+            "bench' (an HTML report is written with -o)"
+        )
     if not path.is_dir():
         raise InfercmpError(f"run directory '{path}' does not exist")
     if not (path / "run.json").is_file():
