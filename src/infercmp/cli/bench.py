@@ -357,11 +357,12 @@ def bench(
             default_experiment(plugin.config)
         ]
         experiments = list(dict.fromkeys(experiments))
-        from infercmp.scenarios import loads_from_flags
+        from infercmp.scenarios import check_server_window, loads_from_flags
 
         loads, auto_batch = loads_from_flags(
             plugin.config, batch, concurrency, scenario, qps, slo_ms
         )
+        check_server_window(loads, measurement)
         if latency_limit_ms is not None and not (auto_batch and latency_limit_ms > 0):
             raise InfercmpError(
                 "--latency-limit-ms goes with --batch auto and must be a positive number"
