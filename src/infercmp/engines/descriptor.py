@@ -189,6 +189,9 @@ class EngineDescriptor:
       words (shown in reports); a device it lacks is one the engine cannot do it on, and
       bench skips those combinations with the reason. The worker makes one engine instance
       per slot (`EngineBase.slot_engine`), which a runtime may override to share state.
+    - `cpu_threads_option`: the option that sets how many threads the engine computes with
+      on the CPU (None: it has none); a report measured beside other load names the one-thread
+      variant (`one_thread_variant`) as the remedy.
     """
 
     name: ClassVar[str]
@@ -206,6 +209,13 @@ class EngineDescriptor:
     builds_on_device: ClassVar[bool] = False
     search_space: ClassVar[SearchSpace | None] = None
     concurrency: ClassVar[dict[str, str]] = {}
+    cpu_threads_option: ClassVar[str | None] = None
+
+    def one_thread_variant(self) -> str | None:
+        """`pytorch[threads=1]`: this engine on one CPU thread, as --engine takes it (None:
+        it declares no thread option)."""
+        option = self.cpu_threads_option
+        return f"{self.name}[{option}=1]" if option else None
 
     def concurrency_on(self, device: str) -> str | None:
         """How this engine keeps several requests in flight on `device`, or None if it cannot."""

@@ -127,14 +127,14 @@ class Combination:
 def applicable_options(engine: str, device: str, options: dict[str, Any]) -> dict[str, Any]:
     """`options` less those that do nothing on `device`, as the engine's descriptor says (a
     CUDA-only option on a CPU row). An engine not installed here keeps all its options."""
-    descriptor = _installed_descriptor(engine)
+    descriptor = installed_descriptor(engine)
     if descriptor is None:
         return dict(options)
     return {k: v for k, v in options.items() if descriptor.options.applies_to(k, device)}
 
 
 @functools.cache
-def _installed_descriptor(engine: str) -> Any:
+def installed_descriptor(engine: str) -> Any:
     from infercmp.engines import engine_entries
 
     entry = engine_entries().get(engine)
