@@ -752,3 +752,29 @@ def test_a_slot_running_out_of_memory_reaches_the_worker_as_oom_fake(tmp_path):
     with pytest.raises(MemoryError) as raised:
         worker._measure_load(OutOfMemoryFake(), [], spec, result, events)
     assert worker._is_oom(raised.value)
+
+
+# -- labels --------------------------------------------------------------------------------------
+
+
+def test_concurrency_one_alone_is_offline_as_in_a_list():
+    """Issue 23, D.30: `-c 1,2` labelled both points offline, `-c 1` alone was not."""
+    config = get_plugin("tiny-two-io").config
+    (alone,), _ = loads_from_flags(config, concurrency="1")
+    assert (alone.scenario, alone.label) == ("offline", "offline")
+    listed, _ = loads_from_flags(config, concurrency="1,2")
+    assert listed[0] == alone
+
+
+def test_a_shapes_notes_print_once_and_say_what_a_batch_label_measures(runner, tmp_path):
+    """Issue 23, D.30: the out-of-profile note printed once per --batch value, and a row
+    labelled '2x600_2x600 b1' measured one item with nothing saying so. (-d cuda: every
+    combination is skipped here, so nothing is measured.)"""
+    args = ["bench", "tiny-encoder", "-s", "2,600;2,600", "--batch", "1,8", "-d", "cuda"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert "Traceback" not in result.output
+    assert result.output.count("outside [4, 128] (the optimisation profile") == 1
+    assert (
+        "note: --batch sets the batch axis of --shape 2x600_2x600: '2x600_2x600 b1' measures "
+        "1x600_1x600, '2x600_2x600 b8' measures 8x600_8x600"
+    ) in " ".join(result.output.split())

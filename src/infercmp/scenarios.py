@@ -59,8 +59,8 @@ def loads_from_flags(
     """The loads a bench run measures, and whether `--batch auto` asked for a batch search.
 
     No flag: `[Load()]`, the original measurement. One clear error for any wrong value.
-    `--concurrency N` (N > 1) without `--scenario` means offline: single-stream is one request
-    at a time by definition.
+    `--concurrency N` without `--scenario` means offline (for N = 1 too): single-stream is the
+    original one-request-at-a-time loop, which --concurrency does not ask for.
     """
     from infercmp.batching import parse_batches
 
@@ -73,7 +73,9 @@ def loads_from_flags(
         auto_batch = parsed is None
         batches = [None] if parsed is None else list(parsed)
     counts = _positive_ints(concurrency, "--concurrency", MAX_CONCURRENCY) if concurrency else [1]
-    chosen: Scenario = scenario or ("offline" if max(counts) > 1 else "single-stream")  # type: ignore[assignment]
+    # --concurrency asks for the closed loop whatever its values: `-c 1` alone is offline with
+    # one request in flight, labelled so, as `-c 1,2` labels both its points.
+    chosen: Scenario = scenario or ("offline" if concurrency else "single-stream")  # type: ignore[assignment]
     if chosen == "single-stream" and max(counts) > 1:
         raise InfercmpError(
             "--scenario single-stream keeps one request in flight; use --scenario offline or "

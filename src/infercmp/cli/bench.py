@@ -448,8 +448,8 @@ def bench(
         plan = bench_mod.plan_bench(
             plugin, experiments, engine, device, precision, machine, loads=loads
         )
-        for note in plan.notes:
-            err_console.print(f"[yellow]note:[/] {escape(note)}")
+        for note in [*dict.fromkeys(plan.notes), *_batch_notes(plugin, experiments, loads)]:
+            err_console.print(f"[yellow]note:[/] {escape(note)}")  # each once: loads share them
 
         from infercmp.cache import ArtifactCache, resolve_cache_dir
         from infercmp.environment import collect_environment
@@ -546,6 +546,26 @@ def bench(
     failure = verdict(results, store.path, fine)
     if failure:
         raise RunFailed(failure)
+
+
+def _batch_notes(plugin, experiments, loads) -> list[str]:
+    """Where --batch replaces the batch of a --shape, what a row labelled `2x64 b1` measures."""
+    from infercmp.batching import batched_runtime_shapes
+    from infercmp.export import runtime_shapes
+
+    notes = []
+    batches = dict.fromkeys(load.batch for load in loads if load.batch is not None)
+    for experiment in experiments:
+        shapes = runtime_shapes(plugin, experiment)
+        measured = {
+            batch: "_".join("x".join(map(str, s)) for s in batched)
+            for batch in batches
+            if (batched := batched_runtime_shapes(plugin.config, shapes, batch)) != list(shapes)
+        }
+        if measured:
+            rows = ", ".join(f"'{experiment.label} b{b}' measures {m}" for b, m in measured.items())
+            notes.append(f"--batch sets the batch axis of --shape {experiment.label}: {rows}")
+    return notes
 
 
 def _open_store(out: Path, model: str, meta: dict, resume: Path | None):
