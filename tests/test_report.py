@@ -482,3 +482,22 @@ def test_the_parity_column_sits_beside_the_status_so_a_wide_table_never_hides_it
     head = re.search(r"<table class=\"summary\"><thead><tr>(.*?)</tr>", html).group(1)
     titles = re.findall(r"<th[^>]*>([a-z0-9 ]+)", head)
     assert titles[:4] == ["configuration", "status", "parity ", "p50 "]
+
+
+def test_merged_runs_of_two_models_keep_model_names_and_variant_labels(tmp_path):
+    """Issue 23, D.28: two models' runs on one machine were both `pytorch · cpu · fp32 @ vm`
+    and `[threads=1]` was lost, without a warning."""
+    cnn = make_run(tmp_path, [Combo("pytorch"), Combo("onnxruntime")], model="tiny-cnn")
+    encoder = make_run(
+        tmp_path,
+        [Combo("pytorch", options={"threads": 1}), Combo("onnxruntime")],
+        model="tiny-encoder",
+        seed=1,
+    )
+    runs = load_runs([cnn, encoder])
+    labels = [c.label for run in runs for c in run.combinations]
+    assert len(set(labels)) == len(labels), labels
+    assert "tiny-encoder: pytorch · cpu · fp32 [threads=1] @ bench-host (no GPU)" in labels[2]
+    assert labels[0].startswith("tiny-cnn: pytorch · cpu · fp32 @ bench-host (no GPU) ")
+    html = render_html(runs)
+    assert "tiny-encoder: pytorch · cpu · fp32 [threads=1]" in html
