@@ -473,6 +473,7 @@ def test_a_speedup_under_cpu_contention_is_marked_and_the_remedy_is_the_engines_
     assert re.search(r"\| \d+\.\d\d× \(contended\) \|", markdown)
     html = render_html(runs)
     assert "faster" not in re.findall(r'<td class="num ([a-z]*)" title="against', html)
+    assert "measure pytorch[threads=1] too" in html  # in the run's warnings too
 
 
 def test_the_parity_column_sits_beside_the_status_so_a_wide_table_never_hides_it(runs_root):

@@ -14,12 +14,14 @@ from infercmp.report.load import Combination, RunView, format_options
 from infercmp.report.summary import (
     DEFAULT_BASELINE,
     combinations,
+    contention,
     experiments,
     fmt_ms,
     fmt_num,
     fmt_sci,
     fmt_speedup,
     per_item_differs,
+    shortfall,
     summary_row,
 )
 from infercmp.scenarios import OVERLOADED
@@ -161,7 +163,9 @@ def _warnings(runs: list[RunView]) -> str:
                 + "; only finished combinations are shown.</li>"
             )
         for combo in run.combinations:
-            for warning in combo.result.warnings or []:
+            # Contention and a load not held are judged here, from the stored figures.
+            judged = [contention(combo.result), shortfall(combo)]
+            for warning in [*filter(None, judged), *(combo.result.warnings or [])]:
                 items.append(
                     f"<li><b>{esc(combo.label)}</b> ({esc(combo.shape_label)}): {esc(warning)}</li>"
                 )
