@@ -203,7 +203,7 @@ def load_shortfall(load: dict | None, load_result: dict | None) -> str | None:
     cut, done = int(load_result.get("cut") or 0), int(load_result.get("requests") or 0)
     if cut:
         return (
-            f"overloaded: {cut:,} of {cut + done:,} requests due in the window never started; "
+            f"{cut:,} of {cut + done:,} requests due in the window never started (overload); "
             "its latency is not the offered rate's (lower --qps, or see --qps auto)"
         )
     spec = Load.model_validate(load)

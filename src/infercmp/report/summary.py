@@ -413,8 +413,13 @@ def render_markdown(
         )
         + (
             " A speedup marked (contended) was measured while other processes kept the CPUs "
-            "busy and is not a result; (other load) rows ran at another offered rate."
-            if any(row["speedup_note"] for row in rows)
+            "busy: it is not a result."
+            if any(fmt_speedup(row).endswith("(contended)") for row in rows)
+            else ""
+        )
+        + (
+            " A row marked (other load) did not run at its baseline's offered rate."
+            if any(fmt_speedup(row).endswith("(other load)") for row in rows)
             else ""
         )
     )
