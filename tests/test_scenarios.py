@@ -778,3 +778,20 @@ def test_a_shapes_notes_print_once_and_say_what_a_batch_label_measures(runner, t
         "note: --batch sets the batch axis of --shape 2x600_2x600: '2x600_2x600 b1' measures "
         "1x600_1x600, '2x600_2x600 b8' measures 8x600_8x600"
     ) in " ".join(result.output.split())
+
+
+def test_a_fixed_rate_server_run_that_fell_behind_did_not_hold_its_load():
+    """Issue 23, A.3: --qps 100000 completed 74,630 requests/s, every request eventually (none
+    cut), and the row said `ok` with a p99 that was the backlog's."""
+    from infercmp.scenarios import load_shortfall
+
+    load = Load(scenario="server", qps=100_000.0).model_dump()
+    behind = {"requests": 37_315, "cut": 0, "offered_qps": 100_000.0, "requests_per_s": 74_630.0}
+    assert load_shortfall(load, behind) == (
+        "completed 74,630 of the 100,000 requests/s offered (under 95%): requests queued up, "
+        "so its latency is the backlog's"
+    )
+    kept_up = {**behind, "requests_per_s": 99_100.0}
+    assert load_shortfall(load, kept_up) is None
+    offline = Load(concurrency=2, scenario="offline").model_dump()
+    assert load_shortfall(offline, {**behind, "offered_qps": None}) is None

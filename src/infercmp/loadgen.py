@@ -605,6 +605,10 @@ def open_loop(
 
 # --------------------------------------------------------------------------- QPS search
 
+#: An open loop keeps up with its rate when it completes at least this share of the offered
+#: requests per second while arrivals are due (`RequestLog.achieved_qps`).
+KEEP_UP = 0.95
+
 
 @dataclass(frozen=True)
 class QpsPoint:
@@ -658,7 +662,7 @@ def search_qps(
     start_qps: float | None = None,
     max_points: int = 12,
     tolerance: float = 0.05,
-    keep_up: float = 0.95,
+    keep_up: float = KEEP_UP,
     max_qps: float = math.inf,
 ) -> QpsSearch:
     """The highest rate whose latency percentile stays under `slo_ms` and that is kept up with.

@@ -22,6 +22,7 @@ import numpy as np
 from infercmp.config import ModelConfig
 from infercmp.contract import Load, LoadResult, Measurement, Scenario, WorkerSpec
 from infercmp.errors import InfercmpError
+from infercmp.loadgen import KEEP_UP
 
 SCENARIOS: tuple[Scenario, ...] = ("single-stream", "offline", "server")
 MAX_CONCURRENCY = 256
@@ -207,7 +208,15 @@ def load_shortfall(load: dict | None, load_result: dict | None) -> str | None:
             "its latency is not the offered rate's (lower --qps, or see --qps auto)"
         )
     spec = Load.model_validate(load)
-    if spec.scenario != "server" or spec.qps is not None or spec.slo_ms is None:
+    if spec.scenario != "server":
+        return None
+    offered, achieved = load_result.get("offered_qps"), load_result.get("requests_per_s")
+    if offered and achieved is not None and achieved < KEEP_UP * offered:
+        return (
+            f"completed {_rate(achieved)} of the {_rate(offered)} requests/s offered (under "
+            f"{KEEP_UP:.0%}): requests queued up, so its latency is the backlog's"
+        )
+    if spec.qps is not None or spec.slo_ms is None:
         return None
     if load_result.get("best_qps") is None:
         reason = load_result.get("search_reason") or "the search found none"
@@ -216,10 +225,15 @@ def load_shortfall(load: dict | None, load_result: dict | None) -> str | None:
     if p99 is None or p99 > spec.slo_ms:
         measured = "unbounded" if p99 is None else f"{p99:.3g} ms"
         return (
-            f"the window at the chosen {load_result['best_qps']:,.4g} requests/s missed the "
+            f"the window at the chosen {_rate(load_result['best_qps'])} requests/s missed the "
             f"p99 <= {spec.slo_ms:g} ms SLO (p99 {measured}); measure longer (--duration)"
         )
     return None
+
+
+def _rate(value: float) -> str:
+    """Requests per second as a person reads them: 74,630 or 2.5."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def served_qps(load: dict | None, load_result: dict | None) -> float | None:
@@ -361,7 +375,7 @@ def run_load(
         # answer rests on (the best rate and the failing one above it), which are named first.
         slo_ms = load.slo_ms if search is not None and load.slo_ms else math.inf
         point = loadgen.QpsPoint.from_log(
-            asked_qps, log, slo_ms=slo_ms, percentile=99, keep_up=0.95
+            asked_qps, log, slo_ms=slo_ms, percentile=99, keep_up=KEEP_UP
         )
         note = loadgen.generator_limit(point, generator, slo_ms)
         if search is not None:
