@@ -215,7 +215,9 @@ class EngineDescriptor:
         """`pytorch[threads=1]`: this engine on one CPU thread, as --engine takes it (None:
         it declares no thread option)."""
         option = self.cpu_threads_option
-        return f"{self.name}[{option}=1]" if option else None
+        if not isinstance(option, str) or option not in self.options.model_fields:
+            return None  # no such option to name: no remedy rather than a wrong one
+        return f"{self.name}[{option}=1]"
 
     def concurrency_on(self, device: str) -> str | None:
         """How this engine keeps several requests in flight on `device`, or None if it cannot."""
