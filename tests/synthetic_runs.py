@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from infercmp.contract import Load
 from infercmp.results import CombinationResult, ProcessSummary, RunStore, combo_id
 from infercmp.stats import LatencyStats
 
@@ -38,6 +39,9 @@ class Combo:
     # (cpu_handoff_ns: before and after, infercmp.sampler.handoff).
     process_medians: list[float] | None = None
     handoff_ns: list[tuple[float, float]] | None = None
+    # A load other than one request at a time (contract.Load / LoadResult, as dicts).
+    load: dict[str, Any] | None = None
+    load_result: dict[str, Any] | None = None
 
 
 def environment(
@@ -141,7 +145,8 @@ def make_run(
     for combo in combos:
         label = "x".join(str(d) for d in combo.shape)
         variant = "-".join(f"{k}{v}" for k, v in sorted(combo.options.items())) or None
-        cid = combo_id(combo.engine, combo.device, combo.precision, label, variant)
+        load_label = Load.model_validate(combo.load).label if combo.load else ""
+        cid = combo_id(combo.engine, combo.device, combo.precision, label, variant, load_label)
         ok = combo.status == "ok"
         latency = None
         if ok:
@@ -198,6 +203,8 @@ def make_run(
             parity=parity,
             warnings=["coefficient of variation 12% is above 5%"] if combo.outliers > 3 else [],
             background_cpus=combo.background_cpus,
+            load=combo.load,
+            load_result=combo.load_result,
             processes=[
                 ProcessSummary(
                     process=i,

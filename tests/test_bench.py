@@ -387,3 +387,30 @@ def test_a_shape_outside_the_profile_is_a_warning_for_every_engine(runner, tmp_p
         "note: --shape 512x512x3: input 'image' has height=512, outside [16, 128]; input 'image' "
         "has width=512, outside [16, 128]"
     ) in " ".join(result.output.split())
+
+
+def test_a_combination_that_fails_parity_exits_1_with_a_count_and_rows_print_as_they_land(
+    runner, tmp_path, monkeypatch
+):
+    """Issue 23, A.2: bench exited 0 when a combination's outputs were wrong; D.24: nothing was
+    shown until every combination had finished."""
+    real = bench.outcome_to_result
+
+    def wrong_outputs(*args, **kwargs):  # the worker's parity verdict, as a wrong engine gets
+        result, latency, samples = real(*args, **kwargs)
+        result.parity = {**result.parity, "ok": False}
+        return result, latency, samples
+
+    monkeypatch.setattr(bench, "outcome_to_result", wrong_outputs)
+    args = ["bench", "tiny-cnn", "-e", "onnxruntime", "-d", "cpu", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, *FAST])
+    assert result.exit_code == 1, result.output
+    lines = [line.strip() for line in result.output.strip().splitlines()]
+    assert lines[-1] == (
+        "error: 1 of 1 combination(s) failed parity (outputs differ from PyTorch beyond "
+        f"tolerance); see the notes above and {only_store(tmp_path).path}"
+    )
+    landed = next(i for i, line in enumerate(lines) if line.startswith("onnxruntime cpu fp32"))
+    assert landed < lines.index("infercmp bench")  # before the table, as it finished
+    assert lines[landed].startswith("onnxruntime cpu fp32 32x32x3: ok, p50 ms ")
+    assert "parity FAIL " in lines[landed]

@@ -81,9 +81,9 @@ def test_bench_at_80_columns_keeps_every_number_and_a_pasteable_report_command(t
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    table = lines[
-        lines.index("infercmp bench") : next(i for i, s in enumerate(lines) if s[:3] == "[1]")
-    ]
+    # The table ends at its notes, or at the parity legend when no row has a note.
+    end = next(i for i, s in enumerate(lines) if s[:3] == "[1]" or s.startswith("parity:"))
+    table = lines[lines.index("infercmp bench") : end]
     assert table[1] == "onnxruntime cpu fp32 32x32x3 ok"
     shown = " ".join(table)
     for column in ("p50 ms: ", "±CI%: ", "p99 ms: ", "items/s: ", "RSS MiB: ", "parity: ok"):

@@ -467,3 +467,21 @@ def test_bench_records_each_broken_engine_and_runs_the_others(
         assert "availability() raised RuntimeError" in results["bad-availability"].error
         assert "onnxruntime" in ran and "bad-convert" not in ran
         ran.clear()
+
+
+def test_each_built_in_cpu_engine_names_its_one_thread_variant():
+    """Issue 23, A.6: the remedy for thread contention is the engine's own option, from its
+    descriptor; a declared option the engine does not have names no remedy."""
+    from infercmp.engines import get_descriptor
+
+    variants = {
+        name: get_descriptor(name).one_thread_variant()
+        for name in ("pytorch", "onnxruntime", "openvino")
+    }
+    assert variants == {
+        "pytorch": "pytorch[threads=1]",
+        "onnxruntime": "onnxruntime[intra_op_threads=1]",
+        "openvino": "openvino[threads=1]",
+    }
+    wrong = type("Wrong", (type(get_descriptor("pytorch")),), {"cpu_threads_option": "nthreads"})
+    assert wrong().one_thread_variant() is None

@@ -460,3 +460,14 @@ def test_search_generator_limit_fake_checks_the_bounding_failure_too():
     )
     none_passed = loadgen.QpsSearch(5.0, 99.0, [point(50.0, False, 2.0)], None)
     assert loadgen.search_generator_limit(none_passed, capacity).startswith("50/s, the failing")
+
+
+def test_search_qps_fake_never_tries_a_rate_above_its_bound():
+    """Issue 23, C.19: a search from 1000 / 1e-6 requests/s scheduled 7.45 GiB of arrivals. A
+    server that keeps up with anything stops the search at the bound, which it says."""
+    result = loadgen.search_qps(
+        simulated_server(0.00001), slo_ms=30.0, start_qps=1000.0, max_qps=20_000.0
+    )
+    assert max(p.qps for p in result.points) == 20_000.0
+    assert result.best is not None and result.best.qps == 20_000.0
+    assert result.reason == "every rate tried passed, up to the 2e+04 requests/s bound"

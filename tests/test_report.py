@@ -394,3 +394,111 @@ def test_the_environment_section_is_written_for_a_person(tmp_path):
         assert said in text, (said, text)
     for raw in ("NVMLError", "warmup_iters", "None", "available", "python_executable"):
         assert raw not in text, (raw, text)
+
+
+def _server(engine: str, median_ms: float, *, chose: float | None, cut: int = 0, p99=10.0):
+    """A --qps auto (p99 <= 20 ms) server row: the rate its search chose, its window's cut."""
+    requests = 100_000 - cut
+    load = {"batch": None, "concurrency": 1, "scenario": "server", "qps": None, "slo_ms": 20.0}
+    load_result = {
+        "how": "one engine per slot", "batch": 4, "slots": 1, "requests": requests, "cut": cut,
+        "window_s": 100.0, "requests_per_s": requests / 100.0,
+        "items_per_s": 4 * requests / 100.0, "offered_qps": 1000.0, "p50_ms": median_ms,
+        "p99_ms": p99, "best_qps": chose, "search_reason": "bracketed within 5%",
+    }  # fmt: skip
+    return Combo(engine, median_ms=median_ms, load=load, load_result=load_result)
+
+
+def test_a_load_run_that_did_not_hold_its_load_is_not_ok_and_never_the_best(tmp_path):
+    """Issue 23, A.3: 70,305 of 100,000 requests never started, yet the row said `ok` and the
+    report named it the best within the SLO; the chosen rate was only inside a note."""
+    run = make_run(
+        tmp_path,
+        [
+            _server("pytorch", 8.0, chose=500.0),
+            _server("onnxruntime", 4.0, chose=1000.0, cut=70_305),
+            _server("openvino", 5.0, chose=800.0, p99=35.0),
+        ],
+    )
+    runs = load_runs([run])
+    by = {r["engine"]: r for r in summary_rows(runs)}
+    assert by["pytorch"]["status"] == "ok" and by["pytorch"]["qps"] == 500.0
+    ort, ov = by["onnxruntime"], by["openvino"]
+    assert ort["status"] == "overloaded"
+    assert "70,305 of 100,000 requests due in the window never started" in ort["error"]
+    assert ov["status"] == "overloaded" and "missed the p99 <= 20 ms SLO" in ov["error"]
+    # Measured at other offered rates (and overloaded): no speedup, and the reason.
+    assert ort["speedup"] is None and ort["speedup_note"].startswith("not at the same load")
+    assert ov["speedup"] is None
+    markdown = render_markdown(runs)
+    assert "offered req/s" in markdown and "| 500.0 |" in markdown
+    assert "pytorch: best with p99 within 20 ms" in markdown
+    assert "tiny-cnn: onnxruntime: best" not in markdown
+    assert "no point held its load" in markdown
+    rows = list(csv.DictReader(io.StringIO(render_csv(runs))))
+    assert {r["engine"]: r["qps"] for r in rows} == {
+        "pytorch": "500.0", "onnxruntime": "1000.0", "openvino": "800.0"
+    }  # fmt: skip
+    document = json.loads(render_json(runs))
+    assert {r["engine"]: r["status"] for r in document["rows"]}["onnxruntime"] == "overloaded"
+    assert "onnxruntime" not in " ".join(document["curves"]["best"]["tiny-cnn: onnxruntime"])
+    html = render_html(runs)
+    assert ">overloaded</span>" in html and "offered" in html
+
+
+def test_a_speedup_under_cpu_contention_is_marked_and_the_remedy_is_the_engines_own(tmp_path):
+    """Issue 23, A.6: PyTorch's threads beside 1.3 busy CPUs measured 215.6 ms against 2.13 ms
+    on one thread, and the report showed a green 71.66x with "pin the CPU/GPU clocks"."""
+    run = make_run(
+        tmp_path,
+        [
+            Combo("pytorch", median_ms=215.6, background_cpus=1.3),
+            Combo("pytorch", median_ms=2.13, background_cpus=1.3, options={"threads": 1}),
+            Combo("onnxruntime", median_ms=3.0, background_cpus=1.3),
+        ],
+    )
+    runs = load_runs([run])
+    rows = summary_rows(runs)
+    plain = next(r for r in rows if r["engine"] == "pytorch" and r["options"] == "defaults")
+    one = next(r for r in rows if r["engine"] == "pytorch" and r["options"] == "threads=1")
+    ort = next(r for r in rows if r["engine"] == "onnxruntime")
+    assert "measure pytorch[threads=1] too" in plain["warnings"]
+    assert "measure onnxruntime[intra_op_threads=1] too" in ort["warnings"]
+    assert "measure" not in one["warnings"]  # one thread already
+    assert "GPU" not in plain["warnings"] + ort["warnings"]
+    assert ort["speedup"] is not None
+    assert ort["speedup_note"].startswith("not a result:")
+    assert "under CPU contention" in ort["speedup_note"]
+    markdown = render_markdown(runs)
+    assert re.search(r"\| \d+\.\d\d× \(contended\) \|", markdown)
+    html = render_html(runs)
+    assert "faster" not in re.findall(r'<td class="num ([a-z]*)" title="against', html)
+    assert "measure pytorch[threads=1] too" in html  # in the run's warnings too
+
+
+def test_the_parity_column_sits_beside_the_status_so_a_wide_table_never_hides_it(runs_root):
+    """Issue 23, D.27: at 1400 px the last column, parity, was scrolled out of sight."""
+    _, cpu, _ = runs_root
+    html = render_html(load_runs([cpu]))
+    head = re.search(r"<table class=\"summary\"><thead><tr>(.*?)</tr>", html).group(1)
+    titles = re.findall(r"<th[^>]*>([a-z0-9 ]+)", head)
+    assert titles[:4] == ["configuration", "status", "parity ", "p50 "]
+
+
+def test_merged_runs_of_two_models_keep_model_names_and_variant_labels(tmp_path):
+    """Issue 23, D.28: two models' runs on one machine were both `pytorch · cpu · fp32 @ vm`
+    and `[threads=1]` was lost, without a warning."""
+    cnn = make_run(tmp_path, [Combo("pytorch"), Combo("onnxruntime")], model="tiny-cnn")
+    encoder = make_run(
+        tmp_path,
+        [Combo("pytorch", options={"threads": 1}), Combo("onnxruntime")],
+        model="tiny-encoder",
+        seed=1,
+    )
+    runs = load_runs([cnn, encoder])
+    labels = [c.label for run in runs for c in run.combinations]
+    assert len(set(labels)) == len(labels), labels
+    assert "tiny-encoder: pytorch · cpu · fp32 [threads=1] @ bench-host (no GPU)" in labels[2]
+    assert labels[0].startswith("tiny-cnn: pytorch · cpu · fp32 @ bench-host (no GPU) ")
+    html = render_html(runs)
+    assert "tiny-encoder: pytorch · cpu · fp32 [threads=1]" in html

@@ -159,3 +159,56 @@ def test_names_from_plugins_do_not_run(browser, tmp_path):
     assert browser.execute_script("return typeof window.__pwned") == "undefined"
     # The name reads as typed: escaped for HTML, not swallowed.
     assert XSS in browser.find_element("tag name", "h1").text
+
+
+# Per chart: the y axis type, which linear/log button is lit, the y tick labels, and the
+# rectangles of the legend and of plotly's toolbar.
+_AXES_AND_LEGEND = """
+return Array.from(document.querySelectorAll('.js-plotly-plot')).map(function (div) {
+  const rect = function (el) {
+    if (!el) return null;
+    const r = el.getBoundingClientRect();
+    return r.width ? [r.left, r.top, r.right, r.bottom] : null;
+  };
+  const menu = (div.layout.updatemenus || [])[0];
+  return {
+    id: div.id,
+    title: (div.layout.title || {}).text || '',
+    type: div._fullLayout.yaxis.type,
+    active: menu ? menu.active || 0 : null,
+    ticks: Array.from(div.querySelectorAll('.ytick text')).map(t => t.textContent),
+    legend: rect(div.querySelector('.legend')),
+    bar: rect(div.querySelector('.modebar')),
+  };
+});
+"""
+
+
+def test_log_axes_read_whole_values_light_their_button_and_legends_clear_the_toolbar(
+    browser, tmp_path
+):
+    """Issue 23, D.28: 'across shapes' stayed linear with engines 10x apart, the switch lit
+    'linear' on a log axis, log ticks read '5, 2, 100, 5, 2, 10', and the outliers legend
+    overlapped plotly's toolbar."""
+    combos = [
+        Combo("pytorch", median_ms=40.0, outliers=6),
+        Combo("onnxruntime", median_ms=2.0, outliers=6),
+        Combo("pytorch", shape=(320, 320, 3), median_ms=90.0),
+        Combo("onnxruntime", shape=(320, 320, 3), median_ms=4.0),
+    ]
+    page = tmp_path / "report.html"
+    page.write_text(render_html(load_runs([make_run(tmp_path / "runs", combos)])), "utf-8")
+    _render(browser, page, _shots(tmp_path, "report-log.png"))
+    charts = browser.execute_script(_AXES_AND_LEGEND)
+    across = [c for c in charts if c["title"].startswith("Median latency against input size")]
+    spread = [c for c in charts if c["title"].startswith("Latency distribution")]
+    assert across and spread
+    for chart in across + spread:
+        assert chart["type"] == "log", chart
+        assert chart["active"] == 1, chart  # the "log" button
+        values = [float(t.replace(",", "")) for t in chart["ticks"]]
+        assert values == sorted(values), chart  # whole values, rising: no "5, 2, 100"
+    for chart in charts:
+        if chart["legend"] and chart["bar"]:
+            (al, at, ar, ab), (bl, bt, br, bb) = chart["legend"], chart["bar"]
+            assert not (min(ar, br) > max(al, bl) and min(ab, bb) > max(at, bt)), chart

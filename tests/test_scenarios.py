@@ -202,7 +202,11 @@ def test_concurrency_means_offline_and_every_load_has_its_own_label():
         ({"qps": "10"}, "--qps and --slo-ms belong to --scenario server"),
         ({"concurrency": "0"}, "--concurrency '0': '0' is not a positive integer"),
         ({"concurrency": "2", "scenario": "single-stream"}, "--scenario single-stream keeps one"),
-        ({"scenario": "server", "qps": "auto", "slo_ms": -1}, "--slo-ms must be a positive"),
+        ({"scenario": "server", "qps": "auto", "slo_ms": -1}, "--slo-ms must be a number of"),
+        # Bounded up front: a search from 1000 / 1e-6 requests/s, or 1e9 requests/s for a
+        # second, scheduled 7.45 GiB of arrivals and was recorded as the engine's oom.
+        ({"scenario": "server", "qps": "auto", "slo_ms": 1e-6}, "--slo-ms must be a number of"),
+        ({"scenario": "server", "qps": "1e9"}, "--qps '1e9': above 1,000,000 requests/s"),
     ],
 )
 def test_bad_scenario_flags_are_one_clear_error(flags, message):
@@ -243,6 +247,22 @@ def test_an_engine_that_declares_no_concurrency_is_skipped_with_the_reason(monke
         (["tiny-two-io", "--batch", "1,33"], "--batch 33: outside model 'tiny-two-io's declared"),
         (["tiny-two-io", "--scenario", "server"], "--scenario server needs --qps"),
         (["tiny-two-io", "--latency-limit-ms", "5"], "--latency-limit-ms goes with --batch auto"),
+        (
+            ["tiny-two-io", "--scenario", "server", "--qps", "1e9"],
+            "--qps '1e9': above 1,000,000 requests/s",
+        ),
+        (
+            ["tiny-two-io", "--scenario", "server", "--qps", "auto", "--slo-ms", "0.000001"],
+            "--slo-ms must be a number of milliseconds from 0.1",
+        ),
+        (
+            ["tiny-two-io", "--scenario", "server", "--qps", "2", "--duration", "0.2"],
+            "--qps 2 over a 0.2 s window schedules no request",
+        ),
+        (
+            ["tiny-two-io", "--scenario", "server", "--qps", "500000", "--duration", "60"],
+            "requests, above the 5,000,000 one run can hold",
+        ),
     ],
 )
 def test_bad_load_flags_exit_2_before_anything_runs(runner, tmp_path, args, message):
@@ -293,9 +313,11 @@ def _spec(tmp_path, load: Load, **measurement) -> WorkerSpec:
 def test_offline_bookkeeping_requests_per_slot_and_items_per_second_fake(tmp_path):
     engines = [_CountingEngineFake() for _ in range(3)]
     load = Load(batch=4, concurrency=3, scenario="offline")
-    arrays, result = run_load(engines, _spec(tmp_path, load, iters=300), "fake slots")
+    arrays, result = run_load(
+        engines, _spec(tmp_path, load, iters=300), "fake slots", items=load.batch
+    )
     n = result.requests
-    assert n >= 300
+    assert n == 300  # --iters N measures exactly N requests, whatever was in flight
     assert all(len(a) == n for a in arrays.values())
     slots = arrays["request.slot"]
     # Every slot ran requests, and the log attributes each one to the slot that ran it (the
@@ -315,7 +337,7 @@ def test_offline_bookkeeping_requests_per_slot_and_items_per_second_fake(tmp_pat
 def test_the_qps_search_reports_the_highest_passing_rate_and_the_generator_fake(tmp_path):
     engines = [_CountingEngineFake()]
     load = Load(scenario="server", slo_ms=50)
-    arrays, result = run_load(engines, _spec(tmp_path, load, duration_s=0.2), "fake slots")
+    arrays, result = run_load(engines, _spec(tmp_path, load, duration_s=0.2), "fake slots", items=1)
     assert result.generator is not None and result.generator["open_loop_max_qps"] > 0
     assert result.search, "the search tried no rate"
     passing = [p["qps"] for p in result.search if p["ok"]]
@@ -382,6 +404,7 @@ def test_the_window_edges_hold_exactly_the_counted_requests_fake(name, tmp_path,
         engines,
         _spec(tmp_path, load, **measurement),
         "fake slots",
+        items=1,
         on_measure_start=lambda: edges.setdefault("start", time.perf_counter_ns()),
         on_measure_end=lambda: edges.setdefault("end", time.perf_counter_ns()),
     )
@@ -449,6 +472,53 @@ def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
     assert result.iterations == result.load_result.requests == window.count
     assert result.measure_seconds == result.load_result.window_s == window.window_s
     assert result.warmup.seconds > 0
+
+
+def _load_worker_spec(plugin, onnx, cache, tmp_path, load, **measurement) -> WorkerSpec:
+    from infercmp.export import ensure_reference
+
+    return WorkerSpec(
+        model=plugin.name,
+        engine="onnxruntime",
+        device="cpu",
+        artifact=onnx.path,
+        reference=ensure_reference(plugin, cache, default_experiment(plugin.config)),
+        input_names=["features", "token_ids"],
+        output_names=["score", "embedding"],
+        result_dir=tmp_path,
+        load=load,
+        measurement=Measurement(warmup_seconds=0.05, **measurement),
+    )
+
+
+def test_a_server_run_counts_the_examples_own_batch_as_items(shared_cache, exported, tmp_path):
+    """tiny-two-io's example holds 4 items: a server run without --batch recorded batch 1 and
+    items/s = requests/s, while single-stream and offline counted the 4."""
+    from infercmp.worker import run_worker
+
+    plugin, onnx = exported("tiny-two-io")
+    load = Load(scenario="server", qps=200.0)
+    spec = _load_worker_spec(plugin, onnx, shared_cache, tmp_path, load, duration_s=0.3)
+    result = run_worker(spec, _StampedEvents())
+    assert result.status == "ok", result.error
+    assert result.runtime_shapes["features"][0] == 4
+    lr = result.load_result
+    assert lr.batch == 4
+    assert lr.items_per_s == pytest.approx(4 * lr.requests_per_s)
+
+
+def test_a_window_with_no_request_says_what_happened_and_what_to_do(
+    shared_cache, exported, tmp_path
+):
+    from infercmp.worker import run_worker
+
+    plugin, onnx = exported("tiny-two-io")
+    load = Load(scenario="server", qps=1.0)  # 0.3 s at 1/s: no arrival is due
+    spec = _load_worker_spec(plugin, onnx, shared_cache, tmp_path, load, duration_s=0.3)
+    result = run_worker(spec, _StampedEvents())
+    assert result.status == "failed"
+    assert result.error.startswith("the 0.3 s window had no request due in it")
+    assert "give a longer --duration or a higher --qps" in result.error
 
 
 def test_a_load_scenarios_energy_is_its_windows_over_its_requests_fake():
@@ -682,3 +752,46 @@ def test_a_slot_running_out_of_memory_reaches_the_worker_as_oom_fake(tmp_path):
     with pytest.raises(MemoryError) as raised:
         worker._measure_load(OutOfMemoryFake(), [], spec, result, events)
     assert worker._is_oom(raised.value)
+
+
+# -- labels --------------------------------------------------------------------------------------
+
+
+def test_concurrency_one_alone_is_offline_as_in_a_list():
+    """Issue 23, D.30: `-c 1,2` labelled both points offline, `-c 1` alone was not."""
+    config = get_plugin("tiny-two-io").config
+    (alone,), _ = loads_from_flags(config, concurrency="1")
+    assert (alone.scenario, alone.label) == ("offline", "offline")
+    listed, _ = loads_from_flags(config, concurrency="1,2")
+    assert listed[0] == alone
+
+
+def test_a_shapes_notes_print_once_and_say_what_a_batch_label_measures(runner, tmp_path):
+    """Issue 23, D.30: the out-of-profile note printed once per --batch value, and a row
+    labelled '2x600_2x600 b1' measured one item with nothing saying so. (-d cuda: every
+    combination is skipped here, so nothing is measured.)"""
+    args = ["bench", "tiny-encoder", "-s", "2,600;2,600", "--batch", "1,8", "-d", "cuda"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert "Traceback" not in result.output
+    assert result.output.count("outside [4, 128] (the optimisation profile") == 1
+    assert (
+        "note: --batch sets the batch axis of --shape 2x600_2x600: '2x600_2x600 b1' measures "
+        "1x600_1x600, '2x600_2x600 b8' measures 8x600_8x600"
+    ) in " ".join(result.output.split())
+
+
+def test_a_fixed_rate_server_run_that_fell_behind_did_not_hold_its_load():
+    """Issue 23, A.3: --qps 100000 completed 74,630 requests/s, every request eventually (none
+    cut), and the row said `ok` with a p99 that was the backlog's."""
+    from infercmp.scenarios import load_shortfall
+
+    load = Load(scenario="server", qps=100_000.0).model_dump()
+    behind = {"requests": 37_315, "cut": 0, "offered_qps": 100_000.0, "requests_per_s": 74_630.0}
+    assert load_shortfall(load, behind) == (
+        "completed 74,630 of the 100,000 requests/s offered (under 95%): requests queued up, "
+        "so its latency is the backlog's"
+    )
+    kept_up = {**behind, "requests_per_s": 99_100.0}
+    assert load_shortfall(load, kept_up) is None
+    offline = Load(concurrency=2, scenario="offline").model_dump()
+    assert load_shortfall(offline, {**behind, "offered_qps": None}) is None

@@ -277,12 +277,21 @@ def test_default_atol_scales_with_the_output():
 def test_noise_warnings():
     spec = Measurement(warmup_seconds=None)
     steady = np.full(200, 1_000_000, dtype=np.int64)
-    assert noise_warnings(steady, spec) == []
+    assert noise_warnings(steady, spec, "cpu") == []
     slow_start = steady.copy()
     slow_start[:10] = 5_000_000
-    warnings = noise_warnings(slow_start, spec)
+    warnings = noise_warnings(slow_start, spec, "cpu")
     assert any("first 10 iterations are 5.0x slower" in w for w in warnings)
     assert any("coefficient of variation" in w for w in warnings)
+
+
+def test_a_cpu_run_is_never_told_to_pin_a_gpus_clocks():
+    spec = Measurement(warmup_seconds=None)
+    noisy = np.tile(np.array([1_000_000, 3_000_000], dtype=np.int64), 100)
+    (cpu,) = [w for w in noise_warnings(noisy, spec, "cpu") if "coefficient" in w]
+    assert "GPU" not in cpu and "pin the CPU clocks" in cpu
+    (cuda,) = [w for w in noise_warnings(noisy, spec, "cuda") if "coefficient" in w]
+    assert "pin the CPU/GPU clocks" in cuda
 
 
 @pytest.mark.parametrize(

@@ -316,13 +316,16 @@ def closed_loop(
     min_seconds: float,
     max_seconds: float,
     warmup_seconds: float = 0.0,
+    max_requests: int | None = None,
     on_measure_start: WindowEdge | None = None,
     on_measure_end: WindowEdge | None = None,
 ) -> RequestLog:
     """Keep len(slots) requests in flight: each slot issues its next one when its last ends.
 
     Stops when both `min_requests` and `min_seconds` are met, or at `max_seconds`; requests in
-    flight then finish and are logged (the window ends at the last one). Warm-up requests run
+    flight then finish and are logged (the window ends at the last one). With `max_requests`
+    no more than that many start (`--iters N` measures exactly N): the slots then drain,
+    the last requests with fewer in flight. Warm-up requests run
     for `warmup_seconds` on every slot but are not logged; all slots then start measuring at
     the same instant. A request's due time is when its slot became free, so `queue_ms` is the
     generator's own gap between two requests of a slot.
@@ -337,6 +340,8 @@ def closed_loop(
     n = len(slots)
     failure = _Failure()
     completed = itertools.count(1)  # next() on a count is atomic under the GIL
+    tickets = itertools.count(1)  # requests started, against max_requests
+    limit = max_requests if max_requests is not None else math.inf
     t0 = [0]
 
     def open_window() -> None:  # run by one slot thread while the others wait at the barrier
@@ -365,7 +370,7 @@ def closed_loop(
             min_end, max_end = start0 + min_ns, start0 + max_ns
             issue_log, start_log, end_log = issues[k].append, starts[k].append, ends[k].append
             free = start0
-            while not stop.is_set():
+            while not stop.is_set() and next(tickets) <= limit:
                 start = now_ns()
                 request()
                 end = now_ns()
@@ -600,6 +605,10 @@ def open_loop(
 
 # --------------------------------------------------------------------------- QPS search
 
+#: An open loop keeps up with its rate when it completes at least this share of the offered
+#: requests per second while arrivals are due (`RequestLog.achieved_qps`).
+KEEP_UP = 0.95
+
 
 @dataclass(frozen=True)
 class QpsPoint:
@@ -653,7 +662,8 @@ def search_qps(
     start_qps: float | None = None,
     max_points: int = 12,
     tolerance: float = 0.05,
-    keep_up: float = 0.95,
+    keep_up: float = KEEP_UP,
+    max_qps: float = math.inf,
 ) -> QpsSearch:
     """The highest rate whose latency percentile stays under `slo_ms` and that is kept up with.
 
@@ -667,6 +677,7 @@ def search_qps(
     times imply (slots / median service time), so a start far below capacity costs no string
     of doublings and the first failing rate is not far past it. Noise can make a rate pass
     once and fail once; the search trusts each single run, so give `measure` enough seconds.
+    No rate above `max_qps` is tried (the caller's bound on one run's arrivals).
     A slot failing raises `SlotFailed` out of `measure`, and out of here.
     """
     if slo_ms <= 0 or not 0 < percentile < 100 or max_points < 1 or tolerance <= 0:
@@ -685,16 +696,16 @@ def search_qps(
     def grow(qps: float) -> float:
         """Double, but to at least half and at most all of the implied capacity."""
         if capacity[0] <= qps * (1 + tolerance):  # the hint says no headroom: trust the runs
-            return 2 * qps
-        return min(max(2 * qps, capacity[0] / 2), capacity[0])
+            return min(2 * qps, max_qps)
+        return min(max(2 * qps, capacity[0] / 2), capacity[0], max_qps)
 
-    qps = start_qps if start_qps is not None else 1000.0 / slo_ms
+    qps = min(start_qps if start_qps is not None else 1000.0 / slo_ms, max_qps)
     passed: QpsPoint | None = None
     failed: QpsPoint | None = None
     first = trial(qps)
     if first.ok:
         passed = first
-        while len(points) < max_points:
+        while len(points) < max_points and passed.qps < max_qps:
             point = trial(grow(passed.qps))
             if not point.ok:
                 failed = point
@@ -723,7 +734,9 @@ def search_qps(
             passed = point
         else:
             failed = point
-    if failed is None:
+    if failed is None and passed.qps >= max_qps:
+        reason = f"every rate tried passed, up to the {max_qps:.4g} requests/s bound"
+    elif failed is None:
         reason = f"every rate tried passed, up to {passed.qps:.4g} requests/s (max_points reached)"
     elif (failed.qps - passed.qps) / passed.qps <= tolerance:
         reason = f"bracketed within {tolerance:.0%}: {failed.qps:.4g} requests/s fails"

@@ -22,9 +22,19 @@ import numpy as np
 from infercmp.config import ModelConfig
 from infercmp.contract import Load, LoadResult, Measurement, Scenario, WorkerSpec
 from infercmp.errors import InfercmpError
+from infercmp.loadgen import KEEP_UP
 
 SCENARIOS: tuple[Scenario, ...] = ("single-stream", "offline", "server")
 MAX_CONCURRENCY = 256
+#: Highest --qps: the Python dispatcher issues about 1e6 requests/s on a 2-core EPYC
+#: (loadgen.generator_capacity), so a higher rate would measure the generator alone.
+MAX_QPS = 1_000_000.0
+#: Lowest --slo-ms: the generator's own p99 issue lateness is tens of microseconds, and a
+#: --qps auto search starts at one request per SLO (1000 / slo_ms requests/s).
+MIN_SLO_MS = 0.1
+#: Most arrivals one open-loop run schedules (rate x seconds): its arrays and the
+#: dispatcher's list take about 100 bytes an arrival.
+MAX_ARRIVALS = 5_000_000
 
 
 def _positive_ints(text: str, flag: str, limit: int | None = None) -> list[int]:
@@ -52,8 +62,8 @@ def loads_from_flags(
     """The loads a bench run measures, and whether `--batch auto` asked for a batch search.
 
     No flag: `[Load()]`, the original measurement. One clear error for any wrong value.
-    `--concurrency N` (N > 1) without `--scenario` means offline: single-stream is one request
-    at a time by definition.
+    `--concurrency N` without `--scenario` means offline (for N = 1 too): single-stream is the
+    original one-request-at-a-time loop, which --concurrency does not ask for.
     """
     from infercmp.batching import parse_batches
 
@@ -66,14 +76,19 @@ def loads_from_flags(
         auto_batch = parsed is None
         batches = [None] if parsed is None else list(parsed)
     counts = _positive_ints(concurrency, "--concurrency", MAX_CONCURRENCY) if concurrency else [1]
-    chosen: Scenario = scenario or ("offline" if max(counts) > 1 else "single-stream")  # type: ignore[assignment]
+    # --concurrency asks for the closed loop whatever its values: `-c 1` alone is offline with
+    # one request in flight, labelled so, as `-c 1,2` labels both its points.
+    chosen: Scenario = scenario or ("offline" if concurrency else "single-stream")  # type: ignore[assignment]
     if chosen == "single-stream" and max(counts) > 1:
         raise InfercmpError(
             "--scenario single-stream keeps one request in flight; use --scenario offline or "
             "server with --concurrency"
         )
-    if slo_ms is not None and not (0 < slo_ms < math.inf):
-        raise InfercmpError(f"--slo-ms must be a positive number of milliseconds, got {slo_ms}")
+    if slo_ms is not None and not (MIN_SLO_MS <= slo_ms < math.inf):
+        raise InfercmpError(
+            f"--slo-ms must be a number of milliseconds from {MIN_SLO_MS:g} (the load "
+            f"generator's own timing error is tens of microseconds), got {slo_ms:g}"
+        )
     rates: list[float | None] = [None]
     if chosen == "server":
         if qps is None:
@@ -110,7 +125,36 @@ def _positive_rate(text: str) -> float:
         value = math.nan
     if not (0 < value < math.inf):
         raise InfercmpError(f"--qps '{text}': give a positive rate in requests per second, or auto")
+    if value > MAX_QPS:
+        raise InfercmpError(
+            f"--qps '{text}': above {MAX_QPS:,.0f} requests/s, the most the load generator can "
+            "issue; give a lower rate"
+        )
     return value
+
+
+def check_server_window(loads: Sequence[Load], settings: Measurement) -> None:
+    """One clear error for a server rate whose window holds no request or too many to hold.
+
+    The window is --duration, else --max-seconds (the open loop runs that long at a fixed
+    rate; a --qps auto search's points last `SEARCH_POINT_SECONDS` or --duration).
+    """
+    for load in loads:
+        if load.scenario != "server" or load.qps is None:
+            continue
+        seconds = settings.duration_s or settings.max_seconds
+        arrivals = load.qps * seconds
+        if arrivals < 1:
+            raise InfercmpError(
+                f"--qps {load.qps:g} over a {seconds:g} s window schedules no request; raise "
+                f"--qps or --duration so that rate x seconds is at least 1"
+            )
+        if arrivals > MAX_ARRIVALS:
+            raise InfercmpError(
+                f"--qps {load.qps:g} over a {seconds:g} s window schedules {arrivals:,.0f} "
+                f"requests, above the {MAX_ARRIVALS:,} one run can hold; lower --qps or give a "
+                "shorter --duration"
+            )
 
 
 def load_labels(loads: Sequence[Load]) -> list[str]:
@@ -144,10 +188,74 @@ def items_per_s(latency: dict | None, load_result: dict | None) -> float | None:
     return float(latency["throughput_per_s"]) if latency else None
 
 
+#: The status a finished load run is shown with when it did not hold its load
+#: (`load_shortfall`): its figures are kept, but they are not the load's.
+OVERLOADED = "overloaded"
+
+
+def load_shortfall(load: dict | None, load_result: dict | None) -> str | None:
+    """Why a measured load run did not hold the load asked for, or None when it did.
+
+    A run that cut requests (due, never started) measured an overloaded system: its p99 is
+    over the completed ones. A --qps auto run whose search found no rate under the SLO, or
+    whose measured window at the chosen rate missed it, has no rate to report. Derived from
+    the stored figures, so runs written before this check read the same way.
+    """
+    if not load or not load_result:
+        return None
+    cut, done = int(load_result.get("cut") or 0), int(load_result.get("requests") or 0)
+    if cut:
+        return (
+            f"{cut:,} of {cut + done:,} requests due in the window never started (overload); "
+            "its latency is not the offered rate's (lower --qps, or see --qps auto)"
+        )
+    spec = Load.model_validate(load)
+    if spec.scenario != "server":
+        return None
+    offered, achieved = load_result.get("offered_qps"), load_result.get("requests_per_s")
+    if offered and achieved is not None and achieved < KEEP_UP * offered:
+        return (
+            f"completed {_rate(achieved)} of the {_rate(offered)} requests/s offered (under "
+            f"{KEEP_UP:.0%}): requests queued up, so its latency is the backlog's"
+        )
+    if spec.qps is not None or spec.slo_ms is None:
+        return None
+    if load_result.get("best_qps") is None:
+        reason = load_result.get("search_reason") or "the search found none"
+        return f"no rate met the p99 <= {spec.slo_ms:g} ms SLO ({reason})"
+    p99 = load_result.get("p99_ms")
+    if p99 is None or p99 > spec.slo_ms:
+        measured = "unbounded" if p99 is None else f"{p99:.3g} ms"
+        return (
+            f"the window at the chosen {_rate(load_result['best_qps'])} requests/s missed the "
+            f"p99 <= {spec.slo_ms:g} ms SLO (p99 {measured}); measure longer (--duration)"
+        )
+    return None
+
+
+def _rate(value: float) -> str:
+    """Requests per second as a person reads them: 74,630 or 2.5."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def served_qps(load: dict | None, load_result: dict | None) -> float | None:
+    """The rate a server run's window was offered: --qps, or the rate a --qps auto search
+    chose (None where it chose none, and for the other scenarios)."""
+    if not load or load.get("scenario") != "server":
+        return None
+    if load.get("qps") is not None:
+        return float(load["qps"])
+    best = (load_result or {}).get("best_qps")
+    return float(best) if best is not None else None
+
+
 # -- the worker's side -------------------------------------------------------------------------
 
 #: Seconds of each open-loop run of a --qps auto search when --duration is not given.
 SEARCH_POINT_SECONDS = 1.0
+#: Fewest arrivals the first point of a --qps auto search schedules (a long SLO's rate of
+#: one request per SLO would schedule none in a short point).
+SEARCH_MIN_ARRIVALS = 20
 #: Seconds the generator measures itself for (closed, flood and paced loops: about 2.5x this).
 CAPACITY_SECONDS = 0.4
 
@@ -172,24 +280,29 @@ def request_slot(engine: Any, resident: bool) -> Callable[[], None]:
     return request
 
 
-def _windows(settings: Measurement) -> tuple[int, float, float]:
-    """(min requests, min seconds, max seconds) of a closed loop, from the measurement flags."""
+def _windows(settings: Measurement) -> tuple[int, float, float, int | None]:
+    """(min requests, min seconds, max seconds, max requests) of a closed loop, from the
+    measurement flags: `--iters N` is exactly N requests."""
     if settings.iters is not None:
-        return settings.iters, 0.0, 1e9
+        return settings.iters, 0.0, 1e9, settings.iters
     if settings.duration_s is not None:
-        return 1, settings.duration_s, settings.duration_s
-    return settings.min_iters, settings.min_seconds, settings.max_seconds
+        return 1, settings.duration_s, settings.duration_s, None
+    return settings.min_iters, settings.min_seconds, settings.max_seconds, None
 
 
 def run_load(
     engines: Sequence[Any],
     spec: WorkerSpec,
     how: str,
+    *,
+    items: int,
     on_measure_start: Callable[[], None] | None = None,
     on_measure_end: Callable[[], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], LoadResult]:
     """Drive `engines` (one per slot, prepared) under `spec.load`; the latency arrays for
-    latency.npz and the load's figures.
+    latency.npz and the load's figures. `items`: the items in one request
+    (`items_per_request` of the inputs: the example's own batch when --batch is not given),
+    which throughput counts, as for one request at a time.
 
     Everything before the measured window (the slots' warm-up; for the server scenario the
     generator's self-check too, and every rate a --qps auto search tried) runs before
@@ -208,17 +321,17 @@ def run_load(
     resident = settings.device_resident
     slots = [request_slot(engine, resident) for engine in engines]
     warmup_s = settings.warmup()[1] or 0.1
-    batch = load.batch or 1
     generator = None
     search: loadgen.QpsSearch | None = None
     asked_qps = load.qps or 0.0  # the rate the window's open loop ran at
     if load.scenario == "offline":
-        min_requests, min_seconds, max_seconds = _windows(settings)
+        min_requests, min_seconds, max_seconds, max_requests = _windows(settings)
         log = loadgen.closed_loop(
             slots,
             min_requests=min_requests,
             min_seconds=min_seconds,
             max_seconds=max_seconds,
+            max_requests=max_requests,
             warmup_seconds=warmup_s,
             on_measure_start=on_measure_start,
             on_measure_end=on_measure_end,
@@ -235,7 +348,13 @@ def run_load(
             def measure(qps: float) -> loadgen.RequestLog:
                 return loadgen.open_loop(slots, qps=qps, seconds=point_s)
 
-            search = loadgen.search_qps(measure, slo_ms=load.slo_ms)
+            search = loadgen.search_qps(
+                measure,
+                slo_ms=load.slo_ms,
+                # One request per SLO, but enough arrivals that the first point measures.
+                start_qps=max(1000.0 / load.slo_ms, SEARCH_MIN_ARRIVALS / point_s),
+                max_qps=min(MAX_QPS, MAX_ARRIVALS / point_s),
+            )
             # The search's runs are not the window: the one at the chosen rate need not be its
             # last (bisection ends on whichever side it ends), and energy needs the window to
             # be one phase. So the chosen rate runs once more, as the measurement.
@@ -258,20 +377,20 @@ def run_load(
         # answer rests on (the best rate and the failing one above it), which are named first.
         slo_ms = load.slo_ms if search is not None and load.slo_ms else math.inf
         point = loadgen.QpsPoint.from_log(
-            asked_qps, log, slo_ms=slo_ms, percentile=99, keep_up=0.95
+            asked_qps, log, slo_ms=slo_ms, percentile=99, keep_up=KEEP_UP
         )
         note = loadgen.generator_limit(point, generator, slo_ms)
         if search is not None:
             note = loadgen.search_generator_limit(search, generator) or note
     result = LoadResult(
         how=how,
-        batch=batch,
+        batch=items,
         slots=log.slots,
         requests=log.count,
         cut=log.cut,
         window_s=log.window_s,
         requests_per_s=rate,
-        items_per_s=batch * rate,
+        items_per_s=items * rate,
         offered_qps=offered,
         p50_ms=summary["p50_ms"],
         p99_ms=summary["p99_ms"],

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from infercmp.contract import Measurement, Phase, WarmupInfo, WorkerResult, WorkerSpec
-from infercmp.errors import InfercmpError
+from infercmp.errors import InfercmpError, RunFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
 
@@ -40,8 +40,9 @@ def _warmup_text(measurement: Measurement) -> str:
     return " and at least ".join(parts) or "none"
 
 
-def noise_warnings(wall_ns: np.ndarray, spec: Measurement) -> list[str]:
-    """Warnings about the measurement itself, in the words a user can act on."""
+def noise_warnings(wall_ns: np.ndarray, spec: Measurement, device: str) -> list[str]:
+    """Warnings about the measurement itself, in the words a user can act on (a CPU run gets
+    no advice about a GPU)."""
     warnings = []
     n = len(wall_ns)
     if n < 2:
@@ -53,7 +54,8 @@ def noise_warnings(wall_ns: np.ndarray, spec: Measurement) -> list[str]:
     if cv > spec.cv_warn:
         warnings.append(
             f"noisy measurement: coefficient of variation {cv:.0%} is above {spec.cv_warn:.0%}; "
-            "close other programs, pin the CPU/GPU clocks, or measure longer"
+            f"close other programs, pin the {'CPU/GPU' if device == 'cuda' else 'CPU'} clocks, "
+            "or measure longer"
         )
     if n >= 20:
         head = max(3, n // 20)
@@ -260,7 +262,7 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
             result.clocks = list(measured.samples)
             ci = relative_ci_half_width(wall)
             result.ci_half_width = ci if math.isfinite(ci) else None
-            result.warnings.extend(noise_warnings(wall, settings))
+            result.warnings.extend(noise_warnings(wall, settings, spec.device))
             if measured.stop_reason == "max_seconds" and settings.mode == "adaptive":
                 result.warnings.append(
                     f"stopped at the {settings.max_seconds:g} s cap before the median's 95% CI "
@@ -336,7 +338,7 @@ def _measure_load(
     """
     from infercmp.engines import get_descriptor
     from infercmp.loadgen import SlotFailed
-    from infercmp.scenarios import run_load
+    from infercmp.scenarios import items_per_request, run_load
 
     how = get_descriptor(spec.engine).concurrency_on(spec.device)
     if how is None:
@@ -367,6 +369,7 @@ def _measure_load(
             engines,
             spec,
             how,
+            items=items_per_request(result.runtime_shapes),
             on_measure_start=open_window,
             on_measure_end=lambda: phase_event("write"),
         )
@@ -377,6 +380,8 @@ def _measure_load(
     except BaseException:
         _release_all(engines[1:])
         raise
+    if load_result.requests == 0:
+        raise RunFailed(_empty_window(load_result))
     # The window, not the whole run: energy per request is the window's energy over its
     # requests. The generator does not count its warm-up's requests, only their time.
     result.measure_seconds = load_result.window_s
@@ -386,7 +391,7 @@ def _measure_load(
     result.iterations = len(wall)
     result.stop_reason = "duration" if spec.measurement.duration_s else "max_seconds"
     result.clocks = list(arrays)
-    result.warnings.extend(noise_warnings(wall, spec.measurement))
+    result.warnings.extend(noise_warnings(wall, spec.measurement, spec.device))
     if load_result.generator_note:
         result.warnings.append(f"{load_result.generator_note}: latency measures it too")
     slo_ms = spec.load.slo_ms
@@ -406,6 +411,20 @@ def _measure_load(
         )
     write_latency(arrays, spec.result_dir)
     return engines
+
+
+def _empty_window(load_result: Any) -> str:
+    """What happened when a load's measured window completed no request, and what to do."""
+    if load_result.cut:
+        return (
+            f"none of the {load_result.cut:,} requests due in the {load_result.window_s:.3g} s "
+            "window started before the run was cut: one request takes longer than the window "
+            "allows; give a longer --duration or a lower --qps"
+        )
+    return (
+        f"the {load_result.window_s:.3g} s window had no request due in it (its rate x its "
+        "seconds is under one request); give a longer --duration or a higher --qps"
+    )
 
 
 def _release_all(engines: list[Any]) -> None:

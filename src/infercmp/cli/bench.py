@@ -98,14 +98,34 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:,.0f}"
 
 
-def _note(result) -> str:
+def _notes(result) -> list[str]:
+    """The sentences a row refers to: its error, else its gates and warnings, each on its own
+    so a sentence shared by several rows is printed once."""
+    from infercmp.report.summary import contention
+    from infercmp.scenarios import load_shortfall
+
     if result.status != "ok":
-        return result.error or result.status
+        return [result.error or result.status]
     notes = []
-    if result.parity and not result.parity.get("ok", True):
+    if _failed_parity(result):
         notes.append("outputs differ from PyTorch beyond tolerance")
+    notes.append(load_shortfall(result.load, result.load_result))
+    notes.append(contention(result))
     notes.extend(result.warnings)
-    return "; ".join(notes)
+    return [note for note in notes if note]
+
+
+def _failed_parity(result) -> bool:
+    return bool(result.parity) and not result.parity.get("ok", True)
+
+
+def _shown_status(result) -> str:
+    """The status a row shows: a finished load run that did not hold its load is not `ok`."""
+    from infercmp.scenarios import OVERLOADED, load_shortfall
+
+    if result.status == "ok" and load_shortfall(result.load, result.load_result):
+        return OVERLOADED
+    return result.status
 
 
 def _parity(result) -> str:
@@ -122,45 +142,69 @@ def _parity(result) -> str:
     )
 
 
+def row_cells(result) -> dict[str, str]:
+    """One result's cells, plain text (no markup), in the table's column order."""
+    from infercmp.scenarios import items_per_s, served_qps, shape_and_load
+
+    r, lat = result, result.latency or {}
+    half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2 / lat["p50_ms"] * 100 if lat else None
+    qps = served_qps(r.load, r.load_result)
+    return {
+        "engine": f"{r.engine}[{r.variant}]" if r.variant else r.engine,
+        "dev": r.device,
+        "prec": r.precision,
+        "shape": shape_and_load(r.shape_label, r.load),
+        "status": _shown_status(r),
+        "offered/s": _count(qps) if qps is not None else "-",
+        "p50 ms": _ms(lat.get("p50_ms")),
+        "±CI%": f"{half:.1f}" if half is not None else "-",
+        "p99 ms": _ms(lat.get("p99_ms")),
+        "items/s": _count(items_per_s(lat, r.load_result)),
+        "RSS MiB": _mib(r.peak_rss_bytes),
+        "VRAM MiB": _mib(r.peak_vram_bytes),
+        "parity": _parity(r),
+    }
+
+
+def row_line(result) -> str:
+    """A combination's row as one line, printed as it lands: `onnxruntime cpu fp32 32x32x3:
+    ok, p50 ms 0.05213, ±CI% 0.8, ...` (empty cells left out)."""
+    cells = row_cells(result)
+    head = " ".join(cells.pop(key) for key in ("engine", "dev", "prec", "shape"))
+    status = cells.pop("status")
+    rest = ", ".join(f"{key} {value}" for key, value in cells.items() if value != "-")
+    return f"{head}: {status}" + (f", {rest}" if rest else "")
+
+
 def summary_table(results) -> tuple[Table, list[str]]:
     """The end-of-run table, and the notes (errors, skip reasons, warnings) it refers to.
 
-    Every column is kept: `print_summary` stacks the rows when the table does not fit.
+    Every column is kept: `print_summary` stacks the rows when the table does not fit. A
+    note sentence is numbered once; every row it concerns refers to its number.
     """
     from rich import box
     from rich.table import Table
 
-    from infercmp.scenarios import items_per_s, shape_and_load
-
     notes: list[str] = []
     rows = []
     for r in results:
-        lat = r.latency or {}
-        note = _note(r)
-        if note and note not in notes:
-            notes.append(note)
-        style = {"ok": "green", "skipped": "yellow"}.get(r.status, "red")
-        half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2 / lat["p50_ms"] * 100 if lat else None
-        rows.append(
-            {
-                "engine": escape(f"{r.engine}[{r.variant}]" if r.variant else r.engine),
-                "dev": r.device,
-                "prec": r.precision,
-                "shape": shape_and_load(r.shape_label, r.load),
-                "status": f"[{style}]{r.status}[/]",
-                "p50 ms": _ms(lat.get("p50_ms")),
-                "±CI%": f"{half:.1f}" if half is not None else "-",
-                "p99 ms": _ms(lat.get("p99_ms")),
-                "items/s": _count(items_per_s(lat, r.load_result)),
-                "RSS MiB": _mib(r.peak_rss_bytes),
-                "VRAM MiB": _mib(r.peak_vram_bytes),
-                "parity": _parity(r),
-                "note": escape(f"[{notes.index(note) + 1}]") if note else "",
-            }
-        )
+        numbers = []
+        for note in _notes(r):
+            if note not in notes:
+                notes.append(note)
+            numbers.append(notes.index(note) + 1)
+        cells = row_cells(r)
+        gated = _failed_parity(r) or cells["status"] != r.status
+        style = "red" if gated else {"ok": "green", "skipped": "yellow"}.get(r.status, "red")
+        cells = {key: escape(value) for key, value in cells.items()}
+        cells["status"] = f"[{style}]{cells['status']}[/]"
+        cells["note"] = escape(f"[{','.join(map(str, numbers))}]") if numbers else ""
+        rows.append(cells)
     columns = list(rows[0]) if rows else []
-    if not any(r.peak_vram_bytes for r in results):
-        columns.remove("VRAM MiB") if columns else None
+    if not any(r.peak_vram_bytes for r in results) and columns:
+        columns.remove("VRAM MiB")
+    if all(row["offered/s"] == "-" for row in rows) and columns:
+        columns.remove("offered/s")  # a server run's rate; other scenarios have none
     table = Table(
         title="infercmp bench",
         title_justify="left",
@@ -174,6 +218,37 @@ def summary_table(results) -> tuple[Table, list[str]]:
     for row in rows:
         table.add_row(*(row[c] for c in columns))
     return table, notes
+
+
+def verdict(results, run_dir: Path, fine: tuple[str, ...]) -> str | None:
+    """The last line of a run that must exit 1, counting what went wrong; None when nothing
+    did. A combination whose outputs failed parity, or that did not hold its load, counts as
+    surely as one that did not finish: its speed is not a result."""
+    from infercmp.scenarios import OVERLOADED
+
+    total = len(results)
+    not_ok = [r for r in results if r.status not in fine]
+    parts = []
+    if not_ok:
+        kinds = ", ".join(
+            f"{sum(r.status == k for r in not_ok)} {k}"
+            for k in dict.fromkeys(r.status for r in not_ok)
+        )
+        parts.append(f"{len(not_ok)} of {total} combination(s) did not finish ({kinds})")
+    wrong = [r for r in results if r.status == "ok" and _failed_parity(r)]
+    if wrong:
+        parts.append(
+            f"{len(wrong)} of {total} combination(s) failed parity (outputs differ from "
+            "PyTorch beyond tolerance)"
+        )
+    overloaded = [r for r in results if r.status == "ok" and _shown_status(r) == OVERLOADED]
+    if overloaded:
+        parts.append(
+            f"{len(overloaded)} of {total} combination(s) did not hold their load ({OVERLOADED})"
+        )
+    if not parts:
+        return None
+    return "; ".join(parts) + f"; see the notes above and {run_dir}"
 
 
 def print_summary(results, run_dir: Path) -> None:
@@ -366,11 +441,12 @@ def bench(
             default_experiment(plugin.config)
         ]
         experiments = list(dict.fromkeys(experiments))
-        from infercmp.scenarios import loads_from_flags
+        from infercmp.scenarios import check_server_window, loads_from_flags
 
         loads, auto_batch = loads_from_flags(
             plugin.config, batch, concurrency, scenario, qps, slo_ms
         )
+        check_server_window(loads, measurement)
         if latency_limit_ms is not None and not (auto_batch and latency_limit_ms > 0):
             raise InfercmpError(
                 "--latency-limit-ms goes with --batch auto and must be a positive number"
@@ -381,8 +457,8 @@ def bench(
         plan = bench_mod.plan_bench(
             plugin, experiments, engine, device, precision, machine, loads=loads
         )
-        for note in plan.notes:
-            err_console.print(f"[yellow]note:[/] {escape(note)}")
+        for note in [*dict.fromkeys(plan.notes), *_batch_notes(plugin, experiments, loads)]:
+            err_console.print(f"[yellow]note:[/] {escape(note)}")  # each once: loads share them
 
         from infercmp.cache import ArtifactCache, resolve_cache_dir
         from infercmp.environment import collect_environment
@@ -476,16 +552,29 @@ def bench(
         )
     # --batch auto: running out of memory is one of its stopping rules, not a failure.
     fine = ("ok", "skipped", "oom") if auto_batch else ("ok", "skipped")
-    not_ok = [r for r in results if r.status not in fine]
-    if not_ok:
-        kinds = ", ".join(
-            f"{sum(r.status == k for r in not_ok)} {k}"
-            for k in dict.fromkeys(r.status for r in not_ok)
-        )
-        raise RunFailed(
-            f"{len(not_ok)} of {len(results)} combination(s) did not finish ({kinds}); "
-            f"see the notes above and {store.path}"
-        )
+    failure = verdict(results, store.path, fine)
+    if failure:
+        raise RunFailed(failure)
+
+
+def _batch_notes(plugin, experiments, loads) -> list[str]:
+    """Where --batch replaces the batch of a --shape, what a row labelled `2x64 b1` measures."""
+    from infercmp.batching import batched_runtime_shapes
+    from infercmp.export import runtime_shapes
+
+    notes = []
+    batches = dict.fromkeys(load.batch for load in loads if load.batch is not None)
+    for experiment in experiments:
+        shapes = runtime_shapes(plugin, experiment)
+        measured = {
+            batch: "_".join("x".join(map(str, s)) for s in batched)
+            for batch in batches
+            if (batched := batched_runtime_shapes(plugin.config, shapes, batch)) != list(shapes)
+        }
+        if measured:
+            rows = ", ".join(f"'{experiment.label} b{b}' measures {m}" for b, m in measured.items())
+            notes.append(f"--batch sets the batch axis of --shape {experiment.label}: {rows}")
+    return notes
 
 
 def _open_store(out: Path, model: str, meta: dict, resume: Path | None):
@@ -547,6 +636,8 @@ class ProgressLine:
     def combination_finished(self, combo, result) -> None:
         if combo.skip_reason is not None:  # no worker will run for it
             self.progress.update(self.task, advance=self.repeat)
+        # Each row as it lands, above the bar: a long run shows what it has measured so far.
+        self.progress.console.print(row_line(result), markup=False, soft_wrap=True)
 
 
 def _run_with_progress(

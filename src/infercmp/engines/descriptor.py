@@ -207,6 +207,9 @@ class EngineDescriptor:
       words (shown in reports); a device it lacks is one the engine cannot do it on, and
       bench skips those combinations with the reason. The worker makes one engine instance
       per slot (`EngineBase.slot_engine`), which a runtime may override to share state.
+    - `cpu_threads_option`: the option that sets how many threads the engine computes with
+      on the CPU (None: it has none); a report measured beside other load names the one-thread
+      variant (`one_thread_variant`) as the remedy.
     """
 
     name: ClassVar[str]
@@ -225,6 +228,15 @@ class EngineDescriptor:
     builds_on_device: ClassVar[bool] = False
     search_space: ClassVar[SearchSpace | None] = None
     concurrency: ClassVar[dict[str, str]] = {}
+    cpu_threads_option: ClassVar[str | None] = None
+
+    def one_thread_variant(self) -> str | None:
+        """`pytorch[threads=1]`: this engine on one CPU thread, as --engine takes it (None:
+        it declares no thread option)."""
+        option = self.cpu_threads_option
+        if not isinstance(option, str) or option not in self.options.model_fields:
+            return None  # no such option to name: no remedy rather than a wrong one
+        return f"{self.name}[{option}=1]"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A third-party engine's answer that raises is that engine's failure, said in one line:

@@ -92,6 +92,7 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
             ),
         ),
     )
+    cpu_threads_option = "intra_op_threads"
     concurrency = {
         "cpu": "one InferenceSession per request in flight, each run from its own thread",
         "cuda": "one InferenceSession (its own IO binding and CUDA graph) per request in "

@@ -67,6 +67,7 @@ class OpenVINODescriptor(EngineDescriptor):
         # bf16 and fp16 run natively only on CPUs with the instructions (refusal says so).
         precisions={"cpu": ("fp32", "bf16", "fp16")},
     )
+    cpu_threads_option = "threads"
     concurrency = {
         "cpu": "one compiled model and synchronous infer request per request in flight, each "
         "run from its own thread",

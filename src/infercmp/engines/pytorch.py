@@ -81,6 +81,7 @@ class PyTorchDescriptor(EngineDescriptor):
         # there costs about 12 s, which a budget of one device call cannot spare.
         precisions={"cpu": ("fp32", "bf16"), "cuda": ("fp16", "bf16")},
     )
+    cpu_threads_option = "threads"
     concurrency = {
         "cuda": "one engine per request in flight, each with its own CUDA stream (and CUDA "
         "graph with cuda_graph=true), driven from its own thread",

@@ -7,6 +7,9 @@ latency is its p99 (end minus due time per request, so queueing counts in the se
 scenario), throughput is items per second (batch x requests over the measured window, or
 batch / median latency for one request at a time). A point is on its engine's Pareto front
 when no other point of that engine has both lower (or equal) p99 and higher throughput.
+A point that did not hold its load (requests cut, or a searched rate that missed its SLO:
+`scenarios.load_shortfall`) is drawn and listed with the reason, but is never on a front or
+anyone's best: its p99 is over the requests that completed.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infercmp.report.load import Combination
-from infercmp.scenarios import items_per_s
+from infercmp.report.load import Combination, as_dict
+from infercmp.scenarios import items_per_s, load_shortfall
 
 
 @dataclass
@@ -28,6 +31,7 @@ class LoadPoint:
     p99_ms: float
     items_per_s: float
     pareto: bool = False
+    shortfall: str | None = None  # why it did not hold its load (never a front or a best)
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -38,6 +42,7 @@ class LoadPoint:
             "p99_ms": self.p99_ms,
             "items_per_s": self.items_per_s,
             "pareto": self.pareto,
+            "shortfall": self.shortfall,
         }
 
 
@@ -66,6 +71,7 @@ def load_points(combos: list[Combination]) -> list[LoadPoint]:
                 p50_ms=combo.latency["p50_ms"],
                 p99_ms=combo.latency["p99_ms"],
                 items_per_s=throughput,
+                shortfall=load_shortfall(load, as_dict(getattr(combo.result, "load_result", None))),
             )
         )
     for engine in {p.engine for p in points}:
@@ -76,7 +82,8 @@ def load_points(combos: list[Combination]) -> list[LoadPoint]:
 def mark_pareto(points: list[LoadPoint]) -> None:
     """Set `pareto` on the points no other point beats on both p99 and throughput."""
     best = -1.0
-    for point in sorted(points, key=lambda p: (p.p99_ms, -p.items_per_s)):
+    held = [p for p in points if p.shortfall is None]
+    for point in sorted(held, key=lambda p: (p.p99_ms, -p.items_per_s)):
         point.pareto = point.items_per_s > best
         best = max(best, point.items_per_s)
 
@@ -87,17 +94,24 @@ def best_within(points: list[LoadPoint], budget_ms: float | None) -> dict[str, d
     best: dict[str, dict[str, Any]] = {}
     for engine in sorted({p.engine for p in points}):
         mine = [p for p in points if p.engine == engine]
-        fitting = [p for p in mine if budget_ms is None or p.p99_ms <= budget_ms]
+        held = [p for p in mine if p.shortfall is None]
+        fitting = [p for p in held if budget_ms is None or p.p99_ms <= budget_ms]
         if fitting:
             top = max(fitting, key=lambda p: p.items_per_s)
             best[engine] = {**top.as_row(), "budget_ms": budget_ms}
-        else:
-            fastest = min(mine, key=lambda p: p.p99_ms)
+        elif held:
+            fastest = min(held, key=lambda p: p.p99_ms)
             best[engine] = {
                 "engine": engine,
                 "budget_ms": budget_ms,
                 "none": f"no point within p99 {budget_ms:g} ms (lowest p99 "
                 f"{fastest.p99_ms:.3g} ms at {fastest.load})",
+            }
+        else:
+            best[engine] = {
+                "engine": engine,
+                "budget_ms": budget_ms,
+                "none": f"no point held its load ({mine[0].load}: {mine[0].shortfall})",
             }
     return best
 
@@ -137,7 +151,9 @@ def markdown(points: list[LoadPoint], budget_ms: float | None) -> str:
     for p in sorted(points, key=lambda p: (p.engine, p.p99_ms)):
         lines.append(
             f"| {p.engine} | {p.configuration} | {p.load} | {p.p50_ms:.4g} | {p.p99_ms:.4g} | "
-            f"{p.items_per_s:,.1f} | {'yes' if p.pareto else ''} |"
+            f"{p.items_per_s:,.1f} | "
+            + ("did not hold its load" if p.shortfall else "yes" if p.pareto else "")
+            + " |"
         )
     return "\n".join(lines) + "\n"
 
@@ -184,7 +200,7 @@ def figure(points: list[LoadPoint], engine: str, colors: dict[int, str]) -> dict
         f"{engine}: throughput against p99 latency", "items per second", "p99 latency (ms)"
     )
     layout["xaxis"]["type"] = "log"
-    add_log_toggle(layout)
+    add_log_toggle(layout, [p.items_per_s for p in mine])
     return {"data": data, "layout": layout}
 
 

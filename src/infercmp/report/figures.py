@@ -126,12 +126,42 @@ def top_legend() -> dict:
     }
 
 
-def add_log_toggle(layout: dict) -> None:
-    """A linear/log switch for latency axes: a GPU and a CPU engine can differ 100-fold.
+#: A y axis starts log when its values span more than this ratio: on a linear axis a fast
+#: engine beside one ten times slower sits flat at zero.
+LOG_RANGE = 10.0
+
+
+def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Ticks at 1, 2 and 5 of each decade covering [low, high], each labelled with its whole
+    value (plotly's own log ticks label 20 and 50 as "2" and "5": "5, 2, 100, 5, 2, 10")."""
+    values = []
+    for exponent in range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1):
+        for mantissa in (1, 2, 5):
+            value = float(f"{mantissa}e{exponent}")
+            if low / 2 <= value <= high * 2:
+                values.append(value)
+    return values, [f"{v:,.10g}" for v in values]
+
+
+def add_log_toggle(layout: dict, values: Any, extent: Any = None) -> None:
+    """A linear/log switch for the y axis (a GPU and a CPU engine can differ 100-fold), which
+    starts log when `values` (what the axis compares) span more than LOG_RANGE, and shows which
+    one is on. The log ticks cover `extent` (every value drawn; default `values`).
 
     Plotly draws its toolbar in the top right corner of the figure; the switch goes on a row
     of its own under it, at the right end of the plot's top edge, so the two never overlap.
     """
+    shown, drawn = (_positive(v) for v in (values, values if extent is None else extent))
+    to_linear = {"yaxis.type": "linear", "yaxis.rangemode": "tozero", "yaxis.tickmode": "auto"}
+    to_log: dict[str, Any] = {"yaxis.type": "log", "yaxis.rangemode": "normal"}
+    if drawn.size:
+        ticks, labels = log_ticks(float(drawn.min()), float(drawn.max()))
+        to_log.update(
+            {"yaxis.tickmode": "array", "yaxis.tickvals": ticks, "yaxis.ticktext": labels}
+        )
+    log = bool(shown.size) and float(shown.max()) > LOG_RANGE * float(shown.min())
+    start = to_log if log else to_linear
+    layout["yaxis"].update({key.removeprefix("yaxis."): value for key, value in start.items()})
     layout["margin"] = {**layout["margin"], "t": max(layout["margin"]["t"], 84)}
     layout["updatemenus"] = [
         {
@@ -142,14 +172,21 @@ def add_log_toggle(layout: dict) -> None:
             "y": 1,
             "yanchor": "bottom",
             "showactive": True,
+            "active": 1 if log else 0,  # plotly highlights the first button unless told
             "pad": {"r": 0, "t": 0, "b": 4},
             "font": {"size": 11},
             "buttons": [
-                {"label": "linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
-                {"label": "log", "method": "relayout", "args": [{"yaxis.type": "log"}]},
+                {"label": "linear", "method": "relayout", "args": [to_linear]},
+                {"label": "log", "method": "relayout", "args": [to_log]},
             ],
         }
     ]
+
+
+def _positive(values: Any) -> np.ndarray:
+    """The finite positive values: what a log axis can show."""
+    array = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    return array[np.isfinite(array) & (array > 0)]
 
 
 def _round(values: np.ndarray, digits: int = 4) -> list[float]:
@@ -225,13 +262,16 @@ def distribution_figure(combos: list[Combination], colors: dict[int, str]) -> di
     _legend_once(data, "outliers")
     layout = base_layout("Latency distribution", "latency per iteration (ms)", height=420)
     layout["boxmode"] = "overlay"
-    add_log_toggle(layout)
+    # Log when the medians span LOG_RANGE (a GPU engine beside a CPU one); its ticks cover
+    # every drawn point, outliers included.
+    measured = [c.wall_ns / 1e6 for c in combos if c.wall_ns.size]
+    add_log_toggle(
+        layout,
+        [float(np.median(ms)) for ms in measured],
+        [float(f(ms)) for ms in measured for f in (np.min, np.max)],
+    )
     layout["xaxis"].update(type="category", tickangle=0, tickfont={"size": 11})
     layout["legend"] = top_legend()
-    medians = [float(np.median(c.wall_ns)) for c in combos if c.wall_ns.size]
-    if medians and max(medians) > 20 * min(medians):
-        # A GPU engine next to a CPU one would be a flat line at zero on a linear axis.
-        layout["yaxis"].update(type="log", rangemode="normal")
     return {"data": data, "layout": layout}
 
 
@@ -242,12 +282,14 @@ def iterations_figure(combos: list[Combination], colors: dict[int, str]) -> dict
     columns = 1 if len(measured) == 1 else 2
     rows = -(-len(measured) // columns)
     row_height, gap = 130, 44
-    height = 70 + rows * (row_height + gap)
+    margin_top = 96  # the title's row, and above it a row for plotly's toolbar
+    height = margin_top + 6 + rows * (row_height + gap)
     data: list[dict] = []
     layout = base_layout("Latency over iterations", "", height=height)
-    layout["margin"].update(t=64, b=30)
-    plot_height = height - 64 - 30
-    # In the title's row, right-aligned, clear of the first charts' captions.
+    layout["margin"].update(t=margin_top, b=30)
+    plot_height = height - margin_top - 30
+    # In the title's row, right-aligned, clear of the first charts' captions and under the
+    # toolbar (which plotly draws in the figure's top right corner: the legend sat on it).
     layout["legend"] = dict(top_legend(), x=1, xanchor="right", y=1 + 34 / plot_height)
     layout["annotations"] = []
     for i, combo in enumerate(measured):
@@ -525,7 +567,7 @@ def scaling_figure(
         layout["xaxis"]["ticktext"] = [
             esc(" / ".join(sizes[n])) + f"<br>{n:,}" for n in sorted(sizes)
         ]
-    add_log_toggle(layout)
+    add_log_toggle(layout, [c.latency["p50_ms"] for members in groups.values() for c in members])
     layout["showlegend"] = False  # the table beside the chart is its legend
     return {"data": data, "layout": layout}
 

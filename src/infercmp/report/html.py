@@ -14,13 +14,17 @@ from infercmp.report.load import Combination, RunView, format_options
 from infercmp.report.summary import (
     DEFAULT_BASELINE,
     combinations,
+    contention,
     experiments,
     fmt_ms,
     fmt_num,
     fmt_sci,
+    fmt_speedup,
     per_item_differs,
+    shortfall,
     summary_row,
 )
+from infercmp.scenarios import OVERLOADED
 
 _GREY = "#94a3b8"
 
@@ -159,7 +163,9 @@ def _warnings(runs: list[RunView]) -> str:
                 + "; only finished combinations are shown.</li>"
             )
         for combo in run.combinations:
-            for warning in combo.result.warnings or []:
+            # Contention and a load not held are judged here, from the stored figures.
+            judged = [contention(combo.result), shortfall(combo)]
+            for warning in [*filter(None, judged), *(combo.result.warnings or [])]:
                 items.append(
                     f"<li><b>{esc(combo.label)}</b> ({esc(combo.shape_label)}): {esc(warning)}</li>"
                 )
@@ -306,6 +312,9 @@ def _drawing_notes(combos: list[Combination]) -> str:
 _COLUMNS = [
     ("config", "configuration", ""),
     ("status", "status", ""),
+    # Beside the status, not last: at 1400 px a wide table scrolled it out of sight.
+    ("parity", "parity (max abs err)", ""),
+    ("qps", 'offered <small title="--qps, or the rate --qps auto chose">req/s</small>', "num"),
     ("p50", "p50 <small>(95% CI)</small>", "num"),
     ("device_p50", 'GPU p50 <small title="CUDA events">(device)</small>', "num"),
     ("p90", "p90", "num"),
@@ -320,7 +329,6 @@ _COLUMNS = [
     ("energy_item", "J / item", "num"),
     ("util", 'GPU util <small title="sampler readings it rests on">(readings)</small>', "num"),
     ("processes", "p50 per process", "num"),
-    ("parity", "parity (max abs err)", ""),
 ]
 # Columns shown only when some row of the table has a value: a CPU-only run has no GPU time,
 # VRAM or energy, and empty columns would push parity off a laptop screen.
@@ -329,6 +337,7 @@ _OPTIONAL = {
     "util": ("gpu_util_readings",),
     "processes": ("process_p50_ms",),
     "vram": ("peak_vram_mib",),
+    "qps": ("qps",),
     "energy": ("energy_j_per_request", "energy_method"),
 }
 
@@ -355,7 +364,8 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
     head = "".join(f'<th class="{css}">{title}</th>' for _, title, css in columns)
     body = []
     for combo, row in rows:
-        ok = row["status"] == "ok"
+        # An overloaded load run's figures are kept and shown, under its status.
+        ok = row["status"] in ("ok", OVERLOADED)
         status = f'<span class="badge {_status_class(row["status"])}">{esc(row["status"])}</span>'
         if row["error"]:
             status += f'<div class="error">{esc(row["error"])}</div>'
@@ -371,14 +381,14 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
         speedup = row["speedup"]
         speed_css = (
             ""
-            if speedup is None
+            if speedup is None or row["speedup_note"]  # no colour for what is not a result
             else ("faster" if speedup > 1.02 else "slower" if speedup < 0.98 else "")
         )
         speed_title = (
             f"against {row['baseline']}"
             if row["baseline"]
             else f"no {baseline_engine} run on this device"
-        )
+        ) + (f": {row['speedup_note']}" if row["speedup_note"] else "")
         parity = "–"
         if row["parity_ok"] is not None:
             parity = (
@@ -400,7 +410,8 @@ def _summary_table(combos: list[Combination], baseline_engine: str, colors: dict
             "mean": f"<td class=num>{fmt_ms(row['mean_ms'])} ± {fmt_ms(row['std_ms'])}</td>",
             "throughput": f"<td class=num>{fmt_num(row['throughput_per_s'])}</td>",
             "speedup": f'<td class="num {speed_css}" title="{esc(speed_title)}">'
-            f"{fmt_num(speedup, 2, '×')}</td>",
+            f"{esc(fmt_speedup(row))}</td>",
+            "qps": f"<td class=num>{fmt_num(row['qps'], 1)}</td>",
             "iterations": f"<td class=num>{row['iterations']:,} ({outliers})</td>",
             "rss": f"<td class=num>{fmt_num(row['peak_rss_mib'], 0, ' MiB')}</td>",
             "vram": f"<td class=num>{fmt_num(row['peak_vram_mib'], 0, ' MiB')}</td>",

@@ -127,14 +127,14 @@ class Combination:
 def applicable_options(engine: str, device: str, options: dict[str, Any]) -> dict[str, Any]:
     """`options` less those that do nothing on `device`, as the engine's descriptor says (a
     CUDA-only option on a CPU row). An engine not installed here keeps all its options."""
-    descriptor = _installed_descriptor(engine)
+    descriptor = installed_descriptor(engine)
     if descriptor is None:
         return dict(options)
     return {k: v for k, v in options.items() if descriptor.options.applies_to(k, device)}
 
 
 @functools.cache
-def _installed_descriptor(engine: str) -> Any:
+def installed_descriptor(engine: str) -> Any:
     from infercmp.engines import engine_entries
 
     entry = engine_entries().get(engine)
@@ -167,8 +167,12 @@ class RunView:
     path: Path
     meta: dict[str, Any]
     combinations: list[Combination] = field(default_factory=list)
-    # Set by load_runs when several runs merge, so names say which machine measured them.
+    # Set by load_runs when several runs merge, so names say which machine measured them
+    # (`run_tag`: the machine, and the run directory where two runs share a machine) and,
+    # when the runs measured different models, which model.
     show_run_in_labels: bool = False
+    run_tag: str | None = None
+    show_model_in_labels: bool = False
     # Options that differ between combinations of the same engine/device/precision/shape.
     distinguishing_options: frozenset[str] = frozenset()
     # run.json says "running" but the bench process that wrote it is gone (killed).
@@ -217,11 +221,13 @@ class RunView:
     def combination_label(self, combo: Combination) -> str:
         parts = [combo.engine, combo.device, combo.precision]
         label = " · ".join(parts)
+        if self.show_model_in_labels:
+            label = f"{combo.result.model}: {label}"
         extra = {k: v for k, v in combo.options.items() if k in self.distinguishing_options}
         if extra:
             label += f" [{format_options(extra)}]"
         if self.show_run_in_labels:
-            label += f" @ {self.label}"
+            label += f" @ {self.run_tag or self.label}"
         elif len({c.host for c in self.combinations}) > 1:  # a distributed run: say where
             label += f" @ {combo.node_label}"
         return label
@@ -316,10 +322,22 @@ def keep_nodes(runs: list[RunView], text: str) -> None:
 
 
 def load_runs(paths: list[Path]) -> list[RunView]:
+    """The runs, labelled so that no two merged combinations share a name: the machine (and
+    the run directory where two runs share one), the model where the runs measured several,
+    and every option that tells two of them apart across the runs (`[threads=1]`)."""
     runs = [open_run(path) for path in paths]
     if len(runs) > 1:
+        shared = [run.label for run in runs]
+        across = _distinguishing_options(
+            [c for run in runs for c in run.combinations], by_shape=False
+        )
+        several_models = len({run.model for run in runs}) > 1
         for run in runs:
             run.show_run_in_labels = True
+            run.show_model_in_labels = several_models
+            run.distinguishing_options = run.distinguishing_options | across
+            if shared.count(run.label) > 1:
+                run.run_tag = f"{run.label} {run.path.name}"
     return runs
 
 
@@ -353,11 +371,13 @@ def _samples_by_combo(samples: Any) -> dict[str, Any]:
     }
 
 
-def _distinguishing_options(combos: list[Combination]) -> frozenset[str]:
-    """Option keys whose values differ among combos that share engine/device/precision/shape."""
+def _distinguishing_options(combos: list[Combination], by_shape: bool = True) -> frozenset[str]:
+    """Option keys whose values differ among combos that share engine/device/precision (and
+    shape, unless `by_shape` is False: merged runs of two models have no shape in common)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for combo in combos:
-        key = (combo.engine, combo.device, combo.precision, combo.shape_label)
+        key = (combo.engine, combo.device, combo.precision)
+        key += (combo.shape_label,) if by_shape else ()
         groups.setdefault(key, []).append(combo.options)
     keys: set[str] = set()
     for options in groups.values():

@@ -10,8 +10,15 @@ from typing import Any
 import numpy as np
 
 from infercmp.report import curves
-from infercmp.report.load import Combination, RunView, as_dict
-from infercmp.scenarios import items_per_request, items_per_s
+from infercmp.report.load import Combination, RunView, as_dict, installed_descriptor
+from infercmp.sampler.summary import BUSY_CPUS
+from infercmp.scenarios import (
+    OVERLOADED,
+    items_per_request,
+    items_per_s,
+    load_shortfall,
+    served_qps,
+)
 from infercmp.stats import outlier_mask
 
 DEFAULT_BASELINE = "pytorch"
@@ -24,6 +31,7 @@ COLUMNS = [
     "gpu",
     "model",
     "shape",
+    "qps",
     "engine",
     "device",
     "precision",
@@ -43,6 +51,7 @@ COLUMNS = [
     "throughput_per_s",
     "speedup",
     "baseline",
+    "speedup_note",
     "outliers",
     "peak_rss_mib",
     "peak_vram_mib",
@@ -145,13 +154,72 @@ def _tolerance_text(parity: dict[str, Any]) -> str | None:
     return f"rtol {rtol:g}, atol " + (f"{atol:g}" if atol is not None else "rtol x max|ref|")
 
 
+def shortfall(combo: Combination) -> str | None:
+    """Why a measured load row did not hold its load (scenarios.load_shortfall), or None."""
+    result = combo.result
+    return load_shortfall(
+        getattr(result, "load", None), as_dict(getattr(result, "load_result", None))
+    )
+
+
+def shown_status(combo: Combination) -> str:
+    """The row's status: a finished run that did not hold its load is not `ok`."""
+    if combo.status == "ok" and shortfall(combo):
+        return OVERLOADED
+    return combo.status
+
+
+def contention(result: Any) -> str | None:
+    """Why a CPU row's latency may be the machine's as much as the engine's, and the remedy.
+
+    A multi-threaded CPU engine measured while other processes kept CPUs busy waits for its
+    own descheduled threads (PyTorch's default threads: 215.6 ms beside 1-1.5 busy CPUs of 2,
+    where `pytorch[threads=1]` measured 2.13 ms). The remedy is the engine's own one-thread
+    variant, from its descriptor.
+    """
+    busy = getattr(result, "background_cpus", None)
+    if result.device != "cpu" or busy is None or busy <= BUSY_CPUS:
+        return None
+    descriptor = installed_descriptor(result.engine)
+    variant = descriptor.one_thread_variant() if descriptor is not None else None
+    if variant is None:
+        return None
+    if (result.options or {}).get(descriptor.cpu_threads_option) == 1:
+        return None  # one thread already: nothing of its own to wait for
+    return (
+        f"{result.engine} ran several threads while other processes kept {busy:.2f} CPUs "
+        f"busy: its threads wait for each other, so this latency is contention as much as "
+        f"the engine's; measure {variant} too, or on an idle machine"
+    )
+
+
+def _speedup(combo: Combination, base: Combination | None) -> tuple[float | None, str | None]:
+    """p50 against the baseline's, and why it is left out or is not a result (None: it is)."""
+    lat = combo.latency or {}
+    if base is None or not lat.get("p50_ms"):
+        return None, None
+    if shortfall(combo) or shortfall(base):
+        return None, "not at the same load: a row did not hold its load"
+    load, base_load = (as_dict(getattr(c.result, "load", None)) for c in (combo, base))
+    rate = served_qps(load, as_dict(getattr(combo.result, "load_result", None)))
+    base_rate = served_qps(base_load, as_dict(getattr(base.result, "load_result", None)))
+    if rate != base_rate:
+        return None, (
+            f"not at the same load: offered {fmt_num(rate, 4)} vs {fmt_num(base_rate, 4)} "
+            "requests/s (a --qps auto search chooses each engine's own rate)"
+        )
+    speedup = base.latency["p50_ms"] / lat["p50_ms"]
+    contended = [c.label for c in (combo, base) if contention(c.result)]
+    if contended:
+        return speedup, f"not a result: {' and '.join(contended)} measured under CPU contention"
+    return speedup, None
+
+
 def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> dict[str, Any]:
     result = combo.result
     lat = combo.latency or {}
     base = find_baseline(combo, baseline_engine) if lat else None
-    speedup = None
-    if base is not None and lat.get("p50_ms"):
-        speedup = base.latency["p50_ms"] / lat["p50_ms"]
+    speedup, speedup_note = _speedup(combo, base)
     # Stored per timed iteration, which is one request: a whole batch of items.
     energy = result.energy_j_per_inference
     items = items_per_request(getattr(result, "runtime_shapes", None))
@@ -165,11 +233,16 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
         "device": combo.device,
         "precision": combo.precision,
         "options": combo.options_text,
-        "status": combo.status,
-        "error": result.error,
+        "qps": served_qps(
+            as_dict(getattr(result, "load", None)),
+            as_dict(getattr(result, "load_result", None)),
+        ),
+        "status": shown_status(combo),
+        "error": result.error or shortfall(combo),
         "iterations": result.iterations,
         "speedup": speedup,
         "baseline": baseline_label(base) if base else None,
+        "speedup_note": speedup_note,
         "outliers": int(outlier_mask(combo.wall_ns).sum()) if combo.wall_ns.size else None,
         "peak_rss_mib": _mib(result.peak_rss_bytes),
         "peak_vram_mib": _mib(result.peak_vram_bytes),
@@ -181,7 +254,7 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
         "gpu_util_readings": getattr(result, "gpu_util_readings", None) or None,
         "process_p50_ms": _process_medians(result),
         "load_seconds": result.load_seconds,
-        "warnings": "; ".join(result.warnings or []),
+        "warnings": "; ".join(filter(None, [contention(result), *(result.warnings or [])])),
     }
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms"):
         row[key] = lat.get(key)
@@ -263,6 +336,15 @@ def per_item_differs(rows: list[dict[str, Any]]) -> bool:
     )
 
 
+def fmt_speedup(row: dict[str, Any]) -> str:
+    """The speedup, marked where it is no result (contention) or left out (another load)."""
+    text = fmt_num(row["speedup"], 2, "×")
+    note = row.get("speedup_note")
+    if not note:
+        return text
+    return f"{text} ({'contended' if note.startswith('not a result') else 'other load'})"
+
+
 def fmt_parity(row: dict[str, Any]) -> str:
     if row["parity_ok"] is None:
         return "–"
@@ -308,6 +390,7 @@ def render_markdown(
     with_device = any(row["device_p50_ms"] is not None for row in rows)
     with_processes = any(row["process_p50_ms"] is not None for row in rows)
     with_items = per_item_differs(rows)
+    with_qps = any(row["qps"] is not None for row in rows)
     lines.append(
         f"Latency is host in → host out per iteration, in ms; CI is the 95% CI of the median; "
         f"speedup is against {_md_cell(baseline_engine)} on the same device (>1 is faster)."
@@ -322,6 +405,23 @@ def render_markdown(
             if with_items
             else ""
         )
+        + (
+            " Offered req/s is the rate a server run was offered (--qps, or the rate its "
+            "--qps auto search chose)."
+            if with_qps
+            else ""
+        )
+        + (
+            " A speedup marked (contended) was measured while other processes kept the CPUs "
+            "busy: it is not a result."
+            if any(fmt_speedup(row).endswith("(contended)") for row in rows)
+            else ""
+        )
+        + (
+            " A row marked (other load) did not run at its baseline's offered rate."
+            if any(fmt_speedup(row).endswith("(other load)") for row in rows)
+            else ""
+        )
     )
     for shape in experiments(runs):
         lines.append("")
@@ -332,6 +432,7 @@ def render_markdown(
             "device",
             "precision",
             "options",
+            *(["offered req/s"] if with_qps else []),
             "p50",
             *(["GPU p50"] if with_device else []),
             "p90",
@@ -359,6 +460,7 @@ def render_markdown(
                 row["device"],
                 row["precision"],
                 row["options"],
+                *([fmt_num(row["qps"], 1)] if with_qps else []),
                 fmt_ms(row["p50_ms"]),
                 *([fmt_ms(row["device_p50_ms"])] if with_device else []),
                 fmt_ms(row["p90_ms"]),
@@ -367,7 +469,7 @@ def render_markdown(
                 if row["ci_low_ms"] is not None
                 else "–",
                 fmt_num(row["throughput_per_s"]),
-                fmt_num(row["speedup"], 2, "×"),
+                fmt_speedup(row),
                 fmt_num(row["peak_rss_mib"], 0),
                 fmt_num(row["peak_vram_mib"], 0),
                 fmt_energy(row),
