@@ -289,3 +289,16 @@ def cpu_run(root: Path, slowdown: float = 1.0, seed: int = 0, **kwargs) -> Path:
         ),
     ]
     return make_run(root, combos, seed=seed, **kwargs)
+
+
+def server_combo(engine: str, median_ms: float, *, chose: float | None, cut: int = 0, p99=10.0):
+    """A --qps auto (p99 <= 20 ms) server row: the rate its search chose, its window's cut."""
+    requests = 100_000 - cut
+    load = {"batch": None, "concurrency": 1, "scenario": "server", "qps": None, "slo_ms": 20.0}
+    load_result = {
+        "how": "one engine per slot", "batch": 4, "slots": 1, "requests": requests, "cut": cut,
+        "window_s": 100.0, "requests_per_s": requests / 100.0,
+        "items_per_s": 4 * requests / 100.0, "offered_qps": 1000.0, "p50_ms": median_ms,
+        "p99_ms": p99, "best_qps": chose, "search_reason": "bracketed within 5%",
+    }  # fmt: skip
+    return Combo(engine, median_ms=median_ms, load=load, load_result=load_result)

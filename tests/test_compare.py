@@ -8,7 +8,7 @@ from importlib import metadata
 
 import numpy as np
 import pytest
-from synthetic_runs import Combo, cpu_run, make_run, run_main
+from synthetic_runs import Combo, cpu_run, make_run, run_main, server_combo
 from typer.testing import CliRunner
 
 from infercmp.cli import app
@@ -528,3 +528,18 @@ def test_the_bootstrap_cost_is_bounded_by_thinning_long_processes():
     interval = change_interval(base, new, resamples=500)
     assert interval.low < 0.1 < interval.high and interval.change == pytest.approx(0.1, abs=0.01)
     assert "bootstrap on 10,000 evenly spaced iterations of each process" in interval.note
+
+
+def test_a_load_run_that_stops_holding_its_load_fails_the_gate(tmp_path):
+    """Issue 23 A.3: a server run that cut 70,305 of 100,000 requests was `ok`; compare judged
+    its completed requests' median as if the load had been served."""
+    base = make_run(tmp_path / "a", [server_combo("onnxruntime", 4.0, chose=1000.0)], seed=1)
+    cut = make_run(tmp_path / "b", [server_combo("onnxruntime", 4.0, chose=1000.0, cut=70_305)])
+    report = compare_runs(open_run(base), open_run(cut))
+    (row,) = report.comparisons
+    assert row.verdict == "overloaded" and report.exit_code == 1
+    assert row.note.startswith("the new run did not hold its load: 70,305 of 100,000 requests")
+    # Chosen rates that differ are named: the medians were measured at different loads.
+    slower = make_run(tmp_path / "c", [server_combo("onnxruntime", 4.0, chose=500.0)], seed=2)
+    (row,) = compare_runs(open_run(base), open_run(slower)).comparisons
+    assert "offered rates differ: base 1,000/s, new 500/s" in row.note

@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from synthetic_runs import XSS, Combo, cpu_run, edit_results, make_run, run_main
+from synthetic_runs import XSS, Combo, cpu_run, edit_results, make_run, run_main, server_combo
 from typer.testing import CliRunner
 
 from infercmp.cli import app
@@ -396,28 +396,15 @@ def test_the_environment_section_is_written_for_a_person(tmp_path):
         assert raw not in text, (raw, text)
 
 
-def _server(engine: str, median_ms: float, *, chose: float | None, cut: int = 0, p99=10.0):
-    """A --qps auto (p99 <= 20 ms) server row: the rate its search chose, its window's cut."""
-    requests = 100_000 - cut
-    load = {"batch": None, "concurrency": 1, "scenario": "server", "qps": None, "slo_ms": 20.0}
-    load_result = {
-        "how": "one engine per slot", "batch": 4, "slots": 1, "requests": requests, "cut": cut,
-        "window_s": 100.0, "requests_per_s": requests / 100.0,
-        "items_per_s": 4 * requests / 100.0, "offered_qps": 1000.0, "p50_ms": median_ms,
-        "p99_ms": p99, "best_qps": chose, "search_reason": "bracketed within 5%",
-    }  # fmt: skip
-    return Combo(engine, median_ms=median_ms, load=load, load_result=load_result)
-
-
 def test_a_load_run_that_did_not_hold_its_load_is_not_ok_and_never_the_best(tmp_path):
     """Issue 23, A.3: 70,305 of 100,000 requests never started, yet the row said `ok` and the
     report named it the best within the SLO; the chosen rate was only inside a note."""
     run = make_run(
         tmp_path,
         [
-            _server("pytorch", 8.0, chose=500.0),
-            _server("onnxruntime", 4.0, chose=1000.0, cut=70_305),
-            _server("openvino", 5.0, chose=800.0, p99=35.0),
+            server_combo("pytorch", 8.0, chose=500.0),
+            server_combo("onnxruntime", 4.0, chose=1000.0, cut=70_305),
+            server_combo("openvino", 5.0, chose=800.0, p99=35.0),
         ],
     )
     runs = load_runs([run])

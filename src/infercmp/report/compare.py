@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from infercmp.report.load import Combination, RunView, as_dict
+from infercmp.report.summary import shortfall
 from infercmp.sampler.handoff import (
     SharedPlacement,
     process_state,
@@ -39,6 +40,7 @@ from infercmp.sampler.handoff import (
     typical,
 )
 from infercmp.sampler.summary import BUSY_CPUS
+from infercmp.scenarios import served_qps
 from infercmp.stats import Z95, hierarchical_change_ci
 
 SINGLE_PROCESS = "single-process"
@@ -69,6 +71,8 @@ REGRESSION = "regression"
 IMPROVEMENT = "improvement"
 INCONCLUSIVE = "inconclusive"
 PARITY_REGRESSION = "parity regression"  # outputs ok in base, wrong in new: whatever the speed
+# A load run that held its load in base and not in new (requests cut, SLO missed, fell behind).
+OVERLOADED = "overloaded"
 LOST = "lost"
 NOT_COMPARED = "not compared"
 
@@ -171,7 +175,8 @@ class CompareReport:
     @property
     def failing(self) -> list[Comparison]:
         """What fails a CI job: regressions above the threshold, and outputs that went wrong."""
-        return [c for c in self.comparisons if c.verdict in (REGRESSION, PARITY_REGRESSION)]
+        failing = (REGRESSION, PARITY_REGRESSION, OVERLOADED)
+        return [c for c in self.comparisons if c.verdict in failing]
 
     @property
     def problems(self) -> list[str]:
@@ -580,7 +585,7 @@ def compare_runs(
             processes=interval.processes,
             advice=_advice(interval, threshold, run_noise) if verdict == INCONCLUSIVE else "",
         )
-        comparisons.append(_gated(comparison, n))
+        comparisons.append(_gated(_load_gated(comparison, b, n), n))
     return CompareReport(
         base=str(base.path),
         new=str(new.path),
@@ -627,6 +632,33 @@ def _parity(combo: Combination) -> str | None:
     if not parity or parity.get("ok") is None:
         return None
     return "ok" if parity["ok"] else "FAIL"
+
+
+def _load_gated(comparison: Comparison, b: Combination, n: Combination) -> Comparison:
+    """A load run that stopped holding its load fails the gate: its latencies are those of
+    the requests it managed, not of the load offered (`summary.shortfall`)."""
+    before, after = shortfall(b), shortfall(n)
+    rates = served_qps(_load(b), _load_result(b)), served_qps(_load(n), _load_result(n))
+    notes = []
+    if None not in rates and abs(rates[1] - rates[0]) > 0.01 * rates[0]:
+        notes.append(f"offered rates differ: base {rates[0]:,.0f}/s, new {rates[1]:,.0f}/s")
+    if after and not before:
+        comparison.verdict = OVERLOADED
+        notes.insert(0, f"the new run did not hold its load: {after}")
+    elif after:
+        notes.append(f"neither run held its load (new: {after})")
+    elif before:
+        notes.append(f"the base run did not hold its load: {before}")
+    comparison.note = _joined(*notes, comparison.note)
+    return comparison
+
+
+def _load(combo: Combination) -> dict | None:
+    return as_dict(getattr(combo.result, "load", None))
+
+
+def _load_result(combo: Combination) -> dict | None:
+    return as_dict(getattr(combo.result, "load_result", None))
 
 
 def _gated(comparison: Comparison, new: Combination) -> Comparison:
