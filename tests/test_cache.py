@@ -89,15 +89,6 @@ def test_the_first_commit_of_a_key_wins(tmp_path):
     assert _put(cache, "k1", b"second").file("model.onnx").read_bytes() == b"first"
 
 
-def test_aliases_point_at_content_keys(tmp_path):
-    cache = ArtifactCache(tmp_path)
-    _put(cache, "content", b"x")
-    assert cache.lookup_alias("blob", "fast") is None
-    cache.set_alias("blob", "fast", "content")
-    assert cache.resolve_alias("blob", "fast") == "content"
-    assert cache.lookup_alias("blob", "fast").key == "content"
-
-
 def test_names_cannot_escape_the_cache(tmp_path):
     cache = ArtifactCache(tmp_path)
     with pytest.raises(InfercmpError, match="invalid cache name"):
@@ -108,13 +99,11 @@ def test_entries_and_clear(tmp_path):
     cache = ArtifactCache(tmp_path)
     _put(cache, "a", b"1")
     _put(cache, "b", b"22", kind="other")
-    cache.set_alias("blob", "fast", "a")
     assert sorted((e.kind, e.key) for e in cache.entries()) == [("blob", "a"), ("other", "b")]
     assert cache.clear("other") == 1
     assert [e.key for e in cache.entries()] == ["a"]
     assert cache.clear() == 1
     assert cache.entries() == []
-    assert cache.resolve_alias("blob", "fast") is None
 
 
 def _racer(root: str, index: int) -> None:
