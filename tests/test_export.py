@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -360,3 +366,68 @@ def test_a_full_disk_during_export_says_so_with_the_path(tmp_path, monkeypatch):
         "/model.onnx); free space, make it writable, or choose another with --cache-dir"
     )
     assert info.value.exit_code == 1
+
+
+# --- an export thread left behind -------------------------------------------------------------
+
+
+def test_an_export_thread_left_running_does_not_swallow_other_threads_output(capsys):
+    release, started = threading.Event(), threading.Event()
+
+    def exporter() -> None:
+        with export._captured(io.StringIO()):
+            print("exporter chatter")
+            started.set()
+            release.wait()
+
+    thread = threading.Thread(target=exporter, daemon=True)
+    thread.start()
+    started.wait(30)
+    print("bench's table")
+    out = capsys.readouterr().out
+    release.set()
+    thread.join(30)
+    assert out == "bench's table\n"
+
+
+# As bench.bounded runs an export: in a daemon thread, which a signal leaves running.
+_SIGNALLED_DURING_EXPORT = """
+import io, sys, threading, time
+from pathlib import Path
+from infercmp.cache import ArtifactCache
+from infercmp.export import _captured
+
+cache = ArtifactCache(Path(sys.argv[1]))
+ready = threading.Event()
+
+def export():
+    with _captured(io.StringIO()), cache.staging() as staged:
+        (staged / "model.onnx").write_bytes(b"half")
+        ready.set()
+        time.sleep(600)
+
+threading.Thread(target=export, daemon=True).start()
+ready.wait()
+Path(sys.argv[1], "exporting").touch()  # not on stdout: an old redirect would swallow it
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    print("error: interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_a_signal_during_an_export_leaves_the_output_and_no_staging(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SIGNALLED_DURING_EXPORT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "exporting").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert out == "error: interrupted\n"
+    assert list((tmp_path / "staging").iterdir()) == []
