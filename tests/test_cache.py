@@ -448,7 +448,8 @@ def test_a_directory_infercmp_did_not_make_is_refused_and_left_untouched(tmp_pat
     root = tmp_path / "mine"
     made = _users_dir(root, files)
     runner = CliRunner(env={"NO_COLOR": "1"})
-    for args in (["cache", "clear"], ["cache", "ls"], ["export", "tiny-cnn"]):
+    commands = [["cache", "clear"], ["cache", "ls"], ["export", "tiny-cnn"]]
+    for args in [*commands, ["bench", "tiny-cnn", "-d", "cpu", "--out", str(tmp_path / "o")]]:
         result = runner.invoke(app, [*args, "--cache-dir", str(root)])
         assert result.exit_code == 2, result.output
         assert result.output.splitlines() == [_not_a_cache_line(root)]

@@ -46,6 +46,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -522,19 +523,24 @@ def _remove_empty(path: Path) -> None:
 # own (the parent's stay held by the parent).
 _WRITERS: dict[tuple[int, str], tuple[str, IO[bytes]]] = {}
 _IN_USE: dict[tuple[int, str], IO[bytes] | None] = {}
+_HELD_LOCK = threading.Lock()  # an export thread and the main thread may both start writing
 
 
 def _writer_token(root: Path) -> str:
     """This process's writer token in the cache `root`; its lock is held until the process ends."""
     key = (os.getpid(), str(root.resolve()))
-    if key not in _WRITERS:
-        token = uuid.uuid4().hex
-        (root / "locks").mkdir(parents=True, exist_ok=True)
-        held = open(root / "locks" / f"writer-{token}.lock", "a+b")  # noqa: SIM115 -- held for life
-        if fcntl is not None:
-            fcntl.flock(held, fcntl.LOCK_EX)
-        _WRITERS[key] = (token, held)
-    return _WRITERS[key][0]
+    with _HELD_LOCK:
+        return _WRITERS[key][0] if key in _WRITERS else _new_writer(root, key)
+
+
+def _new_writer(root: Path, key: tuple[int, str]) -> str:
+    token = uuid.uuid4().hex
+    (root / "locks").mkdir(parents=True, exist_ok=True)
+    held = open(root / "locks" / f"writer-{token}.lock", "a+b")  # noqa: SIM115 -- held for life
+    if fcntl is not None:
+        fcntl.flock(held, fcntl.LOCK_EX)
+    _WRITERS[key] = (token, held)
+    return token
 
 
 def _writer_alive(root: Path, token: str | None, pid: str | None) -> bool:
@@ -583,15 +589,20 @@ def _hold_in_use(root: Path) -> None:
     """Hold `in-use.lock` shared for the life of this process (best effort: a read-only cache
     cannot be cleared anyway)."""
     key = (os.getpid(), str(root.resolve()))
-    if key in _IN_USE or fcntl is None or not root.is_dir():
-        return
+    with _HELD_LOCK:
+        if key in _IN_USE or fcntl is None or not root.is_dir():
+            return
+        _IN_USE[key] = _open_in_use(root)
+
+
+def _open_in_use(root: Path) -> IO[bytes] | None:
     try:
         held: IO[bytes] | None = open(root / IN_USE_LOCK, "a+b")  # noqa: SIM115 -- for life
     except OSError:
         held = None
     if held is not None:
         fcntl.flock(held, fcntl.LOCK_SH)
-    _IN_USE[key] = held
+    return held
 
 
 @contextlib.contextmanager
@@ -605,6 +616,7 @@ def _exclusive_use(root: Path) -> Iterator[None]:
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        fcntl.flock(held, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared lock
         raise CacheBusy(
             f"the artifact cache {root} is in use by another infercmp process (a bench, tune "
             "or export); clear it once that has finished"
