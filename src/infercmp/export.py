@@ -22,6 +22,7 @@ import inspect
 import io
 import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -189,9 +190,12 @@ def _source_tree_hash(directory: Path) -> str:
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
         for name in sorted(files):
-            if name.endswith(_SOURCE_SUFFIXES):
-                path = Path(root, name)
-                found.append((str(path.relative_to(directory)), path.stat().st_mtime_ns))
+            if not name.endswith(_SOURCE_SUFFIXES):
+                continue
+            path = Path(root, name)
+            info = path.stat()
+            if stat.S_ISREG(info.st_mode):  # a FIFO would hang the read
+                found.append((str(path.relative_to(directory)), info.st_mtime_ns))
     return _tree_hash(str(directory), tuple(found))
 
 
