@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from infercmp.cache import (
     KINDS,
     MANIFEST,
     ArtifactCache,
+    CacheBusy,
     CacheUnwritable,
     content_key,
     resolve_cache_dir,
@@ -89,15 +91,6 @@ def test_the_first_commit_of_a_key_wins(tmp_path):
     assert _put(cache, "k1", b"second").file("model.onnx").read_bytes() == b"first"
 
 
-def test_aliases_point_at_content_keys(tmp_path):
-    cache = ArtifactCache(tmp_path)
-    _put(cache, "content", b"x")
-    assert cache.lookup_alias("blob", "fast") is None
-    cache.set_alias("blob", "fast", "content")
-    assert cache.resolve_alias("blob", "fast") == "content"
-    assert cache.lookup_alias("blob", "fast").key == "content"
-
-
 def test_names_cannot_escape_the_cache(tmp_path):
     cache = ArtifactCache(tmp_path)
     with pytest.raises(InfercmpError, match="invalid cache name"):
@@ -108,13 +101,11 @@ def test_entries_and_clear(tmp_path):
     cache = ArtifactCache(tmp_path)
     _put(cache, "a", b"1")
     _put(cache, "b", b"22", kind="other")
-    cache.set_alias("blob", "fast", "a")
     assert sorted((e.kind, e.key) for e in cache.entries()) == [("blob", "a"), ("other", "b")]
     assert cache.clear("other") == 1
     assert [e.key for e in cache.entries()] == ["a"]
     assert cache.clear() == 1
     assert cache.entries() == []
-    assert cache.resolve_alias("blob", "fast") is None
 
 
 def _racer(root: str, index: int) -> None:
@@ -312,24 +303,99 @@ def test_a_read_only_cache_that_needs_a_rebuild_is_one_line_with_a_fake_read_onl
 DEAD_PID = 2**30  # above Linux's pid_max (2^22): no process has it
 
 
-def test_stale_staging_dirs_are_removed_by_the_next_writer_and_by_clear(tmp_path):
+def test_staging_of_an_older_infercmp_is_judged_by_its_pid_and_a_users_dir_is_kept(tmp_path):
     cache = ArtifactCache(tmp_path)
+    _put(cache, "first", b"x")  # the cache exists, with its marker
     staging = tmp_path / "staging"
-    staging.mkdir()
-    dead = [
-        staging / f"stage-{DEAD_PID}-abc",
-        staging / f"commit-{DEAD_PID}-x",
-        staging / "stage-x",
-    ]
+    dead = [staging / f"stage-{DEAD_PID}-abc", staging / f"commit-{DEAD_PID}-x"]
     live = staging / f"stage-{os.getpid()}-other-export"
-    for path in (*dead, live):
+    users = staging / "release-2026"
+    for path in (*dead, live, users):
         path.mkdir()
         (path / "model.onnx").write_bytes(b"half")
     _put(cache, "k", b"x")
-    assert sorted(staging.iterdir()) == [live]
+    assert sorted(staging.iterdir()) == sorted([live, users])
     dead[0].mkdir()
-    assert cache.clear() == 1
-    assert sorted(staging.iterdir()) == [live]  # another process's export is left alone
+    assert cache.clear() == 2
+    assert sorted(staging.iterdir()) == sorted([live, users])  # never infercmp's to delete
+
+
+# A writer as it runs in another PID namespace: the pid it sees means nothing here.
+_FOREIGN_WRITER = f"""
+import os, sys
+from pathlib import Path
+os.getpid = lambda: {DEAD_PID}
+from infercmp.cache import ArtifactCache
+cache = ArtifactCache(Path(sys.argv[1]))
+with cache.staging() as staged:
+    (staged / "model.onnx").write_bytes(b"half")
+    print(staged, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_live_writer_keeps_its_staging_dir_whatever_its_pid_and_clear_waits_for_it(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    _put(cache, "k", b"x")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _FOREIGN_WRITER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        staged = Path(writer.stdout.readline().strip())
+        assert staged.is_dir()
+        _put(cache, "k2", b"y")  # the next writer
+        assert (staged / "model.onnx").read_bytes() == b"half"
+        with pytest.raises(CacheBusy, match="is in use by another infercmp process"):
+            cache.clear()
+        assert staged.is_dir() and cache.lookup("blob", "k") is not None
+    finally:
+        writer.kill()  # as kill -9 would: the kernel releases its locks
+        writer.wait(30)
+    _put(cache, "k3", b"z")
+    assert not staged.exists()  # the dead writer's dir goes with the next write
+    assert cache.clear() == 3
+    assert sorted(p.name for p in (tmp_path / "staging").iterdir()) == []
+
+
+_READER = """
+import sys
+from pathlib import Path
+from infercmp.cache import ArtifactCache
+assert ArtifactCache(Path(sys.argv[1])).lookup("blob", "k") is not None
+print("reading", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_cache_clear_during_a_bench_is_refused_with_one_line_and_deletes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from infercmp.cli import app
+
+    root = tmp_path / "cache"
+    entry = _put(ArtifactCache(root), "k", b"x")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout.readline() == "reading\n"
+        result = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(root)])
+        assert result.exit_code == 1, result.output
+        assert result.output.splitlines() == [
+            f"error: the artifact cache {root} is in use by another infercmp process (a bench, "
+            "tune or export); clear it once that has finished"
+        ]
+        assert entry.file("model.onnx").read_bytes() == b"x"
+    finally:
+        reader.communicate("\n", timeout=30)
+    result = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(root)])
+    assert result.exit_code == 0 and "removed 1 entry" in result.output
 
 
 def test_cache_clear_on_the_cli_removes_a_killed_exports_staging(tmp_path):
@@ -342,3 +408,112 @@ def test_cache_clear_on_the_cli_removes_a_killed_exports_staging(tmp_path):
     result = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert not stale.exists()
+
+
+# --- only what infercmp made ------------------------------------------------------------------
+
+
+def _users_dir(root: Path, files: list[str]) -> dict[Path, bytes]:
+    made = {}
+    for rel in files:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rel.encode())
+        made[path] = rel.encode()
+    return made
+
+
+def _not_a_cache_line(root: Path) -> str:
+    return (
+        f"error: {root} is not an infercmp artifact cache: it is not empty and has no "
+        "CACHEDIR.TAG, and infercmp never writes into or deletes from a directory it did not "
+        "create; give --cache-dir (or INFERCMP_CACHE_DIR) a new or empty directory, or, if an "
+        "older infercmp made this cache, move the files it did not make out of it"
+    )
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        ["README.md", "staging/release-2026/notes.txt"],  # --cache-dir .
+        ["entries/journal.md", "timing/results.csv", "staging/another_dir/x"],
+    ],
+    ids=["a project dir", "infercmp's names, a user's files"],
+)
+def test_a_directory_infercmp_did_not_make_is_refused_and_left_untouched(tmp_path, files):
+    from typer.testing import CliRunner
+
+    from infercmp.cli import app
+
+    root = tmp_path / "mine"
+    made = _users_dir(root, files)
+    runner = CliRunner(env={"NO_COLOR": "1"})
+    commands = [["cache", "clear"], ["cache", "ls"], ["export", "tiny-cnn"]]
+    for args in [*commands, ["bench", "tiny-cnn", "-d", "cpu", "--out", str(tmp_path / "o")]]:
+        result = runner.invoke(app, [*args, "--cache-dir", str(root)])
+        assert result.exit_code == 2, result.output
+        assert result.output.splitlines() == [_not_a_cache_line(root)]
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == made
+
+
+def test_a_cache_of_an_older_infercmp_is_adopted_and_cleared(tmp_path):
+    """Every file has a name and place infercmp gives: the old layout, no marker."""
+    cache = ArtifactCache(tmp_path)
+    _put(cache, "k", b"x")
+    (tmp_path / "CACHEDIR.TAG").unlink()
+    _users_dir(tmp_path, ["aliases/onnx/0123.json", "locks/blob-k.lock", "timing/t-10.cache"])
+    (tmp_path / "staging" / f"stage-{DEAD_PID}-old").mkdir()
+    assert ArtifactCache(tmp_path).clear() == 1
+    left = {p.name for p in tmp_path.rglob("*") if p.is_file() and "writer-" not in p.name}
+    assert left == {"CACHEDIR.TAG", "in-use.lock", "blob-k.lock"}
+
+
+def test_clear_in_a_tagged_cache_removes_only_what_infercmp_names(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    _put(cache, "k", b"x")
+    made = _users_dir(tmp_path, ["entries/journal.md", "timing/results.csv", "staging/mine/x"])
+    assert cache.clear() == 1
+    assert cache.entries() == []
+    assert all(p.read_bytes() == data for p, data in made.items())
+
+
+# --- files that are not files -----------------------------------------------------------------
+
+
+def test_a_fifo_as_manifest_hangs_neither_cache_ls_nor_lookup(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    entry = _put(cache, "k", b"x")
+    (entry.path / MANIFEST).unlink()
+    os.mkfifo(entry.path / MANIFEST)
+    code = "from infercmp.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "cache", "ls", "--cache-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"the cache at {tmp_path} is empty\n"
+    found: list = []
+    thread = threading.Thread(target=lambda: found.append(cache.lookup("blob", "k")), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert found == [None]  # a damaged entry: dropped, so it is rebuilt
+    assert not entry.path.exists()
+
+
+def test_a_non_utf8_cache_directory_name_is_one_line(tmp_path):
+    root = os.fsdecode(os.fsencode(tmp_path) + b"/cache\xff")
+    code = "from infercmp.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "cache", "ls", "--cache-dir", root],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: the artifact cache directory name '{tmp_path}/cache\\xff' is not valid UTF-8; "
+        "give --cache-dir (or INFERCMP_CACHE_DIR) a UTF-8 name"
+    ]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import io
 import os
+import signal
 import subprocess
 import sys
-import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
 
-from infercmp.cache import ArtifactCache
+from infercmp import export
+from infercmp.cache import ArtifactCache, CacheUnwritable
+from infercmp.config import parse_config
 from infercmp.errors import InfercmpError
 from infercmp.export import (
     CHECK_BATCH_MAX,
@@ -21,8 +25,9 @@ from infercmp.export import (
     run_pytorch,
     runtime_shapes,
 )
+from infercmp.models.tiny_encoder import TinyEncoder
 from infercmp.parity import compare_output
-from infercmp.plugins import get_plugin
+from infercmp.plugins import ModelPlugin, get_plugin
 from infercmp.shapes import default_experiment, parse_shape
 
 MODELS = [
@@ -91,34 +96,9 @@ def test_encoder_keeps_batch_and_sequence_dynamic(exported):
             assert _judge("x", shape, r, g, 1e-4, None).ok
 
 
-def test_second_export_is_a_hit_that_does_not_import_torch(exported, shared_cache):
-    exported("tiny-encoder")
-    script = textwrap.dedent(
-        f"""
-        import json, sys, time
-        from pathlib import Path
-        start = time.perf_counter()
-        from infercmp.cache import ArtifactCache
-        from infercmp.export import export_onnx
-        from infercmp.plugins import get_plugin
-        cache = ArtifactCache(Path({str(shared_cache.root)!r}))
-        artifact = export_onnx(get_plugin("tiny-encoder"), cache)
-        print(json.dumps({{"cached": artifact.cached, "seconds": artifact.seconds,
-                          "torch": "torch" in sys.modules,
-                          "total": time.perf_counter() - start}}))
-        """
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=os.environ
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["cached"] is True
-    assert result["torch"] is False
-
-
-def test_a_new_alias_finds_the_unchanged_module_by_content(exported, shared_cache, monkeypatch):
+def test_an_unchanged_module_is_a_hit_whatever_the_environment(exported, shared_cache, monkeypatch):
     plugin, first = exported("tiny-cnn")
-    monkeypatch.setenv("INFERCMP_SOME_OPTION", "1")  # alias changes, the module does not
+    monkeypatch.setenv("INFERCMP_SOME_OPTION", "1")  # the environment changes, the module not
     again = export_onnx(plugin, shared_cache)
     assert again.cached and again.key == first.key
 
@@ -240,3 +220,214 @@ def test_compare_output_reports_every_mismatch_kind():
     # near-zero elements are judged against the output's scale, not their own magnitude
     assert _judge("y", "example", ref, ref + np.float32(1e-5), 1e-4, None).ok
     assert not _judge("y", "example", ref, ref + np.float32(1e-5), 1e-4, 0.0).ok
+
+
+# --- the key is the module actually loaded ---------------------------------------------------
+
+
+class EnvLayers(ModelPlugin):
+    """A plugin whose module depends on something outside its files: $TEST_LAYERS."""
+
+    name = "env-layers"
+
+    def load_config(self):
+        return parse_config(
+            {
+                "name": self.name,
+                "inputs": [
+                    {
+                        "name": "x",
+                        "dtype_str": "float32",
+                        "shapes": {
+                            "dims_names": ["batch_size", "features"],
+                            "example": [2, 8],
+                            "runtime": [-1, 8],
+                            "optimization": {"min": [1, 8], "opt": [2, 8], "max": [4, 8]},
+                        },
+                    }
+                ],
+                "outputs": [
+                    {"name": "y", "shape": {"runtime": [-1, 8], "dims_names": ["batch_size", "y"]}}
+                ],
+            },
+            self.name,
+        )
+
+    def load_pytorch_module(self):
+        import torch
+
+        torch.manual_seed(0)
+        layers = [torch.nn.Linear(8, 8) for _ in range(int(os.environ["TEST_LAYERS"]))]
+        return torch.nn.Sequential(*layers).eval()
+
+
+def _onnx_output(path, inputs):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": inputs[0]})[0]
+
+
+def test_a_module_changed_outside_the_plugins_files_gets_a_new_onnx_and_reference(
+    tmp_path, monkeypatch
+):
+    cache = ArtifactCache(tmp_path)
+    experiment = default_experiment(EnvLayers().config)
+    made = {}
+    for layers in ("6", "2", "6"):
+        monkeypatch.setenv("TEST_LAYERS", layers)
+        plugin = EnvLayers()  # a new process would build the module again
+        onnx = export_onnx(plugin, cache)
+        reference = ensure_reference(plugin, cache, experiment)
+        with np.load(reference) as data:
+            inputs, expected = [data["input_0"]], data["output_0"]
+        module, _ = export.load_module(plugin)
+        np.testing.assert_array_equal(expected, run_pytorch(plugin, module, inputs)[0])
+        np.testing.assert_allclose(_onnx_output(onnx.path, inputs), expected, rtol=1e-4)
+        made.setdefault(layers, []).append((onnx.key, reference))
+    (six, six_again), (two,) = made["6"], made["2"]
+    assert two[0] != six[0] and two[1] != six[1]
+    assert six_again == six  # the same module finds its own artifacts again
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m[0].weight.data.add_(1e-3),  # a value
+        lambda m: m.register_buffer("scale", __import__("torch").ones(1), persistent=False),
+        lambda m: m.append(__import__("torch").nn.ReLU()),  # structure, no new tensor
+        lambda m: setattr(m[0], "out_features", 9),  # a hyper-parameter only the repr shows
+    ],
+    ids=["value", "non-persistent buffer", "structure", "hyper-parameter"],
+)
+def test_the_fingerprint_sees_values_buffers_and_structure(change, monkeypatch):
+    monkeypatch.setenv("TEST_LAYERS", "2")
+    module = EnvLayers().load_pytorch_module()
+    before = export.ModuleIdentity(
+        export._tensors_hash(module), export._structure(module), export._code_identity(module)
+    )
+    change(module)
+    after = export.ModuleIdentity(
+        export._tensors_hash(module), export._structure(module), export._code_identity(module)
+    )
+    assert after != before
+
+
+# --- a dynamic batch axis with an example batch of 1 -----------------------------------------
+
+
+class BatchOneEncoder(TinyEncoder):
+    """tiny-encoder with `example: [1, 16]`, as a user's text classifier would declare it."""
+
+    def load_config(self):
+        config = TinyEncoder().config.model_copy(deep=True)
+        for spec in config.inputs:
+            spec.shapes.example[0] = 1
+        return config
+
+
+def test_a_dynamic_batch_with_an_example_batch_of_1_exports_and_runs_at_any_batch(tmp_path):
+    import onnxruntime as ort
+
+    plugin = BatchOneEncoder()
+    assert [spec.shapes.example for spec in plugin.config.inputs] == [[1, 16], [1, 16]]
+    artifact = export_onnx(plugin, ArtifactCache(tmp_path), exporter="dynamo")
+    assert artifact.parity_passed
+    session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
+    module, _ = export.load_module(plugin)
+    for batch in (1, 2, 5):
+        inputs = plugin.load_example_inputs([(batch, 16), (batch, 16)])
+        got = session.run(None, dict(zip(plugin.config.input_names, inputs)))
+        for ref, out in zip(run_pytorch(plugin, module, inputs), got):
+            assert out.shape[0] == batch
+            np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+
+def test_a_full_disk_during_export_says_so_with_the_path(tmp_path, monkeypatch):
+    import torch
+
+    def full_disk(module, args, path, **kwargs):
+        raise RuntimeError("the exporter wraps it") from OSError(
+            28, "No space left on device", str(path)
+        )
+
+    monkeypatch.setattr(torch.onnx, "export", full_disk)
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(CacheUnwritable) as info:
+        export_onnx(get_plugin("tiny-cnn"), cache)
+    assert str(info.value).startswith(
+        f"cannot write the artifact cache at {tmp_path}: No space left on device ({tmp_path}/"
+        "staging/stage-w"
+    )
+    assert str(info.value).endswith(
+        "/model.onnx); free space, make it writable, or choose another with --cache-dir"
+    )
+    assert info.value.exit_code == 1
+
+
+# --- an export thread left behind -------------------------------------------------------------
+
+
+def test_an_export_thread_left_running_does_not_swallow_other_threads_output(capsys):
+    release, started = threading.Event(), threading.Event()
+
+    def exporter() -> None:
+        with export._captured(io.StringIO()):
+            print("exporter chatter")
+            started.set()
+            release.wait()
+
+    thread = threading.Thread(target=exporter, daemon=True)
+    thread.start()
+    started.wait(30)
+    print("bench's table")
+    out = capsys.readouterr().out
+    release.set()
+    thread.join(30)
+    assert out == "bench's table\n"
+
+
+# As bench.bounded runs an export: in a daemon thread, which a signal leaves running.
+_SIGNALLED_DURING_EXPORT = """
+import io, sys, threading, time
+from pathlib import Path
+from infercmp.cache import ArtifactCache
+from infercmp.export import _captured
+
+cache = ArtifactCache(Path(sys.argv[1]))
+ready = threading.Event()
+
+def export():
+    with _captured(io.StringIO()), cache.staging() as staged:
+        (staged / "model.onnx").write_bytes(b"half")
+        ready.set()
+        time.sleep(600)
+
+threading.Thread(target=export, daemon=True).start()
+ready.wait()
+Path(sys.argv[1], "exporting").touch()  # not on stdout: an old redirect would swallow it
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    print("error: interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_a_signal_during_an_export_leaves_the_output_and_no_staging(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SIGNALLED_DURING_EXPORT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "exporting").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert out == "error: interrupted\n"
+    assert list((tmp_path / "staging").iterdir()) == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from synthetic_runs import cpu_run, run_main
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.files import write_atomic
+from infercmp.files import read_regular, write_atomic
 from infercmp.results import RunStore
 
 runner = CliRunner()
@@ -129,3 +131,31 @@ def test_report_through_a_symlink_keeps_the_link(tmp_path):
     assert result.exit_code == 0, result.output
     assert link.is_symlink()
     assert real.read_text().startswith("<!DOCTYPE html>")
+
+
+# --- reading: only regular files -------------------------------------------------------------
+
+
+def test_read_regular_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "entry.json"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        read_regular(fifo)
+    (tmp_path / "real").write_bytes(b"x")
+    assert read_regular(tmp_path / "real") == b"x"
+
+
+def test_report_of_a_run_whose_tune_json_is_a_fifo_is_one_line(tmp_path):
+    run = cpu_run(tmp_path)
+    os.mkfifo(run / "tune.json")
+    code = "from infercmp.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "report", str(run), "-o", str(tmp_path / "r.html")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: cannot read {run / 'tune.json'}: not a regular file"
+    ]

@@ -170,3 +170,89 @@ def test_fifty_benches_in_a_row_leak_nothing(isolated, shared_cache, tmp_path):
     grown = {name: (before[name], count) for name, count in after.items() if count > before[name]}
     assert not grown, f"grown over 45 benches (before, after): {grown}"
     isolated.assert_nothing_left()
+
+
+# --- a module built from the environment ----------------------------------------------------
+
+ENV_LAYERS_PLUGIN = '''
+"""A plugin whose module depends on an environment variable, as a user's did."""
+
+import os
+
+from infercmp.config import parse_config
+from infercmp.plugins import ModelPlugin
+
+FEATURES = {"dims_names": ["batch_size", "features"], "runtime": [-1, 16]}
+
+
+class EnvLayers(ModelPlugin):
+    name = "env-layers"
+
+    def load_config(self):
+        shapes = {**FEATURES, "example": [2, 16]}
+        shapes["optimization"] = {"min": [1, 16], "opt": [2, 16], "max": [4, 16]}
+        data = {
+            "name": self.name,
+            "inputs": [{"name": "x", "dtype_str": "float32", "shapes": shapes}],
+            "outputs": [{"name": "y", "shape": FEATURES}],
+        }
+        return parse_config(data, self.name)
+
+    def load_pytorch_module(self):
+        import torch
+
+        torch.manual_seed(0)
+        layers = int(os.environ["TEST_ENV_LAYERS"])
+        return torch.nn.Sequential(
+            *(torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh()) for _ in range(layers))
+        ).eval()
+'''
+
+
+@pytest.fixture
+def env_layers_plugin(tmp_path, monkeypatch) -> Path:
+    """The plugin above on PYTHONPATH (here and in workers), with its entry point."""
+    site = tmp_path / "site"
+    info = site / "infercmp_env_layers-0.0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "infercmp_env_layers.py").write_text(ENV_LAYERS_PLUGIN)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: infercmp-env-layers\nVersion: 0.0.1\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[infercmp.models]\nenv-layers = infercmp_env_layers:EnvLayers\n"
+    )
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", str(site) + (os.pathsep + path if path else ""))
+    return site
+
+
+def test_a_model_changed_by_the_environment_never_meets_its_old_artifacts(
+    env_layers_plugin, isolated, tmp_path
+):
+    """The newcomer's stale-model scenario: bench, change the variable, bench again."""
+    import importlib.util
+
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    engines = {"pytorch", "onnxruntime"} | (
+        {"openvino"} if importlib.util.find_spec("openvino") else set()
+    )
+    args = [*CLI, "bench", "env-layers", "-d", "cpu", "--warmup", "5", "--iters", "20"]
+    args += [arg for engine in sorted(engines) for arg in ("-e", engine)]
+    args += ["--cache-dir", str(cache)]
+    for layers in ("6", "2"):
+        result = subprocess.run(
+            [*args, "--out", str(out / layers)],
+            env=isolated.env(TEST_ENV_LAYERS=layers),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        store = RunStore.open(run_dirs(out / layers)[0])
+        assert {combo.engine for combo in store.results} == engines
+        for combo in store.results:
+            assert combo.status == "ok", combo.error
+            assert combo.parity["ok"], (layers, combo.engine, combo.parity)
+    assert len(ArtifactCache(cache).entries("onnx")) == 2  # one per module
+    isolated.assert_nothing_left(cache_root=cache)

@@ -21,6 +21,7 @@ from infercmp.cache import ArtifactCache, CacheEntry, content_key, file_sha256
 from infercmp.config import ModelConfig
 from infercmp.errors import InfercmpError, RunFailed
 from infercmp.export import OnnxArtifact
+from infercmp.files import read_regular
 from infercmp.plugins import ModelPlugin
 from infercmp.trt import TrtModule, gpu_model, load_trt_module
 
@@ -220,7 +221,7 @@ def _load_timing_cache(trt: TrtModule, build_config, path: Path, log: BuildLog) 
     if not trt.has_timing_cache:
         return False
     try:
-        blob = path.read_bytes() if path.exists() else b""
+        blob = read_regular(path) if path.exists() else b""
         timing = build_config.create_timing_cache(blob)
         build_config.set_timing_cache(timing, ignore_mismatch=True)
         return True

@@ -2,8 +2,9 @@
 
 Layout under the root:
 
+    CACHEDIR.TAG                   written when infercmp creates the cache (see below)
+    in-use.lock                    shared-locked by every process using the cache
     entries/<kind>/<key>/          one committed entry: its files and `entry.json`
-    aliases/<kind>/<alias>.json    a cheap key pointing at an entry's content key
     staging/                       entries being written (renamed into place when complete)
     locks/<kind>-<key>.lock        held while a process builds an entry, so two do not race
     timing/                        persisted TensorRT timing caches
@@ -13,14 +14,29 @@ whole entry or none. `entry.json` lists every file with its size and sha256. `lo
 none of it: the manifest is validated (`Manifest`, and the metadata of its kind, `KINDS`),
 the dir must hold exactly the listed files, every file its kind needs must be among them, and
 every file is checksummed. An entry failing any check is dropped, so the caller rebuilds it.
-A cache that cannot be written is one error line (`CacheUnwritable`), not a traceback.
+A cache that cannot be written is one error line (`CacheUnwritable`), not a traceback. Files
+are read only if they are regular files (`infercmp.files.read_regular`): a FIFO would hang.
 
-Staging dirs carry the pid of the process writing them; one whose process is gone (a killed
-export) is removed by the next writer and by `clear`.
+infercmp deletes only what it can prove it made. It writes `CACHEDIR.TAG` (the Cache Directory
+Tagging Specification's file, which backup tools also honour) into the directory it creates; a
+non-empty directory without one is refused, so `--cache-dir .` cannot touch a user's files.
+A cache made before the tag existed is adopted only when every file in it has a name and place
+infercmp gives (`_made_by_infercmp`): one stray user file and it is refused, with what to do.
+Even in a tagged cache, `clear` removes only entries, staging dirs, timing caches and aliases
+by the names infercmp gives them, never a whole directory.
+
+Liveness is judged by `flock`, which the kernel releases when its holder dies, in any PID
+namespace and, on file systems that support it, across hosts; never by a pid. Each process
+writing to the cache holds `locks/writer-<token>.lock` exclusively and names its staging dirs
+`stage-w<token>-...`; a dir whose writer lock is free was left by a killed process and the next
+writer or `clear` removes it. At exit a process removes its own leftovers (an export thread
+still running when a signal ends the run). Every process using the cache holds `in-use.lock`
+shared for as long as it lives; `clear` takes it exclusively, so it refuses while a bench runs.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import hashlib
@@ -30,22 +46,36 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from infercmp.errors import InfercmpError, RunFailed
+from infercmp.files import open_regular, read_regular, write_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: entries stay atomic; liveness falls back to "alive"
+    fcntl = None  # type: ignore[assignment]
 
 CACHE_ENV = "INFERCMP_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path(".infercmp") / "cache"
 MANIFEST = "entry.json"
 FORMAT_VERSION = 1
 _CHUNK = 1 << 20
+MARKER = "CACHEDIR.TAG"
+MARKER_TEXT = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by infercmp: its artifact cache.\n"
+    "# infercmp deletes only what it made, and only in a directory holding this file.\n"
+)
+IN_USE_LOCK = "in-use.lock"
 
 
 class FileRecord(BaseModel):
@@ -114,14 +144,23 @@ KINDS: dict[str, EntryKind] = {
 _ANY_KIND = EntryKind((), _Meta)
 
 # Errors that mean "this cache cannot be written here", as opposed to a bug: one line for them.
-_UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
-_UNWRITABLE |= {errno.ENOTDIR, errno.EISDIR}
-# Staging entries: stage-<pid>-..., commit-<pid>-..., trash-<pid>-...
-_STAGED = re.compile(r"^(?:stage|commit|trash)-(\d+)-")
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+UNWRITABLE |= {errno.ENOTDIR, errno.EISDIR}
+# Staging entries: stage-w<token>-..., commit-w<token>-..., trash-w<token>-... (the writer's
+# lock is locks/writer-<token>.lock); stage-<pid>-... from infercmp before the lock existed.
+_STAGED = re.compile(r"^(?:stage|commit|trash)-(?:w([0-9a-f]{32})|(\d+))-")
+_WRITER_LOCK = re.compile(r"^writer-([0-9a-f]{32})\.lock$")
+# What an infercmp cache's top level holds ("aliases": infercmp before entries were keyed by
+# the loaded module); anything else there is someone else's.
+_TOP_LEVEL = {MARKER, IN_USE_LOCK, "entries", "aliases", "staging", "locks", "timing"}
 
 
 class CacheUnwritable(RunFailed):
     """The cache's disk is full, read-only or not a directory: exit 1 with what to do."""
+
+
+class CacheBusy(RunFailed):
+    """`clear` while another process uses the cache: exit 1, try again when it has finished."""
 
 
 def resolve_cache_dir(cli_value: str | None) -> Path:
@@ -136,7 +175,7 @@ def resolve_cache_dir(cli_value: str | None) -> Path:
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -146,19 +185,6 @@ def content_key(material: Any) -> str:
     """A stable hex key of JSON-able `material` (sorted keys, so dict order does not matter)."""
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True)
@@ -181,29 +207,59 @@ class CacheEntry:
 
 
 class ArtifactCache:
-    """The artifact cache rooted at `root` (created on first write)."""
+    """The artifact cache rooted at `root` (created on first write, with its `MARKER`)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        _check_utf8(self.root)
         if self.root.exists() and not self.root.is_dir():
             raise InfercmpError(
                 f"the artifact cache {self.root} is a file, not a directory; give --cache-dir "
                 "(or INFERCMP_CACHE_DIR) a directory"
             )
+        self._check_ours()
+        self._claimed = False
+
+    def _check_ours(self) -> None:
+        """Refuse a non-empty directory that infercmp cannot prove it made (see the module doc)."""
+        if _has_marker(self.root) or _made_by_infercmp(self.root):
+            return
+        raise InfercmpError(
+            f"{self.root} is not an infercmp artifact cache: it is not empty and has no "
+            f"{MARKER}, and infercmp never writes into or deletes from a directory it did not "
+            "create; give --cache-dir (or INFERCMP_CACHE_DIR) a new or empty directory, or, if "
+            f"an older infercmp made this cache, move the files it did not make out of it"
+        )
+
+    def _claim(self) -> None:
+        """Before the first write: create the root with its marker (adopting an old cache)."""
+        if self._claimed:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not _has_marker(self.root):
+            self._check_ours()  # files may have appeared since the cache was opened
+            write_atomic(self.root / MARKER, MARKER_TEXT)
+        self._claimed = True
+        _hold_in_use(self.root)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """Turn a full disk, a read-only cache or a file in the way into one clear line."""
         try:
+            self._claim()
             yield
         except OSError as exc:
-            if exc.errno not in _UNWRITABLE:
+            if exc.errno not in UNWRITABLE:
                 raise
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise CacheUnwritable(
-                f"cannot write the artifact cache at {self.root}: {exc.strerror}{where}; free "
-                "space, make it writable, or choose another with --cache-dir"
-            ) from exc
+            raise self.unwritable(exc) from exc
+
+    def unwritable(self, exc: OSError) -> CacheUnwritable:
+        """The one line for an OSError in `UNWRITABLE` met while writing into the cache."""
+        where = f" ({exc.filename})" if exc.filename else ""
+        return CacheUnwritable(
+            f"cannot write the artifact cache at {self.root}: {exc.strerror}{where}; free "
+            "space, make it writable, or choose another with --cache-dir"
+        )
 
     # -- paths ---------------------------------------------------------------------------
     def _entry_dir(self, kind: str, key: str) -> Path:
@@ -219,25 +275,13 @@ class ArtifactCache:
     def lookup(self, kind: str, key: str) -> CacheEntry | None:
         """The entry `kind/key` if present and intact; a damaged one is removed (None)."""
         path = self._entry_dir(kind, key)
+        _hold_in_use(self.root)
         entry = _read_entry(kind, key, path)
         if entry is None or not _files_intact(entry):
             if path.exists():
                 self._discard(path)
             return None
         return entry
-
-    def resolve_alias(self, kind: str, alias: str) -> str | None:
-        _check_name(alias)
-        try:
-            data = json.loads((self.root / "aliases" / kind / f"{alias}.json").read_text())
-            key = data["key"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return key if isinstance(key, str) else None
-
-    def lookup_alias(self, kind: str, alias: str) -> CacheEntry | None:
-        key = self.resolve_alias(kind, alias)
-        return self.lookup(kind, key) if key else None
 
     def entries(self, kind: str | None = None) -> list[CacheEntry]:
         """Every committed entry (not verified: listing must stay cheap), oldest first."""
@@ -261,20 +305,24 @@ class ArtifactCache:
         base = self.root / "staging"
         with self._writing():
             base.mkdir(parents=True, exist_ok=True)
+            token = _writer_token(self.root)
             self._remove_stale_staging()
-            path = Path(tempfile.mkdtemp(dir=base, prefix=f"stage-{os.getpid()}-"))
+            path = Path(tempfile.mkdtemp(dir=base, prefix=f"stage-w{token}-"))
             try:
                 yield path
             finally:
                 shutil.rmtree(path, ignore_errors=True)
 
     def _remove_stale_staging(self) -> None:
-        """Remove what killed processes left in staging/; a live writer's dirs are kept."""
+        """Remove what killed writers left in staging/ (their lock is free); nothing else."""
         base = self.root / "staging"
-        for path in base.iterdir() if base.is_dir() else ():
+        for path in sorted(base.iterdir()) if base.is_dir() else ():
             owner = _STAGED.match(path.name)
-            if owner is None or not _process_alive(int(owner.group(1))):
+            if owner is not None and not _writer_alive(self.root, *owner.groups()):
                 shutil.rmtree(path, ignore_errors=True)
+        for path in (self.root / "locks").glob("writer-*.lock"):
+            if _WRITER_LOCK.match(path.name):
+                _remove_if_unlocked(path)
 
     def store(
         self, kind: str, key: str, staged: Path, meta: dict[str, Any] | None = None
@@ -309,7 +357,8 @@ class ArtifactCache:
         }
         (staged / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         # Rename a copy of the staging dir so the caller's context manager can still clean up.
-        moving = staged.parent / f"commit-{os.getpid()}-{uuid.uuid4().hex}"
+        token = _writer_token(self.root)
+        moving = staged.parent / f"commit-w{token}-{uuid.uuid4().hex}"
         os.rename(staged, moving)
         staged.mkdir()
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -331,13 +380,6 @@ class ArtifactCache:
         assert entry is not None, "a manifest written above is valid"
         return entry
 
-    def set_alias(self, kind: str, alias: str, key: str) -> None:
-        _check_name(alias)
-        with self._writing():
-            _atomic_write_text(
-                self.root / "aliases" / kind / f"{alias}.json", json.dumps({"key": key}) + "\n"
-            )
-
     @contextlib.contextmanager
     def lock(self, kind: str, key: str) -> Iterator[None]:
         """Hold an exclusive lock on `kind/key` so concurrent builds of one entry serialise."""
@@ -348,9 +390,7 @@ class ArtifactCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             lock_file = open(path, "a+")  # noqa: SIM115 -- closed by the with below
         with lock_file as f:
-            try:
-                import fcntl
-            except ImportError:  # Windows: entries stay atomic, builds may just repeat
+            if fcntl is None:  # entries stay atomic, builds may just repeat
                 yield
                 return
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -365,26 +405,41 @@ class ArtifactCache:
             self._discard(path)
 
     def clear(self, kind: str | None = None) -> int:
-        """Remove every entry (of `kind`, if given), its aliases and stale staging dirs.
+        """Remove every entry (of `kind`, if given) and what killed writers left in staging/.
 
-        Returns the number of entries removed.
+        Refused (`CacheBusy`) while another process uses the cache. Returns the number of
+        entries removed. Only what infercmp names is removed; a user's file is left alone.
         """
-        self._remove_stale_staging()
-        removed = 0
-        for entry in self.entries(kind):
-            self._discard(entry.path)
-            removed += 1
-        shutil.rmtree(self.root / "aliases" / kind if kind else self.root / "aliases", True)
-        if kind is None:
-            shutil.rmtree(self.root / "entries", ignore_errors=True)
-            shutil.rmtree(self.timing_dir, ignore_errors=True)
-        return removed
+        if not self.root.is_dir():
+            return 0
+        with self._writing(), _exclusive_use(self.root):
+            self._remove_stale_staging()
+            removed = 0
+            base = self.root / "entries"
+            for kind_dir in [base / kind] if kind else _subdirs(base):
+                for path in _subdirs(kind_dir):
+                    if (path / MANIFEST).is_file():  # committed by infercmp, damaged or not
+                        self._discard(path)
+                        removed += 1
+                _remove_empty(kind_dir)
+            for alias_dir in _subdirs(self.root / "aliases"):
+                if kind is None or alias_dir.name == kind:
+                    for path in alias_dir.glob("*.json"):
+                        path.unlink(missing_ok=True)
+                    _remove_empty(alias_dir)
+            if kind is None:
+                for path in self.timing_dir.glob("*.cache"):
+                    path.unlink(missing_ok=True)
+                for path in (base, self.root / "aliases", self.timing_dir):
+                    _remove_empty(path)
+            return removed
 
     def _discard(self, path: Path) -> None:
         """Move a dir out of the way atomically, then delete it: readers never see half of it."""
-        trash = self.root / "staging" / f"trash-{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            trash.parent.mkdir(parents=True, exist_ok=True)
+            base = self.root / "staging"
+            base.mkdir(parents=True, exist_ok=True)
+            trash = base / f"trash-w{_writer_token(self.root)}-{uuid.uuid4().hex}"
             os.rename(path, trash)
         except OSError:
             return  # someone else removed or replaced it, or the cache is read-only
@@ -394,6 +449,197 @@ class ArtifactCache:
 def _check_name(name: str) -> None:
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise InfercmpError(f"invalid cache name {name!r}")
+
+
+def _check_utf8(root: Path) -> None:
+    try:
+        str(root).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(root).decode("utf-8", "backslashreplace")
+        raise InfercmpError(
+            f"the artifact cache directory name '{shown}' is not valid UTF-8; give --cache-dir "
+            "(or INFERCMP_CACHE_DIR) a UTF-8 name"
+        ) from None
+
+
+# -- what infercmp made ----------------------------------------------------------------------
+def _has_marker(root: Path) -> bool:
+    try:
+        return read_regular(root / MARKER).decode("utf-8", "replace") == MARKER_TEXT
+    except OSError:
+        return False
+
+
+def _made_by_infercmp(root: Path) -> bool:
+    """`root` is absent, empty, or holds only what an infercmp cache holds, by name and place.
+
+    The test an untagged directory must pass to be adopted as a cache made by an infercmp from
+    before `MARKER`: every top-level name is one infercmp uses, every entry dir has a manifest,
+    every other file has the name infercmp gives it.
+    """
+    if not root.is_dir():
+        return not root.exists()
+    try:
+        for top in root.iterdir():
+            if top.name not in _TOP_LEVEL:
+                return False
+            if top.name in (MARKER, IN_USE_LOCK):
+                continue
+            if not top.is_dir() or not all(_made_in(top.name, child) for child in top.iterdir()):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _made_in(area: str, child: Path) -> bool:
+    """`child` of `root/area` is one infercmp makes there."""
+    name = child.name
+    if area == "staging":
+        return bool(_STAGED.match(name))
+    if area == "locks":
+        return name.endswith(".lock") and child.is_file()
+    if area == "timing":
+        return name.endswith((".cache", ".tmp")) and child.is_file()
+    if not child.is_dir():
+        return False
+    if area == "entries":  # <kind>/<key>/ with a manifest
+        return all(p.is_dir() and (p / MANIFEST).is_file() for p in child.iterdir())
+    # aliases/<kind>/<alias>.json
+    return all(p.is_file() and p.name.endswith((".json", ".tmp")) for p in child.iterdir())
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
+
+
+def _remove_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (a user's file) or already gone
+        path.rmdir()
+
+
+# -- liveness by flock -------------------------------------------------------------------------
+# The open files holding this process's locks, per (pid, directory): forked children get their
+# own (the parent's stay held by the parent).
+_WRITERS: dict[tuple[int, str], tuple[str, IO[bytes]]] = {}
+_IN_USE: dict[tuple[int, str], IO[bytes] | None] = {}
+_HELD_LOCK = threading.Lock()  # an export thread and the main thread may both start writing
+
+
+def _writer_token(root: Path) -> str:
+    """This process's writer token in the cache `root`; its lock is held until the process ends."""
+    key = (os.getpid(), str(root.resolve()))
+    with _HELD_LOCK:
+        return _WRITERS[key][0] if key in _WRITERS else _new_writer(root, key)
+
+
+def _new_writer(root: Path, key: tuple[int, str]) -> str:
+    token = uuid.uuid4().hex
+    (root / "locks").mkdir(parents=True, exist_ok=True)
+    held = open(root / "locks" / f"writer-{token}.lock", "a+b")  # noqa: SIM115 -- held for life
+    if fcntl is not None:
+        fcntl.flock(held, fcntl.LOCK_EX)
+    _WRITERS[key] = (token, held)
+    return token
+
+
+def _writer_alive(root: Path, token: str | None, pid: str | None) -> bool:
+    if token is None:  # written by an infercmp from before the writer locks
+        return _process_alive(int(pid or 0))
+    return _lock_held(root / "locks" / f"writer-{token}.lock")
+
+
+def _lock_held(path: Path) -> bool:
+    """Some open file holds a flock on `path` (this process's own lock counts)."""
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: keep the dir
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _remove_if_unlocked(path: Path) -> None:
+    """Unlink a writer's lock file that no process holds any more."""
+    if fcntl is None:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # held: its writer is alive
+    finally:
+        os.close(fd)
+
+
+def _hold_in_use(root: Path) -> None:
+    """Hold `in-use.lock` shared for the life of this process (best effort: a read-only cache
+    cannot be cleared anyway)."""
+    key = (os.getpid(), str(root.resolve()))
+    with _HELD_LOCK:
+        if key in _IN_USE or fcntl is None or not root.is_dir():
+            return
+        _IN_USE[key] = _open_in_use(root)
+
+
+def _open_in_use(root: Path) -> IO[bytes] | None:
+    try:
+        held: IO[bytes] | None = open(root / IN_USE_LOCK, "a+b")  # noqa: SIM115 -- for life
+    except OSError:
+        held = None
+    if held is not None:
+        fcntl.flock(held, fcntl.LOCK_SH)
+    return held
+
+
+@contextlib.contextmanager
+def _exclusive_use(root: Path) -> Iterator[None]:
+    """This process alone uses the cache (for `clear`), else `CacheBusy`."""
+    _hold_in_use(root)
+    held = _IN_USE.get((os.getpid(), str(root.resolve())))
+    if held is None or fcntl is None:
+        yield
+        return
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fcntl.flock(held, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared lock
+        raise CacheBusy(
+            f"the artifact cache {root} is in use by another infercmp process (a bench, tune "
+            "or export); clear it once that has finished"
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(held, fcntl.LOCK_SH)
+
+
+@atexit.register
+def _remove_own_staging() -> None:
+    """At exit, remove what this process staged and did not commit: a signal may end the run
+    while an export thread is still writing."""
+    for (pid, root), (token, held) in list(_WRITERS.items()):
+        if pid != os.getpid():
+            continue
+        for path in Path(root, "staging").glob(f"*-w{token}-*"):
+            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            Path(root, "locks", f"writer-{token}.lock").unlink()
+        held.close()
+        del _WRITERS[pid, root]
 
 
 def _process_alive(pid: int) -> bool:
@@ -409,7 +655,7 @@ def _process_alive(pid: int) -> bool:
 def _read_entry(kind: str, key: str, path: Path) -> CacheEntry | None:
     """The entry whose manifest is valid and complete for its kind, else None (damaged)."""
     try:
-        manifest = Manifest.model_validate_json((path / MANIFEST).read_bytes())
+        manifest = Manifest.model_validate_json(read_regular(path / MANIFEST))
         expected = KINDS.get(kind, _ANY_KIND)
         expected.meta.model_validate(manifest.meta)
     except (OSError, ValidationError):

@@ -1,15 +1,15 @@
 """PyTorch -> ONNX export, checked (checker, shape inference, dynamic axes, parity) and cached.
 
-Cache keys. The content key of an exported model covers the config, a hash of the module's
-state_dict, the module's code identity (every nn.Module class in it and its source file), the
-torch/onnx/onnxscript versions, the exporter and the opset. Computing it means importing torch
-and building the module (seconds), so a cache hit goes through a cheap *alias* first: a key
-over the config, the plugin's source files (the dir holding the plugin's module), the plugin's
-`cache_token()` if it defines one, the INFERCMP_* environment variables (plugins read their
-options there, e.g. INFERCMP_PRETRAINED), the same versions and options. The alias points at
-the content key; a hit reads two small JSON files, hashes the ONNX file and never imports
-torch. When the plugin's source changes, the alias misses, the content key is computed, and an
-unchanged module still lands on its old entry.
+Cache keys come from the module `load_pytorch_module()` actually returned, so a module that
+depends on anything outside the plugin's files (an environment variable, a weights file, a
+download) can never meet an artifact of another module. The key of an exported model covers
+the module's fingerprint (`ModuleIdentity`: every parameter and buffer, by name, dtype, shape
+and bytes; the module's class and its repr, which shows its structure and hyper-parameters;
+every nn.Module class in it and the file defining it), the config, the plugin's
+`cache_token()` if it defines one, a hash of the example inputs, the torch/onnx/onnxscript
+versions, the exporter and the opset. A reference's key covers the same fingerprint, its
+experiment, the runtime inputs it holds and the plugin's source files (its preprocess). So
+every bench builds the module once in the parent; its tensors are hashed once per load.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ import importlib.metadata
 import inspect
 import io
 import os
+import re
+import stat
+import sys
+import threading
 import time
 import warnings
 import weakref
@@ -31,7 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infercmp.cache import ArtifactCache, CacheEntry, CacheUnwritable, content_key, file_sha256
+from infercmp.cache import (
+    UNWRITABLE,
+    ArtifactCache,
+    CacheEntry,
+    CacheUnwritable,
+    content_key,
+    file_sha256,
+)
 from infercmp.config import DYNAMIC, ModelConfig
 from infercmp.errors import InfercmpError
 from infercmp.module_outputs import flatten_outputs
@@ -55,7 +66,7 @@ PARITY_FILE = "parity.npz"
 REFERENCE_FILE = "reference.npz"
 LOG_FILE = "export.log"
 _SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".toml")
-_KEY_FORMAT = 1
+_KEY_FORMAT = 2  # 2: keyed by the loaded module's fingerprint, no alias
 
 Progress = Callable[[str], None]
 
@@ -137,6 +148,25 @@ def profile_inputs(config: ModelConfig, example: Sequence[np.ndarray], which: st
     return arrays
 
 
+#: The size a dynamic axis has while tracing when the example's is 1: the dynamo exporter
+#: specialises an axis of size 0 or 1 into a constant, whatever dynamic_shapes says.
+TRACE_MIN_DYNAMIC = 2
+
+
+def trace_inputs(config: ModelConfig, example: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The example inputs with every dynamic axis of size 1 tiled to `TRACE_MIN_DYNAMIC`
+    (where the profile allows that size), so `example: [1, 128]` exports a dynamic batch."""
+    arrays = []
+    for spec, array in zip(config.inputs, example):
+        dims = list(array.shape)
+        for axis in spec.shapes.dynamic_axes:
+            if axis < len(dims) and dims[axis] == 1:
+                if spec.shapes.optimization.max[axis] >= TRACE_MIN_DYNAMIC:
+                    dims[axis] = TRACE_MIN_DYNAMIC
+        arrays.append(_fit(array, dims))
+    return arrays
+
+
 # -- key material --------------------------------------------------------------------------
 def _version(dist: str) -> str:
     try:
@@ -160,9 +190,12 @@ def _source_tree_hash(directory: Path) -> str:
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
         for name in sorted(files):
-            if name.endswith(_SOURCE_SUFFIXES):
-                path = Path(root, name)
-                found.append((str(path.relative_to(directory)), path.stat().st_mtime_ns))
+            if not name.endswith(_SOURCE_SUFFIXES):
+                continue
+            path = Path(root, name)
+            info = path.stat()
+            if stat.S_ISREG(info.st_mode):  # a FIFO would hang the read
+                found.append((str(path.relative_to(directory)), info.st_mtime_ns))
     return _tree_hash(str(directory), tuple(found))
 
 
@@ -188,32 +221,13 @@ def _own_source() -> str:
     return file_sha256(Path(__file__))
 
 
-def _alias_material(plugin: ModelPlugin, kind: str, **options: Any) -> dict[str, Any]:
-    """What the cheap alias key covers: no torch import, no module built."""
-    token = getattr(plugin, "cache_token", None)
-    cls = type(plugin)
-    return {
-        "format": _KEY_FORMAT,
-        "kind": kind,
-        "plugin": f"{cls.__module__}.{cls.__qualname__}",
-        "config": plugin.config.model_dump(mode="json"),
-        "sources": [_source_tree_hash(d) for d in _plugin_dirs(plugin)],
-        "token": token() if callable(token) else None,
-        "env": {
-            k: v
-            for k, v in sorted(os.environ.items())
-            if k.startswith("INFERCMP_") and k != "INFERCMP_CACHE_DIR"
-        },
-        "versions": _versions(),
-        "exporter_source": _own_source(),
-        **options,
-    }
-
-
 @dataclass(frozen=True)
 class ModuleIdentity:
-    state_dict: str
-    code: dict[str, str]
+    """The fingerprint of a loaded module, which its artifacts' cache keys cover."""
+
+    tensors: str  # every parameter and buffer: name, dtype, shape and bytes
+    structure: str  # the module's class and repr
+    code: dict[str, str]  # every nn.Module class in it -> sha256 of its file
 
 
 _LOADED: weakref.WeakKeyDictionary[ModelPlugin, tuple[Any, ModuleIdentity]] = (
@@ -221,16 +235,26 @@ _LOADED: weakref.WeakKeyDictionary[ModelPlugin, tuple[Any, ModuleIdentity]] = (
 )
 
 
-def _state_dict_hash(module: torch.nn.Module) -> str:
+def _tensors_hash(module: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (non-persistent ones too), each byte read once."""
     import torch
 
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    named = [*module.named_parameters(), *module.named_buffers()]
+    for name, tensor in sorted(named, key=lambda item: item[0]):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())  # a view: no copy
     return digest.hexdigest()
+
+
+def _structure(module: torch.nn.Module) -> str:
+    """The module's class and repr (its submodules, in order, with their hyper-parameters);
+    object addresses a custom extra_repr may print are dropped, so the key stays stable."""
+    cls = type(module)
+    text = f"{cls.__module__}.{cls.__qualname__}\n{module!r}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 def _code_identity(module: torch.nn.Module) -> dict[str, str]:
@@ -269,7 +293,7 @@ def load_module(plugin: ModelPlugin) -> tuple[torch.nn.Module, ModuleIdentity]:
             f"{type(module).__name__}, expected a torch.nn.Module"
         )
     module = module.float().eval().cpu()
-    identity = ModuleIdentity(_state_dict_hash(module), _code_identity(module))
+    identity = ModuleIdentity(_tensors_hash(module), _structure(module), _code_identity(module))
     _LOADED[plugin] = (module, identity)
     return module, identity
 
@@ -285,17 +309,34 @@ def run_pytorch(plugin: ModelPlugin, module, inputs: Sequence[np.ndarray]) -> li
     return [o.detach().cpu().numpy() for o in outputs]
 
 
-def _module_material(plugin: ModelPlugin, identity: ModuleIdentity, **options) -> dict:
+def _module_material(
+    plugin: ModelPlugin, identity: ModuleIdentity, inputs: Sequence[np.ndarray], **options
+) -> dict:
+    """What an artifact's key covers (see the module doc); `inputs`: the example it was made
+    from."""
     cls = type(plugin)
+    token = getattr(plugin, "cache_token", None)
     return {
         "format": _KEY_FORMAT,
         "plugin": f"{cls.__module__}.{cls.__qualname__}",
         "config": plugin.config.model_dump(mode="json"),
-        "state_dict": identity.state_dict,
+        "token": token() if callable(token) else None,
+        "tensors": identity.tensors,
+        "structure": identity.structure,
         "code": identity.code,
+        "inputs": _arrays_hash(inputs),
         "versions": _versions(),
         **options,
     }
+
+
+def _arrays_hash(arrays: Sequence[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}:{a.shape};".encode())
+        digest.update(a.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
 
 
 # -- ONNX helpers --------------------------------------------------------------------------
@@ -312,8 +353,6 @@ def _dynamic_axes(config: ModelConfig) -> dict[str, dict[int, str]]:
 
 def _dynamic_shapes(config: ModelConfig):
     """torch.export dims, one per dims name, so axes sharing a name (batch) share a symbol."""
-    import re
-
     from torch.export import Dim
 
     dims: dict[str, Any] = {}
@@ -516,17 +555,80 @@ def _recheck_parity(entry: CacheEntry, config: ModelConfig, rtol: float, atol: f
     return results
 
 
+class _ThreadRouted:
+    """Stands in for sys.stdout/sys.stderr: writes from a thread in `_ROUTES` go to its log,
+    all others to the stream it replaced.
+
+    An export runs in a thread that a timeout or a signal can leave behind (bench.bounded); a
+    process-wide redirect would then swallow everything bench prints after it, the error
+    line included. Routing by thread leaves every other thread's output where it belongs.
+    """
+
+    def __init__(self, original) -> None:
+        self.original = original
+
+    def _target(self):
+        return _ROUTES.get(threading.get_ident(), self.original)
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._target(), name)
+
+
+_ROUTES: dict[int, io.StringIO] = {}
+_ROUTES_LOCK = threading.Lock()
+
+
+def _route(stream: str) -> None:
+    if not isinstance(getattr(sys, stream), _ThreadRouted):
+        setattr(sys, stream, _ThreadRouted(getattr(sys, stream)))
+
+
+def _unroute(stream: str) -> None:
+    current = getattr(sys, stream)
+    if isinstance(current, _ThreadRouted) and not _ROUTES:
+        setattr(sys, stream, current.original)
+
+
+def _show_warning_routed(message, category, filename, lineno, file=None, line=None) -> None:
+    log = _ROUTES.get(threading.get_ident())
+    if log is None:
+        _show_warning(message, category, filename, lineno, file, line)
+    else:
+        log.write(f"warning: {category.__name__}: {message}\n")
+
+
+_show_warning = warnings.showwarning
+
+
 @contextlib.contextmanager
 def _captured(log: io.StringIO):
-    """Send the exporters' chatter (prints, warnings) to the entry's log, not the terminal."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            try:
-                yield
-            finally:
-                for w in caught:
-                    log.write(f"warning: {w.category.__name__}: {w.message}\n")
+    """Send this thread's exporter chatter (prints, warnings) to the entry's log, not the
+    terminal; other threads' output is untouched, whether or not this thread ever ends."""
+    global _show_warning
+    with _ROUTES_LOCK:
+        if not _ROUTES:
+            _route("stdout")
+            _route("stderr")
+            if warnings.showwarning is not _show_warning_routed:
+                _show_warning = warnings.showwarning
+                warnings.showwarning = _show_warning_routed
+        _ROUTES[threading.get_ident()] = log
+    try:
+        yield
+    finally:
+        with _ROUTES_LOCK:
+            del _ROUTES[threading.get_ident()]
+            if not _ROUTES:
+                _unroute("stdout")
+                _unroute("stderr")
+                if warnings.showwarning is _show_warning_routed:
+                    warnings.showwarning = _show_warning
 
 
 def _in_config_order(module, config: ModelConfig):
@@ -595,6 +697,26 @@ def _run_exporter(
             lg.setLevel(level)
 
 
+def _onnx_key(
+    plugin: ModelPlugin, identity: ModuleIdentity, example, exporter: str, opset: int | None
+) -> str:
+    return content_key(
+        _module_material(plugin, identity, example, kind="onnx", exporter=exporter, opset=opset)
+    )
+
+
+def _unwritable_cause(exc: BaseException) -> OSError | None:
+    """The full disk (or read-only file system...) behind an exporter's error, if that is it:
+    exporters wrap the OSError of a failed write in their own exception types."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _export_one(
     plugin: ModelPlugin,
     cache: ArtifactCache,
@@ -609,9 +731,7 @@ def _export_one(
 ) -> tuple[CacheEntry, bool]:
     """Export with one exporter, check, and commit; or return the existing content entry."""
     config = plugin.config
-    key = content_key(
-        _module_material(plugin, identity, kind="onnx", exporter=exporter, opset=opset)
-    )
+    key = _onnx_key(plugin, identity, example, exporter, opset)
     with cache.lock("onnx", key):
         entry = cache.lookup("onnx", key)
         if entry is not None:
@@ -621,8 +741,13 @@ def _export_one(
             log = io.StringIO()
             progress(f"exporting {config.name} with the {exporter} exporter")
             try:
-                _run_exporter(exporter, module, example, config, opset, path, log)
+                _run_exporter(
+                    exporter, module, trace_inputs(config, example), config, opset, path, log
+                )
             except Exception as exc:
+                full = _unwritable_cause(exc)
+                if full is not None:  # the other exporter would meet the same disk
+                    raise cache.unwritable(full) from exc
                 raise InfercmpError(f"the {exporter} exporter failed: {_first_line(exc)}") from exc
             actual_opset = _finish_onnx(path, config)
             progress("checking dynamic axes and parity in ONNX Runtime (CPU)")
@@ -640,7 +765,7 @@ def _export_one(
                 "opset": actual_opset,
                 "checked_shapes": checked,
                 "versions": _versions(),
-                "state_dict": identity.state_dict,
+                "tensors": identity.tensors,
             }
             return cache.store("onnx", key, staged, meta), False
 
@@ -668,7 +793,6 @@ def export_onnx(
     progress = progress or (lambda _msg: None)
     start = time.perf_counter()
     config = plugin.config
-    alias = content_key(_alias_material(plugin, "onnx", exporter=exporter, opset=opset))
 
     def artifact(entry: CacheEntry, cached: bool) -> OnnxArtifact:
         parity = _recheck_parity(entry, config, rtol, atol)
@@ -690,13 +814,6 @@ def export_onnx(
             checked_shapes=entry.meta["checked_shapes"],
         )
 
-    if not force:
-        entry = cache.lookup_alias("onnx", alias)
-        if entry is not None:
-            return artifact(entry, True)
-    elif (old := cache.resolve_alias("onnx", alias)) is not None:
-        cache.remove("onnx", old)
-
     progress(f"loading the PyTorch module of {config.name}")
     module, identity = load_module(plugin)
     example = example_runtime_inputs(plugin, default_experiment(config))
@@ -705,14 +822,7 @@ def export_onnx(
     for candidate in candidates:
         try:
             if force:
-                cache.remove(
-                    "onnx",
-                    content_key(
-                        _module_material(
-                            plugin, identity, kind="onnx", exporter=candidate, opset=opset
-                        )
-                    ),
-                )
+                cache.remove("onnx", _onnx_key(plugin, identity, example, candidate, opset))
             entry, cached = _export_one(
                 plugin, cache, candidate, module, identity, example, opset, rtol, atol, progress
             )
@@ -726,7 +836,6 @@ def export_onnx(
                     f"trying {candidates[candidates.index(candidate) + 1]}"
                 )
             continue
-        cache.set_alias("onnx", alias, entry.key)
         return artifact(entry, cached)
     untried = [e for e in EXPORTERS if e not in candidates]
     if len(failures) == 1:
@@ -747,17 +856,12 @@ def ensure_reference(
     """
     config = plugin.config
     shapes = [list(s) for s in experiment.shapes]
-    alias = content_key(_alias_material(plugin, "reference", experiment=shapes))
-    if not force:
-        entry = cache.lookup_alias("reference", alias)
-        if entry is not None:
-            return entry.file(REFERENCE_FILE)
     inputs = example_runtime_inputs(plugin, experiment)
     module, identity = load_module(plugin)
     plugin_code = [_source_tree_hash(d) for d in _plugin_dirs(plugin)]
     key = content_key(
         _module_material(
-            plugin, identity, kind="reference", experiment=shapes, plugin_code=plugin_code
+            plugin, identity, inputs, kind="reference", experiment=shapes, plugin_code=plugin_code
         )
     )
     with cache.lock("reference", key):
@@ -775,5 +879,4 @@ def ensure_reference(
                 np.savez(staged / REFERENCE_FILE, **arrays)
                 meta = {"model": config.name, "experiment": shapes, "label": experiment.label}
                 entry = cache.store("reference", key, staged, meta)
-    cache.set_alias("reference", alias, entry.key)
     return entry.file(REFERENCE_FILE)

@@ -11,12 +11,16 @@ through `write_atomic`, so the rules live here once:
   replaced and the link stays a link; anything else that is not a regular file (``/dev/null``,
   ``/dev/stdout``, a FIFO) is written through, in place, like a shell redirection would.
 
+Reading goes through `open_regular`/`read_regular`: a FIFO or a device where infercmp expects
+a file it wrote (a cache manifest, a run's tune.json) would block `open()` forever.
+
 Standard library only: the worker imports this and must stay light.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -82,3 +86,26 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """`path` opened for binary reading, if it is a regular file (through symlinks).
+
+    Opened without blocking, so a FIFO with no writer cannot hang the caller, then checked:
+    anything but a regular file raises OSError (EINVAL) naming the path.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file `path`; OSError for anything else (see `open_regular`)."""
+    with open_regular(path) as fh:
+        return fh.read()

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from infercmp.contract import Load, Measurement
 from infercmp.engines.descriptor import EngineDescriptor, Machine, SearchSpace
 from infercmp.errors import InfercmpError
+from infercmp.files import read_regular
 
 TUNE_FILE = "tune.json"
 TUNE_SCHEMA_VERSION = 1
@@ -323,7 +324,7 @@ def read_leaderboard(run_dir: Path) -> TuneLeaderboard | None:
     if not path.exists():
         return None
     try:
-        return TuneLeaderboard.model_validate_json(path.read_bytes())
+        return TuneLeaderboard.model_validate_json(read_regular(path))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
