@@ -336,7 +336,8 @@ def bench(
             return bench(ctx, **flags)
     if model is None:
         raise InfercmpError(
-            "bench needs a MODEL (list them with 'infercmp models'), or --resume RUN"
+            "Missing argument 'model': name one from 'infercmp models', or continue a run with "
+            "--resume RUN (see 'infercmp bench --help')"
         )
     from infercmp import bench as bench_mod
     from infercmp.contract import Measurement
