@@ -35,14 +35,12 @@ CLI = [sys.executable, "-c", "from infercmp.cli import main; main()"]
 ROUNDS = 20
 TINY = ["--warmup", "2", "--iters", "10"]
 KINDS = {
-    # kind: (command, the longest a round waits before its kill, in seconds)
-    "bench": (["bench", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch", *TINY], 9),
-    "resume": (["bench", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-s", "32,32,3",
-                "-s", "16,16,3", "-s", "8,8,3", *TINY], 4),
-    "batch": (["bench", "tiny-two-io", "-d", "cpu", "-e", "onnxruntime", "--batch", "auto",
-               *TINY], 10),
-    "tune": (["tune", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "--budget", "8s",
-              "--repeat", "1"], 8),
+    "bench": ["bench", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch", *TINY],
+    "resume": ["bench", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-s", "32,32,3",
+               "-s", "16,16,3", "-s", "8,8,3", *TINY],
+    "batch": ["bench", "tiny-two-io", "-d", "cpu", "-e", "onnxruntime", "--batch", "auto", *TINY],
+    "tune": ["tune", "tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "--budget", "10s",
+             "--repeat", "1"],
 }  # fmt: skip
 
 
@@ -158,22 +156,27 @@ def test_kill_9_at_random_moments_loses_nothing(isolated, tmp_path, shared_cache
     seed = int(os.environ.get("INFERCMP_CHAOS_SEED", random.randrange(2**32)))
     print(f"chaos seed {seed} (replay: INFERCMP_CHAOS_SEED={seed})")
     rng = random.Random(seed)
-    # Artifacts in the shared cache first, so the kills land in the runs, not in one export.
-    for args, _ in KINDS.values():
-        if args[0] == "bench":
-            warm = subprocess.run([*CLI, *args, "--out", str(tmp_path / "warm")], text=True,
-                                  capture_output=True, timeout=300)  # fmt: skip
-            assert warm.returncode == 0, warm.stderr
+    # Each kind once whole: its artifacts are then in the shared cache, so the kills land in
+    # the runs, and its duration bounds the moment of the kills.
+    lasts: dict[str, float] = {}
+    for kind, args in KINDS.items():
+        started = time.monotonic()
+        warm = subprocess.run([*CLI, *args, "--out", str(tmp_path / "warm")], text=True,
+                              capture_output=True, timeout=300)  # fmt: skip
+        assert warm.returncode == 0, warm.stderr
+        lasts[kind] = time.monotonic() - started
     kinds = [list(KINDS)[i % len(KINDS)] for i in range(ROUNDS)]
     rng.shuffle(kinds)
     refused = killed = abandoned = kept = 0
     for number, kind in enumerate(kinds):
-        args, longest = KINDS[kind]
-        after_s = rng.uniform(0.3, longest)
+        after_s = rng.uniform(0.05, 0.9) * lasts[kind]
         what = f"round {number} ({kind}, kill -9 after {after_s:.2f} s, seed {seed})"
         out = tmp_path / f"round-{number}"
-        tree = _kill_9(_start(args, out), after_s)
+        started = time.monotonic()
+        tree = _kill_9(_start(KINDS[kind], out), after_s)
         killed += tree is not None
+        if tree is None:  # it ended by itself: kill earlier next time
+            lasts[kind] = min(lasts[kind], time.monotonic() - started)
         _assert_no_orphan(tree, isolated, what)
         runs = [run for run in run_dirs(out) if (run / "run.json").is_file()]
         if not runs:  # killed before its run directory existed
@@ -182,12 +185,15 @@ def test_kill_9_at_random_moments_loses_nothing(isolated, tmp_path, shared_cache
         abandoned += _check_readable(run, what)
         kept += len(_records(run))
         if kind == "tune":  # tune has no resume: its budget is wall time, spent
+            said = subprocess.run([*CLI, "bench", "--resume", str(run)], capture_output=True,
+                                  text=True, timeout=120)  # fmt: skip
+            assert said.returncode == 2 and "made by 'infercmp tune'" in said.stderr, what
             continue
         if kind == "resume":  # kill the resume too, then two at once
             tree = _kill_9(
                 subprocess.Popen([*CLI, "bench", "--resume", str(run)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                rng.uniform(0.3, longest),
+                rng.uniform(0.05, 0.9) * lasts[kind],
             )  # fmt: skip
             _assert_no_orphan(tree, isolated, what + ", its resume")
             _check_readable(run, what + ", its resume")

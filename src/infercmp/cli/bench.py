@@ -517,8 +517,14 @@ def resumed_flags(ctx: typer.Context, resume: Path) -> dict | None:
     stored flags, so the command line must repeat them (as before)."""
     from infercmp.results import RunStore, check_not_written
 
-    stored = RunStore.open(resume).meta.get("flags")
+    meta = RunStore.open(resume).meta
+    if "tune" in (meta.get("settings") or {}):
+        raise InfercmpError(
+            f"--resume {resume}: that run was made by 'infercmp tune', whose budget is wall "
+            "time; it cannot be continued: start a new tune"
+        )
     check_not_written(resume)  # before preparing anything for it
+    stored = meta.get("flags")
     given = {
         name
         for name in ctx.params
