@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -610,10 +611,15 @@ def _hold_writer_lock(path: Path) -> BinaryIO:
     Another process holding it is one line (exit 2): two writers would interleave their
     commits and worker directories.
     """
+    # O_NONBLOCK: a FIFO planted at that name must not hang the open (it fails with ENXIO).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        lock = open(path / WRITER_LOCK, "ab")  # noqa: SIM115 - held for the store's life
+        lock = os.fdopen(os.open(path / WRITER_LOCK, flags, 0o666), "ab")
     except OSError as exc:
         raise RunFailed(f"cannot write the run directory {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(lock.fileno()).st_mode):
+        lock.close()
+        raise InfercmpError(f"{path / WRITER_LOCK} is not a regular file; the run is damaged")
     deadline = time.monotonic() + _LOCK_PATIENCE_S
     while True:
         try:
@@ -651,7 +657,7 @@ def writer_alive(path: Path) -> bool | None:
     """Whether a process holds the run's writer lock; None where that cannot be tested (a run
     written before the lock existed, or a lock file this user cannot open)."""
     try:
-        fd = os.open(Path(path) / WRITER_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(Path(path) / WRITER_LOCK, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
