@@ -296,3 +296,48 @@ def test_a_resumed_worker_never_reports_the_previous_attempts_result(shared_cach
     again = bench.run_worker(spec, 0.001, 0, [])  # killed before it can write anything
     assert again.status == "timeout"
     assert again.result is None and again.latency == {}
+
+
+def test_a_repeat_cut_short_is_said_and_resume_measures_it_in_every_process(shared_cache, tmp_path):
+    """B.13: an interrupted --repeat run was stored with fewer processes, unflagged, and
+    resumed to complete as it was."""
+    import signal
+
+    from infercmp.executors import open_for_resume
+
+    plugin = get_plugin("tiny-cnn")
+    plan = bench.plan_bench(
+        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
+    )
+    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    measurement = Measurement(warmup_iters=2, iters=10)
+    store = RunStore.create(tmp_path, plugin.name, {"settings": {"repeat": 2}})
+
+    class StopAfterTheFirstProcess(bench.BenchListener):
+        def worker_finished(self, combo, outcome):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    status = bench.run_bench(
+        plugin, plan, artifacts, measurement, store, samplers=[], repeat=2,
+        listener=StopAfterTheFirstProcess(),
+    )  # fmt: skip
+    store.close()
+    assert status == "interrupted"
+    (short,) = RunStore.open(store.path).results
+    assert len(short.processes) == 1
+    assert short.warnings[-1] == (
+        "measured in 1 of 2 worker processes (--repeat): the run was stopped; "
+        "'infercmp bench --resume' measures it again in all of them"
+    )
+
+    store, done = open_for_resume(store.path, plugin.name, {"repeat": 2})
+    assert done == frozenset()  # not whole
+    store.reopen()
+    status = bench.run_bench(
+        plugin, plan, artifacts, measurement, store, samplers=[], repeat=2, done=done
+    )
+    store.close()
+    assert status == "complete"
+    (whole,) = RunStore.open(store.path).results
+    assert [p.process for p in whole.processes] == [0, 1]
+    assert not any("of 2 worker processes" in w for w in whole.warnings)

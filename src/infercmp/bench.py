@@ -966,7 +966,7 @@ def run_bench(
                     _commit(plugin, store, progress, listener, power_limit_w)
                     del pending[unit.combo]
     except Interrupted as exc:
-        _commit_partial(plugin, store, pending, listener, power_limit_w)
+        _commit_partial(plugin, store, pending, listener, power_limit_w, repeat)
         finish_interrupted(store, exc.signame)
         return "interrupted"
     except OSError as exc:
@@ -1034,8 +1034,11 @@ def _commit(
     progress: ComboProgress,
     listener: Any,
     power_limit_w: float | None,
+    short: str | None = None,
 ) -> None:
     result, latency, samples = outcome_to_result(plugin, progress, power_limit_w)
+    if short and result.status == "ok":
+        result.warnings.append(short)
     store.add_result(result, latency, samples)
     if result.status == "ok":  # measured and stored: the worker's files are copies now
         for outcome in progress.outcomes:
@@ -1051,12 +1054,19 @@ def _commit_partial(
     pending: dict[Combination, ComboProgress],
     listener: Any,
     power_limit_w: float | None,
+    repeat: int = 1,
 ) -> None:
-    """Store the combinations that have at least one measured process when the run stops."""
+    """Store the combinations that have at least one measured process when the run stops,
+    saying so in those measured in fewer processes than `repeat`."""
     for progress in pending.values():
-        if any(o.status == "ok" for o in progress.outcomes):
+        measured = sum(o.status == "ok" for o in progress.outcomes)
+        if measured:
+            short = (
+                f"measured in {measured} of {repeat} worker processes (--repeat): the run was "
+                "stopped; 'infercmp bench --resume' measures it again in all of them"
+            )
             with contextlib.suppress(OSError):
-                _commit(plugin, store, progress, listener, power_limit_w)
+                _commit(plugin, store, progress, listener, power_limit_w, short)
 
 
 def _without_worker(
