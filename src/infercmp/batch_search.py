@@ -81,6 +81,9 @@ def search_batches(
         label = f"{combo.engine.label}/{combo.device}/{combo.precision} @ {combo.experiment.label}"
         curves[key] = Curve(label + (f" {load.label}" if load.label else ""), min_gain=min_gain)
     skipped = [c for c in plan.combinations if c.skip_reason is not None]
+    if not active:  # nothing can run: the skipped combinations and why are the run's record
+        status, _ = run_step(replace(plan, combinations=skipped))
+        return [], status
     batch, status = 1, "complete"
     while active:
         combos = [replace(c, load=replace_batch(c.load, batch)) for c in active.values()]

@@ -34,6 +34,7 @@ BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0  # for the CI across processes: re
 #: Each worker's directory inside the run (spec.json, worker.log, result.json, latency.npz);
 #: kept for combinations that did not end ok, so they can be replayed by hand.
 WORKERS_DIR = "workers"
+RESULT_FILE, LATENCY_FILE = "result.json", "latency.npz"  # what a worker leaves (worker.py)
 
 
 @dataclass(frozen=True)
@@ -510,6 +511,10 @@ def run_worker(
     """
     workdir = spec.result_dir
     workdir.mkdir(parents=True, exist_ok=True)
+    # What an earlier attempt of this worker left (a resumed run) must not pass for this one's.
+    for leftover in (RESULT_FILE, LATENCY_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            (workdir / leftover).unlink()
     spec_path = workdir / "spec.json"
     spec_path.write_text(spec.model_dump_json(indent=2))
     log_path = workdir / "worker.log"
@@ -550,8 +555,8 @@ def run_worker(
     finally:
         if proc.stdout:
             proc.stdout.close()
-    result, invalid = _read_result(workdir / "result.json")
-    latency = _read_latency(workdir / "latency.npz")
+    result, invalid = _read_result(workdir / RESULT_FILE)
+    latency = _read_latency(workdir / LATENCY_FILE)
     log_tail = _tail(log_path)
     if status is None:
         status = result.status if result else None
@@ -914,6 +919,7 @@ def run_bench(
     power_limit_w: float | None = None,
     executor: Any | None = None,
     done: frozenset[str] = frozenset(),
+    last_step: bool = True,
 ) -> str:
     """Run every combination in `repeat` fresh worker processes and store each result.
 
@@ -927,7 +933,8 @@ def run_bench(
     id is in `done` (`--resume`: already in the store) are not run again.
 
     Returns the run's final status: "complete" or "interrupted" (the store is finished either
-    way; results already measured are on disk).
+    way; results already measured are on disk). A step of `--batch auto` that is not the
+    `last_step` leaves a completed run "running": its status becomes final once, at the end.
     """
     from infercmp.executors import LocalExecutor
 
@@ -959,7 +966,7 @@ def run_bench(
                     _commit(plugin, store, progress, listener, power_limit_w)
                     del pending[unit.combo]
     except Interrupted as exc:
-        _commit_partial(plugin, store, pending, listener, power_limit_w)
+        _commit_partial(plugin, store, pending, listener, power_limit_w, repeat)
         finish_interrupted(store, exc.signame)
         return "interrupted"
     except OSError as exc:
@@ -969,11 +976,17 @@ def run_bench(
     except BaseException as exc:
         _finish(store, "failed", f"{type(exc).__name__}: {exc}")
         raise
+    if last_step:
+        finish_complete(store)
+    return "complete"
+
+
+def finish_complete(store: Any, detail: str | None = None) -> None:
+    """Mark a run complete; a disk that refuses it is one line (the results are saved)."""
     try:
-        store.finish("complete")
+        store.finish("complete", detail)
     except OSError as exc:
         raise _write_failed(store, exc) from exc
-    return "complete"
 
 
 def _units(
@@ -1021,8 +1034,11 @@ def _commit(
     progress: ComboProgress,
     listener: Any,
     power_limit_w: float | None,
+    short: str | None = None,
 ) -> None:
     result, latency, samples = outcome_to_result(plugin, progress, power_limit_w)
+    if short and result.status == "ok":
+        result.warnings.append(short)
     store.add_result(result, latency, samples)
     if result.status == "ok":  # measured and stored: the worker's files are copies now
         for outcome in progress.outcomes:
@@ -1038,12 +1054,19 @@ def _commit_partial(
     pending: dict[Combination, ComboProgress],
     listener: Any,
     power_limit_w: float | None,
+    repeat: int = 1,
 ) -> None:
-    """Store the combinations that have at least one measured process when the run stops."""
+    """Store the combinations that have at least one measured process when the run stops,
+    saying so in those measured in fewer processes than `repeat`."""
     for progress in pending.values():
-        if any(o.status == "ok" for o in progress.outcomes):
+        measured = sum(o.status == "ok" for o in progress.outcomes)
+        if measured:
+            short = (
+                f"measured in {measured} of {repeat} worker processes (--repeat): the run was "
+                "stopped; 'infercmp bench --resume' measures it again in all of them"
+            )
             with contextlib.suppress(OSError):
-                _commit(plugin, store, progress, listener, power_limit_w)
+                _commit(plugin, store, progress, listener, power_limit_w, short)
 
 
 def _without_worker(

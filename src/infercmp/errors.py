@@ -15,6 +15,12 @@ class RunFailed(InfercmpError):
     exit_code = 1
 
 
+class NothingRan(InfercmpError):
+    """A run in which nothing could be measured here (every combination skipped): exit 3."""
+
+    exit_code = 3
+
+
 class MissingDependency(InfercmpError):
     """An optional module is not installed; the message names the extra that provides it."""
 

@@ -5,6 +5,7 @@ Layout (the contract is ``docs/results-format.md``)::
     <root>/<YYYYmmdd-HHMMSS>-<model>/
         run.json                     schema version, infercmp version, status, times, argv, env
         results.jsonl                the commit log: one line per finished combination
+        writer.lock                  flock-ed by the one process writing the run
         latency/<combo>.<n>.parquet  one row per iteration, clock and phase (raw nanoseconds)
         samples/<combo>.<n>.parquet  one row per sampler reading, tagged with the worker's phase
 
@@ -12,21 +13,30 @@ A combination is committed by appending its line to results.jsonl after its parq
 on disk (``n`` is the line's commit number), so a commit costs the same however large the run
 is, and a signal or crash at any instant leaves the previous consistent run or the new one.
 Runs of schema version 1 (summary.json, whole-run parquet files) are still read.
+
+One process writes a run: it holds an exclusive `flock` on writer.lock from creating (or
+reopening) the run to its end, so a second writer is refused, and a run that says "running"
+while nobody holds the lock was abandoned (its writer was killed). A lock, not a pid, because
+a pid means nothing in another PID namespace or on another host sharing the directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import socket
+import stat
+import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 
 from pydantic import (
     AfterValidator,
@@ -55,6 +65,7 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 
 RUN_FILE = "run.json"
 RESULTS_LOG = "results.jsonl"
+WRITER_LOCK = "writer.lock"
 LATENCY_DIR = "latency"
 SAMPLES_DIR = "samples"
 # Files of schema version 1, read only.
@@ -374,6 +385,8 @@ class RunInfo(_Record):
     config: dict[str, Any] | None = None
     model_config_: dict[str, Any] | None = Field(default=None, alias="model_config")
     settings: dict[str, Any] | None = None
+    # The command's flags that decide what is measured (bench's: `--resume RUN` reuses them).
+    flags: dict[str, Any] | None = None
     environment: _EnvironmentRecord | None = None
 
 
@@ -562,6 +575,10 @@ def _read_json(path: Path, what: str) -> Any:
         raise InfercmpError(f"cannot read {path}: {exc}") from exc
 
 
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 def _append(log: Path, line: bytes) -> None:
     """Append one whole line to `log` and fsync it; a part of a line is never left behind.
 
@@ -584,6 +601,111 @@ def _append(log: Path, line: bytes) -> None:
         os.close(fd)
 
 
+# How long a writer retries a lock held for an instant by a reader testing it (`writer_alive`).
+_LOCK_PATIENCE_S = 0.5
+
+
+def _hold_writer_lock(path: Path) -> BinaryIO:
+    """Take the run's writer lock, held until the returned file is closed (or the process ends).
+
+    Another process holding it is one line (exit 2): two writers would interleave their
+    commits and worker directories.
+    """
+    # O_NONBLOCK: a FIFO planted at that name must not hang the open (it fails with ENXIO).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        lock = os.fdopen(os.open(path / WRITER_LOCK, flags, 0o666), "ab")
+    except OSError as exc:
+        raise RunFailed(f"cannot write the run directory {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(lock.fileno()).st_mode):
+        lock.close()
+        raise InfercmpError(f"{path / WRITER_LOCK} is not a regular file; the run is damaged")
+    deadline = time.monotonic() + _LOCK_PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            lock.close()
+            raise _written_elsewhere(path) from None
+        except OSError as exc:
+            lock.close()
+            raise RunFailed(
+                f"cannot lock {path / WRITER_LOCK}: {exc.strerror or exc}; the file system may "
+                "not support locks"
+            ) from exc
+
+
+def _written_elsewhere(path: Path) -> InfercmpError:
+    return InfercmpError(
+        f"{path} is being written by another infercmp process (it holds {WRITER_LOCK}); "
+        "wait for it to end or stop it, then resume the run"
+    )
+
+
+def check_not_written(path: Path) -> None:
+    """One line if another process writes the run now (before preparing work for it; the
+    lock itself is what keeps a second writer out)."""
+    if writer_alive(path):
+        raise _written_elsewhere(Path(path))
+
+
+def writer_alive(path: Path) -> bool | None:
+    """Whether a process holds the run's writer lock; None where that cannot be tested (a run
+    written before the lock existed, or a lock file this user cannot open)."""
+    try:
+        fd = os.open(Path(path) / WRITER_LOCK, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # also drops the shared lock just taken
+    return False
+
+
+def _cut_partial_line(log: Path) -> None:
+    """Cut results.jsonl back to its last complete line: what follows is a commit a crash cut
+    short, which readers ignore and an appended line must not be glued to."""
+    with open(log, "r+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        keep = size
+        while keep > 0:
+            step = min(keep, 1 << 16)
+            fh.seek(keep - step)
+            chunk = fh.read(step)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = keep - step + newline + 1
+                break
+            keep -= step
+        if keep < size:
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+# The files at the top of a run directory (tune.json: `infercmp.tune.TUNE_FILE`).
+_RUN_TOP_FILES = (RUN_FILE, RESULTS_LOG, WRITER_LOCK, "tune.json")
+
+
+def run_owning(path: Path) -> Path | None:
+    """The run directory whose own file `path` is (run.json, results.jsonl, a parquet file,
+    a worker's file ...), or None: an output such as a report must never replace one."""
+    target = Path(os.path.realpath(path))
+    for depth, folder in enumerate(list(target.parents)[:3]):
+        if (folder / RUN_FILE).is_file() and (folder / RESULTS_LOG).exists():
+            return folder if depth > 0 or target.name in _RUN_TOP_FILES else None
+    return None
+
+
 class RunStore:
     """One run directory, written by `bench` and read by `report` (see the module docstring)."""
 
@@ -597,6 +719,7 @@ class RunStore:
         self._path = path
         self._info = info
         self._results = results
+        self._lock: BinaryIO | None = None  # held while this store writes (`_hold_writer_lock`)
         # combo_id -> commit number of its line in results.jsonl; None: a schema 1 run.
         self._commits = commits
         self._next_commit = max(commits.values(), default=0) + 1 if commits is not None else 1
@@ -647,18 +770,68 @@ class RunStore:
             "writer": {"pid": os.getpid(), "hostname": socket.gethostname()},
             **meta,
         }
+        lock = None
         try:
+            lock = _hold_writer_lock(path)  # first: nobody else may write it, ever
             (path / LATENCY_DIR).mkdir()
             (path / SAMPLES_DIR).mkdir()
             write_atomic(path / RESULTS_LOG, b"")
             _write_json(path / RUN_FILE, info)  # last: a directory with run.json is a run
-        except OSError as exc:
+        except (OSError, InfercmpError) as exc:
             # A run directory without its run.json is no run: leave nothing half-made behind.
             shutil.rmtree(path, ignore_errors=True)
+            if lock is not None:
+                lock.close()
+            if isinstance(exc, InfercmpError):
+                raise
             raise RunFailed(
                 f"cannot write the run directory {path}: {exc.strerror or exc}"
             ) from exc
-        return cls(path, info, [], {})
+        store = cls(path, info, [], {})
+        store._hold(lock)
+        return store
+
+    @classmethod
+    def continue_run(cls, path: Path) -> RunStore:
+        """Open an existing run to write more into it (`bench --resume`), holding its writer lock.
+
+        A run another process writes is refused with one line; a commit a crash cut short is
+        cut off results.jsonl first. The run keeps its status until `reopen`.
+        """
+        store = cls.open(path)  # one clear error for anything that is not a readable run
+        if store._commits is None:
+            raise InfercmpError(f"{path} is a schema version 1 run; it cannot be extended")
+        if writer_alive(store.path) is None and store.status == "running" and not store.abandoned:
+            # Written before the lock existed: its writer's pid, if on this host, is the test.
+            writer = store.meta.get("writer") or {}
+            if writer.get("hostname") == socket.gethostname():
+                raise InfercmpError(
+                    f"{path} is still being written by process {writer.get('pid')} on "
+                    f"{writer.get('hostname')}; wait for it to end or stop it, then resume it"
+                )
+        lock = _hold_writer_lock(store.path)
+        try:
+            _cut_partial_line(store.path / RESULTS_LOG)
+            store = cls.open(path)  # read again: it may have changed until the lock was ours
+        except OSError as exc:
+            lock.close()
+            raise RunFailed(f"cannot write the run directory {path}: {_strerror(exc)}") from exc
+        except BaseException:
+            lock.close()
+            raise
+        store._hold(lock)
+        return store
+
+    def _hold(self, lock: BinaryIO) -> None:
+        self._lock = lock
+        # Released when the store goes, too: a forgotten close must not lock the run for good.
+        weakref.finalize(self, lock.close)
+
+    def close(self) -> None:
+        """Release the writer lock (the process's end releases it as well)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _data_file(self, kind: str, cid: str, commit: int) -> Path:
         return self._path / kind / f"{cid}.{commit}.parquet"
@@ -738,9 +911,11 @@ class RunStore:
         self._info = info
 
     def reopen(self) -> None:
-        """Mark an existing run "running" again, written by this process (`bench --resume`)."""
+        """Mark a run opened with `continue_run` "running" again, written by this process."""
         if self._commits is None:
             raise RunFailed(f"{self._path} is a schema version 1 run; it is read only")
+        if self._lock is None:
+            raise RuntimeError("reopen() needs the writer lock: open the run with continue_run()")
         info = dict(self._info)
         resumed = [*info.get("resumed", []), _iso(_now())]
         info.update(
@@ -750,7 +925,12 @@ class RunStore:
             resumed=resumed,
             writer={"pid": os.getpid(), "hostname": socket.gethostname()},
         )
-        _write_json(self._path / RUN_FILE, info)
+        try:
+            _write_json(self._path / RUN_FILE, info)
+        except OSError as exc:
+            raise RunFailed(
+                f"cannot write the run directory {self._path}: {_strerror(exc)}"
+            ) from exc
         self._info = info
 
     # ----------------------------------------------------------------- reading
@@ -808,9 +988,13 @@ class RunStore:
 
     @property
     def abandoned(self) -> bool:
-        """True when run.json says "running" but its writer process on this host is gone."""
+        """True when run.json says "running" but no process writes it any more: nobody holds
+        its writer lock (runs from before the lock: its writer's pid on this host is gone)."""
         if self.status != "running":
             return False
+        alive = writer_alive(self._path)
+        if alive is not None:
+            return not alive
         writer = self._info.get("writer") or {}
         pid = writer.get("pid")
         if writer.get("hostname") != socket.gethostname() or not isinstance(pid, int):

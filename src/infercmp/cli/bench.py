@@ -22,7 +22,7 @@ from infercmp.cli.common import (
     sample_hz_option,
     state,
 )
-from infercmp.errors import InfercmpError, RunFailed
+from infercmp.errors import InfercmpError, NothingRan, RunFailed
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -309,7 +309,9 @@ def _engine_help() -> str:
 
 def bench(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="A model name from 'infercmp models'."),
+    model: str | None = typer.Argument(
+        None, help="A model name from 'infercmp models' (with --resume: the run's)."
+    ),
     shape: list[str] = typer.Option(
         [],
         "--shape",
@@ -378,7 +380,8 @@ def bench(
     resume: Path | None = typer.Option(
         None,
         "--resume",
-        help="Continue the run directory RUN: run only the combinations it lacks (same flags).",
+        help="Continue the run directory RUN with the flags that started it: run only the "
+        "combinations it lacks.",
     ),
     batch: str | None = typer.Option(
         None,
@@ -410,6 +413,16 @@ def bench(
     ),
 ) -> None:
     """Benchmark MODEL: every engine x device x precision x shape in its own worker process."""
+    if resume is not None and not ctx.meta.get(_RESUMING):
+        ctx.meta[_RESUMING] = True
+        flags = resumed_flags(ctx, resume)
+        if flags is not None:
+            return bench(ctx, **flags)
+    if model is None:
+        raise InfercmpError(
+            "Missing argument 'model': name one from 'infercmp models', or continue a run with "
+            "--resume RUN (see 'infercmp bench --help')"
+        )
     from infercmp import bench as bench_mod
     from infercmp.contract import Measurement
     from infercmp.plugins import get_plugin
@@ -517,6 +530,7 @@ def bench(
             "onnx": str(artifacts.onnx.path) if artifacts.onnx else None,
         },
         "environment": environment,
+        "flags": {name: _plain(ctx.params[name]) for name in (*RUN_FLAGS, *PLACE_FLAGS)},
     }
     # From the moment the run directory exists to its last commit, a signal marks the run
     # interrupted (keeping what finished) instead of leaving it "running" for ever.
@@ -525,19 +539,22 @@ def bench(
             store, done = _open_store(out, plugin.name, meta, resume)
         except bench_mod.Interrupted as exc:
             raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
+        ctx.call_on_close(store.close)  # the writer lock, held through every --batch auto step
         try:
             console.print(f"run directory: {store.path}", soft_wrap=True, markup=False)
 
-            def run(step, step_artifacts):
+            def run(step, step_artifacts, last_step=True):
                 return _run_with_progress(
                     bench_mod, plugin, step, step_artifacts, measurement, store, sample_hz,
-                    samplers, repeat, _power_limit(environment), runner, done,
+                    samplers, repeat, _power_limit(environment), runner, done, last_step,
                 )  # fmt: skip
 
             if auto_batch:
                 status = _search_batches(
                     plugin, plan, artifacts, prepare, store, run, latency_limit_ms
                 )
+                if status == "complete":  # once, after the last step
+                    bench_mod.finish_complete(store)
             else:
                 status = run(plan, artifacts)
         except bench_mod.Interrupted as exc:
@@ -546,10 +563,12 @@ def bench(
     results = RunStore.open(store.path).results
     print_summary(results, store.path)
     if status == "interrupted":
+        print_resume_command(store.path)
         raise RunFailed(
             f"run interrupted; {sum(r.status == 'ok' for r in results)} finished "
             f"combination(s) are saved in {store.path}"
         )
+    check_something_ran(results)
     # --batch auto: running out of memory is one of its stopping rules, not a failure.
     fine = ("ok", "skipped", "oom") if auto_batch else ("ok", "skipped")
     failure = verdict(results, store.path, fine)
@@ -577,16 +596,121 @@ def _batch_notes(plugin, experiments, loads) -> list[str]:
     return notes
 
 
+#: Bench's flags that decide what a run measures: stored in run.json, reused by `--resume RUN`
+#: and refused there when they say otherwise.
+RUN_FLAGS = (
+    "model", "shape", "engine", "device", "precision", "repeat", "iters", "duration", "warmup",
+    "ci_target", "min_iters", "min_seconds", "max_seconds", "timeout", "device_resident",
+    "sample_hz", "exporter", "batch", "latency_limit_ms", "concurrency", "scenario", "qps",
+    "slo_ms",
+)  # fmt: skip
+#: Where the workers run and find their artifacts: reused by `--resume RUN`, may be changed.
+PLACE_FLAGS = ("cache_dir", "executor", "ray_address", "ray_accelerator_type", "ray_resource")
+_RESUMING = "infercmp.resume-flags-merged"
+
+
+def resumed_flags(ctx: typer.Context, resume: Path) -> dict | None:
+    """`--resume RUN`: bench's arguments with the run's stored flags filled in for those not
+    given; a given flag that contradicts the stored one is one line. None: the run predates
+    stored flags, so the command line must repeat them (as before)."""
+    from infercmp.results import RunStore, check_not_written
+
+    meta = RunStore.open(resume).meta
+    if "tune" in (meta.get("settings") or {}):
+        raise InfercmpError(
+            f"--resume {resume}: that run was made by 'infercmp tune', whose budget is wall "
+            "time; it cannot be continued: start a new tune"
+        )
+    check_not_written(resume)  # before preparing anything for it
+    stored = meta.get("flags")
+    given = {
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    }
+    if not isinstance(stored, dict):
+        if "model" not in given:
+            raise InfercmpError(
+                f"--resume {resume}: this run does not store its flags (an older infercmp "
+                "wrote it); repeat the command that started it, with --resume"
+            )
+        return None
+    for name in RUN_FLAGS:
+        if name in given and name in stored and _plain(ctx.params[name]) != stored[name]:
+            raise InfercmpError(
+                f"--resume {resume}: the run was started with {_flag(name, stored[name])}, "
+                f"this command gives {_flag(name, ctx.params[name])}; run 'infercmp bench "
+                f"--resume {resume}' alone to continue it as it started"
+            )
+    reused = {n: stored[n] for n in (*RUN_FLAGS, *PLACE_FLAGS) if n in stored and n not in given}
+    return {**ctx.params, **reused}
+
+
+def _plain(value):
+    """A flag's value as run.json stores it (JSON has lists, not tuples)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _flag(name: str, value) -> str:
+    """A flag's value as typed on a command line: `--engine pytorch --engine onnxruntime`."""
+    import shlex
+
+    if name == "model":
+        return f"model {value}"
+    option = "--" + name.replace("_", "-")
+    if value is None or value == []:
+        return f"no {option}"
+    if isinstance(value, bool):
+        return option if value else f"no {option}"
+    values = value if isinstance(value, list) else [value]
+    return " ".join(f"{option} {shlex.quote(str(v))}" for v in values)
+
+
 def _open_store(out: Path, model: str, meta: dict, resume: Path | None):
-    """A new run store, or with `--resume` the given one and the combinations it holds."""
+    """A new run store, or with `--resume` the given one and the combinations it holds whole;
+    either way this process holds the run's writer lock until `store.close()`."""
     from infercmp.executors import open_for_resume
     from infercmp.results import RunStore
 
     if resume is None:
         return RunStore.create(out, model, meta), frozenset()
     store, done = open_for_resume(resume, model, meta["settings"])
-    store.reopen()
+    try:
+        short = [r for r in store.results if r.combo_id not in done]
+        if short:
+            err_console.print(
+                f"[yellow]note:[/] {len(short)} combination(s) hold fewer worker processes than "
+                f"--repeat {meta['settings']['repeat']} (the run was stopped); they are measured "
+                "again in all of them"
+            )
+        store.reopen()
+    except BaseException:
+        store.close()
+        raise
     return store, done
+
+
+def print_resume_command(run_dir: Path) -> None:
+    """The exact command that continues a stopped run (its flags are stored in run.json)."""
+    import shlex
+
+    console.print(
+        f"resume:  infercmp bench --resume {shlex.quote(str(run_dir))}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def check_something_ran(results) -> None:
+    """A run in which no combination could run here (every one skipped) measured nothing."""
+    if any(r.status != "skipped" for r in results):
+        return
+    reasons = list(dict.fromkeys(r.error for r in results if r.error))
+    why = f" ({reasons[0]}{'; ...' if len(reasons) > 1 else ''})" if reasons else ""
+    raise NothingRan(
+        f"nothing ran: every one of the {len(results)} combination(s) was skipped{why}; "
+        "see the notes above"
+    )
 
 
 def _search_batches(plugin, plan, artifacts, prepare, store, run, limit_ms) -> str:
@@ -598,11 +722,11 @@ def _search_batches(plugin, plan, artifacts, prepare, store, run, limit_ms) -> s
     from infercmp.results import RunStore
 
     def step(step_plan):
-        if step_plan.combinations[0].load.batch == 1:
+        if not step_plan.runnable or step_plan.runnable[0].load.batch == 1:
             step_artifacts = artifacts
         else:
             step_artifacts = prepare(step_plan, lambda _msg: None)
-        status = run(step_plan, step_artifacts)
+        status = run(step_plan, step_artifacts, last_step=False)  # the caller finishes it
         return status, RunStore.open(store.path).results
 
     curves, status = search_batches(plan, batch_range(plugin.config)[1], step, limit_ms)
@@ -653,6 +777,7 @@ def _run_with_progress(
     power_limit,
     executor=None,
     done=frozenset(),
+    last_step=True,
 ) -> str:
     """`run_bench` under a progress bar that names the combination and its worker's phase."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -680,6 +805,7 @@ def _run_with_progress(
             power_limit_w=power_limit,
             executor=executor,
             done=done,
+            last_step=last_step,
         )
 
 

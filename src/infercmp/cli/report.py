@@ -114,7 +114,13 @@ def _resolve(path: Path) -> Path:
 
 def _write(path: Path, text: str) -> None:
     from infercmp.files import write_atomic
+    from infercmp.results import run_owning
 
+    run = run_owning(path)
+    if run is not None:
+        raise InfercmpError(
+            f"-o {path} is a file of the run directory {run}; write the report elsewhere"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
