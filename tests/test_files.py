@@ -112,6 +112,7 @@ def test_run_files_and_the_report_are_readable_by_others_under_umask_022(tmp_pat
     assert modes == {
         "run.json": 0o644,
         "results.jsonl": 0o644,
+        "writer.lock": 0o644,
         f"latency/{cid}.1.parquet": 0o644,
         f"samples/{cid}.1.parquet": 0o644,
     }

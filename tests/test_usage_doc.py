@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from infercmp.results import RunStore
+from tests.conftest import _has_cuda
 
 USAGE = Path(__file__).resolve().parents[1] / "docs" / "usage.md"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("infercmp")
@@ -91,6 +92,11 @@ def test_following_usage_md_in_order_at_80_columns_gives_no_traceback_and_no_bro
             # The doc compares identical runs (no change, exit 0) and a slower one (exit 1).
             expected = 1 if "slow" in argv[3] else 0
             assert result.returncode == expected, shown
+        elif argv[1] == "bench" and "cuda" in argv and not _has_cuda():
+            # Every combination skipped: a run in which nothing ran exits 3, saying why.
+            assert result.returncode == 3, shown
+            assert result.stderr.strip().splitlines()[-1].startswith("error: nothing ran"), shown
+            continue
         else:
             assert result.returncode == 0, shown
         if argv[1] == "bench":

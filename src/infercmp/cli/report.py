@@ -70,6 +70,8 @@ def report(
     from infercmp import report as rep
     from infercmp.report.load import keep_nodes
 
+    if output is not None:
+        _refuse_a_file_of_a_run(output)
     kind = _format_for(fmt, output)
     paths = rep.resolve_run_dirs(list(run_dirs or []), runs_dir)
     runs = rep.load_runs([_resolve(path) for path in paths])
@@ -112,8 +114,9 @@ def _resolve(path: Path) -> Path:
     return run
 
 
-def _write(path: Path, text: str) -> None:
-    from infercmp.files import write_atomic
+def _refuse_a_file_of_a_run(path: Path) -> None:
+    """A report never replaces a file of a run (its commit log, run.json, its parquet files);
+    checked before anything else about -o, so that is what the user is told."""
     from infercmp.results import run_owning
 
     run = run_owning(path)
@@ -121,6 +124,11 @@ def _write(path: Path, text: str) -> None:
         raise InfercmpError(
             f"-o {path} is a file of the run directory {run}; write the report elsewhere"
         )
+
+
+def _write(path: Path, text: str) -> None:
+    from infercmp.files import write_atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
