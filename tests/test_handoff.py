@@ -10,6 +10,7 @@ from synthetic_runs import Combo, edit_results, make_run, run_main
 
 from infercmp.report import compare_runs, open_run
 from infercmp.results import ProcessSummary
+from infercmp.sampler import handoff
 from infercmp.sampler.handoff import (
     SAME_STATE_RATIO,
     different_state,
@@ -188,3 +189,53 @@ def test_worker_cpus_come_from_the_process_cpu_time_over_a_long_enough_loop_fake
     sampled = [{"phase": "measure", "proc_cpu_pct": 198.0, "t_s": i * 0.05} for i in range(20)]
     assert bench._worker_cpus(outcome(0.0003, 0.0003, sampled)) == pytest.approx(1.98)
     assert bench._worker_cpus(outcome(0.0003, 0.0003)) is None
+
+
+def _probe_processes() -> list:
+    """The probe processes of this test's own pair of CPUs (`handoff.py 0 0`) alive now."""
+    import psutil
+
+    alive = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline[-3:] == [handoff.__file__, "0", "0"] and proc.info["status"] != "zombie":
+            alive.append(proc)
+    return alive
+
+
+def test_a_probe_past_its_time_leaves_no_process_spinning(monkeypatch):
+    """Issue 23's chaos: a probe killed at its timeout left the child it forked spinning on the
+    shared byte for good (37 minutes of a CPU on the 2-vCPU machine). Both ends pinned to one
+    CPU take seconds per round trip, so the timeout surely falls mid-probe."""
+    import time
+
+    monkeypatch.setattr(handoff, "TIMEOUT_S", 1.0)
+    assert measure_handoff_ns((0, 0)) is None
+    deadline = time.monotonic() + 3
+    while _probe_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _probe_processes()
+
+
+def test_the_probes_child_dies_with_the_probe():
+    """kill -9 of the probe alone (as of a bench killed with its session) ends its child too."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    probe = subprocess.Popen([sys.executable, "-I", handoff.__file__, "0", "0"])
+    try:
+        deadline = time.monotonic() + 5
+        while len(_probe_processes()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_probe_processes()) == 2, "the probe did not fork its child in time"
+        probe.send_signal(signal.SIGKILL)
+        probe.wait()
+        deadline = time.monotonic() + 3
+        while _probe_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _probe_processes()
+    finally:
+        for proc in _probe_processes():
+            proc.kill()

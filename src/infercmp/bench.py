@@ -1039,6 +1039,10 @@ def _commit(
     result, latency, samples = outcome_to_result(plugin, progress, power_limit_w)
     if short and result.status == "ok":
         result.warnings.append(short)
+    kept = _kept_measurement(store, result)
+    if kept is not None:  # a resume's second try came out worse: the measurement stays
+        listener.combination_finished(progress.combo, kept)
+        return
     store.add_result(result, latency, samples)
     if result.status == "ok":  # measured and stored: the worker's files are copies now
         for outcome in progress.outcomes:
@@ -1046,6 +1050,27 @@ def _commit(
                 workdir = _worker_dir(progress.combo, outcome.result.process)
                 shutil.rmtree(Path(store.path) / WORKERS_DIR / workdir, ignore_errors=True)
     listener.combination_finished(progress.combo, result)
+
+
+def _kept_measurement(store: Any, result: Any) -> Any | None:
+    """The stored result a new one must not replace, or None.
+
+    A resume measures again a combination an interruption cut short of --repeat; if that try
+    fails, crashes or is cut shorter still, committing it would hide the measurement the run
+    already holds (issue 23, B.8 and B.13). The stored one is kept, and says why (in memory:
+    the commit log is append-only, and the failed try's worker files stay for a look).
+    """
+    old = next((r for r in store.results if r.combo_id == result.combo_id), None)
+    if old is None or old.status != "ok":
+        return None
+    if result.status == "ok" and len(result.processes) >= len(old.processes):
+        return None
+    why = result.error or f"{len(result.processes)} worker process(es)"
+    old.warnings.append(
+        f"measured again by a resume, which ended {result.status} ({why}); the measurement "
+        f"in {len(old.processes)} worker process(es) is kept"
+    )
+    return old
 
 
 def _commit_partial(
@@ -1094,6 +1119,12 @@ def _without_worker(
 def finish_interrupted(store: Any, signame: str) -> None:
     """Mark a run stopped by a signal; what finished before it stays."""
     _finish(store, "interrupted", f"stopped by {signame}; finished combinations are kept")
+
+
+def finish_failed(store: Any, exc: BaseException) -> None:
+    """Mark a run that stopped on an error outside any combination (say, preparing a later
+    --batch auto step): it must not read as running, then as killed."""
+    _finish(store, "failed", f"{type(exc).__name__}: {exc}")
 
 
 def _finish(store: Any, status: str, detail: str) -> None:

@@ -534,13 +534,31 @@ def _writer_token(root: Path) -> str:
 
 
 def _new_writer(root: Path, key: tuple[int, str]) -> str:
-    token = uuid.uuid4().hex
     (root / "locks").mkdir(parents=True, exist_ok=True)
-    held = open(root / "locks" / f"writer-{token}.lock", "a+b")  # noqa: SIM115 -- held for life
-    if fcntl is not None:
+    while True:
+        token = uuid.uuid4().hex
+        path = root / "locks" / f"writer-{token}.lock"
+        held = open(path, "a+b")  # noqa: SIM115 -- held for the life of the process
+        if fcntl is None:
+            break
         fcntl.flock(held, fcntl.LOCK_EX)
+        # Between open and flock another process may have found the new file unlocked and
+        # unlinked it (`_remove_if_unlocked`): a lock on an unlinked file guards nothing, and
+        # this writer's staging dirs would read as dead. Hold a lock on the file at the path.
+        if _same_file(held, path):
+            break
+        held.close()
     _WRITERS[key] = (token, held)
     return token
+
+
+def _same_file(held: IO[bytes], path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(held.fileno())
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _writer_alive(root: Path, token: str | None, pid: str | None) -> bool:

@@ -29,22 +29,12 @@ LIBRARIES = (
     "psutil",
     "pydantic",
 )
-# Always listed (null when absent) so readers can rely on the keys; the others only if present.
-_ALWAYS = frozenset(
-    {"infercmp", "torch", "torchvision", "onnx", "onnxscript", "numpy", "polars", "plotly"}
-)
 
 
 def _library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            if name in _ALWAYS:
-                versions[name] = None
-        except Exception:  # a broken METADATA file must not stop a run
-            versions[name] = None
+    # Every library is listed, null when absent: `compare` then tells a library removed from
+    # one that a run did not record at all (an older infercmp's run).
+    versions: dict[str, str | None] = {name: _version(name) for name in LIBRARIES}
     try:
         versions.update(_plugin_versions())
     except Exception:  # unreadable entry points: the other libraries still count

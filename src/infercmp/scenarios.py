@@ -238,6 +238,20 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def shown_status(result: Any) -> str:
+    """The status a stored result shows: a finished load run that did not hold its load is
+    OVERLOADED, not `ok` (the one rule for bench's table, the report and compare)."""
+    load_result = getattr(result, "load_result", None)
+    if hasattr(load_result, "model_dump"):
+        load_result = load_result.model_dump(mode="json")
+    load = getattr(result, "load", None)
+    if hasattr(load, "model_dump"):
+        load = load.model_dump(mode="json")
+    if result.status == "ok" and load_shortfall(load, load_result):
+        return OVERLOADED
+    return result.status
+
+
 def served_qps(load: dict | None, load_result: dict | None) -> float | None:
     """The rate a server run's window was offered: --qps, or the rate a --qps auto search
     chose (None where it chose none, and for the other scenarios)."""

@@ -134,6 +134,8 @@ def cheap_candidates(
         if not descriptor.refusal(device, DEFAULT_PRECISION, machine):
             found.append(Candidate(descriptor.name, device, DEFAULT_PRECISION))
     allowed = [p for p in wanted if not _refused(descriptor, device, p, machine, excluded)]
+    if not allowed:  # nothing to pair the options with: walking them would yield nothing, slowly
+        return found, excluded
     # Each precision's defaults, then each precision with one option changed, and so on.
     mixes = ((options, p) for options in space.iter_cheap(device) for p in allowed)
     if limit is not None:  # rules may reject most mixes: look at a bounded number of them

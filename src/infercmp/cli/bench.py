@@ -119,15 +119,6 @@ def _failed_parity(result) -> bool:
     return bool(result.parity) and not result.parity.get("ok", True)
 
 
-def _shown_status(result) -> str:
-    """The status a row shows: a finished load run that did not hold its load is not `ok`."""
-    from infercmp.scenarios import OVERLOADED, load_shortfall
-
-    if result.status == "ok" and load_shortfall(result.load, result.load_result):
-        return OVERLOADED
-    return result.status
-
-
 def _parity(result) -> str:
     """The parity headline (infercmp.parity): verdict and largest absolute error."""
     from infercmp.parity import Parity
@@ -144,7 +135,7 @@ def _parity(result) -> str:
 
 def row_cells(result) -> dict[str, str]:
     """One result's cells, plain text (no markup), in the table's column order."""
-    from infercmp.scenarios import items_per_s, served_qps, shape_and_load
+    from infercmp.scenarios import items_per_s, served_qps, shape_and_load, shown_status
 
     r, lat = result, result.latency or {}
     half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2 / lat["p50_ms"] * 100 if lat else None
@@ -154,7 +145,7 @@ def row_cells(result) -> dict[str, str]:
         "dev": r.device,
         "prec": r.precision,
         "shape": shape_and_load(r.shape_label, r.load),
-        "status": _shown_status(r),
+        "status": shown_status(r),
         "offered/s": _count(qps) if qps is not None else "-",
         "p50 ms": _ms(lat.get("p50_ms")),
         "±CI%": f"{half:.1f}" if half is not None else "-",
@@ -224,7 +215,7 @@ def verdict(results, run_dir: Path, fine: tuple[str, ...]) -> str | None:
     """The last line of a run that must exit 1, counting what went wrong; None when nothing
     did. A combination whose outputs failed parity, or that did not hold its load, counts as
     surely as one that did not finish: its speed is not a result."""
-    from infercmp.scenarios import OVERLOADED
+    from infercmp.scenarios import OVERLOADED, shown_status
 
     total = len(results)
     not_ok = [r for r in results if r.status not in fine]
@@ -241,7 +232,7 @@ def verdict(results, run_dir: Path, fine: tuple[str, ...]) -> str | None:
             f"{len(wrong)} of {total} combination(s) failed parity (outputs differ from "
             "PyTorch beyond tolerance)"
         )
-    overloaded = [r for r in results if r.status == "ok" and _shown_status(r) == OVERLOADED]
+    overloaded = [r for r in results if r.status == "ok" and shown_status(r) == OVERLOADED]
     if overloaded:
         parts.append(
             f"{len(overloaded)} of {total} combination(s) did not hold their load ({OVERLOADED})"
@@ -560,6 +551,10 @@ def bench(
         except bench_mod.Interrupted as exc:
             bench_mod.finish_interrupted(store, exc.signame)
             status = "interrupted"
+        except BaseException as exc:
+            if auto_batch:  # each step leaves the run running for the next: end it here
+                bench_mod.finish_failed(store, exc)
+            raise
     results = RunStore.open(store.path).results
     print_summary(results, store.path)
     if status == "interrupted":

@@ -211,10 +211,13 @@ def compare(
     change (the row says how many --repeat processes would decide it). The interval is the
     hierarchical bootstrap's (processes, then iterations) when a run has repeated processes; a
     side with one process is widened by the other side's spread between processes, or by
-    --run-noise when both have one. A run compared with itself is no change.
+    --run-noise when both have one. A run compared with itself is no change. With one process
+    a side and --run-noise at or above --threshold no change cannot be shown (identical runs
+    read inconclusive, never a regression): measure both runs with --repeat 5 or more.
 
-    Exit codes: 0 no regression; 1 a regression above --threshold, or outputs that passed
-    parity in the base run and fail in the new one; 2 bad input, or runs from different
+    Exit codes: 0 no regression; 1 a regression above --threshold, outputs that passed parity
+    in the base run and fail in the new one, or a load run that held its load in the base run
+    and not in the new one (overloaded); 2 bad input, or runs from different
     environments without --allow-env-change; 3 nothing comparable, a combination ok in the base
     run and missing, failed or skipped in the new one, or one inconclusive.
     """
@@ -306,20 +309,24 @@ def _findings(result) -> list[str]:
         f"rule: no change when the whole interval lies within +-{result.threshold * 100:g}%; "
         "a regression or improvement when it excludes no change and the change is larger than "
         "that; inconclusive when it reaches past it without showing such a change; outputs "
-        "that passed parity in base and fail in new are a regression whatever the speed"
+        "that passed parity in base and fail in new, and a load no longer held, fail whatever "
+        "the speed"
     )
     return lines
 
 
+def _failure(c, threshold: float) -> str:
+    """Why one row fails the gate, in its own terms (speed, outputs or load)."""
+    if c.verdict == "parity regression":
+        return f"outputs went wrong: {c.label} (parity {_parity_cell(c)})"
+    if c.verdict == "overloaded":
+        return f"did not hold its load: {c.label}"
+    return f"regression above {threshold * 100:g}%: {c.label} ({_pct(c.change)})"
+
+
 def _verdict(result) -> str:
     if result.failing:
-        names = ", ".join(
-            f"{c.label} (outputs: parity {_parity_cell(c)})"
-            if c.verdict == "parity regression"
-            else f"{c.label} ({_pct(c.change)})"
-            for c in result.failing
-        )
-        return f"FAIL (exit 1): regression above {result.threshold * 100:g}%: {names}"
+        return "FAIL (exit 1): " + "; ".join(_failure(c, result.threshold) for c in result.failing)
     if result.problems:
         return "FAIL (exit 3): " + "; ".join(result.problems)
     return (
@@ -342,6 +349,7 @@ def _print_compare(result) -> None:
     styles = {
         "regression": "bold red",
         "parity regression": "bold red",
+        "overloaded": "bold red",
         "lost": "bold red",
         "improvement": "green",
         "not compared": "yellow",

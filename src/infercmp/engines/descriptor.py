@@ -394,6 +394,19 @@ def _declaration_problems(descriptor: EngineDescriptor) -> list[str]:
         isinstance(k, str) and isinstance(v, str) for k, v in concurrency.items()
     ):
         problems.append(f"concurrency {concurrency!r} is not a dict of device -> text")
+    distributions = getattr(descriptor, "distributions", ())
+    if not (
+        isinstance(distributions, (tuple, list)) and all(isinstance(d, str) for d in distributions)
+    ):
+        problems.append(f"distributions {distributions!r} is not a tuple of distribution names")
+    threads = getattr(descriptor, "cpu_threads_option", None)
+    if threads is not None and not (
+        isinstance(threads, str)
+        and isinstance(options, type)
+        and issubclass(options, EngineOptions)
+        and threads in options.model_fields
+    ):
+        problems.append(f"cpu_threads_option {threads!r} is not the name of one of its options")
     runtime = getattr(descriptor, "runtime", None)
     if not (isinstance(runtime, str) and ":" in runtime):
         problems.append(f"runtime {runtime!r} is not 'module:Class'")

@@ -16,8 +16,9 @@ of the same code would differ, so its share is added from the other side's sprea
 processes, or, with one process on both sides, from `--run-noise`, the between-run noise allowed
 for this machine. Nothing in the rule grows with the number of processes.
 
-Exit codes (`CompareReport.exit_code`): 0 no regression, 1 a regression above the threshold (or
-a combination whose outputs passed parity in base and fail in new), 3 nothing comparable, a
+Exit codes (`CompareReport.exit_code`): 0 no regression, 1 a regression above the threshold, a
+combination whose outputs passed parity in base and fail in new, or a load run that held its
+load in base and not in new (overloaded), 3 nothing comparable, a
 combination lost (ok in base; missing, failed or skipped in new), or one inconclusive.
 Bad input, a mismatched environment included, is an InfercmpError: exit 2.
 """
@@ -40,7 +41,7 @@ from infercmp.sampler.handoff import (
     typical,
 )
 from infercmp.sampler.summary import BUSY_CPUS
-from infercmp.scenarios import served_qps
+from infercmp.scenarios import OVERLOADED, served_qps
 from infercmp.stats import Z95, hierarchical_change_ci
 
 SINGLE_PROCESS = "single-process"
@@ -71,8 +72,7 @@ REGRESSION = "regression"
 IMPROVEMENT = "improvement"
 INCONCLUSIVE = "inconclusive"
 PARITY_REGRESSION = "parity regression"  # outputs ok in base, wrong in new: whatever the speed
-# A load run that held its load in base and not in new (requests cut, SLO missed, fell behind).
-OVERLOADED = "overloaded"
+# OVERLOADED (scenarios): a load run that held its load in base and not in new.
 LOST = "lost"
 NOT_COMPARED = "not compared"
 

@@ -13,12 +13,12 @@ from infercmp.report import curves
 from infercmp.report.load import Combination, RunView, as_dict, installed_descriptor
 from infercmp.sampler.summary import BUSY_CPUS
 from infercmp.scenarios import (
-    OVERLOADED,
     items_per_request,
     items_per_s,
     load_shortfall,
     served_qps,
 )
+from infercmp.scenarios import shown_status as scenarios_shown_status
 from infercmp.stats import outlier_mask
 
 DEFAULT_BASELINE = "pytorch"
@@ -164,9 +164,7 @@ def shortfall(combo: Combination) -> str | None:
 
 def shown_status(combo: Combination) -> str:
     """The row's status: a finished run that did not hold its load is not `ok`."""
-    if combo.status == "ok" and shortfall(combo):
-        return OVERLOADED
-    return combo.status
+    return scenarios_shown_status(combo.result)
 
 
 def contention(result: Any) -> str | None:
@@ -199,7 +197,7 @@ def _speedup(combo: Combination, base: Combination | None) -> tuple[float | None
     if base is None or not lat.get("p50_ms"):
         return None, None
     if shortfall(combo) or shortfall(base):
-        return None, "not at the same load: a row did not hold its load"
+        return None, "overloaded: a row did not hold its load"
     load, base_load = (as_dict(getattr(c.result, "load", None)) for c in (combo, base))
     rate = served_qps(load, as_dict(getattr(combo.result, "load_result", None)))
     base_rate = served_qps(base_load, as_dict(getattr(base.result, "load_result", None)))
@@ -342,7 +340,10 @@ def fmt_speedup(row: dict[str, Any]) -> str:
     note = row.get("speedup_note")
     if not note:
         return text
-    return f"{text} ({'contended' if note.startswith('not a result') else 'other load'})"
+    for start, mark in (("not a result", "contended"), ("overloaded", "overloaded")):
+        if note.startswith(start):
+            return f"{text} ({mark})"
+    return f"{text} (other load)"
 
 
 def fmt_parity(row: dict[str, Any]) -> str:
@@ -420,6 +421,11 @@ def render_markdown(
         + (
             " A row marked (other load) did not run at its baseline's offered rate."
             if any(fmt_speedup(row).endswith("(other load)") for row in rows)
+            else ""
+        )
+        + (
+            " A row marked (overloaded) or its baseline did not hold its load: no speedup."
+            if any(fmt_speedup(row).endswith("(overloaded)") for row in rows)
             else ""
         )
     )

@@ -20,7 +20,9 @@ costs about 30 ms per measurement.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,16 +58,29 @@ def measure_handoff_ns(pair: tuple[int, int] | None = None) -> float | None:
     if pair is None:
         return None
     try:
-        done = subprocess.run(
+        # Its own session, so a probe past its time is killed with the child it forked: killed
+        # alone, the probe left that child spinning on the shared byte for good (seen on the
+        # 2-vCPU machine: 37 minutes of a CPU, after a probe timed out under load).
+        probe = subprocess.Popen(
             [sys.executable, "-I", __file__, str(pair[0]), str(pair[1])],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
         )
-        return float(done.stdout.strip()) if done.returncode == 0 else None
-    except (OSError, ValueError, subprocess.TimeoutExpired):
+    except OSError:
         return None
+    try:
+        out, _ = probe.communicate(timeout=TIMEOUT_S)
+        return float(out.strip()) if probe.returncode == 0 else None
+    except (ValueError, subprocess.TimeoutExpired):
+        return None
+    finally:
+        if probe.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(probe.pid, signal.SIGKILL)
+            probe.wait()
 
 
 def different_state(a: float | None, b: float | None) -> bool:
@@ -181,13 +196,28 @@ def _ping(byte: memoryview, round_trips: int) -> float:
     return (time.perf_counter_ns() - start) / round_trips
 
 
+def _die_with(parent: int) -> None:
+    """Ask Linux to kill this process when the probe that forked it dies (prctl
+    PR_SET_PDEATHSIG), so a probe killed with -9 leaves no child spinning; a check in the spin
+    loop itself would slow the echo it measures."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the probe died before the request took effect
+        os._exit(1)
+
+
 def _main(first: int, second: int) -> None:
     import mmap
 
     shared = mmap.mmap(-1, 64)  # anonymous and shared: the forked child sees the same byte
     byte = memoryview(shared)
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # single-threaded here, so fork is safe
+        _die_with(parent)
         os.sched_setaffinity(0, {second})
         _echo(byte, 1 + BLOCKS * ROUND_TRIPS)
         os._exit(0)
