@@ -517,3 +517,30 @@ def test_a_non_utf8_cache_directory_name_is_one_line(tmp_path):
         f"error: the artifact cache directory name '{tmp_path}/cache\\xff' is not valid UTF-8; "
         "give --cache-dir (or INFERCMP_CACHE_DIR) a UTF-8 name"
     ]
+
+
+def test_a_writer_whose_new_lock_file_was_unlinked_before_it_locked_holds_a_live_one(
+    tmp_path, monkeypatch
+):
+    """Review of #23 B.11: between a writer's open and flock another process may find the new
+    file unlocked and unlink it; the writer then locked a file no path names, and its staging
+    dirs read as dead to every other writer and to `cache clear`."""
+    import fcntl
+
+    from infercmp import cache as cache_mod
+
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_a_rival_unlinked(handle, operation):
+        if not calls:  # the first new lock file is removed just before it is locked
+            Path(handle.name).unlink()
+        calls.append(handle.name)
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(cache_mod.fcntl, "flock", flock_after_a_rival_unlinked)
+    token = cache_mod._new_writer(tmp_path, (os.getpid(), "test-" + str(tmp_path)))
+    monkeypatch.setattr(cache_mod.fcntl, "flock", real_flock)
+    assert len(calls) == 2  # it noticed and took a new lock file
+    assert cache_mod._lock_held(tmp_path / "locks" / f"writer-{token}.lock")
+    _, held = cache_mod._WRITERS.pop((os.getpid(), "test-" + str(tmp_path)))
+    held.close()

@@ -485,3 +485,20 @@ def test_each_built_in_cpu_engine_names_its_one_thread_variant():
     }
     wrong = type("Wrong", (type(get_descriptor("pytorch")),), {"cpu_threads_option": "nthreads"})
     assert wrong().one_thread_variant() is None
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "reason"),
+    [
+        ("distributions", "openvino", "distributions 'openvino' is not a tuple of distribution"),
+        ("cpu_threads_option", "nthreads", "cpu_threads_option 'nthreads' is not the name of one"),
+    ],
+)
+def test_a_declaration_of_the_newer_attributes_is_checked_too(attribute, value, reason):
+    """Review of #23: a string for `distributions` recorded the libraries 'o', 'p', 'e', ...
+    in run.json, and a misnamed thread option silently dropped the contention remedy."""
+    from infercmp.engines.descriptor import _declaration_problems
+
+    bad = type("Bad", (_Fine,), {"name": "bad", attribute: value})()
+    assert any(p.startswith(reason) for p in _declaration_problems(bad)), _declaration_problems(bad)
+    assert not _declaration_problems(type("Good", (_Fine,), {"name": "good"})())

@@ -8,7 +8,7 @@ import sys
 from importlib import metadata
 
 from infercmp import engines, environment, plugins
-from infercmp.environment import collect_environment
+from infercmp.environment import LIBRARIES, collect_environment
 
 
 def test_fields_are_present_and_json_serialisable():
@@ -168,3 +168,19 @@ def test_every_engine_runtime_and_plugin_package_is_recorded(monkeypatch):
     libraries = collect_environment()["libraries"]
     # the broken engine's package is recorded although its descriptor cannot be loaded
     assert {k: libraries.get(k) for k in versions} == versions
+
+
+def test_every_library_is_recorded_null_when_absent(monkeypatch):
+    """Review of #23 A.5: a library recorded only when present (cuda-python, psutil, ...) read
+    as unknown to compare when another run had it, so installing or removing it went unseen."""
+    real_version = metadata.version
+
+    def version(dist: str) -> str:
+        if dist == "cuda-python":
+            raise metadata.PackageNotFoundError(dist)
+        return real_version(dist)
+
+    monkeypatch.setattr(metadata, "version", version)
+    libraries = collect_environment()["libraries"]
+    assert "cuda-python" in libraries and libraries["cuda-python"] is None
+    assert set(LIBRARIES) <= set(libraries)

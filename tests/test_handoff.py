@@ -13,6 +13,7 @@ from infercmp.results import ProcessSummary
 from infercmp.sampler import handoff
 from infercmp.sampler.handoff import (
     SAME_STATE_RATIO,
+    STRADDLED,
     different_state,
     measure_handoff_ns,
     probe_cpus,
@@ -106,7 +107,7 @@ def _placed(root, medians, probes, seed):
 
 def test_shared_placement_keeps_like_with_like_and_drops_straddlers():
     states = [process_state(p) for p in (FAST, FAST, SLOW, (150.0, 400.0), None)]
-    assert states[2] == 405.0 and states[3] is None and states[4] is None
+    assert states[2] == 405.0 and states[3] == STRADDLED and states[4] is None
     placement = shared_placement(states, [process_state(FAST)] * 3)
     assert placement.base == [0, 1] and placement.new == [0, 1, 2]
     assert placement.typical_ns == pytest.approx(152.5)
@@ -239,3 +240,17 @@ def test_the_probes_child_dies_with_the_probe():
     finally:
         for proc in _probe_processes():
             proc.kill()
+
+
+def test_one_process_that_straddled_a_change_of_placement_matches_nothing(tmp_path):
+    """Issue 27's A/A test, judged one process a side: process 0 of one run began in the near
+    placement and ended in the far one (probes 138 and 363 ns, 25 us against 11.6 us); as a
+    process "without placement" it matched anything and read as a +118% regression."""
+    base = _placed(tmp_path / "a", [11.6], [FAST], 1)
+    moved = _placed(tmp_path / "b", [25.4], [(138.0, 363.0)], 2)
+    report = compare_runs(open_run(base), open_run(moved))
+    (row,) = report.comparisons
+    assert row.verdict == "not compared" and report.exit_code == 3
+    assert "every worker process of the new run straddled a change" in row.note
+    assert report.environment_changes == []  # one combination's fate, said in its row
+    assert not shared_placement([STRADDLED], [STRADDLED]).found

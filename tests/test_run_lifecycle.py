@@ -341,3 +341,45 @@ def test_a_repeat_cut_short_is_said_and_resume_measures_it_in_every_process(shar
     (whole,) = RunStore.open(store.path).results
     assert [p.process for p in whole.processes] == [0, 1]
     assert not any("of 2 worker processes" in w for w in whole.warnings)
+
+
+def test_a_resumes_worse_second_try_never_replaces_the_stored_measurement(tmp_path):
+    """Review of #23 B.13: resume measures again a combination cut short of --repeat; a crash
+    in that try replaced the stored `ok` line, and its files went with it (B.8's defect)."""
+    from synthetic_runs import Combo, make_run
+
+    from infercmp.bench import _kept_measurement
+    from infercmp.results import ProcessSummary
+
+    store = RunStore.open(make_run(tmp_path, [Combo("onnxruntime", processes=2)]))
+    (stored,) = store.results
+    stored.processes = [
+        ProcessSummary(process=i, iterations=300, p50_ms=10.0, measure_seconds=1.0)
+        for i in range(2)
+    ]
+    crashed = stored.model_copy(update={"status": "crashed", "error": "SIGKILL", "processes": []})
+    assert _kept_measurement(store, crashed) is stored
+    assert "measured again by a resume, which ended crashed (SIGKILL)" in stored.warnings[-1]
+    shorter = stored.model_copy(update={"processes": stored.processes[:1], "warnings": []})
+    assert _kept_measurement(store, shorter) is stored
+    whole = stored.model_copy(update={"processes": [*stored.processes, stored.processes[0]]})
+    assert _kept_measurement(store, whole) is None  # a whole measurement does replace it
+
+
+def test_batch_auto_stopped_by_an_error_between_steps_is_failed_not_running(
+    runner, tmp_path, monkeypatch, no_gpu
+):
+    """Review of #23 B.8: each step leaves the run running for the next, so an error outside
+    a step (preparing a later batch's artifacts) left it running, then read as killed."""
+    from infercmp.cli import bench as bench_cli
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("no node can build batch 2")
+
+    monkeypatch.setattr(bench_cli, "_search_batches", broken)
+    result = _bench(runner, "tiny-two-io", "-d", "cpu", "-e", "onnxruntime", "--batch", "auto",
+                    *FAST, out=tmp_path / "out")  # fmt: skip
+    assert result.exit_code != 0
+    store = only_store(tmp_path / "out")
+    assert store.status == "failed"
+    assert store.meta["detail"] == "RuntimeError: no node can build batch 2"

@@ -618,3 +618,23 @@ def test_tune_sigint_keeps_the_leaderboard_and_exits_1(tmp_path):
 
     assert RunStore.open(run).status == "interrupted"
     assert "error: tune interrupted; the leaderboard so far is in" in output
+
+
+def test_every_precision_refused_walks_no_option_mix(monkeypatch):
+    """Review of #23 C.16: with no precision left, pairing options with precisions yielded
+    nothing, so the bounded look at the mixes never counted one and walked all 11**9."""
+    from infercmp import tune
+
+    space, drawn = HugeDescriptor.search_space, []
+
+    class Counting:
+        def iter_cheap(self, device):
+            for mix in space.iter_cheap(device):
+                drawn.append(mix)
+                if len(drawn) > 1000:
+                    raise AssertionError("walked the option mixes with no precision to pair")
+                yield mix
+
+    monkeypatch.setattr(tune, "search_space", lambda _descriptor: Counting())
+    found, excluded = cheap_candidates(HugeDescriptor(), "cpu", Machine(0), ["bf16"], limit=10)
+    assert found == [] and drawn == []

@@ -35,6 +35,7 @@ import numpy as np
 from infercmp.report.load import Combination, RunView, as_dict
 from infercmp.report.summary import shortfall
 from infercmp.sampler.handoff import (
+    STRADDLED,
     SharedPlacement,
     process_state,
     shared_placement,
@@ -449,11 +450,16 @@ def environment_changes(base: RunView, new: RunView) -> list[str]:
     ]
     base_states = [s for c in base.combinations for s in _placements(c)]
     new_states = [s for c in new.combinations for s in _placements(c)]
-    if any(base_states) and any(new_states) and not shared_placement(base_states, new_states).found:
+    before_ns, after_ns = typical(base_states), typical(new_states)
+    if (
+        before_ns is not None
+        and after_ns is not None
+        and not shared_placement(base_states, new_states).found
+    ):
         changes.append(
-            f"CPU-to-CPU round trip {typical(base_states):,.0f} ns → "
-            f"{typical(new_states):,.0f} ns in every worker process, the host's placement of "
-            "this machine's CPUs, which multi-threaded CPU figures follow"
+            f"CPU-to-CPU round trip {before_ns:,.0f} ns → {after_ns:,.0f} ns in every worker "
+            "process, the host's placement of this machine's CPUs, which multi-threaded CPU "
+            "figures follow"
         )
     return changes
 
@@ -480,6 +486,13 @@ def _placement_note(placement: SharedPlacement, b: Combination, n: Combination) 
 
 
 def _no_shared_placement(b: Combination, n: Combination) -> str:
+    for combo, side in ((b, "base"), (n, "new")):
+        if all(state == STRADDLED for state in _placements(combo)):
+            return (
+                f"every worker process of the {side} run straddled a change of the CPUs' "
+                "placement (its round trips before and after differ): measure again, or pin "
+                "the engine to one thread"
+            )
     before, after = typical(_placements(b)), typical(_placements(n))
     return (
         "no worker process of the two runs was measured in the same CPU placement (round trip "

@@ -37,6 +37,11 @@ SAME_STATE_RATIO = 2.0
 #: nothing it does crosses between CPUs many times per inference, and the placement does not
 #: move it (ONNX Runtime with one intra-op thread: 14.7-15.7 us in both placements).
 ONE_CPU = 1.25
+#: `process_state` of a worker process whose probes before and after it differ: the host moved
+#: the CPUs while it measured, so it matches no placement. Unlike None (not probed, or one
+#: CPU), which matches any: a one-process run that straddled a change was compared with one
+#: that had not, and read +118% (issue 27's A/A test, one process a side).
+STRADDLED = -1.0
 BLOCKS, ROUND_TRIPS = 8, 400
 TIMEOUT_S = 5.0
 
@@ -90,9 +95,14 @@ def different_state(a: float | None, b: float | None) -> bool:
     return max(a, b) / min(a, b) >= SAME_STATE_RATIO
 
 
+def placed(value: float | None) -> bool:
+    """Whether a state is a placement (not None, not STRADDLED)."""
+    return value is not None and value > 0
+
+
 def typical(values: Iterable[float | None]) -> float | None:
     """The median of the measured round trips (a run's state), None if there are none."""
-    measured = [v for v in values if v]
+    measured = [v for v in values if placed(v)]
     return statistics.median(measured) if measured else None
 
 
@@ -106,13 +116,15 @@ def process_state(
     values: Sequence[float | None] | None, worker_cpus: float | None = None
 ) -> float | None:
     """One worker process's placement: the mean of its before and after round trips when both
-    were measured in the same state; None when it was not measured, straddled a change, or
-    the worker ran on one CPU (`ONE_CPU`), which the placement does not move."""
+    were measured in the same state; STRADDLED when they differ; None when it was not
+    measured or the worker ran on one CPU (`ONE_CPU`), which the placement does not move."""
     if not moves_with_placement(worker_cpus):
         return None
     measured = [v for v in (values or ()) if v]
-    if not measured or different_state(min(measured), max(measured)):
+    if not measured:
         return None
+    if different_state(min(measured), max(measured)):
+        return STRADDLED
     return sum(measured) / len(measured)
 
 
@@ -134,8 +146,8 @@ def shared_placement(base: Sequence[float | None], new: Sequence[float | None]) 
     same state, choosing the state with the most processes on the smaller side.
 
     A side with no placement at all (not probed, or its workers ran on one CPU) matches any:
-    it keeps every process, and the other side keeps its commonest placement. Otherwise a
-    process without one (it straddled a change) is left out.
+    it keeps every process, and the other side keeps its commonest placement. A process that
+    STRADDLED a change is left out, and a side left with none matches nothing.
     """
     if not any(base) and not any(new):
         return SharedPlacement(list(range(len(base))), list(range(len(new))), None)
@@ -143,8 +155,10 @@ def shared_placement(base: Sequence[float | None], new: Sequence[float | None]) 
         (value, side, index)
         for side, states in enumerate((base, new))
         for index, value in enumerate(states)
-        if value
+        if placed(value)
     )
+    if not points:  # every probed process straddled a change
+        return SharedPlacement([], [], None)
     clusters: list[list[tuple[float, int, int]]] = []
     for point in points:  # sorted, so a state is a run of values within the ratio of its first
         if clusters and not different_state(clusters[-1][0][0], point[0]):
