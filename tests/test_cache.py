@@ -334,15 +334,20 @@ with cache.staging() as staged:
 """
 
 
-def test_a_live_writer_keeps_its_staging_dir_whatever_its_pid_and_clear_waits_for_it(tmp_path):
-    cache = ArtifactCache(tmp_path)
-    _put(cache, "k", b"x")
-    writer = subprocess.Popen(
-        [sys.executable, "-c", _FOREIGN_WRITER, str(tmp_path)],
+def _another_process(script: str, root: Path) -> subprocess.Popen:
+    """`script` in its own interpreter on the cache `root`; it talks over stdin and stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(root)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def test_a_live_writer_keeps_its_staging_dir_whatever_its_pid_and_clear_waits_for_it(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    _put(cache, "k", b"x")
+    writer = _another_process(_FOREIGN_WRITER, tmp_path)
     try:
         staged = Path(writer.stdout.readline().strip())
         assert staged.is_dir()
@@ -377,12 +382,7 @@ def test_cache_clear_during_a_bench_is_refused_with_one_line_and_deletes_nothing
 
     root = tmp_path / "cache"
     entry = _put(ArtifactCache(root), "k", b"x")
-    reader = subprocess.Popen(
-        [sys.executable, "-c", _READER, str(root)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    reader = _another_process(_READER, root)
     try:
         assert reader.stdout.readline() == "reading\n"
         result = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(root)])

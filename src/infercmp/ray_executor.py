@@ -45,6 +45,7 @@ from typing import Any
 import psutil
 
 from infercmp.bench import STOP_SIGNALS
+from infercmp.cache import file_sha256
 from infercmp.errors import InfercmpError
 from infercmp.executors import WorkUnit
 
@@ -563,14 +564,11 @@ def _check_copy(copy: Path, shipped: _Shipped) -> None:
             f"shipped ({', '.join(odd)}); remove {copy} and run again"
         )
     for name, expected_sum in expected.items():
-        digest = hashlib.sha256()
-        with open(copy / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected_sum:
+        found_sum = file_sha256(copy / name)
+        if found_sum != expected_sum:
             raise InfercmpError(
                 f"the node's copy {copy / name} does not match what the driver shipped (sha256 "
-                f"{digest.hexdigest()[:16]}..., expected {expected_sum[:16]}...): it changed "
+                f"{found_sum[:16]}..., expected {expected_sum[:16]}...): it changed "
                 f"after it was written; remove {copy} and run again"
             )
 

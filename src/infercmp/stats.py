@@ -167,7 +167,8 @@ def _crossing(cumulative: np.ndarray, half: np.ndarray, grid: np.ndarray) -> np.
     return grid[k - 1] + frac * (grid[k] - grid[k - 1])
 
 
-def _pooled_median(groups: list[np.ndarray]) -> float:
+def pooled_median(groups: list[np.ndarray]) -> float:
+    """The median of every iteration of every process together."""
     return float(
         np.median(np.concatenate([np.asarray(g, dtype=np.float64).ravel() for g in groups]))
     )
@@ -184,7 +185,7 @@ def hierarchical_median_ci(
 ) -> tuple[float, float, float]:
     """Median of all iterations and its percentile CI from the hierarchical bootstrap."""
     medians = hierarchical_medians(groups, resamples, np.random.default_rng(seed))
-    return (_pooled_median(groups), *_percentile_interval(medians, level))
+    return (pooled_median(groups), *_percentile_interval(medians, level))
 
 
 def hierarchical_change_ci(
@@ -197,4 +198,4 @@ def hierarchical_change_ci(
     rng = np.random.default_rng(seed)
     ratios = hierarchical_medians(new, resamples, rng) / hierarchical_medians(base, resamples, rng)
     low, high = _percentile_interval(ratios, level)
-    return _pooled_median(new) / _pooled_median(base) - 1, low - 1, high - 1
+    return pooled_median(new) / pooled_median(base) - 1, low - 1, high - 1

@@ -43,7 +43,7 @@ from infercmp.sampler.handoff import (
 )
 from infercmp.sampler.summary import BUSY_CPUS
 from infercmp.scenarios import OVERLOADED, served_qps
-from infercmp.stats import Z95, hierarchical_change_ci
+from infercmp.stats import Z95, hierarchical_change_ci, pooled_median
 
 SINGLE_PROCESS = "single-process"
 HIERARCHICAL = "hierarchical"
@@ -302,7 +302,7 @@ def change_interval(
     adds in quadrature to each half of the interval, as independent errors do.
     """
     processes = (len(base), len(new))
-    change = _pooled_median(new) / _pooled_median(base) - 1
+    change = pooled_median(new) / pooled_median(base) - 1
     thin_base, thin_new = [_thinned(g) for g in base], [_thinned(g) for g in new]
     thinned_change, low, high = hierarchical_change_ci(thin_base, thin_new, resamples, seed)
     # The interval's width comes from the thinned data; its centre from every iteration.
@@ -331,10 +331,6 @@ def _thinned(values: np.ndarray) -> np.ndarray:
     if values.size <= MAX_BOOTSTRAP_SAMPLES:
         return values
     return values[np.linspace(0, values.size - 1, MAX_BOOTSTRAP_SAMPLES).round().astype(int)]
-
-
-def _pooled_median(groups: list[np.ndarray]) -> float:
-    return float(np.median(np.concatenate([np.asarray(g, dtype=np.float64) for g in groups])))
 
 
 def process_sd(groups: list[np.ndarray]) -> float:
@@ -585,8 +581,8 @@ def compare_runs(
             _busy(b, "base"),
             _busy(n, "new"),
         )
-        row["base_p50_ms"] = _pooled_median(base_groups) / 1e6
-        row["new_p50_ms"] = _pooled_median(new_groups) / 1e6
+        row["base_p50_ms"] = pooled_median(base_groups) / 1e6
+        row["new_p50_ms"] = pooled_median(new_groups) / 1e6
         comparison = Comparison(
             **row,
             change=interval.change,
