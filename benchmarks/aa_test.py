@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from infercmp.report import compare_runs, open_run
-from infercmp.report.load import RunView
-from infercmp.results import RunStore
+from infercmp.report.runs import RunView
+from infercmp.store.run_store import RunStore
 
 THREADS = {"one": "intra_op_threads=1", "default": ""}
 # A configuration at least 20% slower, per model and thread setting (measured on the 2-vCPU
@@ -61,7 +61,7 @@ def bench(model: str, engine_spec: str, out: Path, repeat: int) -> Path:
 
 def compare(base: Path, new: Path) -> dict:
     """compare's verdict and exit code. When it refuses the pair as measured in different
-    environments (exit 2: the host placed the CPUs differently, infercmp.sampler.handoff), the
+    environments (exit 2: the host placed the CPUs differently, infercmp.platform.placement), the
     verdict is "environment changed" and the figures are those of `--allow-env-change`."""
     cmd = ["infercmp", "compare", str(base), str(new), "-f", "json"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -98,7 +98,7 @@ def _first_process(path: Path) -> RunView:
 
 def handoff(run: Path) -> float | None:
     """The run's typical cache-line round trip between its CPUs (the host's placement)."""
-    from infercmp.sampler.handoff import typical
+    from infercmp.platform.placement import typical
 
     return typical(v for r in RunStore.open(run).results for p in r.processes
                    for v in (p.cpu_handoff_ns or ()))  # fmt: skip

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from infercmp.results import CombinationResult, RunStore, combo_id
-from infercmp.stats import LatencyStats
+from infercmp.core.stats import LatencyStats
+from infercmp.store.run_store import CombinationResult, RunStore, combo_id
 
 
 def _combination(index: int, rng: np.random.Generator):

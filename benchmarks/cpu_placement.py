@@ -1,7 +1,8 @@
 """Does the host's placement of this machine's CPUs decide ONNX Runtime's speed? (issue 13)
 
 Round after round, one after another on an otherwise idle machine: infercmp's placement probe
-(`infercmp.sampler.handoff`, pure Python), a C cache-line ping-pong and a C fork-join of ten small
+(`infercmp.platform.placement`, pure Python), a C cache-line ping-pong and a C fork-join
+of ten small
 steps between CPU 0 and 1 (compiled from benchmarks/cpu_placement/ when a C compiler is there),
 then one fresh process each of ONNX Runtime on tiny-cnn at 32x32 with its default thread pool and
 with one intra-op thread (median of 1.5 s of back-to-back calls). If the host's placement is what
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from infercmp.sampler.handoff import measure_handoff_ns
+from infercmp.platform.placement import measure_handoff_ns
 
 HERE = Path(__file__).resolve().parent / "cpu_placement"
 

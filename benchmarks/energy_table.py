@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from infercmp.results import RunStore
+from infercmp.store.run_store import RunStore
 
 
 def main(paths: list[str]) -> None:

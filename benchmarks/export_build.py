@@ -20,9 +20,9 @@ _STEP = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from infercmp.cache import ArtifactCache
-from infercmp.export import export_onnx
-from infercmp.plugins import get_plugin
+from infercmp.artifacts.cache import ArtifactCache
+from infercmp.artifacts.onnx_export import export_onnx
+from infercmp.workload.plugins import get_plugin
 cache = ArtifactCache(Path(sys.argv[1]))
 plugin = get_plugin(sys.argv[2])
 t1 = time.perf_counter()
@@ -33,7 +33,7 @@ plans = {}
 for precision in sys.argv[3].split(","):
     if not precision:
         continue
-    from infercmp.build import build_engine
+    from infercmp.engines.tensorrt.build import build_engine
     plan = build_engine(plugin, cache, onnx, precision=precision)
     plans[precision] = {"s": plan.seconds, "cached": plan.cached, "backend": plan.backend,
                         "mib": plan.path.stat().st_size / 2**20}

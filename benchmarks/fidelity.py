@@ -85,7 +85,7 @@ BARE_TORCH = (
     + r"""
 import gc
 import torch
-from infercmp.plugins import get_plugin
+from infercmp.workload.plugins import get_plugin
 m = get_plugin(sys.argv[3]).load_pytorch_module().eval()
 xs = [torch.from_numpy(a) for a in inputs]
 clock = time.perf_counter_ns
@@ -104,7 +104,7 @@ TIMER_TORCH = (
     + r"""
 import torch
 from torch.utils.benchmark import Timer
-from infercmp.plugins import get_plugin
+from infercmp.workload.plugins import get_plugin
 m = get_plugin(sys.argv[3]).load_pytorch_module().eval()
 xs = [torch.from_numpy(a) for a in inputs]
 with torch.inference_mode():
@@ -133,10 +133,10 @@ CASES = [
 
 def _artifacts(model: str, shape: str | None) -> tuple[Path, Path]:
     """(ONNX file, reference npz) from infercmp's own cache, created when missing."""
-    from infercmp.cache import ArtifactCache
-    from infercmp.export import ensure_reference, export_onnx
-    from infercmp.plugins import get_plugin
-    from infercmp.shapes import default_experiment, parse_shape
+    from infercmp.artifacts.cache import ArtifactCache
+    from infercmp.artifacts.onnx_export import ensure_reference, export_onnx
+    from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment, parse_shape
 
     plugin = get_plugin(model)
     cache = ArtifactCache(cache_dir())

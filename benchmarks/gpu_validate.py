@@ -207,8 +207,8 @@ def bench(out: Path, name: str, engine: str, precision: str, deadline: float, *e
         subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, timeout=timeout + 30)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "error": "infercmp bench did not finish in time"}
-    from infercmp.errors import InfercmpError
-    from infercmp.results import RunStore
+    from infercmp.core.errors import InfercmpError
+    from infercmp.store.run_store import RunStore
 
     runs = sorted(run_root.iterdir()) if run_root.is_dir() else []
     try:
@@ -308,10 +308,10 @@ def main() -> None:
         print(json.dumps(run_reference(args.reference, args.onnx32, args.onnx16)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    from infercmp.build import ensure_converted_onnx
-    from infercmp.cache import ArtifactCache, resolve_cache_dir
-    from infercmp.export import export_onnx
-    from infercmp.plugins import get_plugin
+    from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.engines.tensorrt.build import ensure_converted_onnx
+    from infercmp.workload.plugins import get_plugin
 
     onnx32 = onnx16 = ""  # the compile part needs no ONNX file: skip the minute of export
     if not args.only_compile:

@@ -23,17 +23,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from infercmp import timing
 from infercmp.engines import EngineSpec, engine_class
-from infercmp.worker import load_reference
+from infercmp.worker import timing
+from infercmp.worker.run import load_reference
 
 MODEL = "tiny-two-io"  # the smallest built-in model: the overhead is the largest share of it
 
 
 def artifacts(engine: str) -> tuple[Path, Path | None]:
-    from infercmp.cache import ArtifactCache
-    from infercmp.export import default_experiment, ensure_reference, export_onnx
-    from infercmp.plugins import get_plugin
+    from infercmp.artifacts.cache import ArtifactCache
+    from infercmp.artifacts.onnx_export import default_experiment, ensure_reference, export_onnx
+    from infercmp.workload.plugins import get_plugin
 
     root = os.environ.get("INFERCMP_CACHE_DIR") or Path(tempfile.gettempdir()) / "infercmp-bench"
     cache = ArtifactCache(Path(root))
@@ -114,7 +114,7 @@ def measure_overhead(
 ) -> dict[str, float]:
     """Per-iteration medians (us) of the three loops, interleaved round by round on one engine,
     and the paired overheads: the worker's loop minus each bare loop, median over rounds."""
-    from infercmp.plugins import get_plugin
+    from infercmp.workload.plugins import get_plugin
 
     config = get_plugin(MODEL).config
     reference, onnx = artifacts(engine_name)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _perf import Row, machine, print_table, today
 
-from infercmp import loadgen
+from infercmp.worker import loadgen
 
 SERVICE_S = 0.0005
 SLO_FACTORS = (10, 50)  # the engine section's SLOs, in median service times

@@ -54,9 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     path = args.model
     if path is None:
-        from infercmp.cache import ArtifactCache, resolve_cache_dir
-        from infercmp.export import export_onnx
-        from infercmp.plugins import get_plugin
+        from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
+        from infercmp.artifacts.onnx_export import export_onnx
+        from infercmp.workload.plugins import get_plugin
 
         path = str(export_onnx(get_plugin("tiny-cnn"), ArtifactCache(resolve_cache_dir(None))).path)
     probe = session(path, None)

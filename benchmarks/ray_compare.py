@@ -17,7 +17,7 @@ import sys
 from itertools import combinations
 from pathlib import Path
 
-from infercmp.results import RunStore
+from infercmp.store.run_store import RunStore
 
 LIMIT_PCT = 5.0  # issue 16: medians within 5% of the sequential run
 

@@ -12,7 +12,7 @@ sampling thread's own CPU time per reading.
     python benchmarks/sampler_perturbation.py [--repeats 5] [--blocks 4] [--iters 300] [--threads N]
     python benchmarks/sampler_perturbation.py --bench-path [--repeats 6]
 
-`--bench-path` measures the real path instead: `infercmp.bench.run_worker` (what `infercmp
+`--bench-path` measures the real path instead: `infercmp.run.bench.run_worker` (what `infercmp
 bench` runs per combination) with the sampler off, at 20 Hz and at 100 Hz, rotating per round.
 """
 
@@ -140,18 +140,18 @@ def bench_path(
     rounds: int = 5,
     duration_s: float = 3.0,
 ) -> dict[str, list[float]]:
-    """Medians (ms) through `infercmp.bench.run_worker`, the call `infercmp bench` makes per
+    """Medians (ms) through `infercmp.run.bench.run_worker`, the call `infercmp bench` makes per
     combination, with `default_samplers()` at 0 (off), 20 and 100 Hz; modes rotate per round."""
     import tempfile
     from pathlib import Path
 
     import numpy as np
 
-    from infercmp import bench
-    from infercmp.cache import ArtifactCache
-    from infercmp.plugins import get_plugin
+    from infercmp.artifacts.cache import ArtifactCache
+    from infercmp.run import bench
     from infercmp.sampler import default_samplers
-    from infercmp.shapes import default_experiment
+    from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _perf import cache_dir
@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument(
         "--bench-path",
         action="store_true",
-        help="measure through infercmp.bench.run_worker (tiny-cnn on ONNX Runtime) instead",
+        help="measure through infercmp.run.bench.run_worker (tiny-cnn on ONNX Runtime) instead",
     )
     args = parser.parse_args()
     if args.bench_path:

@@ -26,10 +26,10 @@ PREPARE = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from infercmp import bench
-from infercmp.cache import ArtifactCache
-from infercmp.plugins import get_plugin
-from infercmp.shapes import parse_shape
+from infercmp.run import bench
+from infercmp.artifacts.cache import ArtifactCache
+from infercmp.workload.plugins import get_plugin
+from infercmp.workload.shapes import parse_shape
 plugin = get_plugin("tiny-cnn")
 experiments = [parse_shape(s, plugin.config) for s in sys.argv[2].split(";")]
 t1 = time.perf_counter()

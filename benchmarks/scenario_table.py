@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from infercmp.results import RunStore
-from infercmp.scenarios import items_per_s
+from infercmp.store.run_store import RunStore
+from infercmp.workload.scenarios import items_per_s
 
 # (engine, batch, concurrency) -> images/s of the expert's own loop on the H200, 2026-11-29.
 EXPERT = {

@@ -7,7 +7,7 @@ combination's warm-up and measure phase lengths taken from the phase edges the s
 recorded (`samples.parquet`; the sampler wakes on each phase change). Then one fixed
 `--iters 1000` run of ResNet-50 on ONNX Runtime: how many iterations the adaptive rule needed
 for its CI target, against the CI half-width 1000 fixed iterations reach
-(`infercmp.stats.relative_ci_half_width` on the stored samples).
+(`infercmp.core.stats.relative_ci_half_width` on the stored samples).
 
     python benchmarks/time_to_result.py [--skip-cold] [--fixed-iters 1000]
 """
@@ -55,14 +55,14 @@ def phase_seconds(store) -> dict[str, dict[str, float]]:
 
 
 def _run(cache: Path, out: Path, extra: list[str] = ()) -> tuple[float, object]:
-    from infercmp.results import RunStore, latest_run
+    from infercmp.store.run_store import RunStore, latest_run
 
     wall, _ = infercmp([*README, "--out", str(out), *extra], cache)
     return wall, RunStore.open(latest_run(out))
 
 
 def run(skip_cold: bool = False, fixed_iters: int = 1000) -> list[Row]:
-    from infercmp.stats import relative_ci_half_width
+    from infercmp.core.stats import relative_ci_half_width
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="infercmp-ttr-") as tmp:

@@ -17,8 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from infercmp.results import RunStore
-from infercmp.tune import read_leaderboard
+from infercmp.store.run_store import RunStore
+from infercmp.tune.search import read_leaderboard
 
 
 def bench(command: str, out: Path) -> float | None:

@@ -2,7 +2,8 @@
 
     python benchmarks/tune_table.py RUN_DIR [engine=target_ms ...]
 
-Reads the run's tune.json (infercmp.tune.read_leaderboard) and prints, per engine, the winning
+Reads the run's tune.json (infercmp.tune.search.read_leaderboard) and prints, per engine,
+the winning
 configuration, its median, the target and whether it is within 5% of it.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from infercmp.tune import read_leaderboard
+from infercmp.tune.search import read_leaderboard
 
 WITHIN = 0.05
 

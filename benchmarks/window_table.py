@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from infercmp.results import RunStore
+from infercmp.store.run_store import RunStore
 
 
 def rejudged(store: RunStore, r) -> tuple[float | None, str]:

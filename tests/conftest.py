@@ -45,7 +45,7 @@ def cache_dir(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory):
     """One artifact cache for the whole session, so each model is exported once."""
-    from infercmp.cache import ArtifactCache
+    from infercmp.artifacts.cache import ArtifactCache
 
     return ArtifactCache(tmp_path_factory.getbasetemp() / "infercmp-shared-cache")
 
@@ -62,8 +62,8 @@ def runner(shared_cache, monkeypatch):
 @pytest.fixture(scope="session")
 def exported(shared_cache):
     """`exported(name)` -> (plugin, OnnxArtifact), each model exported once per session."""
-    from infercmp.export import export_onnx
-    from infercmp.plugins import get_plugin
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.workload.plugins import get_plugin
 
     artifacts = {}
 

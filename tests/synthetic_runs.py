@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.contract import Load
-from infercmp.results import CombinationResult, ProcessSummary, RunStore, combo_id
-from infercmp.stats import LatencyStats
+from infercmp.core.contract import Load
+from infercmp.core.stats import LatencyStats
+from infercmp.store.run_store import CombinationResult, ProcessSummary, RunStore, combo_id
 
 XSS = "</script><script>window.__pwned=1</script>"
 
@@ -36,7 +36,7 @@ class Combo:
     process_spread: float = 0.0
     background_cpus: float | None = None  # CPUs other processes used while it was measured
     # Each process's own median (instead of drawing them) and its CPU placement probes
-    # (cpu_handoff_ns: before and after, infercmp.sampler.handoff).
+    # (cpu_handoff_ns: before and after, infercmp.platform.placement).
     process_medians: list[float] | None = None
     handoff_ns: list[tuple[float, float]] | None = None
     # A load other than one request at a time (contract.Load / LoadResult, as dicts).

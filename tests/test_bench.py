@@ -11,11 +11,11 @@ import psutil
 import pytest
 from synthetic_runs import only_store
 
-from infercmp import bench
 from infercmp.cli import app
-from infercmp.plugins import get_plugin
-from infercmp.results import RunStore
-from infercmp.shapes import default_experiment
+from infercmp.run import bench
+from infercmp.store.run_store import RunStore
+from infercmp.workload.plugins import get_plugin
+from infercmp.workload.shapes import default_experiment
 
 FAST = ["--warmup", "5", "--iters", "50"]
 
@@ -352,8 +352,8 @@ def _process_starts(store, result) -> list[float]:
 
 def test_an_output_contradicting_the_config_is_caught_whichever_engines_run(shared_cache):
     """Export checked output shapes; `bench -e pytorch` alone did not (issue 14)."""
-    from infercmp.config import parse_config
     from infercmp.models.tiny_cnn import TinyCNN
+    from infercmp.workload.config import parse_config
 
     class WrongOutputs(TinyCNN):
         name = "wrong-outputs"

@@ -9,7 +9,7 @@ from rich.console import Console
 from synthetic_runs import Combo, make_run
 
 from infercmp.cli.bench import summary_table, verdict
-from infercmp.results import RunStore
+from infercmp.store.run_store import RunStore
 
 SHARED = "the first 3 iterations are 2.0x slower than the median: the warm-up may be too short"
 
@@ -17,7 +17,7 @@ SHARED = "the first 3 iterations are 2.0x slower than the median: the warm-up ma
 def _results(tmp_path: Path, combos: list[Combo]) -> list:
     results = RunStore.open(make_run(tmp_path, combos)).results
     for r in results:
-        r.parity = None  # the synthetic verdicts are report-shaped, not infercmp.parity's
+        r.parity = None  # the synthetic verdicts are report-shaped, not infercmp.core.parity's
     return results
 
 

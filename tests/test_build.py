@@ -7,11 +7,11 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from infercmp.cache import ArtifactCache
-from infercmp.config import parse_config
-from infercmp.errors import InfercmpError, MissingDependency
-from infercmp.plugins import get_plugin
-from infercmp.trt import load_trt_module, runtime_refusal
+from infercmp.artifacts.cache import ArtifactCache
+from infercmp.core.errors import InfercmpError, MissingDependency
+from infercmp.engines.tensorrt.flavour import load_trt_module, runtime_refusal
+from infercmp.workload.config import parse_config
+from infercmp.workload.plugins import get_plugin
 from tests.conftest import requires_tensorrt
 
 slow = pytest.mark.slow
@@ -23,7 +23,7 @@ slow = pytest.mark.slow
     "name", ["tiny-cnn", "tiny-two-io", "tiny-encoder", pytest.param("resnet50", marks=slow)]
 )
 def test_build_makes_a_plan_and_the_second_build_is_a_hit(exported, shared_cache, name, precision):
-    from infercmp.build import build_engine
+    from infercmp.engines.tensorrt.build import build_engine
 
     plugin, onnx = exported(name)
     plan = build_engine(plugin, shared_cache, onnx, precision=precision)
@@ -39,7 +39,7 @@ def test_build_makes_a_plan_and_the_second_build_is_a_hit(exported, shared_cache
 
 @requires_tensorrt
 def test_bf16_and_precisions_get_their_own_entries(exported, shared_cache):
-    from infercmp.build import build_engine
+    from infercmp.engines.tensorrt.build import build_engine
 
     plugin, onnx = exported("tiny-cnn")
     bf16 = build_engine(plugin, shared_cache, onnx, precision="bf16")
@@ -51,7 +51,7 @@ def test_bf16_and_precisions_get_their_own_entries(exported, shared_cache):
 
 @requires_tensorrt
 def test_a_damaged_plan_is_rebuilt(exported, tmp_path):
-    from infercmp.build import build_engine
+    from infercmp.engines.tensorrt.build import build_engine
 
     plugin, onnx = exported("tiny-two-io")
     cache = ArtifactCache(tmp_path)
@@ -63,7 +63,7 @@ def test_a_damaged_plan_is_rebuilt(exported, tmp_path):
 
 @requires_tensorrt
 def test_a_profile_that_does_not_fit_the_onnx_inputs_is_refused(exported, tmp_path, monkeypatch):
-    from infercmp.build import build_engine
+    from infercmp.engines.tensorrt.build import build_engine
 
     plugin, onnx = exported("tiny-cnn")
     data = plugin.config.model_dump()
@@ -81,8 +81,8 @@ def test_a_parse_failure_names_the_node(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from infercmp.build import build_engine
-    from infercmp.export import OnnxArtifact
+    from infercmp.artifacts.onnx_export import OnnxArtifact
+    from infercmp.engines.tensorrt.build import build_engine
 
     plugin = get_plugin("tiny-two-io")
     nodes = [
@@ -112,7 +112,7 @@ def test_a_parse_failure_names_the_node(tmp_path):
 
 
 def test_a_missing_module_names_the_extra_with_no_backend_installed_faked(monkeypatch):
-    import infercmp.trt as trt
+    import infercmp.engines.tensorrt.flavour as trt
 
     monkeypatch.setattr(trt, "installed_backends", lambda: [])
     load_trt_module.cache_clear()

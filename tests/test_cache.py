@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infercmp.cache import (
+from infercmp.artifacts.cache import (
     KINDS,
     MANIFEST,
     ArtifactCache,
@@ -23,7 +23,7 @@ from infercmp.cache import (
     content_key,
     resolve_cache_dir,
 )
-from infercmp.errors import InfercmpError
+from infercmp.core.errors import InfercmpError
 
 
 def _put(cache: ArtifactCache, key: str, payload: bytes, kind: str = "blob", **meta):
@@ -204,7 +204,8 @@ def test_a_file_in_the_entry_that_the_manifest_does_not_list_drops_it(tmp_path):
 
 
 def test_the_files_each_kind_needs_are_the_ones_export_and_build_write():
-    from infercmp import build, export
+    from infercmp.artifacts import onnx_export as export
+    from infercmp.engines.tensorrt import build
 
     assert KINDS["onnx"].files == (export.ONNX_FILE, export.PARITY_FILE, export.LOG_FILE)
     assert KINDS["onnx-precision"].files == (export.ONNX_FILE,)
@@ -247,9 +248,9 @@ def test_a_full_disk_while_caching_is_one_line(tmp_path):
         f"""
         import resource, signal
         from pathlib import Path
-        from infercmp.cache import ArtifactCache
+        from infercmp.artifacts.cache import ArtifactCache
         from infercmp.cli import report_error
-        from infercmp.errors import InfercmpError
+        from infercmp.core.errors import InfercmpError
 
         cache = ArtifactCache(Path({str(tmp_path / "cache")!r}))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails
@@ -277,9 +278,9 @@ def test_a_full_disk_while_caching_is_one_line(tmp_path):
 def test_a_read_only_cache_that_needs_a_rebuild_is_one_line_with_a_fake_read_only_open(
     tmp_path, monkeypatch
 ):
-    import infercmp.cache
-    from infercmp.export import export_onnx
-    from infercmp.plugins import get_plugin
+    import infercmp.artifacts.cache
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.workload.plugins import get_plugin
 
     cache = ArtifactCache(tmp_path)
     (tmp_path / "locks").mkdir()
@@ -289,7 +290,7 @@ def test_a_read_only_cache_that_needs_a_rebuild_is_one_line_with_a_fake_read_onl
             return open(path, mode, *args, **kwargs)
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(infercmp.cache, "open", read_only_open, raising=False)
+    monkeypatch.setattr(infercmp.artifacts.cache, "open", read_only_open, raising=False)
     with pytest.raises(CacheUnwritable) as info:
         export_onnx(get_plugin("tiny-cnn"), cache)
     assert str(info.value).startswith(
@@ -325,7 +326,7 @@ _FOREIGN_WRITER = f"""
 import os, sys
 from pathlib import Path
 os.getpid = lambda: {DEAD_PID}
-from infercmp.cache import ArtifactCache
+from infercmp.artifacts.cache import ArtifactCache
 cache = ArtifactCache(Path(sys.argv[1]))
 with cache.staging() as staged:
     (staged / "model.onnx").write_bytes(b"half")
@@ -368,7 +369,7 @@ def test_a_live_writer_keeps_its_staging_dir_whatever_its_pid_and_clear_waits_fo
 _READER = """
 import sys
 from pathlib import Path
-from infercmp.cache import ArtifactCache
+from infercmp.artifacts.cache import ArtifactCache
 assert ArtifactCache(Path(sys.argv[1])).lookup("blob", "k") is not None
 print("reading", flush=True)
 sys.stdin.readline()
@@ -527,7 +528,7 @@ def test_a_writer_whose_new_lock_file_was_unlinked_before_it_locked_holds_a_live
     dirs read as dead to every other writer and to `cache clear`."""
     import fcntl
 
-    from infercmp import cache as cache_mod
+    from infercmp.artifacts import cache as cache_mod
 
     real_flock, calls = fcntl.flock, []
 

@@ -1,7 +1,8 @@
 """Chaos: `kill -9` of bench, `bench --resume`, `bench --batch auto` and `tune` at random moments.
 
 Each round SIGKILLs the CLI process alone, as `kill -9 PID` would; its workers must notice
-(infercmp.lifeline). Then: no process of the CLI is left, the run reads (`RunStore.open`, the
+(infercmp.platform.lifeline). Then: no process of the CLI is left, the run reads
+(`RunStore.open`, the
 report), a run nobody writes reads as abandoned, and `bench --resume RUN` alone finishes it to
 `complete` keeping every combination measured before, byte for byte. While a resume holds the
 run, a second one is refused, every time. The seed is printed; set INFERCMP_CHAOS_SEED to replay
@@ -26,7 +27,7 @@ from synthetic_runs import run_dirs
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.results import RESULTS_LOG, RunStore, writer_alive
+from infercmp.store.run_store import RESULTS_LOG, RunStore, writer_alive
 
 pytestmark = pytest.mark.slow
 isolated = support.isolated

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from infercmp import ModelPlugin, __version__
 from infercmp.cli import app
-from infercmp.cli.common import console, err_console
-from infercmp.config import parse_config
-from infercmp.errors import InfercmpError
-from infercmp.plugins import ENTRY_POINT_GROUP
+from infercmp.cli.options import console, err_console
+from infercmp.core.errors import InfercmpError
+from infercmp.workload.config import parse_config
+from infercmp.workload.plugins import ENTRY_POINT_GROUP
 
 REPO = Path(__file__).resolve().parents[1]
 RESNET50_CONFIG = REPO / "examples/models/resnet50/src/infercmp_resnet50/config.yaml"
@@ -280,7 +280,7 @@ def test_process_debug_shows_the_traceback():
     result = run("--debug", "config", "show", "no-such-model")
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
-    assert "infercmp.errors.InfercmpError: unknown model 'no-such-model'" in result.stderr
+    assert "infercmp.core.errors.InfercmpError: unknown model 'no-such-model'" in result.stderr
 
 
 def test_process_version():

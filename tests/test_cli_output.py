@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from infercmp.cli.common import print_table
+from infercmp.cli.options import print_table
 
 
 def _printed(table: Table, width: int, heading: int = 1) -> str:

@@ -12,7 +12,7 @@ from synthetic_runs import Combo, cpu_run, make_run, run_main, server_combo
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.environment import collect_environment
+from infercmp.platform.environment import collect_environment
 from infercmp.report import bootstrap_median_ratio, compare_runs, open_run
 from infercmp.report.compare import (
     FASTER_WITHIN,

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infercmp.config import DTYPES, ConfigError, ModelConfig, load_config, parse_config
+from infercmp.workload.config import DTYPES, ConfigError, ModelConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 RESNET50_CONFIG = REPO / "examples/models/resnet50/src/infercmp_resnet50/config.yaml"

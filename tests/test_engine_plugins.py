@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from infercmp import engines
+from infercmp.core.errors import InfercmpError
 from infercmp.engines.descriptor import EngineDescriptor, Machine
-from infercmp.errors import InfercmpError
-from infercmp.results import RunStore
+from infercmp.store.run_store import RunStore
 
 FIXTURES = Path(__file__).parent / "fixtures" / "engines"
 SRC = Path(__file__).parents[1] / "src" / "infercmp"
@@ -141,11 +141,9 @@ def test_refusals_come_from_descriptors():
 def test_no_engine_name_in_orchestrator_worker_or_cli():
     """Adding an engine touches its own package and one entry point, nothing else."""
     modules = [
-        SRC / "bench.py",
-        SRC / "worker.py",
-        SRC / "contract.py",
-        SRC / "timing.py",
-        *sorted((SRC / "cli").glob("*.py")),
+        path
+        for package in ("run", "worker", "core", "cli")
+        for path in sorted((SRC / package).rglob("*.py"))
     ]
     found = []
     for path in modules:
@@ -165,12 +163,12 @@ requires_openvino = pytest.mark.skipif(
 
 @requires_openvino
 def test_openvino_options_reach_the_compiled_model(tmp_path):
-    from infercmp.cache import ArtifactCache
+    from infercmp.artifacts.cache import ArtifactCache
+    from infercmp.artifacts.onnx_export import default_experiment, ensure_reference, export_onnx
+    from infercmp.core.parity import compare_outputs
     from infercmp.engines import EngineSpec, engine_class
-    from infercmp.export import default_experiment, ensure_reference, export_onnx
-    from infercmp.parity import compare_outputs
-    from infercmp.plugins import get_plugin
-    from infercmp.worker import load_reference
+    from infercmp.worker.run import load_reference
+    from infercmp.workload.plugins import get_plugin
 
     plugin = get_plugin("tiny-cnn")
     cache = ArtifactCache(tmp_path / "cache")
@@ -288,7 +286,7 @@ def test_installed_engine_passes_the_conformance_suite(installed_engines, tmp_pa
 
 
 def test_engine_labels_echo_what_was_typed():
-    from infercmp.bench import parse_engine
+    from infercmp.run.bench import parse_engine
 
     choice = parse_engine("pytorch[ channels_last=true , cuda_graph=TRUE ]")
     assert choice.label == "pytorch[channels_last=true,cuda_graph=TRUE]"  # not `True`
@@ -415,7 +413,7 @@ def test_a_broken_engine_is_noted_by_default_tune_and_never_by_a_command_naming_
     assert any("engine 'bad-options' (bad-options-package) is unavailable" in n for n in notes)
     found, notes = _engines(["onnxruntime"], "cpu")
     assert (list(found), notes) == (["onnxruntime"], [])
-    from infercmp.tune import cheap_candidates
+    from infercmp.tune.search import cheap_candidates
 
     candidates, excluded = cheap_candidates(found["onnxruntime"], "cpu", Machine(0), None)
     assert candidates
@@ -431,8 +429,9 @@ def test_bench_records_each_broken_engine_and_runs_the_others(
 ):
     from typer.testing import CliRunner
 
-    from infercmp import bench, devices
     from infercmp.cli import app
+    from infercmp.platform import gpus as devices
+    from infercmp.run import bench
 
     ran = []
 

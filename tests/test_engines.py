@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infercmp.core.parity import compare_outputs, default_rtol
 from infercmp.engines import Engine, EngineSpec, engine_class, engine_entries, get_descriptor
 from infercmp.engines.base import EngineError, UnsupportedCombination
-from infercmp.parity import compare_outputs, default_rtol
-from infercmp.worker import load_reference
+from infercmp.worker.run import load_reference
 from tests.conftest import requires_cuda
 
 MODELS = ("tiny-cnn", "tiny-two-io", "tiny-encoder")
@@ -60,7 +60,7 @@ ENGINE_DEVICES = _engine_devices()
 @pytest.fixture(scope="session")
 def artifact_cache(tmp_path_factory):
     """One artifact cache for the session; test files that share it export each model once."""
-    from infercmp.cache import ArtifactCache
+    from infercmp.artifacts.cache import ArtifactCache
 
     return ArtifactCache(tmp_path_factory.getbasetemp() / "artifact-cache")
 
@@ -69,8 +69,8 @@ class ModelCase:
     """A built-in model's names, reference npz and (on demand) ONNX file and TensorRT plan."""
 
     def __init__(self, name: str, cache) -> None:
-        from infercmp.export import default_experiment, ensure_reference
-        from infercmp.plugins import get_plugin
+        from infercmp.artifacts.onnx_export import default_experiment, ensure_reference
+        from infercmp.workload.plugins import get_plugin
 
         self.name = name
         self.cache = cache
@@ -85,7 +85,7 @@ class ModelCase:
     @property
     def onnx(self):
         if self._onnx is None:
-            from infercmp.export import export_onnx
+            from infercmp.artifacts.onnx_export import export_onnx
 
             self._onnx = export_onnx(self.plugin, self.cache)
         return self._onnx
@@ -304,7 +304,7 @@ def test_pytorch_option_errors(model_cases):
 
 
 def test_onnxruntime_cuda_refused_without_gpu(model_cases, monkeypatch):
-    from infercmp import devices
+    from infercmp.platform import gpus as devices
 
     monkeypatch.setattr(devices, "cuda_device_count", lambda: 0)
     case = model_cases("tiny-two-io")
@@ -316,8 +316,8 @@ def test_onnxruntime_checks_the_session_really_uses_the_ep(model_cases, monkeypa
     """A session that silently fell back to the CPU is an error, not a CUDA measurement."""
     import onnxruntime as ort
 
-    from infercmp import devices
     from infercmp.engines import onnxruntime as ort_engine
+    from infercmp.platform import gpus as devices
 
     monkeypatch.setattr(devices, "cuda_device_count", lambda: 1)
     monkeypatch.setattr(ort_engine.OnnxRuntimeEngine, "_create_stream", lambda self, i: None)

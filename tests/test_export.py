@@ -13,11 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from infercmp import export
-from infercmp.cache import ArtifactCache, CacheUnwritable
-from infercmp.config import parse_config
-from infercmp.errors import InfercmpError
-from infercmp.export import (
+from infercmp.artifacts import onnx_export as export
+from infercmp.artifacts.cache import ArtifactCache, CacheUnwritable
+from infercmp.artifacts.onnx_export import (
     CHECK_BATCH_MAX,
     _fit,
     ensure_reference,
@@ -25,10 +23,12 @@ from infercmp.export import (
     run_pytorch,
     runtime_shapes,
 )
+from infercmp.core.errors import InfercmpError
+from infercmp.core.parity import compare_output
 from infercmp.models.tiny_encoder import TinyEncoder
-from infercmp.parity import compare_output
-from infercmp.plugins import ModelPlugin, get_plugin
-from infercmp.shapes import default_experiment, parse_shape
+from infercmp.workload.config import parse_config
+from infercmp.workload.plugins import ModelPlugin, get_plugin
+from infercmp.workload.shapes import default_experiment, parse_shape
 
 MODELS = [
     "tiny-cnn",
@@ -145,9 +145,11 @@ def test_a_dynamo_failure_never_suggests_dynamo_with_a_fake_onnxruntime_session(
     tmp_path, monkeypatch
 ):
     """Issue 14: 'try --exporter dynamo' was printed when dynamo was the exporter that failed."""
-    import infercmp.export
+    import infercmp.artifacts.onnx_export
 
-    monkeypatch.setattr(infercmp.export, "_ort_session", lambda path: _FailingSession())
+    monkeypatch.setattr(
+        infercmp.artifacts.onnx_export, "_ort_session", lambda path: _FailingSession()
+    )
     plugin = get_plugin("tiny-cnn")
     with pytest.raises(InfercmpError) as info:
         export_onnx(plugin, ArtifactCache(tmp_path / "dynamo"), exporter="dynamo")
@@ -394,8 +396,8 @@ def test_an_export_thread_left_running_does_not_swallow_other_threads_output(cap
 _SIGNALLED_DURING_EXPORT = """
 import io, sys, threading, time
 from pathlib import Path
-from infercmp.cache import ArtifactCache
-from infercmp.export import _captured
+from infercmp.artifacts.cache import ArtifactCache
+from infercmp.artifacts.onnx_export import _captured
 
 cache = ArtifactCache(Path(sys.argv[1]))
 ready = threading.Event()

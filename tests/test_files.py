@@ -15,8 +15,8 @@ from synthetic_runs import cpu_run, run_main
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.files import read_regular, write_atomic
-from infercmp.results import RunStore
+from infercmp.core.files import read_regular, write_atomic
+from infercmp.store.run_store import RunStore
 
 runner = CliRunner()
 
@@ -85,7 +85,7 @@ def test_new_files_follow_the_umask_and_replaced_files_keep_their_mode(tmp_path,
 
 
 def test_run_files_and_the_report_are_readable_by_others_under_umask_022(tmp_path, umask):
-    from infercmp.results import CombinationResult, combo_id
+    from infercmp.store.run_store import CombinationResult, combo_id
 
     umask(0o022)
     store = RunStore.create(tmp_path / "runs", "m", {})

@@ -1,4 +1,4 @@
-"""The CPU placement probe (infercmp.sampler.handoff): the probe itself on this machine's CPUs,
+"""The CPU placement probe (infercmp.platform.placement): the probe itself on this machine's CPUs,
 when two round trips are different states, and what a combination and `compare` make of it."""
 
 from __future__ import annotations
@@ -8,10 +8,8 @@ import os
 import pytest
 from synthetic_runs import Combo, edit_results, make_run, run_main
 
-from infercmp.report import compare_runs, open_run
-from infercmp.results import ProcessSummary
-from infercmp.sampler import handoff
-from infercmp.sampler.handoff import (
+from infercmp.platform import placement as handoff
+from infercmp.platform.placement import (
     SAME_STATE_RATIO,
     STRADDLED,
     different_state,
@@ -22,6 +20,8 @@ from infercmp.sampler.handoff import (
     state_warning,
     typical,
 )
+from infercmp.report import compare_runs, open_run
+from infercmp.store.run_store import ProcessSummary
 
 two_cpus = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to send a cache line between"
@@ -176,8 +176,8 @@ def test_single_threaded_runs_in_different_placements_are_compared_whole(tmp_pat
 
 
 def test_worker_cpus_come_from_the_process_cpu_time_over_a_long_enough_loop_fake_outcomes():
-    from infercmp import bench
-    from infercmp.contract import WorkerResult
+    from infercmp.core.contract import WorkerResult
+    from infercmp.run import bench
 
     def outcome(cpu_s, window_s, rows=()):
         result = WorkerResult(status="ok", model="m", engine="e", device="cpu", precision="fp32",

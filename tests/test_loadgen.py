@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from infercmp import loadgen
-from infercmp.errors import RunFailed
-from infercmp.loadgen import RequestLog, SlotFailed
+from infercmp.core.errors import RunFailed
+from infercmp.worker import loadgen
+from infercmp.worker.loadgen import RequestLog, SlotFailed
 
 
 class CountingSlot:

@@ -10,9 +10,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from infercmp.errors import InfercmpError
-from infercmp.module_outputs import flatten_outputs
-from infercmp.results import RunStore
+from infercmp.core.errors import InfercmpError
+from infercmp.store.run_store import RunStore
+from infercmp.workload.outputs import flatten_outputs
 
 NAMES = ("score", "embedding")
 SCORE, EMBEDDING = np.zeros((2, 1)), np.ones((2, 8))
@@ -69,7 +69,7 @@ def test_outputs_that_do_not_match_the_config_are_one_clear_error(result, messag
 
 
 PLUGIN = '''
-from infercmp.config import parse_config
+from infercmp.workload.config import parse_config
 from infercmp.models.tiny_two_io import TinyTwoIO
 
 

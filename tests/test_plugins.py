@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 
 from infercmp import ModelPlugin
-from infercmp.config import parse_config
-from infercmp.errors import InfercmpError
-from infercmp.plugins import (
+from infercmp.core.errors import InfercmpError
+from infercmp.workload.config import parse_config
+from infercmp.workload.plugins import (
     ENTRY_POINT_GROUP,
     check_runtime_inputs,
     discover,
     get_plugin,
 )
-from infercmp.shapes import default_experiment
+from infercmp.workload.shapes import default_experiment
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 
@@ -237,7 +237,7 @@ def test_infercmp_models_warns_about_a_real_plugin_importing_torch(tmp_path):
     package.mkdir()
     (package / "__init__.py").write_text(
         "import torch  # what docs/plugins.md says not to do\n"
-        "from infercmp.config import parse_config\n"
+        "from infercmp.workload.config import parse_config\n"
         "from infercmp.models.tiny_cnn import TinyCNN\n\n"
         "class Heavy(TinyCNN):\n    name = 'heavy'\n"
         "    def load_config(self):\n"

@@ -25,7 +25,7 @@ from synthetic_runs import only_run
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.results import RESULTS_LOG, RunStore
+from infercmp.store.run_store import RESULTS_LOG, RunStore
 
 pytest.importorskip("ray", reason="needs the ray package (pip install 'infercmp[ray]')")
 
@@ -91,7 +91,7 @@ def fake_unit(spec, shipped, build, sample_hz, timeout_s, driver=None):
     combination running at once fails."""
     from pathlib import Path
 
-    from infercmp.bench import WorkerOutcome
+    from infercmp.run.bench import WorkerOutcome
 
     events = Path(spec.result_dir).parent
     name, process = spec.engine, spec.process
@@ -338,9 +338,9 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
     the ONNX file; its artifact and default options go into the spec, the user's options win."""
     import dataclasses
 
-    from infercmp.contract import WorkerSpec
+    from infercmp.core.contract import WorkerSpec
     from infercmp.engines.descriptor import Converted
-    from infercmp.ray_executor import _build_on_node, _DeviceBuild
+    from infercmp.run.executors.ray import _build_on_node, _DeviceBuild
 
     seen = {}
 
@@ -400,7 +400,7 @@ def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
 
 
 def test_a_cluster_that_wants_a_token_is_explained_with_a_fake_error():
-    from infercmp.ray_executor import _connect_error
+    from infercmp.run.executors.ray import _connect_error
 
     class AuthenticationError(Exception):  # ray.exceptions.AuthenticationError's name
         pass
@@ -413,9 +413,9 @@ def test_a_failing_combination_under_ray_is_recorded_with_its_worker_files(
     reliability_plugins, bench_env, shared_cache, tmp_path
 ):
     """The run goes on past it, and its worker's files come back from the node into workers/."""
-    from infercmp import bench
-    from infercmp.plugins import get_plugin
-    from infercmp.shapes import default_experiment
+    from infercmp.run import bench
+    from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment
 
     # References and export made without the fault (the parent runs the model too), then
     # the fault is injected in the workers only.
@@ -489,9 +489,9 @@ def test_ray_runs_a_combinations_processes_in_turn_and_none_after_one_failed(
     their processes 0, 1, 2 one after another, the two combinations side by side."""
     import ray
 
-    from infercmp import ray_executor
-    from infercmp.contract import WorkerSpec
-    from infercmp.executors import WorkUnit
+    from infercmp.core.contract import WorkerSpec
+    from infercmp.run.executors import ray as ray_executor
+    from infercmp.run.executors.local import WorkUnit
 
     monkeypatch.syspath_prepend(str(fakes_site))
     path = os.pathsep.join([str(fakes_site), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -547,9 +547,9 @@ def test_with_repeat_a_failed_process_ends_its_combination_under_ray_as_locally(
 ):
     """The failed combination's record and the run's files are the local executor's: its
     later processes never run (no worker directory of theirs comes back)."""
-    from infercmp import bench
-    from infercmp.plugins import get_plugin
-    from infercmp.shapes import default_experiment
+    from infercmp.run import bench
+    from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment
 
     plugin = get_plugin("rel-faulty")  # references and export made without the fault
     plan = bench.plan_bench(
@@ -606,7 +606,7 @@ def node_tmp(tmp_path, monkeypatch) -> Path:
 
 
 def test_the_node_directory_is_the_users_own_with_mode_0700(node_tmp):
-    from infercmp.ray_executor import _node_dir
+    from infercmp.run.executors.ray import _node_dir
 
     path = _node_dir()
     assert path == node_tmp / f"infercmp-ray-{os.getuid()}"
@@ -616,8 +616,8 @@ def test_the_node_directory_is_the_users_own_with_mode_0700(node_tmp):
 
 @pytest.mark.parametrize("wrong", ["mode", "owner", "link"])
 def test_a_node_directory_another_user_owns_or_may_enter_is_refused(node_tmp, monkeypatch, wrong):
-    from infercmp.errors import InfercmpError
-    from infercmp.ray_executor import _node_dir
+    from infercmp.core.errors import InfercmpError
+    from infercmp.run.executors.ray import _node_dir
 
     uid = os.getuid()
     if wrong == "owner":  # the directory is this process's; the process now runs as another
@@ -669,8 +669,9 @@ def test_a_changed_copy_of_the_artifacts_fails_its_combination_before_the_worker
 
     import ray
 
-    from infercmp import bench, ray_executor
-    from infercmp.contract import WorkerSpec
+    from infercmp.core.contract import WorkerSpec
+    from infercmp.run import bench
+    from infercmp.run.executors import ray as ray_executor
 
     files = {"model.onnx": b"the driver's model", "reference.npz": b"the driver's outputs"}
     shipped = ray_executor._Shipped.of(files, ref=None)  # the copy exists: nothing is fetched
@@ -728,7 +729,8 @@ def test_a_stop_signal_while_ray_starts_waits_for_it_and_then_shuts_it_down(node
     signal is held until init returns, the instance is shut down, then the run stops."""
     from types import SimpleNamespace
 
-    from infercmp import bench, ray_executor
+    from infercmp.run import bench
+    from infercmp.run.executors import ray as ray_executor
 
     calls = []
 
@@ -755,7 +757,7 @@ def test_a_stop_signal_while_ray_shuts_down_lets_it_finish(monkeypatch):
     """The run is ending: a Ctrl-C inside `ray.shutdown` would leave the instance half stopped."""
     from types import SimpleNamespace
 
-    from infercmp import ray_executor
+    from infercmp.run.executors import ray as ray_executor
 
     calls = []
 
@@ -805,11 +807,12 @@ def test_a_task_ends_with_its_worker_when_the_driver_dies(tmp_path):
     task_source = textwrap.dedent(
         """\
         import subprocess, sys, time
-        from infercmp.ray_executor import _Driver, _ends_with_driver
+        from infercmp.run.executors.ray import _Driver, _ends_with_driver
 
         with _ends_with_driver(_Driver(int(sys.argv[1]), float(sys.argv[2]))):
             worker = subprocess.Popen(
-                [sys.executable, "-m", "infercmp.lifeline", "sleeper"], start_new_session=True
+                [sys.executable, "-m", "infercmp.platform.lifeline", "sleeper"],
+                start_new_session=True,
             )
             print(worker.pid, flush=True)
             time.sleep(60)
@@ -848,7 +851,7 @@ def test_a_task_that_cannot_see_the_driver_does_not_watch_it():
     no one's: such a task leaves the driver's death to Ray."""
     import threading
 
-    from infercmp.ray_executor import _Driver, _ends_with_driver
+    from infercmp.run.executors.ray import _Driver, _ends_with_driver
 
     me = psutil.Process()
     for driver in (_Driver(me.pid, me.create_time() - 5.0), _Driver(2**22 + 1, 0.0), None):

@@ -21,7 +21,7 @@ from synthetic_runs import only_run
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.results import RunStore
+from infercmp.store.run_store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--warmup", "5", "--iters", "20"]
@@ -43,8 +43,8 @@ import os
 import sys
 import time
 
-from infercmp.config import parse_config
-from infercmp.plugins import ModelPlugin
+from infercmp.workload.config import parse_config
+from infercmp.workload.plugins import ModelPlugin
 
 ALLOC_BYTES = 64 * 2**30  # far beyond the address-space limit the OOM test sets
 
@@ -293,7 +293,7 @@ def test_a_run_directory_name_never_leaves_the_results_root(tmp_path, name):
     ],
 )
 def test_a_combination_id_is_one_safe_file_name(parts):
-    from infercmp.results import combo_id
+    from infercmp.store.run_store import combo_id
 
     cid = combo_id(*parts)
     assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,119}", cid)
@@ -330,7 +330,7 @@ def test_nothing_is_unpickled_or_loaded_unsafely_anywhere_in_the_code():
 
     import yaml
 
-    from infercmp import config
+    from infercmp.workload import config
 
     problems = []
     sources = sorted((REPO / "src").rglob("*.py")) + sorted((REPO / "examples").rglob("*.py"))

@@ -16,13 +16,13 @@ import test_reliability as support
 from synthetic_runs import run_dirs
 from typer.testing import CliRunner
 
-from infercmp import bench
-from infercmp.cache import ArtifactCache, file_sha256
+from infercmp.artifacts.cache import ArtifactCache, file_sha256
 from infercmp.cli import app
-from infercmp.plugins import get_plugin
-from infercmp.results import RunStore
+from infercmp.run import bench
 from infercmp.sampler import default_samplers
-from infercmp.shapes import default_experiment
+from infercmp.store.run_store import RunStore
+from infercmp.workload.plugins import get_plugin
+from infercmp.workload.shapes import default_experiment
 from tests.conftest import requires_tensorrt
 
 isolated = support.isolated  # fixture
@@ -93,8 +93,8 @@ def test_a_damaged_onnx_file_or_reference_is_rebuilt_not_used_by_bench(
 @requires_tensorrt
 def test_an_altered_engine_plan_of_the_same_size_is_rebuilt(shared_cache, tmp_path):
     """tests/test_build.py covers a truncated plan; a flipped byte must be caught by the hash."""
-    from infercmp.build import build_engine
-    from infercmp.export import export_onnx
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.engines.tensorrt.build import build_engine
 
     plugin = get_plugin("tiny-two-io")
     onnx = export_onnx(plugin, shared_cache)
@@ -185,8 +185,8 @@ ENV_LAYERS_PLUGIN = '''
 
 import os
 
-from infercmp.config import parse_config
-from infercmp.plugins import ModelPlugin
+from infercmp.workload.config import parse_config
+from infercmp.workload.plugins import ModelPlugin
 
 FEATURES = {"dims_names": ["batch_size", "features"], "runtime": [-1, 16]}
 

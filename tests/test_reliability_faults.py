@@ -23,13 +23,14 @@ from synthetic_runs import only_run, run_dirs
 from test_reliability import FAULT_ENV, assert_report_renders
 from typer.testing import CliRunner
 
-from infercmp import bench, results
 from infercmp.cli import app
-from infercmp.errors import InfercmpError
-from infercmp.plugins import get_plugin
-from infercmp.results import RunStore
+from infercmp.core.errors import InfercmpError
+from infercmp.run import bench
 from infercmp.sampler import default_samplers
-from infercmp.shapes import default_experiment
+from infercmp.store import run_store as results
+from infercmp.store.run_store import RunStore
+from infercmp.workload.plugins import get_plugin
+from infercmp.workload.shapes import default_experiment
 
 # Fixtures shared by the reliability modules.
 plugin_site = support.plugin_site

@@ -26,10 +26,11 @@ from synthetic_runs import Combo, make_run
 from test_config import invalid_configs, valid_configs
 from typer.testing import CliRunner
 
-from infercmp import bench, devices
 from infercmp.cli import app
-from infercmp.contract import WorkerSpec
-from infercmp.results import RunStore
+from infercmp.core.contract import WorkerSpec
+from infercmp.platform import gpus as devices
+from infercmp.run import bench
+from infercmp.store.run_store import RunStore
 
 FUZZ_CASES: Counter[str] = Counter()
 FUZZ = settings(
@@ -323,8 +324,8 @@ def test_fuzzed_plugin_configs_through_bench(cli, monkeypatch, data):
     import importlib.metadata
     from types import SimpleNamespace
 
-    from infercmp.config import parse_config
-    from infercmp.plugins import ModelPlugin
+    from infercmp.workload.config import parse_config
+    from infercmp.workload.plugins import ModelPlugin
 
     FUZZ_CASES["plugin config"] += 1
 

@@ -205,7 +205,7 @@ def test_cli_report_bad_inputs(tmp_path, capsys):
 
 def test_overview_reads_the_real_environment_keys():
     """Cores, RAM and the driver come from collect_environment()'s own keys."""
-    from infercmp.environment import collect_environment
+    from infercmp.platform.environment import collect_environment
     from infercmp.report.html import _cpu_text, _gpu_text
 
     env = collect_environment()
@@ -296,7 +296,7 @@ def test_energy_is_labelled_per_request_with_per_item_beside_it_for_batches(tmp_
 
 
 def test_unset_options_are_not_listed():
-    from infercmp.report.load import format_options
+    from infercmp.report.runs import format_options
 
     assert format_options({"compile": None, "threads": None}) == "defaults"
     assert format_options({"cuda_graph": True, "threads": None}) == "cuda_graph=on"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from synthetic_runs import Combo, edit_results, make_run
 
-from infercmp.errors import InfercmpError
+from infercmp.core.errors import InfercmpError
 from infercmp.report import load_runs, summary_rows
-from infercmp.report.load import keep_nodes
+from infercmp.report.runs import keep_nodes
 
 NODES = {
     "pytorch": {"hostname": "node-a", "gpu_name": "NVIDIA H200", "gpu_uuid": "GPU-a"},

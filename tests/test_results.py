@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infercmp import results
-from infercmp.errors import InfercmpError
-from infercmp.results import (
+from infercmp.core.errors import InfercmpError
+from infercmp.core.stats import LatencyStats
+from infercmp.store import run_store as results
+from infercmp.store.run_store import (
     RESULTS_LOG,
     SAMPLE_COLUMNS,
     CombinationResult,
@@ -26,7 +27,6 @@ from infercmp.results import (
     latest_run,
     safe_name,
 )
-from infercmp.stats import LatencyStats
 
 META = {
     "argv": ["infercmp", "bench", "tiny-cnn", "--shape", "32,32,3"],
@@ -365,7 +365,7 @@ def test_killed_writer_leaves_a_running_run_that_opens(tmp_path):
     script = (
         "import sys, os, numpy as np\n"
         "from pathlib import Path\n"
-        "from infercmp.results import RunStore, CombinationResult\n"
+        "from infercmp.store.run_store import RunStore, CombinationResult\n"
         "s = RunStore.create(Path(sys.argv[1]), 'm', {})\n"
         "s.add_result(CombinationResult(combo_id='a', model='m', engine='e', device='cpu',"
         " precision='fp32', shape_label='1', status='ok'),"

@@ -14,12 +14,13 @@ import textwrap
 import pytest
 from synthetic_runs import edit_run_json, only_run, only_store
 
-from infercmp import bench, devices
 from infercmp.cli import app
-from infercmp.contract import Measurement
-from infercmp.plugins import get_plugin
-from infercmp.results import RESULTS_LOG, RunStore
-from infercmp.shapes import default_experiment
+from infercmp.core.contract import Measurement
+from infercmp.platform import gpus as devices
+from infercmp.run import bench
+from infercmp.store.run_store import RESULTS_LOG, RunStore
+from infercmp.workload.plugins import get_plugin
+from infercmp.workload.shapes import default_experiment
 
 FAST = ["--warmup", "2", "--iters", "10", "--sample-hz", "0"]
 TWO = ["tiny-cnn", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch", *FAST]
@@ -60,7 +61,7 @@ def _hold_writer_lock(run):
     script = textwrap.dedent(
         """
         import sys
-        from infercmp.results import RunStore
+        from infercmp.store.run_store import RunStore
         store = RunStore.continue_run(sys.argv[1])
         print("locked", flush=True)
         sys.stdin.read()
@@ -155,7 +156,8 @@ def test_a_running_run_nobody_writes_is_abandoned_whatever_its_pid_says(tmp_path
     """C.23: a run from another machine with this hostname, whose pid happens to be alive
     here, read as being written (and could not be resumed); the lock says it is not."""
     script = (
-        "import sys; from infercmp.results import RunStore; RunStore.create(sys.argv[1], 'm', {})"
+        "import sys; from infercmp.store.run_store import RunStore; "
+        "RunStore.create(sys.argv[1], 'm', {})"
     )
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
     run = only_run(tmp_path)
@@ -219,7 +221,7 @@ def test_resume_measures_a_combination_cut_short_of_its_repeats(runner, tmp_path
 
 def test_resume_on_a_disk_that_refuses_writes_is_one_line(runner, tmp_path, monkeypatch, no_gpu):
     """C.21: OSError 28 or 30 while reopening the run was a traceback."""
-    from infercmp import results
+    from infercmp.store import run_store as results
 
     first = _bench(runner, *TWO, out=tmp_path / "out")
     assert first.exit_code == 0, first.output
@@ -303,7 +305,7 @@ def test_a_repeat_cut_short_is_said_and_resume_measures_it_in_every_process(shar
     resumed to complete as it was."""
     import signal
 
-    from infercmp.executors import open_for_resume
+    from infercmp.run.executors.local import open_for_resume
 
     plugin = get_plugin("tiny-cnn")
     plan = bench.plan_bench(
@@ -348,8 +350,8 @@ def test_a_resumes_worse_second_try_never_replaces_the_stored_measurement(tmp_pa
     in that try replaced the stored `ok` line, and its files went with it (B.8's defect)."""
     from synthetic_runs import Combo, make_run
 
-    from infercmp.bench import _kept_measurement
-    from infercmp.results import ProcessSummary
+    from infercmp.run.bench import _kept_measurement
+    from infercmp.store.run_store import ProcessSummary
 
     store = RunStore.open(make_run(tmp_path, [Combo("onnxruntime", processes=2)]))
     (stored,) = store.results

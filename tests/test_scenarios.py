@@ -10,20 +10,20 @@ import numpy as np
 import pytest
 from synthetic_runs import only_store
 
-from infercmp import bench
-from infercmp.batching import (
+from infercmp.cli import app
+from infercmp.core.contract import Load, Measurement, WorkerSpec
+from infercmp.core.errors import InfercmpError
+from infercmp.run import bench
+from infercmp.workload.batching import (
     batch_range,
     ensure_batched_reference,
     parse_batches,
     profile_for_batches,
     stack,
 )
-from infercmp.cli import app
-from infercmp.contract import Load, Measurement, WorkerSpec
-from infercmp.errors import InfercmpError
-from infercmp.plugins import get_plugin
-from infercmp.scenarios import loads_from_flags, run_load
-from infercmp.shapes import default_experiment
+from infercmp.workload.plugins import get_plugin
+from infercmp.workload.scenarios import loads_from_flags, run_load
+from infercmp.workload.shapes import default_experiment
 
 FAST = ["--warmup", "5", "--iters", "40", "--sample-hz", "0"]
 
@@ -70,7 +70,7 @@ def test_a_batch_the_model_cannot_take_is_one_clear_error(model, text, message):
 def test_the_original_study_config_validates_with_batch_fixed_at_one():
     from pathlib import Path
 
-    from infercmp.config import load_config
+    from infercmp.workload.config import load_config
 
     root = Path(__file__).resolve().parents[1] / "examples/models/resnet50/src/infercmp_resnet50"
     study = load_config(root / "study_config.yaml")
@@ -98,7 +98,7 @@ def test_the_tensorrt_profile_spans_exactly_the_batches_asked():
 
 
 def test_the_plan_key_changes_with_the_batches_so_plans_never_mix(exported):
-    from infercmp.build import _plan_key
+    from infercmp.engines.tensorrt.build import _plan_key
 
     plugin, onnx = exported("tiny-two-io")
 
@@ -115,7 +115,7 @@ def test_the_plan_key_changes_with_the_batches_so_plans_never_mix(exported):
 
 
 def test_the_batched_reference_is_the_stacked_example_and_its_stacked_outputs(shared_cache):
-    from infercmp.export import load_module, run_pytorch
+    from infercmp.artifacts.onnx_export import load_module, run_pytorch
 
     plugin = get_plugin("tiny-two-io")
     experiment = default_experiment(plugin.config)
@@ -347,8 +347,8 @@ def test_the_qps_search_reports_the_highest_passing_rate_and_the_generator_fake(
 
 
 def test_merged_load_results_sum_requests_and_windows_over_processes():
-    from infercmp.contract import LoadResult
-    from infercmp.scenarios import merge_load_results
+    from infercmp.core.contract import LoadResult
+    from infercmp.workload.scenarios import merge_load_results
 
     def one(requests, seconds):
         return LoadResult(
@@ -373,7 +373,7 @@ def test_merged_load_results_sum_requests_and_windows_over_processes():
 
 def _recorded_loops(monkeypatch) -> list:
     """Every loadgen loop run from now on, as (given window callbacks, RequestLog)."""
-    from infercmp import loadgen
+    from infercmp.worker import loadgen
 
     runs = []
     for name in ("closed_loop", "open_loop"):
@@ -442,8 +442,8 @@ class _StampedEvents:
 def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
     shared_cache, exported, tmp_path, monkeypatch
 ):
-    from infercmp.export import ensure_reference
-    from infercmp.worker import run_worker
+    from infercmp.artifacts.onnx_export import ensure_reference
+    from infercmp.worker.run import run_worker
 
     plugin, onnx = exported("tiny-two-io")
     spec = WorkerSpec(
@@ -475,7 +475,7 @@ def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
 
 
 def _load_worker_spec(plugin, onnx, cache, tmp_path, load, **measurement) -> WorkerSpec:
-    from infercmp.export import ensure_reference
+    from infercmp.artifacts.onnx_export import ensure_reference
 
     return WorkerSpec(
         model=plugin.name,
@@ -494,7 +494,7 @@ def _load_worker_spec(plugin, onnx, cache, tmp_path, load, **measurement) -> Wor
 def test_a_server_run_counts_the_examples_own_batch_as_items(shared_cache, exported, tmp_path):
     """tiny-two-io's example holds 4 items: a server run without --batch recorded batch 1 and
     items/s = requests/s, while single-stream and offline counted the 4."""
-    from infercmp.worker import run_worker
+    from infercmp.worker.run import run_worker
 
     plugin, onnx = exported("tiny-two-io")
     load = Load(scenario="server", qps=200.0)
@@ -510,7 +510,7 @@ def test_a_server_run_counts_the_examples_own_batch_as_items(shared_cache, expor
 def test_a_window_with_no_request_says_what_happened_and_what_to_do(
     shared_cache, exported, tmp_path
 ):
-    from infercmp.worker import run_worker
+    from infercmp.worker.run import run_worker
 
     plugin, onnx = exported("tiny-two-io")
     load = Load(scenario="server", qps=1.0)  # 0.3 s at 1/s: no arrival is due
@@ -522,7 +522,7 @@ def test_a_window_with_no_request_says_what_happened_and_what_to_do(
 
 
 def test_a_load_scenarios_energy_is_its_windows_over_its_requests_fake():
-    from infercmp.contract import LoadResult, WorkerResult
+    from infercmp.core.contract import LoadResult, WorkerResult
 
     plugin = get_plugin("tiny-two-io")
     combo = bench.Combination(
@@ -652,7 +652,7 @@ def _fake_step(throughput: dict[tuple[str, int], float | str], seen: list[list[i
 
 
 def test_batch_auto_doubles_until_the_gain_is_small_or_memory_runs_out_fake():
-    from infercmp.batch_search import search_batches
+    from infercmp.run.batch_search import search_batches
 
     table = {
         ("onnxruntime", 1): 100.0,
@@ -675,7 +675,7 @@ def test_batch_auto_doubles_until_the_gain_is_small_or_memory_runs_out_fake():
 
 
 def test_batch_auto_stops_past_the_latency_limit_and_at_the_largest_batch_fake():
-    from infercmp.batch_search import search_batches
+    from infercmp.run.batch_search import search_batches
 
     table = {(e, b): 100.0 * b for e in ("onnxruntime", "pytorch") for b in (1, 2, 4, 8)}
     curves, _ = search_batches(_auto_plan(), 4, _fake_step(table, []), latency_limit_ms=25)
@@ -691,7 +691,7 @@ def test_tensorrt_builds_its_plan_for_the_runs_batches_fake(monkeypatch):
     GPU; the profile it makes of them is tested above)."""
     from pathlib import Path
 
-    import infercmp.build
+    import infercmp.engines.tensorrt.build
     from infercmp.engines import get_descriptor
     from infercmp.engines.descriptor import ConvertContext
 
@@ -703,7 +703,7 @@ def test_tensorrt_builds_its_plan_for_the_runs_batches_fake(monkeypatch):
 
         return SimpleNamespace(path=Path("plan"), backend="tensorrt")
 
-    monkeypatch.setattr(infercmp.build, "build_engine", fake_build)
+    monkeypatch.setattr(infercmp.engines.tensorrt.build, "build_engine", fake_build)
     descriptor = get_descriptor("tensorrt")
     context = ConvertContext(get_plugin("tiny-two-io"), None, None, lambda _m: None, (1, 8, 32))
     descriptor.convert(context, "fp16", descriptor.parse_options({}))
@@ -711,7 +711,7 @@ def test_tensorrt_builds_its_plan_for_the_runs_batches_fake(monkeypatch):
 
 
 def test_the_plan_covers_the_batches_the_run_uses():
-    from infercmp.batching import plan_batches
+    from infercmp.workload.batching import plan_batches
 
     plugin = get_plugin("tiny-two-io")
     experiment = default_experiment(plugin.config)  # its example has 4 rows
@@ -733,8 +733,8 @@ def test_a_slot_running_out_of_memory_reaches_the_worker_as_oom_fake(tmp_path):
     """loadgen wraps a slot's exception in SlotFailed; the worker classifies the slot's own."""
     import io
 
-    from infercmp import worker
-    from infercmp.contract import WorkerResult
+    from infercmp.core.contract import WorkerResult
+    from infercmp.worker import run as worker
 
     class OutOfMemoryFake(_CountingEngineFake):
         def hot_path(self):
@@ -783,7 +783,7 @@ def test_a_shapes_notes_print_once_and_say_what_a_batch_label_measures(runner, t
 def test_a_fixed_rate_server_run_that_fell_behind_did_not_hold_its_load():
     """Issue 23, A.3: --qps 100000 completed 74,630 requests/s, every request eventually (none
     cut), and the row said `ok` with a p99 that was the backlog's."""
-    from infercmp.scenarios import load_shortfall
+    from infercmp.workload.scenarios import load_shortfall
 
     load = Load(scenario="server", qps=100_000.0).model_dump()
     behind = {"requests": 37_315, "cut": 0, "offered_qps": 100_000.0, "requests_per_s": 74_630.0}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from infercmp.config import load_config
-from infercmp.errors import InfercmpError
-from infercmp.shapes import Experiment, default_experiment, parse_shape
+from infercmp.core.errors import InfercmpError
+from infercmp.workload.config import load_config
+from infercmp.workload.shapes import Experiment, default_experiment, parse_shape
 
 MODELS = Path(__file__).resolve().parents[1] / "src" / "infercmp" / "models"
 FORMS = (

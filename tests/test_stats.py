@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from infercmp.core.stats import hierarchical_change_ci, hierarchical_median_ci, median_ci
 from infercmp.report.compare import NO_CHANGE, ChangeInterval, bootstrap_median_ratio, decide
-from infercmp.stats import hierarchical_change_ci, hierarchical_median_ci, median_ci
 
 NOISE_FLOOR = 0.01
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infercmp.core.errors import MissingDependency
 from infercmp.engines import Engine, EngineSpec, engine_class
 from infercmp.engines import tensorrt as trt_engine
 from infercmp.engines.base import EngineError, UnsupportedCombination
@@ -39,7 +40,6 @@ from infercmp.engines.tensorrt import (
     rtx_supported_ccs,
     to_engine_dtype,
 )
-from infercmp.errors import MissingDependency
 from tests.conftest import requires_cuda, requires_tensorrt
 
 # -- fakes -------------------------------------------------------------------------------------
@@ -602,7 +602,7 @@ def test_refusal_on_a_supported_gpu_gives_the_runtime_reasons_on_a_fake_tensorrt
 
 
 def test_missing_module_names_the_extra(monkeypatch):
-    from infercmp.trt import load_trt_module
+    from infercmp.engines.tensorrt.flavour import load_trt_module
 
     load_trt_module.cache_clear()  # it caches the module found by earlier tests
     monkeypatch.setitem(sys.modules, "tensorrt", None)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from infercmp import timing
+from infercmp.worker import timing
 from tests.conftest import requires_cuda
 
 
@@ -186,7 +186,7 @@ def test_cuda_runtime_events_time_a_real_copy():
 
 @pytest.mark.parametrize("value", ["", "-1", "7", "GPU-nonexistent"])
 def test_no_visible_device_for_invalid_cuda_visible_devices(value, monkeypatch):
-    from infercmp import devices
+    from infercmp.platform import gpus as devices
 
     class FakeNvml:
         @staticmethod
@@ -198,7 +198,7 @@ def test_no_visible_device_for_invalid_cuda_visible_devices(value, monkeypatch):
 
 
 def test_cuda_visible_devices_selects_and_orders_nvml_devices():
-    from infercmp import devices
+    from infercmp.platform import gpus as devices
 
     class FakeNvml:
         @staticmethod
@@ -213,7 +213,7 @@ def test_cuda_visible_devices_selects_and_orders_nvml_devices():
 
 
 def test_device_queries_without_a_driver(monkeypatch):
-    from infercmp import devices
+    from infercmp.platform import gpus as devices
 
     monkeypatch.setattr(devices, "_nvml", lambda: None)
     assert devices.cuda_device_count() == 0
@@ -223,7 +223,7 @@ def test_device_queries_without_a_driver(monkeypatch):
 
 
 def test_clock_slowdown_reasons_name_only_harmful_ones(monkeypatch):
-    from infercmp import devices
+    from infercmp.platform import gpus as devices
 
     class FakeNvml:
         @staticmethod
@@ -239,7 +239,7 @@ def test_clock_slowdown_reasons_name_only_harmful_ones(monkeypatch):
 def test_device_queries_agree_with_torch():
     import torch
 
-    from infercmp import devices
+    from infercmp.platform import gpus as devices
 
     assert devices.cuda_device_count() == torch.cuda.device_count()
     assert devices.compute_capability(0) == torch.cuda.get_device_capability(0)

@@ -12,7 +12,6 @@ import pytest
 from pydantic import Field
 from typer.testing import CliRunner
 
-from infercmp.bench import Interrupted, stop_on_signals
 from infercmp.engines import get_descriptor
 from infercmp.engines.descriptor import (
     EngineDescriptor,
@@ -21,7 +20,8 @@ from infercmp.engines.descriptor import (
     SearchOption,
     SearchSpace,
 )
-from infercmp.tune import (
+from infercmp.run.bench import Interrupted, stop_on_signals
+from infercmp.tune.search import (
     MIN_WORKER_S,
     TUNE_FILE,
     Candidate,
@@ -403,8 +403,8 @@ def test_tune_on_a_full_disk_is_one_line_and_marks_what_it_can(
 ):
     import errno
 
-    from infercmp import tune as tune_mod
-    from infercmp.results import RunStore
+    from infercmp.store.run_store import RunStore
+    from infercmp.tune.search import search as tune_mod
 
     runs = tmp_path / "runs"
 
@@ -428,7 +428,7 @@ def test_tune_on_a_full_disk_is_one_line_and_marks_what_it_can(
 def test_tune_batch_measures_every_candidate_at_that_batch(
     cli, tmp_path, monkeypatch, shared_cache
 ):
-    from infercmp import bench
+    from infercmp.run import bench
 
     specs = []
 
@@ -455,7 +455,7 @@ def test_tune_batch_measures_every_candidate_at_that_batch(
 def test_tune_prints_one_line_per_round_and_the_winners(cli, tmp_path, monkeypatch):
     import re
 
-    from infercmp import tune as tune_mod
+    from infercmp.tune.search import search as tune_mod
 
     def measure(self, candidates, plan, timeout_s):
         for c in candidates:
@@ -488,7 +488,7 @@ def test_tune_prints_one_line_per_round_and_the_winners(cli, tmp_path, monkeypat
 
 PIPED_TUNE = """
 import sys, time
-from infercmp import tune
+from infercmp.tune.search import search as tune
 from infercmp.cli import main
 
 def measure(self, candidates, plan, timeout_s):
@@ -520,7 +520,7 @@ def test_tune_into_a_closed_pipe_finishes_the_run(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()
-    from infercmp.results import RunStore
+    from infercmp.store.run_store import RunStore
 
     run = next(runs.iterdir())
     assert RunStore.open(run).status == "complete"
@@ -528,8 +528,8 @@ def test_tune_into_a_closed_pipe_finishes_the_run(tmp_path):
 
 
 def test_tune_exits_1_when_every_candidate_failed(cli, tmp_path, monkeypatch):
-    from infercmp import tune as tune_mod
-    from infercmp.results import RunStore
+    from infercmp.store.run_store import RunStore
+    from infercmp.tune.search import search as tune_mod
 
     def all_fail(self, candidates, plan, timeout_s):
         for c in candidates:
@@ -571,7 +571,7 @@ def test_tune_runs_workers_stores_a_run_and_report_shows_the_leaderboard(cli, tm
     assert winner.command.startswith("infercmp bench tiny-cnn -e ")
     assert "onnxruntime" in winner.command
     assert f"    {winner.command}" in result.output.splitlines()
-    from infercmp.results import RunStore
+    from infercmp.store.run_store import RunStore
 
     stored = RunStore.open(run)
     assert stored.status == "complete"
@@ -614,7 +614,7 @@ def test_tune_sigint_keeps_the_leaderboard_and_exits_1(tmp_path):
     assert board.status == "interrupted"
     assert board.detail == "stopped by SIGINT; the leaderboard holds what was measured"
     assert any(e.status == "ok" for e in board.entries)
-    from infercmp.results import RunStore
+    from infercmp.store.run_store import RunStore
 
     assert RunStore.open(run).status == "interrupted"
     assert "error: tune interrupted; the leaderboard so far is in" in output
@@ -623,7 +623,7 @@ def test_tune_sigint_keeps_the_leaderboard_and_exits_1(tmp_path):
 def test_every_precision_refused_walks_no_option_mix(monkeypatch):
     """Review of #23 C.16: with no precision left, pairing options with precisions yielded
     nothing, so the bounded look at the mixes never counted one and walked all 11**9."""
-    from infercmp import tune
+    from infercmp.tune.search import search as tune
 
     space, drawn = HugeDescriptor.search_space, []
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from infercmp.results import RunStore
+from infercmp.store.run_store import RunStore
 from tests.conftest import _has_cuda
 
 USAGE = Path(__file__).resolve().parents[1] / "docs" / "usage.md"

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infercmp.contract import Measurement, WorkerResult, WorkerSpec
-from infercmp.parity import compare_outputs
-from infercmp.worker import (
+from infercmp.core.contract import Measurement, WorkerResult, WorkerSpec
+from infercmp.core.parity import compare_outputs
+from infercmp.worker.run import (
     EXIT_BAD_SPEC,
     EXIT_FAILED,
     EXIT_OK,
@@ -31,9 +31,9 @@ NAMES = {"input_names": ["features", "token_ids"], "output_names": ["score", "em
 @pytest.fixture(scope="session")
 def two_io(tmp_path_factory):
     """tiny-two-io's reference npz and ONNX file, through the session's shared artifact cache."""
-    from infercmp.cache import ArtifactCache
-    from infercmp.export import default_experiment, ensure_reference, export_onnx
-    from infercmp.plugins import get_plugin
+    from infercmp.artifacts.cache import ArtifactCache
+    from infercmp.artifacts.onnx_export import default_experiment, ensure_reference, export_onnx
+    from infercmp.workload.plugins import get_plugin
 
     cache = ArtifactCache(tmp_path_factory.getbasetemp() / "artifact-cache")
     plugin = get_plugin("tiny-two-io")
@@ -155,7 +155,7 @@ def test_onnxruntime_worker_never_imports_torch(two_io, tmp_path):
     script = textwrap.dedent(
         f"""
         import json, sys
-        from infercmp.worker import main  # what `python -m infercmp.worker` runs
+        from infercmp.worker.run import main  # what `python -m infercmp.worker` runs
         code = main([{str(spec_path)!r}])
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorrt"))
         open({str(modules_file)!r}, "w").write(json.dumps({{"code": code, "heavy": heavy}}))
@@ -233,7 +233,7 @@ def test_invalid_spec_exits_2_with_one_line(tmp_path):
 
 
 def test_measurement_defaults_to_adaptive_with_precision_tolerances():
-    from infercmp.parity import default_rtol
+    from infercmp.core.parity import default_rtol
 
     settings = Measurement()
     assert settings.mode == "adaptive"
@@ -323,9 +323,9 @@ def test_worker_module_runs_from_any_directory(tmp_path, two_io):
 
 def test_spec_bench_writes_is_the_spec_the_worker_reads(tmp_path):
     """One typed contract: bench's WorkerSpec survives JSON with every default intact."""
-    from infercmp import bench
-    from infercmp.plugins import get_plugin
-    from infercmp.shapes import default_experiment
+    from infercmp.run import bench
+    from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment
 
     plugin = get_plugin("tiny-two-io")
     plan = bench.plan_bench(

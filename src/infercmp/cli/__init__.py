@@ -14,8 +14,8 @@ from rich.markup import escape
 
 from infercmp import __version__
 from infercmp.cli import bench, engines, export, models, report, tune
-from infercmp.cli.common import HelpGroup, command_group, err_console, state
-from infercmp.errors import InfercmpError
+from infercmp.cli.options import HelpGroup, command_group, err_console, state
+from infercmp.core.errors import InfercmpError
 
 
 def report_error(exc: InfercmpError) -> None:

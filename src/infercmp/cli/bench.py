@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from infercmp.cli.common import (
+from infercmp.cli.options import (
     cache_dir_option,
     console,
     device_resident_option,
@@ -22,7 +22,7 @@ from infercmp.cli.common import (
     sample_hz_option,
     state,
 )
-from infercmp.errors import InfercmpError, NothingRan, RunFailed
+from infercmp.core.errors import InfercmpError, NothingRan, RunFailed
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -74,7 +74,7 @@ def _warmup(text: str) -> tuple[int | None, float | None]:
 @contextlib.contextmanager
 def _preparation_guard() -> Iterator[None]:
     """Planning and artifact preparation: a signal or MemoryError becomes one clear line."""
-    from infercmp import bench as bench_mod
+    from infercmp.run import bench as bench_mod
 
     try:
         with bench_mod.stop_on_signals():
@@ -102,7 +102,7 @@ def _notes(result) -> list[str]:
     """The sentences a row refers to: its error, else its gates and warnings, each on its own
     so a sentence shared by several rows is printed once."""
     from infercmp.report.summary import contention
-    from infercmp.scenarios import load_shortfall
+    from infercmp.workload.scenarios import load_shortfall
 
     if result.status != "ok":
         return [result.error or result.status]
@@ -120,8 +120,8 @@ def _failed_parity(result) -> bool:
 
 
 def _parity(result) -> str:
-    """The parity headline (infercmp.parity): verdict and largest absolute error."""
-    from infercmp.parity import Parity
+    """The parity headline (infercmp.core.parity): verdict and largest absolute error."""
+    from infercmp.core.parity import Parity
 
     if not result.parity:
         return "-"
@@ -135,7 +135,7 @@ def _parity(result) -> str:
 
 def row_cells(result) -> dict[str, str]:
     """One result's cells, plain text (no markup), in the table's column order."""
-    from infercmp.scenarios import items_per_s, served_qps, shape_and_load, shown_status
+    from infercmp.workload.scenarios import items_per_s, served_qps, shape_and_load, shown_status
 
     r, lat = result, result.latency or {}
     half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2 / lat["p50_ms"] * 100 if lat else None
@@ -215,7 +215,7 @@ def verdict(results, run_dir: Path, fine: tuple[str, ...]) -> str | None:
     """The last line of a run that must exit 1, counting what went wrong; None when nothing
     did. A combination whose outputs failed parity, or that did not hold its load, counts as
     surely as one that did not finish: its speed is not a result."""
-    from infercmp.scenarios import OVERLOADED, shown_status
+    from infercmp.workload.scenarios import OVERLOADED, shown_status
 
     total = len(results)
     not_ok = [r for r in results if r.status not in fine]
@@ -262,7 +262,7 @@ def print_summary(results, run_dir: Path) -> None:
     if tolerances:
         console.print(
             "parity: the largest absolute error of any output against PyTorch fp32 on the CPU, "
-            f"judged at {'; '.join(tolerances)} (infercmp.parity)",
+            f"judged at {'; '.join(tolerances)} (infercmp.core.parity)",
             markup=False,
             soft_wrap=True,
         )
@@ -414,10 +414,10 @@ def bench(
             "Missing argument 'model': name one from 'infercmp models', or continue a run with "
             "--resume RUN (see 'infercmp bench --help')"
         )
-    from infercmp import bench as bench_mod
-    from infercmp.contract import Measurement
-    from infercmp.plugins import get_plugin
-    from infercmp.shapes import default_experiment, parse_shape
+    from infercmp.core.contract import Measurement
+    from infercmp.run import bench as bench_mod
+    from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment, parse_shape
 
     measurement = Measurement.from_flags(
         warmup=_warmup(warmup) if warmup is not None else None,
@@ -431,7 +431,7 @@ def bench(
         device_resident=device_resident or None,
     )
     check_run_flags(repeat, sample_hz, exporter, timeout)
-    from infercmp.executors import make_executor
+    from infercmp.run.executors.local import make_executor
 
     runner = make_executor(
         executor, ray_address, ray_accelerator_type, ray_resource, sample_hz, measurement.timeout_s
@@ -445,7 +445,7 @@ def bench(
             default_experiment(plugin.config)
         ]
         experiments = list(dict.fromkeys(experiments))
-        from infercmp.scenarios import check_server_window, loads_from_flags
+        from infercmp.workload.scenarios import check_server_window, loads_from_flags
 
         loads, auto_batch = loads_from_flags(
             plugin.config, batch, concurrency, scenario, qps, slo_ms
@@ -464,10 +464,10 @@ def bench(
         for note in [*dict.fromkeys(plan.notes), *_batch_notes(plugin, experiments, loads)]:
             err_console.print(f"[yellow]note:[/] {escape(note)}")  # each once: loads share them
 
-        from infercmp.cache import ArtifactCache, resolve_cache_dir
-        from infercmp.environment import collect_environment
-        from infercmp.results import RunStore
+        from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
+        from infercmp.platform.environment import collect_environment
         from infercmp.sampler import default_samplers
+        from infercmp.store.run_store import RunStore
 
         uses_gpu = any(c.device == "cuda" for c in plan.runnable)
         samplers, left_out = (
@@ -573,8 +573,8 @@ def bench(
 
 def _batch_notes(plugin, experiments, loads) -> list[str]:
     """Where --batch replaces the batch of a --shape, what a row labelled `2x64 b1` measures."""
-    from infercmp.batching import batched_runtime_shapes
-    from infercmp.export import runtime_shapes
+    from infercmp.artifacts.onnx_export import runtime_shapes
+    from infercmp.workload.batching import batched_runtime_shapes
 
     notes = []
     batches = dict.fromkeys(load.batch for load in loads if load.batch is not None)
@@ -608,7 +608,7 @@ def resumed_flags(ctx: typer.Context, resume: Path) -> dict | None:
     """`--resume RUN`: bench's arguments with the run's stored flags filled in for those not
     given; a given flag that contradicts the stored one is one line. None: the run predates
     stored flags, so the command line must repeat them (as before)."""
-    from infercmp.results import RunStore, check_not_written
+    from infercmp.store.run_store import RunStore, check_not_written
 
     meta = RunStore.open(resume).meta
     if "tune" in (meta.get("settings") or {}):
@@ -664,8 +664,8 @@ def _flag(name: str, value) -> str:
 def _open_store(out: Path, model: str, meta: dict, resume: Path | None):
     """A new run store, or with `--resume` the given one and the combinations it holds whole;
     either way this process holds the run's writer lock until `store.close()`."""
-    from infercmp.executors import open_for_resume
-    from infercmp.results import RunStore
+    from infercmp.run.executors.local import open_for_resume
+    from infercmp.store.run_store import RunStore
 
     if resume is None:
         return RunStore.create(out, model, meta), frozenset()
@@ -709,12 +709,12 @@ def check_something_ran(results) -> None:
 
 
 def _search_batches(plugin, plan, artifacts, prepare, store, run, limit_ms) -> str:
-    """--batch auto: run the plan at batch 1, 2, 4, ... (infercmp.batch_search) and print
+    """--batch auto: run the plan at batch 1, 2, 4, ... (infercmp.run.batch_search) and print
     each configuration's best batch. `artifacts` are batch 1's; `prepare(plan, progress)`
     makes a later batch's as bench made the first's (under Ray: plans built on the nodes)."""
-    from infercmp.batch_search import search_batches
-    from infercmp.batching import batch_range
-    from infercmp.results import RunStore
+    from infercmp.run.batch_search import search_batches
+    from infercmp.store.run_store import RunStore
+    from infercmp.workload.batching import batch_range
 
     def step(step_plan):
         if not step_plan.runnable or step_plan.runnable[0].load.batch == 1:
@@ -731,7 +731,7 @@ def _search_batches(plugin, plan, artifacts, prepare, store, run, limit_ms) -> s
 
 
 class ProgressLine:
-    """The progress bar's line, from bench's callbacks (`infercmp.bench.BenchListener`).
+    """The progress bar's line, from bench's callbacks (`infercmp.run.bench.BenchListener`).
 
     It names what the run knows: the worker that is starting or in a phase (the local
     executor reports both), else the last worker that finished. The Ray executor reports

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from infercmp.cli.common import console
+from infercmp.cli.options import console
 
 
 def _value(value: Any) -> str:

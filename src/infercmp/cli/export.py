@@ -7,7 +7,7 @@ from datetime import datetime
 
 import typer
 
-from infercmp.cli.common import (
+from infercmp.cli.options import (
     cache_dir_option,
     command_group,
     console,
@@ -17,7 +17,7 @@ from infercmp.cli.common import (
 
 
 def _cache(cache_dir: str | None):
-    from infercmp.cache import ArtifactCache, resolve_cache_dir
+    from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
 
     return ArtifactCache(resolve_cache_dir(cache_dir))
 
@@ -27,9 +27,9 @@ def _progress(message: str) -> None:
 
 
 def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
-    from infercmp.export import ensure_reference, export_onnx
-    from infercmp.plugins import get_plugin
-    from infercmp.shapes import default_experiment, parse_shape
+    from infercmp.artifacts.onnx_export import ensure_reference, export_onnx
+    from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment, parse_shape
 
     plugin = get_plugin(model)
     cache = _cache(cache_dir)
@@ -106,10 +106,10 @@ def build(
     cache_dir: str | None = cache_dir_option(),
 ) -> None:
     """Build a TensorRT / TensorRT-RTX engine plan (exports through the cache first)."""
-    from infercmp.build import build_engine
-    from infercmp.export import export_onnx
-    from infercmp.plugins import get_plugin
-    from infercmp.trt import load_trt_module
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.engines.tensorrt.build import build_engine
+    from infercmp.engines.tensorrt.flavour import load_trt_module
+    from infercmp.workload.plugins import get_plugin
 
     plugin = get_plugin(model)
     load_trt_module(backend)  # a missing module is reported before a long export
@@ -186,7 +186,7 @@ def cache_clear(
     cache_dir: str | None = cache_dir_option(),
 ):
     """Remove cached artifacts (all of them, or one kind)."""
-    from infercmp.errors import InfercmpError
+    from infercmp.core.errors import InfercmpError
 
     if kind not in (None, "onnx", "plan", "reference"):
         raise InfercmpError(f"unknown --kind '{kind}'; choose onnx, plan or reference")

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from infercmp.cli.common import command_group, console, err_console, print_table
-from infercmp.errors import InfercmpError
+from infercmp.cli.options import command_group, console, err_console, print_table
+from infercmp.core.errors import InfercmpError
 
 if TYPE_CHECKING:
-    from infercmp.config import ModelConfig
+    from infercmp.workload.config import ModelConfig
 
 # The schema (pydantic, numpy, yaml) loads inside the commands, not when the CLI starts.
 
@@ -33,7 +33,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     from rich.markup import escape
     from rich.table import Table
 
-    from infercmp.plugins import discover
+    from infercmp.workload.plugins import discover
 
     rows = []
     tensors = {}
@@ -74,7 +74,7 @@ def show(model: str = typer.Argument(..., help="A model name from 'infercmp mode
     """Print a model's validated config as YAML (valid input to 'infercmp config validate')."""
     import yaml
 
-    from infercmp.plugins import get_plugin
+    from infercmp.workload.plugins import get_plugin
 
     config = get_plugin(model).config
     # Flow style for the innermost lists keeps each shape on one line: [1, 3, -1, -1].
@@ -87,7 +87,7 @@ def validate(files: list[Path] = typer.Argument(..., help="YAML model config fil
     """Validate model config files; every problem is printed with its file and field."""
     from rich.markup import escape
 
-    from infercmp.config import ConfigError, load_config
+    from infercmp.workload.config import ConfigError, load_config
 
     problems = []
     for path in files:

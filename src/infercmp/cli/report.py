@@ -10,8 +10,8 @@ from pathlib import Path
 
 import typer
 
-from infercmp.cli.common import console
-from infercmp.errors import InfercmpError
+from infercmp.cli.options import console
+from infercmp.core.errors import InfercmpError
 
 FORMATS = ("html", "md", "csv", "json")
 _SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".csv": "csv", ".json": "json"}
@@ -68,7 +68,7 @@ def report(
 ) -> None:
     """Write a report of one or more bench runs: an offline HTML page, or md/csv/json tables."""
     from infercmp import report as rep
-    from infercmp.report.load import keep_nodes
+    from infercmp.report.runs import keep_nodes
 
     if output is not None:
         _refuse_a_file_of_a_run(output)
@@ -105,7 +105,7 @@ def report(
 
 def _resolve(path: Path) -> Path:
     """A run directory as given, or the latest run in a directory of runs (said on stderr)."""
-    from infercmp.cli.common import err_console
+    from infercmp.cli.options import err_console
     from infercmp.report import resolve_run
 
     run, note = resolve_run(path)
@@ -117,7 +117,7 @@ def _resolve(path: Path) -> Path:
 def _refuse_a_file_of_a_run(path: Path) -> None:
     """A report never replaces a file of a run (its commit log, run.json, its parquet files);
     checked before anything else about -o, so that is what the user is told."""
-    from infercmp.results import run_owning
+    from infercmp.store.run_store import run_owning
 
     run = run_owning(path)
     if run is not None:
@@ -127,7 +127,7 @@ def _refuse_a_file_of_a_run(path: Path) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    from infercmp.files import write_atomic
+    from infercmp.core.files import write_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

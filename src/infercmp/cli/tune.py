@@ -12,10 +12,10 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from infercmp.cli import common as shared
+from infercmp.cli import options as shared
 from infercmp.cli.bench import _power_limit, _preparation_guard, check_run_flags
-from infercmp.cli.common import console, err_console, state
-from infercmp.errors import InfercmpError, RunFailed
+from infercmp.cli.options import console, err_console, state
+from infercmp.core.errors import InfercmpError, RunFailed
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600}
@@ -126,12 +126,12 @@ def tune(
     import time
 
     started = time.monotonic()
-    from infercmp import bench as bench_mod
-    from infercmp import tune as tune_mod
-    from infercmp.contract import Load
+    from infercmp.core.contract import Load
     from infercmp.engines.descriptor import Machine
-    from infercmp.plugins import get_plugin
-    from infercmp.shapes import default_experiment, parse_shape
+    from infercmp.run import bench as bench_mod
+    from infercmp.tune.search import search as tune_mod
+    from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment, parse_shape
 
     budget_s = parse_budget(budget)
     if objective not in ("latency", "throughput"):
@@ -155,7 +155,7 @@ def tune(
         experiment = parse_shape(shape, plugin.config) if shape else None
         experiment = experiment or default_experiment(plugin.config)
         if batch is not None:  # outside the config's declared range: the user's mistake
-            from infercmp.batching import check_batches
+            from infercmp.workload.batching import check_batches
 
             check_batches([batch], plugin.config)
         load = Load(batch=batch)
@@ -163,10 +163,10 @@ def tune(
         for note in notes:
             err_console.print(f"[yellow]note:[/] {escape(note)}")
 
-        from infercmp.cache import ArtifactCache, resolve_cache_dir
-        from infercmp.environment import collect_environment
-        from infercmp.results import RunStore
+        from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
+        from infercmp.platform.environment import collect_environment
         from infercmp.sampler import default_samplers
+        from infercmp.store.run_store import RunStore
 
         samplers, left_out = (
             default_samplers(gpu=device == "cuda")
@@ -281,8 +281,8 @@ def _activity(search) -> Iterator[None]:
 
 def _fail(store, board, detail: str) -> None:
     """Mark the search and the run failed, as far as the disk still takes writes."""
-    from infercmp import bench as bench_mod
-    from infercmp import tune as tune_mod
+    from infercmp.run import bench as bench_mod
+    from infercmp.tune.search import search as tune_mod
 
     board.status, board.detail = "failed", detail
     with contextlib.suppress(OSError):

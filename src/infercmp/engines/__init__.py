@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 if TYPE_CHECKING:
     import numpy as np
 
+    from infercmp.core.entrypoints import Registered
     from infercmp.engines.descriptor import EngineDescriptor
-    from infercmp.entrypoints import Registered
 
 Device = Literal["cpu", "cuda"]
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -101,7 +101,7 @@ def _check_descriptor(obj: Any, entry: Registered) -> EngineDescriptor:
 
 def engine_entries() -> dict[str, Registered]:
     """Every engine registered in the environment, by name; nothing is imported yet."""
-    from infercmp.entrypoints import discover
+    from infercmp.core.entrypoints import discover
 
     return discover(ENTRY_POINT_GROUP, "engine", _check_descriptor)
 
@@ -113,7 +113,7 @@ def engine_names() -> list[str]:
 
 def get_descriptor(name: str) -> EngineDescriptor:
     """The descriptor registered as `name`, or one clear error with the closest names."""
-    from infercmp.entrypoints import load_named
+    from infercmp.core.entrypoints import load_named
 
     return load_named(engine_entries(), name, "engine")
 

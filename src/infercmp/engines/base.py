@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from infercmp.core.errors import InfercmpError
 from infercmp.engines import EngineSpec
 from infercmp.engines.descriptor import EngineDescriptor, EngineOptions
-from infercmp.errors import InfercmpError
 
 
 class EngineError(InfercmpError):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from infercmp.errors import InfercmpError
+from infercmp.core.errors import InfercmpError
 
 if TYPE_CHECKING:
     from infercmp.engines import Engine
@@ -68,7 +68,7 @@ class Machine:
 
     @classmethod
     def current(cls) -> Machine:
-        from infercmp import devices
+        from infercmp.platform import gpus as devices
 
         return cls(cuda_devices=devices.cuda_device_count(), cpu_flags=_cpu_flags())
 
@@ -90,13 +90,13 @@ def _cpu_flags() -> frozenset[str]:
 class ConvertContext:
     """What `EngineDescriptor.convert` may use: the plugin, the cache and the ONNX export."""
 
-    plugin: Any  # infercmp.plugins.ModelPlugin
-    cache: Any  # infercmp.cache.ArtifactCache
-    onnx: Any  # infercmp.export.OnnxArtifact
+    plugin: Any  # infercmp.workload.plugins.ModelPlugin
+    cache: Any  # infercmp.artifacts.cache.ArtifactCache
+    onnx: Any  # infercmp.artifacts.onnx_export.OnnxArtifact
     progress: Callable[[str], None]
     # The batch sizes the run uses (--batch, else each example's own; empty when the config
     # has no dynamic batch axis); a plan built for an optimisation profile must cover them
-    # (infercmp.batching.plan_batches, profile_for_batches).
+    # (infercmp.workload.batching.plan_batches, profile_for_batches).
     batches: tuple[int, ...] = ()
 
 
@@ -224,7 +224,7 @@ class EngineDescriptor:
     distributions: ClassVar[tuple[str, ...]] = ()
     keeps_profile: ClassVar[bool] = False
     # Its artifact is made for the GPU that builds it (a TensorRT plan): a distributed run
-    # converts on the node that runs it, not on the driver (infercmp.ray_executor).
+    # converts on the node that runs it, not on the driver (infercmp.run.executors.ray).
     builds_on_device: ClassVar[bool] = False
     search_space: ClassVar[SearchSpace | None] = None
     concurrency: ClassVar[dict[str, str]] = {}

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from infercmp.plugins import ModelPlugin
+from infercmp.workload.plugins import ModelPlugin
 
 
 class TinyCNN(ModelPlugin):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from infercmp.plugins import ModelPlugin
+from infercmp.workload.plugins import ModelPlugin
 
 VOCAB = 100
 

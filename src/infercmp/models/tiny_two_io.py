@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infercmp.plugins import ModelPlugin
+from infercmp.workload.plugins import ModelPlugin
 
 
 def _module():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infercmp.report.compare import CompareReport, Comparison, bootstrap_median_ratio, compare_runs
-from infercmp.report.load import (
+from infercmp.report.runs import (
     Combination,
     RunView,
     load_runs,

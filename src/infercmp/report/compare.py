@@ -32,18 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.report.load import Combination, RunView, as_dict
-from infercmp.report.summary import shortfall
-from infercmp.sampler.handoff import (
+from infercmp.core.stats import Z95, hierarchical_change_ci, pooled_median
+from infercmp.platform.placement import (
     STRADDLED,
     SharedPlacement,
     process_state,
     shared_placement,
     typical,
 )
-from infercmp.sampler.summary import BUSY_CPUS
-from infercmp.scenarios import OVERLOADED, served_qps
-from infercmp.stats import Z95, hierarchical_change_ci, pooled_median
+from infercmp.report.runs import Combination, RunView, as_dict
+from infercmp.report.summary import shortfall
+from infercmp.sampler.aggregate import BUSY_CPUS
+from infercmp.workload.scenarios import OVERLOADED, served_qps
 
 SINGLE_PROCESS = "single-process"
 HIERARCHICAL = "hierarchical"

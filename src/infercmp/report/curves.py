@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infercmp.report.load import Combination, as_dict
-from infercmp.scenarios import items_per_s, load_shortfall
+from infercmp.report.runs import Combination, as_dict
+from infercmp.workload.scenarios import items_per_s, load_shortfall
 
 
 @dataclass
@@ -48,7 +48,7 @@ class LoadPoint:
 
 def load_points(combos: list[Combination]) -> list[LoadPoint]:
     """Every measured combination that ran under a load flag, with its engine's front marked."""
-    from infercmp.contract import Load
+    from infercmp.core.contract import Load
 
     points = []
     for combo in combos:

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.report.load import Combination, format_options
-from infercmp.stats import outlier_mask
+from infercmp.core.stats import outlier_mask
+from infercmp.report.runs import Combination, format_options
 
 MAX_DIST_POINTS = 3000  # per combination, drawn; statistics always use every sample
 MAX_LINE_POINTS = 1500  # per time series trace, drawn (min/max per bucket keeps spikes)

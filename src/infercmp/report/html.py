@@ -10,7 +10,7 @@ import numpy as np
 
 from infercmp.report import curves, figures
 from infercmp.report.figures import esc
-from infercmp.report.load import Combination, RunView, format_options
+from infercmp.report.runs import Combination, RunView, format_options
 from infercmp.report.summary import (
     DEFAULT_BASELINE,
     combinations,
@@ -24,7 +24,7 @@ from infercmp.report.summary import (
     shortfall,
     summary_row,
 )
-from infercmp.scenarios import OVERLOADED
+from infercmp.workload.scenarios import OVERLOADED
 
 _GREY = "#94a3b8"
 
@@ -638,7 +638,7 @@ def _status_class(status: str) -> str:
 
 
 def _cpu_text(env: dict) -> str:
-    """CPU, cores and RAM from `infercmp.environment.collect_environment()`'s keys."""
+    """CPU, cores and RAM from `infercmp.platform.environment.collect_environment()`'s keys."""
     text = str(env.get("cpu_model") or "unknown CPU")
     physical = env.get("cpu_physical_cores")
     logical = env.get("cpu_logical_cores")

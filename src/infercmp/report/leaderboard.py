@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from infercmp.report.figures import esc
-from infercmp.report.load import RunView
+from infercmp.report.runs import RunView
 
 
 def tune_section(runs: list[RunView]) -> str:
     """One leaderboard per tuned run, or nothing for bench runs."""
-    from infercmp.tune import read_leaderboard
+    from infercmp.tune.search import read_leaderboard
 
     blocks = []
     for run in runs:

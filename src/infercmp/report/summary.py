@@ -9,17 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from infercmp.core.stats import outlier_mask
 from infercmp.report import curves
-from infercmp.report.load import Combination, RunView, as_dict, installed_descriptor
-from infercmp.sampler.summary import BUSY_CPUS
-from infercmp.scenarios import (
+from infercmp.report.runs import Combination, RunView, as_dict, installed_descriptor
+from infercmp.sampler.aggregate import BUSY_CPUS
+from infercmp.workload.scenarios import (
     items_per_request,
     items_per_s,
     load_shortfall,
     served_qps,
 )
-from infercmp.scenarios import shown_status as scenarios_shown_status
-from infercmp.stats import outlier_mask
+from infercmp.workload.scenarios import shown_status as scenarios_shown_status
 
 DEFAULT_BASELINE = "pytorch"
 MIB = 1024 * 1024
@@ -147,7 +147,7 @@ def parity_summary(combo: Combination) -> dict[str, Any]:
 
 
 def _tolerance_text(parity: dict[str, Any]) -> str | None:
-    """What the outputs were judged against, in infercmp.parity's words."""
+    """What the outputs were judged against, in infercmp.core.parity's words."""
     rtol, atol = parity.get("rtol"), parity.get("atol")
     if rtol is None:
         return None

@@ -12,11 +12,7 @@ peak(rows, "proc_rss_bytes", "measure"), energy_joules(rows)
 
 from __future__ import annotations
 
-from infercmp.sampler.base import ProcessGone, Reading, Sampler
-from infercmp.sampler.nvml import NvmlSampler
-from infercmp.sampler.process import ProcessSampler
-from infercmp.sampler.session import SamplingSession
-from infercmp.sampler.summary import (
+from infercmp.sampler.aggregate import (
     BackgroundLoad,
     EnergyWindow,
     background_load,
@@ -25,6 +21,10 @@ from infercmp.sampler.summary import (
     mean_over_measure,
     peak,
 )
+from infercmp.sampler.base import ProcessGone, Reading, Sampler
+from infercmp.sampler.nvml import NvmlSampler
+from infercmp.sampler.process import ProcessSampler
+from infercmp.sampler.session import SamplingSession
 from infercmp.sampler.system import SystemSampler
 
 _TITLES = {"process": "process", "system": "system", "nvml": "NVML"}

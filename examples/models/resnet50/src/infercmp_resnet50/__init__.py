@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from infercmp import ModelPlugin
-from infercmp.config import ModelConfig
+from infercmp.workload.config import ModelConfig
 
 MEAN = 0.45
 STD = 0.225

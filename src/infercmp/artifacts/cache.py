@@ -1,0 +1,709 @@
+"""Content-addressed artifact cache: ONNX files, engine plans and reference data, one dir each.
+
+Layout under the root:
+
+    CACHEDIR.TAG                   written when infercmp creates the cache (see below)
+    in-use.lock                    shared-locked by every process using the cache
+    entries/<kind>/<key>/          one committed entry: its files and `entry.json`
+    staging/                       entries being written (renamed into place when complete)
+    locks/<kind>-<key>.lock        held while a process builds an entry, so two do not race
+    timing/                        persisted TensorRT timing caches
+
+An entry is committed by renaming a fully written staging dir into place, so a reader sees a
+whole entry or none. `entry.json` lists every file with its size and sha256. `lookup` trusts
+none of it: the manifest is validated (`Manifest`, and the metadata of its kind, `KINDS`),
+the dir must hold exactly the listed files, every file its kind needs must be among them, and
+every file is checksummed. An entry failing any check is dropped, so the caller rebuilds it.
+A cache that cannot be written is one error line (`CacheUnwritable`), not a traceback. Files
+are read only if they are regular files (`infercmp.core.files.read_regular`): a FIFO would hang.
+
+infercmp deletes only what it can prove it made. It writes `CACHEDIR.TAG` (the Cache Directory
+Tagging Specification's file, which backup tools also honour) into the directory it creates; a
+non-empty directory without one is refused, so `--cache-dir .` cannot touch a user's files.
+A cache made before the tag existed is adopted only when every file in it has a name and place
+infercmp gives (`_made_by_infercmp`): one stray user file and it is refused, with what to do.
+Even in a tagged cache, `clear` removes only entries, staging dirs, timing caches and aliases
+by the names infercmp gives them, never a whole directory.
+
+Liveness is judged by `flock`, which the kernel releases when its holder dies, in any PID
+namespace and, on file systems that support it, across hosts; never by a pid. Each process
+writing to the cache holds `locks/writer-<token>.lock` exclusively and names its staging dirs
+`stage-w<token>-...`; a dir whose writer lock is free was left by a killed process and the next
+writer or `clear` removes it. At exit a process removes its own leftovers (an export thread
+still running when a signal ends the run). Every process using the cache holds `in-use.lock`
+shared for as long as it lives; `clear` takes it exclusively, so it refuses while a bench runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+from infercmp.core.errors import InfercmpError, RunFailed
+from infercmp.core.files import open_regular, read_regular, write_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: entries stay atomic; liveness falls back to "alive"
+    fcntl = None  # type: ignore[assignment]
+
+CACHE_ENV = "INFERCMP_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path(".infercmp") / "cache"
+MANIFEST = "entry.json"
+FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+MARKER = "CACHEDIR.TAG"
+MARKER_TEXT = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by infercmp: its artifact cache.\n"
+    "# infercmp deletes only what it made, and only in a directory holding this file.\n"
+)
+IN_USE_LOCK = "in-use.lock"
+
+
+class FileRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Manifest(BaseModel):
+    """`entry.json`, as `store` writes it; anything else makes the entry damaged."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    format: Literal[1]
+    kind: str
+    key: str
+    created: float
+    files: dict[str, FileRecord]
+    meta: dict[str, Any]
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class OnnxMeta(_Meta):
+    exporter: str
+    opset: StrictInt
+    checked_shapes: dict[str, list[list[StrictInt]]]
+
+
+class PrecisionOnnxMeta(_Meta):
+    precision: str
+
+
+class PlanMeta(_Meta):
+    backend: str
+    backend_version: str
+    precision: str
+    gpu: str
+    strongly_typed: StrictBool
+
+
+class ReferenceMeta(_Meta):
+    model: str
+    experiment: list[list[StrictInt]]
+    label: str
+
+
+@dataclass(frozen=True)
+class EntryKind:
+    """What an entry of one kind must hold for its reader (export.py, build.py) to use it."""
+
+    files: tuple[str, ...]
+    meta: type[_Meta]
+
+
+# The file names are those export.py and build.py write (test_cache checks they agree).
+KINDS: dict[str, EntryKind] = {
+    "onnx": EntryKind(("model.onnx", "parity.npz", "export.log"), OnnxMeta),
+    "onnx-precision": EntryKind(("model.onnx",), PrecisionOnnxMeta),
+    "plan": EntryKind(("engine.plan", "build.log"), PlanMeta),
+    "reference": EntryKind(("reference.npz",), ReferenceMeta),
+}
+_ANY_KIND = EntryKind((), _Meta)
+
+# Errors that mean "this cache cannot be written here", as opposed to a bug: one line for them.
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+UNWRITABLE |= {errno.ENOTDIR, errno.EISDIR}
+# Staging entries: stage-w<token>-..., commit-w<token>-..., trash-w<token>-... (the writer's
+# lock is locks/writer-<token>.lock); stage-<pid>-... from infercmp before the lock existed.
+_STAGED = re.compile(r"^(?:stage|commit|trash)-(?:w([0-9a-f]{32})|(\d+))-")
+_WRITER_LOCK = re.compile(r"^writer-([0-9a-f]{32})\.lock$")
+# What an infercmp cache's top level holds ("aliases": infercmp before entries were keyed by
+# the loaded module); anything else there is someone else's.
+_TOP_LEVEL = {MARKER, IN_USE_LOCK, "entries", "aliases", "staging", "locks", "timing"}
+
+
+class CacheUnwritable(RunFailed):
+    """The cache's disk is full, read-only or not a directory: exit 1 with what to do."""
+
+
+class CacheBusy(RunFailed):
+    """`clear` while another process uses the cache: exit 1, try again when it has finished."""
+
+
+def resolve_cache_dir(cli_value: str | None) -> Path:
+    """The cache root: the `--cache-dir` flag, else $INFERCMP_CACHE_DIR, else `.infercmp/cache`."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_CACHE_DIR
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open_regular(path) as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_key(material: Any) -> str:
+    """A stable hex key of JSON-able `material` (sorted keys, so dict order does not matter)."""
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One committed, verified entry: `path / name` for each of `files`, and its metadata."""
+
+    kind: str
+    key: str
+    path: Path
+    created: float
+    files: dict[str, dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def size(self) -> int:
+        return sum(int(f["size"]) for f in self.files.values())
+
+
+class ArtifactCache:
+    """The artifact cache rooted at `root` (created on first write, with its `MARKER`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        _check_utf8(self.root)
+        if self.root.exists() and not self.root.is_dir():
+            raise InfercmpError(
+                f"the artifact cache {self.root} is a file, not a directory; give --cache-dir "
+                "(or INFERCMP_CACHE_DIR) a directory"
+            )
+        self._check_ours()
+        self._claimed = False
+
+    def _check_ours(self) -> None:
+        """Refuse a non-empty directory that infercmp cannot prove it made (see the module doc)."""
+        if _has_marker(self.root) or _made_by_infercmp(self.root):
+            return
+        raise InfercmpError(
+            f"{self.root} is not an infercmp artifact cache: it is not empty and has no "
+            f"{MARKER}, and infercmp never writes into or deletes from a directory it did not "
+            "create; give --cache-dir (or INFERCMP_CACHE_DIR) a new or empty directory, or, if "
+            f"an older infercmp made this cache, move the files it did not make out of it"
+        )
+
+    def _claim(self) -> None:
+        """Before the first write: create the root with its marker (adopting an old cache)."""
+        if self._claimed:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not _has_marker(self.root):
+            self._check_ours()  # files may have appeared since the cache was opened
+            write_atomic(self.root / MARKER, MARKER_TEXT)
+        self._claimed = True
+        _hold_in_use(self.root)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a full disk, a read-only cache or a file in the way into one clear line."""
+        try:
+            self._claim()
+            yield
+        except OSError as exc:
+            if exc.errno not in UNWRITABLE:
+                raise
+            raise self.unwritable(exc) from exc
+
+    def unwritable(self, exc: OSError) -> CacheUnwritable:
+        """The one line for an OSError in `UNWRITABLE` met while writing into the cache."""
+        where = f" ({exc.filename})" if exc.filename else ""
+        return CacheUnwritable(
+            f"cannot write the artifact cache at {self.root}: {exc.strerror}{where}; free "
+            "space, make it writable, or choose another with --cache-dir"
+        )
+
+    # -- paths ---------------------------------------------------------------------------
+    def _entry_dir(self, kind: str, key: str) -> Path:
+        _check_name(kind)
+        _check_name(key)
+        return self.root / "entries" / kind / key
+
+    @property
+    def timing_dir(self) -> Path:
+        return self.root / "timing"
+
+    # -- reading -------------------------------------------------------------------------
+    def lookup(self, kind: str, key: str) -> CacheEntry | None:
+        """The entry `kind/key` if present and intact; a damaged one is removed (None)."""
+        path = self._entry_dir(kind, key)
+        _hold_in_use(self.root)
+        entry = _read_entry(kind, key, path)
+        if entry is None or not _files_intact(entry):
+            if path.exists():
+                self._discard(path)
+            return None
+        return entry
+
+    def entries(self, kind: str | None = None) -> list[CacheEntry]:
+        """Every committed entry (not verified: listing must stay cheap), oldest first."""
+        found = []
+        base = self.root / "entries"
+        kinds = [kind] if kind else sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+        for k in kinds:
+            kind_dir = base / k
+            if not kind_dir.is_dir():
+                continue
+            for path in kind_dir.iterdir():
+                entry = _read_entry(k, path.name, path)
+                if entry is not None:
+                    found.append(entry)
+        return sorted(found, key=lambda e: e.created)
+
+    # -- writing -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A private empty dir to write an entry's files into; removed afterwards unless stored."""
+        base = self.root / "staging"
+        with self._writing():
+            base.mkdir(parents=True, exist_ok=True)
+            token = _writer_token(self.root)
+            self._remove_stale_staging()
+            path = Path(tempfile.mkdtemp(dir=base, prefix=f"stage-w{token}-"))
+            try:
+                yield path
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _remove_stale_staging(self) -> None:
+        """Remove what killed writers left in staging/ (their lock is free); nothing else."""
+        base = self.root / "staging"
+        for path in sorted(base.iterdir()) if base.is_dir() else ():
+            owner = _STAGED.match(path.name)
+            if owner is not None and not _writer_alive(self.root, *owner.groups()):
+                shutil.rmtree(path, ignore_errors=True)
+        for path in (self.root / "locks").glob("writer-*.lock"):
+            if _WRITER_LOCK.match(path.name):
+                _remove_if_unlocked(path)
+
+    def store(
+        self, kind: str, key: str, staged: Path, meta: dict[str, Any] | None = None
+    ) -> CacheEntry:
+        """Commit the files in `staged` as entry `kind/key`, atomically; returns the entry.
+
+        If another process committed the same key first, its entry wins and is returned.
+        """
+        with self._writing():
+            return self._store(kind, key, staged, meta)
+
+    def _store(self, kind: str, key: str, staged: Path, meta: dict[str, Any] | None) -> CacheEntry:
+        final = self._entry_dir(kind, key)
+        files = {}
+        for path in sorted(staged.iterdir()):
+            if path.name == MANIFEST or not path.is_file():
+                continue
+            files[path.name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+        # What the writer forgot is a bug in infercmp: fail now, not at every later lookup.
+        expected = KINDS.get(kind, _ANY_KIND)
+        missing = [name for name in expected.files if name not in files]
+        if missing:
+            raise ValueError(f"cache entry {kind}/{key} lacks {', '.join(missing)}")
+        expected.meta.model_validate(meta or {})
+        manifest = {
+            "format": FORMAT_VERSION,
+            "kind": kind,
+            "key": key,
+            "created": time.time(),
+            "files": files,
+            "meta": meta or {},
+        }
+        (staged / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        # Rename a copy of the staging dir so the caller's context manager can still clean up.
+        token = _writer_token(self.root)
+        moving = staged.parent / f"commit-w{token}-{uuid.uuid4().hex}"
+        os.rename(staged, moving)
+        staged.mkdir()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            existing = self.lookup(kind, key)
+            if existing is not None:
+                shutil.rmtree(moving, ignore_errors=True)
+                return existing
+        try:
+            os.rename(moving, final)
+        except OSError:
+            # Lost a race to another writer between the check and the rename.
+            shutil.rmtree(moving, ignore_errors=True)
+            existing = self.lookup(kind, key)
+            if existing is None:
+                raise
+            return existing
+        entry = _read_entry(kind, key, final)
+        assert entry is not None, "a manifest written above is valid"
+        return entry
+
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str) -> Iterator[None]:
+        """Hold an exclusive lock on `kind/key` so concurrent builds of one entry serialise."""
+        _check_name(kind)
+        _check_name(key)
+        path = self.root / "locks" / f"{kind}-{key}.lock"
+        with self._writing():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock_file = open(path, "a+")  # noqa: SIM115 -- closed by the with below
+        with lock_file as f:
+            if fcntl is None:  # entries stay atomic, builds may just repeat
+                yield
+                return
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def remove(self, kind: str, key: str) -> None:
+        path = self._entry_dir(kind, key)
+        if path.exists():
+            self._discard(path)
+
+    def clear(self, kind: str | None = None) -> int:
+        """Remove every entry (of `kind`, if given) and what killed writers left in staging/.
+
+        Refused (`CacheBusy`) while another process uses the cache. Returns the number of
+        entries removed. Only what infercmp names is removed; a user's file is left alone.
+        """
+        if not self.root.is_dir():
+            return 0
+        with self._writing(), _exclusive_use(self.root):
+            self._remove_stale_staging()
+            removed = 0
+            base = self.root / "entries"
+            for kind_dir in [base / kind] if kind else _subdirs(base):
+                for path in _subdirs(kind_dir):
+                    if (path / MANIFEST).is_file():  # committed by infercmp, damaged or not
+                        self._discard(path)
+                        removed += 1
+                _remove_empty(kind_dir)
+            for alias_dir in _subdirs(self.root / "aliases"):
+                if kind is None or alias_dir.name == kind:
+                    for path in alias_dir.glob("*.json"):
+                        path.unlink(missing_ok=True)
+                    _remove_empty(alias_dir)
+            if kind is None:
+                for path in self.timing_dir.glob("*.cache"):
+                    path.unlink(missing_ok=True)
+                for path in (base, self.root / "aliases", self.timing_dir):
+                    _remove_empty(path)
+            return removed
+
+    def _discard(self, path: Path) -> None:
+        """Move a dir out of the way atomically, then delete it: readers never see half of it."""
+        try:
+            base = self.root / "staging"
+            base.mkdir(parents=True, exist_ok=True)
+            trash = base / f"trash-w{_writer_token(self.root)}-{uuid.uuid4().hex}"
+            os.rename(path, trash)
+        except OSError:
+            return  # someone else removed or replaced it, or the cache is read-only
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise InfercmpError(f"invalid cache name {name!r}")
+
+
+def _check_utf8(root: Path) -> None:
+    try:
+        str(root).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(root).decode("utf-8", "backslashreplace")
+        raise InfercmpError(
+            f"the artifact cache directory name '{shown}' is not valid UTF-8; give --cache-dir "
+            "(or INFERCMP_CACHE_DIR) a UTF-8 name"
+        ) from None
+
+
+# -- what infercmp made ----------------------------------------------------------------------
+def _has_marker(root: Path) -> bool:
+    try:
+        return read_regular(root / MARKER).decode("utf-8", "replace") == MARKER_TEXT
+    except OSError:
+        return False
+
+
+def _made_by_infercmp(root: Path) -> bool:
+    """`root` is absent, empty, or holds only what an infercmp cache holds, by name and place.
+
+    The test an untagged directory must pass to be adopted as a cache made by an infercmp from
+    before `MARKER`: every top-level name is one infercmp uses, every entry dir has a manifest,
+    every other file has the name infercmp gives it.
+    """
+    if not root.is_dir():
+        return not root.exists()
+    try:
+        for top in root.iterdir():
+            if top.name not in _TOP_LEVEL:
+                return False
+            if top.name in (MARKER, IN_USE_LOCK):
+                continue
+            if not top.is_dir() or not all(_made_in(top.name, child) for child in top.iterdir()):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _made_in(area: str, child: Path) -> bool:
+    """`child` of `root/area` is one infercmp makes there."""
+    name = child.name
+    if area == "staging":
+        return bool(_STAGED.match(name))
+    if area == "locks":
+        return name.endswith(".lock") and child.is_file()
+    if area == "timing":
+        return name.endswith((".cache", ".tmp")) and child.is_file()
+    if not child.is_dir():
+        return False
+    if area == "entries":  # <kind>/<key>/ with a manifest
+        return all(p.is_dir() and (p / MANIFEST).is_file() for p in child.iterdir())
+    # aliases/<kind>/<alias>.json
+    return all(p.is_file() and p.name.endswith((".json", ".tmp")) for p in child.iterdir())
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
+
+
+def _remove_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (a user's file) or already gone
+        path.rmdir()
+
+
+# -- liveness by flock -------------------------------------------------------------------------
+# The open files holding this process's locks, per (pid, directory): forked children get their
+# own (the parent's stay held by the parent).
+_WRITERS: dict[tuple[int, str], tuple[str, IO[bytes]]] = {}
+_IN_USE: dict[tuple[int, str], IO[bytes] | None] = {}
+_HELD_LOCK = threading.Lock()  # an export thread and the main thread may both start writing
+
+
+def _writer_token(root: Path) -> str:
+    """This process's writer token in the cache `root`; its lock is held until the process ends."""
+    key = (os.getpid(), str(root.resolve()))
+    with _HELD_LOCK:
+        return _WRITERS[key][0] if key in _WRITERS else _new_writer(root, key)
+
+
+def _new_writer(root: Path, key: tuple[int, str]) -> str:
+    (root / "locks").mkdir(parents=True, exist_ok=True)
+    while True:
+        token = uuid.uuid4().hex
+        path = root / "locks" / f"writer-{token}.lock"
+        held = open(path, "a+b")  # noqa: SIM115 -- held for the life of the process
+        if fcntl is None:
+            break
+        fcntl.flock(held, fcntl.LOCK_EX)
+        # Between open and flock another process may have found the new file unlocked and
+        # unlinked it (`_remove_if_unlocked`): a lock on an unlinked file guards nothing, and
+        # this writer's staging dirs would read as dead. Hold a lock on the file at the path.
+        if _same_file(held, path):
+            break
+        held.close()
+    _WRITERS[key] = (token, held)
+    return token
+
+
+def _same_file(held: IO[bytes], path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(held.fileno())
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _writer_alive(root: Path, token: str | None, pid: str | None) -> bool:
+    if token is None:  # written by an infercmp from before the writer locks
+        return _process_alive(int(pid or 0))
+    return _lock_held(root / "locks" / f"writer-{token}.lock")
+
+
+def _lock_held(path: Path) -> bool:
+    """Some open file holds a flock on `path` (this process's own lock counts)."""
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: keep the dir
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _remove_if_unlocked(path: Path) -> None:
+    """Unlink a writer's lock file that no process holds any more."""
+    if fcntl is None:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # held: its writer is alive
+    finally:
+        os.close(fd)
+
+
+def _hold_in_use(root: Path) -> None:
+    """Hold `in-use.lock` shared for the life of this process (best effort: a read-only cache
+    cannot be cleared anyway)."""
+    key = (os.getpid(), str(root.resolve()))
+    with _HELD_LOCK:
+        if key in _IN_USE or fcntl is None or not root.is_dir():
+            return
+        _IN_USE[key] = _open_in_use(root)
+
+
+def _open_in_use(root: Path) -> IO[bytes] | None:
+    try:
+        held: IO[bytes] | None = open(root / IN_USE_LOCK, "a+b")  # noqa: SIM115 -- for life
+    except OSError:
+        held = None
+    if held is not None:
+        fcntl.flock(held, fcntl.LOCK_SH)
+    return held
+
+
+@contextlib.contextmanager
+def _exclusive_use(root: Path) -> Iterator[None]:
+    """This process alone uses the cache (for `clear`), else `CacheBusy`."""
+    _hold_in_use(root)
+    held = _IN_USE.get((os.getpid(), str(root.resolve())))
+    if held is None or fcntl is None:
+        yield
+        return
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fcntl.flock(held, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared lock
+        raise CacheBusy(
+            f"the artifact cache {root} is in use by another infercmp process (a bench, tune "
+            "or export); clear it once that has finished"
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(held, fcntl.LOCK_SH)
+
+
+@atexit.register
+def _remove_own_staging() -> None:
+    """At exit, remove what this process staged and did not commit: a signal may end the run
+    while an export thread is still writing."""
+    for (pid, root), (token, held) in list(_WRITERS.items()):
+        if pid != os.getpid():
+            continue
+        for path in Path(root, "staging").glob(f"*-w{token}-*"):
+            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            Path(root, "locks", f"writer-{token}.lock").unlink()
+        held.close()
+        del _WRITERS[pid, root]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _read_entry(kind: str, key: str, path: Path) -> CacheEntry | None:
+    """The entry whose manifest is valid and complete for its kind, else None (damaged)."""
+    try:
+        manifest = Manifest.model_validate_json(read_regular(path / MANIFEST))
+        expected = KINDS.get(kind, _ANY_KIND)
+        expected.meta.model_validate(manifest.meta)
+    except (OSError, ValidationError):
+        return None
+    if manifest.kind != kind or manifest.key != key or not math.isfinite(manifest.created):
+        return None
+    if any(name not in manifest.files for name in expected.files):
+        return None
+    return CacheEntry(
+        kind=kind,
+        key=key,
+        path=path,
+        created=manifest.created,
+        files={name: record.model_dump() for name, record in manifest.files.items()},
+        meta=manifest.meta,
+    )
+
+
+def _files_intact(entry: CacheEntry) -> bool:
+    """The dir holds exactly the listed files, each of its recorded size and sha256."""
+    try:
+        present = {p.name for p in entry.path.iterdir() if p.name != MANIFEST}
+        if present != set(entry.files):
+            return False  # an unlisted file (model.onnx under "files": {}) is never used
+        for name, info in entry.files.items():
+            path = entry.path / name
+            if not path.is_file() or path.stat().st_size != info["size"]:
+                return False
+            if file_sha256(path) != info["sha256"]:
+                return False
+    except OSError:
+        return False
+    return True

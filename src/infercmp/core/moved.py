@@ -1,0 +1,102 @@
+"""Import paths that moved in the package layout of issue 24 keep working until REMOVE_IN.
+
+`import infercmp.config` (and every other module path of 0.1.0) still resolves: the old name is a
+thin module that forwards each attribute to the new home and warns once, with a
+DeprecationWarning naming the new path and the version that removes the old one.
+tests/unit/core/test_moved.py pins both, and fails once `infercmp.__version__` reaches REMOVE_IN.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+import warnings
+from typing import Any
+
+REMOVE_IN = "0.3.0"
+
+# old import path -> new import path(s), for every module that moved. Where a module was split,
+# the old path names each new module; an attribute is looked up in them in order.
+MOVED: dict[str, str | tuple[str, ...]] = {
+    "infercmp.errors": "infercmp.core.errors",
+    "infercmp.files": "infercmp.core.files",
+    "infercmp.entrypoints": "infercmp.core.entrypoints",
+    "infercmp.parity": "infercmp.core.parity",
+    "infercmp.stats": "infercmp.core.stats",
+    "infercmp.contract": "infercmp.core.contract",
+    "infercmp.devices": "infercmp.platform.gpus",
+    "infercmp.lifeline": "infercmp.platform.lifeline",
+    "infercmp.environment": "infercmp.platform.environment",
+    "infercmp.sampler.handoff": "infercmp.platform.placement",
+    "infercmp.config": "infercmp.workload.config",
+    "infercmp.plugins": "infercmp.workload.plugins",
+    "infercmp.shapes": "infercmp.workload.shapes",
+    "infercmp.batching": "infercmp.workload.batching",
+    "infercmp.module_outputs": "infercmp.workload.outputs",
+    "infercmp.scenarios": "infercmp.workload.scenarios",
+    "infercmp.cache": "infercmp.artifacts.cache",
+    "infercmp.export": "infercmp.artifacts.onnx_export",
+    "infercmp.build": "infercmp.engines.tensorrt.build",
+    "infercmp.trt": "infercmp.engines.tensorrt.flavour",
+    "infercmp.timing": "infercmp.worker.timing",
+    "infercmp.loadgen": "infercmp.worker.loadgen",
+    "infercmp.sampler.summary": "infercmp.sampler.aggregate",
+    "infercmp.results": "infercmp.store.run_store",
+    "infercmp.bench": "infercmp.run.bench",
+    "infercmp.executors": "infercmp.run.executors.local",
+    "infercmp.ray_executor": "infercmp.run.executors.ray",
+    "infercmp.batch_search": "infercmp.run.batch_search",
+    "infercmp.report.load": "infercmp.report.runs",
+    "infercmp.cli.common": "infercmp.cli.options",
+}
+
+
+def new_paths(old: str) -> tuple[str, ...]:
+    target = MOVED[old]
+    return (target,) if isinstance(target, str) else target
+
+
+class _Forwarder(types.ModuleType):
+    """The old module path: every attribute read goes to the first new module that has it."""
+
+    def __init__(self, old: str, new: list[types.ModuleType]) -> None:
+        super().__init__(old, new[0].__doc__)
+        self.__dict__["_new"] = new
+
+    def __getattr__(self, attribute: str) -> Any:
+        for module in self.__dict__["_new"]:
+            if hasattr(module, attribute):
+                return getattr(module, attribute)
+        raise AttributeError(f"module {self.__name__!r} has no attribute {attribute!r}")
+
+    def __dir__(self) -> list[str]:
+        return sorted({name for module in self.__dict__["_new"] for name in dir(module)})
+
+
+class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        paths = new_paths(spec.name)
+        warnings.warn(
+            f"{spec.name} moved to {' and '.join(paths)}; import it from there "
+            f"(the old path is removed in infercmp {REMOVE_IN})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _Forwarder(spec.name, [importlib.import_module(path) for path in paths])
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        """Nothing to run: the forwarder reads the new module."""
+
+
+def install() -> None:
+    """Put the finder first on sys.meta_path (once per process)."""
+    if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _MovedFinder())

@@ -1,0 +1,397 @@
+"""ONNX -> TensorRT / TensorRT-RTX engine plan: one profile, a precision, cached by content.
+
+TensorRT 10 takes FP16/BF16 as builder flags. TensorRT 11 and TensorRT-RTX build strongly
+typed networks whose types come from the ONNX file, so for them the ONNX model is converted to
+the requested precision first (weights and compute in fp16/bf16; inputs and outputs stay in
+their config types so the runtime's buffers do not change with precision).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infercmp.artifacts.cache import ArtifactCache, CacheEntry, content_key, file_sha256
+from infercmp.artifacts.onnx_export import OnnxArtifact
+from infercmp.core.errors import InfercmpError, RunFailed
+from infercmp.core.files import read_regular
+from infercmp.engines.tensorrt.flavour import TrtModule, gpu_model, load_trt_module
+from infercmp.workload.config import ModelConfig
+from infercmp.workload.plugins import ModelPlugin
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+PLAN_FILE = "engine.plan"
+LOG_FILE = "build.log"
+DEFAULT_WORKSPACE_GB = None  # let TensorRT use what the device has
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PlanArtifact:
+    """A serialized engine in the cache, with the log of the build that made it."""
+
+    path: Path
+    key: str
+    cached: bool
+    backend: str  # "tensorrt" | "tensorrt-rtx"
+    backend_version: str
+    seconds: float
+    log_path: Path
+    precision: str
+    gpu: str  # the GPU it was built for, or "cpu-only"
+    strongly_typed: bool
+
+
+class BuildLog:
+    """Collects the builder's messages; the ILogger subclass is made per module at build time."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+
+    def add(self, severity: str, message: str) -> None:
+        self.lines.append(f"[{severity}] {message}")
+        if severity in ("ERROR", "INTERNAL_ERROR"):
+            self.errors.append(message)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _make_logger(trt: TrtModule, log: BuildLog):
+    module = trt.module
+
+    class _Logger(module.ILogger):
+        def __init__(self) -> None:
+            module.ILogger.__init__(self)
+
+        def log(self, severity, msg) -> None:  # noqa: D401 - TensorRT's callback name
+            log.add(getattr(severity, "name", str(severity)), str(msg))
+
+    return _Logger()
+
+
+# -- precision conversion for strongly typed networks ----------------------------------------
+def convert_precision(src: Path, dst: Path, precision: str) -> None:
+    """Write `src` converted to fp16 or bf16 compute at `dst`, keeping IO types as they are.
+
+    Uses onnxruntime's float16 converter (onnxconverter-common's, shipped with onnxruntime),
+    which keeps ops that need fp32 (Resize scales, Range, ...) in fp32 behind Casts; bf16 is
+    the fp16 result with every float16 type and weight re-typed to bfloat16.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    try:
+        converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    except Exception as exc:
+        raise InfercmpError(
+            f"cannot convert {src.name} to {precision}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if precision == "bf16":
+        _float16_to_bfloat16(converted.graph)
+    onnx.save(converted, str(dst))
+
+
+def ensure_converted_onnx(cache: ArtifactCache, onnx: OnnxArtifact, precision: str) -> Path:
+    """The exported ONNX converted to fp16/bf16 compute (fp32 IO), cached next to the export.
+
+    ONNX Runtime runs reduced precision only from such a model, unlike PyTorch and TensorRT.
+    """
+    key = content_key({"onnx": onnx.key, "precision": precision, "converter": "ort-float16"})
+    entry = cache.lookup("onnx-precision", key)
+    if entry is None:
+        with cache.lock("onnx-precision", key):
+            entry = cache.lookup("onnx-precision", key)
+            if entry is None:
+                with cache.staging() as staged:
+                    convert_precision(onnx.path, staged / "model.onnx", precision)
+                    entry = cache.store("onnx-precision", key, staged, {"precision": precision})
+    return entry.file("model.onnx")
+
+
+def _float16_to_bfloat16(graph) -> None:
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    f16, bf16 = TensorProto.FLOAT16, TensorProto.BFLOAT16
+
+    def retype_tensor(tensor) -> None:
+        if tensor.data_type != f16:
+            return
+        values = numpy_helper.to_array(tensor).astype(np.float32)
+        # bfloat16 is the top half of a float32; round to nearest even.
+        bits = values.view(np.uint32).astype(np.uint64)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        name, dims = tensor.name, list(tensor.dims)
+        tensor.Clear()
+        tensor.name = name
+        tensor.dims.extend(dims)
+        tensor.data_type = bf16
+        tensor.raw_data = bits.tobytes()
+
+    for init in graph.initializer:
+        retype_tensor(init)
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.tensor_type.elem_type == f16:
+            value.type.tensor_type.elem_type = bf16
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == f16:
+                attr.i = bf16
+            if attr.HasField("t"):
+                retype_tensor(attr.t)
+            for sub in [attr.g] if attr.HasField("g") else []:
+                _float16_to_bfloat16(sub)
+            for sub in attr.graphs:
+                _float16_to_bfloat16(sub)
+
+
+# -- network checks --------------------------------------------------------------------------
+def _parse(trt: TrtModule, network, onnx_path: Path, log: BuildLog) -> None:
+    parser = trt.module.OnnxParser(network, _make_logger(trt, log))
+    ok = parser.parse_from_file(str(onnx_path))
+    if ok:
+        return
+    problems = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        where = err.node_name() or f"node {err.node()}"
+        problems.append(f"{where} ({err.node_operator()}): {err.desc()}")
+    detail = "; ".join(problems) or "; ".join(log.errors[-3:]) or "no details"
+    raise InfercmpError(f"the {trt.backend} ONNX parser rejects {onnx_path.name}: {detail}")
+
+
+def _set_profile(trt: TrtModule, builder, network, build_config, config: ModelConfig):
+    """One optimisation profile for every input, checked against the network's input shapes."""
+    profile = builder.create_optimization_profile()
+    specs = {spec.name: spec for spec in config.inputs}
+    seen = set()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        spec = specs.get(tensor.name)
+        if spec is None:
+            raise InfercmpError(
+                f"the ONNX model has input '{tensor.name}' that the config of model "
+                f"'{config.name}' does not declare (inputs: {', '.join(specs)})"
+            )
+        seen.add(tensor.name)
+        network_shape = list(tensor.shape)
+        opt = spec.shapes.optimization
+        for which in ("min", "opt", "max"):
+            dims = getattr(opt, which)
+            bad = len(dims) != len(network_shape) or any(
+                n != -1 and d != n for d, n in zip(dims, network_shape)
+            )
+            if bad:
+                raise InfercmpError(
+                    f"model '{config.name}', input '{tensor.name}': optimization.{which} "
+                    f"{dims} does not fit the ONNX input shape "
+                    f"{['?' if n == -1 else n for n in network_shape]}; fix the config's "
+                    "optimization shapes or re-export"
+                )
+        profile.set_shape(tensor.name, opt.min, opt.opt, opt.max)
+    missing = [n for n in specs if n not in seen]
+    if missing:
+        raise InfercmpError(
+            f"the ONNX model lacks input(s) {', '.join(missing)} declared by the config of "
+            f"model '{config.name}'; re-export with --force"
+        )
+    build_config.add_optimization_profile(profile)
+    return profile
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "unknown"
+
+
+def _timing_cache_path(cache: ArtifactCache, trt: TrtModule, gpu: str) -> Path:
+    return cache.timing_dir / f"{trt.backend}-{trt.version}-{_slug(gpu)}.cache"
+
+
+def _load_timing_cache(trt: TrtModule, build_config, path: Path, log: BuildLog) -> bool:
+    if not trt.has_timing_cache:
+        return False
+    try:
+        blob = read_regular(path) if path.exists() else b""
+        timing = build_config.create_timing_cache(blob)
+        build_config.set_timing_cache(timing, ignore_mismatch=True)
+        return True
+    except Exception as exc:  # a stale or foreign timing cache only costs time
+        log.add("INFO", f"infercmp: timing cache {path} not used: {exc}")
+        return False
+
+
+def _save_timing_cache(build_config, path: Path, log: BuildLog) -> None:
+    try:
+        timing = build_config.get_timing_cache()
+        if timing is None:
+            return
+        data = bytes(timing.serialize())
+    except Exception as exc:
+        log.add("INFO", f"infercmp: timing cache not saved: {exc}")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _plan_key(
+    config: ModelConfig, onnx: OnnxArtifact, trt: TrtModule, precision: str, gpu: str, workspace
+) -> str:
+    return content_key(
+        {
+            "kind": "plan",
+            "onnx": onnx.key,
+            "precision": precision,
+            "backend": trt.backend,
+            "backend_version": trt.version,
+            "gpu": gpu,
+            "workspace_gb": workspace,
+            "profile": {i.name: i.shapes.optimization.model_dump() for i in config.inputs},
+            "builder_source": file_sha256(Path(__file__)),
+        }
+    )
+
+
+def _artifact(entry: CacheEntry, cached: bool, seconds: float) -> PlanArtifact:
+    meta = entry.meta
+    return PlanArtifact(
+        path=entry.file(PLAN_FILE),
+        key=entry.key,
+        cached=cached,
+        backend=meta["backend"],
+        backend_version=meta["backend_version"],
+        seconds=seconds,
+        log_path=entry.file(LOG_FILE),
+        precision=meta["precision"],
+        gpu=meta["gpu"],
+        strongly_typed=bool(meta["strongly_typed"]),
+    )
+
+
+def build_engine(
+    plugin: ModelPlugin,
+    cache: ArtifactCache,
+    onnx: OnnxArtifact,
+    *,
+    precision: str = "fp32",
+    backend: str | None = None,
+    workspace_gb: float | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    batches: Sequence[int] = (),
+) -> PlanArtifact:
+    """Build (or fetch from the cache) a serialized engine of `onnx` for this machine's GPU.
+
+    `batches`: the batch sizes to run; the profile's batch axis spans them
+    (`batching.profile_for_batches`), the config's profile otherwise.
+    """
+    from infercmp.workload.batching import profile_for_batches
+
+    if precision not in PRECISIONS:
+        raise InfercmpError(f"unknown precision '{precision}'; choose {', '.join(PRECISIONS)}")
+    if workspace_gb is not None and workspace_gb <= 0:
+        raise InfercmpError(f"--workspace-gb must be positive, got {workspace_gb}")
+    progress = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    trt = load_trt_module(backend)
+    gpu = gpu_model()
+    config = profile_for_batches(plugin.config, batches)
+    key = _plan_key(config, onnx, trt, precision, gpu, workspace_gb)
+    if not force:
+        entry = cache.lookup("plan", key)
+        if entry is not None:
+            return _artifact(entry, True, time.perf_counter() - start)
+    with cache.lock("plan", key):
+        if force:
+            cache.remove("plan", key)
+        entry = cache.lookup("plan", key)
+        if entry is not None:
+            return _artifact(entry, True, time.perf_counter() - start)
+        with cache.staging() as staged:
+            log = BuildLog()
+            try:
+                meta = _build(
+                    config, cache, onnx, trt, precision, gpu, workspace_gb, staged, log, progress
+                )
+            finally:
+                (staged / LOG_FILE).write_text(log.text())
+            entry = cache.store("plan", key, staged, meta)
+    return _artifact(entry, False, time.perf_counter() - start)
+
+
+def _build(
+    config: ModelConfig,
+    cache: ArtifactCache,
+    onnx: OnnxArtifact,
+    trt: TrtModule,
+    precision: str,
+    gpu: str,
+    workspace_gb: float | None,
+    staged: Path,
+    log: BuildLog,
+    progress: Progress,
+) -> dict[str, Any]:
+    module = trt.module
+    source = onnx.path
+    flag = trt.precision_flag(precision)
+    if precision != "fp32" and (trt.strongly_typed or flag is None):
+        progress(f"converting the ONNX model to {precision} for a strongly typed network")
+        source = staged / f"model.{precision}.onnx"
+        convert_precision(onnx.path, source, precision)
+    progress(f"building a {precision} engine with {trt.backend} {trt.version} for {gpu}")
+    logger = _make_logger(trt, log)
+    builder = module.Builder(logger)
+    flags = 0
+    if trt.strongly_typed and hasattr(module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(module.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    _parse(trt, network, source, log)
+    build_config = builder.create_builder_config()
+    _set_profile(trt, builder, network, build_config, config)
+    if flag is not None and not trt.strongly_typed:
+        build_config.set_flag(flag)
+    if workspace_gb is not None:
+        build_config.set_memory_pool_limit(
+            module.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30))
+        )
+    timing_path = _timing_cache_path(cache, trt, gpu)
+    timing = _load_timing_cache(trt, build_config, timing_path, log)
+    started = time.perf_counter()
+    plan = builder.build_serialized_network(network, build_config)
+    build_seconds = time.perf_counter() - started
+    if plan is None:
+        last = "; ".join(log.errors[-3:]) or "no error was logged"
+        raise RunFailed(
+            f"{trt.backend} {trt.version} returned no engine for model '{config.name}' "
+            f"({precision}): {last}"
+        )
+    if timing:
+        _save_timing_cache(build_config, timing_path, log)
+    data = memoryview(plan)
+    (staged / PLAN_FILE).write_bytes(data)
+    if source != onnx.path:
+        source.unlink()
+    return {
+        "model": config.name,
+        "onnx_key": onnx.key,
+        "backend": trt.backend,
+        "backend_version": trt.version,
+        "precision": precision,
+        "strongly_typed": trt.strongly_typed,
+        "gpu": gpu,
+        "workspace_gb": workspace_gb,
+        "build_seconds": build_seconds,
+        "profile": {i.name: i.shapes.optimization.model_dump() for i in config.inputs},
+    }

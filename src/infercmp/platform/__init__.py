@@ -1,0 +1,3 @@
+"""Facts about the host: GPUs and their visibility, CUDA helpers, CPU placement, the environment
+record and the lifeline.
+"""

@@ -1,0 +1,1 @@
+"""Where workers run: local subprocesses, or Ray tasks on a cluster."""

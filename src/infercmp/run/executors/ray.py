@@ -1,0 +1,714 @@
+"""`bench --executor ray`: each (combination, process) unit is one Ray task on a node that
+holds its resources; outcomes stream back to the driver, which commits them to one run store.
+
+Resources (docs/distributed.md):
+
+- A CUDA unit asks for one whole GPU (`num_gpus=1`): Ray gives the task its own GPU through
+  CUDA_VISIBLE_DEVICES, which the worker and the NVML sampler follow, so two never share one.
+- A CPU unit takes the node's whole `infercmp_cpu_slot` (each node advertises 1; a local
+  instance is started with it). A CUDA unit holds a sliver of the same slot, so no CPU
+  measurement overlaps anything else infercmp runs on that node, while GPU units run side by
+  side.
+- `--ray-accelerator-type` and `--ray-resource` send every unit to a kind of node.
+
+Artifacts travel through Ray's object store: the driver puts each cache entry (the ONNX export,
+the reference outputs) once, with the sha256 of each file, and each node writes one copy under
+a directory of the user's own in its temp directory (mode 0700, checked), keyed by content, and
+checks every file against those digests before a worker uses it. Nothing assumes a shared
+filesystem, which `ray up` and KubeRay clusters do not have.
+GPU-specific artifacts (`builds_on_device`: TensorRT plans) are built in the task, on the node
+of the GPU kind that runs them, through that node's own artifact cache.
+
+Ray reserves resources; it does not limit what a process uses. See docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from infercmp.artifacts.cache import file_sha256
+from infercmp.core.errors import InfercmpError
+from infercmp.run.bench import STOP_SIGNALS
+from infercmp.run.executors.local import WorkUnit
+
+CPU_SLOT = "infercmp_cpu_slot"
+#: What a CUDA unit holds of its node's CPU slot: any positive amount keeps a CPU unit off the
+#: node while it runs; 0.01 lets up to 100 GPU units of one node run side by side.
+CUDA_SLOT_SHARE = 0.01
+#: How long cancelled tasks get to stop their workers (run_worker kills the process group on
+#: KeyboardInterrupt) before Ray kills them outright (the lifeline then kills the group).
+CANCEL_GRACE_S = 10.0
+#: How often a task on the driver's own node checks that the driver still lives.
+DRIVER_POLL_S = 0.2
+NODE_DIR = "infercmp-ray"  # under each node's temp directory: infercmp-ray-<uid>, mode 0700
+
+
+def parse_resource(text: str) -> tuple[str, float]:
+    """`--ray-resource NAME[=AMOUNT]`: a custom resource each unit asks for (default 1)."""
+    name, sep, amount = text.partition("=")
+    name = name.strip()
+    if not name or any(c.isspace() for c in name):
+        raise InfercmpError(f"--ray-resource '{text}': give NAME or NAME=AMOUNT, e.g. 'a100_node'")
+    if not sep:
+        return name, 1.0
+    try:
+        value = float(amount)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise InfercmpError(f"--ray-resource '{text}': AMOUNT must be a positive number")
+    return name, value
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InfercmpError(
+            "--executor ray needs the 'ray' package, which is not installed; "
+            "pip install 'infercmp[ray]'"
+        ) from None
+    return ray
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shipped:
+    """A cache entry (a directory of files) in the object store, and its content digests."""
+
+    digest: str
+    ref: Any  # ray.ObjectRef of {relative path: bytes}
+    # Each file's relative path and sha256, as the driver read it: the node checks its copy
+    # against these before a worker uses it.
+    files: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, files: dict[str, bytes], ref: Any) -> _Shipped:
+        sums = tuple((name, hashlib.sha256(data).hexdigest()) for name, data in files.items())
+        digest = hashlib.sha256()
+        for name, sum_ in sums:
+            digest.update(name.encode() + b"\0" + bytes.fromhex(sum_))
+        return cls(digest.hexdigest()[:32], ref, sums)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Driver:
+    """The driver process, as a task on its node can recognise it (its pid and start time)."""
+
+    pid: int
+    started: float  # psutil's create_time: tells the driver from a later process of its pid
+
+    @classmethod
+    def current(cls) -> _Driver:
+        return cls(os.getpid(), psutil.Process().create_time())
+
+
+@dataclasses.dataclass(frozen=True)
+class _DeviceBuild:
+    """What the node needs to make a GPU-specific artifact itself (`builds_on_device`)."""
+
+    onnx: Any  # infercmp.artifacts.onnx_export.OnnxArtifact, its path the driver's
+    options: tuple[tuple[str, Any], ...]
+    batches: tuple[int, ...] = ()  # what the driver would have built it for (ConvertContext)
+
+
+class RayExecutor:
+    """Runs units as Ray tasks on a local instance started for the run, or on `address`."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        accelerator_type: str | None = None,
+        resources: dict[str, float] | None = None,
+        sample_hz: float = 20.0,
+        timeout_s: float = 600.0,
+    ) -> None:
+        self.address = address
+        self.accelerator_type = accelerator_type
+        self.resources = dict(resources or {})
+        self.sample_hz = sample_hz
+        self.timeout_s = timeout_s
+        self._prepared: Any = None  # infercmp.run.bench.Artifacts of the plan now running
+        self._ray: Any = None
+        self._shipped: dict[Path, _Shipped] = {}
+        self._running: dict[Any, WorkUnit] = {}
+        self._driver: _Driver | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start a local Ray instance (this machine's CPUs and GPUs) or connect to `address`.
+
+        A stop signal while Ray starts is held until `ray.init` returns, then the instance is
+        shut down and the signal delivered: interrupted inside `ray.init`, Ray left processes
+        that `ray.shutdown` did not know of (its dashboard and runtime-env agents ran on for
+        about 60 s) and the driver sometimes died of SIGSEGV at exit. A second signal is not
+        held.
+        """
+        if not self.address:
+            _node_dir()  # the local instance's tasks copy artifacts there: refuse a bad one now
+            _run_token()  # before Ray is imported: see there
+        ray = _import_ray()
+        # Nothing leaves the machine: no usage statistics; the dashboard is not started.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if self.address:
+            _check_reachable(self.address)
+        failure = None
+        with _signals_held() as held:
+            try:
+                if self.address:
+                    ray.init(address=self.address, **quiet)
+                else:
+                    ray.init(resources={CPU_SLOT: 1}, include_dashboard=False, **quiet)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    ray.shutdown()  # whatever part of a local instance had started
+                if not isinstance(exc, Exception):
+                    raise
+                failure = exc
+        if held:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            signal.raise_signal(held[0])  # to the handler that was there: bench's, or the default
+            name = signal.Signals(held[0]).name
+            raise InfercmpError(f"stopped by {name} while Ray started")  # a handler that returned
+        if failure is not None:
+            raise InfercmpError(_connect_error(self.address, failure)) from None
+        self._ray = ray
+        self._task = ray.remote(_run_unit)
+        self._driver = _Driver.current()
+
+    def close(self) -> None:
+        """Cancel what still runs (its workers are killed on the nodes); stop a local Ray.
+
+        Called as the command ends, so a stop signal meanwhile is held and dropped: the
+        process is ending anyway, and a KeyboardInterrupt inside `ray.shutdown` would leave
+        the instance half stopped. A second signal goes through.
+        """
+        if self._ray is None:
+            return
+        with _signals_held():
+            with contextlib.suppress(Exception):
+                self._cancel(list(self._running))
+            with contextlib.suppress(Exception):
+                # Stops the local instance started for the run; from a cluster it disconnects.
+                self._ray.shutdown()
+            self._ray = None
+
+    def __enter__(self) -> RayExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- planning
+
+    def machine(self) -> Any:
+        """This machine's facts for planning, with the cluster's GPUs as its CUDA devices."""
+        from infercmp.engines.descriptor import Machine
+
+        gpus = int(self._ray.cluster_resources().get("GPU", 0))
+        return dataclasses.replace(Machine.current(), cuda_devices=gpus)
+
+    def prepared(self, plan: Any, artifacts: Any) -> None:
+        """Check the cluster can run the plan, and keep what its artifacts were prepared from
+        (the export and the batch sizes), which the nodes build plans from. Called for every
+        plan the run runs: each step of `--batch auto` is one."""
+        self.check(c.device for c in plan.runnable)
+        self._prepared = artifacts
+
+    def request(self, device: str) -> dict[str, Any]:
+        """The Ray task options of a unit on `device`."""
+        resources = {CPU_SLOT: CUDA_SLOT_SHARE if device == "cuda" else 1.0, **self.resources}
+        options: dict[str, Any] = {
+            "num_cpus": 0,  # the slot and the GPU are the reservation; see the module doc
+            "num_gpus": 1 if device == "cuda" else 0,
+            "resources": resources,
+            "max_retries": 0,  # a crash is a result to record, not to hide by a silent re-run
+        }
+        if self.accelerator_type:
+            options["accelerator_type"] = self.accelerator_type
+        return options
+
+    def check(self, devices: Iterable[str]) -> None:
+        """One clear error when no live node could ever run a unit on one of `devices`."""
+        nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        for device in dict.fromkeys(devices):
+            need = _needs(self.request(device))
+            if not any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
+                offered = "; ".join(_offer(n) for n in nodes) or "no live node"
+                raise InfercmpError(
+                    f"no node of the Ray cluster has what a {device} combination needs "
+                    f"({_offer(need)}); nodes offer: {offered}. Start nodes with "
+                    f"ray start --resources '{{\"{CPU_SLOT}\": 1}}' (docs/distributed.md)"
+                )
+
+    # ----------------------------------------------------------------- running
+
+    def outcomes(
+        self, units: Iterable[WorkUnit], listener: Any, total: int
+    ) -> Iterator[tuple[WorkUnit, Any]]:
+        """Run the combinations side by side and each one's processes in turn; yield each
+        outcome as its task ends.
+
+        Every combination's first process is submitted at once (Ray queues those that wait for
+        resources). Its next process is submitted when the last one ended ok, so it queues
+        behind the other combinations' waiting processes: the round-robin order of the local
+        executor, with one process per GPU at a time. After a process that
+        `ends_combination` none of its combination is submitted, so bench stores it from the
+        same processes as the local executor does (and no worker runs for nothing).
+
+        `listener.combination_started` is not called: a submitted task may wait in Ray's queue,
+        and the driver does not learn when it starts; progress comes from what finished.
+        """
+        ray = self._ray
+        later: dict[Any, collections.deque[WorkUnit]] = {}
+        for unit in units:
+            if unit.combo in later:
+                later[unit.combo].append(unit)
+            else:
+                later[unit.combo] = collections.deque()
+                self._submit(unit)
+        try:
+            while self._running:
+                # A short wait keeps this thread returning to Python, where signals are handled.
+                ready, _ = _unmasked(ray.wait, list(self._running), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    unit = self._running.pop(ref)
+                    outcome = self._collect(ref, unit)
+                    yield unit, outcome
+                    waiting = later[unit.combo]
+                    if waiting and not outcome.ends_combination:
+                        self._submit(waiting.popleft())
+        finally:
+            self._cancel(list(self._running))
+
+    def _submit(self, unit: WorkUnit) -> None:
+        ref = self._task.options(**self.request(unit.combo.device)).remote(
+            unit.spec,
+            {str(p): self._ship(p) for p in _shipped_paths(unit.spec)},
+            self._device_build(unit),
+            self.sample_hz,
+            self.timeout_s,
+            self._driver,
+        )
+        self._running[ref] = unit
+
+    def _device_build(self, unit: WorkUnit) -> _DeviceBuild | None:
+        from infercmp.engines import get_descriptor
+
+        prepared = self._prepared
+        if prepared is None or prepared.onnx is None:
+            return None
+        if not get_descriptor(unit.spec.engine).builds_on_device:
+            return None
+        return _DeviceBuild(prepared.onnx, unit.combo.engine.options, prepared.batches)
+
+    def _ship(self, path: Path) -> _Shipped:
+        """The cache entry holding `path`, put in the object store once per run."""
+        entry = path.parent
+        if entry not in self._shipped:
+            files = {
+                str(f.relative_to(entry)): f.read_bytes()
+                for f in sorted(entry.rglob("*"))
+                if f.is_file()
+            }
+            self._shipped[entry] = _Shipped.of(files, self._ray.put(files))
+        return self._shipped[entry]
+
+    def _collect(self, ref: Any, unit: WorkUnit) -> Any:
+        """The unit's outcome; its worker's files land in the run store as a local run's do."""
+        from infercmp.run.bench import WorkerOutcome
+
+        try:
+            outcome, files = _unmasked(self._ray.get, ref)
+        except Exception as exc:  # the task itself died (node lost, Ray worker killed)
+            text = " ".join(str(exc).split())[:500]
+            return WorkerOutcome(
+                "crashed", f"Ray task failed: {type(exc).__name__}: {text}", None, {}, [], ""
+            )
+        workdir = unit.spec.result_dir
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (workdir / name).write_bytes(data)
+        return outcome
+
+    def _cancel(self, refs: list[Any]) -> None:
+        """Stop running tasks: first as an interruption (the task kills its worker's group),
+        then, after a grace period, by killing the Ray worker (the lifeline kills the group)."""
+        if not refs:
+            return
+        ray = self._ray
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+        with contextlib.suppress(Exception):
+            _, refs = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        for ref in list(self._running):
+            self._running.pop(ref, None)
+
+
+def _run_token() -> None:
+    """Give the local instance a token that lives in this process's environment only.
+
+    Ray 2.60 turns token authentication on for a new local instance and, when it finds no
+    token, writes a new one to ~/.ray/auth_token through a plain open(): mode 0644 under the
+    usual umask, readable by every user of the machine, and kept after the run. Ray reads
+    RAY_AUTH_TOKEN before any file (its documented precedence) and then writes none; the
+    instance's processes inherit the variable, and a process's environment is readable by
+    its own user only.
+
+    Only before `ray` is imported: Ray takes its token when imported (with ray 2.60.0 and an
+    existing ~/.ray/auth_token, a token set after `import ray` left the driver with the
+    file's and the GCS with the variable's, and it refused the driver). Left as they are:
+    RAY_AUTH_MODE other than token (disabled: the user's choice), and a token the user gives
+    in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH.
+    """
+    if "ray" in sys.modules or os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """Hold the stop signals (`infercmp.run.bench.STOP_SIGNALS`) for the block: yields the list of
+    those that arrived. The first is held; a second goes at once to the handler that was there
+    (an impatient user still stops the driver). Signals ignored before stay ignored."""
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held  # signal handlers can only be set, and only run, in the main thread
+        return
+    previous: dict[int, Any] = {}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        previous.clear()
+
+    def hold(signum: int, _frame: Any) -> None:
+        held.append(signum)
+        if len(held) > 1:
+            restore()
+            signal.raise_signal(signum)
+
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, hold)
+    try:
+        yield held
+    finally:
+        restore()
+
+
+def _unmasked(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """`call(...)`, but a stop signal that arrives inside it is raised as itself.
+
+    Ray checks for signals in its C++ wait loop; the exception our handler raises there
+    (`infercmp.run.bench.Interrupted`) comes out wrapped in a SystemError.
+    """
+    try:
+        return call(*args, **kwargs)
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
+def _needs(options: dict[str, Any]) -> dict[str, float]:
+    need = {k: float(v) for k, v in options["resources"].items()}
+    if options["num_gpus"]:
+        need["GPU"] = float(options["num_gpus"])
+    if options.get("accelerator_type"):
+        need[f"accelerator_type:{options['accelerator_type']}"] = 0.001
+    return need
+
+
+def _offer(resources: dict[str, float]) -> str:
+    shown = {
+        k: v
+        for k, v in resources.items()
+        if not k.startswith("node:") and k not in ("memory", "object_store_memory")
+    }
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items()))
+
+
+#: How long the driver waits for a TCP connection to `--ray-address` before saying it cannot
+#: reach it (Ray itself retries for minutes).
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """One clear error, fast, when HOST:PORT of `--ray-address` accepts no connection."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or an address without a port: Ray resolves it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InfercmpError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check the "
+            "address and that its head node runs (ray start --head)"
+        ) from None
+
+
+def _connect_error(address: str | None, exc: Exception) -> str:
+    text = " ".join(str(exc).split())[:300]
+    if type(exc).__name__ == "AuthenticationError" or "authentication" in text.lower():
+        return (
+            f"the Ray cluster at {address} refused this driver: it requires token "
+            "authentication. Put the cluster's token (ray get-auth-token, on the head node) in "
+            "RAY_AUTH_TOKEN or ~/.ray/auth_token and set RAY_AUTH_MODE=token "
+            f"(docs/distributed.md): {text}"
+        )
+    if address:
+        return f"cannot connect to the Ray cluster at {address}: {text}"
+    return f"cannot start a local Ray instance: {text}"
+
+
+def _shipped_paths(spec: Any) -> list[Path]:
+    """Every file the spec names: its artifact, its reference outputs, and option values that
+    are files on the driver (ONNX Runtime's fp16 model travels as the option `fp16_model`)."""
+    named = [p for p in (spec.artifact, spec.reference) if p is not None]
+    named += [Path(v) for v in spec.options.values() if isinstance(v, str) and Path(v).is_file()]
+    return named
+
+
+# --------------------------------------------------------------------------- on the node
+
+
+def _node_dir() -> Path:
+    """This user's directory in the node's temp directory, made mode 0700.
+
+    Another local user must not be able to put a model or reference of their own where a
+    worker reads it (a shared `$TMPDIR/infercmp-ray` of theirs let a constant-output model
+    pass as the measured one, with parity ok): a directory that is not this user's own, or
+    that others may enter, is refused with one line.
+    """
+    path = Path(tempfile.gettempdir()) / f"{NODE_DIR}-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = os.lstat(path)
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory (a link or a file)"
+    elif info.st_uid != os.getuid():
+        problem = f"belongs to uid {info.st_uid}, not to this user (uid {os.getuid()})"
+    elif info.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):04o}, which lets other users in"
+    if problem:
+        raise InfercmpError(
+            f"{path} {problem}; infercmp keeps Ray's artifact copies there and needs it to be a "
+            "directory of this user's with mode 0700: remove it, or set TMPDIR elsewhere"
+        )
+    return path
+
+
+def _materialise(shipped: _Shipped) -> Path:
+    """This node's copy of a shipped cache entry, written once (atomically) per digest and
+    checked against the driver's digests every time it is used."""
+    import ray
+
+    final = _node_dir() / "artifacts" / shipped.digest
+    if not final.is_dir():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=".staging-"))
+        try:
+            for name, data in ray.get(shipped.ref).items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            try:
+                staging.rename(final)
+            except OSError:  # another task on this node made it first
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    _check_copy(final, shipped)
+    return final
+
+
+def _check_copy(copy: Path, shipped: _Shipped) -> None:
+    """One clear error when `copy` holds other files, or other bytes, than the driver shipped."""
+    found = sorted(str(f.relative_to(copy)) for f in copy.rglob("*") if f.is_file())
+    expected = dict(shipped.files)
+    if found != sorted(expected):
+        odd = sorted(set(found) ^ set(expected))
+        raise InfercmpError(
+            f"the node's copy of the artifacts in {copy} has other files than the driver "
+            f"shipped ({', '.join(odd)}); remove {copy} and run again"
+        )
+    for name, expected_sum in expected.items():
+        found_sum = file_sha256(copy / name)
+        if found_sum != expected_sum:
+            raise InfercmpError(
+                f"the node's copy {copy / name} does not match what the driver shipped (sha256 "
+                f"{found_sum[:16]}..., expected {expected_sum[:16]}...): it changed "
+                f"after it was written; remove {copy} and run again"
+            )
+
+
+def _build_on_node(spec: Any, build: _DeviceBuild, onnx_path: Path | None) -> Any:
+    """Make the engine's GPU-specific artifact here, through this node's artifact cache."""
+    from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
+    from infercmp.engines import get_descriptor
+    from infercmp.engines.descriptor import ConvertContext
+    from infercmp.workload.plugins import get_plugin
+
+    descriptor = get_descriptor(spec.engine)
+    onnx = dataclasses.replace(build.onnx, path=onnx_path) if onnx_path else build.onnx
+    context = ConvertContext(
+        get_plugin(spec.model),
+        ArtifactCache(resolve_cache_dir(None)),
+        onnx,
+        lambda _: None,
+        build.batches,
+    )
+    options = descriptor.parse_options(dict(build.options))
+    converted = descriptor.convert(context, spec.precision, options)
+    if converted is None:
+        return spec
+    return spec.model_copy(
+        update={
+            "artifact": converted.artifact or spec.artifact,
+            "options": {**dict(converted.options), **spec.options},
+        }
+    )
+
+
+@contextlib.contextmanager
+def _ends_with_driver(driver: _Driver | None) -> Iterator[None]:
+    """While the block runs, kill this process if `driver` dies; its worker's lifeline then
+    ends the worker's process group (infercmp.platform.lifeline), as a local worker's does.
+
+    Only where the driver is seen at the start (this task runs on the driver's machine and
+    sees its processes); elsewhere Ray ends a dead driver's tasks by itself, but not at once:
+    after a kill -9 of the driver of a local instance a probe saw the task and its worker
+    measure on for 2 to 10 s, beside whatever the user started next.
+    """
+    try:
+        process = psutil.Process(driver.pid) if driver is not None else None
+        seen = process is not None and abs(process.create_time() - driver.started) < 0.01
+    except psutil.Error:  # not on this machine, or not visible from here
+        seen = False
+    if not seen:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(DRIVER_POLL_S):
+            if not _alive(process):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="infercmp-driver-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Whether `process` runs (a killed one that its parent has not reaped yet does not)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _run_unit(
+    spec: Any,
+    shipped: dict[str, _Shipped],
+    build: _DeviceBuild | None,
+    sample_hz: float,
+    timeout_s: float,
+    driver: _Driver | None = None,
+) -> tuple[Any, dict[str, bytes]]:
+    """The Ray task: today's parent-side logic (sampler and worker process) on this node,
+    which ends when the driver dies (`_ends_with_driver`).
+
+    Returns the outcome and the worker directory's files (spec.json, worker.log, result.json,
+    latency.npz), which the driver puts in the run store.
+    """
+    with _ends_with_driver(driver):
+        return _run_unit_here(spec, shipped, build, sample_hz, timeout_s)
+
+
+def _run_unit_here(
+    spec: Any,
+    shipped: dict[str, _Shipped],
+    build: _DeviceBuild | None,
+    sample_hz: float,
+    timeout_s: float,
+) -> tuple[Any, dict[str, bytes]]:
+    import ray
+
+    from infercmp.platform.environment import node_facts
+    from infercmp.run.bench import WorkerOutcome, run_worker
+    from infercmp.sampler import default_samplers
+
+    cuda = spec.device == "cuda"
+    node = {**node_facts(cuda), "ray_node_id": ray.get_runtime_context().get_node_id()}
+    try:
+        local = {
+            key: _materialise(item) / Path(key).name for key, item in shipped.items()
+        }  # driver path -> this node's copy
+        workdir = Path(tempfile.mkdtemp(dir=_node_dir(), prefix="worker-"))
+    except InfercmpError as exc:
+        error = f"{spec.engine} cannot use its artifacts on {socket.gethostname()}: {exc}"
+        return WorkerOutcome("failed", error, None, {}, [], "", node=node), {}
+    try:
+        spec = spec.model_copy(
+            update={
+                "artifact": local.get(str(spec.artifact), spec.artifact),
+                "reference": local.get(str(spec.reference), spec.reference),
+                "options": {
+                    k: str(local.get(str(Path(v)), v)) if isinstance(v, str) else v
+                    for k, v in spec.options.items()
+                },
+                "result_dir": workdir,
+            }
+        )
+        if build is not None:
+            try:
+                onnx_path = local.get(str(build.onnx.path))
+                spec = _build_on_node(spec, build, onnx_path)
+            except InfercmpError as exc:
+                host = socket.gethostname()
+                error = f"{spec.engine} could not make its artifact on {host}: {exc}"
+                outcome = WorkerOutcome("failed", error, None, {}, [], "", node=node)
+                return outcome, {}
+        samplers, left_out = default_samplers(gpu=cuda) if sample_hz > 0 else ([], [])
+        outcome = run_worker(spec, timeout_s, sample_hz, samplers)
+        outcome.node = node
+        if cuda:
+            outcome.sampler_errors.extend(m for m in left_out if "NVML" in m)
+        files = {f.name: f.read_bytes() for f in workdir.iterdir() if f.is_file()}
+        return outcome, files
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

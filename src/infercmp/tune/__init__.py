@@ -1,0 +1,1 @@
+"""The search over an engine's declared options and precisions, by successive halving."""

@@ -1,0 +1,3 @@
+"""The measuring process: `python -m infercmp.worker SPEC.json` runs one combination and prints its
+result.
+"""
