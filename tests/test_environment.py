@@ -7,7 +7,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from infercmp import engines
+from infercmp.engines import registry as engines
 from infercmp.platform import environment
 from infercmp.platform.environment import LIBRARIES, collect_environment
 from infercmp.workload import plugins

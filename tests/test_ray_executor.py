@@ -54,7 +54,8 @@ import sys
 import time
 import uuid
 
-from infercmp.engines.onnxruntime import OnnxRuntimeDescriptor, OnnxRuntimeEngine
+from infercmp.engines.onnxruntime.descriptor import OnnxRuntimeDescriptor
+from infercmp.engines.onnxruntime.runtime import OnnxRuntimeEngine
 
 
 class FakePlanDescriptor(OnnxRuntimeDescriptor):
@@ -359,7 +360,7 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
             )
             return Converted(artifact=tmp_path / "plan.bin", options=(("backend", "b"), ("x", 1)))
 
-    monkeypatch.setattr("infercmp.engines.get_descriptor", lambda name: FakePlanEngine())
+    monkeypatch.setattr("infercmp.engines.registry.get_descriptor", lambda name: FakePlanEngine())
     monkeypatch.setenv("INFERCMP_CACHE_DIR", str(tmp_path / "node-cache"))
     spec = WorkerSpec(
         model="tiny-cnn",

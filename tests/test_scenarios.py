@@ -226,7 +226,7 @@ def test_results_of_different_loads_never_share_a_combo_id():
 
 
 def test_an_engine_that_declares_no_concurrency_is_skipped_with_the_reason(monkeypatch):
-    from infercmp.engines import get_descriptor
+    from infercmp.engines.registry import get_descriptor
 
     descriptor = get_descriptor("onnxruntime")
     monkeypatch.setattr(type(descriptor), "concurrency", {})
@@ -692,8 +692,8 @@ def test_tensorrt_builds_its_plan_for_the_runs_batches_fake(monkeypatch):
     from pathlib import Path
 
     import infercmp.engines.tensorrt.build
-    from infercmp.engines import get_descriptor
     from infercmp.engines.descriptor import ConvertContext
+    from infercmp.engines.registry import get_descriptor
 
     seen = {}
 

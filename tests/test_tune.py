@@ -12,7 +12,6 @@ import pytest
 from pydantic import Field
 from typer.testing import CliRunner
 
-from infercmp.engines import get_descriptor
 from infercmp.engines.descriptor import (
     EngineDescriptor,
     EngineOptions,
@@ -20,6 +19,7 @@ from infercmp.engines.descriptor import (
     SearchOption,
     SearchSpace,
 )
+from infercmp.engines.registry import get_descriptor
 from infercmp.run.bench import Interrupted, stop_on_signals
 from infercmp.tune.search import (
     MIN_WORKER_S,

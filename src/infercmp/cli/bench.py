@@ -290,7 +290,7 @@ def _options(options: dict) -> str:
 
 def _engine_help() -> str:
     """The --engine help from the registered engines' names (no engine is imported)."""
-    from infercmp.engines import engine_names
+    from infercmp.engines.registry import engine_names
 
     return (
         f"{', '.join(engine_names())}; options in brackets: 'pytorch[cuda_graph=true]' "

@@ -22,8 +22,8 @@ def _value(value: Any) -> str:
 
 def _describe(name: str) -> dict[str, Any]:
     """One engine's row: from its descriptor, or unavailable with the reason."""
-    from infercmp.engines import engine_entries
     from infercmp.engines.descriptor import Machine
+    from infercmp.engines.registry import engine_entries
 
     entry = engine_entries()[name]
     descriptor = entry.load()
@@ -67,7 +67,7 @@ def list_engines(
 
     Options go in brackets after the engine's name: --engine 'onnxruntime[enable_cuda_graph=true]'.
     """
-    from infercmp.engines import engine_entries, get_descriptor
+    from infercmp.engines.registry import engine_entries, get_descriptor
 
     names = list(engine_entries())
     if name is not None:

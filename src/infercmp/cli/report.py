@@ -84,7 +84,7 @@ def report(
         "json": rep.render_json,
     }
     if baseline is None:
-        from infercmp.engines import reference_engine
+        from infercmp.engines.registry import reference_engine
 
         baseline = reference_engine() or ""
     if latency_budget_ms is not None and not (0 < latency_budget_ms < math.inf):

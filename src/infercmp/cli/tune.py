@@ -43,7 +43,7 @@ def parse_budget(text: str) -> float:
 
 def _engines(names: list[str], device: str) -> tuple[dict, list[str]]:
     """The descriptors to tune: the named ones, or every installed engine for `device`."""
-    from infercmp.engines import engine_entries, get_descriptor
+    from infercmp.engines.registry import engine_entries, get_descriptor
 
     notes: list[str] = []
     if names:

@@ -39,7 +39,7 @@ MOVED: dict[str, str | tuple[str, ...]] = {
     "infercmp.scenarios": "infercmp.workload.scenarios",
     "infercmp.cache": "infercmp.artifacts.cache",
     "infercmp.export": "infercmp.artifacts.onnx_export",
-    "infercmp.build": "infercmp.engines.tensorrt.build",
+    "infercmp.build": ("infercmp.engines.tensorrt.build", "infercmp.engines.tensorrt.logger"),
     "infercmp.trt": "infercmp.engines.tensorrt.flavour",
     "infercmp.timing": "infercmp.worker.timing",
     "infercmp.loadgen": "infercmp.worker.loadgen",

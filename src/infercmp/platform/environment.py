@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from infercmp import engines
+from infercmp.engines import registry as engines
 from infercmp.workload import plugins
 
 # Distributions whose versions a run records besides the engines' own (each engine descriptor

@@ -135,7 +135,7 @@ def applicable_options(engine: str, device: str, options: dict[str, Any]) -> dic
 
 @functools.cache
 def installed_descriptor(engine: str) -> Any:
-    from infercmp.engines import engine_entries
+    from infercmp.engines.registry import engine_entries
 
     entry = engine_entries().get(engine)
     return entry.load() if entry is not None else None

@@ -74,7 +74,7 @@ def _option_value(text: str) -> Any:
 def parse_engine(text: str) -> EngineChoice:
     """Parse `NAME` or `NAME[key=value,...]`; the name is checked here, the options by the
     engine's descriptor when the run is planned."""
-    from infercmp.engines import get_descriptor
+    from infercmp.engines.registry import get_descriptor
 
     text = text.strip()
     name, bracket, rest = text.partition("[")
@@ -181,7 +181,7 @@ def plan_bench(
     engine can run is its descriptor's answer; this function knows no engine by name.
     """
     from infercmp.artifacts.onnx_export import runtime_shapes
-    from infercmp.engines import engine_entries
+    from infercmp.engines.registry import engine_entries
 
     notes: list[str] = []
     explicit_engines = bool(engines)
@@ -194,7 +194,7 @@ def plan_bench(
                 notes.append(f"engine '{name}' ({entry.package}) is unavailable: {entry.error}")
             else:
                 choices.append(EngineChoice(name))
-    from infercmp.engines import get_descriptor
+    from infercmp.engines.registry import get_descriptor
 
     descriptors = {c.name: get_descriptor(c.name) for c in choices}
     for choice in choices:  # a misspelt option is the user's mistake: say so before running
@@ -675,7 +675,7 @@ def worker_spec(
     for engines that start from it, else nothing (the engine builds from the plugin's module).
     The user's options win over the defaults a conversion set (e.g. the plan's backend).
     """
-    from infercmp.engines import get_descriptor
+    from infercmp.engines.registry import get_descriptor
 
     converted = artifacts.converted.get((combo.engine, combo.precision), Converted())
     takes_onnx = get_descriptor(combo.engine.name).artifact == "onnx"

@@ -154,8 +154,9 @@ def write_latency(samples: dict[str, np.ndarray], result_dir: Path) -> None:
 def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     """Load, warm up, measure and check one combination; always returns a result to write."""
     from infercmp.core.stats import relative_ci_half_width
-    from infercmp.engines import EngineSpec, engine_class
+    from infercmp.engines import EngineSpec
     from infercmp.engines.base import UnsupportedCombination
+    from infercmp.engines.registry import engine_class
     from infercmp.worker import timing
 
     settings = spec.measurement
@@ -336,7 +337,7 @@ def _measure_load(
     window (the generator calls back as it opens and closes), "write" the bookkeeping after.
     The sampler's energy over "measure" is then the window's, as for one request at a time.
     """
-    from infercmp.engines import get_descriptor
+    from infercmp.engines.registry import get_descriptor
     from infercmp.worker.loadgen import SlotFailed
     from infercmp.workload.scenarios import items_per_request, run_load
 

@@ -314,7 +314,7 @@ class RayExecutor:
         self._running[ref] = unit
 
     def _device_build(self, unit: WorkUnit) -> _DeviceBuild | None:
-        from infercmp.engines import get_descriptor
+        from infercmp.engines.registry import get_descriptor
 
         prepared = self._prepared
         if prepared is None or prepared.onnx is None:
@@ -576,8 +576,8 @@ def _check_copy(copy: Path, shipped: _Shipped) -> None:
 def _build_on_node(spec: Any, build: _DeviceBuild, onnx_path: Path | None) -> Any:
     """Make the engine's GPU-specific artifact here, through this node's artifact cache."""
     from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
-    from infercmp.engines import get_descriptor
     from infercmp.engines.descriptor import ConvertContext
+    from infercmp.engines.registry import get_descriptor
     from infercmp.workload.plugins import get_plugin
 
     descriptor = get_descriptor(spec.engine)

@@ -1,0 +1,58 @@
+"""The registry of engines: every descriptor registered under the `infercmp.engines` entry points.
+
+Nothing is imported until asked: `engine_entries` lists the registered names, `get_descriptor`
+loads one descriptor (which imports no runtime), `engine_class` imports its runtime (in the worker).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infercmp.core.entrypoints import Registered, discover, load_named
+from infercmp.engines import Engine
+from infercmp.engines.descriptor import EngineDescriptor
+
+ENTRY_POINT_GROUP = "infercmp.engines"
+
+
+def _check_descriptor(obj: Any, entry: Registered) -> EngineDescriptor:
+    descriptor = obj() if isinstance(obj, type) else obj
+    if not isinstance(descriptor, EngineDescriptor):
+        raise TypeError(f"{entry.target} is not an infercmp.engines.descriptor.EngineDescriptor")
+    if getattr(descriptor, "name", None) != entry.name:
+        raise TypeError(
+            f"{entry.target} has name {getattr(descriptor, 'name', None)!r} but is registered "
+            f"as {entry.name!r}"
+        )
+    descriptor.check_declaration()
+    return descriptor
+
+
+def engine_entries() -> dict[str, Registered]:
+    """Every engine registered in the environment, by name; nothing is imported yet."""
+    return discover(ENTRY_POINT_GROUP, "engine", _check_descriptor)
+
+
+def engine_names() -> list[str]:
+    """Registered engine names, without importing any engine (for help texts)."""
+    return list(engine_entries())
+
+
+def get_descriptor(name: str) -> EngineDescriptor:
+    """The descriptor registered as `name`, or one clear error with the closest names."""
+    return load_named(engine_entries(), name, "engine")
+
+
+def engine_class(name: str) -> type[Engine]:
+    """Import and return the runtime class of the engine registered as `name`."""
+    return get_descriptor(name).load_runtime()
+
+
+def reference_engine() -> str | None:
+    """The engine that runs the model's own PyTorch module: what parity and speed-ups are
+    measured against (None when no such engine is installed)."""
+    for name, entry in engine_entries().items():
+        descriptor = entry.load()
+        if descriptor is not None and descriptor.artifact == "module":
+            return name
+    return None
