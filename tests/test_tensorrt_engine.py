@@ -632,7 +632,8 @@ def test_missing_cuda_python_names_the_extra(monkeypatch):
 def test_importing_the_engine_and_its_runtimes_does_not_import_torch():
     code = (
         "import sys\n"
-        "import infercmp.engines.tensorrt.runtime as m\n"
+        "import infercmp.engines.tensorrt.runtime\n"
+        "import infercmp.engines.tensorrt.loading as m\n"
         "for name in ('tensorrt', 'tensorrt-rtx'):\n"
         "    try:\n"
         "        m.import_backend(name)\n"
