@@ -6,26 +6,35 @@ loads one descriptor (which imports no runtime), `engine_class` imports its runt
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infercmp.core.entrypoints import Registered, discover, load_named
+from infercmp.core.lazy import lazy_import
 from infercmp.engines import Engine
-from infercmp.engines.descriptor import EngineDescriptor
+
+if TYPE_CHECKING:
+    from infercmp.engines import descriptor
+    from infercmp.engines.descriptor import EngineDescriptor
+else:
+    # Imported on the first check of a loaded descriptor, not by `engine_names()`: the --engine
+    # help of `infercmp --help` lists the names, and the descriptor module brings pydantic
+    # (about 150 ms of the 0.25 s that --help may take).
+    descriptor = lazy_import("infercmp.engines.descriptor")
 
 ENTRY_POINT_GROUP = "infercmp.engines"
 
 
 def _check_descriptor(obj: Any, entry: Registered) -> EngineDescriptor:
-    descriptor = obj() if isinstance(obj, type) else obj
-    if not isinstance(descriptor, EngineDescriptor):
+    found = obj() if isinstance(obj, type) else obj
+    if not isinstance(found, descriptor.EngineDescriptor):
         raise TypeError(f"{entry.target} is not an infercmp.engines.descriptor.EngineDescriptor")
-    if getattr(descriptor, "name", None) != entry.name:
+    if getattr(found, "name", None) != entry.name:
         raise TypeError(
-            f"{entry.target} has name {getattr(descriptor, 'name', None)!r} but is registered "
+            f"{entry.target} has name {getattr(found, 'name', None)!r} but is registered "
             f"as {entry.name!r}"
         )
-    descriptor.check_declaration()
-    return descriptor
+    found.check_declaration()
+    return found
 
 
 def engine_entries() -> dict[str, Registered]:
@@ -52,7 +61,7 @@ def reference_engine() -> str | None:
     """The engine that runs the model's own PyTorch module: what parity and speed-ups are
     measured against (None when no such engine is installed)."""
     for name, entry in engine_entries().items():
-        descriptor = entry.load()
-        if descriptor is not None and descriptor.artifact == "module":
+        loaded = entry.load()
+        if loaded is not None and loaded.artifact == "module":
             return name
     return None
