@@ -12,7 +12,6 @@ from synthetic_runs import Combo, cpu_run, make_run, run_main, server_combo
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.platform.environment import collect_environment
 from infercmp.report import bootstrap_median_ratio, compare_runs, open_run
 from infercmp.report.compare import (
     FASTER_WITHIN,
@@ -26,6 +25,7 @@ from infercmp.report.compare import (
     environment_changes,
     process_sd,
 )
+from infercmp.run.environment import collect_environment
 
 runner = CliRunner()
 

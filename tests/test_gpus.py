@@ -12,10 +12,11 @@ import types
 
 import pytest
 
-from infercmp.cli.bench import _power_limit
 from infercmp.engines.tensorrt import flavour
 from infercmp.platform import gpus
-from infercmp.platform.environment import collect_environment
+from infercmp.platform.environment import node_facts, power_limit_w
+from infercmp.run.environment import collect_environment
+from infercmp.sampler.nvml import NvmlSampler
 
 A100_UUID = "GPU-a100aaaa-0000-0000-0000-000000000000"
 H100_UUID = "GPU-h100bbbb-1111-1111-1111-111111111111"
@@ -55,15 +56,12 @@ def two_kinds_of_gpu(monkeypatch):
     nvml = _fake_pynvml()
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     monkeypatch.setattr(gpus, "_nvml", lambda: nvml)
-    flavour.visible_gpus.cache_clear()
-    yield nvml
-    flavour.visible_gpus.cache_clear()
+    return nvml
 
 
 VISIBLE_H100 = ["1", H100_UUID, "GPU-h100", "1,0"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the plan key reads NVML's GPU 0")
 @pytest.mark.parametrize("visible", VISIBLE_H100)
 def test_the_plan_cache_key_names_the_visible_gpu(two_kinds_of_gpu, monkeypatch, visible):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
@@ -71,11 +69,29 @@ def test_the_plan_cache_key_names_the_visible_gpu(two_kinds_of_gpu, monkeypatch,
     assert flavour.visible_gpus()[0].compute_capability == (9, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the power limit is NVML's GPU 0's")
 @pytest.mark.parametrize("visible", VISIBLE_H100)
 def test_the_power_limit_is_the_visible_gpus(two_kinds_of_gpu, monkeypatch, visible):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    assert _power_limit(collect_environment()) == 700.0
+    assert power_limit_w(collect_environment()) == 700.0
+
+
+@pytest.mark.parametrize("visible", VISIBLE_H100)
+def test_every_reader_names_the_same_gpu(two_kinds_of_gpu, monkeypatch, visible):
+    """platform.gpus, the plan key, run.json's node and the NVML sampler agree on the H100."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert gpus.gpu_name(0) == flavour.gpu_model() == node_facts(cuda=True)["gpu_name"]
+    assert node_facts(cuda=True)["gpu_index"] == 1
+    assert NvmlSampler()._handle_for(two_kinds_of_gpu) == (("gpu", 1), 1)
+
+
+@pytest.mark.parametrize("visible", ["", "-1", "2", "GPU-ffff", "GPU-"])
+def test_no_visible_gpu_has_no_plan_key_and_no_power_limit(two_kinds_of_gpu, monkeypatch, visible):
+    """An entry naming no GPU (out of range, unknown or ambiguous UUID prefix) hides them all."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert gpus.cuda_device_count() == 0
+    assert flavour.gpu_model() == "cpu-only"
+    assert power_limit_w(collect_environment()) is None
+    assert "gpu_name" not in node_facts(cuda=True)
 
 
 @pytest.mark.parametrize("visible", VISIBLE_H100)
@@ -88,4 +104,4 @@ def test_platform_gpus_reads_the_visible_gpu(two_kinds_of_gpu, monkeypatch, visi
 def test_without_cuda_visible_devices_gpu_0_is_nvmls_gpu_0(two_kinds_of_gpu, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert flavour.gpu_model() == gpus.gpu_name(0) == "NVIDIA A100-PCIE-40GB"
-    assert _power_limit(collect_environment()) == 250.0
+    assert power_limit_w(collect_environment()) == 250.0

@@ -205,8 +205,8 @@ def test_cli_report_bad_inputs(tmp_path, capsys):
 
 def test_overview_reads_the_real_environment_keys():
     """Cores, RAM and the driver come from collect_environment()'s own keys."""
-    from infercmp.platform.environment import collect_environment
     from infercmp.report.html import _cpu_text, _gpu_text
+    from infercmp.run.environment import collect_environment
 
     env = collect_environment()
     text = _cpu_text(env)

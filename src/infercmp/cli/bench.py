@@ -465,7 +465,7 @@ def bench(
             err_console.print(f"[yellow]note:[/] {escape(note)}")  # each once: loads share them
 
         from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
-        from infercmp.platform.environment import collect_environment
+        from infercmp.run.environment import collect_environment
         from infercmp.sampler import default_samplers
         from infercmp.store.run_store import RunStore
 

@@ -164,7 +164,7 @@ def tune(
             err_console.print(f"[yellow]note:[/] {escape(note)}")
 
         from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
-        from infercmp.platform.environment import collect_environment
+        from infercmp.run.environment import collect_environment
         from infercmp.sampler import default_samplers
         from infercmp.store.run_store import RunStore
 

@@ -29,7 +29,7 @@ MOVED: dict[str, str | tuple[str, ...]] = {
     "infercmp.contract": "infercmp.core.contract",
     "infercmp.devices": "infercmp.platform.gpus",
     "infercmp.lifeline": "infercmp.platform.lifeline",
-    "infercmp.environment": "infercmp.platform.environment",
+    "infercmp.environment": ("infercmp.platform.environment", "infercmp.run.environment"),
     "infercmp.sampler.handoff": "infercmp.platform.placement",
     "infercmp.config": "infercmp.workload.config",
     "infercmp.plugins": "infercmp.workload.plugins",
