@@ -14,7 +14,7 @@ each process measured in, a combination whose processes saw different states say
 The probe is pure Python (two processes spinning on one shared byte), so its figures are larger
 than the hardware's (about 150 / 700 / 1,600+ ns for the three states above) and only their
 ratio between measurements means something: SAME_STATE_RATIO. It runs in its own interpreter
-(`python handoff.py A B`), so the parent's threads and CPU affinity are never touched, and it
+(`python placement.py A B`), so the parent's threads and CPU affinity are never touched, and it
 costs about 30 ms per measurement.
 """
 
