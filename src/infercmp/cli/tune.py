@@ -129,7 +129,7 @@ def tune(
     from infercmp.core.contract import Load
     from infercmp.engines.descriptor import Machine
     from infercmp.run import bench as bench_mod
-    from infercmp.tune.search import search as tune_mod
+    from infercmp.tune import search as tune_mod
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment, parse_shape
 
@@ -282,7 +282,7 @@ def _activity(search) -> Iterator[None]:
 def _fail(store, board, detail: str) -> None:
     """Mark the search and the run failed, as far as the disk still takes writes."""
     from infercmp.run import bench as bench_mod
-    from infercmp.tune.search import search as tune_mod
+    from infercmp.tune import search as tune_mod
 
     board.status, board.detail = "failed", detail
     with contextlib.suppress(OSError):
