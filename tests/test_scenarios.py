@@ -14,6 +14,7 @@ from infercmp.cli import app
 from infercmp.core.contract import Load, Measurement, WorkerSpec
 from infercmp.core.errors import InfercmpError
 from infercmp.run import bench
+from infercmp.worker.load_run import run_load
 from infercmp.workload.batching import (
     batch_range,
     ensure_batched_reference,
@@ -22,7 +23,6 @@ from infercmp.workload.batching import (
     stack,
 )
 from infercmp.workload.plugins import get_plugin
-from infercmp.worker.load_run import run_load
 from infercmp.workload.scenarios import loads_from_flags
 from infercmp.workload.shapes import default_experiment
 
