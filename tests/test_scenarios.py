@@ -14,6 +14,7 @@ from infercmp.cli import app
 from infercmp.core.contract import Load, Measurement, WorkerSpec
 from infercmp.core.errors import InfercmpError
 from infercmp.run import bench
+from infercmp.worker.load_run import run_load
 from infercmp.workload.batching import (
     batch_range,
     ensure_batched_reference,
@@ -22,7 +23,7 @@ from infercmp.workload.batching import (
     stack,
 )
 from infercmp.workload.plugins import get_plugin
-from infercmp.workload.scenarios import loads_from_flags, run_load
+from infercmp.workload.scenarios import loads_from_flags
 from infercmp.workload.shapes import default_experiment
 
 FAST = ["--warmup", "5", "--iters", "40", "--sample-hz", "0"]
@@ -373,7 +374,7 @@ def test_merged_load_results_sum_requests_and_windows_over_processes():
 
 def _recorded_loops(monkeypatch) -> list:
     """Every loadgen loop run from now on, as (given window callbacks, RequestLog)."""
-    from infercmp.worker import loadgen
+    from infercmp.worker.loadgen import loops as loadgen
 
     runs = []
     for name in ("closed_loop", "open_loop"):
