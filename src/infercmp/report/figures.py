@@ -204,28 +204,7 @@ def distribution_figure(combos: list[Combination], colors: dict[int, str]) -> di
         color = colors[id(combo)]
         flags = outlier_mask(ms, OUTLIER_K)
         iterations = np.arange(ms.size)
-        q1, med, q3 = np.percentile(ms, [25, 50, 75])
-        iqr = q3 - q1
-        within = ms[(ms >= q1 - 1.5 * iqr) & (ms <= q3 + 1.5 * iqr)]
-        data.append(
-            {
-                "type": "box",
-                "name": trace_name(combo),
-                "x": [category],
-                "q1": [round(q1, 4)],
-                "median": [round(med, 4)],
-                "q3": [round(q3, 4)],
-                "lowerfence": [round(float(within.min()), 4)],
-                "upperfence": [round(float(within.max()), 4)],
-                "mean": [round(float(ms.mean()), 4)],
-                "boxpoints": False,
-                "line": {"color": color, "width": 1.6},
-                "fillcolor": _alpha(color, 0.12),
-                "showlegend": False,
-                "hoverinfo": "y",
-                "width": 0.55,
-            }
-        )
+        data.append(_box_trace(combo, category, ms, color))
         inliers = np.flatnonzero(~flags)
         if inliers.size > MAX_DIST_POINTS:
             inliers = np.sort(rng.choice(inliers, MAX_DIST_POINTS, replace=False))
@@ -473,6 +452,30 @@ def decimate(y: np.ndarray, max_points: int) -> np.ndarray:
     base = np.arange(buckets) * size
     idx = np.unique(np.concatenate([base + lo, base + hi, [0, n - 1]]))
     return idx[idx < n]
+
+
+def _box_trace(combo: Combination, category: str, ms: np.ndarray, color: str) -> dict:
+    """The box of one combination, from all its samples (whiskers at 1.5 IQR, mean marked)."""
+    q1, med, q3 = np.percentile(ms, [25, 50, 75])
+    iqr = q3 - q1
+    within = ms[(ms >= q1 - 1.5 * iqr) & (ms <= q3 + 1.5 * iqr)]
+    return {
+        "type": "box",
+        "name": trace_name(combo),
+        "x": [category],
+        "q1": [round(q1, 4)],
+        "median": [round(med, 4)],
+        "q3": [round(q3, 4)],
+        "lowerfence": [round(float(within.min()), 4)],
+        "upperfence": [round(float(within.max()), 4)],
+        "mean": [round(float(ms.mean()), 4)],
+        "boxpoints": False,
+        "line": {"color": color, "width": 1.6},
+        "fillcolor": _alpha(color, 0.12),
+        "showlegend": False,
+        "hoverinfo": "y",
+        "width": 0.55,
+    }
 
 
 def _unique_categories(combos: list[Combination]) -> list[str]:
