@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -18,6 +17,12 @@ from pydantic import (
 )
 
 from infercmp.core.errors import InfercmpError
+from infercmp.core.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
 
 DYNAMIC = -1
 
@@ -163,7 +168,9 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _unique_names(self) -> ModelConfig:
         seen: dict[str, str] = {}
-        tensors = [("inputs", i, t) for i, t in enumerate(self.inputs)]
+        tensors: list[tuple[str, int, InputSpec | OutputSpec]] = [
+            ("inputs", i, t) for i, t in enumerate(self.inputs)
+        ]
         tensors += [("outputs", i, t) for i, t in enumerate(self.outputs)]
         for group, index, tensor in tensors:
             if tensor.name in seen:
