@@ -53,7 +53,7 @@ MOVED: dict[str, str | tuple[str, ...]] = {
         "infercmp.workload.inputs",
         "infercmp.workload.module",
     ),
-    "infercmp.build": "infercmp.engines.tensorrt.build",
+    "infercmp.build": ("infercmp.engines.tensorrt.build", "infercmp.artifacts.onnx_precision"),
     "infercmp.trt": "infercmp.engines.tensorrt.flavour",
     "infercmp.timing": "infercmp.worker.timing",
     "infercmp.loadgen": "infercmp.worker.loadgen",
