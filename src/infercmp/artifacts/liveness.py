@@ -91,6 +91,8 @@ def _same_file(held: IO[bytes], path: Path) -> bool:
 
 
 def writer_alive(root: Path, token: str | None, pid: str | None) -> bool:
+    """The writer that staged a dir is alive: its lock is held (or, for a dir named by pid
+    before the writer locks, its process exists)."""
     if token is None:  # written by an infercmp from before the writer locks
         return _process_alive(int(pid or 0))
     return _lock_held(root / "locks" / f"writer-{token}.lock")

@@ -88,6 +88,7 @@ def parse_batches(text: str, config: ModelConfig) -> list[int] | None:
 
 
 def check_batches(batches: Sequence[int], config: ModelConfig) -> None:
+    """One clear error when a batch size lies outside the config's `batch_size` range."""
     lo, hi = batch_range(config)
     outside = [b for b in batches if not lo <= b <= hi]
     if outside:
@@ -112,10 +113,12 @@ def stack(arrays: Sequence[np.ndarray], axes: Sequence[int | None], batch: int) 
 
 
 def input_axes(config: ModelConfig) -> list[int | None]:
+    """Each input's batch axis (None where it has none), in config order."""
     return [batch_axis(spec.shapes.dims_names) for spec in config.inputs]
 
 
 def output_axes(config: ModelConfig) -> list[int | None]:
+    """Each output's batch axis (None where it has none), in config order."""
     return [batch_axis(spec.shape.dims_names) for spec in config.outputs]
 
 

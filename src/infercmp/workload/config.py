@@ -120,6 +120,7 @@ class InputShapes(_Strict):
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
+        """Each axis marked dynamic (-1) in `runtime`, with its name."""
         return {i: n for i, (n, d) in enumerate(zip(self.dims_names, self.runtime)) if d == DYNAMIC}
 
 
@@ -137,6 +138,7 @@ class InputSpec(_Strict):
 
     @property
     def dtype(self) -> np.dtype:
+        """The input's numpy dtype."""
         return np.dtype(self.dtype_str)
 
 
@@ -184,10 +186,12 @@ class ModelConfig(_Strict):
 
     @property
     def input_names(self) -> list[str]:
+        """The inputs' names, in config order."""
         return [i.name for i in self.inputs]
 
     @property
     def output_names(self) -> list[str]:
+        """The outputs' names, in config order."""
         return [o.name for o in self.outputs]
 
 

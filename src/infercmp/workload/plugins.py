@@ -51,6 +51,7 @@ class ModelPlugin:
 
     @functools.cached_property
     def config(self) -> ModelConfig:
+        """The model's config, loaded once."""
         return self.load_config()
 
     def load_example_inputs(self, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
@@ -87,6 +88,7 @@ class ModelPlugin:
         return None
 
     def load_pytorch_module(self) -> torch.nn.Module:
+        """The model's PyTorch module; every plugin implements it."""
         raise NotImplementedError(f"{type(self).__name__} must implement load_pytorch_module()")
 
 
