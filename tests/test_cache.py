@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from infercmp.artifacts import onnx_export  # noqa: F401 -- registers the onnx entry kind
 from infercmp.artifacts.cache import (
     KINDS,
     MANIFEST,
     ArtifactCache,
-    CacheBusy,
     CacheUnwritable,
     content_key,
     resolve_cache_dir,
 )
+from infercmp.artifacts.liveness import CacheBusy
 from infercmp.core.errors import InfercmpError
 
 
@@ -205,12 +206,13 @@ def test_a_file_in_the_entry_that_the_manifest_does_not_list_drops_it(tmp_path):
 
 def test_the_files_each_kind_needs_are_the_ones_export_and_build_write():
     from infercmp.artifacts import onnx_export as export
+    from infercmp.artifacts import reference
     from infercmp.engines.tensorrt import build
 
     assert KINDS["onnx"].files == (export.ONNX_FILE, export.PARITY_FILE, export.LOG_FILE)
     assert KINDS["onnx-precision"].files == (export.ONNX_FILE,)
     assert KINDS["plan"].files == (build.PLAN_FILE, build.LOG_FILE)
-    assert KINDS["reference"].files == (export.REFERENCE_FILE,)
+    assert KINDS["reference"].files == (reference.REFERENCE_FILE,)
 
 
 def test_storing_an_entry_without_a_file_its_kind_needs_is_a_bug_caught_at_once(tmp_path):
@@ -528,7 +530,7 @@ def test_a_writer_whose_new_lock_file_was_unlinked_before_it_locked_holds_a_live
     dirs read as dead to every other writer and to `cache clear`."""
     import fcntl
 
-    from infercmp.artifacts import cache as cache_mod
+    from infercmp.artifacts import liveness as cache_mod
 
     real_flock, calls = fcntl.flock, []
 

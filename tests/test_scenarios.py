@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from synthetic_runs import only_store
 
+from infercmp.artifacts.reference import ensure_batched_reference
 from infercmp.cli import app
 from infercmp.core.contract import Load, Measurement, WorkerSpec
 from infercmp.core.errors import InfercmpError
@@ -17,7 +18,6 @@ from infercmp.run import bench
 from infercmp.worker.load_run import run_load
 from infercmp.workload.batching import (
     batch_range,
-    ensure_batched_reference,
     parse_batches,
     profile_for_batches,
     stack,
@@ -116,7 +116,7 @@ def test_the_plan_key_changes_with_the_batches_so_plans_never_mix(exported):
 
 
 def test_the_batched_reference_is_the_stacked_example_and_its_stacked_outputs(shared_cache):
-    from infercmp.artifacts.onnx_export import load_module, run_pytorch
+    from infercmp.workload.module import load_module, run_pytorch
 
     plugin = get_plugin("tiny-two-io")
     experiment = default_experiment(plugin.config)
@@ -443,7 +443,7 @@ class _StampedEvents:
 def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
     shared_cache, exported, tmp_path, monkeypatch
 ):
-    from infercmp.artifacts.onnx_export import ensure_reference
+    from infercmp.artifacts.reference import ensure_reference
     from infercmp.worker.run import run_worker
 
     plugin, onnx = exported("tiny-two-io")
@@ -476,7 +476,7 @@ def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
 
 
 def _load_worker_spec(plugin, onnx, cache, tmp_path, load, **measurement) -> WorkerSpec:
-    from infercmp.artifacts.onnx_export import ensure_reference
+    from infercmp.artifacts.reference import ensure_reference
 
     return WorkerSpec(
         model=plugin.name,

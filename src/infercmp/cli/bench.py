@@ -573,8 +573,8 @@ def bench(
 
 def _batch_notes(plugin, experiments, loads) -> list[str]:
     """Where --batch replaces the batch of a --shape, what a row labelled `2x64 b1` measures."""
-    from infercmp.artifacts.onnx_export import runtime_shapes
     from infercmp.workload.batching import batched_runtime_shapes
+    from infercmp.workload.inputs import runtime_shapes
 
     notes = []
     batches = dict.fromkeys(load.batch for load in loads if load.batch is not None)

@@ -112,7 +112,7 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
     ) -> Converted | None:
         if precision == "fp32" or getattr(options, "fp16_model", None) is not None:
             return None
-        from infercmp.engines.tensorrt.build import ensure_converted_onnx
+        from infercmp.artifacts.onnx_precision import ensure_converted_onnx
 
         context.progress(f"ONNX conversion to {precision}")
         path = ensure_converted_onnx(context.cache, context.onnx, precision)
