@@ -118,6 +118,23 @@ def _racer(root: str, index: int) -> None:
     _put(cache, "unlocked", payload)  # even without the lock an entry is whole
 
 
+def test_a_cache_opened_while_another_process_writes_its_marker_is_ours(tmp_path):
+    """The moment between write_atomic's temporary marker and its rename: before, a second
+    process opening the new cache then refused it as a directory infercmp did not make (which
+    made the racing-writers test below fail about one time in two on a loaded machine)."""
+    being_made = tmp_path / "being-made"
+    being_made.mkdir()
+    (being_made / ".CACHEDIR.TAG.0123456789ab.tmp").write_text("Signature: 8a477f597d28d172")
+    cache = ArtifactCache(being_made)
+    _put(cache, "k", b"x")
+    assert cache.lookup("blob", "k") is not None
+    someone_elses = tmp_path / "someone-elses"
+    someone_elses.mkdir()
+    (someone_elses / ".CACHEDIR.TAG.tmp").write_text("not a name write_atomic gives")
+    with pytest.raises(InfercmpError, match="is not an infercmp artifact cache"):
+        ArtifactCache(someone_elses)
+
+
 def test_concurrent_writers_leave_one_intact_entry(tmp_path):
     context = multiprocessing.get_context("fork")
     procs = [context.Process(target=_racer, args=(str(tmp_path), i)) for i in range(4)]
