@@ -164,12 +164,14 @@ requires_openvino = pytest.mark.skipif(
 @requires_openvino
 def test_openvino_options_reach_the_compiled_model(tmp_path):
     from infercmp.artifacts.cache import ArtifactCache
-    from infercmp.artifacts.onnx_export import default_experiment, ensure_reference, export_onnx
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.artifacts.reference import ensure_reference
     from infercmp.core.parity import compare_outputs
     from infercmp.engines import EngineSpec
     from infercmp.engines.registry import engine_class
     from infercmp.worker.run import load_reference
     from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment
 
     plugin = get_plugin("tiny-cnn")
     cache = ArtifactCache(tmp_path / "cache")

@@ -70,8 +70,9 @@ class ModelCase:
     """A built-in model's names, reference npz and (on demand) ONNX file and TensorRT plan."""
 
     def __init__(self, name: str, cache) -> None:
-        from infercmp.artifacts.onnx_export import default_experiment, ensure_reference
+        from infercmp.artifacts.reference import ensure_reference
         from infercmp.workload.plugins import get_plugin
+        from infercmp.workload.shapes import default_experiment
 
         self.name = name
         self.cache = cache

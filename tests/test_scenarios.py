@@ -10,19 +10,20 @@ import numpy as np
 import pytest
 from synthetic_runs import only_store
 
+from infercmp.artifacts.reference import ensure_batched_reference
 from infercmp.cli import app
 from infercmp.core.contract import Load, Measurement, WorkerSpec
 from infercmp.core.errors import InfercmpError
 from infercmp.run import bench
+from infercmp.worker.load_run import run_load
 from infercmp.workload.batching import (
     batch_range,
-    ensure_batched_reference,
     parse_batches,
     profile_for_batches,
     stack,
 )
 from infercmp.workload.plugins import get_plugin
-from infercmp.workload.scenarios import loads_from_flags, run_load
+from infercmp.workload.scenarios import loads_from_flags
 from infercmp.workload.shapes import default_experiment
 
 FAST = ["--warmup", "5", "--iters", "40", "--sample-hz", "0"]
@@ -115,7 +116,7 @@ def test_the_plan_key_changes_with_the_batches_so_plans_never_mix(exported):
 
 
 def test_the_batched_reference_is_the_stacked_example_and_its_stacked_outputs(shared_cache):
-    from infercmp.artifacts.onnx_export import load_module, run_pytorch
+    from infercmp.workload.module import load_module, run_pytorch
 
     plugin = get_plugin("tiny-two-io")
     experiment = default_experiment(plugin.config)
@@ -373,7 +374,7 @@ def test_merged_load_results_sum_requests_and_windows_over_processes():
 
 def _recorded_loops(monkeypatch) -> list:
     """Every loadgen loop run from now on, as (given window callbacks, RequestLog)."""
-    from infercmp.worker import loadgen
+    from infercmp.worker.loadgen import loops as loadgen
 
     runs = []
     for name in ("closed_loop", "open_loop"):
@@ -442,7 +443,7 @@ class _StampedEvents:
 def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
     shared_cache, exported, tmp_path, monkeypatch
 ):
-    from infercmp.artifacts.onnx_export import ensure_reference
+    from infercmp.artifacts.reference import ensure_reference
     from infercmp.worker.run import run_worker
 
     plugin, onnx = exported("tiny-two-io")
@@ -475,7 +476,7 @@ def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
 
 
 def _load_worker_spec(plugin, onnx, cache, tmp_path, load, **measurement) -> WorkerSpec:
-    from infercmp.artifacts.onnx_export import ensure_reference
+    from infercmp.artifacts.reference import ensure_reference
 
     return WorkerSpec(
         model=plugin.name,

@@ -465,7 +465,7 @@ def bench(
             err_console.print(f"[yellow]note:[/] {escape(note)}")  # each once: loads share them
 
         from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
-        from infercmp.platform.environment import collect_environment
+        from infercmp.run.environment import collect_environment
         from infercmp.sampler import default_samplers
         from infercmp.store.run_store import RunStore
 
@@ -573,8 +573,8 @@ def bench(
 
 def _batch_notes(plugin, experiments, loads) -> list[str]:
     """Where --batch replaces the batch of a --shape, what a row labelled `2x64 b1` measures."""
-    from infercmp.artifacts.onnx_export import runtime_shapes
     from infercmp.workload.batching import batched_runtime_shapes
+    from infercmp.workload.inputs import runtime_shapes
 
     notes = []
     batches = dict.fromkeys(load.batch for load in loads if load.batch is not None)

@@ -27,7 +27,8 @@ def _progress(message: str) -> None:
 
 
 def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
-    from infercmp.artifacts.onnx_export import ensure_reference, export_onnx
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.artifacts.reference import ensure_reference
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment, parse_shape
 

@@ -129,7 +129,7 @@ def tune(
     from infercmp.core.contract import Load
     from infercmp.engines.descriptor import Machine
     from infercmp.run import bench as bench_mod
-    from infercmp.tune.search import search as tune_mod
+    from infercmp.tune import search as tune_mod
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment, parse_shape
 
@@ -164,7 +164,7 @@ def tune(
             err_console.print(f"[yellow]note:[/] {escape(note)}")
 
         from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
-        from infercmp.platform.environment import collect_environment
+        from infercmp.run.environment import collect_environment
         from infercmp.sampler import default_samplers
         from infercmp.store.run_store import RunStore
 
@@ -282,7 +282,7 @@ def _activity(search) -> Iterator[None]:
 def _fail(store, board, detail: str) -> None:
     """Mark the search and the run failed, as far as the disk still takes writes."""
     from infercmp.run import bench as bench_mod
-    from infercmp.tune.search import search as tune_mod
+    from infercmp.tune import search as tune_mod
 
     board.status, board.detail = "failed", detail
     with contextlib.suppress(OSError):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infercmp.core.errors import InfercmpError
 from infercmp.core.parity import Parity
-from infercmp.worker.timing import CI_MIN_SAMPLES
+from infercmp.core.stats import CI_MIN_SAMPLES
 
 SCHEMA_VERSION = 2
 DEFAULT_WARMUP_ITERS = 10  # when neither warm-up bound is given

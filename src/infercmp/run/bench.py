@@ -180,8 +180,8 @@ def plan_bench(
     Everything that is the user's mistake raises here, before any work starts. What each
     engine can run is its descriptor's answer; this function knows no engine by name.
     """
-    from infercmp.artifacts.onnx_export import runtime_shapes
     from infercmp.engines.registry import engine_entries
+    from infercmp.workload.inputs import runtime_shapes
 
     notes: list[str] = []
     explicit_engines = bool(engines)
@@ -373,8 +373,9 @@ def prepare_artifacts(
     left to the node that runs them.
     """
     from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.artifacts.reference import ensure_batched_reference
     from infercmp.engines.descriptor import ConvertContext
-    from infercmp.workload.batching import ensure_batched_reference, plan_batches
+    from infercmp.workload.batching import plan_batches
 
     artifacts = Artifacts()
     runnable = plan.runnable

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from infercmp.artifacts.onnx_precision import ensure_converted_onnx
 from infercmp.engines.descriptor import (
     ConvertContext,
     Converted,
@@ -17,7 +18,6 @@ from infercmp.engines.descriptor import (
     SearchSpace,
     module_present,
 )
-from infercmp.engines.tensorrt.build import ensure_converted_onnx  # lead: artifacts.onnx_precision
 
 _CUDA: dict[str, Any] = {"devices": ["cuda"]}
 

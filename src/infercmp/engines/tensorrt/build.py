@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infercmp.artifacts.cache import ArtifactCache, CacheEntry, content_key, file_sha256
+from infercmp.artifacts.onnx_precision import convert_precision
 from infercmp.core.errors import InfercmpError, RunFailed
 from infercmp.core.files import read_regular
 from infercmp.engines.tensorrt.flavour import TrtModule, gpu_model, load_trt_module
 from infercmp.engines.tensorrt.logger import TrtLog, make_logger
+from infercmp.engines.tensorrt.plan_meta import LOG_FILE, PLAN_FILE
 from infercmp.workload.batching import profile_for_batches
 
 if TYPE_CHECKING:
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
     from infercmp.workload.plugins import ModelPlugin
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-PLAN_FILE = "engine.plan"
-LOG_FILE = "build.log"
 DEFAULT_WORKSPACE_GB = None  # let TensorRT use what the device has
 
 Progress = Callable[[str], None]
@@ -51,83 +51,6 @@ class PlanArtifact:
     precision: str
     gpu: str  # the GPU it was built for, or "cpu-only"
     strongly_typed: bool
-
-
-# -- precision conversion for strongly typed networks ----------------------------------------
-def convert_precision(src: Path, dst: Path, precision: str) -> None:
-    """Write `src` converted to fp16 or bf16 compute at `dst`, keeping IO types as they are.
-
-    Uses onnxruntime's float16 converter (onnxconverter-common's, shipped with onnxruntime),
-    which keeps ops that need fp32 (Resize scales, Range, ...) in fp32 behind Casts; bf16 is
-    the fp16 result with every float16 type and weight re-typed to bfloat16.
-    """
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = onnx.load(str(src))
-    try:
-        converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
-    except Exception as exc:
-        raise InfercmpError(
-            f"cannot convert {src.name} to {precision}: {type(exc).__name__}: {exc}"
-        ) from exc
-    if precision == "bf16":
-        _float16_to_bfloat16(converted.graph)
-    onnx.save(converted, str(dst))
-
-
-def ensure_converted_onnx(cache: ArtifactCache, onnx: OnnxArtifact, precision: str) -> Path:
-    """The exported ONNX converted to fp16/bf16 compute (fp32 IO), cached next to the export.
-
-    ONNX Runtime runs reduced precision only from such a model, unlike PyTorch and TensorRT.
-    """
-    key = content_key({"onnx": onnx.key, "precision": precision, "converter": "ort-float16"})
-    entry = cache.lookup("onnx-precision", key)
-    if entry is None:
-        with cache.lock("onnx-precision", key):
-            entry = cache.lookup("onnx-precision", key)
-            if entry is None:
-                with cache.staging() as staged:
-                    convert_precision(onnx.path, staged / "model.onnx", precision)
-                    entry = cache.store("onnx-precision", key, staged, {"precision": precision})
-    return entry.file("model.onnx")
-
-
-def _float16_to_bfloat16(graph) -> None:
-    import numpy as np
-    from onnx import TensorProto, numpy_helper
-
-    f16, bf16 = TensorProto.FLOAT16, TensorProto.BFLOAT16
-
-    def retype_tensor(tensor) -> None:
-        if tensor.data_type != f16:
-            return
-        values = numpy_helper.to_array(tensor).astype(np.float32)
-        # bfloat16 is the top half of a float32; round to nearest even.
-        bits = values.view(np.uint32).astype(np.uint64)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-        name, dims = tensor.name, list(tensor.dims)
-        tensor.Clear()
-        tensor.name = name
-        tensor.dims.extend(dims)
-        tensor.data_type = bf16
-        tensor.raw_data = bits.tobytes()
-
-    for init in graph.initializer:
-        retype_tensor(init)
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        if value.type.tensor_type.elem_type == f16:
-            value.type.tensor_type.elem_type = bf16
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.name == "to" and attr.i == f16:
-                attr.i = bf16
-            if attr.HasField("t"):
-                retype_tensor(attr.t)
-            for sub in [attr.g] if attr.HasField("g") else []:
-                _float16_to_bfloat16(sub)
-            for sub in attr.graphs:
-                _float16_to_bfloat16(sub)
 
 
 # -- network checks --------------------------------------------------------------------------
