@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
+from infercmp.core.types import Device, Precision
+
 if TYPE_CHECKING:
     import numpy as np
-
-Device = Literal["cpu", "cuda"]
-Precision = Literal["fp32", "fp16", "bf16"]
 
 
 @dataclass(frozen=True)

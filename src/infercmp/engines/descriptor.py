@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from infercmp.core.errors import InfercmpError
+from infercmp.core.types import DEVICES, PRECISIONS
 from infercmp.platform import gpus
 
 if TYPE_CHECKING:
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
 #: Where an engine's artifact starts: the plugin's PyTorch module, or infercmp's ONNX export.
 #: An engine that runs its own form (a TensorRT plan, an fp16 ONNX) makes it in `convert`.
 ArtifactSource = Literal["module", "onnx"]
-
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 
 class EngineOptions(BaseModel):

@@ -21,6 +21,7 @@ from infercmp.artifacts.cache import ArtifactCache, CacheEntry, content_key, fil
 from infercmp.artifacts.onnx_precision import convert_precision
 from infercmp.core.errors import InfercmpError, RunFailed
 from infercmp.core.files import read_regular
+from infercmp.core.types import PRECISIONS
 from infercmp.engines.tensorrt.flavour import TrtModule, gpu_model, load_trt_module
 from infercmp.engines.tensorrt.logger import TrtLog, make_logger
 from infercmp.engines.tensorrt.plan_meta import LOG_FILE, PLAN_FILE
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from infercmp.workload.config import ModelConfig
     from infercmp.workload.plugins import ModelPlugin
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_WORKSPACE_GB = None  # let TensorRT use what the device has
 
 Progress = Callable[[str], None]
