@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -109,6 +110,15 @@ def report_usage_error(exc: Any) -> None:
     _print_error(message + hint)
 
 
+def _show_click_error(exc: Any) -> int:
+    """One of click's own errors shown as infercmp shows errors; its exit code."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()  # a group called bare: its help, as click prints it
+    else:
+        report_usage_error(exc)
+    return int(exc.exit_code)
+
+
 class _InfercmpGroup(HelpGroup):
     """Turns an InfercmpError into one clear line and its exit code, unless --debug.
 
@@ -127,18 +137,29 @@ class _InfercmpGroup(HelpGroup):
             command = self.commands[cmd_name] = load_command(cmd_name)
         return command
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         """Click's usage errors become one line and exit 2, like infercmp's own errors."""
+        given = {
+            "args": args,
+            "prog_name": prog_name,
+            "complete_var": complete_var,
+            "windows_expand_args": windows_expand_args,
+            **extra,
+        }
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(standalone_mode=False, **given)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(standalone_mode=False, **given)
         except ClickException as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":
-                exc.show()  # a group called bare: its help, as click prints it
-            else:
-                report_usage_error(exc)
-            sys.exit(exc.exit_code)
+            sys.exit(_show_click_error(exc))
         except typer.Abort:
             err_console.print("Aborted!", highlight=False)
             sys.exit(1)

@@ -79,7 +79,7 @@ def _notes(result: Any) -> list[str]:
     so a sentence shared by several rows is printed once."""
     if result.status != "ok":
         return [result.error or result.status]
-    notes = []
+    notes: list[str | None] = []
     if failed_parity(result):
         notes.append("outputs differ from PyTorch beyond tolerance")
     notes.append(load_shortfall(result.load, result.load_result))

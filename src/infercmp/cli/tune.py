@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
 from infercmp.cli.options import (
     cache_dir_option,
     check_run_flags,
@@ -34,7 +35,6 @@ from infercmp.engines.descriptor import EngineDescriptor, Machine
 from infercmp.platform.environment import collect_environment
 from infercmp.run.bench import Interrupted, finish_complete, finish_interrupted, stop_on_signals
 from infercmp.run.session import (
-    artifact_cache,
     choose_samplers,
     mark_failed,
     opened,
@@ -93,14 +93,14 @@ def _engines(names: list[str], device: str) -> tuple[dict[str, EngineDescriptor]
         return found, notes
     found = {}
     for name, entry in engine_entries().items():
-        descriptor = entry.load()
-        if descriptor is None:
+        loaded = entry.load()
+        if loaded is None:
             notes.append(f"engine '{name}' ({entry.package}) is unavailable: {entry.error}")
-        elif device in descriptor.devices:
-            if missing := descriptor.availability():
+        elif device in loaded.devices:
+            if missing := loaded.availability():
                 notes.append(missing)
             else:
-                found[name] = descriptor
+                found[name] = loaded
     if not found:
         raise InfercmpError(f"no installed engine runs on {device}; see 'infercmp engines'")
     return found, notes
@@ -264,7 +264,7 @@ def _prepare(
     )
     for message in left_out:
         err_console.print(f"[yellow]note:[/] {escape(message)}")
-    cache = artifact_cache(cache_dir)
+    cache = ArtifactCache(resolve_cache_dir(cache_dir))
     # torch.compile's kernels and autotuning choices outlive the worker: a later process
     # (the final round, the next tune) loads them instead of compiling again.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((cache.root / "torchinductor").resolve()))

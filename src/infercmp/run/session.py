@@ -174,10 +174,6 @@ def choose_samplers(
     return ([], []) if on_nodes else default_samplers(gpu=gpu)
 
 
-def artifact_cache(cache_dir: str | None) -> ArtifactCache:
-    return ArtifactCache(resolve_cache_dir(cache_dir))
-
-
 def power_limit(environment: dict[str, Any]) -> float | None:
     """The enforced power limit of the GPU the workers use (NVML), for plausibility checks."""
     gpus = environment.get("gpus") or []
@@ -234,7 +230,9 @@ def run_session(
         )
         for message in left_out:
             view.note(message)
-        prepare = _Preparer(plugin, artifact_cache(request.cache_dir), request, runner)
+        prepare = _Preparer(
+            plugin, ArtifactCache(resolve_cache_dir(request.cache_dir)), request, runner
+        )
         with view.preparing() as progress:
             artifacts = prepare(plan, progress)
     _check_artifacts(plan, artifacts, view)
