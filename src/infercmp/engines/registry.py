@@ -6,27 +6,18 @@ loads one descriptor (which imports no runtime), `engine_class` imports its runt
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from infercmp.core.entrypoints import Registered, discover, load_named
-from infercmp.core.lazy import lazy_import
 from infercmp.engines import Engine
-
-if TYPE_CHECKING:
-    from infercmp.engines import descriptor
-    from infercmp.engines.descriptor import EngineDescriptor
-else:
-    # Imported on the first check of a loaded descriptor, not by `engine_names()`: the --engine
-    # help of `infercmp --help` lists the names, and the descriptor module brings pydantic
-    # (about 150 ms of the 0.25 s that --help may take).
-    descriptor = lazy_import("infercmp.engines.descriptor")
+from infercmp.engines.descriptor import EngineDescriptor
 
 ENTRY_POINT_GROUP = "infercmp.engines"
 
 
 def _check_descriptor(obj: Any, entry: Registered) -> EngineDescriptor:
     found = obj() if isinstance(obj, type) else obj
-    if not isinstance(found, descriptor.EngineDescriptor):
+    if not isinstance(found, EngineDescriptor):
         raise TypeError(f"{entry.target} is not an infercmp.engines.descriptor.EngineDescriptor")
     if getattr(found, "name", None) != entry.name:
         raise TypeError(
