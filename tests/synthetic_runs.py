@@ -12,7 +12,9 @@ import numpy as np
 
 from infercmp.core.contract import Load
 from infercmp.core.stats import LatencyStats
-from infercmp.store.run_store import CombinationResult, ProcessSummary, RunStore, combo_id
+from infercmp.store.ids import combo_id
+from infercmp.store.run_store import RunStore
+from infercmp.store.schema import CombinationResult, ProcessSummary
 
 XSS = "</script><script>window.__pwned=1</script>"
 

@@ -27,7 +27,9 @@ from synthetic_runs import run_dirs
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.store.run_store import RESULTS_LOG, RunStore, writer_alive
+from infercmp.store.run_store import RunStore
+from infercmp.store.schema import RESULTS_LOG
+from infercmp.store.writer_lock import writer_alive
 
 pytestmark = pytest.mark.slow
 isolated = support.isolated

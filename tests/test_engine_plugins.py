@@ -416,7 +416,7 @@ def test_a_broken_engine_is_noted_by_default_tune_and_never_by_a_command_naming_
     assert any("engine 'bad-options' (bad-options-package) is unavailable" in n for n in notes)
     found, notes = _engines(["onnxruntime"], "cpu")
     assert (list(found), notes) == (["onnxruntime"], [])
-    from infercmp.tune.search import cheap_candidates
+    from infercmp.tune.candidates import cheap_candidates
 
     candidates, excluded = cheap_candidates(found["onnxruntime"], "cpu", Machine(0), None)
     assert candidates

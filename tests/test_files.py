@@ -85,7 +85,8 @@ def test_new_files_follow_the_umask_and_replaced_files_keep_their_mode(tmp_path,
 
 
 def test_run_files_and_the_report_are_readable_by_others_under_umask_022(tmp_path, umask):
-    from infercmp.store.run_store import CombinationResult, combo_id
+    from infercmp.store.ids import combo_id
+    from infercmp.store.schema import CombinationResult
 
     umask(0o022)
     store = RunStore.create(tmp_path / "runs", "m", {})

@@ -21,7 +21,7 @@ from infercmp.platform.placement import (
     typical,
 )
 from infercmp.report import compare_runs, open_run
-from infercmp.store.run_store import ProcessSummary
+from infercmp.store.schema import ProcessSummary
 
 two_cpus = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to send a cache line between"

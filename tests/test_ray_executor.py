@@ -25,7 +25,8 @@ from synthetic_runs import only_run
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.store.run_store import RESULTS_LOG, RunStore
+from infercmp.store.run_store import RunStore
+from infercmp.store.schema import RESULTS_LOG
 
 pytest.importorskip("ray", reason="needs the ray package (pip install 'infercmp[ray]')")
 

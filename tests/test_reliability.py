@@ -293,7 +293,7 @@ def test_a_run_directory_name_never_leaves_the_results_root(tmp_path, name):
     ],
 )
 def test_a_combination_id_is_one_safe_file_name(parts):
-    from infercmp.store.run_store import combo_id
+    from infercmp.store.ids import combo_id
 
     cid = combo_id(*parts)
     assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,119}", cid)

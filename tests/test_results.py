@@ -18,15 +18,11 @@ from hypothesis import strategies as st
 from infercmp.core.errors import InfercmpError
 from infercmp.core.stats import LatencyStats
 from infercmp.store import run_store as results
-from infercmp.store.run_store import (
-    RESULTS_LOG,
-    SAMPLE_COLUMNS,
-    CombinationResult,
-    RunStore,
-    combo_id,
-    latest_run,
-    safe_name,
-)
+from infercmp.store.frames import SAMPLE_COLUMNS
+from infercmp.store.ids import combo_id, safe_name
+from infercmp.store.locate import latest_run
+from infercmp.store.run_store import RunStore
+from infercmp.store.schema import RESULTS_LOG, CombinationResult
 
 META = {
     "argv": ["infercmp", "bench", "tiny-cnn", "--shape", "32,32,3"],
@@ -365,7 +361,8 @@ def test_killed_writer_leaves_a_running_run_that_opens(tmp_path):
     script = (
         "import sys, os, numpy as np\n"
         "from pathlib import Path\n"
-        "from infercmp.store.run_store import RunStore, CombinationResult\n"
+        "from infercmp.store.run_store import RunStore\n"
+        "from infercmp.store.schema import CombinationResult\n"
         "s = RunStore.create(Path(sys.argv[1]), 'm', {})\n"
         "s.add_result(CombinationResult(combo_id='a', model='m', engine='e', device='cpu',"
         " precision='fp32', shape_label='1', status='ok'),"

@@ -18,7 +18,8 @@ from infercmp.cli import app
 from infercmp.core.contract import Measurement
 from infercmp.platform import gpus as devices
 from infercmp.run import bench
-from infercmp.store.run_store import RESULTS_LOG, RunStore
+from infercmp.store.run_store import RunStore
+from infercmp.store.schema import RESULTS_LOG
 from infercmp.workload.plugins import get_plugin
 from infercmp.workload.shapes import default_experiment
 
@@ -351,7 +352,7 @@ def test_a_resumes_worse_second_try_never_replaces_the_stored_measurement(tmp_pa
     from synthetic_runs import Combo, make_run
 
     from infercmp.run.bench import _kept_measurement
-    from infercmp.store.run_store import ProcessSummary
+    from infercmp.store.schema import ProcessSummary
 
     store = RunStore.open(make_run(tmp_path, [Combo("onnxruntime", processes=2)]))
     (stored,) = store.results

@@ -21,19 +21,15 @@ from infercmp.engines.descriptor import (
 )
 from infercmp.engines.registry import get_descriptor
 from infercmp.run.bench import Interrupted, stop_on_signals
-from infercmp.tune.search import (
-    MIN_WORKER_S,
+from infercmp.store.tune_file import (
     TUNE_FILE,
-    Candidate,
-    Measured,
-    Search,
     TuneLeaderboard,
-    TuneRequest,
-    cheap_candidates,
-    pareto_front,
     read_leaderboard,
     write_leaderboard,
 )
+from infercmp.tune.candidates import Candidate, cheap_candidates
+from infercmp.tune.measure import Measured
+from infercmp.tune.search import MIN_WORKER_S, Search, TuneRequest, pareto_front
 
 # --- a fake engine whose speed depends on its options --------------------------------------------
 
@@ -455,7 +451,7 @@ def test_tune_batch_measures_every_candidate_at_that_batch(
 def test_tune_prints_one_line_per_round_and_the_winners(cli, tmp_path, monkeypatch):
     import re
 
-    from infercmp.tune import search as tune_mod
+    from infercmp.tune import measure as tune_mod
 
     def measure(self, candidates, plan, timeout_s):
         for c in candidates:
@@ -488,7 +484,7 @@ def test_tune_prints_one_line_per_round_and_the_winners(cli, tmp_path, monkeypat
 
 PIPED_TUNE = """
 import sys, time
-from infercmp.tune import search as tune
+from infercmp.tune import measure as tune
 from infercmp.cli import main
 
 def measure(self, candidates, plan, timeout_s):
@@ -529,7 +525,7 @@ def test_tune_into_a_closed_pipe_finishes_the_run(tmp_path):
 
 def test_tune_exits_1_when_every_candidate_failed(cli, tmp_path, monkeypatch):
     from infercmp.store.run_store import RunStore
-    from infercmp.tune import search as tune_mod
+    from infercmp.tune import measure as tune_mod
 
     def all_fail(self, candidates, plan, timeout_s):
         for c in candidates:
@@ -623,7 +619,7 @@ def test_tune_sigint_keeps_the_leaderboard_and_exits_1(tmp_path):
 def test_every_precision_refused_walks_no_option_mix(monkeypatch):
     """Review of #23 C.16: with no precision left, pairing options with precisions yielded
     nothing, so the bounded look at the mixes never counted one and walked all 11**9."""
-    from infercmp.tune import search as tune
+    from infercmp.tune import candidates as tune
 
     space, drawn = HugeDescriptor.search_space, []
 

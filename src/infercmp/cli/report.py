@@ -32,7 +32,7 @@ from infercmp.report import (
 )
 from infercmp.report.runs import keep_nodes
 from infercmp.report.summary import _md_cell, fmt_ms
-from infercmp.store.run_store import run_owning
+from infercmp.store.locate import run_owning
 
 FORMATS = ("html", "md", "csv", "json")
 _SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".csv": "csv", ".json": "json"}

@@ -43,7 +43,9 @@ from infercmp.run.session import (
     write_failure,
 )
 from infercmp.store.run_store import RunStore
+from infercmp.store.tune_file import TUNE_FILE, write_leaderboard
 from infercmp.tune import search as tune_search
+from infercmp.tune.measure import WorkerMeasurer
 from infercmp.workload.batching import check_batches
 from infercmp.workload.plugins import ModelPlugin, get_plugin
 from infercmp.workload.shapes import Experiment, default_experiment, parse_shape
@@ -187,7 +189,7 @@ def tune(
     with stop_on_signals():
         store = opened(lambda: RunStore.create(out, setup.plugin.name, meta))
         console.print(f"run directory: {store.path}", soft_wrap=True, markup=False)
-        measurer = tune_search.WorkerMeasurer(
+        measurer = WorkerMeasurer(
             plugin=setup.plugin, experiment=setup.experiment, cache=setup.cache, store=store,
             machine=machine, samplers=setup.samplers, sample_hz=sample_hz, exporter=exporter,
             device_resident=device_resident, power_limit_w=power_limit_w(setup.environment),
@@ -197,16 +199,14 @@ def tune(
         search = tune_search.Search(
             request,
             measurer,
-            save=lambda board: tune_search.write_leaderboard(store.path, board),
+            save=lambda board: write_leaderboard(store.path, board),
             progress=lambda line: console.print(escape(line), soft_wrap=True, highlight=False),
             started=started,
         )
         board = _run_search(search, store)
     print_leaderboard(board, store.path)
     if board.status == "interrupted":
-        raise RunFailed(
-            f"tune interrupted; the leaderboard so far is in {store.path / tune_search.TUNE_FILE}"
-        )
+        raise RunFailed(f"tune interrupted; the leaderboard so far is in {store.path / TUNE_FILE}")
     if board.status == "failed":
         raise RunFailed(f"tune found nothing: {board.detail}; see {store.path}")
     if state.debug:
@@ -328,7 +328,7 @@ def _fail(store: RunStore, board: Any, detail: str) -> None:
     """Mark the search and the run failed, as far as the disk still takes writes."""
     board.status, board.detail = "failed", detail
     with contextlib.suppress(OSError):
-        tune_search.write_leaderboard(store.path, board)
+        write_leaderboard(store.path, board)
     mark_failed(store, detail)
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from infercmp.report.figures import esc
 from infercmp.report.runs import RunView
+from infercmp.store.tune_file import TuneLeaderboard, read_leaderboard
 
 
 def tune_section(runs: list[RunView]) -> str:
     """One leaderboard per tuned run, or nothing for bench runs."""
-    from infercmp.tune.search import read_leaderboard
-
     blocks = []
     for run in runs:
         board = read_leaderboard(run.path)
@@ -20,7 +19,7 @@ def tune_section(runs: list[RunView]) -> str:
     return f'<section id="tune"><h2>Tuning leaderboard</h2>{"".join(blocks)}</section>'
 
 
-def _board(board) -> str:
+def _board(board: TuneLeaderboard) -> str:
     head = (
         f"<p>{esc(board.model)} at {esc(board.shape)} on {esc(board.device)}, objective "
         f"{esc(board.objective)}: search {esc(board.status)} after {board.elapsed_s:.0f} s of a "

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
 from infercmp.engines.registry import engine_entries
-from infercmp.store.run_store import RUN_FILE, RunStore, latest_run
+from infercmp.store.locate import latest_run
+from infercmp.store.run_store import RunStore
+from infercmp.store.schema import RUN_FILE
 from infercmp.workload.scenarios import shape_and_load
 
 if TYPE_CHECKING:

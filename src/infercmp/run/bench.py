@@ -699,7 +699,7 @@ def worker_spec(
 
 
 def _combo_result(plugin: ModelPlugin, combo: Combination, **fields: Any) -> Any:
-    from infercmp.store.run_store import CombinationResult
+    from infercmp.store.schema import CombinationResult
 
     experiment = combo.experiment
     return CombinationResult(
@@ -742,7 +742,7 @@ def outcome_to_result(
     from infercmp.core.stats import LatencyStats, hierarchical_median_ci
     from infercmp.platform.placement import state_warning
     from infercmp.sampler import background_load, energy_window, mean_over_measure, peak
-    from infercmp.store.run_store import ProcessSummary
+    from infercmp.store.schema import ProcessSummary
     from infercmp.workload.scenarios import items_per_request, merge_load_results
 
     outcomes = progress.outcomes
@@ -1013,7 +1013,7 @@ def _units(
 
 def combination_id(combo: Combination) -> str:
     """The combination's id in the run store (`infercmp.store.run_store.combo_id`)."""
-    from infercmp.store.run_store import combo_id
+    from infercmp.store.ids import combo_id
 
     return combo_id(
         combo.engine.name,

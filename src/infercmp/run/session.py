@@ -27,7 +27,8 @@ from infercmp.run.batch_search import search_batches
 from infercmp.run.environment import collect_environment
 from infercmp.run.executors.local import make_executor, open_for_resume
 from infercmp.sampler import default_samplers
-from infercmp.store.run_store import RunStore, check_not_written
+from infercmp.store.run_store import RunStore
+from infercmp.store.writer_lock import check_not_written
 from infercmp.workload.batching import batch_range, batched_runtime_shapes
 from infercmp.workload.inputs import runtime_shapes
 from infercmp.workload.plugins import ModelPlugin, get_plugin

@@ -18,27 +18,32 @@ was measured.
 
 from __future__ import annotations
 
-import itertools
 import math
 import shlex
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from infercmp.core.contract import Load, Measurement
-from infercmp.core.errors import InfercmpError
-from infercmp.core.files import read_regular
-from infercmp.engines.descriptor import EngineDescriptor, Machine, SearchSpace
-
-TUNE_FILE = "tune.json"
-TUNE_SCHEMA_VERSION = 1
-
-Objective = Literal["latency", "throughput"]
-RoundName = Literal["screen", "expensive", "confirm", "final"]
+from infercmp.core.contract import Measurement
+from infercmp.engines.descriptor import EngineDescriptor, Machine
+from infercmp.run.bench import Interrupted
+from infercmp.store.tune_file import (
+    EngineWinner,
+    LeaderboardEntry,
+    Objective,
+    RoundFigure,
+    RoundName,
+    RoundPlan,
+    TuneLeaderboard,
+)
+from infercmp.tune.candidates import (
+    Candidate,
+    cheap_candidates,
+    expensive_candidates,
+    precisions_of,
+    search_space,
+)
+from infercmp.tune.measure import BudgetSpent, Measured, Measurer
 
 #: Short windows for screening, longer for the confirmation, adaptive (CI-driven) at the end.
 SCREEN = Measurement(warmup_seconds=0.5, duration_s=1.0)
@@ -49,296 +54,6 @@ CONFIRM_FRACTION = 1 / 3  # of each engine's candidates that passed screening
 MIN_WORKER_S = 5.0
 #: What a worker costs before its first measurement, assumed until one has been timed.
 DEFAULT_OVERHEAD_S = 10.0
-#: Mixes the search space's rules or options model may reject for each candidate kept.
-REJECTED_PER_CANDIDATE = 20
-
-
-# --- candidates -------------------------------------------------------------------------------
-
-
-def option_text(value: Any) -> str:
-    """A value as `--engine` reads it back: true, none, 3, max-autotune."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "none" if value is None else str(value)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One configuration to measure: options (only those that differ from the engine's
-    defaults) and a precision, on one device."""
-
-    engine: str
-    device: str
-    precision: str
-    options: tuple[tuple[str, Any], ...] = ()
-    cost_s: float = 0.0  # declared extra load cost of its expensive values
-
-    @property
-    def variant(self) -> str | None:
-        return ",".join(f"{k}={option_text(v)}" for k, v in self.options) or None
-
-    @property
-    def engine_text(self) -> str:
-        """The `--engine` value that asks for exactly this configuration."""
-        return f"{self.engine}[{self.variant}]" if self.variant else self.engine
-
-    @property
-    def label(self) -> str:
-        return f"{self.engine_text} {self.precision}"
-
-    @property
-    def is_default(self) -> bool:
-        return not self.options and self.precision == DEFAULT_PRECISION
-
-    def with_option(self, name: str, value: Any, cost_s: float) -> Candidate:
-        options = dict(self.options)
-        options[name] = value
-        return Candidate(
-            self.engine, self.device, self.precision, tuple(options.items()), self.cost_s + cost_s
-        )
-
-
-DEFAULT_PRECISION = "fp32"  # bench's default: what "the engine's defaults" means
-
-
-@dataclass(frozen=True)
-class Excluded:
-    """A configuration the search leaves out before measuring, and why."""
-
-    label: str
-    reason: str
-
-
-def search_space(descriptor: EngineDescriptor) -> SearchSpace:
-    """The engine's declaration, or the empty one: defaults (at its precisions) only."""
-    return descriptor.search_space or SearchSpace()
-
-
-def cheap_candidates(
-    descriptor: EngineDescriptor,
-    device: str,
-    machine: Machine,
-    precisions: Sequence[str] | None,
-    limit: int | None = None,
-) -> tuple[list[Candidate], list[Excluded]]:
-    """The cheap configurations of one engine on `device`, the defaults first, then those that
-    change fewest options; at most `limit` of them, made one at a time (a declared space can
-    be too large to list)."""
-    space = search_space(descriptor)
-    wanted = _precisions(descriptor, device, precisions)
-    found: list[Candidate] = []
-    excluded: list[Excluded] = []
-    if not precisions and DEFAULT_PRECISION not in wanted:
-        # The defaults are always measured: they are what each speed-up is over.
-        if not descriptor.refusal(device, DEFAULT_PRECISION, machine):
-            found.append(Candidate(descriptor.name, device, DEFAULT_PRECISION))
-    allowed = [p for p in wanted if not _refused(descriptor, device, p, machine, excluded)]
-    if not allowed:  # nothing to pair the options with: walking them would yield nothing, slowly
-        return found, excluded
-    # Each precision's defaults, then each precision with one option changed, and so on.
-    mixes = ((options, p) for options in space.iter_cheap(device) for p in allowed)
-    if limit is not None:  # rules may reject most mixes: look at a bounded number of them
-        mixes = itertools.islice(mixes, limit * REJECTED_PER_CANDIDATE)
-    for options, precision in mixes:
-        if limit is not None and len(found) >= limit:
-            break
-        candidate = Candidate(descriptor.name, device, precision, tuple(options.items()))
-        if reason := _invalid(descriptor, space, options, device, precision):
-            excluded.append(Excluded(candidate.label, reason))
-        else:
-            found.append(candidate)
-    return found, excluded
-
-
-def _precisions(
-    descriptor: EngineDescriptor, device: str, precisions: Sequence[str] | None
-) -> Sequence[str]:
-    """The precisions tune tries: those asked for, else those the engine declares."""
-    return precisions or search_space(descriptor).precisions.get(device, descriptor.precisions)
-
-
-def _refused(
-    descriptor: EngineDescriptor,
-    device: str,
-    precision: str,
-    machine: Machine,
-    excluded: list[Excluded],
-) -> bool:
-    if refused := descriptor.refusal(device, precision, machine):
-        excluded.append(Excluded(f"{descriptor.name} {precision}", refused))
-    return bool(refused)
-
-
-def expensive_candidates(
-    descriptor: EngineDescriptor, base: Candidate
-) -> tuple[list[Candidate], list[Excluded]]:
-    """The engine's expensive values applied to `base` (its best screened configuration)."""
-    space = search_space(descriptor)
-    found: list[Candidate] = []
-    excluded: list[Excluded] = []
-    for name, value, cost in space.expensive(base.device):
-        candidate = base.with_option(name, value, cost)
-        options = dict(candidate.options)
-        if reason := _invalid(descriptor, space, options, base.device, base.precision):
-            excluded.append(Excluded(candidate.label, reason))
-        else:
-            found.append(candidate)
-    return found, excluded
-
-
-def _invalid(
-    descriptor: EngineDescriptor,
-    space: SearchSpace,
-    options: dict[str, Any],
-    device: str,
-    precision: str,
-) -> str | None:
-    if reason := space.rejects(options, device, precision):
-        return reason
-    try:
-        descriptor.parse_options(options)
-    except InfercmpError as exc:
-        return str(exc)
-    return None
-
-
-# --- what a measurement gives back ------------------------------------------------------------
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class RoundFigure(_Model):
-    """One candidate measured in one round."""
-
-    round: RoundName
-    p50_ms: float | None = None
-    ci_low_ms: float | None = None
-    ci_high_ms: float | None = None
-    processes: int = 0
-    wall_s: float = 0.0  # the worker processes' whole time: start, load, warm-up, measure
-
-
-@dataclass
-class Measured:
-    """What the measurer reports for one candidate in one round."""
-
-    candidate: Candidate
-    status: str  # the combination's status: ok, failed, timeout, crashed, oom, skipped
-    error: str | None = None
-    parity_ok: bool = True
-    parity_text: str | None = None
-    p50_ms: float | None = None
-    ci_low_ms: float | None = None
-    ci_high_ms: float | None = None
-    items_per_s: float | None = None
-    memory_bytes: int | None = None
-    processes: int = 0
-    wall_s: float = 0.0
-    measure_s: float = 0.0  # of the wall time, the warm-up and measurement windows
-
-
-class RoundPlan(_Model):
-    name: RoundName
-    measurement: Measurement
-    repeat: int = 1
-
-
-class Measurer(Protocol):
-    """Measures candidates for the search: bench's workers for real, a fake in tests."""
-
-    def measure(
-        self, candidates: list[Candidate], plan: RoundPlan, timeout_s: Callable[[Candidate], float]
-    ) -> Iterator[Measured]:
-        """Yield each candidate's result as it is committed. `timeout_s(candidate)` is the
-        time its next process may take; it raises `BudgetSpent` when nothing is left."""
-        ...
-
-
-class BudgetSpent(Exception):
-    """The budget has no room for another worker."""
-
-
-# --- the leaderboard (tune.json) --------------------------------------------------------------
-
-
-class LeaderboardEntry(_Model):
-    label: str  # engine[options] precision, as winners and the Pareto front name it
-    engine: str
-    device: str
-    precision: str
-    options: dict[str, Any] = Field(default_factory=dict)
-    variant: str | None = None
-    default: bool = False  # the engine's defaults (fp32, no options)
-    status: Literal["ok", "dropped", "not measured"]
-    reason: str | None = None  # why dropped or not measured
-    round: RoundName | None = None  # the last round that measured it
-    p50_ms: float | None = None  # from that round
-    ci_low_ms: float | None = None
-    ci_high_ms: float | None = None
-    items_per_s: float | None = None
-    memory_bytes: int | None = None  # peak VRAM on CUDA, peak RSS on the CPU (sampler)
-    rounds: list[RoundFigure] = Field(default_factory=list)
-    cost_s: float = 0.0
-    command: str  # the `infercmp bench` command that measures this configuration
-
-
-class EngineWinner(_Model):
-    engine: str
-    best: str | None = None  # the winner's label (engine[options] precision)
-    best_p50_ms: float | None = None
-    default_p50_ms: float | None = None
-    speedup: float | None = None  # default / best, both from the same round
-    speedup_note: str | None = None  # why there is none, or how to read it
-    round: RoundName | None = None
-    command: str | None = None
-
-
-class TuneLeaderboard(_Model):
-    """tune.json: the whole search, rewritten after every measurement."""
-
-    schema_version: int = TUNE_SCHEMA_VERSION
-    model: str
-    device: str
-    shape: str
-    objective: Objective
-    budget_s: float
-    elapsed_s: float = 0.0
-    status: Literal["running", "complete", "budget", "interrupted", "failed"] = "running"
-    detail: str | None = None
-    rounds: list[RoundPlan] = Field(default_factory=list)
-    entries: list[LeaderboardEntry] = Field(default_factory=list)
-    excluded: list[dict[str, str]] = Field(default_factory=list)  # {label, reason}
-    winners: list[EngineWinner] = Field(default_factory=list)
-    overall: str | None = None
-    pareto: list[str] = Field(default_factory=list)  # labels on the latency-memory front
-    notes: list[str] = Field(default_factory=list)
-
-    def entry(self, label: str) -> LeaderboardEntry | None:
-        return next((e for e in self.entries if e.label == label), None)
-
-
-def read_leaderboard(run_dir: Path) -> TuneLeaderboard | None:
-    """The run's tune.json, or None for a bench run; one clear error when it is damaged."""
-    path = Path(run_dir) / TUNE_FILE
-    if not path.exists():
-        return None
-    try:
-        return TuneLeaderboard.model_validate_json(read_regular(path))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InfercmpError(
-            f"{path} is not a valid tune leaderboard ({where}: {first['msg']}); it was written "
-            "by another version of infercmp, or damaged"
-        ) from None
-    except OSError as exc:
-        raise InfercmpError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-# --- the search -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -436,7 +151,9 @@ class Search:
             found, excluded = cheap_candidates(descriptor, r.device, r.machine, r.precisions, limit)
             cheap[name] = found
             space = search_space(descriptor)
-            size = space.cheap_size(r.device) * len(_precisions(descriptor, r.device, r.precisions))
+            size = space.cheap_size(r.device) * len(
+                precisions_of(descriptor, r.device, r.precisions)
+            )
             if len(found) >= limit and size > limit:
                 self.board.notes.append(
                     f"{name} declares about {size:,} cheap configurations; the {r.budget_s:g} s "
@@ -451,8 +168,6 @@ class Search:
         for candidate in (c for found in cheap.values() for c in found):
             self._note(candidate, "not measured", "the budget ran out before its turn")
         self._save()
-        from infercmp.run.bench import Interrupted
-
         try:
             self._round(RoundPlan(name="screen", measurement=SCREEN), _flatten(cheap))
             self._expensive()
@@ -817,154 +532,3 @@ def bench_command(request: TuneRequest, candidate: Candidate) -> str:
         parts.append("--device-resident")
     parts += ["--repeat", str(request.repeat)]
     return shlex.join(parts)
-
-
-# --- measuring with bench's workers -----------------------------------------------------------
-
-
-@dataclass
-class WorkerMeasurer:
-    """Measures candidates in bench's worker processes and commits each to the run store.
-
-    Everything is bench's: `plan_bench` checks a candidate as `infercmp bench -e ...` would,
-    `prepare_artifacts` makes what it needs through the cache, `run_worker`/`worker_spec` run
-    it, `outcome_to_result` turns the processes into one stored result (the hierarchical CI
-    when there are several). Repeated processes are interleaved as `run_bench` does.
-    """
-
-    plugin: Any
-    experiment: Any  # infercmp.workload.shapes.Experiment
-    cache: Any
-    store: Any  # infercmp.store.run_store.RunStore
-    machine: Machine
-    samplers: list[Any]
-    sample_hz: float = 20.0
-    exporter: str = "auto"
-    device_resident: bool = False
-    power_limit_w: float | None = None
-    prepare_timeout_s: float = 600.0
-    load: Load = field(default_factory=Load)  # bench's load: the batch every candidate runs at
-    progress: Callable[[str], None] = lambda line: None
-    on_phase: Callable[[Candidate, str], None] = lambda candidate, phase: None
-
-    def measure(
-        self, candidates: list[Candidate], plan: RoundPlan, timeout_s: Callable[[Candidate], float]
-    ) -> Iterator[Measured]:
-        from infercmp.engines.registry import get_descriptor
-        from infercmp.run import bench
-
-        combos = {c: self._combination(c) for c in candidates}
-        descriptors = {c.engine: get_descriptor(c.engine) for c in candidates}
-        bench_plan = bench.BenchPlan(
-            self.plugin.name,
-            self.plugin.config,
-            [self.experiment],
-            list(combos.values()),
-            descriptors,
-        )
-        artifacts = bench.prepare_artifacts(
-            self.plugin, bench_plan, self.cache, self.progress, self.exporter,
-            self.prepare_timeout_s,
-        )  # fmt: skip
-        measurement = plan.measurement.model_copy(update={"device_resident": self.device_resident})
-        pending: dict[Candidate, Any] = {}
-        walls: dict[Candidate, float] = {}
-        for c, combo in combos.items():
-            reason = combo.skip_reason or artifacts.missing(combo, descriptors[c.engine])
-            if reason is not None:
-                yield Measured(c, "skipped" if combo.skip_reason else "failed", reason)
-            else:
-                pending[c] = bench.ComboProgress(combo, bench.now_iso())
-                walls[c] = 0.0
-        try:
-            for process in range(plan.repeat):
-                for c, progress in list(pending.items()):
-                    seconds = timeout_s(c)
-                    workdir = self._workdir(progress.combo, plan.name, process)
-                    spec = bench.worker_spec(
-                        self.plugin, progress.combo, artifacts, measurement, workdir, process
-                    )
-                    started = time.monotonic()
-                    outcome = bench.run_worker(
-                        spec, seconds, self.sample_hz, self.samplers,
-                        on_phase=lambda phase, c=c: self.on_phase(c, phase),
-                    )  # fmt: skip
-                    walls[c] += time.monotonic() - started
-                    progress.outcomes.append(outcome)
-                    if progress.done or process == plan.repeat - 1:
-                        del pending[c]
-                        yield self._commit(c, progress, walls[c], plan.name)
-        except (BudgetSpent, bench.Interrupted):
-            # What already has a measured process is kept, as bench keeps it on a signal.
-            for c, progress in list(pending.items()):
-                if any(o.status == "ok" for o in progress.outcomes):
-                    del pending[c]
-                    yield self._commit(c, progress, walls[c], plan.name)
-            raise
-
-    def _combination(self, candidate: Candidate) -> Any:
-        from infercmp.run.bench import plan_bench
-
-        plan = plan_bench(
-            self.plugin,
-            [self.experiment],
-            [candidate.engine_text],
-            [candidate.device],
-            [candidate.precision],
-            self.machine,
-            loads=[self.load],
-        )
-        return plan.combinations[0]
-
-    def _workdir(self, combo: Any, round_name: str, process: int) -> Path:
-        from infercmp.run.bench import WORKERS_DIR
-        from infercmp.store.run_store import combo_id
-
-        name = combo_id(
-            combo.engine.name, combo.device, combo.precision, combo.experiment.label,
-            combo.engine.variant,
-        )  # fmt: skip
-        return Path(self.store.path) / WORKERS_DIR / f"{name}.{round_name}.p{process}"
-
-    def _commit(self, candidate: Candidate, progress: Any, wall_s: float, round_name: str):
-        import shutil
-
-        from infercmp.core.parity import Parity
-        from infercmp.run.bench import outcome_to_result
-
-        result, latency, samples = outcome_to_result(self.plugin, progress, self.power_limit_w)
-        self.store.add_result(result, latency, samples)
-        if result.status == "ok":  # stored: the worker's files are copies now
-            for process in range(len(progress.outcomes)):
-                workdir = self._workdir(progress.combo, round_name, process)
-                shutil.rmtree(workdir, ignore_errors=True)
-        parity = Parity.model_validate(result.parity) if result.parity else None
-        lat = result.latency or {}
-        windows = sum(
-            o.result.warmup.seconds + o.result.measure_seconds
-            for o in progress.outcomes
-            if o.result is not None
-        )
-        memory = result.peak_vram_bytes if candidate.device == "cuda" else result.peak_rss_bytes
-        return Measured(
-            candidate,
-            result.status,
-            result.error,
-            parity_ok=parity is None or parity.ok,
-            parity_text=parity.failures() if parity is not None and not parity.ok else None,
-            p50_ms=lat.get("p50_ms"),
-            ci_low_ms=lat.get("ci_low_ms"),
-            ci_high_ms=lat.get("ci_high_ms"),
-            items_per_s=lat.get("throughput_per_s"),
-            memory_bytes=memory,
-            processes=len(progress.outcomes),
-            wall_s=wall_s,
-            measure_s=windows,
-        )
-
-
-def write_leaderboard(run_dir: Path, board: TuneLeaderboard) -> None:
-    """tune.json, whole or not at all (infercmp.core.files)."""
-    from infercmp.core.files import write_atomic
-
-    write_atomic(Path(run_dir) / TUNE_FILE, board.model_dump_json(indent=2))
