@@ -74,12 +74,12 @@ def _warmup(text: str) -> tuple[int | None, float | None]:
 @contextlib.contextmanager
 def _preparation_guard() -> Iterator[None]:
     """Planning and artifact preparation: a signal or MemoryError becomes one clear line."""
-    from infercmp.run import bench as bench_mod
+    from infercmp.run.signals import Interrupted, stop_on_signals
 
     try:
-        with bench_mod.stop_on_signals():
+        with stop_on_signals():
             yield
-    except bench_mod.Interrupted as exc:
+    except Interrupted as exc:
         raise RunFailed(
             f"stopped by {exc.signame} while preparing; no combination ran and no run "
             "directory was made"
@@ -415,7 +415,11 @@ def bench(
             "--resume RUN (see 'infercmp bench --help')"
         )
     from infercmp.core.contract import Measurement
-    from infercmp.run import bench as bench_mod
+    from infercmp.run import loop
+    from infercmp.run.finish import finish_complete, finish_failed, finish_interrupted
+    from infercmp.run.plan import plan_bench
+    from infercmp.run.prepare import prepare_artifacts
+    from infercmp.run.signals import Interrupted, stop_on_signals
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment, parse_shape
 
@@ -431,7 +435,7 @@ def bench(
         device_resident=device_resident or None,
     )
     check_run_flags(repeat, sample_hz, exporter, timeout)
-    from infercmp.run.executors.local import make_executor
+    from infercmp.run.loop import make_executor
 
     runner = make_executor(
         executor, ray_address, ray_accelerator_type, ray_resource, sample_hz, measurement.timeout_s
@@ -458,9 +462,7 @@ def bench(
         if auto_batch:
             loads = [load.model_copy(update={"batch": 1}) for load in loads]
         machine = runner and ctx.with_resource(runner).machine()  # a cluster plans for its GPUs
-        plan = bench_mod.plan_bench(
-            plugin, experiments, engine, device, precision, machine, loads=loads
-        )
+        plan = plan_bench(plugin, experiments, engine, device, precision, machine, loads=loads)
         for note in [*dict.fromkeys(plan.notes), *_batch_notes(plugin, experiments, loads)]:
             err_console.print(f"[yellow]note:[/] {escape(note)}")  # each once: loads share them
 
@@ -483,7 +485,7 @@ def bench(
         def prepare(step_plan, progress):
             """A plan's artifacts, the way the executor wants them: GPU-specific ones (TensorRT
             plans) are left to the nodes that run them. Every step of --batch auto goes here."""
-            prepared = bench_mod.prepare_artifacts(
+            prepared = prepare_artifacts(
                 plugin, step_plan, cache, progress, exporter, measurement.timeout_s,
                 on_nodes=runner is not None,
             )  # fmt: skip
@@ -525,10 +527,10 @@ def bench(
     }
     # From the moment the run directory exists to its last commit, a signal marks the run
     # interrupted (keeping what finished) instead of leaving it "running" for ever.
-    with bench_mod.stop_on_signals():
+    with stop_on_signals():
         try:
             store, done = _open_store(out, plugin.name, meta, resume)
-        except bench_mod.Interrupted as exc:
+        except Interrupted as exc:
             raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
         ctx.call_on_close(store.close)  # the writer lock, held through every --batch auto step
         try:
@@ -536,7 +538,7 @@ def bench(
 
             def run(step, step_artifacts, last_step=True):
                 return _run_with_progress(
-                    bench_mod, plugin, step, step_artifacts, measurement, store, sample_hz,
+                    loop, plugin, step, step_artifacts, measurement, store, sample_hz,
                     samplers, repeat, _power_limit(environment), runner, done, last_step,
                 )  # fmt: skip
 
@@ -545,15 +547,15 @@ def bench(
                     plugin, plan, artifacts, prepare, store, run, latency_limit_ms
                 )
                 if status == "complete":  # once, after the last step
-                    bench_mod.finish_complete(store)
+                    finish_complete(store)
             else:
                 status = run(plan, artifacts)
-        except bench_mod.Interrupted as exc:
-            bench_mod.finish_interrupted(store, exc.signame)
+        except Interrupted as exc:
+            finish_interrupted(store, exc.signame)
             status = "interrupted"
         except BaseException as exc:
             if auto_batch:  # each step leaves the run running for the next: end it here
-                bench_mod.finish_failed(store, exc)
+                finish_failed(store, exc)
             raise
     results = RunStore.open(store.path).results
     print_summary(results, store.path)
@@ -664,7 +666,7 @@ def _flag(name: str, value) -> str:
 def _open_store(out: Path, model: str, meta: dict, resume: Path | None):
     """A new run store, or with `--resume` the given one and the combinations it holds whole;
     either way this process holds the run's writer lock until `store.close()`."""
-    from infercmp.run.executors.local import open_for_resume
+    from infercmp.run.resume import open_for_resume
     from infercmp.store.run_store import RunStore
 
     if resume is None:
@@ -731,7 +733,7 @@ def _search_batches(plugin, plan, artifacts, prepare, store, run, limit_ms) -> s
 
 
 class ProgressLine:
-    """The progress bar's line, from bench's callbacks (`infercmp.run.bench.BenchListener`).
+    """The progress bar's line, from bench's callbacks (`run.executors.base.BenchListener`).
 
     It names what the run knows: the worker that is starting or in a phase (the local
     executor reports both), else the last worker that finished. The Ray executor reports

@@ -128,7 +128,8 @@ def tune(
     started = time.monotonic()
     from infercmp.core.contract import Load
     from infercmp.engines.descriptor import Machine
-    from infercmp.run import bench as bench_mod
+    from infercmp.run.finish import finish_interrupted, os_error_text, write_failed
+    from infercmp.run.signals import Interrupted, stop_on_signals
     from infercmp.tune.search import search as tune_mod
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment, parse_shape
@@ -211,10 +212,10 @@ def tune(
         },
         "environment": environment,
     }
-    with bench_mod.stop_on_signals():
+    with stop_on_signals():
         try:
             store = RunStore.create(out, plugin.name, meta)
-        except bench_mod.Interrupted as exc:
+        except Interrupted as exc:
             raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
         console.print(f"run directory: {store.path}", soft_wrap=True, markup=False)
         measurer = tune_mod.WorkerMeasurer(
@@ -242,12 +243,12 @@ def tune(
         try:
             with _activity(search):
                 board = search.run()
-        except bench_mod.Interrupted as exc:
+        except Interrupted as exc:
             board = search.board
-            bench_mod.finish_interrupted(store, exc.signame)
+            finish_interrupted(store, exc.signame)
         except OSError as exc:  # a full disk, a read-only or vanished directory: one line
-            _fail(store, search.board, f"cannot write: {bench_mod._os_error(exc)}")
-            raise bench_mod._write_failed(store, exc) from exc
+            _fail(store, search.board, f"cannot write: {os_error_text(exc)}")
+            raise write_failed(store, exc) from exc
         except BaseException as exc:
             _fail(store, search.board, f"{type(exc).__name__}: {exc}")
             raise
@@ -255,7 +256,7 @@ def tune(
             try:
                 store.finish("complete", board.detail)  # all it measured is stored
             except OSError as exc:
-                raise bench_mod._write_failed(store, exc) from exc
+                raise write_failed(store, exc) from exc
     print_leaderboard(board, store.path)
     if board.status == "interrupted":
         raise RunFailed(
@@ -281,13 +282,13 @@ def _activity(search) -> Iterator[None]:
 
 def _fail(store, board, detail: str) -> None:
     """Mark the search and the run failed, as far as the disk still takes writes."""
-    from infercmp.run import bench as bench_mod
+    from infercmp.run.finish import finish
     from infercmp.tune.search import search as tune_mod
 
     board.status, board.detail = "failed", detail
     with contextlib.suppress(OSError):
         tune_mod.write_leaderboard(store.path, board)
-    bench_mod._finish(store, "failed", detail)
+    finish(store, "failed", detail)
 
 
 def _once(show):

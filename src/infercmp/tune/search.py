@@ -451,7 +451,7 @@ class Search:
         for candidate in (c for found in cheap.values() for c in found):
             self._note(candidate, "not measured", "the budget ran out before its turn")
         self._save()
-        from infercmp.run.bench import Interrupted
+        from infercmp.run.signals import Interrupted
 
         try:
             self._round(RoundPlan(name="screen", measurement=SCREEN), _flatten(cheap))
@@ -851,18 +851,22 @@ class WorkerMeasurer:
         self, candidates: list[Candidate], plan: RoundPlan, timeout_s: Callable[[Candidate], float]
     ) -> Iterator[Measured]:
         from infercmp.engines import get_descriptor
-        from infercmp.run import bench
+        from infercmp.run import worker_process
+        from infercmp.run.aggregate import ComboProgress, now_iso
+        from infercmp.run.plan import BenchPlan
+        from infercmp.run.prepare import prepare_artifacts
+        from infercmp.run.signals import Interrupted
 
         combos = {c: self._combination(c) for c in candidates}
         descriptors = {c.engine: get_descriptor(c.engine) for c in candidates}
-        bench_plan = bench.BenchPlan(
+        bench_plan = BenchPlan(
             self.plugin.name,
             self.plugin.config,
             [self.experiment],
             list(combos.values()),
             descriptors,
         )
-        artifacts = bench.prepare_artifacts(
+        artifacts = prepare_artifacts(
             self.plugin, bench_plan, self.cache, self.progress, self.exporter,
             self.prepare_timeout_s,
         )  # fmt: skip
@@ -874,18 +878,18 @@ class WorkerMeasurer:
             if reason is not None:
                 yield Measured(c, "skipped" if combo.skip_reason else "failed", reason)
             else:
-                pending[c] = bench.ComboProgress(combo, bench.now_iso())
+                pending[c] = ComboProgress(combo, now_iso())
                 walls[c] = 0.0
         try:
             for process in range(plan.repeat):
                 for c, progress in list(pending.items()):
                     seconds = timeout_s(c)
                     workdir = self._workdir(progress.combo, plan.name, process)
-                    spec = bench.worker_spec(
+                    spec = worker_process.worker_spec(
                         self.plugin, progress.combo, artifacts, measurement, workdir, process
                     )
                     started = time.monotonic()
-                    outcome = bench.run_worker(
+                    outcome = worker_process.run_worker(
                         spec, seconds, self.sample_hz, self.samplers,
                         on_phase=lambda phase, c=c: self.on_phase(c, phase),
                     )  # fmt: skip
@@ -894,7 +898,7 @@ class WorkerMeasurer:
                     if progress.done or process == plan.repeat - 1:
                         del pending[c]
                         yield self._commit(c, progress, walls[c], plan.name)
-        except (BudgetSpent, bench.Interrupted):
+        except (BudgetSpent, Interrupted):
             # What already has a measured process is kept, as bench keeps it on a signal.
             for c, progress in list(pending.items()):
                 if any(o.status == "ok" for o in progress.outcomes):
@@ -903,7 +907,7 @@ class WorkerMeasurer:
             raise
 
     def _combination(self, candidate: Candidate) -> Any:
-        from infercmp.run.bench import plan_bench
+        from infercmp.run.plan import plan_bench
 
         plan = plan_bench(
             self.plugin,
@@ -917,7 +921,7 @@ class WorkerMeasurer:
         return plan.combinations[0]
 
     def _workdir(self, combo: Any, round_name: str, process: int) -> Path:
-        from infercmp.run.bench import WORKERS_DIR
+        from infercmp.run.loop import WORKERS_DIR
         from infercmp.store.run_store import combo_id
 
         name = combo_id(
@@ -930,7 +934,7 @@ class WorkerMeasurer:
         import shutil
 
         from infercmp.core.parity import Parity
-        from infercmp.run.bench import outcome_to_result
+        from infercmp.run.aggregate import outcome_to_result
 
         result, latency, samples = outcome_to_result(self.plugin, progress, self.power_limit_w)
         self.store.add_result(result, latency, samples)
