@@ -359,7 +359,9 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
             )
             return Converted(artifact=tmp_path / "plan.bin", options=(("backend", "b"), ("x", 1)))
 
-    monkeypatch.setattr("infercmp.engines.get_descriptor", lambda name: FakePlanEngine())
+    monkeypatch.setattr(
+        "infercmp.run.executors.ray_node.get_descriptor", lambda name: FakePlanEngine()
+    )
     monkeypatch.setenv("INFERCMP_CACHE_DIR", str(tmp_path / "node-cache"))
     spec = WorkerSpec(
         model="tiny-cnn",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 else:
     np = lazy_import("numpy")
 
-RESULT_FILE, LATENCY_FILE = "result.json", "latency.npz"  # what a worker leaves (worker.py)
+RESULT_FILE, LATENCY_FILE = "result.json", "latency.npz"  # what a worker leaves (infercmp.worker)
 
 
 @dataclass
@@ -160,24 +160,27 @@ def run_worker(
     latency = _read_latency(workdir / LATENCY_FILE)
     log_tail = _tail(log_path)
     if status is None:
-        status = result.status if result else None
-        error = result.error if result else None
-        if status is None:
-            code = proc.returncode
-            if code is not None and code < 0:
-                name = signal.Signals(-code).name
-                status = "crashed"
-                error = f"worker killed by {name}" + (
-                    " (possibly the kernel's out-of-memory killer)" if name == "SIGKILL" else ""
-                )
-            else:
-                status = "crashed"
-                last = log_tail.strip().splitlines()[-1:] or ["no output"]
-                error = f"worker exited with code {code} without a result: {invalid or last[0]}"
+        status, error = _how_it_ended(result, proc.returncode, log_tail, invalid)
     handoff = (handoff_before, measure_handoff_ns()) if probing else None
     return WorkerOutcome(
         status, error, result, latency, samples, log_tail, sampler_errors, handoff_ns=handoff
     )
+
+
+def _how_it_ended(
+    result: WorkerResult | None, code: int | None, log_tail: str, invalid: str | None
+) -> tuple[str, str | None]:
+    """The status and error of a worker that ended within its time: its own result's, else a
+    crash described by its exit (a signal, or a code and its log's last line)."""
+    if result is not None:
+        return result.status, result.error
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return "crashed", f"worker killed by {name}" + (
+            " (possibly the kernel's out-of-memory killer)" if name == "SIGKILL" else ""
+        )
+    last = log_tail.strip().splitlines()[-1:] or ["no output"]
+    return "crashed", f"worker exited with code {code} without a result: {invalid or last[0]}"
 
 
 class _NoSampling:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infercmp.artifacts.cache import ArtifactCache, file_sha256, resolve_cache_dir
+from infercmp.artifacts.onnx_export import OnnxArtifact
+from infercmp.core.contract import WorkerSpec
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
 from infercmp.engines import get_descriptor
@@ -40,8 +42,6 @@ else:
 
 #: How often a task on the driver's own node checks that the driver still lives.
 DRIVER_POLL_S = 0.2
-
-
 NODE_DIR = "infercmp-ray"  # under each node's temp directory: infercmp-ray-<uid>, mode 0700
 
 
@@ -80,7 +80,7 @@ class _Driver:
 class _DeviceBuild:
     """What the node needs to make a GPU-specific artifact itself (`builds_on_device`)."""
 
-    onnx: Any  # infercmp.artifacts.onnx_export.OnnxArtifact, its path the driver's
+    onnx: OnnxArtifact  # its path the driver's
     options: tuple[tuple[str, Any], ...]
     batches: tuple[int, ...] = ()  # what the driver would have built it for (ConvertContext)
 
@@ -156,7 +156,7 @@ def _check_copy(copy: Path, shipped: _Shipped) -> None:
             )
 
 
-def _build_on_node(spec: Any, build: _DeviceBuild, onnx_path: Path | None) -> Any:
+def _build_on_node(spec: WorkerSpec, build: _DeviceBuild, onnx_path: Path | None) -> WorkerSpec:
     """Make the engine's GPU-specific artifact here, through this node's artifact cache."""
     descriptor = get_descriptor(spec.engine)
     onnx = dataclasses.replace(build.onnx, path=onnx_path) if onnx_path else build.onnx
@@ -224,13 +224,13 @@ def _alive(process: psutil.Process) -> bool:
 
 
 def _run_unit(
-    spec: Any,
+    spec: WorkerSpec,
     shipped: dict[str, _Shipped],
     build: _DeviceBuild | None,
     sample_hz: float,
     timeout_s: float,
     driver: _Driver | None = None,
-) -> tuple[Any, dict[str, bytes]]:
+) -> tuple[WorkerOutcome, dict[str, bytes]]:
     """The Ray task: today's parent-side logic (sampler and worker process) on this node,
     which ends when the driver dies (`_ends_with_driver`).
 
@@ -242,12 +242,12 @@ def _run_unit(
 
 
 def _run_unit_here(
-    spec: Any,
+    spec: WorkerSpec,
     shipped: dict[str, _Shipped],
     build: _DeviceBuild | None,
     sample_hz: float,
     timeout_s: float,
-) -> tuple[Any, dict[str, bytes]]:
+) -> tuple[WorkerOutcome, dict[str, bytes]]:
     import ray
 
     cuda = spec.device == "cuda"
