@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _perf import Row, machine, print_table, today
 
 from infercmp.worker import loadgen
+from infercmp.worker.loadgen import loops
 
 SERVICE_S = 0.0005
 SLO_FACTORS = (10, 50)  # the engine section's SLOs, in median service times
@@ -111,14 +112,14 @@ def wait_section(rounds: int, seconds: float) -> list[Row]:
     rates = [1000.0, 5000.0]
     variants = [(spin, qps) for qps in rates for spin in spins]
     got: dict[tuple[int, float], list[dict]] = {v: [] for v in variants}
-    saved = loadgen.SPIN_NS
+    saved = loops.SPIN_NS
     try:
         for r in range(rounds):
             for spin, qps in rotated(variants, r):
-                loadgen.SPIN_NS = spin
+                loops.SPIN_NS = spin
                 got[spin, qps].append(open_loop_figures([releasing_slot] * 4, qps, seconds))
     finally:
-        loadgen.SPIN_NS = saved
+        loops.SPIN_NS = saved
     rows = []
     for spin, qps in variants:
         how = "sleep only" if spin == 0 else f"sleep + yield-spin last {spin // 1000} us"

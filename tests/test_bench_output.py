@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from synthetic_runs import Combo, make_run
 
-from infercmp.cli.bench import summary_table, verdict
+from infercmp.cli.bench import summary_table
+from infercmp.run.session import verdict
 from infercmp.store.run_store import RunStore
 
 SHARED = "the first 3 iterations are 2.0x slower than the median: the warm-up may be too short"

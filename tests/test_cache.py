@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from infercmp.artifacts import onnx_export  # noqa: F401 -- registers the onnx entry kind
 from infercmp.artifacts.cache import (
     KINDS,
     MANIFEST,
     ArtifactCache,
-    CacheBusy,
     CacheUnwritable,
     content_key,
     resolve_cache_dir,
 )
+from infercmp.artifacts.liveness import CacheBusy
 from infercmp.core.errors import InfercmpError
 
 
@@ -117,6 +118,23 @@ def _racer(root: str, index: int) -> None:
     _put(cache, "unlocked", payload)  # even without the lock an entry is whole
 
 
+def test_a_cache_opened_while_another_process_writes_its_marker_is_ours(tmp_path):
+    """The moment between write_atomic's temporary marker and its rename: before, a second
+    process opening the new cache then refused it as a directory infercmp did not make (which
+    made the racing-writers test below fail about one time in two on a loaded machine)."""
+    being_made = tmp_path / "being-made"
+    being_made.mkdir()
+    (being_made / ".CACHEDIR.TAG.0123456789ab.tmp").write_text("Signature: 8a477f597d28d172")
+    cache = ArtifactCache(being_made)
+    _put(cache, "k", b"x")
+    assert cache.lookup("blob", "k") is not None
+    someone_elses = tmp_path / "someone-elses"
+    someone_elses.mkdir()
+    (someone_elses / ".CACHEDIR.TAG.tmp").write_text("not a name write_atomic gives")
+    with pytest.raises(InfercmpError, match="is not an infercmp artifact cache"):
+        ArtifactCache(someone_elses)
+
+
 def test_concurrent_writers_leave_one_intact_entry(tmp_path):
     context = multiprocessing.get_context("fork")
     procs = [context.Process(target=_racer, args=(str(tmp_path), i)) for i in range(4)]
@@ -205,12 +223,13 @@ def test_a_file_in_the_entry_that_the_manifest_does_not_list_drops_it(tmp_path):
 
 def test_the_files_each_kind_needs_are_the_ones_export_and_build_write():
     from infercmp.artifacts import onnx_export as export
+    from infercmp.artifacts import reference
     from infercmp.engines.tensorrt import build
 
     assert KINDS["onnx"].files == (export.ONNX_FILE, export.PARITY_FILE, export.LOG_FILE)
     assert KINDS["onnx-precision"].files == (export.ONNX_FILE,)
     assert KINDS["plan"].files == (build.PLAN_FILE, build.LOG_FILE)
-    assert KINDS["reference"].files == (export.REFERENCE_FILE,)
+    assert KINDS["reference"].files == (reference.REFERENCE_FILE,)
 
 
 def test_storing_an_entry_without_a_file_its_kind_needs_is_a_bug_caught_at_once(tmp_path):
@@ -528,7 +547,7 @@ def test_a_writer_whose_new_lock_file_was_unlinked_before_it_locked_holds_a_live
     dirs read as dead to every other writer and to `cache clear`."""
     import fcntl
 
-    from infercmp.artifacts import cache as cache_mod
+    from infercmp.artifacts import liveness as cache_mod
 
     real_flock, calls = fcntl.flock, []
 

@@ -12,7 +12,6 @@ from synthetic_runs import Combo, cpu_run, make_run, run_main, server_combo
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.platform.environment import collect_environment
 from infercmp.report import bootstrap_median_ratio, compare_runs, open_run
 from infercmp.report.compare import (
     FASTER_WITHIN,
@@ -20,12 +19,11 @@ from infercmp.report.compare import (
     NO_CHANGE,
     PARITY_REGRESSION,
     SLOWER_WITHIN,
-    ChangeInterval,
-    change_interval,
     decide,
-    environment_changes,
-    process_sd,
 )
+from infercmp.report.interval import ChangeInterval, change_interval, process_sd
+from infercmp.report.run_conditions import environment_changes
+from infercmp.run.environment import collect_environment
 
 runner = CliRunner()
 
@@ -51,12 +49,12 @@ def test_bootstrap_is_seeded_and_brackets_the_ratio():
 
 
 def test_bootstrap_chunks_give_the_same_answer(monkeypatch):
-    from infercmp.report import compare
+    from infercmp.report import interval
 
     rng = np.random.default_rng(0)
     base, new = rng.lognormal(0, 0.05, 3000), rng.lognormal(0.01, 0.05, 3000)
     whole = bootstrap_median_ratio(base, new, resamples=300)
-    monkeypatch.setattr(compare, "_CHUNK_ELEMENTS", 10_000)  # three resamples per chunk
+    monkeypatch.setattr(interval, "_CHUNK_ELEMENTS", 10_000)  # three resamples per chunk
     chunked = bootstrap_median_ratio(base, new, resamples=300)
     assert chunked == pytest.approx(whole)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from infercmp import engines
 from infercmp.core.errors import InfercmpError
+from infercmp.engines import registry as engines
 from infercmp.engines.descriptor import EngineDescriptor, Machine
 from infercmp.store.run_store import RunStore
 
@@ -92,7 +92,7 @@ def test_every_built_in_engine_is_registered_by_entry_point():
 def test_descriptors_import_no_runtime():
     code = (
         "import sys\n"
-        "from infercmp.engines import engine_entries\n"
+        "from infercmp.engines.registry import engine_entries\n"
         "for entry in engine_entries().values(): entry.load()\n"
         "heavy = [m for m in ('torch', 'onnxruntime', 'tensorrt', 'tensorrt_rtx_bindings',"
         " 'openvino') if m in sys.modules]\n"
@@ -164,11 +164,14 @@ requires_openvino = pytest.mark.skipif(
 @requires_openvino
 def test_openvino_options_reach_the_compiled_model(tmp_path):
     from infercmp.artifacts.cache import ArtifactCache
-    from infercmp.artifacts.onnx_export import default_experiment, ensure_reference, export_onnx
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.artifacts.reference import ensure_reference
     from infercmp.core.parity import compare_outputs
-    from infercmp.engines import EngineSpec, engine_class
+    from infercmp.engines import EngineSpec
+    from infercmp.engines.registry import engine_class
     from infercmp.worker.run import load_reference
     from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment
 
     plugin = get_plugin("tiny-cnn")
     cache = ArtifactCache(tmp_path / "cache")
@@ -301,7 +304,7 @@ def test_engine_labels_echo_what_was_typed():
 class _Fine(EngineDescriptor):
     summary = "a fake engine on infercmp's ONNX export"
     devices = ("cpu",)
-    runtime = "infercmp.engines.onnxruntime:OnnxRuntimeEngine"
+    runtime = "infercmp.engines.onnxruntime.runtime:OnnxRuntimeEngine"
 
 
 class _AvailabilityRaises(_Fine):
@@ -472,7 +475,7 @@ def test_bench_records_each_broken_engine_and_runs_the_others(
 def test_each_built_in_cpu_engine_names_its_one_thread_variant():
     """Issue 23, A.6: the remedy for thread contention is the engine's own option, from its
     descriptor; a declared option the engine does not have names no remedy."""
-    from infercmp.engines import get_descriptor
+    from infercmp.engines.registry import get_descriptor
 
     variants = {
         name: get_descriptor(name).one_thread_variant()

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from infercmp.core.parity import compare_outputs, default_rtol
-from infercmp.engines import Engine, EngineSpec, engine_class, engine_entries, get_descriptor
+from infercmp.engines import Engine, EngineSpec
 from infercmp.engines.base import EngineError, UnsupportedCombination
+from infercmp.engines.registry import engine_class, engine_entries, get_descriptor
 from infercmp.worker.run import load_reference
 from tests.conftest import requires_cuda
 
@@ -69,8 +70,9 @@ class ModelCase:
     """A built-in model's names, reference npz and (on demand) ONNX file and TensorRT plan."""
 
     def __init__(self, name: str, cache) -> None:
-        from infercmp.artifacts.onnx_export import default_experiment, ensure_reference
+        from infercmp.artifacts.reference import ensure_reference
         from infercmp.workload.plugins import get_plugin
+        from infercmp.workload.shapes import default_experiment
 
         self.name = name
         self.cache = cache
@@ -316,7 +318,7 @@ def test_onnxruntime_checks_the_session_really_uses_the_ep(model_cases, monkeypa
     """A session that silently fell back to the CPU is an error, not a CUDA measurement."""
     import onnxruntime as ort
 
-    from infercmp.engines import onnxruntime as ort_engine
+    from infercmp.engines.onnxruntime import runtime as ort_engine
     from infercmp.platform import gpus as devices
 
     monkeypatch.setattr(devices, "cuda_device_count", lambda: 1)

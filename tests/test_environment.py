@@ -7,9 +7,9 @@ import subprocess
 import sys
 from importlib import metadata
 
-from infercmp import engines
+from infercmp.engines import registry as engines
 from infercmp.platform import environment
-from infercmp.platform.environment import LIBRARIES, collect_environment
+from infercmp.run.environment import LIBRARIES, collect_environment
 from infercmp.workload import plugins
 
 
@@ -55,7 +55,7 @@ def test_cpu_model_is_read_from_proc_cpuinfo_when_present():
 
 def test_library_versions_do_not_import_the_libraries():
     code = (
-        "import sys; from infercmp.platform.environment import collect_environment; "
+        "import sys; from infercmp.run.environment import collect_environment; "
         "collect_environment(); "
         "print(','.join(m for m in ('torch', 'onnxruntime', 'tensorrt', 'tensorrt_rtx', "
         "'onnx', 'polars', 'plotly') if m in sys.modules))"

@@ -15,18 +15,15 @@ import pytest
 
 from infercmp.artifacts import onnx_export as export
 from infercmp.artifacts.cache import ArtifactCache, CacheUnwritable
-from infercmp.artifacts.onnx_export import (
-    CHECK_BATCH_MAX,
-    _fit,
-    ensure_reference,
-    export_onnx,
-    run_pytorch,
-    runtime_shapes,
-)
+from infercmp.artifacts.onnx_export import CHECK_BATCH_MAX, _fit, export_onnx
+from infercmp.artifacts.reference import ensure_reference
 from infercmp.core.errors import InfercmpError
 from infercmp.core.parity import compare_output
 from infercmp.models.tiny_encoder import TinyEncoder
+from infercmp.workload import module as loaded
 from infercmp.workload.config import parse_config
+from infercmp.workload.inputs import runtime_shapes
+from infercmp.workload.module import run_pytorch
 from infercmp.workload.plugins import ModelPlugin, get_plugin
 from infercmp.workload.shapes import default_experiment, parse_shape
 
@@ -283,7 +280,7 @@ def test_a_module_changed_outside_the_plugins_files_gets_a_new_onnx_and_referenc
         reference = ensure_reference(plugin, cache, experiment)
         with np.load(reference) as data:
             inputs, expected = [data["input_0"]], data["output_0"]
-        module, _ = export.load_module(plugin)
+        module, _ = loaded.load_module(plugin)
         np.testing.assert_array_equal(expected, run_pytorch(plugin, module, inputs)[0])
         np.testing.assert_allclose(_onnx_output(onnx.path, inputs), expected, rtol=1e-4)
         made.setdefault(layers, []).append((onnx.key, reference))
@@ -305,12 +302,12 @@ def test_a_module_changed_outside_the_plugins_files_gets_a_new_onnx_and_referenc
 def test_the_fingerprint_sees_values_buffers_and_structure(change, monkeypatch):
     monkeypatch.setenv("TEST_LAYERS", "2")
     module = EnvLayers().load_pytorch_module()
-    before = export.ModuleIdentity(
-        export._tensors_hash(module), export._structure(module), export._code_identity(module)
+    before = loaded.ModuleIdentity(
+        loaded._tensors_hash(module), loaded._structure(module), loaded._code_identity(module)
     )
     change(module)
-    after = export.ModuleIdentity(
-        export._tensors_hash(module), export._structure(module), export._code_identity(module)
+    after = loaded.ModuleIdentity(
+        loaded._tensors_hash(module), loaded._structure(module), loaded._code_identity(module)
     )
     assert after != before
 
@@ -336,7 +333,7 @@ def test_a_dynamic_batch_with_an_example_batch_of_1_exports_and_runs_at_any_batc
     artifact = export_onnx(plugin, ArtifactCache(tmp_path), exporter="dynamo")
     assert artifact.parity_passed
     session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
-    module, _ = export.load_module(plugin)
+    module, _ = loaded.load_module(plugin)
     for batch in (1, 2, 5):
         inputs = plugin.load_example_inputs([(batch, 16), (batch, 16)])
         got = session.run(None, dict(zip(plugin.config.input_names, inputs)))

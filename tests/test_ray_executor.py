@@ -54,7 +54,8 @@ import sys
 import time
 import uuid
 
-from infercmp.engines.onnxruntime import OnnxRuntimeDescriptor, OnnxRuntimeEngine
+from infercmp.engines.onnxruntime.descriptor import OnnxRuntimeDescriptor
+from infercmp.engines.onnxruntime.runtime import OnnxRuntimeEngine
 
 
 class FakePlanDescriptor(OnnxRuntimeDescriptor):

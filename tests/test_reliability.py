@@ -107,7 +107,7 @@ class Faulty(ModelPlugin):
             raise RuntimeError("injected fault in load")
         if fault == "load-hang":
             time.sleep(3600)
-        in_worker = sys.argv[0].endswith(os.path.join("infercmp", "worker.py"))
+        in_worker = sys.argv[0].endswith(os.path.join("infercmp", "worker", "__main__.py"))
         if fault == "load-child" and in_worker:  # a process of the model's own
             import subprocess
 

@@ -20,7 +20,7 @@ from infercmp.report import (
     render_markdown,
     summary_rows,
 )
-from infercmp.report.html import script_json
+from infercmp.report.html.page import script_json
 
 runner = CliRunner()
 
@@ -205,8 +205,9 @@ def test_cli_report_bad_inputs(tmp_path, capsys):
 
 def test_overview_reads_the_real_environment_keys():
     """Cores, RAM and the driver come from collect_environment()'s own keys."""
-    from infercmp.platform.environment import collect_environment
-    from infercmp.report.html import _cpu_text, _gpu_text
+    from infercmp.report.html.facts import cpu_text as _cpu_text
+    from infercmp.report.html.facts import gpu_text as _gpu_text
+    from infercmp.run.environment import collect_environment
 
     env = collect_environment()
     text = _cpu_text(env)

@@ -373,12 +373,12 @@ def test_batch_auto_stopped_by_an_error_between_steps_is_failed_not_running(
 ):
     """Review of #23 B.8: each step leaves the run running for the next, so an error outside
     a step (preparing a later batch's artifacts) left it running, then read as killed."""
-    from infercmp.cli import bench as bench_cli
+    from infercmp.run import session
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("no node can build batch 2")
 
-    monkeypatch.setattr(bench_cli, "_search_batches", broken)
+    monkeypatch.setattr(session, "_search_batches", broken)
     result = _bench(runner, "tiny-two-io", "-d", "cpu", "-e", "onnxruntime", "--batch", "auto",
                     *FAST, out=tmp_path / "out")  # fmt: skip
     assert result.exit_code != 0

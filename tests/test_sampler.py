@@ -11,6 +11,7 @@ import types
 
 import pytest
 
+from infercmp.platform.gpus import visible_gpu
 from infercmp.sampler import (
     NvmlSampler,
     ProcessGone,
@@ -24,7 +25,6 @@ from infercmp.sampler import (
     peak,
 )
 from infercmp.sampler import session as session_module
-from infercmp.sampler.nvml import visible_gpu
 
 WAIT_S = 30.0  # generous upper bound for waits on a loaded CI machine; never asserted on
 

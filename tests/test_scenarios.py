@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from synthetic_runs import only_store
 
+from infercmp.artifacts.reference import ensure_batched_reference
 from infercmp.cli import app
 from infercmp.core.contract import Load, Measurement, WorkerSpec
 from infercmp.core.errors import InfercmpError
@@ -17,15 +18,15 @@ from infercmp.run.aggregate import ComboProgress, now_iso, outcome_to_result
 from infercmp.run.loop import _worker_dir
 from infercmp.run.plan import Combination, parse_engine, plan_bench
 from infercmp.run.worker_process import WorkerOutcome
+from infercmp.worker.load_run import run_load
 from infercmp.workload.batching import (
     batch_range,
-    ensure_batched_reference,
     parse_batches,
     profile_for_batches,
     stack,
 )
 from infercmp.workload.plugins import get_plugin
-from infercmp.workload.scenarios import loads_from_flags, run_load
+from infercmp.workload.scenarios import loads_from_flags
 from infercmp.workload.shapes import default_experiment
 
 FAST = ["--warmup", "5", "--iters", "40", "--sample-hz", "0"]
@@ -118,7 +119,7 @@ def test_the_plan_key_changes_with_the_batches_so_plans_never_mix(exported):
 
 
 def test_the_batched_reference_is_the_stacked_example_and_its_stacked_outputs(shared_cache):
-    from infercmp.artifacts.onnx_export import load_module, run_pytorch
+    from infercmp.workload.module import load_module, run_pytorch
 
     plugin = get_plugin("tiny-two-io")
     experiment = default_experiment(plugin.config)
@@ -229,7 +230,7 @@ def test_results_of_different_loads_never_share_a_combo_id():
 
 
 def test_an_engine_that_declares_no_concurrency_is_skipped_with_the_reason(monkeypatch):
-    from infercmp.engines import get_descriptor
+    from infercmp.engines.registry import get_descriptor
 
     descriptor = get_descriptor("onnxruntime")
     monkeypatch.setattr(type(descriptor), "concurrency", {})
@@ -376,7 +377,7 @@ def test_merged_load_results_sum_requests_and_windows_over_processes():
 
 def _recorded_loops(monkeypatch) -> list:
     """Every loadgen loop run from now on, as (given window callbacks, RequestLog)."""
-    from infercmp.worker import loadgen
+    from infercmp.worker.loadgen import loops as loadgen
 
     runs = []
     for name in ("closed_loop", "open_loop"):
@@ -445,7 +446,7 @@ class _StampedEvents:
 def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
     shared_cache, exported, tmp_path, monkeypatch
 ):
-    from infercmp.artifacts.onnx_export import ensure_reference
+    from infercmp.artifacts.reference import ensure_reference
     from infercmp.worker.run import run_worker
 
     plugin, onnx = exported("tiny-two-io")
@@ -478,7 +479,7 @@ def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
 
 
 def _load_worker_spec(plugin, onnx, cache, tmp_path, load, **measurement) -> WorkerSpec:
-    from infercmp.artifacts.onnx_export import ensure_reference
+    from infercmp.artifacts.reference import ensure_reference
 
     return WorkerSpec(
         model=plugin.name,
@@ -695,8 +696,8 @@ def test_tensorrt_builds_its_plan_for_the_runs_batches_fake(monkeypatch):
     from pathlib import Path
 
     import infercmp.engines.tensorrt.build
-    from infercmp.engines import get_descriptor
     from infercmp.engines.descriptor import ConvertContext
+    from infercmp.engines.registry import get_descriptor
 
     seen = {}
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from infercmp.core.stats import hierarchical_change_ci, hierarchical_median_ci, median_ci
-from infercmp.report.compare import NO_CHANGE, ChangeInterval, bootstrap_median_ratio, decide
+from infercmp.report.compare import NO_CHANGE, decide
+from infercmp.report.interval import ChangeInterval, bootstrap_median_ratio
 
 NOISE_FLOOR = 0.01
 

@@ -20,26 +20,24 @@ import numpy as np
 import pytest
 
 from infercmp.core.errors import MissingDependency
-from infercmp.engines import Engine, EngineSpec, engine_class
-from infercmp.engines import tensorrt as trt_engine
+from infercmp.engines import Engine, EngineSpec
 from infercmp.engines.base import EngineError, UnsupportedCombination
-from infercmp.engines.tensorrt import (
-    NO_GPU_MESSAGE,
-    EngineRefused,
+from infercmp.engines.registry import engine_class
+from infercmp.engines.tensorrt import runtime as trt_engine
+from infercmp.engines.tensorrt.diagnostics import deserialize_failure_message, rtx_supported_ccs
+from infercmp.engines.tensorrt.io import (
     InputProfile,
-    TensorRTEngine,
-    TensorRTUnavailable,
     bf16_bits_to_float32,
     buffer_nbytes,
     check_input_shape,
-    deserialize_failure_message,
     float32_to_bf16_bits,
     from_engine_dtype,
     host_dtype,
     resolve_output_shape,
-    rtx_supported_ccs,
     to_engine_dtype,
 )
+from infercmp.engines.tensorrt.loading import NO_GPU_MESSAGE, TensorRTUnavailable
+from infercmp.engines.tensorrt.runtime import EngineRefused, TensorRTEngine
 from tests.conftest import requires_cuda, requires_tensorrt
 
 # -- fakes -------------------------------------------------------------------------------------
@@ -634,7 +632,8 @@ def test_missing_cuda_python_names_the_extra(monkeypatch):
 def test_importing_the_engine_and_its_runtimes_does_not_import_torch():
     code = (
         "import sys\n"
-        "import infercmp.engines.tensorrt as m\n"
+        "import infercmp.engines.tensorrt.runtime\n"
+        "import infercmp.engines.tensorrt.loading as m\n"
         "for name in ('tensorrt', 'tensorrt-rtx'):\n"
         "    try:\n"
         "        m.import_backend(name)\n"

@@ -12,7 +12,6 @@ import pytest
 from pydantic import Field
 from typer.testing import CliRunner
 
-from infercmp.engines import get_descriptor
 from infercmp.engines.descriptor import (
     EngineDescriptor,
     EngineOptions,
@@ -20,6 +19,7 @@ from infercmp.engines.descriptor import (
     SearchOption,
     SearchSpace,
 )
+from infercmp.engines.registry import get_descriptor
 from infercmp.run.signals import Interrupted, stop_on_signals
 from infercmp.tune.search import (
     MIN_WORKER_S,
@@ -404,7 +404,7 @@ def test_tune_on_a_full_disk_is_one_line_and_marks_what_it_can(
     import errno
 
     from infercmp.store.run_store import RunStore
-    from infercmp.tune.search import search as tune_mod
+    from infercmp.tune import search as tune_mod
 
     runs = tmp_path / "runs"
 
@@ -456,7 +456,7 @@ def test_tune_batch_measures_every_candidate_at_that_batch(
 def test_tune_prints_one_line_per_round_and_the_winners(cli, tmp_path, monkeypatch):
     import re
 
-    from infercmp.tune.search import search as tune_mod
+    from infercmp.tune import search as tune_mod
 
     def measure(self, candidates, plan, timeout_s):
         for c in candidates:
@@ -489,7 +489,7 @@ def test_tune_prints_one_line_per_round_and_the_winners(cli, tmp_path, monkeypat
 
 PIPED_TUNE = """
 import sys, time
-from infercmp.tune.search import search as tune
+from infercmp.tune import search as tune
 from infercmp.cli import main
 
 def measure(self, candidates, plan, timeout_s):
@@ -530,7 +530,7 @@ def test_tune_into_a_closed_pipe_finishes_the_run(tmp_path):
 
 def test_tune_exits_1_when_every_candidate_failed(cli, tmp_path, monkeypatch):
     from infercmp.store.run_store import RunStore
-    from infercmp.tune.search import search as tune_mod
+    from infercmp.tune import search as tune_mod
 
     def all_fail(self, candidates, plan, timeout_s):
         for c in candidates:
@@ -624,7 +624,7 @@ def test_tune_sigint_keeps_the_leaderboard_and_exits_1(tmp_path):
 def test_every_precision_refused_walks_no_option_mix(monkeypatch):
     """Review of #23 C.16: with no precision left, pairing options with precisions yielded
     nothing, so the bounded look at the mixes never counted one and walked all 11**9."""
-    from infercmp.tune.search import search as tune
+    from infercmp.tune import search as tune
 
     space, drawn = HugeDescriptor.search_space, []
 

@@ -32,8 +32,10 @@ NAMES = {"input_names": ["features", "token_ids"], "output_names": ["score", "em
 def two_io(tmp_path_factory):
     """tiny-two-io's reference npz and ONNX file, through the session's shared artifact cache."""
     from infercmp.artifacts.cache import ArtifactCache
-    from infercmp.artifacts.onnx_export import default_experiment, ensure_reference, export_onnx
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.artifacts.reference import ensure_reference
     from infercmp.workload.plugins import get_plugin
+    from infercmp.workload.shapes import default_experiment
 
     cache = ArtifactCache(tmp_path_factory.getbasetemp() / "artifact-cache")
     plugin = get_plugin("tiny-two-io")

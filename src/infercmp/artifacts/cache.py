@@ -14,6 +14,8 @@ whole entry or none. `entry.json` lists every file with its size and sha256. `lo
 none of it: the manifest is validated (`Manifest`, and the metadata of its kind, `KINDS`),
 the dir must hold exactly the listed files, every file its kind needs must be among them, and
 every file is checksummed. An entry failing any check is dropped, so the caller rebuilds it.
+Each producer registers the kinds it writes (`register_kind`: the ONNX export, the precision
+conversion, the reference, TensorRT's plan); the cache itself knows none of them.
 A cache that cannot be written is one error line (`CacheUnwritable`), not a traceback. Files
 are read only if they are regular files (`infercmp.core.files.read_regular`): a FIFO would hang.
 
@@ -25,8 +27,7 @@ infercmp gives (`_made_by_infercmp`): one stray user file and it is refused, wit
 Even in a tagged cache, `clear` removes only entries, staging dirs, timing caches and aliases
 by the names infercmp gives them, never a whole directory.
 
-Liveness is judged by `flock`, which the kernel releases when its holder dies, in any PID
-namespace and, on file systems that support it, across hosts; never by a pid. Each process
+Liveness is judged by `flock` (`infercmp.artifacts.liveness`), never by a pid. Each process
 writing to the cache holds `locks/writer-<token>.lock` exclusively and names its staging dirs
 `stage-w<token>-...`; a dir whose writer lock is free was left by a killed process and the next
 writer or `clear` removes it. At exit a process removes its own leftovers (an export thread
@@ -36,7 +37,6 @@ shared for as long as it lives; `clear` takes it exclusively, so it refuses whil
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import hashlib
@@ -46,23 +46,26 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from infercmp.artifacts.liveness import (
+    IN_USE_LOCK,
+    exclusive_use,
+    flocked,
+    hold_in_use,
+    remove_if_unlocked,
+    writer_alive,
+    writer_token,
+)
 from infercmp.core.errors import InfercmpError, RunFailed
 from infercmp.core.files import open_regular, read_regular, write_atomic
-
-try:
-    import fcntl
-except ImportError:  # Windows: entries stay atomic; liveness falls back to "alive"
-    fcntl = None  # type: ignore[assignment]
 
 CACHE_ENV = "INFERCMP_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path(".infercmp") / "cache"
@@ -75,10 +78,11 @@ MARKER_TEXT = (
     "# This file is a cache directory tag created by infercmp: its artifact cache.\n"
     "# infercmp deletes only what it made, and only in a directory holding this file.\n"
 )
-IN_USE_LOCK = "in-use.lock"
 
 
 class FileRecord(BaseModel):
+    """One file of an entry, as its manifest lists it."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     size: int = Field(ge=0)
@@ -98,50 +102,43 @@ class Manifest(BaseModel):
     meta: dict[str, Any]
 
 
-class _Meta(BaseModel):
+class EntryMeta(BaseModel):
+    """An entry's metadata; a kind's subclass names the fields its producer reads back."""
+
     model_config = ConfigDict(extra="allow", strict=True)
-
-
-class OnnxMeta(_Meta):
-    exporter: str
-    opset: StrictInt
-    checked_shapes: dict[str, list[list[StrictInt]]]
-
-
-class PrecisionOnnxMeta(_Meta):
-    precision: str
-
-
-class PlanMeta(_Meta):
-    backend: str
-    backend_version: str
-    precision: str
-    gpu: str
-    strongly_typed: StrictBool
-
-
-class ReferenceMeta(_Meta):
-    model: str
-    experiment: list[list[StrictInt]]
-    label: str
 
 
 @dataclass(frozen=True)
 class EntryKind:
-    """What an entry of one kind must hold for its reader (export.py, build.py) to use it."""
+    """What an entry of one kind must hold for its producer to use it again."""
 
     files: tuple[str, ...]
-    meta: type[_Meta]
+    meta: type[EntryMeta]
 
 
-# The file names are those export.py and build.py write (test_cache checks they agree).
-KINDS: dict[str, EntryKind] = {
-    "onnx": EntryKind(("model.onnx", "parity.npz", "export.log"), OnnxMeta),
-    "onnx-precision": EntryKind(("model.onnx",), PrecisionOnnxMeta),
-    "plan": EntryKind(("engine.plan", "build.log"), PlanMeta),
-    "reference": EntryKind(("reference.npz",), ReferenceMeta),
-}
-_ANY_KIND = EntryKind((), _Meta)
+# Filled by the producers (`register_kind`), each with the file names it writes.
+KINDS: dict[str, EntryKind] = {}
+_ANY_KIND = EntryKind((), EntryMeta)
+
+
+def register_kind(kind: str, files: tuple[str, ...], meta: type[EntryMeta]) -> EntryKind:
+    """Declare what an entry of `kind` holds: the files its producer writes and its metadata.
+
+    Each producer calls this once, when it is imported; an entry of a kind no module of this
+    process registered is checked for its manifest and checksums only. A second registration
+    of one kind must say the same (a module imported again does).
+    """
+    _check_name(kind)
+    entry_kind = EntryKind(tuple(files), meta)
+    known = KINDS.get(kind)
+    if known is not None and (known.files, known.meta.__qualname__) != (
+        entry_kind.files,
+        meta.__qualname__,
+    ):
+        raise ValueError(f"cache entry kind {kind!r} is already registered with other files")
+    KINDS[kind] = entry_kind
+    return entry_kind
+
 
 # Errors that mean "this cache cannot be written here", as opposed to a bug: one line for them.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -150,6 +147,8 @@ UNWRITABLE |= {errno.ENOTDIR, errno.EISDIR}
 # lock is locks/writer-<token>.lock); stage-<pid>-... from infercmp before the lock existed.
 _STAGED = re.compile(r"^(?:stage|commit|trash)-(?:w([0-9a-f]{32})|(\d+))-")
 _WRITER_LOCK = re.compile(r"^writer-([0-9a-f]{32})\.lock$")
+# The marker while another process writes it (core.files.write_atomic's temporary name).
+_MARKER_BEING_WRITTEN = re.compile(r"^\.CACHEDIR\.TAG\.[0-9a-f]{12}\.tmp$")
 # What an infercmp cache's top level holds ("aliases": infercmp before entries were keyed by
 # the loaded module); anything else there is someone else's.
 _TOP_LEVEL = {MARKER, IN_USE_LOCK, "entries", "aliases", "staging", "locks", "timing"}
@@ -157,10 +156,6 @@ _TOP_LEVEL = {MARKER, IN_USE_LOCK, "entries", "aliases", "staging", "locks", "ti
 
 class CacheUnwritable(RunFailed):
     """The cache's disk is full, read-only or not a directory: exit 1 with what to do."""
-
-
-class CacheBusy(RunFailed):
-    """`clear` while another process uses the cache: exit 1, try again when it has finished."""
 
 
 def resolve_cache_dir(cli_value: str | None) -> Path:
@@ -174,6 +169,7 @@ def resolve_cache_dir(cli_value: str | None) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The sha256 of the regular file `path`, read in chunks."""
     digest = hashlib.sha256()
     with open_regular(path) as f:
         while chunk := f.read(_CHUNK):
@@ -199,10 +195,12 @@ class CacheEntry:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def file(self, name: str) -> Path:
+        """The path of the entry's file `name`."""
         return self.path / name
 
     @property
     def size(self) -> int:
+        """The bytes of the entry's files."""
         return sum(int(f["size"]) for f in self.files.values())
 
 
@@ -240,7 +238,7 @@ class ArtifactCache:
             self._check_ours()  # files may have appeared since the cache was opened
             write_atomic(self.root / MARKER, MARKER_TEXT)
         self._claimed = True
-        _hold_in_use(self.root)
+        hold_in_use(self.root)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -269,13 +267,14 @@ class ArtifactCache:
 
     @property
     def timing_dir(self) -> Path:
+        """Where TensorRT's timing caches persist."""
         return self.root / "timing"
 
     # -- reading -------------------------------------------------------------------------
     def lookup(self, kind: str, key: str) -> CacheEntry | None:
         """The entry `kind/key` if present and intact; a damaged one is removed (None)."""
         path = self._entry_dir(kind, key)
-        _hold_in_use(self.root)
+        hold_in_use(self.root)
         entry = _read_entry(kind, key, path)
         if entry is None or not _files_intact(entry):
             if path.exists():
@@ -305,7 +304,7 @@ class ArtifactCache:
         base = self.root / "staging"
         with self._writing():
             base.mkdir(parents=True, exist_ok=True)
-            token = _writer_token(self.root)
+            token = writer_token(self.root)
             self._remove_stale_staging()
             path = Path(tempfile.mkdtemp(dir=base, prefix=f"stage-w{token}-"))
             try:
@@ -318,11 +317,11 @@ class ArtifactCache:
         base = self.root / "staging"
         for path in sorted(base.iterdir()) if base.is_dir() else ():
             owner = _STAGED.match(path.name)
-            if owner is not None and not _writer_alive(self.root, *owner.groups()):
+            if owner is not None and not writer_alive(self.root, *owner.groups()):
                 shutil.rmtree(path, ignore_errors=True)
         for path in (self.root / "locks").glob("writer-*.lock"):
             if _WRITER_LOCK.match(path.name):
-                _remove_if_unlocked(path)
+                remove_if_unlocked(path)
 
     def store(
         self, kind: str, key: str, staged: Path, meta: dict[str, Any] | None = None
@@ -357,7 +356,7 @@ class ArtifactCache:
         }
         (staged / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         # Rename a copy of the staging dir so the caller's context manager can still clean up.
-        token = _writer_token(self.root)
+        token = writer_token(self.root)
         moving = staged.parent / f"commit-w{token}-{uuid.uuid4().hex}"
         os.rename(staged, moving)
         staged.mkdir()
@@ -389,17 +388,11 @@ class ArtifactCache:
         with self._writing():
             path.parent.mkdir(parents=True, exist_ok=True)
             lock_file = open(path, "a+")  # noqa: SIM115 -- closed by the with below
-        with lock_file as f:
-            if fcntl is None:  # entries stay atomic, builds may just repeat
-                yield
-                return
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with lock_file as f, flocked(f):
+            yield
 
     def remove(self, kind: str, key: str) -> None:
+        """Remove the entry `kind/key`, if present."""
         path = self._entry_dir(kind, key)
         if path.exists():
             self._discard(path)
@@ -412,7 +405,7 @@ class ArtifactCache:
         """
         if not self.root.is_dir():
             return 0
-        with self._writing(), _exclusive_use(self.root):
+        with self._writing(), exclusive_use(self.root):
             self._remove_stale_staging()
             removed = 0
             base = self.root / "entries"
@@ -439,7 +432,7 @@ class ArtifactCache:
         try:
             base = self.root / "staging"
             base.mkdir(parents=True, exist_ok=True)
-            trash = base / f"trash-w{_writer_token(self.root)}-{uuid.uuid4().hex}"
+            trash = base / f"trash-w{writer_token(self.root)}-{uuid.uuid4().hex}"
             os.rename(path, trash)
         except OSError:
             return  # someone else removed or replaced it, or the cache is read-only
@@ -481,6 +474,8 @@ def _made_by_infercmp(root: Path) -> bool:
         return not root.exists()
     try:
         for top in root.iterdir():
+            if _MARKER_BEING_WRITTEN.match(top.name) and top.is_file():
+                continue  # a process creating this cache right now
             if top.name not in _TOP_LEVEL:
                 return False
             if top.name in (MARKER, IN_USE_LOCK):
@@ -516,158 +511,6 @@ def _subdirs(path: Path) -> list[Path]:
 def _remove_empty(path: Path) -> None:
     with contextlib.suppress(OSError):  # not empty (a user's file) or already gone
         path.rmdir()
-
-
-# -- liveness by flock -------------------------------------------------------------------------
-# The open files holding this process's locks, per (pid, directory): forked children get their
-# own (the parent's stay held by the parent).
-_WRITERS: dict[tuple[int, str], tuple[str, IO[bytes]]] = {}
-_IN_USE: dict[tuple[int, str], IO[bytes] | None] = {}
-_HELD_LOCK = threading.Lock()  # an export thread and the main thread may both start writing
-
-
-def _writer_token(root: Path) -> str:
-    """This process's writer token in the cache `root`; its lock is held until the process ends."""
-    key = (os.getpid(), str(root.resolve()))
-    with _HELD_LOCK:
-        return _WRITERS[key][0] if key in _WRITERS else _new_writer(root, key)
-
-
-def _new_writer(root: Path, key: tuple[int, str]) -> str:
-    (root / "locks").mkdir(parents=True, exist_ok=True)
-    while True:
-        token = uuid.uuid4().hex
-        path = root / "locks" / f"writer-{token}.lock"
-        held = open(path, "a+b")  # noqa: SIM115 -- held for the life of the process
-        if fcntl is None:
-            break
-        fcntl.flock(held, fcntl.LOCK_EX)
-        # Between open and flock another process may have found the new file unlocked and
-        # unlinked it (`_remove_if_unlocked`): a lock on an unlinked file guards nothing, and
-        # this writer's staging dirs would read as dead. Hold a lock on the file at the path.
-        if _same_file(held, path):
-            break
-        held.close()
-    _WRITERS[key] = (token, held)
-    return token
-
-
-def _same_file(held: IO[bytes], path: Path) -> bool:
-    try:
-        now = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(held.fileno())
-    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
-
-
-def _writer_alive(root: Path, token: str | None, pid: str | None) -> bool:
-    if token is None:  # written by an infercmp from before the writer locks
-        return _process_alive(int(pid or 0))
-    return _lock_held(root / "locks" / f"writer-{token}.lock")
-
-
-def _lock_held(path: Path) -> bool:
-    """Some open file holds a flock on `path` (this process's own lock counts)."""
-    if fcntl is None:
-        return True
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # cannot tell: keep the dir
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def _remove_if_unlocked(path: Path) -> None:
-    """Unlink a writer's lock file that no process holds any more."""
-    if fcntl is None:
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass  # held: its writer is alive
-    finally:
-        os.close(fd)
-
-
-def _hold_in_use(root: Path) -> None:
-    """Hold `in-use.lock` shared for the life of this process (best effort: a read-only cache
-    cannot be cleared anyway)."""
-    key = (os.getpid(), str(root.resolve()))
-    with _HELD_LOCK:
-        if key in _IN_USE or fcntl is None or not root.is_dir():
-            return
-        _IN_USE[key] = _open_in_use(root)
-
-
-def _open_in_use(root: Path) -> IO[bytes] | None:
-    try:
-        held: IO[bytes] | None = open(root / IN_USE_LOCK, "a+b")  # noqa: SIM115 -- for life
-    except OSError:
-        held = None
-    if held is not None:
-        fcntl.flock(held, fcntl.LOCK_SH)
-    return held
-
-
-@contextlib.contextmanager
-def _exclusive_use(root: Path) -> Iterator[None]:
-    """This process alone uses the cache (for `clear`), else `CacheBusy`."""
-    _hold_in_use(root)
-    held = _IN_USE.get((os.getpid(), str(root.resolve())))
-    if held is None or fcntl is None:
-        yield
-        return
-    try:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fcntl.flock(held, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared lock
-        raise CacheBusy(
-            f"the artifact cache {root} is in use by another infercmp process (a bench, tune "
-            "or export); clear it once that has finished"
-        ) from None
-    try:
-        yield
-    finally:
-        fcntl.flock(held, fcntl.LOCK_SH)
-
-
-@atexit.register
-def _remove_own_staging() -> None:
-    """At exit, remove what this process staged and did not commit: a signal may end the run
-    while an export thread is still writing."""
-    for (pid, root), (token, held) in list(_WRITERS.items()):
-        if pid != os.getpid():
-            continue
-        for path in Path(root, "staging").glob(f"*-w{token}-*"):
-            shutil.rmtree(path, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            Path(root, "locks", f"writer-{token}.lock").unlink()
-        held.close()
-        del _WRITERS[pid, root]
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 def _read_entry(kind: str, key: str, path: Path) -> CacheEntry | None:

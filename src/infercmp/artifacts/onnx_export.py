@@ -1,74 +1,95 @@
 """PyTorch -> ONNX export, checked (checker, shape inference, dynamic axes, parity) and cached.
 
-Cache keys come from the module `load_pytorch_module()` actually returned, so a module that
-depends on anything outside the plugin's files (an environment variable, a weights file, a
-download) can never meet an artifact of another module. The key of an exported model covers
-the module's fingerprint (`ModuleIdentity`: every parameter and buffer, by name, dtype, shape
-and bytes; the module's class and its repr, which shows its structure and hyper-parameters;
-every nn.Module class in it and the file defining it), the config, the plugin's
-`cache_token()` if it defines one, a hash of the example inputs, the torch/onnx/onnxscript
-versions, the exporter and the opset. A reference's key covers the same fingerprint, its
-experiment, the runtime inputs it holds and the plugin's source files (its preprocess). So
-every bench builds the module once in the parent; its tensors are hashed once per load.
+The key of an exported model covers the loaded module's fingerprint, the config, the plugin's
+`cache_token()`, a hash of the example inputs and the library versions
+(`infercmp.artifacts.key_material`), and the exporter and the opset. Each bench builds the
+module once in the parent (`infercmp.workload.module`). The export is run in ONNX Runtime (CPU)
+at the example shape and at the profile's min, opt and max, and compared with PyTorch fp32;
+the outputs of both are kept in the entry, so a cached export is judged again under new
+tolerances without a rerun.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import importlib.metadata
 import inspect
 import io
-import os
-import re
-import stat
+import logging
 import sys
 import threading
 import time
 import warnings
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-import numpy as np
+from pydantic import StrictInt
 
 from infercmp.artifacts.cache import (
     UNWRITABLE,
     ArtifactCache,
     CacheEntry,
     CacheUnwritable,
+    EntryMeta,
     content_key,
-    file_sha256,
+    register_kind,
+)
+from infercmp.artifacts.key_material import module_material, versions
+from infercmp.artifacts.onnx_graph import (
+    dynamic_axes,
+    dynamic_shapes,
+    finish_onnx,
+    first_line,
+    rename_outputs,
+    static_dims_where_dynamic,
 )
 from infercmp.core.errors import InfercmpError
+from infercmp.core.lazy import lazy_import
 from infercmp.core.parity import DEFAULT_RTOL as DEFAULT_PARITY_RTOL
 from infercmp.core.parity import OutputParity, compare_output
-from infercmp.workload.config import DYNAMIC, ModelConfig
+from infercmp.workload.batching import batch_axis
+from infercmp.workload.config import ModelConfig
+from infercmp.workload.inputs import example_runtime_inputs
+from infercmp.workload.module import (
+    ModuleIdentity,
+    check_outputs_against_config,
+    load_module,
+    run_pytorch,
+)
 from infercmp.workload.outputs import flatten_outputs
-from infercmp.workload.plugins import ModelPlugin, check_runtime_inputs
-from infercmp.workload.shapes import Experiment, default_experiment
+from infercmp.workload.plugins import ModelPlugin
+from infercmp.workload.shapes import default_experiment
 
 if TYPE_CHECKING:
+    import numpy as np
+    import onnxruntime
     import torch
+else:
+    np = lazy_import("numpy")
+    torch = lazy_import("torch")
 
 EXPORTERS = ("dynamo", "torchscript")
 # The export is judged by infercmp.core.parity's rule at fp32 CPU tolerances; None: the absolute
 # tolerance is rtol times the output's largest |value| (see infercmp.core.parity).
 DEFAULT_RTOL = DEFAULT_PARITY_RTOL["fp32", "cpu"]
 DEFAULT_ATOL: float | None = None
-# onnxruntime 1.31 refuses IR 14 (what onnx 1.23 writes); TensorRT's parsers read up to IR 10.
-MAX_IR_VERSION = 10
 ONNX_FILE = "model.onnx"
 PARITY_FILE = "parity.npz"
-REFERENCE_FILE = "reference.npz"
 LOG_FILE = "export.log"
-_SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".toml")
-_KEY_FORMAT = 2  # 2: keyed by the loaded module's fingerprint, no alias
 
 Progress = Callable[[str], None]
+
+
+class OnnxMeta(EntryMeta):
+    """An `onnx` entry's metadata, as `export_onnx` reads it back."""
+
+    exporter: str
+    opset: StrictInt
+    checked_shapes: dict[str, list[list[StrictInt]]]
+
+
+register_kind("onnx", (ONNX_FILE, PARITY_FILE, LOG_FILE), OnnxMeta)
 
 
 # -- results -------------------------------------------------------------------------------
@@ -89,11 +110,14 @@ class OnnxArtifact:
 
     @property
     def parity_passed(self) -> bool:
+        """Every output matched PyTorch at every checked shape."""
         return all(p.ok for p in self.parity)
 
 
 # -- parity --------------------------------------------------------------------------------
-def _parity_error(model: str, exporter: str, failed: Sequence[OutputParity], rtol, atol) -> str:
+def _parity_error(
+    model: str, exporter: str, failed: Sequence[OutputParity], rtol: float, atol: float | None
+) -> str:
     atol_text = f"atol {atol:g}" if atol is not None else "atol rtol x max|output|"
     lines = [
         f"model '{model}': the {exporter}-exported ONNX model does not match PyTorch fp32 "
@@ -113,18 +137,6 @@ def _fit(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def example_runtime_inputs(plugin: ModelPlugin, experiment: Experiment) -> list[np.ndarray]:
-    """The preprocessed runtime inputs of one experiment, checked against the config."""
-    arrays = plugin.preprocess(plugin.load_example_inputs(experiment.shapes))
-    check_runtime_inputs(plugin.config, arrays)
-    return list(arrays)
-
-
-def runtime_shapes(plugin: ModelPlugin, experiment: Experiment) -> list[tuple[int, ...]]:
-    """The shapes the model sees for `experiment` (preprocess runs in numpy; no torch)."""
-    return [tuple(a.shape) for a in example_runtime_inputs(plugin, experiment)]
-
-
 #: The export check runs the batch axis at most at this size: two rows prove the axis dynamic,
 #: while a batch-dynamic config's largest batch at its largest image (ResNet-50: 256 x 3 x 512
 #: x 512) would take minutes and tens of GB in the parent. Larger batches are checked by parity
@@ -132,11 +144,11 @@ def runtime_shapes(plugin: ModelPlugin, experiment: Experiment) -> list[tuple[in
 CHECK_BATCH_MAX = 2
 
 
-def profile_inputs(config: ModelConfig, example: Sequence[np.ndarray], which: str):
+def profile_inputs(
+    config: ModelConfig, example: Sequence[np.ndarray], which: str
+) -> list[np.ndarray]:
     """The example inputs fitted to the optimisation profile's `which` ("min"/"opt"/"max"),
     with the batch axis at most `CHECK_BATCH_MAX` (or the profile's min, if larger)."""
-    from infercmp.workload.batching import batch_axis
-
     arrays = []
     for spec, array in zip(config.inputs, example):
         dims = list(getattr(spec.shapes.optimization, which))
@@ -167,208 +179,9 @@ def trace_inputs(config: ModelConfig, example: Sequence[np.ndarray]) -> list[np.
     return arrays
 
 
-# -- key material --------------------------------------------------------------------------
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
-@functools.lru_cache(maxsize=64)
-def _tree_hash(directory: str, mtimes: tuple) -> str:
-    digest = hashlib.sha256()
-    for rel, _ in mtimes:
-        digest.update(rel.encode())
-        digest.update(Path(directory, rel).read_bytes())
-    return digest.hexdigest()
-
-
-def _source_tree_hash(directory: Path) -> str:
-    """Hash the source files under `directory` (memoised on their mtimes within a process)."""
-    found = []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(files):
-            if not name.endswith(_SOURCE_SUFFIXES):
-                continue
-            path = Path(root, name)
-            info = path.stat()
-            if stat.S_ISREG(info.st_mode):  # a FIFO would hang the read
-                found.append((str(path.relative_to(directory)), info.st_mtime_ns))
-    return _tree_hash(str(directory), tuple(found))
-
-
-def _plugin_dirs(plugin: ModelPlugin) -> list[Path]:
-    dirs = []
-    for cls in type(plugin).__mro__:
-        if cls in (ModelPlugin, object):
-            continue
-        try:
-            path = Path(inspect.getfile(cls)).resolve().parent
-        except (TypeError, OSError):
-            continue
-        if path not in dirs:
-            dirs.append(path)
-    return dirs
-
-
-def _versions() -> dict[str, str]:
-    return {d: _version(d) for d in ("torch", "onnx", "onnxscript", "infercmp")}
-
-
-def _own_source() -> str:
-    return file_sha256(Path(__file__))
-
-
-@dataclass(frozen=True)
-class ModuleIdentity:
-    """The fingerprint of a loaded module, which its artifacts' cache keys cover."""
-
-    tensors: str  # every parameter and buffer: name, dtype, shape and bytes
-    structure: str  # the module's class and repr
-    code: dict[str, str]  # every nn.Module class in it -> sha256 of its file
-
-
-_LOADED: weakref.WeakKeyDictionary[ModelPlugin, tuple[Any, ModuleIdentity]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _tensors_hash(module: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer (non-persistent ones too), each byte read once."""
-    import torch
-
-    digest = hashlib.sha256()
-    named = [*module.named_parameters(), *module.named_buffers()]
-    for name, tensor in sorted(named, key=lambda item: item[0]):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy())  # a view: no copy
-    return digest.hexdigest()
-
-
-def _structure(module: torch.nn.Module) -> str:
-    """The module's class and repr (its submodules, in order, with their hyper-parameters);
-    object addresses a custom extra_repr may print are dropped, so the key stays stable."""
-    cls = type(module)
-    text = f"{cls.__module__}.{cls.__qualname__}\n{module!r}"
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
-
-
-def _code_identity(module: torch.nn.Module) -> dict[str, str]:
-    """Every module class in the model and a hash of the file defining it."""
-    code = {}
-    for sub in module.modules():
-        cls = type(sub)
-        name = f"{cls.__module__}.{cls.__qualname__}"
-        if name in code:
-            continue
-        try:
-            code[name] = file_sha256(Path(inspect.getfile(cls)))
-        except (TypeError, OSError):
-            code[name] = "unknown"
-    return code
-
-
-def load_module(plugin: ModelPlugin) -> tuple[torch.nn.Module, ModuleIdentity]:
-    """The plugin's module in fp32 eval mode on the CPU, and its identity (memoised)."""
-    if plugin in _LOADED:
-        return _LOADED[plugin]
-    import torch
-
-    try:
-        module = plugin.load_pytorch_module()
-    except InfercmpError:
-        raise
-    except Exception as exc:
-        raise InfercmpError(
-            f"model '{plugin.config.name}': load_pytorch_module() failed: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(module, torch.nn.Module):
-        raise InfercmpError(
-            f"model '{plugin.config.name}': load_pytorch_module() returned "
-            f"{type(module).__name__}, expected a torch.nn.Module"
-        )
-    module = module.float().eval().cpu()
-    identity = ModuleIdentity(_tensors_hash(module), _structure(module), _code_identity(module))
-    _LOADED[plugin] = (module, identity)
-    return module, identity
-
-
-def run_pytorch(plugin: ModelPlugin, module, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """PyTorch fp32 CPU outputs as numpy arrays, in config order."""
-    import torch
-
-    config = plugin.config
-    with torch.inference_mode():
-        result = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
-    outputs = flatten_outputs(result, config.output_names, config.name)
-    return [o.detach().cpu().numpy() for o in outputs]
-
-
-def _module_material(
-    plugin: ModelPlugin, identity: ModuleIdentity, inputs: Sequence[np.ndarray], **options
-) -> dict:
-    """What an artifact's key covers (see the module doc); `inputs`: the example it was made
-    from."""
-    cls = type(plugin)
-    token = getattr(plugin, "cache_token", None)
-    return {
-        "format": _KEY_FORMAT,
-        "plugin": f"{cls.__module__}.{cls.__qualname__}",
-        "config": plugin.config.model_dump(mode="json"),
-        "token": token() if callable(token) else None,
-        "tensors": identity.tensors,
-        "structure": identity.structure,
-        "code": identity.code,
-        "inputs": _arrays_hash(inputs),
-        "versions": _versions(),
-        **options,
-    }
-
-
-def _arrays_hash(arrays: Sequence[np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        digest.update(f"{a.dtype.str}:{a.shape};".encode())
-        digest.update(a.reshape(-1).view(np.uint8))
-    return digest.hexdigest()
-
-
-# -- ONNX helpers --------------------------------------------------------------------------
-def _dynamic_axes(config: ModelConfig) -> dict[str, dict[int, str]]:
-    axes = {i.name: i.shapes.dynamic_axes for i in config.inputs}
-    for o in config.outputs:
-        axes[o.name] = {
-            k: n
-            for k, (n, d) in enumerate(zip(o.shape.dims_names, o.shape.runtime))
-            if d == DYNAMIC
-        }
-    return {k: v for k, v in axes.items() if v}
-
-
-def _dynamic_shapes(config: ModelConfig):
-    """torch.export dims, one per dims name, so axes sharing a name (batch) share a symbol."""
-    from torch.export import Dim
-
-    dims: dict[str, Any] = {}
-    shapes = []
-    for spec in config.inputs:
-        axes = {}
-        for axis, name in spec.shapes.dynamic_axes.items():
-            if name not in dims:
-                symbol = re.sub(r"\W", "_", name)
-                dims[name] = Dim(symbol if symbol.isidentifier() else f"d_{symbol}")
-            axes[axis] = dims[name]
-        shapes.append(axes or None)
-    return tuple(shapes) if any(s is not None for s in shapes) else None
-
-
-def _ort_session(path: Path):
+# -- checking the export in ONNX Runtime ------------------------------------------------------
+def _ort_session(path: Path) -> onnxruntime.InferenceSession:
+    """A CPU session of the exported model."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -377,117 +190,9 @@ def _ort_session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _finish_onnx(path: Path, config: ModelConfig) -> int:
-    """Clamp the IR version, run the checker and strict shape inference; returns the opset."""
-    import onnx
-    import onnx.helper
-
-    model = onnx.load(str(path))
-    opsets = list(model.opset_import)
-    needed = onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True)
-    model.ir_version = max(needed, min(model.ir_version, MAX_IR_VERSION))
-    onnx.save(model, str(path))
-    try:
-        onnx.checker.check_model(str(path), full_check=False)
-    except onnx.checker.ValidationError as exc:
-        raise InfercmpError(f"onnx.checker rejects the export: {_first_line(exc)}") from exc
-    try:
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except Exception as exc:
-        raise InfercmpError(
-            f"ONNX shape inference fails on the export: {_first_line(exc)}"
-        ) from exc
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i.name for i in model.graph.input if i.name not in initializers]
-    outputs = [o.name for o in model.graph.output]
-    if inputs != config.input_names or outputs != config.output_names:
-        raise InfercmpError(
-            f"the exported graph has inputs {inputs} and outputs {outputs} but the config "
-            f"declares {config.input_names} and {config.output_names}"
-        )
-    return next((o.version for o in opsets if o.domain in ("", "ai.onnx")), 0)
-
-
-def _rename_values(graph, mapping: dict[str, str]) -> None:
-    """Rename values everywhere in `graph` and its subgraphs."""
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        value.name = mapping.get(value.name, value.name)
-    for init in graph.initializer:
-        init.name = mapping.get(init.name, init.name)
-    for node in graph.node:
-        node.input[:] = [mapping.get(n, n) for n in node.input]
-        node.output[:] = [mapping.get(n, n) for n in node.output]
-        for attr in node.attribute:
-            for sub in [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs:
-                _rename_values(sub, mapping)
-
-
-def _rename_outputs(path: Path, names: Sequence[str]) -> None:
-    """Give the graph outputs the config's names, moving aside inner values that hold them."""
-    import onnx
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    current = [o.name for o in graph.output]
-    if len(current) != len(names):
-        raise InfercmpError(
-            f"the exported graph has {len(current)} outputs but the config declares "
-            f"{len(names)} ({', '.join(names)})"
-        )
-    mapping = {old: new for old, new in zip(current, names) if old != new}
-    if not mapping:
-        return
-    used = {v for n in graph.node for v in [*n.input, *n.output]}
-    used |= {v.name for v in [*graph.input, *graph.value_info]} | {
-        i.name for i in graph.initializer
-    }
-    for new in names:
-        if new in used and new not in current:
-            mapping[new] = f"{new}__inner"
-            while mapping[new] in used:
-                mapping[new] += "_"
-    _rename_values(graph, mapping)
-    onnx.save(model, str(path))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
-
-
-def _static_dims_where_dynamic(path: Path, config: ModelConfig) -> list[str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    found = []
-    graph_inputs = {i.name: i for i in model.graph.input}
-    for spec in config.inputs:
-        value = graph_inputs.get(spec.name)
-        if value is None:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        for axis, name in spec.shapes.dynamic_axes.items():
-            if axis < len(dims) and dims[axis].HasField("dim_value"):
-                found.append(f"{spec.name}[{axis}] ({name}) = {dims[axis].dim_value}")
-    return found
-
-
-def _check_outputs_against_config(config: ModelConfig, outputs, where: str) -> None:
-    for spec, array in zip(config.outputs, outputs):
-        runtime = spec.shape.runtime
-        bad = array.ndim != len(runtime) or any(
-            r != DYNAMIC and g != r for g, r in zip(array.shape, runtime)
-        )
-        if bad:
-            raise InfercmpError(
-                f"output '{spec.name}' has shape {list(array.shape)} at the {where} shape but "
-                f"the config's runtime shape is {runtime}"
-            )
-
-
 def _verify_onnx(
     plugin: ModelPlugin,
-    module,
+    module: torch.nn.Module,
     path: Path,
     example: list[np.ndarray],
     rtol: float,
@@ -508,24 +213,8 @@ def _verify_onnx(
         try:
             got = session.run(config.output_names, feeds)
         except Exception as exc:
-            shapes = ", ".join(f"{n}={list(a.shape)}" for n, a in feeds.items())
-            # ONNX Runtime's own words first; then what we can tell of the cause. Which other
-            # exporter to try is export_onnx's to say: it knows which ones were tried.
-            static = _static_dims_where_dynamic(path, config)
-            if static:
-                why = f"; the graph fixes {', '.join(static)} although the config marks it dynamic"
-            elif exporter == "torchscript":
-                why = (
-                    "; the TorchScript exporter probably baked a dynamic axis into the graph "
-                    "as a constant (it does this to sequence axes)"
-                )
-            else:
-                why = ""
-            raise InfercmpError(
-                f"ONNX Runtime cannot run the {exporter} export at the {label} shape "
-                f"({shapes}): {_first_line(exc)}{why}"
-            ) from exc
-        _check_outputs_against_config(config, got, label)
+            raise _cannot_run(exc, path, config, exporter, label, feeds) from exc
+        check_outputs_against_config(config, got, label)
         ref = run_pytorch(plugin, module, inputs)
         checked[label] = [list(a.shape) for a in inputs]
         for i, (spec, r, g) in enumerate(zip(config.outputs, ref, got)):
@@ -535,7 +224,37 @@ def _verify_onnx(
     return results, arrays, checked
 
 
-def _recheck_parity(entry: CacheEntry, config: ModelConfig, rtol: float, atol: float):
+def _cannot_run(
+    exc: Exception,
+    path: Path,
+    config: ModelConfig,
+    exporter: str,
+    label: str,
+    feeds: dict[str, np.ndarray],
+) -> InfercmpError:
+    """The error for an export ONNX Runtime cannot run at the `label` shape: ONNX Runtime's own
+    words first, then what can be told of the cause. Which other exporter to try is
+    export_onnx's to say: it knows which ones were tried."""
+    shapes = ", ".join(f"{n}={list(a.shape)}" for n, a in feeds.items())
+    static = static_dims_where_dynamic(path, config)
+    if static:
+        why = f"; the graph fixes {', '.join(static)} although the config marks it dynamic"
+    elif exporter == "torchscript":
+        why = (
+            "; the TorchScript exporter probably baked a dynamic axis into the graph "
+            "as a constant (it does this to sequence axes)"
+        )
+    else:
+        why = ""
+    return InfercmpError(
+        f"ONNX Runtime cannot run the {exporter} export at the {label} shape "
+        f"({shapes}): {first_line(exc)}{why}"
+    )
+
+
+def _recheck_parity(
+    entry: CacheEntry, config: ModelConfig, rtol: float, atol: float | None
+) -> list[OutputParity]:
     """Parity of a cached export under (possibly new) tolerances, from the stored outputs."""
     with np.load(entry.file(PARITY_FILE), allow_pickle=False) as data:
         results = []
@@ -555,6 +274,7 @@ def _recheck_parity(entry: CacheEntry, config: ModelConfig, rtol: float, atol: f
     return results
 
 
+# -- the exporter's chatter -------------------------------------------------------------------
 class _ThreadRouted:
     """Stands in for sys.stdout/sys.stderr: writes from a thread in `_ROUTES` go to its log,
     all others to the stream it replaced.
@@ -564,10 +284,10 @@ class _ThreadRouted:
     line included. Routing by thread leaves every other thread's output where it belongs.
     """
 
-    def __init__(self, original) -> None:
+    def __init__(self, original: TextIO) -> None:
         self.original = original
 
-    def _target(self):
+    def _target(self) -> TextIO:
         return _ROUTES.get(threading.get_ident(), self.original)
 
     def write(self, text: str) -> int:
@@ -576,11 +296,11 @@ class _ThreadRouted:
     def flush(self) -> None:
         self._target().flush()
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._target(), name)
 
 
-_ROUTES: dict[int, io.StringIO] = {}
+_ROUTES: dict[int, TextIO] = {}
 _ROUTES_LOCK = threading.Lock()
 
 
@@ -595,7 +315,15 @@ def _unroute(stream: str) -> None:
         setattr(sys, stream, current.original)
 
 
-def _show_warning_routed(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning_routed(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """warnings.showwarning for a routed thread: one line in its log."""
     log = _ROUTES.get(threading.get_ident())
     if log is None:
         _show_warning(message, category, filename, lineno, file, line)
@@ -607,7 +335,7 @@ _show_warning = warnings.showwarning
 
 
 @contextlib.contextmanager
-def _captured(log: io.StringIO):
+def _captured(log: io.StringIO) -> Iterator[None]:
     """Send this thread's exporter chatter (prints, warnings) to the entry's log, not the
     terminal; other threads' output is untouched, whether or not this thread ever ends."""
     global _show_warning
@@ -631,19 +359,19 @@ def _captured(log: io.StringIO):
                     warnings.showwarning = _show_warning
 
 
-def _in_config_order(module, config: ModelConfig):
+# -- running an exporter ----------------------------------------------------------------------
+def _in_config_order(module: torch.nn.Module, config: ModelConfig) -> torch.nn.Module:
     """`module`, returning a tuple in config order: the order the graph's outputs are named in.
 
     An exporter flattens a returned dict in insertion order, which need not be the config's.
     """
-    import torch
 
     class InConfigOrder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.module = module
 
-        def forward(self, *args):
+        def forward(self, *args: Any) -> tuple[Any, ...]:
             result = self.module(*args)
             return tuple(flatten_outputs(result, config.output_names, config.name))
 
@@ -653,12 +381,15 @@ def _in_config_order(module, config: ModelConfig):
 
 
 def _run_exporter(
-    exporter: str, module, example: list[np.ndarray], config: ModelConfig, opset, path: Path, log
-):
-    import logging
-
-    import torch
-
+    exporter: str,
+    module: torch.nn.Module,
+    example: list[np.ndarray],
+    config: ModelConfig,
+    opset: int | None,
+    path: Path,
+    log: io.StringIO,
+) -> None:
+    """Write `module` exported by `exporter` at `path`, its chatter going to `log`."""
     module = _in_config_order(module, config)
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example)
     param_bytes = sum(p.numel() * p.element_size() for p in module.state_dict().values())
@@ -666,7 +397,7 @@ def _run_exporter(
         input_names=config.input_names,
         output_names=config.output_names,
         opset_version=opset,
-        dynamic_axes=_dynamic_axes(config) or None,
+        dynamic_axes=dynamic_axes(config) or None,
     )
     noisy = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
     levels = [lg.level for lg in noisy]
@@ -679,7 +410,7 @@ def _run_exporter(
                 # like a requested output ('embedding') and then write the name twice.
                 kwargs["output_names"] = None
                 kwargs["dynamic_axes"] = None
-                kwargs["dynamic_shapes"] = _dynamic_shapes(config)
+                kwargs["dynamic_shapes"] = dynamic_shapes(config)
                 torch.onnx.export(
                     module,
                     args,
@@ -689,7 +420,7 @@ def _run_exporter(
                     verbose=False,
                     **kwargs,
                 )
-                _rename_outputs(path, config.output_names)
+                rename_outputs(path, config.output_names)
             else:
                 torch.onnx.export(module, args, str(path), dynamo=False, **kwargs)
     finally:
@@ -697,11 +428,17 @@ def _run_exporter(
             lg.setLevel(level)
 
 
+# -- exporting through the cache --------------------------------------------------------------
 def _onnx_key(
-    plugin: ModelPlugin, identity: ModuleIdentity, example, exporter: str, opset: int | None
+    plugin: ModelPlugin,
+    identity: ModuleIdentity,
+    example: Sequence[np.ndarray],
+    exporter: str,
+    opset: int | None,
 ) -> str:
+    """The cache key of `plugin`'s module exported by `exporter` at `opset`."""
     return content_key(
-        _module_material(plugin, identity, example, kind="onnx", exporter=exporter, opset=opset)
+        module_material(plugin, identity, example, kind="onnx", exporter=exporter, opset=opset)
     )
 
 
@@ -709,11 +446,12 @@ def _unwritable_cause(exc: BaseException) -> OSError | None:
     """The full disk (or read-only file system...) behind an exporter's error, if that is it:
     exporters wrap the OSError of a failed write in their own exception types."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
-            return exc
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in UNWRITABLE:
+            return current
+        current = current.__cause__ or current.__context__
     return None
 
 
@@ -721,7 +459,7 @@ def _export_one(
     plugin: ModelPlugin,
     cache: ArtifactCache,
     exporter: str,
-    module,
+    module: torch.nn.Module,
     identity: ModuleIdentity,
     example: list[np.ndarray],
     opset: int | None,
@@ -748,8 +486,8 @@ def _export_one(
                 full = _unwritable_cause(exc)
                 if full is not None:  # the other exporter would meet the same disk
                     raise cache.unwritable(full) from exc
-                raise InfercmpError(f"the {exporter} exporter failed: {_first_line(exc)}") from exc
-            actual_opset = _finish_onnx(path, config)
+                raise InfercmpError(f"the {exporter} exporter failed: {first_line(exc)}") from exc
+            actual_opset = finish_onnx(path, config)
             progress("checking dynamic axes and parity in ONNX Runtime (CPU)")
             parity, arrays, checked = _verify_onnx(
                 plugin, module, path, example, rtol, atol, exporter
@@ -757,17 +495,45 @@ def _export_one(
             failed = [p for p in parity if not p.ok]
             if failed:
                 raise InfercmpError(_parity_error(config.name, exporter, failed, rtol, atol))
-            np.savez(staged / PARITY_FILE, **arrays)
+            # numpy's stub reads a ** dict as possibly holding its allow_pickle flag
+            np.savez(staged / PARITY_FILE, **arrays)  # type: ignore[arg-type]
             (staged / LOG_FILE).write_text(log.getvalue())
             meta = {
                 "model": config.name,
                 "exporter": exporter,
                 "opset": actual_opset,
                 "checked_shapes": checked,
-                "versions": _versions(),
+                "versions": versions(),
                 "tensors": identity.tensors,
             }
             return cache.store("onnx", key, staged, meta), False
+
+
+def _artifact(
+    entry: CacheEntry,
+    cached: bool,
+    config: ModelConfig,
+    rtol: float,
+    atol: float | None,
+    start: float,
+) -> OnnxArtifact:
+    """The export in `entry`, its parity judged again under `rtol`/`atol`."""
+    parity = _recheck_parity(entry, config, rtol, atol)
+    failed = [p for p in parity if not p.ok]
+    if failed:
+        raise InfercmpError(_parity_error(config.name, entry.meta["exporter"], failed, rtol, atol))
+    return OnnxArtifact(
+        path=entry.file(ONNX_FILE),
+        key=entry.key,
+        cached=cached,
+        exporter=entry.meta["exporter"],
+        seconds=time.perf_counter() - start,
+        opset=int(entry.meta["opset"]),
+        rtol=rtol,
+        atol=atol,
+        parity=tuple(parity),
+        checked_shapes=entry.meta["checked_shapes"],
+    )
 
 
 def export_onnx(
@@ -794,26 +560,6 @@ def export_onnx(
     start = time.perf_counter()
     config = plugin.config
 
-    def artifact(entry: CacheEntry, cached: bool) -> OnnxArtifact:
-        parity = _recheck_parity(entry, config, rtol, atol)
-        failed = [p for p in parity if not p.ok]
-        if failed:
-            raise InfercmpError(
-                _parity_error(config.name, entry.meta["exporter"], failed, rtol, atol)
-            )
-        return OnnxArtifact(
-            path=entry.file(ONNX_FILE),
-            key=entry.key,
-            cached=cached,
-            exporter=entry.meta["exporter"],
-            seconds=time.perf_counter() - start,
-            opset=int(entry.meta["opset"]),
-            rtol=rtol,
-            atol=atol,
-            parity=tuple(parity),
-            checked_shapes=entry.meta["checked_shapes"],
-        )
-
     progress(f"loading the PyTorch module of {config.name}")
     module, identity = load_module(plugin)
     example = example_runtime_inputs(plugin, default_experiment(config))
@@ -836,7 +582,7 @@ def export_onnx(
                     f"trying {candidates[candidates.index(candidate) + 1]}"
                 )
             continue
-        return artifact(entry, cached)
+        return _artifact(entry, cached, config, rtol, atol, start)
     untried = [e for e in EXPORTERS if e not in candidates]
     if len(failures) == 1:
         hint = f"; try --exporter {untried[0]}" if untried else ""
@@ -845,38 +591,3 @@ def export_onnx(
         f"model '{config.name}': no exporter produced a working ONNX model:\n"
         + "\n".join(f"  {name}: {message}" for name, message in failures)
     )
-
-
-def ensure_reference(
-    plugin: ModelPlugin, cache: ArtifactCache, experiment: Experiment, *, force: bool = False
-) -> Path:
-    """The npz of runtime inputs and PyTorch fp32 CPU outputs for `experiment` (cached).
-
-    Keys are `input_0..` and `output_0..` in config order.
-    """
-    config = plugin.config
-    shapes = [list(s) for s in experiment.shapes]
-    inputs = example_runtime_inputs(plugin, experiment)
-    module, identity = load_module(plugin)
-    plugin_code = [_source_tree_hash(d) for d in _plugin_dirs(plugin)]
-    key = content_key(
-        _module_material(
-            plugin, identity, inputs, kind="reference", experiment=shapes, plugin_code=plugin_code
-        )
-    )
-    with cache.lock("reference", key):
-        if force:
-            cache.remove("reference", key)
-        entry = cache.lookup("reference", key)
-        if entry is None:
-            outputs = run_pytorch(plugin, module, inputs)
-            # Every engine is judged against these: an output contradicting the config is
-            # the model's (or the config's) mistake, whichever engines run.
-            _check_outputs_against_config(config, outputs, f"{experiment.label} example")
-            with cache.staging() as staged:
-                arrays = {f"input_{i}": a for i, a in enumerate(inputs)}
-                arrays.update({f"output_{i}": a for i, a in enumerate(outputs)})
-                np.savez(staged / REFERENCE_FILE, **arrays)
-                meta = {"model": config.name, "experiment": shapes, "label": experiment.label}
-                entry = cache.store("reference", key, staged, meta)
-    return entry.file(REFERENCE_FILE)

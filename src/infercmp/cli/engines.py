@@ -9,6 +9,8 @@ from typing import Any
 import typer
 
 from infercmp.cli.options import console
+from infercmp.engines.descriptor import Machine
+from infercmp.engines.registry import engine_entries, get_descriptor
 
 
 def _value(value: Any) -> str:
@@ -22,9 +24,6 @@ def _value(value: Any) -> str:
 
 def _describe(name: str) -> dict[str, Any]:
     """One engine's row: from its descriptor, or unavailable with the reason."""
-    from infercmp.engines import engine_entries
-    from infercmp.engines.descriptor import Machine
-
     entry = engine_entries()[name]
     descriptor = entry.load()
     row: dict[str, Any] = {"name": name, "package": entry.package}
@@ -67,8 +66,6 @@ def list_engines(
 
     Options go in brackets after the engine's name: --engine 'onnxruntime[enable_cuda_graph=true]'.
     """
-    from infercmp.engines import engine_entries, get_descriptor
-
     names = list(engine_entries())
     if name is not None:
         if name not in names:

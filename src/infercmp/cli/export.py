@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
+from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
+from infercmp.artifacts.onnx_export import export_onnx
+from infercmp.artifacts.reference import ensure_reference
 from infercmp.cli.options import (
     cache_dir_option,
     command_group,
@@ -14,11 +20,14 @@ from infercmp.cli.options import (
     exporter_option,
     print_table,
 )
+from infercmp.core.errors import InfercmpError
+from infercmp.engines.tensorrt.build import build_engine
+from infercmp.engines.tensorrt.flavour import load_trt_module
+from infercmp.workload.plugins import get_plugin
+from infercmp.workload.shapes import default_experiment, parse_shape
 
 
-def _cache(cache_dir: str | None):
-    from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
-
+def _cache(cache_dir: str | None) -> ArtifactCache:
     return ArtifactCache(resolve_cache_dir(cache_dir))
 
 
@@ -26,11 +35,16 @@ def _progress(message: str) -> None:
     console.print(f"[dim]{message}[/]")
 
 
-def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
-    from infercmp.artifacts.onnx_export import ensure_reference, export_onnx
-    from infercmp.workload.plugins import get_plugin
-    from infercmp.workload.shapes import default_experiment, parse_shape
-
+def _export(
+    model: str,
+    shape: list[str],
+    opset: int | None,
+    exporter: str,
+    force: bool,
+    rtol: float,
+    atol: float | None,
+    cache_dir: str | None,
+) -> tuple[Any, ArtifactCache, Any]:
     plugin = get_plugin(model)
     cache = _cache(cache_dir)
     experiments = [parse_shape(s, plugin.config) for s in shape] or [
@@ -52,9 +66,6 @@ def _export(model, shape, opset, exporter, force, rtol, atol, cache_dir):
         f"{artifact.opset}, {artifact.seconds:.2f} s)",
         soft_wrap=True,
     )
-    from rich.markup import escape
-    from rich.table import Table  # lazily: --help does not need it
-
     table = Table()
     for column in ("output", "shape", "checked at", "max abs", "max rel", "cosine", "parity"):
         table.add_column(column, no_wrap=True)
@@ -106,11 +117,6 @@ def build(
     cache_dir: str | None = cache_dir_option(),
 ) -> None:
     """Build a TensorRT / TensorRT-RTX engine plan (exports through the cache first)."""
-    from infercmp.artifacts.onnx_export import export_onnx
-    from infercmp.engines.tensorrt.build import build_engine
-    from infercmp.engines.tensorrt.flavour import load_trt_module
-    from infercmp.workload.plugins import get_plugin
-
     plugin = get_plugin(model)
     load_trt_module(backend)  # a missing module is reported before a long export
     cache = _cache(cache_dir)
@@ -140,7 +146,7 @@ def build(
 cache_app = command_group(help="List or clear the artifact cache.")
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -149,16 +155,13 @@ def _size(n: int) -> str:
 
 
 @cache_app.command("ls")
-def cache_ls(cache_dir: str | None = cache_dir_option()):
+def cache_ls(cache_dir: str | None = cache_dir_option()) -> None:
     """List the cached ONNX models, engine plans and reference data."""
     cache = _cache(cache_dir)
     entries = cache.entries()
     if not entries:
         console.print(f"the cache at {cache.root} is empty", markup=False, soft_wrap=True)
         return
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(title=escape(str(cache.root)))
     for column in ("kind", "model", "details", "size", "created", "key"):
         table.add_column(column, no_wrap=True)
@@ -184,10 +187,8 @@ def cache_ls(cache_dir: str | None = cache_dir_option()):
 def cache_clear(
     kind: str | None = typer.Option(None, "--kind", help="Only onnx, plan or reference entries."),
     cache_dir: str | None = cache_dir_option(),
-):
+) -> None:
     """Remove cached artifacts (all of them, or one kind)."""
-    from infercmp.core.errors import InfercmpError
-
     if kind not in (None, "onnx", "plan", "reference"):
         raise InfercmpError(f"unknown --kind '{kind}'; choose onnx, plan or reference")
     cache = _cache(cache_dir)

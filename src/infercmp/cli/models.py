@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import typer
+import yaml
+from rich.markup import escape
+from rich.table import Table
 
 from infercmp.cli.options import command_group, console, err_console, print_table
 from infercmp.core.errors import InfercmpError
-
-if TYPE_CHECKING:
-    from infercmp.workload.config import ModelConfig
-
-# The schema (pydantic, numpy, yaml) loads inside the commands, not when the CLI starts.
+from infercmp.workload.config import ConfigError, ModelConfig, load_config
+from infercmp.workload.plugins import discover, get_plugin
 
 
 def _tensor_summary(config: ModelConfig) -> tuple[list[str], list[str]]:
@@ -30,16 +30,15 @@ def _tensor_summary(config: ModelConfig) -> tuple[list[str], list[str]]:
 
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the model plugins found through the `infercmp.models` entry points."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from infercmp.workload.plugins import discover
-
     rows = []
     tensors = {}
     for entry in discover().values():
         plugin = entry.load()
-        row = {"name": entry.name, "package": entry.package, "available": plugin is not None}
+        row: dict[str, Any] = {
+            "name": entry.name,
+            "package": entry.package,
+            "available": plugin is not None,
+        }
         if plugin is not None:
             tensors[entry.name] = _tensor_summary(plugin.config)
             row["inputs"], row["outputs"] = (", ".join(t) for t in tensors[entry.name])
@@ -72,10 +71,6 @@ config_app = command_group(help="Show or validate model configs.")
 @config_app.command("show")
 def show(model: str = typer.Argument(..., help="A model name from 'infercmp models'.")) -> None:
     """Print a model's validated config as YAML (valid input to 'infercmp config validate')."""
-    import yaml
-
-    from infercmp.workload.plugins import get_plugin
-
     config = get_plugin(model).config
     # Flow style for the innermost lists keeps each shape on one line: [1, 3, -1, -1].
     text = yaml.safe_dump(config.model_dump(), sort_keys=False, default_flow_style=None)
@@ -85,10 +80,6 @@ def show(model: str = typer.Argument(..., help="A model name from 'infercmp mode
 @config_app.command("validate")
 def validate(files: list[Path] = typer.Argument(..., help="YAML model config files.")) -> None:
     """Validate model config files; every problem is printed with its file and field."""
-    from rich.markup import escape
-
-    from infercmp.workload.config import ConfigError, load_config
-
     problems = []
     for path in files:
         try:

@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
+from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
+
+from infercmp.core.errors import InfercmpError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -89,6 +93,33 @@ def device_resident_option() -> Any:
     )
 
 
+MIN_SAMPLE_HZ, MAX_SAMPLE_HZ = 0.1, 1000.0
+DEFAULT_REPEAT, MAX_REPEAT = 1, 100
+#: A day: longer than any export, build or measurement; beyond it timers overflow (1e10 s).
+MAX_TIMEOUT_S = 86400.0
+
+
+def check_run_flags(
+    repeat: int, sample_hz: float, exporter: str, timeout_s: float | None = None
+) -> None:
+    """The flags bench and tune share, checked once: one line naming the flag when wrong."""
+    if timeout_s is not None and not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise InfercmpError(
+            f"--timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds (a day), "
+            f"got {timeout_s:g}"
+        )
+    if not 1 <= repeat <= MAX_REPEAT:
+        raise InfercmpError(f"--repeat must be between 1 and {MAX_REPEAT}, got {repeat}")
+    # Below 0.1 Hz a sampler would read once or never; a tiny rate also overflows its timer.
+    if not (sample_hz == 0 or MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ):
+        raise InfercmpError(
+            f"--sample-hz must be 0 (off) or between {MIN_SAMPLE_HZ:g} and {MAX_SAMPLE_HZ:g}, "
+            f"got {sample_hz}"
+        )
+    if exporter not in ("auto", "dynamo", "torchscript"):
+        raise InfercmpError(f"--exporter '{exporter}': choose auto, dynamo or torchscript")
+
+
 class HelpGroup(TyperGroup):
     """A group whose --help lists each command with its first sentence whole.
 
@@ -98,7 +129,7 @@ class HelpGroup(TyperGroup):
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         rows = []
         for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
+            command = self.commands.get(name)  # as listed: a lazy group's stays unloaded
             if command is not None and not command.hidden:
                 rows.append((name, command.get_short_help_str(limit=10_000)))
         if rows:
@@ -185,9 +216,6 @@ def print_table(table: Table, heading: int = 1, *, to: Console | None = None) ->
     line, then `header: value` for each other non-empty cell, packed into indented lines of
     whole cells: a cell is never cut, a multi-line cell keeps its own lines.
     """
-    from rich.measure import Measurement
-    from rich.text import Text
-
     out = to or console
     # Measured without a width limit: at the console's width rich would shrink it to fit.
     if Measurement.get(out, out.options.update_width(10_000), table).maximum <= out.width:

@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
-from infercmp.cli.options import console
+from infercmp.cli.options import console, err_console
 from infercmp.core.errors import InfercmpError
+from infercmp.core.files import write_atomic
+from infercmp.engines.registry import reference_engine
+from infercmp.report import (
+    CompareReport,
+    Comparison,
+    compare_runs,
+    load_runs,
+    open_run,
+    render_csv,
+    render_html,
+    render_json,
+    render_markdown,
+    resolve_run,
+    resolve_run_dirs,
+)
+from infercmp.report.runs import keep_nodes
+from infercmp.report.summary import _md_cell, fmt_ms
+from infercmp.store.run_store import run_owning
 
 FORMATS = ("html", "md", "csv", "json")
 _SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".csv": "csv", ".json": "json"}
@@ -67,25 +88,20 @@ def report(
     ),
 ) -> None:
     """Write a report of one or more bench runs: an offline HTML page, or md/csv/json tables."""
-    from infercmp import report as rep
-    from infercmp.report.runs import keep_nodes
-
     if output is not None:
         _refuse_a_file_of_a_run(output)
     kind = _format_for(fmt, output)
-    paths = rep.resolve_run_dirs(list(run_dirs or []), runs_dir)
-    runs = rep.load_runs([_resolve(path) for path in paths])
+    paths = resolve_run_dirs(list(run_dirs or []), runs_dir)
+    runs = load_runs([_resolve(path) for path in paths])
     if node is not None:
         keep_nodes(runs, node)
     renderers = {
-        "html": rep.render_html,
-        "md": rep.render_markdown,
-        "csv": rep.render_csv,
-        "json": rep.render_json,
+        "html": render_html,
+        "md": render_markdown,
+        "csv": render_csv,
+        "json": render_json,
     }
     if baseline is None:
-        from infercmp.engines import reference_engine
-
         baseline = reference_engine() or ""
     if latency_budget_ms is not None and not (0 < latency_budget_ms < math.inf):
         raise InfercmpError(
@@ -105,9 +121,6 @@ def report(
 
 def _resolve(path: Path) -> Path:
     """A run directory as given, or the latest run in a directory of runs (said on stderr)."""
-    from infercmp.cli.options import err_console
-    from infercmp.report import resolve_run
-
     run, note = resolve_run(path)
     if note:
         err_console.print(note, soft_wrap=True, markup=False, highlight=False)
@@ -117,8 +130,6 @@ def _resolve(path: Path) -> Path:
 def _refuse_a_file_of_a_run(path: Path) -> None:
     """A report never replaces a file of a run (its commit log, run.json, its parquet files);
     checked before anything else about -o, so that is what the user is told."""
-    from infercmp.store.run_store import run_owning
-
     run = run_owning(path)
     if run is not None:
         raise InfercmpError(
@@ -127,8 +138,6 @@ def _refuse_a_file_of_a_run(path: Path) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    from infercmp.core.files import write_atomic
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
@@ -171,36 +180,47 @@ def _check_compare_options(
         raise InfercmpError(f"--resamples {resamples} is out of range; use 100 to {MAX_RESAMPLES}")
 
 
+_BASE_RUN = typer.Argument(..., help="The reference run (or a directory of runs).")
+_NEW_RUN = typer.Argument(..., help="The run to judge against it (or a directory).")
+_THRESHOLD = typer.Option(
+    5.0,
+    "--threshold",
+    metavar="PCT",
+    help="The change of a median, in percent, that fails the gate (default 5).",
+)
+_NOISE_FLOOR = typer.Option(
+    1.0,
+    "--noise-floor",
+    metavar="PCT",
+    help="Significant changes below PCT percent are reported as no change (label only).",
+)
+_RUN_NOISE = typer.Option(
+    10.0,
+    "--run-noise",
+    metavar="PCT",
+    help="How far two single-process runs of the same code may differ on this machine, in "
+    "percent: added to the interval when both runs have one process (default 10).",
+)
+_RESAMPLES = typer.Option(2000, "--resamples", help="Bootstrap resamples (100 to 10^6).")
+_SEED = typer.Option(0, "--seed", help="Seed of the bootstrap.")
+_ALLOW_ENV_CHANGE = typer.Option(
+    False,
+    "--allow-env-change",
+    help="Compare runs measured on different machines or library versions (named anyway).",
+)
+_FMT = typer.Option("text", "--format", "-f", help="text, md or json.")
+
+
 def compare(
-    base_run: Path = typer.Argument(..., help="The reference run (or a directory of runs)."),
-    new_run: Path = typer.Argument(..., help="The run to judge against it (or a directory)."),
-    threshold: float = typer.Option(
-        5.0,
-        "--threshold",
-        metavar="PCT",
-        help="The change of a median, in percent, that fails the gate (default 5).",
-    ),
-    noise_floor: float = typer.Option(
-        1.0,
-        "--noise-floor",
-        metavar="PCT",
-        help="Significant changes below PCT percent are reported as no change (label only).",
-    ),
-    run_noise: float = typer.Option(
-        10.0,
-        "--run-noise",
-        metavar="PCT",
-        help="How far two single-process runs of the same code may differ on this machine, in "
-        "percent: added to the interval when both runs have one process (default 10).",
-    ),
-    resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples (100 to 10^6)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
-    allow_env_change: bool = typer.Option(
-        False,
-        "--allow-env-change",
-        help="Compare runs measured on different machines or library versions (named anyway).",
-    ),
-    fmt: str = typer.Option("text", "--format", "-f", help="text, md or json."),
+    base_run: Path = _BASE_RUN,
+    new_run: Path = _NEW_RUN,
+    threshold: float = _THRESHOLD,
+    noise_floor: float = _NOISE_FLOOR,
+    run_noise: float = _RUN_NOISE,
+    resamples: int = _RESAMPLES,
+    seed: int = _SEED,
+    allow_env_change: bool = _ALLOW_ENV_CHANGE,
+    fmt: str = _FMT,
 ) -> None:
     """Compare two runs: the change of each combination's median with a 95% interval.
 
@@ -221,16 +241,12 @@ def compare(
     environments without --allow-env-change; 3 nothing comparable, a combination ok in the base
     run and missing, failed or skipped in the new one, or one inconclusive.
     """
-    import json
-
-    from infercmp import report as rep
-
     _check_compare_options(threshold, noise_floor, run_noise, resamples, seed)
     if fmt not in ("text", "md", "json"):
         raise InfercmpError(f"--format '{fmt}' is not one of text, md, json")
-    base = rep.open_run(_resolve(base_run))
-    new = rep.open_run(_resolve(new_run))
-    result = rep.compare_runs(
+    base = open_run(_resolve(base_run))
+    new = open_run(_resolve(new_run))
+    result = compare_runs(
         base,
         new,
         threshold / 100,
@@ -246,6 +262,11 @@ def compare(
             + "): the change would be theirs as much as yours; compare them anyway with "
             "--allow-env-change"
         )
+    _show_compare(result, fmt)
+    raise typer.Exit(result.exit_code)
+
+
+def _show_compare(result: CompareReport, fmt: str) -> None:
     if fmt == "json":
         write_stdout(json.dumps(result.to_dict(), indent=2) + "\n")
     elif fmt == "md":
@@ -253,16 +274,13 @@ def compare(
     else:
         _print_compare(result)
         write_stdout("")
-    raise typer.Exit(result.exit_code)
 
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:+.1f}%"
 
 
-def _compare_cells(c) -> list[str]:
-    from infercmp.report.summary import fmt_ms
-
+def _compare_cells(c: Comparison) -> list[str]:
     ci = "" if c.ci_low is None else f" ({_pct(c.ci_low)} … {_pct(c.ci_high)})"
     return [
         f"{c.engine} {c.device} {c.precision} {c.shape}",
@@ -276,7 +294,7 @@ def _compare_cells(c) -> list[str]:
     ]
 
 
-def _parity_cell(c) -> str:
+def _parity_cell(c: Comparison) -> str:
     """Parity of both sides, base → new ("ok", "FAIL", or n/a where none was checked)."""
     base, new = c.base_parity or "n/a", c.new_parity or "n/a"
     return base if base == new else f"{base} → {new}"
@@ -294,7 +312,7 @@ _HEADERS = [
 ]
 
 
-def _findings(result) -> list[str]:
+def _findings(result: CompareReport) -> list[str]:
     """What the table does not show, as plain lines: the same in text and Markdown."""
     lines = [f"environment changed (allowed): {change}" for change in result.environment_changes]
     for side, status in (("base", result.base_status), ("new", result.new_status)):
@@ -315,7 +333,7 @@ def _findings(result) -> list[str]:
     return lines
 
 
-def _failure(c, threshold: float) -> str:
+def _failure(c: Comparison, threshold: float) -> str:
     """Why one row fails the gate, in its own terms (speed, outputs or load)."""
     if c.verdict == "parity regression":
         return f"outputs went wrong: {c.label} (parity {_parity_cell(c)})"
@@ -324,7 +342,7 @@ def _failure(c, threshold: float) -> str:
     return f"regression above {threshold * 100:g}%: {c.label} ({_pct(c.change)})"
 
 
-def _verdict(result) -> str:
+def _verdict(result: CompareReport) -> str:
     if result.failing:
         return "FAIL (exit 1): " + "; ".join(_failure(c, result.threshold) for c in result.failing)
     if result.problems:
@@ -335,10 +353,7 @@ def _verdict(result) -> str:
     )
 
 
-def _print_compare(result) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
+def _print_compare(result: CompareReport) -> None:
     table = Table(title=f"{result.base} → {result.new}", title_justify="left")
     table.add_column("configuration")
     table.add_column("base p50 ms", justify="right", no_wrap=True)
@@ -371,9 +386,7 @@ def _print_compare(result) -> None:
     console.print(f"[{style}]{escape(_verdict(result))}[/]", soft_wrap=True)
 
 
-def _compare_markdown(result) -> str:
-    from infercmp.report.summary import _md_cell
-
+def _compare_markdown(result: CompareReport) -> str:
     lines = [
         f"### infercmp compare: `{_md_cell(result.base)}` → `{_md_cell(result.new)}`",
         "",

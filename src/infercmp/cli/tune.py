@@ -5,19 +5,51 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
 
-from infercmp.cli import options as shared
-from infercmp.cli.bench import _power_limit, _preparation_guard, check_run_flags
-from infercmp.cli.options import console, err_console, state
+from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
+from infercmp.cli.options import (
+    cache_dir_option,
+    check_run_flags,
+    console,
+    device_resident_option,
+    err_console,
+    exporter_option,
+    out_option,
+    sample_hz_option,
+    state,
+)
+from infercmp.core.contract import Load
 from infercmp.core.errors import InfercmpError, RunFailed
+from infercmp.engines.descriptor import EngineDescriptor, Machine
+from infercmp.engines.registry import engine_entries, get_descriptor
+from infercmp.platform.environment import power_limit_w
+from infercmp.run.environment import collect_environment
+from infercmp.run.finish import finish_complete, finish_interrupted
+from infercmp.run.session import (
+    choose_samplers,
+    mark_failed,
+    opened,
+    preparation_guard,
+    write_failure,
+)
+from infercmp.run.signals import Interrupted, stop_on_signals
+from infercmp.store.run_store import RunStore
+from infercmp.tune import search as tune_search
+from infercmp.workload.batching import check_batches
+from infercmp.workload.plugins import ModelPlugin, get_plugin
+from infercmp.workload.shapes import Experiment, default_experiment, parse_shape
 
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$", re.IGNORECASE)
+_BUDGET_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600}
 MIN_BUDGET_S = 10.0
 MAX_BUDGET_S = 7 * 86400.0  # a week
@@ -25,7 +57,7 @@ MAX_BUDGET_S = 7 * 86400.0  # a week
 
 def parse_budget(text: str) -> float:
     """`90s`, `10m`, `1.5h` or plain seconds; one clear error otherwise."""
-    match = _BUDGET.match(text)
+    match = _BUDGET_TEXT.match(text)
     if not match:
         raise InfercmpError(f"--budget '{text[:40]}': give a duration like 90s, 10m or 1h")
     seconds = float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
@@ -41,10 +73,8 @@ def parse_budget(text: str) -> float:
     return seconds
 
 
-def _engines(names: list[str], device: str) -> tuple[dict, list[str]]:
+def _engines(names: list[str], device: str) -> tuple[dict[str, EngineDescriptor], list[str]]:
     """The descriptors to tune: the named ones, or every installed engine for `device`."""
-    from infercmp.engines import engine_entries, get_descriptor
-
     notes: list[str] = []
     if names:
         for name in names:
@@ -64,76 +94,78 @@ def _engines(names: list[str], device: str) -> tuple[dict, list[str]]:
         return found, notes
     found = {}
     for name, entry in engine_entries().items():
-        descriptor = entry.load()
-        if descriptor is None:
+        loaded = entry.load()
+        if loaded is None:
             notes.append(f"engine '{name}' ({entry.package}) is unavailable: {entry.error}")
-        elif device in descriptor.devices:
-            if missing := descriptor.availability():
+        elif device in loaded.devices:
+            if missing := loaded.availability():
                 notes.append(missing)
             else:
-                found[name] = descriptor
+                found[name] = loaded
     if not found:
         raise InfercmpError(f"no installed engine runs on {device}; see 'infercmp engines'")
     return found, notes
 
 
+_MODEL = typer.Argument(..., help="A model name from 'infercmp models'.")
+_SHAPE = typer.Option(
+    None, "--shape", "-s", help="Example input shape: 224,224,3 (default: the config's)."
+)
+_ENGINE = typer.Option(
+    [], "--engine", "-e", help="Engines to tune, by name. Default: every installed one."
+)
+_DEVICE = typer.Option(
+    None, "--device", "-d", help="cpu or cuda. Default: cuda when a GPU is visible."
+)
+_PRECISION = typer.Option(
+    [],
+    "--precision",
+    "-p",
+    help="Precisions to try. Default: those each engine declares for the device.",
+)
+_BUDGET = typer.Option(
+    "10m", "--budget", help="Wall time for the whole search, export included: 90s, 10m, 1h."
+)
+_OBJECTIVE = typer.Option(
+    "latency", "--objective", help="latency (median ms) or throughput (items/s)."
+)
+_BATCH = typer.Option(
+    None,
+    "--batch",
+    help="Items per inference, as bench's --batch N: the example stacked along the "
+    "config's batch_size axis. Default: the example as it is.",
+)
+_REPEAT = typer.Option(
+    3,
+    "--repeat",
+    help="Worker processes per finalist (fewer when the budget is short).",
+)
+_TIMEOUT = typer.Option(
+    300.0,
+    "--timeout",
+    help="Seconds one worker may take; expensive candidates add their declared cost.",
+)
+
+
 def tune(
-    model: str = typer.Argument(..., help="A model name from 'infercmp models'."),
-    shape: str | None = typer.Option(
-        None, "--shape", "-s", help="Example input shape: 224,224,3 (default: the config's)."
-    ),
-    engine: list[str] = typer.Option(
-        [], "--engine", "-e", help="Engines to tune, by name. Default: every installed one."
-    ),
-    device: str | None = typer.Option(
-        None, "--device", "-d", help="cpu or cuda. Default: cuda when a GPU is visible."
-    ),
-    precision: list[str] = typer.Option(
-        [],
-        "--precision",
-        "-p",
-        help="Precisions to try. Default: those each engine declares for the device.",
-    ),
-    budget: str = typer.Option(
-        "10m", "--budget", help="Wall time for the whole search, export included: 90s, 10m, 1h."
-    ),
-    objective: str = typer.Option(
-        "latency", "--objective", help="latency (median ms) or throughput (items/s)."
-    ),
-    batch: int | None = typer.Option(
-        None,
-        "--batch",
-        help="Items per inference, as bench's --batch N: the example stacked along the "
-        "config's batch_size axis. Default: the example as it is.",
-    ),
-    repeat: int = typer.Option(
-        3,
-        "--repeat",
-        help="Worker processes per finalist (fewer when the budget is short).",
-    ),
-    timeout: float = typer.Option(
-        300.0,
-        "--timeout",
-        help="Seconds one worker may take; expensive candidates add their declared cost.",
-    ),
-    device_resident: bool = shared.device_resident_option(),
-    sample_hz: float = shared.sample_hz_option(),
-    out: Path = shared.out_option(),
-    cache_dir: str | None = shared.cache_dir_option(),
-    exporter: str = shared.exporter_option(),
+    model: str = _MODEL,
+    shape: str | None = _SHAPE,
+    engine: list[str] = _ENGINE,
+    device: str | None = _DEVICE,
+    precision: list[str] = _PRECISION,
+    budget: str = _BUDGET,
+    objective: str = _OBJECTIVE,
+    batch: int | None = _BATCH,
+    repeat: int = _REPEAT,
+    timeout: float = _TIMEOUT,
+    device_resident: bool = device_resident_option(),
+    sample_hz: float = sample_hz_option(),
+    out: Path = out_option(),
+    cache_dir: str | None = cache_dir_option(),
+    exporter: str = exporter_option(),
 ) -> None:
     """Find each engine's fastest configuration that passes parity, within a time budget."""
-    import time
-
     started = time.monotonic()
-    from infercmp.core.contract import Load
-    from infercmp.engines.descriptor import Machine
-    from infercmp.run.finish import finish_interrupted, os_error_text, write_failed
-    from infercmp.run.signals import Interrupted, stop_on_signals
-    from infercmp.tune.search import search as tune_mod
-    from infercmp.workload.plugins import get_plugin
-    from infercmp.workload.shapes import default_experiment, parse_shape
-
     budget_s = parse_budget(budget)
     if objective not in ("latency", "throughput"):
         raise InfercmpError(f"--objective '{objective}': choose latency or throughput")
@@ -141,126 +173,40 @@ def tune(
         raise InfercmpError(f"--batch must be a positive integer, got {batch}")
     check_run_flags(repeat, sample_hz, exporter, timeout)
     machine = Machine.current()
-    if device is None:
-        device = "cuda" if machine.cuda_devices else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise InfercmpError(f"unknown device '{device}'; choose from cpu, cuda")
-    if device == "cuda" and not machine.cuda_devices:
-        raise InfercmpError("--device cuda: no CUDA device is visible (NVML found no NVIDIA GPU)")
-    for p in precision:
-        if p not in ("fp32", "fp16", "bf16"):
-            raise InfercmpError(f"unknown precision '{p}'; choose from fp32, fp16, bf16")
-
-    with _preparation_guard():
-        plugin = get_plugin(model)
-        experiment = parse_shape(shape, plugin.config) if shape else None
-        experiment = experiment or default_experiment(plugin.config)
-        if batch is not None:  # outside the config's declared range: the user's mistake
-            from infercmp.workload.batching import check_batches
-
-            check_batches([batch], plugin.config)
-        load = Load(batch=batch)
-        descriptors, notes = _engines(engine, device)
-        for note in notes:
-            err_console.print(f"[yellow]note:[/] {escape(note)}")
-
-        from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
-        from infercmp.platform.environment import collect_environment
-        from infercmp.sampler import default_samplers
-        from infercmp.store.run_store import RunStore
-
-        samplers, left_out = (
-            default_samplers(gpu=device == "cuda")
-            if sample_hz > 0
-            else ([], ["sampler off (--sample-hz 0): no memory figures for the Pareto front"])
-        )
-        for message in left_out:
-            err_console.print(f"[yellow]note:[/] {escape(message)}")
-        cache = ArtifactCache(resolve_cache_dir(cache_dir))
-        # torch.compile's kernels and autotuning choices outlive the worker: a later process
-        # (the final round, the next tune) loads them instead of compiling again.
-        os.environ.setdefault(
-            "TORCHINDUCTOR_CACHE_DIR", str((cache.root / "torchinductor").resolve())
-        )
-        environment = collect_environment()
-
-    request = tune_mod.TuneRequest(
-        model=plugin.name,
-        device=device,
-        shape=experiment.label,
-        shape_arg=shape,
-        descriptors=descriptors,
-        machine=machine,
-        budget_s=budget_s,
+    device = _device(device, machine, precision)
+    with preparation_guard():
+        setup = _prepare(model, shape, batch, engine, device, sample_hz, cache_dir)
+    request = tune_search.TuneRequest(
+        model=setup.plugin.name, device=device, shape=setup.experiment.label, shape_arg=shape,
+        descriptors=setup.descriptors, machine=machine, budget_s=budget_s,
         objective=objective,  # type: ignore[arg-type]
-        precisions=list(dict.fromkeys(precision)) or None,
-        repeat=repeat,
-        device_resident=device_resident,
-        candidate_timeout_s=timeout,
-        batch=batch,
-    )
-    meta = {
-        "argv": sys.argv,
-        "model_config": plugin.config.model_dump(),
-        "settings": {
-            "experiments": [experiment.label],
-            **({"loads": [load.model_dump()]} if not load.is_default else {}),  # as bench's
-            "measurement": tune_mod.FINAL.model_dump(mode="json"),
-            "repeat": repeat,
-            "sample_hz": sample_hz,
-            "tune": {"budget_s": budget_s, "objective": objective, "device": device},
-        },
-        "environment": environment,
-    }
+        precisions=list(dict.fromkeys(precision)) or None, repeat=repeat,
+        device_resident=device_resident, candidate_timeout_s=timeout, batch=batch,
+    )  # fmt: skip
+    settings = {"budget_s": budget_s, "objective": objective, "device": device}
+    meta = _run_meta(setup, repeat, sample_hz, settings)
     with stop_on_signals():
-        try:
-            store = RunStore.create(out, plugin.name, meta)
-        except Interrupted as exc:
-            raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
+        store = opened(lambda: RunStore.create(out, setup.plugin.name, meta))
         console.print(f"run directory: {store.path}", soft_wrap=True, markup=False)
-        measurer = tune_mod.WorkerMeasurer(
-            plugin=plugin,
-            experiment=experiment,
-            cache=cache,
-            store=store,
-            machine=machine,
-            samplers=samplers,
-            sample_hz=sample_hz,
-            exporter=exporter,
-            device_resident=device_resident,
-            power_limit_w=_power_limit(environment),
-            prepare_timeout_s=budget_s,
+        measurer = tune_search.WorkerMeasurer(
+            plugin=setup.plugin, experiment=setup.experiment, cache=setup.cache, store=store,
+            machine=machine, samplers=setup.samplers, sample_hz=sample_hz, exporter=exporter,
+            device_resident=device_resident, power_limit_w=power_limit_w(setup.environment),
+            prepare_timeout_s=budget_s, load=setup.load,
             progress=_once(lambda line: console.print(f"  preparing: {escape(line)}")),
-            load=load,
-        )
-        search = tune_mod.Search(
+        )  # fmt: skip
+        search = tune_search.Search(
             request,
             measurer,
-            save=lambda board: tune_mod.write_leaderboard(store.path, board),
+            save=lambda board: tune_search.write_leaderboard(store.path, board),
             progress=lambda line: console.print(escape(line), soft_wrap=True, highlight=False),
             started=started,
         )
-        try:
-            with _activity(search):
-                board = search.run()
-        except Interrupted as exc:
-            board = search.board
-            finish_interrupted(store, exc.signame)
-        except OSError as exc:  # a full disk, a read-only or vanished directory: one line
-            _fail(store, search.board, f"cannot write: {os_error_text(exc)}")
-            raise write_failed(store, exc) from exc
-        except BaseException as exc:
-            _fail(store, search.board, f"{type(exc).__name__}: {exc}")
-            raise
-        else:
-            try:
-                store.finish("complete", board.detail)  # all it measured is stored
-            except OSError as exc:
-                raise write_failed(store, exc) from exc
+        board = _run_search(search, store)
     print_leaderboard(board, store.path)
     if board.status == "interrupted":
         raise RunFailed(
-            f"tune interrupted; the leaderboard so far is in {store.path / tune_mod.TUNE_FILE}"
+            f"tune interrupted; the leaderboard so far is in {store.path / tune_search.TUNE_FILE}"
         )
     if board.status == "failed":
         raise RunFailed(f"tune found nothing: {board.detail}; see {store.path}")
@@ -268,8 +214,107 @@ def tune(
         err_console.print(f"tune took {time.monotonic() - started:.1f} s of {budget_s:g} s")
 
 
+def _device(device: str | None, machine: Machine, precisions: list[str]) -> str:
+    """The device to tune on (cuda when a GPU is visible), checked with the precisions."""
+    if device is None:
+        device = "cuda" if machine.cuda_devices else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise InfercmpError(f"unknown device '{device}'; choose from cpu, cuda")
+    if device == "cuda" and not machine.cuda_devices:
+        raise InfercmpError("--device cuda: no CUDA device is visible (NVML found no NVIDIA GPU)")
+    for p in precisions:
+        if p not in ("fp32", "fp16", "bf16"):
+            raise InfercmpError(f"unknown precision '{p}'; choose from fp32, fp16, bf16")
+    return device
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What a tune measures with, prepared before its run directory exists."""
+
+    plugin: ModelPlugin
+    experiment: Experiment
+    load: Load
+    descriptors: dict[str, EngineDescriptor]
+    samplers: list[Any]
+    cache: Any
+    environment: dict[str, Any]
+
+
+def _prepare(
+    model: str,
+    shape: str | None,
+    batch: int | None,
+    engine: list[str],
+    device: str,
+    sample_hz: float,
+    cache_dir: str | None,
+) -> _Setup:
+    plugin = get_plugin(model)
+    experiment = parse_shape(shape, plugin.config) if shape else None
+    experiment = experiment or default_experiment(plugin.config)
+    if batch is not None:  # outside the config's declared range: the user's mistake
+        check_batches([batch], plugin.config)
+    descriptors, notes = _engines(engine, device)
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}")
+    samplers, left_out = choose_samplers(
+        sample_hz,
+        gpu=device == "cuda",
+        off_note="sampler off (--sample-hz 0): no memory figures for the Pareto front",
+    )
+    for message in left_out:
+        err_console.print(f"[yellow]note:[/] {escape(message)}")
+    cache = ArtifactCache(resolve_cache_dir(cache_dir))
+    # torch.compile's kernels and autotuning choices outlive the worker: a later process
+    # (the final round, the next tune) loads them instead of compiling again.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((cache.root / "torchinductor").resolve()))
+    return _Setup(
+        plugin, experiment, Load(batch=batch), descriptors, samplers, cache, collect_environment()
+    )
+
+
+def _run_meta(setup: _Setup, repeat: int, sample_hz: float, tune: dict[str, Any]) -> dict[str, Any]:
+    """run.json's content at the tune's start (its settings as bench's, with "tune")."""
+    load = setup.load
+    return {
+        "argv": sys.argv,
+        "model_config": setup.plugin.config.model_dump(),
+        "settings": {
+            "experiments": [setup.experiment.label],
+            **({"loads": [load.model_dump()]} if not load.is_default else {}),  # as bench's
+            "measurement": tune_search.FINAL.model_dump(mode="json"),
+            "repeat": repeat,
+            "sample_hz": sample_hz,
+            "tune": tune,
+        },
+        "environment": setup.environment,
+    }
+
+
+def _run_search(search: Any, store: RunStore) -> Any:
+    """The search's leaderboard; the run is marked as the search ended (a signal: interrupted,
+    the leaderboard so far kept)."""
+    try:
+        with _activity(search):
+            board = search.run()
+    except Interrupted as exc:
+        board = search.board
+        finish_interrupted(store, exc.signame)
+    except OSError as exc:  # a full disk, a read-only or vanished directory: one line
+        detail, error = write_failure(store, exc)
+        _fail(store, search.board, detail)
+        raise error from exc
+    except BaseException as exc:
+        _fail(store, search.board, f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        finish_complete(store, board.detail)  # all it measured is stored
+    return board
+
+
 @contextlib.contextmanager
-def _activity(search) -> Iterator[None]:
+def _activity(search: Any) -> Iterator[None]:
     """On a terminal, the candidate being measured on a transient status line; in a pipe or a
     log, only the search's one line per round."""
     if not console.is_terminal:
@@ -280,18 +325,15 @@ def _activity(search) -> Iterator[None]:
         yield
 
 
-def _fail(store, board, detail: str) -> None:
+def _fail(store: RunStore, board: Any, detail: str) -> None:
     """Mark the search and the run failed, as far as the disk still takes writes."""
-    from infercmp.run.finish import finish
-    from infercmp.tune.search import search as tune_mod
-
     board.status, board.detail = "failed", detail
     with contextlib.suppress(OSError):
-        tune_mod.write_leaderboard(store.path, board)
-    finish(store, "failed", detail)
+        tune_search.write_leaderboard(store.path, board)
+    mark_failed(store, detail)
 
 
-def _once(show):
+def _once(show: Callable[[str], None]) -> Callable[[str], None]:
     """`show` each line the first time only: every round prepares through the cache again."""
     seen: set[str] = set()
 
@@ -303,11 +345,9 @@ def _once(show):
     return once
 
 
-def print_leaderboard(board, run_dir: Path) -> None:
+def print_leaderboard(board: Any, run_dir: Path) -> None:
     """The winners, how to reproduce them, and where the whole leaderboard is: every
     configuration's figures, and why each dropped one was dropped, are in the report."""
-    import shlex
-
     measured = [e for e in board.entries if e.round is not None]
     counts = [
         (len(measured), "measured"),

@@ -15,12 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infercmp.core.errors import InfercmpError
 from infercmp.core.parity import Parity
-from infercmp.worker.timing import CI_MIN_SAMPLES
+from infercmp.core.stats import CI_MIN_SAMPLES
+from infercmp.core.types import Device, Precision, WorkerStatus
 
 SCHEMA_VERSION = 2
 DEFAULT_WARMUP_ITERS = 10  # when neither warm-up bound is given
 
-Status = Literal["ok", "failed", "oom", "unsupported"]
+
 Phase = Literal["spec", "load", "prepare", "warmup", "measure", "parity", "write"]
 StopReason = Literal["iterations", "duration", "ci_target", "max_seconds"]
 Scenario = Literal["single-stream", "offline", "server"]
@@ -177,8 +178,8 @@ class WorkerSpec(_Model):
 
     model: str
     engine: str
-    device: Literal["cpu", "cuda"]
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    device: Device
+    precision: Precision = "fp32"
     artifact: Path | None = None  # ONNX file or plan; None for engines that take the module
     reference: Path  # npz with input_0.. and output_0..
     input_names: list[str]
@@ -234,7 +235,7 @@ class WorkerResult(_Model):
     """What result.json holds; bench reads it back with `model_validate_json`."""
 
     schema_version: int = SCHEMA_VERSION
-    status: Status
+    status: WorkerStatus
     phase: Phase | None = None  # where it failed; None when ok
     error: str | None = None  # one line
     traceback: str | None = None

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from infercmp.core.errors import InfercmpError
+
 if TYPE_CHECKING:
     from importlib import metadata
 
@@ -86,8 +88,6 @@ def load_named(entries: dict[str, Any], name: str, what: str) -> Any:
     """The loaded object registered as `name` among `entries` (anything with `load()`,
     `package` and `error`), or one clear error: unknown (with suggestions and the installed
     names) or unavailable (with the package and the reason)."""
-    from infercmp.core.errors import InfercmpError
-
     entry = entries.get(name)
     if entry is None:
         close = suggestions(name, entries)

@@ -10,9 +10,16 @@ md/csv/json) is the largest absolute error over the outputs, shown with the tole
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from infercmp.core.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
 
 # Relative tolerances against the PyTorch fp32 CPU reference: fp16 keeps ~3 decimal digits
 # and bf16 ~2, and errors grow through the layers. fp32 on CUDA gets 1e-3 because both

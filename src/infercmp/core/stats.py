@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+from infercmp.core.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
 
 Z95 = 1.959963984540054
+# Fewer samples than this give no confidence interval of the median at all.
+CI_MIN_SAMPLES = 8
 
 
 def median_ci_ranks(n: int, z: float = Z95) -> tuple[int, int]:
@@ -31,7 +39,7 @@ def median_ci(values: np.ndarray) -> tuple[float, float]:
 
 def relative_ci_half_width(values: np.ndarray) -> float:
     """Half the width of the median's 95% CI, relative to the median (inf when too few)."""
-    if len(values) < 8:
+    if len(values) < CI_MIN_SAMPLES:
         return math.inf
     lo, hi = median_ci(values)
     median = float(np.median(values))

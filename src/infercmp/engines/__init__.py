@@ -1,4 +1,4 @@
-"""The Engine protocol every inference runtime implements, and the registry of engines.
+"""The Engine protocol every inference runtime implements, and the `EngineSpec` it loads.
 
 A worker drives an engine through one lifecycle:
 
@@ -14,7 +14,8 @@ A worker drives an engine through one lifecycle:
 The three phases are separate so the worker can time them with CUDA events on `stream`; the
 headline latency covers all three ("host array in to host array out"), the device-resident
 mode times `compute()` alone. On CPU `copy_in`/`copy_out` may be no-ops or conversions.
-An engine never imports another engine's runtime; the registry below imports lazily.
+An engine never imports another engine's runtime; the registry (`infercmp.engines.registry`)
+finds engines through entry points and imports each runtime only when asked.
 """
 
 from __future__ import annotations
@@ -22,18 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from infercmp.core.types import Device, Precision
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from infercmp.core.entrypoints import Registered
-    from infercmp.engines.descriptor import EngineDescriptor
-
-Device = Literal["cpu", "cuda"]
-Precision = Literal["fp32", "fp16", "bf16"]
-
-ENTRY_POINT_GROUP = "infercmp.engines"
 
 
 @dataclass(frozen=True)
@@ -82,52 +77,3 @@ class Engine(Protocol):
     def hot_path(self) -> tuple[Any, Any, Any, Any]:
         """The bound copy_in, compute, copy_out and synchronize the timed loops call."""
         ...
-
-
-def _check_descriptor(obj: Any, entry: Registered) -> EngineDescriptor:
-    from infercmp.engines.descriptor import EngineDescriptor
-
-    descriptor = obj() if isinstance(obj, type) else obj
-    if not isinstance(descriptor, EngineDescriptor):
-        raise TypeError(f"{entry.target} is not an infercmp.engines.descriptor.EngineDescriptor")
-    if getattr(descriptor, "name", None) != entry.name:
-        raise TypeError(
-            f"{entry.target} has name {getattr(descriptor, 'name', None)!r} but is registered "
-            f"as {entry.name!r}"
-        )
-    descriptor.check_declaration()
-    return descriptor
-
-
-def engine_entries() -> dict[str, Registered]:
-    """Every engine registered in the environment, by name; nothing is imported yet."""
-    from infercmp.core.entrypoints import discover
-
-    return discover(ENTRY_POINT_GROUP, "engine", _check_descriptor)
-
-
-def engine_names() -> list[str]:
-    """Registered engine names, without importing any engine (for help texts)."""
-    return list(engine_entries())
-
-
-def get_descriptor(name: str) -> EngineDescriptor:
-    """The descriptor registered as `name`, or one clear error with the closest names."""
-    from infercmp.core.entrypoints import load_named
-
-    return load_named(engine_entries(), name, "engine")
-
-
-def engine_class(name: str) -> type[Engine]:
-    """Import and return the runtime class of the engine registered as `name`."""
-    return get_descriptor(name).load_runtime()
-
-
-def reference_engine() -> str | None:
-    """The engine that runs the model's own PyTorch module: what parity and speed-ups are
-    measured against (None when no such engine is installed)."""
-    for name, entry in engine_entries().items():
-        descriptor = entry.load()
-        if descriptor is not None and descriptor.artifact == "module":
-            return name
-    return None

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from infercmp.core.errors import InfercmpError
+from infercmp.core.lazy import lazy_import
 from infercmp.engines import EngineSpec
 from infercmp.engines.descriptor import EngineDescriptor, EngineOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
 
 
 class EngineError(InfercmpError):

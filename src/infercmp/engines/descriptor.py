@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import itertools
 import math
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from infercmp.core.errors import InfercmpError
+from infercmp.core.types import DEVICES, PRECISIONS
+from infercmp.platform import gpus
 
 if TYPE_CHECKING:
     from infercmp.engines import Engine
@@ -34,9 +37,6 @@ if TYPE_CHECKING:
 #: Where an engine's artifact starts: the plugin's PyTorch module, or infercmp's ONNX export.
 #: An engine that runs its own form (a TensorRT plan, an fp16 ONNX) makes it in `convert`.
 ArtifactSource = Literal["module", "onnx"]
-
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 
 class EngineOptions(BaseModel):
@@ -52,7 +52,8 @@ class EngineOptions(BaseModel):
     def option_devices(cls, name: str) -> tuple[str, ...]:
         extra = cls.model_fields[name].json_schema_extra
         devices = extra.get("devices") if isinstance(extra, dict) else None
-        return tuple(devices) if devices else DEVICES
+        # a list (or a tuple, in Python) of device names; pydantic types it as any JSON value
+        return tuple(typing.cast("list[str]", devices)) if devices else DEVICES
 
     @classmethod
     def applies_to(cls, name: str, device: str) -> bool:
@@ -68,9 +69,7 @@ class Machine:
 
     @classmethod
     def current(cls) -> Machine:
-        from infercmp.platform import gpus as devices
-
-        return cls(cuda_devices=devices.cuda_device_count(), cpu_flags=_cpu_flags())
+        return cls(cuda_devices=gpus.cuda_device_count(), cpu_flags=_cpu_flags())
 
 
 @functools.lru_cache(maxsize=1)
@@ -442,8 +441,6 @@ def module_present(name: str) -> bool:
 
 def _type_text(annotation: Any) -> str:
     """`bool`, `int | none`, `latency | throughput | none`: what a user may type."""
-    import typing
-
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is Literal:
         return " | ".join(str(a) for a in args)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from infercmp.core.lazy import lazy_import
 from infercmp.workload.plugins import ModelPlugin
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
 
 
 class TinyCNN(ModelPlugin):

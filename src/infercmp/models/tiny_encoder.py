@@ -6,10 +6,15 @@ It is the case where the TorchScript exporter bakes the sequence length into the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from infercmp.core.lazy import lazy_import
 from infercmp.workload.plugins import ModelPlugin
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
 
 VOCAB = 100
 

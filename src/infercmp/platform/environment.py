@@ -1,4 +1,8 @@
-"""Machine metadata for run.json: Python, CPU, RAM, library versions and GPUs, read cheaply."""
+"""Facts about this host for run.json: Python, platform, CPU, RAM, GPUs, read cheaply.
+
+The versions of the libraries, which ask the engines and plugins, are added by
+`infercmp.run.environment.collect_environment`, the record's one assembler.
+"""
 
 from __future__ import annotations
 
@@ -6,62 +10,22 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from infercmp import engines
-from infercmp.workload import plugins
+from infercmp.core.lazy import lazy_import
+from infercmp.platform import gpus
 
-# Distributions whose versions a run records besides the engines' own (each engine descriptor
-# names its runtime's, `EngineDescriptor.distributions`); read from package metadata, never
-# imported (importing torch alone takes seconds). torch is here as the exporter's too.
-LIBRARIES = (
-    "infercmp",
-    "torch",
-    "torchvision",
-    "onnx",
-    "onnxscript",
-    "numpy",
-    "polars",
-    "plotly",
-    "cuda-python",
-    "cuda-bindings",
-    "nvidia-ml-py",
-    "psutil",
-    "pydantic",
-)
+if TYPE_CHECKING:
+    import psutil
+else:
+    psutil = lazy_import("psutil")
 
 
-def _library_versions() -> dict[str, str | None]:
-    # Every library is listed, null when absent: `compare` then tells a library removed from
-    # one that a run did not record at all (an older infercmp's run).
-    versions: dict[str, str | None] = {name: _version(name) for name in LIBRARIES}
-    try:
-        versions.update(_plugin_versions())
-    except Exception:  # unreadable entry points: the other libraries still count
-        pass
-    return versions
-
-
-def _plugin_versions() -> dict[str, str | None]:
-    """Every installed engine's runtime distributions (null when absent), and the package of
-    every engine and model plugin: a run measured with another OpenVINO or another release of a
-    plugin package is another environment for `compare`. Never raises."""
-    versions: dict[str, str | None] = {}
-    engine_entries = engines.engine_entries().values()
-    for entry in [*engine_entries, *plugins.discover().values()]:
-        if (version := _version(entry.package)) is not None:
-            versions[entry.package] = version
-    for entry in engine_entries:
-        descriptor = entry.load()  # None for a broken engine: its package is recorded above
-        try:
-            versions.update(descriptor.runtime_versions() if descriptor else {})
-        except Exception:  # a third-party descriptor may raise anything; its package counts
-            pass
-    return versions
-
-
-def _version(dist: str) -> str | None:
+def distribution_version(dist: str) -> str | None:
+    """The installed version of distribution `dist`, read from its metadata (never imported);
+    None when it is not installed or its METADATA is broken. Never raises."""
     try:
         return metadata.version(dist)
     except Exception:  # not installed, or a broken METADATA file: never stop a run
@@ -91,8 +55,6 @@ def _cpu_and_memory() -> dict[str, Any]:
         "ram_total_bytes": None,
     }
     try:
-        import psutil
-
         info["cpu_logical_cores"] = psutil.cpu_count(logical=True)
         info["cpu_physical_cores"] = psutil.cpu_count(logical=False)
         info["ram_total_bytes"] = psutil.virtual_memory().total
@@ -106,104 +68,33 @@ def _cpu_and_memory() -> dict[str, Any]:
     return info
 
 
-def _decode(value: Any) -> Any:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _nvml_gpus() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    summary: dict[str, Any] = {
-        "available": False,
-        "reason": None,
-        "driver_version": None,
-        "cuda_driver_version": None,
+def _python() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "python_executable": sys.executable,
     }
-    try:
-        import pynvml
-    except ImportError:
-        summary["reason"] = "nvidia-ml-py is not installed"
-        return summary, []
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:
-        summary["reason"] = f"{type(exc).__name__}: {exc}"
-        return summary, []
-    gpus: list[dict[str, Any]] = []
-    try:
-        summary["available"] = True
-
-        def get(call, *args):
-            try:
-                return _decode(call(*args))
-            except Exception:  # NotSupported on this GPU, or an older driver
-                return None
-
-        summary["driver_version"] = get(pynvml.nvmlSystemGetDriverVersion)
-        cuda = get(pynvml.nvmlSystemGetCudaDriverVersion_v2) or get(
-            pynvml.nvmlSystemGetCudaDriverVersion
-        )
-        if isinstance(cuda, int):
-            cuda = f"{cuda // 1000}.{cuda % 1000 // 10}"
-        summary["cuda_driver_version"] = cuda
-        for index in range(get(pynvml.nvmlDeviceGetCount) or 0):
-            handle = get(pynvml.nvmlDeviceGetHandleByIndex, index)
-            if handle is None:
-                continue
-            memory = get(pynvml.nvmlDeviceGetMemoryInfo, handle)
-            capability = get(pynvml.nvmlDeviceGetCudaComputeCapability, handle)
-            power_mw = get(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle) or get(
-                pynvml.nvmlDeviceGetPowerManagementLimit, handle
-            )
-            pci = get(pynvml.nvmlDeviceGetPciInfo, handle)
-            sm, mem = pynvml.NVML_CLOCK_SM, pynvml.NVML_CLOCK_MEM
-            gpus.append(
-                {
-                    "index": index,
-                    "name": get(pynvml.nvmlDeviceGetName, handle),
-                    "driver_version": summary["driver_version"],
-                    "cuda_driver_version": summary["cuda_driver_version"],
-                    "uuid": get(pynvml.nvmlDeviceGetUUID, handle),
-                    "memory_total_bytes": int(memory.total) if memory is not None else None,
-                    "compute_capability": (
-                        f"{capability[0]}.{capability[1]}" if capability is not None else None
-                    ),
-                    "sm_clock_mhz": get(pynvml.nvmlDeviceGetClockInfo, handle, sm),
-                    "sm_clock_max_mhz": get(pynvml.nvmlDeviceGetMaxClockInfo, handle, sm),
-                    "memory_clock_mhz": get(pynvml.nvmlDeviceGetClockInfo, handle, mem),
-                    "memory_clock_max_mhz": get(pynvml.nvmlDeviceGetMaxClockInfo, handle, mem),
-                    "power_limit_w": power_mw / 1000.0 if power_mw is not None else None,
-                    "pci_bus_id": _decode(getattr(pci, "busId", None)) if pci else None,
-                }
-            )
-    except Exception as exc:  # never let metadata collection stop a run
-        summary["reason"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
-    return summary, gpus
 
 
-def collect_environment() -> dict[str, Any]:
-    """Everything run.json records about the machine; fast (no heavy imports) and never raises."""
+def _platform() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "hostname": socket.gethostname(),
+    }
+
+
+def host_environment(libraries: Callable[[], dict[str, str | None]]) -> dict[str, Any]:
+    """run.json's `environment`, with `libraries()` as its `libraries`; fast (no heavy imports)
+    and never raises: a step that fails is named under `errors`."""
     env: dict[str, Any] = {}
-    steps = {
-        "python": lambda: {
-            "python": platform.python_version(),
-            "python_implementation": platform.python_implementation(),
-            "python_executable": sys.executable,
-        },
-        "platform": lambda: {
-            "platform": platform.platform(),
-            "system": platform.system(),
-            "machine": platform.machine(),
-            "hostname": socket.gethostname(),
-        },
+    steps: dict[str, Callable[[], dict[str, Any]]] = {
+        "python": _python,
+        "platform": _platform,
         "cpu": _cpu_and_memory,
-        "libraries": lambda: {"libraries": _library_versions()},
-        "cuda_visible_devices": lambda: {
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")
-        },
+        "libraries": lambda: {"libraries": libraries()},
+        "cuda_visible_devices": lambda: {"cuda_visible_devices": gpus.cuda_visible_devices()},
     }
     errors = []
     for name, step in steps.items():
@@ -212,12 +103,20 @@ def collect_environment() -> dict[str, Any]:
         except Exception as exc:  # pragma: no cover - each step already guards itself
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
     try:
-        env["nvml"], env["gpus"] = _nvml_gpus()
+        env["nvml"], env["gpus"] = gpus.describe_gpus()
     except Exception as exc:  # pragma: no cover
         env["nvml"], env["gpus"] = {"available": False, "reason": str(exc)}, []
     if errors:
         env["errors"] = errors
     return env
+
+
+def power_limit_w(environment: dict[str, Any]) -> float | None:
+    """The enforced power limit (NVML) of the GPU the workers use, for plausibility checks:
+    CUDA device 0 of this process's CUDA_VISIBLE_DEVICES, found in `environment["gpus"]` by
+    NVML index or UUID (not NVML's GPU 0, another card on a host with two kinds of GPU)."""
+    entry = gpus.visible_entry(environment.get("gpus") or [])
+    return entry.get("power_limit_w") if entry is not None else None
 
 
 def node_facts(cuda: bool) -> dict[str, Any]:
@@ -227,28 +126,23 @@ def node_facts(cuda: bool) -> dict[str, Any]:
     that variable per task); that device is matched to NVML by index or UUID. The keys are
     `infercmp.store.run_store.NodeInfo`'s. Never raises.
     """
-    from infercmp.sampler.nvml import visible_gpu
-
     facts: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "cpu_model": _cpu_model(),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda_visible_devices": gpus.cuda_visible_devices(),
     }
     if not cuda:
         return facts
     try:
-        target = visible_gpu(0)
-        _, gpus = _nvml_gpus()
+        _, described = gpus.describe_gpus()
+        gpu = gpus.visible_entry(described)
     except Exception:  # never let metadata collection stop a run
         return facts
-    for gpu in gpus:
-        uuid = gpu.get("uuid") or ""
-        if target == gpu["index"] or (isinstance(target, str) and uuid.startswith(target)):
-            facts.update(
-                gpu_name=gpu.get("name"),
-                gpu_uuid=gpu.get("uuid"),
-                gpu_index=gpu["index"],
-                driver_version=gpu.get("driver_version"),
-            )
-            break
+    if gpu is not None:
+        facts.update(
+            gpu_name=gpu.get("name"),
+            gpu_uuid=gpu.get("uuid"),
+            gpu_index=gpu["index"],
+            driver_version=gpu.get("driver_version"),
+        )
     return facts

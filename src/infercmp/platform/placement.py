@@ -14,7 +14,7 @@ each process measured in, a combination whose processes saw different states say
 The probe is pure Python (two processes spinning on one shared byte), so its figures are larger
 than the hardware's (about 150 / 700 / 1,600+ ns for the three states above) and only their
 ratio between measurements means something: SAME_STATE_RATIO. It runs in its own interpreter
-(`python handoff.py A B`), so the parent's threads and CPU affinity are never touched, and it
+(`python placement.py A B`), so the parent's threads and CPU affinity are never touched, and it
 costs about 30 ms per measurement.
 """
 
@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 #: Two measurements within this factor are the same placement of the CPUs; the states seen
 #: differ by 4x or more, repeated probes of one state by up to 1.5x.
@@ -95,7 +96,7 @@ def different_state(a: float | None, b: float | None) -> bool:
     return max(a, b) / min(a, b) >= SAME_STATE_RATIO
 
 
-def placed(value: float | None) -> bool:
+def placed(value: float | None) -> TypeGuard[float]:
     """Whether a state is a placement (not None, not STRADDLED)."""
     return value is not None and value > 0
 
@@ -183,12 +184,12 @@ def shared_placement(base: Sequence[float | None], new: Sequence[float | None]) 
 
 def state_warning(values: Iterable[float | None]) -> str | None:
     """A warning when one combination's processes measured in different states, else None."""
-    values = [v for v in values if v]
-    if len(values) < 2 or not different_state(min(values), max(values)):
+    measured = [v for v in values if v]
+    if len(measured) < 2 or not different_state(min(measured), max(measured)):
         return None
     return (
         "the round trip of a cache line between two of the worker's CPUs ranged "
-        f"{min(values):,.0f}-{max(values):,.0f} ns across this combination's processes: the "
+        f"{min(measured):,.0f}-{max(measured):,.0f} ns across this combination's processes: the "
         "host moved this machine's CPUs while it measured, and multi-threaded CPU figures "
         "follow that (see docs/performance.md)"
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from infercmp.report.compare import CompareReport, Comparison, bootstrap_median_ratio, compare_runs
+from infercmp.report.compare import CompareReport, Comparison, compare_runs
+from infercmp.report.formats import render_csv, render_json, render_markdown
+from infercmp.report.html.page import render_html
+from infercmp.report.interval import bootstrap_median_ratio
 from infercmp.report.runs import (
     Combination,
     RunView,
@@ -11,25 +14,7 @@ from infercmp.report.runs import (
     resolve_run,
     resolve_run_dirs,
 )
-from infercmp.report.summary import (
-    DEFAULT_BASELINE,
-    render_csv,
-    render_json,
-    render_markdown,
-    summary_rows,
-)
-
-
-def render_html(
-    runs: list[RunView],
-    baseline_engine: str = DEFAULT_BASELINE,
-    latency_budget_ms: float | None = None,
-) -> str:
-    """The self-contained interactive page (plotly is imported only here)."""
-    from infercmp.report.html import render_html as _render
-
-    return _render(runs, baseline_engine, latency_budget_ms)
-
+from infercmp.report.summary import DEFAULT_BASELINE, summary_rows
 
 __all__ = [
     "DEFAULT_BASELINE",

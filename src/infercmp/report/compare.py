@@ -28,25 +28,36 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from infercmp.core.stats import Z95, hierarchical_change_ci, pooled_median
-from infercmp.platform.placement import (
-    STRADDLED,
-    SharedPlacement,
-    process_state,
-    shared_placement,
-    typical,
+from infercmp.core.lazy import lazy_import
+from infercmp.core.stats import pooled_median
+from infercmp.platform.placement import shared_placement
+from infercmp.report.interval import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_RUN_NOISE,
+    DEFAULT_SEED,
+    HIERARCHICAL,
+    SINGLE_PROCESS,
+    ChangeInterval,
+    change_interval,
+)
+from infercmp.report.run_conditions import (
+    environment_changes,
+    no_shared_placement_note,
+    placement_note,
+    placements,
 )
 from infercmp.report.runs import Combination, RunView, as_dict
 from infercmp.report.summary import shortfall
 from infercmp.sampler.aggregate import BUSY_CPUS
 from infercmp.workload.scenarios import OVERLOADED, served_qps
 
-SINGLE_PROCESS = "single-process"
-HIERARCHICAL = "hierarchical"
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
+
 IDENTICAL = "identical"
 METHODS = {
     IDENTICAL: (
@@ -77,20 +88,7 @@ PARITY_REGRESSION = "parity regression"  # outputs ok in base, wrong in new: wha
 LOST = "lost"
 NOT_COMPARED = "not compared"
 
-DEFAULT_RESAMPLES = 2000
-DEFAULT_SEED = 0
 DEFAULT_NOISE_FLOOR = 0.01  # significant changes under 1% are labelled "no significant change"
-# How far two single-process runs of the same code may differ. On the 2-vCPU development
-# machine identical single-process runs of tiny-cnn differed by up to 7.1% (issue 27's A/A
-# pairs, 2026-12-06; docs/performance.md, "fifth pass"), so 10% keeps them from ever reading as
-# a regression while a 20% slowdown still does.
-DEFAULT_RUN_NOISE = 0.10
-# The bootstrap's cost grows with iterations x resamples: above this many iterations a process
-# it resamples an evenly spaced subsample (in time order), which widens the interval a little and
-# never narrows it; the row's note says so.
-MAX_BOOTSTRAP_SAMPLES = 10_000
-# Bound on resamples x samples held in memory at once by the vectorised bootstrap.
-_CHUNK_ELEMENTS = 8_000_000
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_NOT_COMPARABLE = 0, 1, 2, 3
 
@@ -222,58 +220,6 @@ class CompareReport:
         return out
 
 
-def bootstrap_median_ratio(
-    base: np.ndarray,
-    new: np.ndarray,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-    confidence: float = 0.95,
-) -> tuple[float, float, float]:
-    """median(new)/median(base) and its percentile-bootstrap CI, resampling each run independently.
-
-    Vectorised: each chunk draws a (resamples x n) index matrix, bounded in memory.
-    """
-    base = np.asarray(base, dtype=np.float64)
-    new = np.asarray(new, dtype=np.float64)
-    if base.size == 0 or new.size == 0:
-        raise ValueError("both runs need latency samples")
-    rng = np.random.default_rng(seed)
-    ratio = float(np.median(new) / np.median(base))
-    ratios = _bootstrap_medians(new, resamples, rng) / _bootstrap_medians(base, resamples, rng)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return ratio, float(low), float(high)
-
-
-def _bootstrap_medians(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    n = values.size
-    rows = max(1, _CHUNK_ELEMENTS // n)
-    out = np.empty(resamples, dtype=np.float64)
-    for start in range(0, resamples, rows):
-        stop = min(resamples, start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = np.median(values[idx], axis=1)
-    return out
-
-
-@dataclass(frozen=True)
-class ChangeInterval:
-    """The relative change of the median (new / base - 1) and its 95% interval, with how made."""
-
-    change: float
-    low: float
-    high: float
-    method: str
-    processes: tuple[int, int]
-    # The share added for a side measured in one process (relative; 0 when none was).
-    widened_by: float = 0.0
-    note: str = ""
-
-    @property
-    def significant(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-
 def decide(interval: ChangeInterval, threshold: float, noise_floor: float) -> str:
     """The verdict of the one rule (module docstring): from the interval, nothing else."""
     change, low, high = interval.change, interval.low, interval.high
@@ -284,75 +230,6 @@ def decide(interval: ChangeInterval, threshold: float, noise_floor: float) -> st
             return SLOWER_WITHIN if change > 0 else FASTER_WITHIN
         return NO_CHANGE
     return INCONCLUSIVE
-
-
-def change_interval(
-    base: list[np.ndarray],
-    new: list[np.ndarray],
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-    run_noise: float = DEFAULT_RUN_NOISE,
-) -> ChangeInterval:
-    """The change of the median between two runs' processes (raw latencies, one array each).
-
-    The hierarchical bootstrap's interval (it reduces to the ordinary bootstrap over
-    iterations when both sides have one process), widened for a side measured in one process
-    by what a second process would differ by: 1.96 x the other side's standard deviation of
-    process medians, or `run_noise` when neither side has repeated processes. The widening
-    adds in quadrature to each half of the interval, as independent errors do.
-    """
-    processes = (len(base), len(new))
-    change = pooled_median(new) / pooled_median(base) - 1
-    thin_base, thin_new = [_thinned(g) for g in base], [_thinned(g) for g in new]
-    thinned_change, low, high = hierarchical_change_ci(thin_base, thin_new, resamples, seed)
-    # The interval's width comes from the thinned data; its centre from every iteration.
-    low, high = low + change - thinned_change, high + change - thinned_change
-    note = ""
-    largest = max(g.size for g in [*base, *new])
-    if largest > MAX_BOOTSTRAP_SAMPLES:
-        note = (
-            f"bootstrap on {MAX_BOOTSTRAP_SAMPLES:,} evenly spaced iterations of each process "
-            f"(up to {largest:,} measured): the interval is a little wider, never narrower"
-        )
-    widen = _single_process_share(base, new, run_noise)
-    if widen:
-        low = change - math.hypot(change - low, widen)
-        high = change + math.hypot(high - change, widen)
-    return ChangeInterval(change, low, high, _method(processes), processes, widen, note)
-
-
-def _method(processes: tuple[int, int]) -> str:
-    return HIERARCHICAL if max(processes) >= 2 else SINGLE_PROCESS
-
-
-def _thinned(values: np.ndarray) -> np.ndarray:
-    """At most MAX_BOOTSTRAP_SAMPLES of a process's iterations, evenly spaced in time order."""
-    values = np.asarray(values)
-    if values.size <= MAX_BOOTSTRAP_SAMPLES:
-        return values
-    return values[np.linspace(0, values.size - 1, MAX_BOOTSTRAP_SAMPLES).round().astype(int)]
-
-
-def process_sd(groups: list[np.ndarray]) -> float:
-    """Standard deviation of the process medians relative to their mean (0 for one process).
-
-    Unlike their range, it does not grow with the number of processes.
-    """
-    if len(groups) < 2:
-        return 0.0
-    medians = np.array([np.median(g) for g in groups], dtype=np.float64)
-    centre = float(medians.mean())
-    return float(medians.std(ddof=1) / centre) if centre > 0 else 0.0
-
-
-def _single_process_share(base: list[np.ndarray], new: list[np.ndarray], run_noise: float) -> float:
-    """What a side measured in one process leaves out of the interval (0 when none is)."""
-    singles = (len(base) == 1) + (len(new) == 1)
-    if singles == 2:
-        return run_noise
-    if singles == 1:
-        return Z95 * process_sd(base if len(base) > 1 else new)
-    return 0.0
 
 
 def _advice(interval: ChangeInterval, threshold: float, run_noise: float) -> str:
@@ -428,103 +305,6 @@ def _describe(c: Combination) -> str:
     )
 
 
-def environment_changes(base: RunView, new: RunView) -> list[str]:
-    """What differs between the machines and software of two runs, one entry per fact.
-
-    Like pyperf, a comparison across a changed environment measures the change of environment
-    as much as the change under test; `compare` refuses it unless told otherwise.
-    """
-    before, after = _environment_facts(base), _environment_facts(new)
-    # A library one run did not record at all (runs before issue 23 recorded no engine
-    # runtimes or plugin packages) is unknown there, not a change; recorded as null, it was
-    # not installed.
-    unknown = set(_libraries(base)) ^ set(_libraries(new))
-    changes = [
-        f"{name} {_fact(before.get(name))} → {_fact(after.get(name))}"
-        for name in dict.fromkeys([*before, *after])
-        if before.get(name) != after.get(name) and name not in unknown
-    ]
-    base_states = [s for c in base.combinations for s in _placements(c)]
-    new_states = [s for c in new.combinations for s in _placements(c)]
-    before_ns, after_ns = typical(base_states), typical(new_states)
-    if (
-        before_ns is not None
-        and after_ns is not None
-        and not shared_placement(base_states, new_states).found
-    ):
-        changes.append(
-            f"CPU-to-CPU round trip {before_ns:,.0f} ns → {after_ns:,.0f} ns in every worker "
-            "process, the host's placement of this machine's CPUs, which multi-threaded CPU "
-            "figures follow"
-        )
-    return changes
-
-
-def _placements(combo: Combination) -> list[float | None]:
-    """Each worker process's CPU placement (`process_state`), in `process_groups` order."""
-    by_number = {
-        p.process: process_state(p.cpu_handoff_ns, p.worker_cpus) for p in combo.result.processes
-    }
-    numbers = np.unique(combo.wall_process) if combo.wall_process is not None else [0]
-    return [by_number.get(int(number)) for number in numbers][: len(combo.process_groups)]
-
-
-def _placement_note(placement: SharedPlacement, b: Combination, n: Combination) -> str:
-    left = len(placement.base) < len(b.process_groups) or len(placement.new) < len(n.process_groups)
-    if not left or placement.typical_ns is None:
-        return ""
-    return (
-        f"compared the processes measured in the same CPU placement ({placement.typical_ns:,.0f}"
-        f" ns round trip): base {len(placement.base)} of {len(b.process_groups)}, new "
-        f"{len(placement.new)} of {len(n.process_groups)}; the others ran with the CPUs placed "
-        "otherwise by the host or straddled a change"
-    )
-
-
-def _no_shared_placement(b: Combination, n: Combination) -> str:
-    for combo, side in ((b, "base"), (n, "new")):
-        if all(state == STRADDLED for state in _placements(combo)):
-            return (
-                f"every worker process of the {side} run straddled a change of the CPUs' "
-                "placement (its round trips before and after differ): measure again, or pin "
-                "the engine to one thread"
-            )
-    before, after = typical(_placements(b)), typical(_placements(n))
-    return (
-        "no worker process of the two runs was measured in the same CPU placement (round trip "
-        f"{_fact(before and round(before))} → {_fact(after and round(after))} ns): "
-        "measure again, or pin the engine to one thread"
-    )
-
-
-def _fact(value: Any) -> str:
-    return "not recorded or not installed" if value in (None, "") else str(value)
-
-
-def _libraries(run: RunView) -> dict[str, Any]:
-    return dict(run.environment.get("libraries") or {})
-
-
-def _environment_facts(run: RunView) -> dict[str, Any]:
-    env = run.environment
-    gpus = env.get("gpus") or []
-    nvml = env.get("nvml") or {}
-    first = gpus[0] if gpus else {}
-    facts: dict[str, Any] = {
-        "infercmp": run.meta.get("infercmp_version"),
-        "Python": env.get("python"),
-        "CPU": env.get("cpu_model"),
-        "CPU threads": env.get("cpu_logical_cores"),
-        "GPUs": ", ".join(str(g.get("name") or "unnamed GPU") for g in gpus) or None,
-        "GPU driver": nvml.get("driver_version") or first.get("driver_version"),
-        "CUDA driver": nvml.get("cuda_driver_version") or first.get("cuda_driver_version"),
-    }
-    for name, version in sorted(_libraries(run).items()):
-        if name != "infercmp":  # the run's own infercmp_version says it
-            facts[name] = version
-    return facts
-
-
 def compare_runs(
     base: RunView,
     new: RunView,
@@ -534,11 +314,13 @@ def compare_runs(
     seed: int = DEFAULT_SEED,
     run_noise: float = DEFAULT_RUN_NOISE,
 ) -> CompareReport:
+    """Each combination of `base` matched in `new` with its verdict, and what was lost."""
     pairs, only_base, only_new = _match(base, new)
     comparisons = []
     lost = [
         f"{_describe(c)} is ok in base and missing in new" for c in only_base if c.status == "ok"
     ]
+    rule = _Rule(threshold, noise_floor, resamples, seed, run_noise)
     for b, n, note in sorted(pairs, key=lambda p: _key(p[0], False)):
         row = dict(
             engine=b.engine,
@@ -555,46 +337,8 @@ def compare_runs(
             error = f": {n.result.error}" if n.result.error else ""
             lost.append(f"{_describe(b)} is ok in base and {n.status} in new{error}")
             comparisons.append(_uncompared(row, LOST, f"new run: {n.status}{error}"))
-            continue
-        if _same_measurement(b, n):
-            comparisons.append(_identical(row, note))
-            continue
-        problem = _not_comparable(b, "base") or _not_comparable(n, "new")
-        if problem:
-            comparisons.append(_gated(_uncompared(row, NOT_COMPARED, _joined(problem, note)), n))
-            continue
-        placement = shared_placement(_placements(b), _placements(n))
-        if not placement.found:
-            why = _joined(_no_shared_placement(b, n), note)
-            comparisons.append(_gated(_uncompared(row, NOT_COMPARED, why), n))
-            continue
-        base_groups = [b.process_groups[i] for i in placement.base]
-        new_groups = [n.process_groups[i] for i in placement.new]
-        interval = change_interval(base_groups, new_groups, resamples, seed, run_noise)
-        verdict = decide(interval, threshold, noise_floor)
-        note = _joined(
-            note,
-            _placement_note(placement, b, n),
-            interval.note,
-            _widening_note(interval),
-            _below_threshold_note(verdict, interval, threshold),
-            _busy(b, "base"),
-            _busy(n, "new"),
-        )
-        row["base_p50_ms"] = pooled_median(base_groups) / 1e6
-        row["new_p50_ms"] = pooled_median(new_groups) / 1e6
-        comparison = Comparison(
-            **row,
-            change=interval.change,
-            ci_low=interval.low,
-            ci_high=interval.high,
-            verdict=verdict,
-            note=note,
-            method=interval.method,
-            processes=interval.processes,
-            advice=_advice(interval, threshold, run_noise) if verdict == INCONCLUSIVE else "",
-        )
-        comparisons.append(_gated(_load_gated(comparison, b, n), n))
+        else:
+            comparisons.append(_compare_pair(row, b, n, note, rule))
     return CompareReport(
         base=str(base.path),
         new=str(new.path),
@@ -611,6 +355,60 @@ def compare_runs(
         new_status=new.status,
         run_noise=run_noise,
     )
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """compare's settings: the threshold and noise floor of `decide`, and the interval's."""
+
+    threshold: float
+    noise_floor: float
+    resamples: int
+    seed: int
+    run_noise: float
+
+
+def _compare_pair(
+    row: dict[str, Any], b: Combination, n: Combination, note: str, rule: _Rule
+) -> Comparison:
+    """The verdict on a pair measured on both sides (or why it could not be compared)."""
+    if _same_measurement(b, n):
+        return _identical(row, note)
+    problem = _not_comparable(b, "base") or _not_comparable(n, "new")
+    if problem:
+        return _gated(_uncompared(row, NOT_COMPARED, _joined(problem, note)), n)
+    placement = shared_placement(placements(b), placements(n))
+    if not placement.found:
+        why = _joined(no_shared_placement_note(b, n), note)
+        return _gated(_uncompared(row, NOT_COMPARED, why), n)
+    base_groups = [b.process_groups[i] for i in placement.base]
+    new_groups = [n.process_groups[i] for i in placement.new]
+    interval = change_interval(base_groups, new_groups, rule.resamples, rule.seed, rule.run_noise)
+    verdict = decide(interval, rule.threshold, rule.noise_floor)
+    note = _joined(
+        note,
+        placement_note(placement, b, n),
+        interval.note,
+        _widening_note(interval),
+        _below_threshold_note(verdict, interval, rule.threshold),
+        _busy(b, "base"),
+        _busy(n, "new"),
+    )
+    row["base_p50_ms"] = pooled_median(base_groups) / 1e6
+    row["new_p50_ms"] = pooled_median(new_groups) / 1e6
+    advice = _advice(interval, rule.threshold, rule.run_noise) if verdict == INCONCLUSIVE else ""
+    comparison = Comparison(
+        **row,
+        change=interval.change,
+        ci_low=interval.low,
+        ci_high=interval.high,
+        verdict=verdict,
+        note=note,
+        method=interval.method,
+        processes=interval.processes,
+        advice=advice,
+    )
+    return _gated(_load_gated(comparison, b, n), n)
 
 
 def _same_measurement(b: Combination, n: Combination) -> bool:
@@ -647,10 +445,15 @@ def _load_gated(comparison: Comparison, b: Combination, n: Combination) -> Compa
     """A load run that stopped holding its load fails the gate: its latencies are those of
     the requests it managed, not of the load offered (`summary.shortfall`)."""
     before, after = shortfall(b), shortfall(n)
-    rates = served_qps(_load(b), _load_result(b)), served_qps(_load(n), _load_result(n))
+    rate_before = served_qps(_load(b), _load_result(b))
+    rate_after = served_qps(_load(n), _load_result(n))
     notes = []
-    if None not in rates and abs(rates[1] - rates[0]) > 0.01 * rates[0]:
-        notes.append(f"offered rates differ: base {rates[0]:,.0f}/s, new {rates[1]:,.0f}/s")
+    if (
+        rate_before is not None
+        and rate_after is not None
+        and abs(rate_after - rate_before) > 0.01 * rate_before
+    ):
+        notes.append(f"offered rates differ: base {rate_before:,.0f}/s, new {rate_after:,.0f}/s")
     if after and not before:
         comparison.verdict = OVERLOADED
         notes.insert(0, f"the new run did not hold its load: {after}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from infercmp.core.contract import Load
+from infercmp.report.figures import add_log_toggle, base_layout, esc
 from infercmp.report.runs import Combination, as_dict
 from infercmp.workload.scenarios import items_per_s, load_shortfall
 
@@ -48,8 +50,6 @@ class LoadPoint:
 
 def load_points(combos: list[Combination]) -> list[LoadPoint]:
     """Every measured combination that ran under a load flag, with its engine's front marked."""
-    from infercmp.core.contract import Load
-
     points = []
     for combo in combos:
         load = getattr(combo.result, "load", None)
@@ -160,8 +160,6 @@ def markdown(points: list[LoadPoint], budget_ms: float | None) -> str:
 
 def figure(points: list[LoadPoint], engine: str, colors: dict[int, str]) -> dict:
     """Items/s against p99 for one engine: a trace per configuration, the front as a line."""
-    from infercmp.report.figures import add_log_toggle, base_layout, esc
-
     mine = [p for p in points if p.engine == engine]
     data = []
     for configuration in dict.fromkeys(p.configuration for p in mine):
@@ -206,24 +204,3 @@ def figure(points: list[LoadPoint], engine: str, colors: dict[int, str]) -> dict
 
 def _x(point: LoadPoint) -> float:
     return point.p99_ms
-
-
-def html_section(page: Any, combos: list[Combination], colors: dict[int, str], budget_ms) -> str:
-    from infercmp.report.figures import esc
-
-    points = load_points(combos)
-    if not points:
-        return ""
-    budget = budget_ms if budget_ms is not None else default_budget(combos)
-    parts = ['<section id="curves"><h2>Throughput against latency</h2>', "<ul>"]
-    parts += [f"<li>{esc(line)}</li>" for line in best_lines(points, budget)]
-    parts.append("</ul>")
-    for engine in sorted({p.engine for p in points}):
-        parts.append(page.chart(figure(points, engine, colors), "chart wide"))
-    parts.append(
-        '<p class="note">Each point is one batch / concurrency / rate; latency is p99 per '
-        "request (queueing included in the server scenario), throughput items per second. "
-        "Ringed points form the engine's Pareto front: no other point has both lower p99 "
-        "and higher throughput.</p></section>"
-    )
-    return "\n".join(parts)

@@ -8,12 +8,16 @@ labels; entities are decoded for display, so escaped names still read as typed.
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from infercmp.core.lazy import lazy_import
 from infercmp.core.stats import outlier_mask
 from infercmp.report.runs import Combination, format_options
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
 
 MAX_DIST_POINTS = 3000  # per combination, drawn; statistics always use every sample
 MAX_LINE_POINTS = 1500  # per time series trace, drawn (min/max per bucket keeps spikes)
@@ -25,14 +29,6 @@ ENGINE_COLORS = {
     "tensorrt": ["#5e9e00", "#3f6212", "#a3d44a", "#1a2e05"],
 }
 OTHER_COLORS = ["#7c3aed", "#db2777", "#0891b2", "#a16207", "#475569", "#be123c"]
-PHASE_COLORS = {
-    "load": "rgba(100,116,139,0.16)",
-    "warmup": "rgba(245,158,11,0.20)",
-    "measure": "rgba(16,185,129,0.13)",
-    "parity": "rgba(59,130,246,0.14)",
-}
-PHASE_NAMES = {"load": "load", "warmup": "warm-up", "measure": "measure", "parity": "parity"}
-
 _OUTLIER_MARKER = {
     "color": "#dc2626",
     "size": 7,
@@ -40,6 +36,7 @@ _OUTLIER_MARKER = {
     "line": {"width": 1.6, "color": "#dc2626"},
 }
 
+GREY = "#94a3b8"  # a combination drawn without a colour of its own
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 
 
@@ -189,7 +186,8 @@ def _positive(values: Any) -> np.ndarray:
     return array[np.isfinite(array) & (array > 0)]
 
 
-def _round(values: np.ndarray, digits: int = 4) -> list[float]:
+def rounded(values: np.ndarray, digits: int = 4) -> list[float]:
+    """`values` rounded to `digits` decimals, as the plain list a figure's JSON holds."""
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
 
 
@@ -206,28 +204,7 @@ def distribution_figure(combos: list[Combination], colors: dict[int, str]) -> di
         color = colors[id(combo)]
         flags = outlier_mask(ms, OUTLIER_K)
         iterations = np.arange(ms.size)
-        q1, med, q3 = np.percentile(ms, [25, 50, 75])
-        iqr = q3 - q1
-        within = ms[(ms >= q1 - 1.5 * iqr) & (ms <= q3 + 1.5 * iqr)]
-        data.append(
-            {
-                "type": "box",
-                "name": trace_name(combo),
-                "x": [category],
-                "q1": [round(q1, 4)],
-                "median": [round(med, 4)],
-                "q3": [round(q3, 4)],
-                "lowerfence": [round(float(within.min()), 4)],
-                "upperfence": [round(float(within.max()), 4)],
-                "mean": [round(float(ms.mean()), 4)],
-                "boxpoints": False,
-                "line": {"color": color, "width": 1.6},
-                "fillcolor": _alpha(color, 0.12),
-                "showlegend": False,
-                "hoverinfo": "y",
-                "width": 0.55,
-            }
-        )
+        data.append(_box_trace(combo, category, ms, color))
         inliers = np.flatnonzero(~flags)
         if inliers.size > MAX_DIST_POINTS:
             inliers = np.sort(rng.choice(inliers, MAX_DIST_POINTS, replace=False))
@@ -293,220 +270,98 @@ def iterations_figure(combos: list[Combination], colors: dict[int, str]) -> dict
     layout["legend"] = dict(top_legend(), x=1, xanchor="right", y=1 + 34 / plot_height)
     layout["annotations"] = []
     for i, combo in enumerate(measured):
-        n = i + 1
-        suffix = "" if n == 1 else str(n)
         row, col = divmod(i, columns)
         top = 1 - row * (row_height + gap) / plot_height
         bottom = max(0.0, top - row_height / plot_height)
         left = 0.0 if col == 0 else 0.54
         right = 1.0 if columns == 1 else left + 0.46
+        suffix = "" if i == 0 else str(i + 1)
         ms = combo.wall_ns.astype(np.float64) / 1e6
-        color = colors[id(combo)]
-        index = np.arange(ms.size)
-        keep = decimate(ms, MAX_LINE_POINTS)
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "name": trace_name(combo),
-                "showlegend": False,
-                "xaxis": f"x{suffix}",
-                "yaxis": f"y{suffix}",
-                "x": index[keep].tolist(),
-                "y": _round(ms[keep]),
-                "line": {"color": color, "width": 1.1},
-                "hovertemplate": "iteration %{x}<br>%{y:.3f} ms<extra>"
-                + trace_name(combo)
-                + "</extra>",
-            }
-        )
-        flags = np.flatnonzero(outlier_mask(ms, OUTLIER_K))
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "name": f"outliers (beyond {OUTLIER_K:g}×IQR)",
-                "legendgroup": "outliers",
-                "meta": "outliers",
-                "showlegend": False,
-                "xaxis": f"x{suffix}",
-                "yaxis": f"y{suffix}",
-                "x": flags.tolist(),
-                "y": _round(ms[flags]),
-                "marker": _OUTLIER_MARKER,
-                "hovertemplate": "outlier, iteration %{x}<br>%{y:.3f} ms<extra>"
-                + trace_name(combo)
-                + "</extra>",
-            }
-        )
-        median = float(np.median(ms))
-        layout[f"xaxis{suffix}"] = {
-            "domain": [left, right],
-            "anchor": f"y{suffix}",
-            "gridcolor": "#e5e7eb",
-            "zeroline": False,
-            "tickfont": {"size": 10},
-        }
-        layout[f"yaxis{suffix}"] = {
-            "domain": [bottom, top],
-            "anchor": f"x{suffix}",
-            "gridcolor": "#e5e7eb",
-            "zeroline": False,
-            "tickfont": {"size": 10},
-            "title": {"text": "ms", "font": {"size": 11}, "standoff": 4},
-        }
-        layout["annotations"].append(
-            {
-                "text": f"<b>{trace_name(combo)}</b>  median {median:.3f} ms, "
-                f"{ms.size:,} iterations",
-                "xref": "paper",
-                "yref": "paper",
-                "x": left,
-                "y": top,
-                "xanchor": "left",
-                "yanchor": "bottom",
-                "showarrow": False,
-                "font": {"size": 11, "color": color},
-            }
-        )
+        data.extend(_iteration_traces(combo, ms, colors[id(combo)], suffix))
+        _iteration_axes(layout, combo, ms, colors[id(combo)], suffix, (left, right, bottom, top))
     _legend_once(data, "outliers")
     return {"data": data, "layout": layout}
 
 
-# Six resource charts: the original study's, but per process where it measured the system.
-RESOURCE_METRICS = [
-    ("proc_rss_bytes", "Process memory (RSS)", "MiB", 1 / 2**20, False),
-    ("proc_gpu_mem_bytes", "Process GPU memory (VRAM)", "MiB", 1 / 2**20, True),
-    ("proc_cpu_pct", "Process CPU (100% = one core)", "%", 1.0, False),
-    ("gpu_util_pct", "GPU utilisation", "%", 1.0, True),
-    ("sys_ram_used_bytes", "System RAM used", "GiB", 1 / 2**30, False),
-    ("sys_cpu_pct", "System CPU (all cores)", "%", 1.0, False),
-]
-
-
-def timeline_offsets(combos: list[Combination]) -> dict[int, float]:
-    """x offset per combination: workers placed one after another, idle gaps between removed."""
-    offsets: dict[int, float] = {}
-    cursor = 0.0
-    spans = [
-        float(c.samples["t_s"].max() - c.samples["t_s"].min())
-        for c in combos
-        if c.samples is not None and c.samples.height
+def _iteration_traces(combo: Combination, ms: np.ndarray, color: str, suffix: str) -> list[dict]:
+    """One combination's latency line (decimated for drawing) and its outliers, on its axes."""
+    index = np.arange(ms.size)
+    keep = decimate(ms, MAX_LINE_POINTS)
+    flags = np.flatnonzero(outlier_mask(ms, OUTLIER_K))
+    return [
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": trace_name(combo),
+            "showlegend": False,
+            "xaxis": f"x{suffix}",
+            "yaxis": f"y{suffix}",
+            "x": index[keep].tolist(),
+            "y": rounded(ms[keep]),
+            "line": {"color": color, "width": 1.1},
+            "hovertemplate": "iteration %{x}<br>%{y:.3f} ms<extra>"
+            + trace_name(combo)
+            + "</extra>",
+        },
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "name": f"outliers (beyond {OUTLIER_K:g}×IQR)",
+            "legendgroup": "outliers",
+            "meta": "outliers",
+            "showlegend": False,
+            "xaxis": f"x{suffix}",
+            "yaxis": f"y{suffix}",
+            "x": flags.tolist(),
+            "y": rounded(ms[flags]),
+            "marker": _OUTLIER_MARKER,
+            "hovertemplate": "outlier, iteration %{x}<br>%{y:.3f} ms<extra>"
+            + trace_name(combo)
+            + "</extra>",
+        },
     ]
-    gap = max(0.5, 0.02 * sum(spans)) if spans else 0.0
-    for combo in combos:
-        if combo.samples is None or combo.samples.height == 0:
-            continue
-        t = combo.samples["t_s"].to_numpy()
-        offsets[id(combo)] = cursor - float(np.nanmin(t))
-        cursor += float(np.nanmax(t) - np.nanmin(t)) + gap
-    return offsets
 
 
-def phase_spans(combo: Combination, offset: float) -> list[tuple[str, float, float]]:
-    """Contiguous (phase, start, end) runs of the sampler's phase tags, on the shared x axis."""
-    frame = combo.samples
-    t = frame["t_s"].to_numpy().astype(np.float64) + offset
-    phases = frame["phase"].to_list()
-    spans: list[tuple[str, float, float]] = []
-    start = 0
-    for i in range(1, len(phases) + 1):
-        if i == len(phases) or phases[i] != phases[start]:
-            end = t[i] if i < len(phases) else t[-1]
-            spans.append((str(phases[start]), float(t[start]), float(end)))
-            start = i
-    return spans
-
-
-def resource_figures(
-    combos: list[Combination], colors: dict[int, str]
-) -> list[tuple[str, dict | None, str]]:
-    """(title, figure or None, note) for the six charts; None with a note when nothing was seen."""
-    sampled = [c for c in combos if c.samples is not None and c.samples.height]
-    offsets = timeline_offsets(sampled)
-    shapes: list[dict] = []
-    annotations: list[dict] = []
-    total = max((offsets[id(c)] + float(np.nanmax(c.samples["t_s"])) for c in sampled), default=0)
-    label_end = -np.inf
-    for combo in sampled:
-        for phase, x0, x1 in phase_spans(combo, offsets[id(combo)]):
-            shapes.append(
-                {
-                    "type": "rect",
-                    "xref": "x",
-                    "yref": "paper",
-                    "x0": x0,
-                    "x1": x1,
-                    "y0": 0,
-                    "y1": 1,
-                    "fillcolor": PHASE_COLORS.get(phase, "rgba(0,0,0,0.05)"),
-                    "line": {"width": 0},
-                    "layer": "below",
-                }
-            )
-        t = combo.samples["t_s"].to_numpy()
-        start = float(np.nanmin(t)) + offsets[id(combo)]
-        text = f"<b>{esc(combo.engine)}</b> {esc(combo.device)}"
-        if start < label_end:
-            continue  # a short worker next to a labelled one: its colour and the legend tell it
-        # About 6.5 px a character on a plot about 500 px wide, in seconds of the shared axis.
-        label_end = start + total * 6.5 * len(f"{combo.engine} {combo.device} ") / 500
-        annotations.append(
-            {
-                "x": start,
-                "y": 1,
-                "xref": "x",
-                "yref": "paper",
-                "xanchor": "left",
-                "yanchor": "bottom",
-                "showarrow": False,
-                "text": text,
-                "font": {"size": 10, "color": colors[id(combo)]},
-            }
-        )
-    out: list[tuple[str, dict | None, str]] = []
-    for column, title, unit, scale, gpu in RESOURCE_METRICS:
-        data = []
-        for combo in sampled:
-            frame = combo.samples
-            if column not in frame.columns:
-                continue
-            y = frame[column].cast(float).to_numpy().astype(np.float64) * scale
-            if np.all(np.isnan(y)):
-                continue
-            x = frame["t_s"].to_numpy().astype(np.float64) + offsets[id(combo)]
-            keep = decimate(y, MAX_LINE_POINTS)
-            data.append(
-                {
-                    "type": "scatter",
-                    "mode": "lines",
-                    "name": trace_name(combo),
-                    "x": _round(x[keep], 3),
-                    "y": _round(y[keep], 2),
-                    "line": {"color": colors[id(combo)], "width": 1.5},
-                    "connectgaps": False,
-                    "hovertemplate": "%{y:.1f} "
-                    + unit
-                    + "<extra>"
-                    + trace_name(combo)
-                    + "</extra>",
-                }
-            )
-        if not data:
-            why = (
-                "no GPU was sampled (CPU-only run or no NVIDIA driver)"
-                if gpu
-                else "no samples were recorded for this metric"
-            )
-            out.append((title, None, why))
-            continue
-        layout = base_layout(title, unit, "seconds (workers one after another)", height=300)
-        layout["shapes"] = shapes
-        layout["annotations"] = annotations
-        layout["margin"].update(t=58, b=52)
-        layout["showlegend"] = False
-        out.append((title, {"data": data, "layout": layout}, ""))
-    return out
+def _iteration_axes(
+    layout: dict,
+    combo: Combination,
+    ms: np.ndarray,
+    color: str,
+    suffix: str,
+    box: tuple[float, float, float, float],
+) -> None:
+    """The x and y axes of one combination's chart in `box` (left, right, bottom, top of the
+    paper), and its caption: its name, median and number of iterations."""
+    left, right, bottom, top = box
+    median = float(np.median(ms))
+    layout[f"xaxis{suffix}"] = {
+        "domain": [left, right],
+        "anchor": f"y{suffix}",
+        "gridcolor": "#e5e7eb",
+        "zeroline": False,
+        "tickfont": {"size": 10},
+    }
+    layout[f"yaxis{suffix}"] = {
+        "domain": [bottom, top],
+        "anchor": f"x{suffix}",
+        "gridcolor": "#e5e7eb",
+        "zeroline": False,
+        "tickfont": {"size": 10},
+        "title": {"text": "ms", "font": {"size": 11}, "standoff": 4},
+    }
+    layout["annotations"].append(
+        {
+            "text": f"<b>{trace_name(combo)}</b>  median {median:.3f} ms, {ms.size:,} iterations",
+            "xref": "paper",
+            "yref": "paper",
+            "x": left,
+            "y": top,
+            "xanchor": "left",
+            "yanchor": "bottom",
+            "showarrow": False,
+            "font": {"size": 11, "color": color},
+        }
+    )
 
 
 def scaling_figure(
@@ -523,23 +378,27 @@ def scaling_figure(
     for members in groups.values():
         members.sort(key=lambda c: c.input_elements)
         first = members[0]
-        p50 = [c.latency["p50_ms"] for c in members]
+        p50 = [_latency(c)["p50_ms"] for c in members]
         data.append(
             {
                 "type": "scatter",
                 "mode": "lines+markers",
                 "name": trace_name(first),
                 "x": [c.input_elements for c in members],
-                "y": _round(np.array(p50)),
+                "y": rounded(np.array(p50)),
                 "text": [esc(c.shape_label) for c in members],
                 "error_y": {
                     "type": "data",
                     "symmetric": False,
-                    "array": _round(
-                        np.array([c.latency["ci_high_ms"] - c.latency["p50_ms"] for c in members])
+                    "array": rounded(
+                        np.array(
+                            [_latency(c)["ci_high_ms"] - _latency(c)["p50_ms"] for c in members]
+                        )
                     ),
-                    "arrayminus": _round(
-                        np.array([c.latency["p50_ms"] - c.latency["ci_low_ms"] for c in members])
+                    "arrayminus": rounded(
+                        np.array(
+                            [_latency(c)["p50_ms"] - _latency(c)["ci_low_ms"] for c in members]
+                        )
                     ),
                     "thickness": 1.2,
                     "width": 4,
@@ -567,9 +426,14 @@ def scaling_figure(
         layout["xaxis"]["ticktext"] = [
             esc(" / ".join(sizes[n])) + f"<br>{n:,}" for n in sorted(sizes)
         ]
-    add_log_toggle(layout, [c.latency["p50_ms"] for members in groups.values() for c in members])
+    add_log_toggle(layout, [_latency(c)["p50_ms"] for members in groups.values() for c in members])
     layout["showlegend"] = False  # the table beside the chart is its legend
     return {"data": data, "layout": layout}
+
+
+def _latency(combo: Combination) -> dict[str, float]:
+    """The latency statistics of a combination that has them (the callers kept only those)."""
+    return combo.latency or {}
 
 
 def decimate(y: np.ndarray, max_points: int) -> np.ndarray:
@@ -588,6 +452,30 @@ def decimate(y: np.ndarray, max_points: int) -> np.ndarray:
     base = np.arange(buckets) * size
     idx = np.unique(np.concatenate([base + lo, base + hi, [0, n - 1]]))
     return idx[idx < n]
+
+
+def _box_trace(combo: Combination, category: str, ms: np.ndarray, color: str) -> dict:
+    """The box of one combination, from all its samples (whiskers at 1.5 IQR, mean marked)."""
+    q1, med, q3 = np.percentile(ms, [25, 50, 75])
+    iqr = q3 - q1
+    within = ms[(ms >= q1 - 1.5 * iqr) & (ms <= q3 + 1.5 * iqr)]
+    return {
+        "type": "box",
+        "name": trace_name(combo),
+        "x": [category],
+        "q1": [round(q1, 4)],
+        "median": [round(med, 4)],
+        "q3": [round(q3, 4)],
+        "lowerfence": [round(float(within.min()), 4)],
+        "upperfence": [round(float(within.max()), 4)],
+        "mean": [round(float(ms.mean()), 4)],
+        "boxpoints": False,
+        "line": {"color": color, "width": 1.6},
+        "fillcolor": _alpha(color, 0.12),
+        "showlegend": False,
+        "hoverinfo": "y",
+        "width": 0.55,
+    }
 
 
 def _unique_categories(combos: list[Combination]) -> list[str]:
@@ -621,7 +509,7 @@ def _points_trace(category, ms, iterations, index, combo, *, name, group, label,
         "legendgroup": group,
         "showlegend": False,
         "x": [category] * index.size,
-        "y": _round(ms[index]),
+        "y": rounded(ms[index]),
         "customdata": iterations[index].tolist(),
         "boxpoints": "all",
         "jitter": 0.7,

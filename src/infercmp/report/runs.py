@@ -5,11 +5,20 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from infercmp.core.errors import InfercmpError
+from infercmp.core.lazy import lazy_import
+from infercmp.engines.registry import engine_entries
+from infercmp.store.run_store import RUN_FILE, RunStore, latest_run
+from infercmp.workload.scenarios import shape_and_load
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+else:
+    np = lazy_import("numpy")
+    pl = lazy_import("polars")
 
 
 def as_dict(value: Any) -> Any:
@@ -26,7 +35,7 @@ class Combination:
     run: RunView
     result: Any  # infercmp.store.run_store.CombinationResult
     wall_ns: np.ndarray  # per-iteration host latency, raw, never filtered
-    samples: Any | None  # polars DataFrame of this combination's sampler rows, or None
+    samples: Any  # polars DataFrame of this combination's sampler rows, or None
     # The worker process (0..N-1) of each entry of wall_ns; None: all from one process.
     wall_process: np.ndarray | None = None
 
@@ -56,8 +65,6 @@ class Combination:
     @property
     def shape_label(self) -> str:
         """The shape, and the load (batch, concurrency, scenario) when one was given."""
-        from infercmp.workload.scenarios import shape_and_load
-
         return shape_and_load(self.result.shape_label, getattr(self.result, "load", None))
 
     @property
@@ -135,8 +142,6 @@ def applicable_options(engine: str, device: str, options: dict[str, Any]) -> dic
 
 @functools.cache
 def installed_descriptor(engine: str) -> Any:
-    from infercmp.engines import engine_entries
-
     entry = engine_entries().get(engine)
     return entry.load() if entry is not None else None
 
@@ -237,8 +242,6 @@ def resolve_run_dirs(run_dirs: list[Path], runs_dir: Path) -> list[Path]:
     """The run directories named, or the latest under `runs_dir` when none is."""
     if run_dirs:
         return list(run_dirs)
-    from infercmp.store.run_store import latest_run
-
     if not runs_dir.is_dir():
         raise InfercmpError(
             f"no run directory given and '{runs_dir}' does not exist; run 'infercmp bench' first "
@@ -252,8 +255,6 @@ def resolve_run(path: Path) -> tuple[Path, str | None]:
 
     Returns the run and, when it was picked from a directory of runs, a line saying which.
     """
-    from infercmp.store.run_store import RUN_FILE, latest_run
-
     path = Path(path)
     if not path.is_dir() or (path / RUN_FILE).is_file():
         return path, None
@@ -266,8 +267,6 @@ def resolve_run(path: Path) -> tuple[Path, str | None]:
 
 def open_run(path: Path) -> RunView:
     """Open one run directory; a missing or unreadable one is one clear error line."""
-    from infercmp.store.run_store import RunStore
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InfercmpError(
@@ -346,8 +345,6 @@ def _wall_latencies(latency: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
     In process order, then iteration order.
     """
-    import polars as pl
-
     if latency is None or latency.height == 0:
         return {}
     wall = latency.filter((pl.col("clock") == "wall") & (pl.col("phase") == "total")).sort(
@@ -376,7 +373,7 @@ def _distinguishing_options(combos: list[Combination], by_shape: bool = True) ->
     shape, unless `by_shape` is False: merged runs of two models have no shape in common)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for combo in combos:
-        key = (combo.engine, combo.device, combo.precision)
+        key: tuple[str, ...] = (combo.engine, combo.device, combo.precision)
         key += (combo.shape_label,) if by_shape else ()
         groups.setdefault(key, []).append(combo.options)
     keys: set[str] = set()

@@ -1,16 +1,13 @@
-"""The summary table of a report: one row per combination, rendered as Markdown, CSV or JSON."""
+"""The summary table of a report: one row per combination (its statistics, speedup against the
+baseline, parity and warnings) and the formatting of its cells; report/formats.py writes the rows
+as Markdown, CSV or JSON and report/html/ as the page's table."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from infercmp.core.lazy import lazy_import
 from infercmp.core.stats import outlier_mask
-from infercmp.report import curves
 from infercmp.report.runs import Combination, RunView, as_dict, installed_descriptor
 from infercmp.sampler.aggregate import BUSY_CPUS
 from infercmp.workload.scenarios import (
@@ -20,6 +17,11 @@ from infercmp.workload.scenarios import (
     served_qps,
 )
 from infercmp.workload.scenarios import shown_status as scenarios_shown_status
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
 
 DEFAULT_BASELINE = "pytorch"
 MIB = 1024 * 1024
@@ -206,7 +208,7 @@ def _speedup(combo: Combination, base: Combination | None) -> tuple[float | None
             f"not at the same load: offered {fmt_num(rate, 4)} vs {fmt_num(base_rate, 4)} "
             "requests/s (a --qps auto search chooses each engine's own rate)"
         )
-    speedup = base.latency["p50_ms"] / lat["p50_ms"]
+    speedup = (base.latency or {})["p50_ms"] / lat["p50_ms"]
     contended = [c.label for c in (combo, base) if contention(c.result)]
     if contended:
         return speedup, f"not a result: {' and '.join(contended)} measured under CPU contention"
@@ -367,222 +369,3 @@ def _md_cell(value: Any) -> str:
     """One Markdown table cell: no pipes or newlines, and no raw HTML for renderers to run."""
     text = " ".join(str(value).split())
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-
-
-def render_markdown(
-    runs: list[RunView],
-    baseline_engine: str = DEFAULT_BASELINE,
-    latency_budget_ms: float | None = None,
-) -> str:
-    rows = summary_rows(runs, baseline_engine)
-    lines: list[str] = []
-    models = sorted({run.model for run in runs})
-    lines.append(f"## infercmp: {_md_cell(', '.join(models))}")
-    lines.append("")
-    for run in runs:
-        env = run.environment
-        lines.append(
-            f"- run `{_md_cell(run.path.name)}` on {_md_cell(run.label)}: "
-            f"{_md_cell(env.get('cpu_model') or env.get('cpu') or 'CPU')}, "
-            f"status {_md_cell(run.status)}"
-            + (f" ({_md_cell(run.status_detail)})" if run.abandoned else "")
-        )
-    lines.append("")
-    with_device = any(row["device_p50_ms"] is not None for row in rows)
-    with_processes = any(row["process_p50_ms"] is not None for row in rows)
-    with_items = per_item_differs(rows)
-    with_qps = any(row["qps"] is not None for row in rows)
-    lines.append(
-        f"Latency is host in → host out per iteration, in ms; CI is the 95% CI of the median; "
-        f"speedup is against {_md_cell(baseline_engine)} on the same device (>1 is faster)."
-        + (
-            " GPU p50 is the median of the same iterations timed with CUDA events."
-            if with_device
-            else ""
-        )
-        + (
-            " Energy is per request (one iteration: the whole batch); J/item divides it by the "
-            "items in a request."
-            if with_items
-            else ""
-        )
-        + (
-            " Offered req/s is the rate a server run was offered (--qps, or the rate its "
-            "--qps auto search chose)."
-            if with_qps
-            else ""
-        )
-        + (
-            " A speedup marked (contended) was measured while other processes kept the CPUs "
-            "busy: it is not a result."
-            if any(fmt_speedup(row).endswith("(contended)") for row in rows)
-            else ""
-        )
-        + (
-            " A row marked (other load) did not run at its baseline's offered rate."
-            if any(fmt_speedup(row).endswith("(other load)") for row in rows)
-            else ""
-        )
-        + (
-            " A row marked (overloaded) or its baseline did not hold its load: no speedup."
-            if any(fmt_speedup(row).endswith("(overloaded)") for row in rows)
-            else ""
-        )
-    )
-    for shape in experiments(runs):
-        lines.append("")
-        lines.append(f"### shape {_md_cell(shape)}")
-        lines.append("")
-        header = [
-            "engine",
-            "device",
-            "precision",
-            "options",
-            *(["offered req/s"] if with_qps else []),
-            "p50",
-            *(["GPU p50"] if with_device else []),
-            "p90",
-            "p99",
-            "95% CI of p50",
-            "throughput/s",
-            "speedup",
-            "peak RSS MiB",
-            "peak VRAM MiB",
-            "J/request",
-            *(["J/item"] if with_items else []),
-            *(["p50 per process"] if with_processes else []),
-            "parity",
-            "status",
-        ]
-        if len(runs) > 1:
-            header.insert(0, "machine")
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---:" if _numeric(h) else "---" for h in header) + "|")
-        for row in rows:
-            if row["shape"] != shape:
-                continue
-            cells = [
-                row["engine"],
-                row["device"],
-                row["precision"],
-                row["options"],
-                *([fmt_num(row["qps"], 1)] if with_qps else []),
-                fmt_ms(row["p50_ms"]),
-                *([fmt_ms(row["device_p50_ms"])] if with_device else []),
-                fmt_ms(row["p90_ms"]),
-                fmt_ms(row["p99_ms"]),
-                f"{fmt_ms(row['ci_low_ms'])}–{fmt_ms(row['ci_high_ms'])}"
-                if row["ci_low_ms"] is not None
-                else "–",
-                fmt_num(row["throughput_per_s"]),
-                fmt_speedup(row),
-                fmt_num(row["peak_rss_mib"], 0),
-                fmt_num(row["peak_vram_mib"], 0),
-                fmt_energy(row),
-                *([fmt_num(row["energy_j_per_item"], 4)] if with_items else []),
-                *([row["process_p50_ms"] or "–"] if with_processes else []),
-                fmt_parity(row),
-                fmt_status(row),
-            ]
-            if len(runs) > 1:
-                cells.insert(0, f"{row['host']} ({row['gpu'] or 'no GPU'})")
-            lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    combos = combinations(runs)
-    budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
-    return "\n".join(lines) + "\n" + curves.markdown(curves.load_points(combos), budget)
-
-
-def _numeric(header: str) -> bool:
-    return header not in {"machine", "engine", "device", "precision", "options", "parity", "status"}
-
-
-def render_csv(
-    runs: list[RunView],
-    baseline_engine: str = DEFAULT_BASELINE,
-    latency_budget_ms: float | None = None,
-) -> str:
-    buffer = io.StringIO()
-    # Runs with load flags gain two columns: on the engine's Pareto front, and its best
-    # configuration within the latency budget (curves.best_within).
-    combos = combinations(runs)
-    points = {
-        _row_key(summary_row(p.combo, baseline_engine)): p for p in curves.load_points(combos)
-    }
-    budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
-    best = curves.best_within(list(points.values()), budget)
-    extra = ["pareto", "best_within_budget"] if points else []
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + extra, lineterminator="\n")
-    writer.writeheader()
-    for row in summary_rows(runs, baseline_engine):
-        point = points.get(_row_key(row))
-        if extra:
-            top = best.get(point.engine, {}) if point else {}
-            row["pareto"] = point.pareto if point else None
-            row["best_within_budget"] = (
-                top.get("configuration") == point.configuration and top.get("load") == point.load
-                if point
-                else None
-            )
-        writer.writerow({k: csv_cell(v) for k, v in row.items()})
-    return buffer.getvalue()
-
-
-# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\n")
-
-
-def csv_cell(value: Any) -> Any:
-    """A value for a CSV cell: text a spreadsheet would run as a formula gets a leading `'`.
-
-    Only text: a number (a negative one included) is data, and stays a number. A carriage
-    return becomes a line feed: the writer quotes cells holding its line terminator ("\n")
-    but not a lone "\r", which readers take for the end of the row.
-    """
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        return value
-    value = value.replace("\r\n", "\n").replace("\r", "\n")
-    return "'" + value if value.startswith(_FORMULA_STARTS) else value
-
-
-def _row_key(row: dict[str, Any]) -> tuple:
-    return tuple(row[k] for k in ("run", "shape", "engine", "device", "precision", "options"))
-
-
-def render_json(
-    runs: list[RunView],
-    baseline_engine: str = DEFAULT_BASELINE,
-    latency_budget_ms: float | None = None,
-) -> str:
-    document = {
-        "format": "infercmp-report-summary",
-        "version": 2,  # 2: energy_j_per_inference became energy_j_per_request (+ per item)
-        "baseline_engine": baseline_engine,
-        "runs": [
-            {
-                "path": str(run.path),
-                "label": run.label,
-                "host": run.host,
-                "gpus": run.gpu_names,
-                "model": run.model,
-                "status": run.status,
-                "status_detail": run.status_detail,
-                "infercmp_version": run.meta.get("infercmp_version"),
-            }
-            for run in runs
-        ],
-        "rows": summary_rows(runs, baseline_engine),
-    }
-    combos = combinations(runs)
-    points = curves.load_points(combos)
-    if points:  # runs with load flags: the throughput-latency points and each engine's best
-        budget = (
-            latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
-        )
-        document["curves"] = {
-            "latency_budget_ms": budget,
-            "points": [p.as_row() for p in points],
-            "best": curves.best_within(points, budget),
-        }
-    return json.dumps(document, indent=2, default=str) + "\n"

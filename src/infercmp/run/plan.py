@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from infercmp.artifacts.onnx_export import runtime_shapes
 from infercmp.core.contract import Load
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
-from infercmp.engines import engine_entries, get_descriptor
 from infercmp.engines.descriptor import DEVICES, PRECISIONS, EngineDescriptor, Machine
+from infercmp.engines.registry import engine_entries, get_descriptor
 from infercmp.store.run_store import combo_id
 from infercmp.workload.batching import batched_runtime_shapes, check_batches
 from infercmp.workload.config import DYNAMIC, ModelConfig
+from infercmp.workload.inputs import runtime_shapes
 from infercmp.workload.plugins import ModelPlugin
 from infercmp.workload.shapes import Experiment
 

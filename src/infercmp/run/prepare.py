@@ -13,11 +13,12 @@ from typing import Any
 
 from infercmp.artifacts.cache import ArtifactCache
 from infercmp.artifacts.onnx_export import OnnxArtifact, export_onnx
+from infercmp.artifacts.reference import ensure_batched_reference
 from infercmp.core.contract import Measurement
 from infercmp.core.errors import InfercmpError
 from infercmp.engines.descriptor import ConvertContext, Converted, EngineDescriptor
 from infercmp.run.plan import BenchPlan, Combination, EngineChoice
-from infercmp.workload.batching import ensure_batched_reference, plan_batches
+from infercmp.workload.batching import plan_batches
 from infercmp.workload.plugins import ModelPlugin
 from infercmp.workload.shapes import Experiment
 

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from infercmp.core.contract import Measurement, WorkerResult, WorkerSpec
 from infercmp.core.lazy import lazy_import
-from infercmp.engines import get_descriptor
 from infercmp.engines.descriptor import Converted
+from infercmp.engines.registry import get_descriptor
 from infercmp.platform.placement import measure_handoff_ns
 from infercmp.run.plan import Combination
 from infercmp.run.prepare import Artifacts

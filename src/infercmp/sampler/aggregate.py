@@ -52,7 +52,9 @@ def _counter_edges(
         elif inside and first is not None and has_reading:
             end = row  # the first reading after the phase: its closing edge
             break
-    return None if first is None else (first, end)
+    if first is None or end is None:  # `end` is set with `first`
+        return None
+    return first, end
 
 
 #: NVML's energy counter advanced every 100 ms on the H200 (20 steps in 2 s under load): a

@@ -4,54 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from infercmp.core.lazy import lazy_import
+from infercmp.platform.gpus import cuda_visible_devices, gpu_handle, visible_gpu
 from infercmp.sampler.base import Reading
 
-
-def visible_gpu(index: int = 0, env: dict[str, str] | None = None) -> int | str | None:
-    """NVML's name for CUDA device `index`: an NVML index, a UUID string, or None if hidden.
-
-    CUDA numbers the devices listed in CUDA_VISIBLE_DEVICES from 0; NVML ignores that variable
-    and sees every GPU. (Both use PCI bus order when CUDA_DEVICE_ORDER=PCI_BUS_ID; CUDA's default
-    "fastest first" can differ on mixed-GPU hosts.)
-    """
-    env = os.environ if env is None else env
-    listed = env.get("CUDA_VISIBLE_DEVICES")
-    if listed is None:
-        return index
-    entries = [e.strip() for e in listed.split(",")]
-    visible: list[int | str] = []
-    for entry in entries:
-        if not entry:
-            break
-        if entry.lstrip("-").isdigit():
-            if int(entry) < 0:
-                break  # CUDA stops at the first invalid entry
-            visible.append(int(entry))
-        else:
-            visible.append(entry)  # GPU-<uuid> or MIG-<uuid>
-    if index >= len(visible):
-        return None
-    return visible[index]
-
-
-def gpu_handle(nvml: Any, target: int | str) -> tuple[Any, int | None]:
-    """NVML's handle (and index) of `target`, a `visible_gpu` answer: an NVML index, or a GPU
-    UUID, whole or a prefix as CUDA accepts it (`GPU-8f3a`). LookupError when there is none."""
-    count = nvml.nvmlDeviceGetCount()
-    if isinstance(target, int):
-        if target >= count:
-            raise LookupError(f"GPU {target} asked for, but NVML sees {count} GPU(s)")
-        return nvml.nvmlDeviceGetHandleByIndex(target), target
-    for index in range(count):
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        uuid = nvml.nvmlDeviceGetUUID(handle)
-        uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-        if uuid.startswith(target):
-            return handle, index
-    # A MIG instance (MIG-<uuid>) is not among the whole GPUs: NVML resolves it itself.
-    return nvml.nvmlDeviceGetHandleByUUID(target), None
+if TYPE_CHECKING:
+    import psutil
+else:
+    psutil = lazy_import("psutil")
 
 
 def gpu_of_processes(nvml: Any, pids: set[int]) -> tuple[Any, int] | None:
@@ -70,9 +32,7 @@ def gpu_of_processes(nvml: Any, pids: set[int]) -> tuple[Any, int] | None:
 def _environment_of(pid: int) -> dict[str, str]:
     """The worker's own environment (its CUDA_VISIBLE_DEVICES), else this process's."""
     try:
-        import psutil
-
-        return psutil.Process(pid).environ()
+        return dict(psutil.Process(pid).environ())
     except Exception:  # gone, another user's, or no /proc: the worker inherited ours
         return dict(os.environ)
 
@@ -125,7 +85,7 @@ class NvmlSampler:
         if target is None:
             raise LookupError(
                 f"CUDA device {self.index} is not in CUDA_VISIBLE_DEVICES="
-                f"{env.get('CUDA_VISIBLE_DEVICES')!r}"
+                f"{cuda_visible_devices(env)!r}"
             )
         return gpu_handle(nvml, target)
 
@@ -164,8 +124,6 @@ class NvmlSampler:
         self._unsupported = set()
         self._energy_due = True
         try:
-            import psutil
-
             # A worker's own children (rare) are counted as its GPU memory too.
             self._pids |= {c.pid for c in psutil.Process(pid).children(recursive=True)}
         except Exception:

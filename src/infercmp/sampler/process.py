@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import psutil
-
+from infercmp.core.lazy import lazy_import
 from infercmp.sampler.base import ProcessGone, Reading
+
+if TYPE_CHECKING:
+    import psutil
+else:
+    psutil = lazy_import("psutil")
 
 
 class ProcessSampler:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import psutil
+from typing import TYPE_CHECKING
 
+from infercmp.core.lazy import lazy_import
 from infercmp.sampler.base import Reading
+
+if TYPE_CHECKING:
+    import psutil
+else:
+    psutil = lazy_import("psutil")
 
 
 class SystemSampler:

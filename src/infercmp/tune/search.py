@@ -850,7 +850,7 @@ class WorkerMeasurer:
     def measure(
         self, candidates: list[Candidate], plan: RoundPlan, timeout_s: Callable[[Candidate], float]
     ) -> Iterator[Measured]:
-        from infercmp.engines import get_descriptor
+        from infercmp.engines.registry import get_descriptor
         from infercmp.run import worker_process
         from infercmp.run.aggregate import ComboProgress, now_iso
         from infercmp.run.plan import BenchPlan

@@ -19,13 +19,32 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import numpy as np
 from pydantic import ValidationError
 
-from infercmp.core.contract import Measurement, Phase, WarmupInfo, WorkerResult, WorkerSpec
+from infercmp.core.contract import (
+    LoadResult,
+    Measurement,
+    Phase,
+    StopReason,
+    WarmupInfo,
+    WorkerResult,
+    WorkerSpec,
+)
 from infercmp.core.errors import InfercmpError, RunFailed
+from infercmp.core.files import write_atomic
+from infercmp.core.parity import compare_outputs, default_rtol
+from infercmp.core.stats import outlier_mask, relative_ci_half_width
+from infercmp.engines import EngineSpec
+from infercmp.engines.base import UnsupportedCombination
+from infercmp.engines.registry import engine_class, get_descriptor
+from infercmp.platform import gpus
+from infercmp.worker import timing
+from infercmp.worker.load_run import run_load
+from infercmp.worker.loadgen.log import SlotFailed
+from infercmp.workload.scenarios import items_per_request
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
 
@@ -43,7 +62,7 @@ def _warmup_text(measurement: Measurement) -> str:
 def noise_warnings(wall_ns: np.ndarray, spec: Measurement, device: str) -> list[str]:
     """Warnings about the measurement itself, in the words a user can act on (a CPU run gets
     no advice about a GPU)."""
-    warnings = []
+    warnings: list[str] = []
     n = len(wall_ns)
     if n < 2:
         return warnings
@@ -65,8 +84,6 @@ def noise_warnings(wall_ns: np.ndarray, spec: Measurement, device: str) -> list[
                 f"the first {head} iterations are {head_median / median:.1f}x slower than the "
                 f"median: the warm-up ({_warmup_text(spec)}) may be too short"
             )
-    from infercmp.core.stats import outlier_mask
-
     outliers = int(outlier_mask(values).sum())
     if outliers > 0.02 * n:
         warnings.append(
@@ -133,32 +150,29 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if not isinstance(exc, InfercmpError) else text
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    from infercmp.core.files import write_atomic
-
-    write_atomic(path, write)
-
-
 def write_result(result: WorkerResult, result_dir: Path) -> None:
     data = result.model_dump_json(indent=2).encode()
-    _write_atomic(result_dir / "result.json", lambda f: f.write(data))
+    write_atomic(result_dir / "result.json", data)
 
 
 def write_latency(samples: dict[str, np.ndarray], result_dir: Path) -> None:
-    _write_atomic(
-        result_dir / "latency.npz",
-        lambda f: np.savez(f, **{k: v.astype(np.int64) for k, v in samples.items()}),
-    )
+    arrays: dict[str, Any] = {k: v.astype(np.int64) for k, v in samples.items()}
+    write_atomic(result_dir / "latency.npz", lambda f: np.savez(f, **arrays))
+
+
+class _Held:
+    """What `run_worker` releases whatever happens: the engine, the other slots' engines of a
+    load, and the CUDA events ring."""
+
+    def __init__(self) -> None:
+        # An Engine; a load also drives EngineBase's slot_engine, bind_thread and hot_path.
+        self.engine: Any = None
+        self.slot_engines: list[Any] = []
+        self.device_events: timing.CudaEvents | None = None
 
 
 def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     """Load, warm up, measure and check one combination; always returns a result to write."""
-    from infercmp.core.stats import relative_ci_half_width
-    from infercmp.engines import EngineSpec, engine_class
-    from infercmp.engines.base import UnsupportedCombination
-    from infercmp.worker import timing
-
-    settings = spec.measurement
     phase_event = _PhaseEvents(events)
     result = WorkerResult(
         status="ok",
@@ -167,114 +181,26 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
         device=spec.device,
         precision=spec.precision,
         process=spec.process,
-        device_resident=settings.device_resident,
-        mode=settings.mode,
+        device_resident=spec.measurement.device_resident,
+        mode=spec.measurement.mode,
         started=time.time(),
     )
     spec.result_dir.mkdir(parents=True, exist_ok=True)
-    engine = None
-    slot_engines: list[Any] = []
-    device_events = None
+    held = _Held()
     try:
-        phase_event("load")
-        load_started = time.perf_counter()
-        inputs, reference = load_reference(spec.reference)
-        result.runtime_shapes = {n: list(a.shape) for n, a in zip(spec.input_names, inputs)}
-        engine = engine_class(spec.engine)()
-        engine.load(
-            EngineSpec(
-                model=spec.model,
-                device=spec.device,
-                precision=spec.precision,
-                artifact=spec.artifact,
-                input_names=tuple(spec.input_names),
-                output_names=tuple(spec.output_names),
-                options=dict(spec.options),
-                device_id=spec.device_id,
-            )
-        )
-        result.options = dict(engine.effective_options)
-        phase_event("prepare")
-        engine.prepare(inputs)
-        result.load_seconds = time.perf_counter() - load_started
-        if spec.device == "cuda":
-            from infercmp.platform import gpus as devices
-
-            result.gpu_name = devices.gpu_name(spec.device_id)
-            stream = engine.stream
-            if settings.device_events and stream is not None:
-                marks = 2 if settings.device_resident else 4
-                device_events = timing.cuda_events(stream, timing.EVENT_SLOTS, marks)
-
+        inputs, reference = _load_engine(spec, result, phase_event, held)
+        engine = held.engine
         if not spec.load.one_at_a_time:
-            slot_engines = _measure_load(engine, inputs, spec, result, phase_event)
+            held.slot_engines = _measure_load(engine, inputs, spec, result, phase_event)
             phase_event("parity")
             engine.bind_thread()  # this thread last drove another slot's engine
-            outputs = engine.copy_out()
-            engine.synchronize()
-            _check_parity(spec, outputs, reference, result)
         else:
-            phase_event("warmup")
-            if settings.device_resident:
-                engine.copy_in()
-                engine.synchronize()
-            warm_iters, warm_seconds = settings.warmup()
-            warm = timing.warm_up(
-                engine, warm_iters, warm_seconds, settings.device_resident, device_events
-            )
-            result.warmup = WarmupInfo(
-                iterations=warm.iterations,
-                seconds=warm.seconds,
-                first_ms=float(warm.samples[timing.WALL_TOTAL][0]) / 1e6
-                if warm.iterations
-                else None,
-            )
-
-            phase_event("measure")
-            if settings.iters is not None:
-                rule: timing.StopRule = timing.FixedIterations(settings.iters)
-            elif settings.duration_s is not None:
-                rule = timing.FixedDuration(settings.duration_s)
-            else:
-                rule = timing.AdaptiveStop(
-                    settings.ci_target,
-                    settings.min_iters,
-                    settings.max_seconds,
-                    min_seconds=settings.min_seconds,
-                )
-            cpu_started = time.process_time()
-            measured = timing.measure(engine, rule, settings.device_resident, device_events)
-            result.measure_cpu_seconds = time.process_time() - cpu_started
-            # Nothing above this line inside the loop logs or allocates; now there is time.
-            if spec.device == "cuda":
-                from infercmp.platform import gpus as devices
-
-                reasons = devices.clock_slowdown_reasons(spec.device_id)
-                if reasons:
-                    result.warnings.append(
-                        "the GPU was slowing its clocks at the end of measurement "
-                        f"({', '.join(reasons)}): the timings may be pessimistic"
-                    )
-            wall = measured.samples[timing.WALL_TOTAL]
-            result.iterations = measured.iterations
-            result.measure_seconds = measured.seconds
-            result.stop_reason = measured.stop_reason
-            result.clocks = list(measured.samples)
-            ci = relative_ci_half_width(wall)
-            result.ci_half_width = ci if math.isfinite(ci) else None
-            result.warnings.extend(noise_warnings(wall, settings, spec.device))
-            if measured.stop_reason == "max_seconds" and settings.mode == "adaptive":
-                result.warnings.append(
-                    f"stopped at the {settings.max_seconds:g} s cap before the median's 95% CI "
-                    f"reached ±{settings.ci_target:.1%} (it is ±{ci:.1%})"
-                )
-            write_latency(measured.samples, spec.result_dir)
-
+            _measure_one_at_a_time(engine, spec, result, phase_event, held.device_events)
             phase_event("parity")
             # Device-resident runs copy out once here; for the others this repeats the last copy.
-            outputs = engine.copy_out()
-            engine.synchronize()
-            _check_parity(spec, outputs, reference, result)
+        outputs = engine.copy_out()
+        engine.synchronize()
+        _check_parity(spec, outputs, reference, result)
     except BaseException as exc:  # recorded, whatever it is: the run goes on without us
         result.phase = phase_event.current
         result.error = _one_line(exc)
@@ -286,31 +212,143 @@ def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
         else:
             result.status = "failed"
     finally:
-        if device_events is not None:
-            device_events.close()
-        for other in slot_engines[1:]:
-            try:
-                other.release()
-            except Exception as exc:
-                result.warnings.append(f"release of a slot engine failed: {_one_line(exc)}")
-        if engine is not None:
-            try:
-                engine.release()
-            except Exception as exc:  # a release failure must not hide the result
-                result.warnings.append(f"release failed: {_one_line(exc)}")
-            # Read after release: engines add to it then (PyTorch: its allocator's peak).
-            result.engine_info = dict(engine.info)
+        _release(held, result)
     result.finished = time.time()
     write_result(result, spec.result_dir)
     phase_event.done()
     return result
 
 
+def _load_engine(
+    spec: WorkerSpec, result: WorkerResult, phase_event: _PhaseEvents, held: _Held
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The "load" and "prepare" phases: the reference's inputs and outputs, and the engine
+    loaded, prepared on them and held (with its CUDA events ring when they are asked for)."""
+    phase_event("load")
+    load_started = time.perf_counter()
+    inputs, reference = load_reference(spec.reference)
+    result.runtime_shapes = {n: list(a.shape) for n, a in zip(spec.input_names, inputs)}
+    engine = held.engine = engine_class(spec.engine)()
+    engine.load(
+        EngineSpec(
+            model=spec.model,
+            device=spec.device,
+            precision=spec.precision,
+            artifact=spec.artifact,
+            input_names=tuple(spec.input_names),
+            output_names=tuple(spec.output_names),
+            options=dict(spec.options),
+            device_id=spec.device_id,
+        )
+    )
+    result.options = dict(engine.effective_options)
+    phase_event("prepare")
+    engine.prepare(inputs)
+    result.load_seconds = time.perf_counter() - load_started
+    if spec.device == "cuda":
+        result.gpu_name = gpus.gpu_name(spec.device_id)
+        stream = engine.stream
+        if spec.measurement.device_events and stream is not None:
+            marks = 2 if spec.measurement.device_resident else 4
+            held.device_events = timing.cuda_events(stream, timing.EVENT_SLOTS, marks)
+    return inputs, reference
+
+
+def _measure_one_at_a_time(
+    engine: Any,
+    spec: WorkerSpec,
+    result: WorkerResult,
+    phase_event: _PhaseEvents,
+    device_events: timing.CudaEvents | None,
+) -> None:
+    """The "warmup" and "measure" phases of the original timed loop (`timing.measure`), one
+    request at a time; latency.npz written."""
+    settings = spec.measurement
+    phase_event("warmup")
+    if settings.device_resident:
+        engine.copy_in()
+        engine.synchronize()
+    warm_iters, warm_seconds = settings.warmup()
+    warm = timing.warm_up(engine, warm_iters, warm_seconds, settings.device_resident, device_events)
+    result.warmup = WarmupInfo(
+        iterations=warm.iterations,
+        seconds=warm.seconds,
+        first_ms=float(warm.samples[timing.WALL_TOTAL][0]) / 1e6 if warm.iterations else None,
+    )
+
+    phase_event("measure")
+    rule = _stop_rule(settings)
+    cpu_started = time.process_time()
+    measured = timing.measure(engine, rule, settings.device_resident, device_events)
+    result.measure_cpu_seconds = time.process_time() - cpu_started
+    # Nothing above this line inside the loop logs or allocates; now there is time.
+    if spec.device == "cuda":
+        reasons = gpus.clock_slowdown_reasons(spec.device_id)
+        if reasons:
+            result.warnings.append(
+                "the GPU was slowing its clocks at the end of measurement "
+                f"({', '.join(reasons)}): the timings may be pessimistic"
+            )
+    _record_measurement(measured, spec, result)
+    write_latency(measured.samples, spec.result_dir)
+
+
+def _stop_rule(settings: Measurement) -> timing.StopRule:
+    """--iters, --duration, or the adaptive rule (until the median's CI is narrow enough)."""
+    if settings.iters is not None:
+        return timing.FixedIterations(settings.iters)
+    if settings.duration_s is not None:
+        return timing.FixedDuration(settings.duration_s)
+    return timing.AdaptiveStop(
+        settings.ci_target,
+        settings.min_iters,
+        settings.max_seconds,
+        min_seconds=settings.min_seconds,
+    )
+
+
+def _record_measurement(
+    measured: timing.Measurement, spec: WorkerSpec, result: WorkerResult
+) -> None:
+    """The timed loop's figures and warnings on `result`."""
+    settings = spec.measurement
+    wall = measured.samples[timing.WALL_TOTAL]
+    result.iterations = measured.iterations
+    result.measure_seconds = measured.seconds
+    # The measuring rules stop for a StopReason ("warmup" is the warm-up's own).
+    result.stop_reason = cast(StopReason, measured.stop_reason)
+    result.clocks = list(measured.samples)
+    ci = relative_ci_half_width(wall)
+    result.ci_half_width = ci if math.isfinite(ci) else None
+    result.warnings.extend(noise_warnings(wall, settings, spec.device))
+    if measured.stop_reason == "max_seconds" and settings.mode == "adaptive":
+        result.warnings.append(
+            f"stopped at the {settings.max_seconds:g} s cap before the median's 95% CI "
+            f"reached ±{settings.ci_target:.1%} (it is ±{ci:.1%})"
+        )
+
+
+def _release(held: _Held, result: WorkerResult) -> None:
+    """Close the events ring and release every engine; a failure to is a warning."""
+    if held.device_events is not None:
+        held.device_events.close()
+    for other in held.slot_engines[1:]:
+        try:
+            other.release()
+        except Exception as exc:
+            result.warnings.append(f"release of a slot engine failed: {_one_line(exc)}")
+    if held.engine is not None:
+        try:
+            held.engine.release()
+        except Exception as exc:  # a release failure must not hide the result
+            result.warnings.append(f"release failed: {_one_line(exc)}")
+        # Read after release: engines add to it then (PyTorch: its allocator's peak).
+        result.engine_info = dict(held.engine.info)
+
+
 def _check_parity(
     spec: WorkerSpec, outputs: list[np.ndarray], reference: list[np.ndarray], result: WorkerResult
 ) -> None:
-    from infercmp.core.parity import compare_outputs, default_rtol
-
     if not reference:
         return
     settings = spec.measurement
@@ -327,23 +365,17 @@ def _measure_load(
     result: WorkerResult,
     phase_event: _PhaseEvents,
 ) -> list[Any]:
-    """Measure a load other than one request at a time (infercmp.workload.scenarios): one engine per
-    slot, driven by the load generator. Returns every slot's engine (the first is `engine`)
-    so the caller releases them.
+    """Measure a load other than one request at a time (infercmp.worker.load_run): one engine
+    per slot, driven by the load generator. Returns every slot's engine (the first is
+    `engine`) so the caller releases them.
 
     The phases bracket the window whose requests are counted: "warmup" holds the generator's
     warm-up (and a server run's self-check and --qps auto search), "measure" exactly the
     window (the generator calls back as it opens and closes), "write" the bookkeeping after.
     The sampler's energy over "measure" is then the window's, as for one request at a time.
     """
-    from infercmp.engines import get_descriptor
-    from infercmp.worker.loadgen import SlotFailed
-    from infercmp.workload.scenarios import items_per_request, run_load
-
     how = get_descriptor(spec.engine).concurrency_on(spec.device)
     if how is None:
-        from infercmp.engines.base import UnsupportedCombination
-
         raise UnsupportedCombination(
             f"{spec.engine} declares no way to keep several requests in flight on {spec.device}"
         )
@@ -386,6 +418,15 @@ def _measure_load(
     # requests. The generator does not count its warm-up's requests, only their time.
     result.measure_seconds = load_result.window_s
     result.warmup = WarmupInfo(seconds=warmup[1] - warmup[0])
+    _record_load(arrays, load_result, spec, result)
+    write_latency(arrays, spec.result_dir)
+    return engines
+
+
+def _record_load(
+    arrays: dict[str, np.ndarray], load_result: LoadResult, spec: WorkerSpec, result: WorkerResult
+) -> None:
+    """A load's figures and warnings on `result`."""
     result.load_result = load_result
     wall = arrays["wall.total"]
     result.iterations = len(wall)
@@ -409,11 +450,9 @@ def _measure_load(
             f"{load_result.cut} requests due in the window never started (overload); they "
             "count as slower than any completed one in p99"
         )
-    write_latency(arrays, spec.result_dir)
-    return engines
 
 
-def _empty_window(load_result: Any) -> str:
+def _empty_window(load_result: LoadResult) -> str:
     """What happened when a load's measured window completed no request, and what to do."""
     if load_result.cut:
         return (

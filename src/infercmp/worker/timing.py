@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.core.stats import relative_ci_half_width
+from infercmp.core.stats import CI_MIN_SAMPLES, relative_ci_half_width
 
 WALL_TOTAL = "wall.total"
 DEVICE_H2D = "device.h2d"
@@ -332,10 +332,6 @@ class FixedDuration(StopRule):
         return Batch(MAX_BATCH, end)
 
 
-# Fewer samples than this give no confidence interval of the median at all.
-CI_MIN_SAMPLES = 8
-
-
 class AdaptiveStop(StopRule):
     """Stop when the 95% CI of the median wall time is within `ci_target` of the median.
 
@@ -354,7 +350,7 @@ class AdaptiveStop(StopRule):
         min_seconds: float = 0.0,
     ) -> None:
         self.ci_target = ci_target
-        self.min_iterations = max(min_iterations, 8)
+        self.min_iterations = max(min_iterations, CI_MIN_SAMPLES)
         self.max_seconds = max_seconds
         self.min_batch_seconds = min_batch_seconds
         self.min_seconds = min(min_seconds, max_seconds)
@@ -421,6 +417,7 @@ def measure(
 
 def _measure(engine: Any, rule: StopRule, resident: bool, events: CudaEvents | None) -> Measurement:
     samples = Samples(clocks_for(resident, events is not None))
+    loop: Callable[..., int]  # one of the four loops; `extra` holds the events' argument
     if events is None:
         loop = loop_resident if resident else loop_host
         extra: tuple[Any, ...] = ()

@@ -3,28 +3,27 @@ reference outputs that go with them, and the optimisation profile that covers a 
 
 A model can run at `--batch B` when every input that names a `batch_size` dimension marks it
 dynamic (-1) in `runtime` and B lies inside its `optimization` min..max. The inputs at batch B
-are the preprocessed example repeated B times along that axis, unless the plugin's
-`batch_inputs` hook returns its own. Parity at batch B is judged against the stacked
-reference: the PyTorch fp32 outputs of the example repeated along each output's `batch_size`
-axis (identical rows in, identical rows out), or, for a plugin's own batched inputs, PyTorch
-run on them.
+are the preprocessed example repeated B times along that axis (`stack`), unless the plugin's
+`batch_inputs` hook returns its own; the reference that goes with them is made and cached by
+`infercmp.artifacts.reference.ensure_batched_reference`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from infercmp.core.errors import InfercmpError
+from infercmp.core.lazy import lazy_import
 from infercmp.workload.config import DYNAMIC, ModelConfig
+from infercmp.workload.inputs import runtime_shapes
 
 if TYPE_CHECKING:
-    from infercmp.artifacts.cache import ArtifactCache
+    import numpy as np
+
     from infercmp.workload.plugins import ModelPlugin
-    from infercmp.workload.shapes import Experiment
+else:
+    np = lazy_import("numpy")
 
 BATCH_DIM = "batch_size"
 MAX_BATCH = 1 << 16
@@ -89,6 +88,7 @@ def parse_batches(text: str, config: ModelConfig) -> list[int] | None:
 
 
 def check_batches(batches: Sequence[int], config: ModelConfig) -> None:
+    """One clear error when a batch size lies outside the config's `batch_size` range."""
     lo, hi = batch_range(config)
     outside = [b for b in batches if not lo <= b <= hi]
     if outside:
@@ -113,10 +113,12 @@ def stack(arrays: Sequence[np.ndarray], axes: Sequence[int | None], batch: int) 
 
 
 def input_axes(config: ModelConfig) -> list[int | None]:
+    """Each input's batch axis (None where it has none), in config order."""
     return [batch_axis(spec.shapes.dims_names) for spec in config.inputs]
 
 
 def output_axes(config: ModelConfig) -> list[int | None]:
+    """Each output's batch axis (None where it has none), in config order."""
     return [batch_axis(spec.shape.dims_names) for spec in config.outputs]
 
 
@@ -169,8 +171,6 @@ def plan_batches(plugin: ModelPlugin, combos: Sequence[Any]) -> tuple[int, ...]:
     batch-dynamic, not for 256 images at 512x512 (whose activation memory a TensorRT context
     would reserve).
     """
-    from infercmp.artifacts.onnx_export import runtime_shapes
-
     config = plugin.config
     try:
         batch_range(config)
@@ -186,60 +186,3 @@ def plan_batches(plugin: ModelPlugin, combos: Sequence[Any]) -> tuple[int, ...]:
                 sizes.add(shape[axis])
                 break
     return tuple(sorted(sizes))
-
-
-def ensure_batched_reference(
-    plugin: ModelPlugin, cache: ArtifactCache, experiment: Experiment, batch: int | None
-) -> Path:
-    """The reference npz (`input_i`, `output_i`) of `experiment` at `batch`, through the cache.
-
-    batch None is the experiment's own reference (`export.ensure_reference`) unchanged.
-    """
-    from infercmp.artifacts.cache import content_key
-    from infercmp.artifacts.onnx_export import ensure_reference, load_module, run_pytorch
-    from infercmp.workload.plugins import check_runtime_inputs
-
-    base = ensure_reference(plugin, cache, experiment)
-    if batch is None:
-        return base
-    config = plugin.config
-    with np.load(base, allow_pickle=False) as data:
-        inputs = [data[f"input_{i}"] for i in range(len(config.inputs))]
-        outputs = [data[f"output_{i}"] for i in range(len(config.outputs))]
-    own = plugin.batch_inputs(inputs, batch)
-    # The base entry's key covers the model, its code and the experiment; the path holds it.
-    key = content_key({"kind": "batched-reference", "base": str(base), "batch": batch})
-    with cache.lock("reference", key):
-        entry = cache.lookup("reference", key)
-        if entry is not None:
-            return entry.file(base.name)
-        if own is None:
-            batched = stack(inputs, input_axes(config), batch)
-            expected = stack(outputs, output_axes(config), batch)
-        else:
-            check_runtime_inputs(config, own)
-            wrong = [
-                f"'{spec.name}' has {a.shape[axis]}"
-                for spec, a, axis in zip(config.inputs, own, input_axes(config))
-                if axis is not None and a.shape[axis] != batch
-            ]
-            if wrong:
-                raise InfercmpError(
-                    f"model '{config.name}': batch_inputs(..., {batch}) returned "
-                    f"{', '.join(wrong)} rows along {BATCH_DIM}; it must return {batch}"
-                )
-            batched = list(own)
-            module, _ = load_module(plugin)
-            expected = run_pytorch(plugin, module, batched)
-        with cache.staging() as staged:
-            arrays = {f"input_{i}": a for i, a in enumerate(batched)}
-            arrays.update({f"output_{i}": a for i, a in enumerate(expected)})
-            np.savez(staged / base.name, **arrays)
-            meta = {
-                "model": config.name,
-                "experiment": [list(s) for s in experiment.shapes],
-                "label": f"{experiment.label} batch {batch}",
-                "batch": batch,
-            }
-            entry = cache.store("reference", key, staged, meta)
-    return entry.file(base.name)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -18,6 +17,12 @@ from pydantic import (
 )
 
 from infercmp.core.errors import InfercmpError
+from infercmp.core.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
 
 DYNAMIC = -1
 
@@ -115,6 +120,7 @@ class InputShapes(_Strict):
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
+        """Each axis marked dynamic (-1) in `runtime`, with its name."""
         return {i: n for i, (n, d) in enumerate(zip(self.dims_names, self.runtime)) if d == DYNAMIC}
 
 
@@ -132,6 +138,7 @@ class InputSpec(_Strict):
 
     @property
     def dtype(self) -> np.dtype:
+        """The input's numpy dtype."""
         return np.dtype(self.dtype_str)
 
 
@@ -163,7 +170,9 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _unique_names(self) -> ModelConfig:
         seen: dict[str, str] = {}
-        tensors = [("inputs", i, t) for i, t in enumerate(self.inputs)]
+        tensors: list[tuple[str, int, InputSpec | OutputSpec]] = [
+            ("inputs", i, t) for i, t in enumerate(self.inputs)
+        ]
         tensors += [("outputs", i, t) for i, t in enumerate(self.outputs)]
         for group, index, tensor in tensors:
             if tensor.name in seen:
@@ -177,10 +186,12 @@ class ModelConfig(_Strict):
 
     @property
     def input_names(self) -> list[str]:
+        """The inputs' names, in config order."""
         return [i.name for i in self.inputs]
 
     @property
     def output_names(self) -> list[str]:
+        """The outputs' names, in config order."""
         return [o.name for o in self.outputs]
 
 

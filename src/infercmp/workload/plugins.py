@@ -1,7 +1,7 @@
 """Model plugins: the base class plugin authors derive from, and entry-point discovery.
 
-`import infercmp` imports this module, so it imports nothing heavy at module level: numpy,
-pydantic and the config schema load on first use, keeping `infercmp --help` fast.
+`import infercmp` imports this module, so it imports nothing heavy at module level: numpy loads
+on first use (`infercmp.core.lazy`), keeping `infercmp --help` fast.
 """
 
 from __future__ import annotations
@@ -14,22 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from infercmp.core.entrypoints import discover as discover_entry_points
+from infercmp.core.entrypoints import load_named
 from infercmp.core.errors import InfercmpError
+from infercmp.core.lazy import lazy_import
+from infercmp.workload.config import DYNAMIC, ModelConfig, load_config
 
 if TYPE_CHECKING:
     from importlib import metadata
 
     import numpy as np
     import torch
-
-    from infercmp.workload.config import ModelConfig
+else:
+    np = lazy_import("numpy")
 
 ENTRY_POINT_GROUP = "infercmp.models"
 # Modules a plugin must not import at module level (docs/plugins.md): `infercmp models`
 # imports every plugin, and torch alone turns 0.4 s into 2 s.
 HEAVY_MODULES = ("torch", "onnxruntime", "tensorrt", "tensorrt_rtx")
 EXAMPLE_SEED = 0
-DYNAMIC = -1  # the same marker as infercmp.workload.config.DYNAMIC, without importing the schema
 
 
 class ModelPlugin:
@@ -44,18 +47,15 @@ class ModelPlugin:
 
     def load_config(self) -> ModelConfig:
         """The model's config; by default `config_file` next to the module defining the class."""
-        from infercmp.workload.config import load_config
-
         return load_config(Path(inspect.getfile(type(self))).parent / self.config_file)
 
     @functools.cached_property
     def config(self) -> ModelConfig:
+        """The model's config, loaded once."""
         return self.load_config()
 
     def load_example_inputs(self, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
         """One raw array per config input, of the given example shapes (seeded, repeatable)."""
-        import numpy as np
-
         inputs = self.config.inputs
         if len(shapes) != len(inputs):
             raise InfercmpError(
@@ -88,13 +88,12 @@ class ModelPlugin:
         return None
 
     def load_pytorch_module(self) -> torch.nn.Module:
+        """The model's PyTorch module; every plugin implements it."""
         raise NotImplementedError(f"{type(self).__name__} must implement load_pytorch_module()")
 
 
 def check_runtime_inputs(config: ModelConfig, arrays: Sequence[np.ndarray]) -> None:
     """Check what `preprocess` returned against the config; name the input that is wrong."""
-    import numpy as np
-
     if len(arrays) != len(config.inputs):
         raise InfercmpError(
             f"model '{config.name}': preprocess() returned {len(arrays)} arrays but the config "
@@ -182,8 +181,6 @@ class PluginEntry:
 
 def discover() -> dict[str, PluginEntry]:
     """Every model registered in the environment, by name; nothing is imported yet."""
-    from infercmp.core.entrypoints import discover as discover_entry_points
-
     return {
         name: PluginEntry(name, e.package, e.target, entry_point=e.entry_point, error=e.error)
         for name, e in discover_entry_points(ENTRY_POINT_GROUP, "model").items()
@@ -193,6 +190,4 @@ def discover() -> dict[str, PluginEntry]:
 def get_plugin(name: str) -> ModelPlugin:
     """The plugin named `name`, or one clear error with the closest names ('gru' finds
     'newcomer-gru' by containment, 'mixd' finds 'mixed' by similarity)."""
-    from infercmp.core.entrypoints import load_named
-
     return load_named(discover(), name, "model")

@@ -1,28 +1,27 @@
 """Deployment scenarios after MLPerf LoadGen: the `--batch`, `--concurrency`, `--scenario`,
-`--qps` and `--slo-ms` flags turned into `contract.Load`s, and the worker's side of a load
-other than one request at a time (slots driven by `infercmp.worker.loadgen`).
+`--qps` and `--slo-ms` flags turned into `contract.Load`s, their labels, and how a measured load
+reads (whether it held its load, the status it shows, its figures over --repeat processes).
 
 single-stream (the default) is infercmp's original timed loop (`timing.measure`), unchanged.
 offline keeps `concurrency` requests in flight back to back (a closed loop); server issues
 requests at Poisson arrival times at `qps` (an open loop), so latency includes queueing; with
-`qps` None the rate is searched for the highest one whose p99 stays under `slo_ms`.
+`qps` None the rate is searched for the highest one whose p99 stays under `slo_ms`. The worker
+runs them (`infercmp.worker.load_run`, driving `infercmp.worker.loadgen`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
-import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from infercmp.core.contract import Load, LoadResult, Measurement, Scenario, WorkerSpec
+from infercmp.core.contract import Load, LoadResult, Measurement, Scenario
 from infercmp.core.errors import InfercmpError
-from infercmp.worker.loadgen import KEEP_UP
-from infercmp.workload.config import ModelConfig
+from infercmp.workload.batching import parse_batches
+
+if TYPE_CHECKING:
+    from infercmp.workload.config import ModelConfig
 
 SCENARIOS: tuple[Scenario, ...] = ("single-stream", "offline", "server")
 MAX_CONCURRENCY = 256
@@ -35,6 +34,9 @@ MIN_SLO_MS = 0.1
 #: Most arrivals one open-loop run schedules (rate x seconds): its arrays and the
 #: dispatcher's list take about 100 bytes an arrival.
 MAX_ARRIVALS = 5_000_000
+#: An open loop keeps up with its rate when it completes at least this share of the offered
+#: requests per second while arrivals are due (`RequestLog.achieved_qps`).
+KEEP_UP = 0.95
 
 
 def _positive_ints(text: str, flag: str, limit: int | None = None) -> list[int]:
@@ -65,8 +67,6 @@ def loads_from_flags(
     `--concurrency N` without `--scenario` means offline (for N = 1 too): single-stream is the
     original one-request-at-a-time loop, which --concurrency does not ask for.
     """
-    from infercmp.workload.batching import parse_batches
-
     if scenario is not None and scenario not in SCENARIOS:
         raise InfercmpError(f"--scenario '{scenario}': choose {', '.join(SCENARIOS)}")
     auto_batch = False
@@ -78,7 +78,7 @@ def loads_from_flags(
     counts = _positive_ints(concurrency, "--concurrency", MAX_CONCURRENCY) if concurrency else [1]
     # --concurrency asks for the closed loop whatever its values: `-c 1` alone is offline with
     # one request in flight, labelled so, as `-c 1,2` labels both its points.
-    chosen: Scenario = scenario or ("offline" if concurrency else "single-stream")  # type: ignore[assignment]
+    chosen: Scenario = scenario or ("offline" if concurrency else "single-stream")
     if chosen == "single-stream" and max(counts) > 1:
         raise InfercmpError(
             "--scenario single-stream keeps one request in flight; use --scenario offline or "
@@ -137,7 +137,7 @@ def check_server_window(loads: Sequence[Load], settings: Measurement) -> None:
     """One clear error for a server rate whose window holds no request or too many to hold.
 
     The window is --duration, else --max-seconds (the open loop runs that long at a fixed
-    rate; a --qps auto search's points last `SEARCH_POINT_SECONDS` or --duration).
+    rate; a --qps auto search's points last `load_run.SEARCH_POINT_SECONDS` or --duration).
     """
     for load in loads:
         if load.scenario != "server" or load.qps is None:
@@ -241,10 +241,10 @@ def _rate(value: float) -> str:
 def shown_status(result: Any) -> str:
     """The status a stored result shows: a finished load run that did not hold its load is
     OVERLOADED, not `ok` (the one rule for bench's table, the report and compare)."""
-    load_result = getattr(result, "load_result", None)
+    load_result: Any = getattr(result, "load_result", None)
     if hasattr(load_result, "model_dump"):
         load_result = load_result.model_dump(mode="json")
-    load = getattr(result, "load", None)
+    load: Any = getattr(result, "load", None)
     if hasattr(load, "model_dump"):
         load = load.model_dump(mode="json")
     if result.status == "ok" and load_shortfall(load, load_result):
@@ -263,175 +263,7 @@ def served_qps(load: dict | None, load_result: dict | None) -> float | None:
     return float(best) if best is not None else None
 
 
-# -- the worker's side -------------------------------------------------------------------------
-
-#: Seconds of each open-loop run of a --qps auto search when --duration is not given.
-SEARCH_POINT_SECONDS = 1.0
-#: Fewest arrivals the first point of a --qps auto search schedules (a long SLO's rate of
-#: one request per SLO would schedule none in a short point).
-SEARCH_MIN_ARRIVALS = 20
-#: Seconds the generator measures itself for (closed, flood and paced loops: about 2.5x this).
-CAPACITY_SECONDS = 0.4
-
-
-def request_slot(engine: Any, resident: bool) -> Callable[[], None]:
-    """One request on `engine`, as the load generator calls it: inputs in, outputs back (or
-    compute only with --device-resident), complete when it returns."""
-    copy_in, compute, copy_out, synchronize = engine.hot_path()
-    bound = threading.local()
-
-    def request() -> None:
-        if not getattr(bound, "done", False):  # a new thread (loadgen starts one per run)
-            engine.bind_thread()
-            bound.done = True
-        if not resident:
-            copy_in()
-        compute()
-        if not resident:
-            copy_out()
-        synchronize()
-
-    return request
-
-
-def _windows(settings: Measurement) -> tuple[int, float, float, int | None]:
-    """(min requests, min seconds, max seconds, max requests) of a closed loop, from the
-    measurement flags: `--iters N` is exactly N requests."""
-    if settings.iters is not None:
-        return settings.iters, 0.0, 1e9, settings.iters
-    if settings.duration_s is not None:
-        return 1, settings.duration_s, settings.duration_s, None
-    return settings.min_iters, settings.min_seconds, settings.max_seconds, None
-
-
-def run_load(
-    engines: Sequence[Any],
-    spec: WorkerSpec,
-    how: str,
-    *,
-    items: int,
-    on_measure_start: Callable[[], None] | None = None,
-    on_measure_end: Callable[[], None] | None = None,
-) -> tuple[dict[str, np.ndarray], LoadResult]:
-    """Drive `engines` (one per slot, prepared) under `spec.load`; the latency arrays for
-    latency.npz and the load's figures. `items`: the items in one request
-    (`items_per_request` of the inputs: the example's own batch when --batch is not given),
-    which throughput counts, as for one request at a time.
-
-    Everything before the measured window (the slots' warm-up; for the server scenario the
-    generator's self-check too, and every rate a --qps auto search tried) runs before
-    `on_measure_start` is called; `on_measure_end` is called as the window closes. The
-    window's requests are what the arrays and `LoadResult` count, and nothing else runs
-    between the two calls. A --qps auto search is followed by one more run at the rate it
-    chose, of the search's point length: that run is the window.
-
-    latency.npz gets `wall.total` (each request's latency: end minus due time, queueing
-    included), `request.issue`, `request.start`, `request.end` (ns from the window's start)
-    and `request.slot`, one row per completed request in issue order.
-    """
-    from infercmp.worker import loadgen
-
-    load, settings = spec.load, spec.measurement
-    resident = settings.device_resident
-    slots = [request_slot(engine, resident) for engine in engines]
-    warmup_s = settings.warmup()[1] or 0.1
-    generator = None
-    search: loadgen.QpsSearch | None = None
-    asked_qps = load.qps or 0.0  # the rate the window's open loop ran at
-    if load.scenario == "offline":
-        min_requests, min_seconds, max_seconds, max_requests = _windows(settings)
-        log = loadgen.closed_loop(
-            slots,
-            min_requests=min_requests,
-            min_seconds=min_seconds,
-            max_seconds=max_seconds,
-            max_requests=max_requests,
-            warmup_seconds=warmup_s,
-            on_measure_start=on_measure_start,
-            on_measure_end=on_measure_end,
-        )
-    else:
-        generator = dict(loadgen.generator_capacity(CAPACITY_SECONDS, len(slots)))
-        # Warm every slot up for the warm-up time (a closed loop with zero minimums would stop
-        # after its first request).
-        loadgen.closed_loop(slots, min_requests=1, min_seconds=warmup_s, max_seconds=warmup_s)
-        seconds = settings.duration_s or settings.max_seconds
-        if load.qps is None:
-            point_s = settings.duration_s or max(settings.min_seconds, SEARCH_POINT_SECONDS)
-
-            def measure(qps: float) -> loadgen.RequestLog:
-                return loadgen.open_loop(slots, qps=qps, seconds=point_s)
-
-            search = loadgen.search_qps(
-                measure,
-                slo_ms=load.slo_ms,
-                # One request per SLO, but enough arrivals that the first point measures.
-                start_qps=max(1000.0 / load.slo_ms, SEARCH_MIN_ARRIVALS / point_s),
-                max_qps=min(MAX_QPS, MAX_ARRIVALS / point_s),
-            )
-            # The search's runs are not the window: the one at the chosen rate need not be its
-            # last (bisection ends on whichever side it ends), and energy needs the window to
-            # be one phase. So the chosen rate runs once more, as the measurement.
-            asked_qps, seconds = (search.best or search.points[-1]).qps, point_s
-        log = loadgen.open_loop(
-            slots,
-            qps=asked_qps,
-            seconds=seconds,
-            on_measure_start=on_measure_start,
-            on_measure_end=on_measure_end,
-        )
-    summary = log.summary()
-    offered = log.offered_qps
-    # Open loop: completions while arrivals were due (the drain does not dilute it); closed
-    # loop: completions over the window.
-    rate = log.achieved_qps()
-    note = None
-    if generator is not None:
-        # The window's run may have measured the generator; with a search, so may the runs its
-        # answer rests on (the best rate and the failing one above it), which are named first.
-        slo_ms = load.slo_ms if search is not None and load.slo_ms else math.inf
-        point = loadgen.QpsPoint.from_log(
-            asked_qps, log, slo_ms=slo_ms, percentile=99, keep_up=KEEP_UP
-        )
-        note = loadgen.generator_limit(point, generator, slo_ms)
-        if search is not None:
-            note = loadgen.search_generator_limit(search, generator) or note
-    result = LoadResult(
-        how=how,
-        batch=items,
-        slots=log.slots,
-        requests=log.count,
-        cut=log.cut,
-        window_s=log.window_s,
-        requests_per_s=rate,
-        items_per_s=items * rate,
-        offered_qps=offered,
-        p50_ms=summary["p50_ms"],
-        p99_ms=summary["p99_ms"],
-        lateness_p99_ms=summary["lateness_p99_ms"],
-        stop_reason=log.stop_reason,
-        generator=generator,
-        generator_note=note,
-    )
-    if search is not None:
-        result.search = [
-            {k: _finite_or_none(v) for k, v in dataclasses.asdict(p).items()} for p in search.points
-        ]
-        result.best_qps = search.best.qps if search.best else None
-        result.search_reason = search.reason
-    t0 = log.window_ns[0]
-    arrays = {
-        "wall.total": log.end_ns - log.issue_ns,
-        "request.issue": log.issue_ns - t0,
-        "request.start": log.start_ns - t0,
-        "request.end": log.end_ns - t0,
-        "request.dispatch": log.dispatch_ns - t0,  # when the generator really issued it
-        "request.slot": log.slot.astype(np.int64),
-    }
-    return arrays, result
-
-
-def _finite_or_none(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
     """JSON has no infinity: a percentile no run could bound (too many cut) is stored as null."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
@@ -455,4 +287,4 @@ def merge_load_results(per_process: Sequence[LoadResult | None]) -> dict[str, An
             items_per_s=found[0].batch * requests / seconds if seconds > 0 else 0.0,
             per_process_items_per_s=[r.items_per_s for r in found],
         )
-    return {k: _finite_or_none(v) for k, v in merged.items()}
+    return {k: finite_or_none(v) for k, v in merged.items()}

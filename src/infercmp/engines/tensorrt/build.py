@@ -15,19 +15,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infercmp.artifacts.cache import ArtifactCache, CacheEntry, content_key, file_sha256
-from infercmp.artifacts.onnx_export import OnnxArtifact
+from infercmp.artifacts.onnx_precision import convert_precision
 from infercmp.core.errors import InfercmpError, RunFailed
 from infercmp.core.files import read_regular
+from infercmp.core.types import PRECISIONS
 from infercmp.engines.tensorrt.flavour import TrtModule, gpu_model, load_trt_module
-from infercmp.workload.config import ModelConfig
-from infercmp.workload.plugins import ModelPlugin
+from infercmp.engines.tensorrt.logger import TrtLog, make_logger
+from infercmp.engines.tensorrt.plan_meta import LOG_FILE, PLAN_FILE
+from infercmp.workload.batching import profile_for_batches
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-PLAN_FILE = "engine.plan"
-LOG_FILE = "build.log"
+if TYPE_CHECKING:
+    from infercmp.artifacts.onnx_export import OnnxArtifact
+    from infercmp.workload.config import ModelConfig
+    from infercmp.workload.plugins import ModelPlugin
+
 DEFAULT_WORKSPACE_GB = None  # let TensorRT use what the device has
 
 Progress = Callable[[str], None]
@@ -49,115 +53,9 @@ class PlanArtifact:
     strongly_typed: bool
 
 
-class BuildLog:
-    """Collects the builder's messages; the ILogger subclass is made per module at build time."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-
-    def add(self, severity: str, message: str) -> None:
-        self.lines.append(f"[{severity}] {message}")
-        if severity in ("ERROR", "INTERNAL_ERROR"):
-            self.errors.append(message)
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def _make_logger(trt: TrtModule, log: BuildLog):
-    module = trt.module
-
-    class _Logger(module.ILogger):
-        def __init__(self) -> None:
-            module.ILogger.__init__(self)
-
-        def log(self, severity, msg) -> None:  # noqa: D401 - TensorRT's callback name
-            log.add(getattr(severity, "name", str(severity)), str(msg))
-
-    return _Logger()
-
-
-# -- precision conversion for strongly typed networks ----------------------------------------
-def convert_precision(src: Path, dst: Path, precision: str) -> None:
-    """Write `src` converted to fp16 or bf16 compute at `dst`, keeping IO types as they are.
-
-    Uses onnxruntime's float16 converter (onnxconverter-common's, shipped with onnxruntime),
-    which keeps ops that need fp32 (Resize scales, Range, ...) in fp32 behind Casts; bf16 is
-    the fp16 result with every float16 type and weight re-typed to bfloat16.
-    """
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = onnx.load(str(src))
-    try:
-        converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
-    except Exception as exc:
-        raise InfercmpError(
-            f"cannot convert {src.name} to {precision}: {type(exc).__name__}: {exc}"
-        ) from exc
-    if precision == "bf16":
-        _float16_to_bfloat16(converted.graph)
-    onnx.save(converted, str(dst))
-
-
-def ensure_converted_onnx(cache: ArtifactCache, onnx: OnnxArtifact, precision: str) -> Path:
-    """The exported ONNX converted to fp16/bf16 compute (fp32 IO), cached next to the export.
-
-    ONNX Runtime runs reduced precision only from such a model, unlike PyTorch and TensorRT.
-    """
-    key = content_key({"onnx": onnx.key, "precision": precision, "converter": "ort-float16"})
-    entry = cache.lookup("onnx-precision", key)
-    if entry is None:
-        with cache.lock("onnx-precision", key):
-            entry = cache.lookup("onnx-precision", key)
-            if entry is None:
-                with cache.staging() as staged:
-                    convert_precision(onnx.path, staged / "model.onnx", precision)
-                    entry = cache.store("onnx-precision", key, staged, {"precision": precision})
-    return entry.file("model.onnx")
-
-
-def _float16_to_bfloat16(graph) -> None:
-    import numpy as np
-    from onnx import TensorProto, numpy_helper
-
-    f16, bf16 = TensorProto.FLOAT16, TensorProto.BFLOAT16
-
-    def retype_tensor(tensor) -> None:
-        if tensor.data_type != f16:
-            return
-        values = numpy_helper.to_array(tensor).astype(np.float32)
-        # bfloat16 is the top half of a float32; round to nearest even.
-        bits = values.view(np.uint32).astype(np.uint64)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-        name, dims = tensor.name, list(tensor.dims)
-        tensor.Clear()
-        tensor.name = name
-        tensor.dims.extend(dims)
-        tensor.data_type = bf16
-        tensor.raw_data = bits.tobytes()
-
-    for init in graph.initializer:
-        retype_tensor(init)
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        if value.type.tensor_type.elem_type == f16:
-            value.type.tensor_type.elem_type = bf16
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.name == "to" and attr.i == f16:
-                attr.i = bf16
-            if attr.HasField("t"):
-                retype_tensor(attr.t)
-            for sub in [attr.g] if attr.HasField("g") else []:
-                _float16_to_bfloat16(sub)
-            for sub in attr.graphs:
-                _float16_to_bfloat16(sub)
-
-
 # -- network checks --------------------------------------------------------------------------
-def _parse(trt: TrtModule, network, onnx_path: Path, log: BuildLog) -> None:
-    parser = trt.module.OnnxParser(network, _make_logger(trt, log))
+def _parse(trt: TrtModule, network, onnx_path: Path, log: TrtLog) -> None:
+    parser = trt.module.OnnxParser(network, make_logger(trt.module, log))
     ok = parser.parse_from_file(str(onnx_path))
     if ok:
         return
@@ -166,7 +64,7 @@ def _parse(trt: TrtModule, network, onnx_path: Path, log: BuildLog) -> None:
         err = parser.get_error(i)
         where = err.node_name() or f"node {err.node()}"
         problems.append(f"{where} ({err.node_operator()}): {err.desc()}")
-    detail = "; ".join(problems) or "; ".join(log.errors[-3:]) or "no details"
+    detail = "; ".join(problems) or "; ".join(log.errors()[-3:]) or "no details"
     raise InfercmpError(f"the {trt.backend} ONNX parser rejects {onnx_path.name}: {detail}")
 
 
@@ -217,7 +115,7 @@ def _timing_cache_path(cache: ArtifactCache, trt: TrtModule, gpu: str) -> Path:
     return cache.timing_dir / f"{trt.backend}-{trt.version}-{_slug(gpu)}.cache"
 
 
-def _load_timing_cache(trt: TrtModule, build_config, path: Path, log: BuildLog) -> bool:
+def _load_timing_cache(trt: TrtModule, build_config, path: Path, log: TrtLog) -> bool:
     if not trt.has_timing_cache:
         return False
     try:
@@ -230,7 +128,7 @@ def _load_timing_cache(trt: TrtModule, build_config, path: Path, log: BuildLog) 
         return False
 
 
-def _save_timing_cache(build_config, path: Path, log: BuildLog) -> None:
+def _save_timing_cache(build_config, path: Path, log: TrtLog) -> None:
     try:
         timing = build_config.get_timing_cache()
         if timing is None:
@@ -297,8 +195,6 @@ def build_engine(
     `batches`: the batch sizes to run; the profile's batch axis spans them
     (`batching.profile_for_batches`), the config's profile otherwise.
     """
-    from infercmp.workload.batching import profile_for_batches
-
     if precision not in PRECISIONS:
         raise InfercmpError(f"unknown precision '{precision}'; choose {', '.join(PRECISIONS)}")
     if workspace_gb is not None and workspace_gb <= 0:
@@ -320,7 +216,7 @@ def build_engine(
         if entry is not None:
             return _artifact(entry, True, time.perf_counter() - start)
         with cache.staging() as staged:
-            log = BuildLog()
+            log = TrtLog()  # every message: build.log keeps them all
             try:
                 meta = _build(
                     config, cache, onnx, trt, precision, gpu, workspace_gb, staged, log, progress
@@ -340,7 +236,7 @@ def _build(
     gpu: str,
     workspace_gb: float | None,
     staged: Path,
-    log: BuildLog,
+    log: TrtLog,
     progress: Progress,
 ) -> dict[str, Any]:
     module = trt.module
@@ -351,7 +247,7 @@ def _build(
         source = staged / f"model.{precision}.onnx"
         convert_precision(onnx.path, source, precision)
     progress(f"building a {precision} engine with {trt.backend} {trt.version} for {gpu}")
-    logger = _make_logger(trt, log)
+    logger = make_logger(trt.module, log)
     builder = module.Builder(logger)
     flags = 0
     if trt.strongly_typed and hasattr(module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
@@ -372,7 +268,7 @@ def _build(
     plan = builder.build_serialized_network(network, build_config)
     build_seconds = time.perf_counter() - started
     if plan is None:
-        last = "; ".join(log.errors[-3:]) or "no error was logged"
+        last = "; ".join(log.errors()[-3:]) or "no error was logged"
         raise RunFailed(
             f"{trt.backend} {trt.version} returned no engine for model '{config.name}' "
             f"({precision}): {last}"

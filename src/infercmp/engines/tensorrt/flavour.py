@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from infercmp.core.errors import InfercmpError, MissingDependency
+from infercmp.platform import gpus as devices
 
 # backend name (what users type) -> Python module, and the infercmp extra that installs it
 BACKENDS: dict[str, str] = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx_bindings"}
@@ -107,34 +108,19 @@ class GpuInfo:
     compute_capability: tuple[int, int]
 
 
-@functools.cache
 def visible_gpus() -> tuple[GpuInfo, ...]:
-    """The GPUs NVML sees (no CUDA context is created); empty on a machine without a driver."""
+    """The GPUs this process may use, CUDA device 0 first (CUDA_VISIBLE_DEVICES applied by
+    `infercmp.platform.gpus`; no CUDA context is created); empty without a driver."""
+    found = []
     try:
-        import pynvml
-    except ImportError:
+        for index in range(devices.cuda_device_count()):
+            name, capability = devices.gpu_name(index), devices.compute_capability(index)
+            if name is None or capability is None:  # gone since it was counted
+                break
+            found.append(GpuInfo(name=name, compute_capability=capability))
+    except Exception:  # an NVML error: as without a driver
         return ()
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # no driver: NVMLError_LibraryNotFound / DriverNotLoaded
-        return ()
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            if isinstance(name, bytes):
-                name = name.decode()
-            cc = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))
-            gpus.append(GpuInfo(name=str(name), compute_capability=(int(cc[0]), int(cc[1]))))
-        return tuple(gpus)
-    except Exception:
-        return ()
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
+    return tuple(found)
 
 
 def gpu_model(device_id: int = 0) -> str:

@@ -43,8 +43,8 @@ from typing import Any
 
 from infercmp.core.contract import WorkerSpec
 from infercmp.core.errors import InfercmpError
-from infercmp.engines import get_descriptor
 from infercmp.engines.descriptor import Machine
+from infercmp.engines.registry import get_descriptor
 from infercmp.run.executors.base import BenchListener, WorkUnit
 from infercmp.run.executors.ray_node import (
     _DeviceBuild,

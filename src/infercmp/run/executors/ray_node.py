@@ -27,8 +27,8 @@ from infercmp.artifacts.onnx_export import OnnxArtifact
 from infercmp.core.contract import WorkerSpec
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
-from infercmp.engines import get_descriptor
 from infercmp.engines.descriptor import ConvertContext
+from infercmp.engines.registry import get_descriptor
 from infercmp.platform.environment import node_facts
 from infercmp.run import worker_process
 from infercmp.run.worker_process import WorkerOutcome

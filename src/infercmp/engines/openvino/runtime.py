@@ -1,0 +1,142 @@
+"""The OpenVINO engine: infercmp's ONNX export compiled by OpenVINO for the CPU.
+
+OpenVINO reads the cached ONNX file directly (no IR conversion step to cache). The model is
+reshaped to the prepared inputs' static shapes before compiling, as `benchmark_app -shape`
+does, so the CPU plugin picks kernels for those shapes. Inputs and outputs are OpenVINO
+tensors that share memory with numpy arrays made in prepare(): copy_in and copy_out move
+nothing (as in ONNX Runtime on CPU), so the timed phases mean the same in both engines.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from infercmp.core.lazy import lazy_import
+from infercmp.engines import EngineSpec
+from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
+from infercmp.engines.openvino.descriptor import DESCRIPTOR
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")
+
+# OpenVINO's inference precision hint per infercmp precision; inputs and outputs stay fp32.
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# OPTIMIZATION_CAPABILITIES names the CPU plugin reports for bf16 and fp16.
+CAPABILITY_FOR = {"bf16": "BF16", "fp16": "FP16"}
+
+
+class OpenVINOEngine(EngineBase):
+    """An OpenVINO `CompiledModel` on the CPU, run through one `InferRequest`."""
+
+    descriptor = DESCRIPTOR
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ov: Any = None
+        self._core: Any = None
+        self._model: Any = None
+        self._config: dict[str, Any] = {}
+        self._copyto: Any = None  # numpy.copyto, bound in prepare()
+        self._release_buffers()
+
+    def _release_buffers(self) -> None:
+        self._compiled: Any = None
+        self._request: Any = None
+        self._infer: Any = None
+        self._inputs: list[np.ndarray] = []  # arrays the input tensors share memory with
+        self._casts: list[tuple[np.ndarray, np.ndarray]] = []  # (bound buffer, source)
+        self._outputs: list[np.ndarray] = []
+
+    def _load(self, spec: EngineSpec) -> None:
+        if spec.artifact is None:
+            raise EngineError("engine 'openvino' needs an ONNX file as its artifact")
+        import openvino as ov
+
+        self._ov = ov
+        self._core = ov.Core()
+        if spec.precision in CAPABILITY_FOR:
+            capabilities = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            if CAPABILITY_FOR[spec.precision] not in capabilities:
+                raise UnsupportedCombination(
+                    f"engine 'openvino': this CPU has no native {spec.precision} "
+                    f"(OpenVINO's CPU capabilities: {', '.join(capabilities)})"
+                )
+        model = self._core.read_model(str(spec.artifact))
+        got_in = [p.get_any_name() for p in model.inputs]
+        got_out = [p.get_any_name() for p in model.outputs]
+        if got_in != list(spec.input_names) or got_out != list(spec.output_names):
+            raise EngineError(
+                f"engine 'openvino': the ONNX file has inputs {got_in} and outputs {got_out} but "
+                f"the model config declares {list(spec.input_names)} and "
+                f"{list(spec.output_names)}; re-export the model"
+            )
+        options = self.effective_options
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": options["performance_hint"].upper(),
+            "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[spec.precision],
+        }
+        if options["streams"] is not None:
+            config["NUM_STREAMS"] = str(options["streams"])
+        if options["threads"] is not None:
+            config["INFERENCE_NUM_THREADS"] = options["threads"]
+        self._model = model
+        self._config = config
+        self.info = {"openvino": ov.get_version(), "device": "CPU"}
+
+    def _prepare(self, inputs: list[np.ndarray]) -> None:
+        ov = self._ov
+        self._release_buffers()
+        self._copyto = np.copyto  # bound here: the timed copy_in reads no lazy module
+        model = self._model
+        model.reshape(
+            {port: ov.PartialShape(list(a.shape)) for port, a in zip(model.inputs, inputs)}
+        )
+        compiled = self._core.compile_model(model, "CPU", self._config)
+        request = compiled.create_infer_request()
+        for index, (port, array) in enumerate(zip(compiled.inputs, inputs)):
+            want = np.dtype(port.get_element_type().to_dtype())
+            bound = array
+            if array.dtype != want:
+                if array.dtype.kind != want.kind:
+                    raise EngineError(
+                        f"engine 'openvino': input '{port.get_any_name()}' is {array.dtype} but "
+                        f"the model takes {want}"
+                    )
+                bound = np.empty_like(array, dtype=want)
+                self._casts.append((bound, array))
+            self._inputs.append(bound)
+            request.set_input_tensor(index, ov.Tensor(bound, shared_memory=True))
+        for index, port in enumerate(compiled.outputs):
+            shape = tuple(port.get_shape())
+            host = np.empty(shape, dtype=np.dtype(port.get_element_type().to_dtype()))
+            self._outputs.append(host)
+            request.set_output_tensor(index, ov.Tensor(host, shared_memory=True))
+        self._compiled, self._request = compiled, request
+        self._infer = request.infer
+        self._copy_in()
+        self._infer()
+        self.info.update(
+            streams=int(compiled.get_property("NUM_STREAMS")),
+            threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            inference_precision=str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+        )
+
+    def _copy_in(self) -> None:
+        for bound, source in self._casts:
+            self._copyto(bound, source, casting="same_kind")
+
+    def _compute(self) -> None:
+        self._infer()
+
+    def _copy_out(self) -> list[np.ndarray]:
+        return self._outputs
+
+    def _synchronize(self) -> None:
+        pass  # infer() returns when the outputs are written
+
+    def _release(self) -> None:
+        self._release_buffers()
+        self._model = None
+        self._core = None
