@@ -90,7 +90,8 @@ def bench_run(
     model: str, engines: list[str], extra: list[str], cache: Path, out: Path
 ) -> tuple[float, Any]:
     """`infercmp bench MODEL -d cpu -e ... EXTRA`; (wall seconds, the RunStore it wrote)."""
-    from infercmp.store.run_store import RunStore, latest_run
+    from infercmp.store.locate import latest_run
+    from infercmp.store.run_store import RunStore
 
     args = ["bench", model, "-d", "cpu", "--out", str(out)]
     for engine in engines:

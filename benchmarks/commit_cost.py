@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from infercmp.core.stats import LatencyStats
-from infercmp.store.run_store import CombinationResult, RunStore, combo_id
+from infercmp.store.ids import combo_id
+from infercmp.store.run_store import RunStore
+from infercmp.store.schema import CombinationResult
 
 
 def _combination(index: int, rng: np.random.Generator):

@@ -134,7 +134,8 @@ CASES = [
 def _artifacts(model: str, shape: str | None) -> tuple[Path, Path]:
     """(ONNX file, reference npz) from infercmp's own cache, created when missing."""
     from infercmp.artifacts.cache import ArtifactCache
-    from infercmp.artifacts.onnx_export import ensure_reference, export_onnx
+    from infercmp.artifacts.onnx_export import export_onnx
+    from infercmp.artifacts.reference import ensure_reference
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment, parse_shape
 

@@ -310,7 +310,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
     from infercmp.artifacts.onnx_export import export_onnx
-    from infercmp.engines.tensorrt.build import ensure_converted_onnx
+    from infercmp.artifacts.onnx_precision import ensure_converted_onnx
     from infercmp.workload.plugins import get_plugin
 
     onnx32 = onnx16 = ""  # the compile part needs no ONNX file: skip the minute of export

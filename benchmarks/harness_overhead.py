@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from infercmp.engines import EngineSpec, engine_class
+from infercmp.engines import EngineSpec
+from infercmp.engines.registry import engine_class
 from infercmp.worker import timing
 from infercmp.worker.run import load_reference
 
@@ -32,7 +33,8 @@ MODEL = "tiny-two-io"  # the smallest built-in model: the overhead is the larges
 
 def artifacts(engine: str) -> tuple[Path, Path | None]:
     from infercmp.artifacts.cache import ArtifactCache
-    from infercmp.artifacts.onnx_export import default_experiment, ensure_reference, export_onnx
+    from infercmp.artifacts.onnx_export import default_experiment, export_onnx
+    from infercmp.artifacts.reference import ensure_reference
     from infercmp.workload.plugins import get_plugin
 
     root = os.environ.get("INFERCMP_CACHE_DIR") or Path(tempfile.gettempdir()) / "infercmp-bench"

@@ -12,8 +12,9 @@ sampling thread's own CPU time per reading.
     python benchmarks/sampler_perturbation.py [--repeats 5] [--blocks 4] [--iters 300] [--threads N]
     python benchmarks/sampler_perturbation.py --bench-path [--repeats 6]
 
-`--bench-path` measures the real path instead: `infercmp.run.bench.run_worker` (what `infercmp
-bench` runs per combination) with the sampler off, at 20 Hz and at 100 Hz, rotating per round.
+`--bench-path` measures the real path instead: `infercmp.run.worker_process.run_worker`
+(what `infercmp bench` runs per combination) with the sampler off, at 20 Hz and at 100 Hz,
+rotating per round.
 """
 
 from __future__ import annotations
@@ -140,15 +141,19 @@ def bench_path(
     rounds: int = 5,
     duration_s: float = 3.0,
 ) -> dict[str, list[float]]:
-    """Medians (ms) through `infercmp.run.bench.run_worker`, the call `infercmp bench` makes per
-    combination, with `default_samplers()` at 0 (off), 20 and 100 Hz; modes rotate per round."""
+    """Medians (ms) through `infercmp.run.worker_process.run_worker`, the call `infercmp bench`
+    makes per combination, with `default_samplers()` at 0 (off), 20 and 100 Hz; modes rotate per
+    round."""
     import tempfile
     from pathlib import Path
 
     import numpy as np
 
     from infercmp.artifacts.cache import ArtifactCache
-    from infercmp.run import bench
+    from infercmp.core.contract import Measurement
+    from infercmp.run.plan import plan_bench
+    from infercmp.run.prepare import prepare_artifacts
+    from infercmp.run.worker_process import run_worker, worker_spec
     from infercmp.sampler import default_samplers
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment
@@ -157,9 +162,9 @@ def bench_path(
     from _perf import cache_dir
 
     plugin = get_plugin(model)
-    plan = bench.plan_bench(plugin, [default_experiment(plugin.config)], [engine], ["cpu"], None)
-    artifacts = bench.prepare_artifacts(plugin, plan, ArtifactCache(cache_dir()), lambda m: None)
-    measurement = bench.Measurement(duration_s=duration_s)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], [engine], ["cpu"], None)
+    artifacts = prepare_artifacts(plugin, plan, ArtifactCache(cache_dir()), lambda m: None)
+    measurement = Measurement(duration_s=duration_s)
     rates = {"none": 0.0, "20 Hz": 20.0, "100 Hz": 100.0}
     got: dict[str, list[float]] = {mode: [] for mode in rates}
     with tempfile.TemporaryDirectory(prefix="infercmp-perturb-") as tmp:
@@ -167,8 +172,8 @@ def bench_path(
             for mode in MODES[r % 3 :] + MODES[: r % 3]:
                 samplers, _ = default_samplers()
                 workdir = Path(tmp) / f"{r}-{mode[:3]}"
-                spec = bench.worker_spec(plugin, plan.runnable[0], artifacts, measurement, workdir)
-                outcome = bench.run_worker(spec, 120.0, rates[mode], samplers)
+                spec = worker_spec(plugin, plan.runnable[0], artifacts, measurement, workdir)
+                outcome = run_worker(spec, 120.0, rates[mode], samplers)
                 if outcome.status != "ok":
                     raise SystemExit(f"worker {mode}: {outcome.status}: {outcome.error}")
                 got[mode].append(float(np.median(outcome.latency["wall.total"])) / 1e6)
@@ -209,7 +214,8 @@ def main() -> None:
     parser.add_argument(
         "--bench-path",
         action="store_true",
-        help="measure through infercmp.run.bench.run_worker (tiny-cnn on ONNX Runtime) instead",
+        help="measure through infercmp.run.worker_process.run_worker (tiny-cnn on ONNX Runtime) "
+        "instead",
     )
     args = parser.parse_args()
     if args.bench_path:

@@ -26,16 +26,17 @@ PREPARE = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from infercmp.run import bench
+from infercmp.run.plan import plan_bench
+from infercmp.run.prepare import prepare_artifacts
 from infercmp.artifacts.cache import ArtifactCache
 from infercmp.workload.plugins import get_plugin
 from infercmp.workload.shapes import parse_shape
 plugin = get_plugin("tiny-cnn")
 experiments = [parse_shape(s, plugin.config) for s in sys.argv[2].split(";")]
 t1 = time.perf_counter()
-plan = bench.plan_bench(plugin, experiments, ["pytorch", "onnxruntime"], ["cpu"], None)
+plan = plan_bench(plugin, experiments, ["pytorch", "onnxruntime"], ["cpu"], None)
 steps = []
-artifacts = bench.prepare_artifacts(plugin, plan, ArtifactCache(Path(sys.argv[1])), steps.append)
+artifacts = prepare_artifacts(plugin, plan, ArtifactCache(Path(sys.argv[1])), steps.append)
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "prepare_s": t2 - t1, "onnx_cached": artifacts.onnx.cached,
                   "torch_imported": "torch" in sys.modules, "steps": len(steps)}))

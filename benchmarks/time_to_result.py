@@ -55,7 +55,8 @@ def phase_seconds(store) -> dict[str, dict[str, float]]:
 
 
 def _run(cache: Path, out: Path, extra: list[str] = ()) -> tuple[float, object]:
-    from infercmp.store.run_store import RunStore, latest_run
+    from infercmp.store.locate import latest_run
+    from infercmp.store.run_store import RunStore
 
     wall, _ = infercmp([*README, "--out", str(out), *extra], cache)
     return wall, RunStore.open(latest_run(out))

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from infercmp.store.run_store import RunStore
-from infercmp.tune.search import read_leaderboard
+from infercmp.store.tune_file import read_leaderboard
 
 
 def bench(command: str, out: Path) -> float | None:

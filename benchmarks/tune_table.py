@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from infercmp.tune.search import read_leaderboard
+from infercmp.store.tune_file import read_leaderboard
 
 WITHIN = 0.05
 

@@ -12,7 +12,13 @@ import pytest
 from synthetic_runs import only_store
 
 from infercmp.cli import app
-from infercmp.run import bench
+from infercmp.core.contract import Measurement
+from infercmp.run import loop
+from infercmp.run.aggregate import outcome_to_result
+from infercmp.run.executors.base import BenchListener
+from infercmp.run.loop import run_bench
+from infercmp.run.plan import plan_bench
+from infercmp.run.prepare import prepare_artifacts
 from infercmp.store.run_store import RunStore
 from infercmp.workload.plugins import get_plugin
 from infercmp.workload.shapes import default_experiment
@@ -53,13 +59,13 @@ def test_bench_runs_each_engine_in_a_worker_and_stores_everything(runner, tmp_pa
 
 def test_a_worker_killed_mid_run_is_recorded_and_the_run_goes_on(shared_cache, tmp_path):
     plugin = get_plugin("tiny-two-io")
-    plan = bench.plan_bench(
+    plan = plan_bench(
         plugin, [default_experiment(plugin.config)], ["pytorch", "onnxruntime"], ["cpu"], None
     )
-    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    artifacts = prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     store = RunStore.create(tmp_path, plugin.name, {})
 
-    class KillFirstWorker(bench.BenchListener):
+    class KillFirstWorker(BenchListener):
         killed = False
 
         def phase(self, combo, phase):
@@ -71,10 +77,8 @@ def test_a_worker_killed_mid_run_is_recorded_and_the_run_goes_on(shared_cache, t
 
     listener = KillFirstWorker()
     # A long measurement so the kill lands during it.
-    measurement = bench.Measurement(warmup_iters=5, duration_s=30)
-    status = bench.run_bench(
-        plugin, plan, artifacts, measurement, store, listener=listener, samplers=[]
-    )
+    measurement = Measurement(warmup_iters=5, duration_s=30)
+    status = run_bench(plugin, plan, artifacts, measurement, store, listener=listener, samplers=[])
     assert listener.killed
     assert status == "complete"
     first, second = RunStore.open(store.path).results
@@ -217,10 +221,8 @@ def test_sigint_keeps_finished_combinations_and_marks_the_run(shared_cache, tmp_
 
 def test_a_sampler_that_breaks_is_reported_beside_the_numbers(shared_cache, tmp_path):
     plugin = get_plugin("tiny-two-io")
-    plan = bench.plan_bench(
-        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
-    )
-    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None)
+    artifacts = prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     store = RunStore.create(tmp_path, plugin.name, {})
 
     class Broken:
@@ -238,8 +240,8 @@ def test_a_sampler_that_breaks_is_reported_beside_the_numbers(shared_cache, tmp_
         def close(self):
             pass
 
-    measurement = bench.Measurement(warmup_iters=5, iters=50)
-    bench.run_bench(plugin, plan, artifacts, measurement, store, samplers=[Broken()])
+    measurement = Measurement(warmup_iters=5, iters=50)
+    run_bench(plugin, plan, artifacts, measurement, store, samplers=[Broken()])
     (result,) = RunStore.open(store.path).results
     assert result.status == "ok"
     assert any("broken sampler failed" in w and "sensor unplugged" in w for w in result.warnings)
@@ -365,8 +367,8 @@ def test_an_output_contradicting_the_config_is_caught_whichever_engines_run(shar
 
     plugin = WrongOutputs()
     experiment = default_experiment(plugin.config)
-    plan = bench.plan_bench(plugin, [experiment], ["pytorch"], ["cpu"], None)
-    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    plan = plan_bench(plugin, [experiment], ["pytorch"], ["cpu"], None)
+    artifacts = prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     error = artifacts.reference_errors[experiment.label, None]
     assert error.startswith(
         f"model 'wrong-outputs' at shape {experiment.label}: computing the PyTorch reference "
@@ -394,14 +396,14 @@ def test_a_combination_that_fails_parity_exits_1_with_a_count_and_rows_print_as_
 ):
     """Issue 23, A.2: bench exited 0 when a combination's outputs were wrong; D.24: nothing was
     shown until every combination had finished."""
-    real = bench.outcome_to_result
+    real = outcome_to_result
 
     def wrong_outputs(*args, **kwargs):  # the worker's parity verdict, as a wrong engine gets
         result, latency, samples = real(*args, **kwargs)
         result.parity = {**result.parity, "ok": False}
         return result, latency, samples
 
-    monkeypatch.setattr(bench, "outcome_to_result", wrong_outputs)
+    monkeypatch.setattr(loop, "outcome_to_result", wrong_outputs)
     args = ["bench", "tiny-cnn", "-e", "onnxruntime", "-d", "cpu", "--out", str(tmp_path)]
     result = runner.invoke(app, [*args, *FAST])
     assert result.exit_code == 1, result.output

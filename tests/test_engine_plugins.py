@@ -289,7 +289,7 @@ def test_installed_engine_passes_the_conformance_suite(installed_engines, tmp_pa
 
 
 def test_engine_labels_echo_what_was_typed():
-    from infercmp.run.bench import parse_engine
+    from infercmp.run.plan import parse_engine
 
     choice = parse_engine("pytorch[ channels_last=true , cuda_graph=TRUE ]")
     assert choice.label == "pytorch[channels_last=true,cuda_graph=TRUE]"  # not `True`
@@ -434,17 +434,18 @@ def test_bench_records_each_broken_engine_and_runs_the_others(
 
     from infercmp.cli import app
     from infercmp.platform import gpus as devices
-    from infercmp.run import bench
+    from infercmp.run import worker_process
+    from infercmp.run.worker_process import WorkerOutcome
 
     ran = []
 
     def stub_worker(spec, timeout_s, sample_hz, samplers, on_phase=lambda phase: None):
         ran.append(spec.engine)
-        return bench.WorkerOutcome("skipped", "worker not started in this test", None, {}, [], "")
+        return WorkerOutcome("skipped", "worker not started in this test", None, {}, [], "")
 
     monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
     monkeypatch.setattr(devices, "cuda_device_count", lambda: 0)
-    monkeypatch.setattr(bench, "run_worker", stub_worker)
+    monkeypatch.setattr(worker_process, "run_worker", stub_worker)
     runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
     out = tmp_path / "runs"
     for args in (

@@ -177,19 +177,20 @@ def test_single_threaded_runs_in_different_placements_are_compared_whole(tmp_pat
 
 def test_worker_cpus_come_from_the_process_cpu_time_over_a_long_enough_loop_fake_outcomes():
     from infercmp.core.contract import WorkerResult
-    from infercmp.run import bench
+    from infercmp.run.aggregate import _worker_cpus
+    from infercmp.run.worker_process import WorkerOutcome
 
     def outcome(cpu_s, window_s, rows=()):
         result = WorkerResult(status="ok", model="m", engine="e", device="cpu", precision="fp32",
                               device_resident=False, mode="fixed", measure_seconds=window_s,
                               measure_cpu_seconds=cpu_s)  # fmt: skip
-        return bench.WorkerOutcome("ok", None, result, {}, list(rows), "")
+        return WorkerOutcome("ok", None, result, {}, list(rows), "")
 
-    assert bench._worker_cpus(outcome(2.4, 1.2)) == pytest.approx(2.0)
+    assert _worker_cpus(outcome(2.4, 1.2)) == pytest.approx(2.0)
     # Over 0.3 ms the other threads' time is not accounted yet: the sampler's mean, or nothing.
     sampled = [{"phase": "measure", "proc_cpu_pct": 198.0, "t_s": i * 0.05} for i in range(20)]
-    assert bench._worker_cpus(outcome(0.0003, 0.0003, sampled)) == pytest.approx(1.98)
-    assert bench._worker_cpus(outcome(0.0003, 0.0003)) is None
+    assert _worker_cpus(outcome(0.0003, 0.0003, sampled)) == pytest.approx(1.98)
+    assert _worker_cpus(outcome(0.0003, 0.0003)) is None
 
 
 def _probe_processes() -> list:

@@ -93,7 +93,7 @@ def fake_unit(spec, shipped, build, sample_hz, timeout_s, driver=None):
     combination running at once fails."""
     from pathlib import Path
 
-    from infercmp.run.bench import WorkerOutcome
+    from infercmp.run.worker_process import WorkerOutcome
 
     events = Path(spec.result_dir).parent
     name, process = spec.engine, spec.process
@@ -342,7 +342,7 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
 
     from infercmp.core.contract import WorkerSpec
     from infercmp.engines.descriptor import Converted
-    from infercmp.run.executors.ray import _build_on_node, _DeviceBuild
+    from infercmp.run.executors.ray_node import _build_on_node, _DeviceBuild
 
     seen = {}
 
@@ -361,7 +361,9 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
             )
             return Converted(artifact=tmp_path / "plan.bin", options=(("backend", "b"), ("x", 1)))
 
-    monkeypatch.setattr("infercmp.engines.registry.get_descriptor", lambda name: FakePlanEngine())
+    monkeypatch.setattr(
+        "infercmp.run.executors.ray_node.get_descriptor", lambda name: FakePlanEngine()
+    )
     monkeypatch.setenv("INFERCMP_CACHE_DIR", str(tmp_path / "node-cache"))
     spec = WorkerSpec(
         model="tiny-cnn",
@@ -415,7 +417,8 @@ def test_a_failing_combination_under_ray_is_recorded_with_its_worker_files(
     reliability_plugins, bench_env, shared_cache, tmp_path
 ):
     """The run goes on past it, and its worker's files come back from the node into workers/."""
-    from infercmp.run import bench
+    from infercmp.run.plan import plan_bench
+    from infercmp.run.prepare import prepare_artifacts
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment
 
@@ -423,8 +426,8 @@ def test_a_failing_combination_under_ray_is_recorded_with_its_worker_files(
     # the fault is injected in the workers only.
     plugin = get_plugin("rel-faulty")
     experiments = [default_experiment(plugin.config)]
-    plan = bench.plan_bench(plugin, experiments, ["onnxruntime", "pytorch"], ["cpu"], None)
-    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    plan = plan_bench(plugin, experiments, ["onnxruntime", "pytorch"], ["cpu"], None)
+    prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     env, _ = bench_env
     env = {**env, support.FAULT_ENV: "run-raise", "PYTHONPATH": os.environ["PYTHONPATH"]}
     args = ["rel-faulty", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch", *SHORT]
@@ -493,7 +496,7 @@ def test_ray_runs_a_combinations_processes_in_turn_and_none_after_one_failed(
 
     from infercmp.core.contract import WorkerSpec
     from infercmp.run.executors import ray as ray_executor
-    from infercmp.run.executors.local import WorkUnit
+    from infercmp.run.executors.base import WorkUnit
 
     monkeypatch.syspath_prepend(str(fakes_site))
     path = os.pathsep.join([str(fakes_site), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -549,15 +552,16 @@ def test_with_repeat_a_failed_process_ends_its_combination_under_ray_as_locally(
 ):
     """The failed combination's record and the run's files are the local executor's: its
     later processes never run (no worker directory of theirs comes back)."""
-    from infercmp.run import bench
+    from infercmp.run.plan import plan_bench
+    from infercmp.run.prepare import prepare_artifacts
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment
 
     plugin = get_plugin("rel-faulty")  # references and export made without the fault
-    plan = bench.plan_bench(
+    plan = plan_bench(
         plugin, [default_experiment(plugin.config)], ["onnxruntime", "pytorch"], ["cpu"], None
     )
-    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     env, _ = bench_env
     env = {**env, support.FAULT_ENV: "run-raise", "PYTHONPATH": os.environ["PYTHONPATH"]}
     args = ["rel-faulty", "-d", "cpu", "-e", "onnxruntime", "-e", "pytorch", *SHORT]
@@ -608,7 +612,7 @@ def node_tmp(tmp_path, monkeypatch) -> Path:
 
 
 def test_the_node_directory_is_the_users_own_with_mode_0700(node_tmp):
-    from infercmp.run.executors.ray import _node_dir
+    from infercmp.run.executors.ray_node import _node_dir
 
     path = _node_dir()
     assert path == node_tmp / f"infercmp-ray-{os.getuid()}"
@@ -619,7 +623,7 @@ def test_the_node_directory_is_the_users_own_with_mode_0700(node_tmp):
 @pytest.mark.parametrize("wrong", ["mode", "owner", "link"])
 def test_a_node_directory_another_user_owns_or_may_enter_is_refused(node_tmp, monkeypatch, wrong):
     from infercmp.core.errors import InfercmpError
-    from infercmp.run.executors.ray import _node_dir
+    from infercmp.run.executors.ray_node import _node_dir
 
     uid = os.getuid()
     if wrong == "owner":  # the directory is this process's; the process now runs as another
@@ -672,8 +676,9 @@ def test_a_changed_copy_of_the_artifacts_fails_its_combination_before_the_worker
     import ray
 
     from infercmp.core.contract import WorkerSpec
-    from infercmp.run import bench
-    from infercmp.run.executors import ray as ray_executor
+    from infercmp.run import worker_process
+    from infercmp.run.executors import ray_node as ray_executor
+    from infercmp.run.worker_process import WorkerOutcome
 
     files = {"model.onnx": b"the driver's model", "reference.npz": b"the driver's outputs"}
     shipped = ray_executor._Shipped.of(files, ref=None)  # the copy exists: nothing is fetched
@@ -692,9 +697,9 @@ def test_a_changed_copy_of_the_artifacts_fails_its_combination_before_the_worker
 
     def run_worker(spec, *args):
         ran.append(spec)
-        return bench.WorkerOutcome("ok", None, None, {}, [], "")
+        return WorkerOutcome("ok", None, None, {}, [], "")
 
-    monkeypatch.setattr(bench, "run_worker", run_worker)
+    monkeypatch.setattr(worker_process, "run_worker", run_worker)
     driver_entry = Path("/driver/cache/entries/k")
     spec = WorkerSpec(
         model="tiny-cnn",
@@ -731,8 +736,8 @@ def test_a_stop_signal_while_ray_starts_waits_for_it_and_then_shuts_it_down(node
     signal is held until init returns, the instance is shut down, then the run stops."""
     from types import SimpleNamespace
 
-    from infercmp.run import bench
     from infercmp.run.executors import ray as ray_executor
+    from infercmp.run.signals import Interrupted, stop_on_signals
 
     calls = []
 
@@ -749,7 +754,7 @@ def test_a_stop_signal_while_ray_starts_waits_for_it_and_then_shuts_it_down(node
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token set in this process
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     executor = ray_executor.RayExecutor()
-    with pytest.raises(bench.Interrupted, match="SIGTERM"), bench.stop_on_signals():
+    with pytest.raises(Interrupted, match="SIGTERM"), stop_on_signals():
         executor.start()
     assert calls == ["init started", "init finished", "shutdown"]
     assert executor._ray is None  # nothing left for close() to do
@@ -809,7 +814,7 @@ def test_a_task_ends_with_its_worker_when_the_driver_dies(tmp_path):
     task_source = textwrap.dedent(
         """\
         import subprocess, sys, time
-        from infercmp.run.executors.ray import _Driver, _ends_with_driver
+        from infercmp.run.executors.ray_node import _Driver, _ends_with_driver
 
         with _ends_with_driver(_Driver(int(sys.argv[1]), float(sys.argv[2]))):
             worker = subprocess.Popen(
@@ -853,7 +858,7 @@ def test_a_task_that_cannot_see_the_driver_does_not_watch_it():
     no one's: such a task leaves the driver's death to Ray."""
     import threading
 
-    from infercmp.run.executors.ray import _Driver, _ends_with_driver
+    from infercmp.run.executors.ray_node import _Driver, _ends_with_driver
 
     me = psutil.Process()
     for driver in (_Driver(me.pid, me.create_time() - 5.0), _Driver(2**22 + 1, 0.0), None):

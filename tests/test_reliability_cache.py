@@ -18,7 +18,10 @@ from typer.testing import CliRunner
 
 from infercmp.artifacts.cache import ArtifactCache, file_sha256
 from infercmp.cli import app
-from infercmp.run import bench
+from infercmp.core.contract import Measurement
+from infercmp.run.loop import run_bench
+from infercmp.run.plan import plan_bench
+from infercmp.run.prepare import prepare_artifacts
 from infercmp.sampler import default_samplers
 from infercmp.store.run_store import RunStore
 from infercmp.workload.plugins import get_plugin
@@ -59,10 +62,8 @@ def test_a_damaged_onnx_file_or_reference_is_rebuilt_not_used_by_bench(
     isolated, shared_cache, tmp_path, damage
 ):
     plugin = get_plugin("tiny-cnn")
-    plan = bench.plan_bench(
-        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
-    )
-    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None)
+    prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     cache = ArtifactCache(tmp_path / "cache")
     shutil.copytree(shared_cache.root, cache.root, ignore=shutil.ignore_patterns("staging"))
     damaged = []
@@ -149,18 +150,15 @@ def _resources() -> dict[str, int]:
 
 def test_fifty_benches_in_a_row_leak_nothing(isolated, shared_cache, tmp_path):
     plugin = get_plugin("tiny-cnn")
-    plan = bench.plan_bench(
-        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
-    )
-    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
-    measurement = bench.Measurement(warmup_iters=5, iters=10)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None)
+    artifacts = prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    measurement = Measurement(warmup_iters=5, iters=10)
     samplers, _ = default_samplers(gpu=False)
 
     def one_bench() -> None:
         store = RunStore.create(tmp_path / "out", plugin.name, {})
         assert (
-            bench.run_bench(plugin, plan, artifacts, measurement, store, samplers=samplers)
-            == "complete"
+            run_bench(plugin, plan, artifacts, measurement, store, samplers=samplers) == "complete"
         )
         (combo,) = RunStore.open(store.path).results
         assert combo.status == "ok", combo.error

@@ -24,8 +24,12 @@ from test_reliability import FAULT_ENV, assert_report_renders
 from typer.testing import CliRunner
 
 from infercmp.cli import app
+from infercmp.core.contract import Measurement
 from infercmp.core.errors import InfercmpError
-from infercmp.run import bench
+from infercmp.run.executors.base import BenchListener
+from infercmp.run.loop import run_bench
+from infercmp.run.plan import plan_bench
+from infercmp.run.prepare import prepare_artifacts
 from infercmp.sampler import default_samplers
 from infercmp.store import run_store as results
 from infercmp.store.run_store import RunStore
@@ -51,12 +55,12 @@ def _bench_in_process(
 ) -> tuple[str, RunStore]:
     """Plan and prepare with no fault (the parent computes references), then inject it."""
     plugin = get_plugin("rel-faulty")
-    plan = bench.plan_bench(plugin, [default_experiment(plugin.config)], ENGINES, ["cpu"], None)
-    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ENGINES, ["cpu"], None)
+    artifacts = prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     store = RunStore.create(out, plugin.name, {})
     monkeypatch.setenv(FAULT_ENV, fault)
     samplers, _ = default_samplers(gpu=False)
-    status = bench.run_bench(
+    status = run_bench(
         plugin, plan, artifacts, measurement, store, samplers=samplers, listener=listener
     )
     return status, RunStore.open(store.path)
@@ -80,7 +84,7 @@ def _first_ok_then(store: RunStore, status: str) -> str:
 def test_an_engine_that_raises_is_recorded_and_the_run_completes(
     reliability_plugins, isolated, shared_cache, tmp_path, monkeypatch, fault, status, message
 ):
-    measurement = bench.Measurement(warmup_iters=5, iters=20)
+    measurement = Measurement(warmup_iters=5, iters=20)
     run_status, store = _bench_in_process(
         shared_cache, tmp_path / "out", monkeypatch, fault, measurement
     )
@@ -93,7 +97,7 @@ def test_an_engine_that_raises_is_recorded_and_the_run_completes(
 def test_a_worker_hanging_in_load_is_killed_at_the_timeout(
     reliability_plugins, isolated, shared_cache, tmp_path, monkeypatch
 ):
-    measurement = bench.Measurement(warmup_iters=5, iters=20, timeout_s=4)
+    measurement = Measurement(warmup_iters=5, iters=20, timeout_s=4)
     run_status, store = _bench_in_process(
         shared_cache, tmp_path / "out", monkeypatch, "load-hang", measurement
     )
@@ -111,7 +115,7 @@ def test_a_worker_killed_during_measurement_leaves_a_readable_run(
 ):
     """tests/test_bench.py kills a worker too; this one checks everything left afterwards."""
 
-    class KillPytorchWorker(bench.BenchListener):
+    class KillPytorchWorker(BenchListener):
         killed = 0
 
         def phase(self, combo, phase):
@@ -122,7 +126,7 @@ def test_a_worker_killed_during_measurement_leaves_a_readable_run(
 
     listener = KillPytorchWorker()
     # "run-slow" makes each pytorch iteration take 0.2 s, so the kill lands mid-measurement.
-    measurement = bench.Measurement(warmup_iters=1, iters=200)
+    measurement = Measurement(warmup_iters=1, iters=200)
     run_status, store = _bench_in_process(
         shared_cache, tmp_path / "out", monkeypatch, "run-slow", measurement, listener
     )
@@ -145,8 +149,8 @@ def test_a_worker_out_of_memory_is_recorded_as_oom(
 ):
     """The bench runs under an address-space limit (ulimit -v); the worker's model exceeds it."""
     plugin = get_plugin("rel-faulty")
-    plan = bench.plan_bench(plugin, [default_experiment(plugin.config)], ENGINES, ["cpu"], None)
-    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)  # no fault here
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ENGINES, ["cpu"], None)
+    prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)  # no fault here
     out = tmp_path / "out"
     proc = subprocess.run(
         [*CLI, *FAULTY_BENCH, "--out", str(out)],
@@ -269,8 +273,8 @@ def test_the_parent_stopped_by_a_signal_keeps_finished_results(
     reliability_plugins, isolated, shared_cache, tmp_path, monkeypatch, signum
 ):
     plugin = get_plugin("rel-faulty")
-    plan = bench.plan_bench(plugin, [default_experiment(plugin.config)], ENGINES, ["cpu"], None)
-    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ENGINES, ["cpu"], None)
+    prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     out = tmp_path / "out"
     monkeypatch.setenv(FAULT_ENV, "run-slow")  # the pytorch combination takes its time
     proc = _start_bench(
@@ -327,8 +331,8 @@ def test_a_killed_parent_takes_its_worker_with_it(
 ):
     """SIGKILL cannot be caught, but the worker must not measure on alone for minutes."""
     plugin = get_plugin("rel-faulty")
-    plan = bench.plan_bench(plugin, [default_experiment(plugin.config)], ["pytorch"], ["cpu"], None)
-    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ["pytorch"], ["cpu"], None)
+    prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     out = tmp_path / "out"
     monkeypatch.setenv(FAULT_ENV, "run-slow")
     proc = _start_bench(out, "-e", "pytorch", "--warmup", "1", "--iters", "200")
@@ -351,8 +355,8 @@ def test_a_process_the_model_started_does_not_outlive_bench(
 ):
     """The worker's whole process group ends with it, whether bench ends or is SIGKILLed."""
     plugin = get_plugin("rel-faulty")
-    plan = bench.plan_bench(plugin, [default_experiment(plugin.config)], ["pytorch"], ["cpu"], None)
-    bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ["pytorch"], ["cpu"], None)
+    prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     mark = tmp_path / "child.pid"
     monkeypatch.setenv(FAULT_ENV, "load-child")
     monkeypatch.setenv("INFERCMP_TEST_FAULT_MARK", str(mark))
@@ -397,19 +401,19 @@ def test_a_signal_between_worker_exit_and_commit_keeps_the_measured_combination(
 ):
     """The window of issue 18: the worker has finished, its result is not committed yet."""
     plugin = get_plugin("tiny-cnn")
-    plan = bench.plan_bench(
+    plan = plan_bench(
         plugin, [default_experiment(plugin.config)], ["onnxruntime", "pytorch"], ["cpu"], None
     )
-    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    artifacts = prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     store = RunStore.create(tmp_path, plugin.name, {})
 
-    class SignalInTheGap(bench.BenchListener):
+    class SignalInTheGap(BenchListener):
         def worker_finished(self, combo, outcome):
             assert outcome.status == "ok"
             os.kill(os.getpid(), signal.SIGTERM)  # handled here, before the commit
 
-    status = bench.run_bench(
-        plugin, plan, artifacts, bench.Measurement(warmup_iters=2, iters=30), store,
+    status = run_bench(
+        plugin, plan, artifacts, Measurement(warmup_iters=2, iters=30), store,
         listener=SignalInTheGap(), samplers=[],
     )  # fmt: skip
     assert status == "interrupted"

@@ -29,7 +29,8 @@ from typer.testing import CliRunner
 from infercmp.cli import app
 from infercmp.core.contract import WorkerSpec
 from infercmp.platform import gpus as devices
-from infercmp.run import bench
+from infercmp.run import worker_process
+from infercmp.run.worker_process import WorkerOutcome
 from infercmp.store.run_store import RunStore
 
 FUZZ_CASES: Counter[str] = Counter()
@@ -58,14 +59,14 @@ def fuzz_case_count(request):
 def _stub_worker(spec, timeout_s, sample_hz, samplers, on_phase=lambda phase: None):
     """Validate the spec as the worker would (a bad one raises: a traceback the test sees)."""
     WorkerSpec.model_validate_json(spec.model_dump_json())
-    return bench.WorkerOutcome("skipped", "input fuzz: worker not started", None, {}, [], "")
+    return WorkerOutcome("skipped", "input fuzz: worker not started", None, {}, [], "")
 
 
 @pytest.fixture
 def cli(monkeypatch, shared_cache, tmp_path):
     monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
     monkeypatch.setattr(devices, "cuda_device_count", lambda: 0)
-    monkeypatch.setattr(bench, "run_worker", _stub_worker)
+    monkeypatch.setattr(worker_process, "run_worker", _stub_worker)
     return tmp_path
 
 

@@ -17,7 +17,11 @@ from synthetic_runs import edit_run_json, only_run, only_store
 from infercmp.cli import app
 from infercmp.core.contract import Measurement
 from infercmp.platform import gpus as devices
-from infercmp.run import bench
+from infercmp.run.executors.base import BenchListener
+from infercmp.run.loop import run_bench
+from infercmp.run.plan import plan_bench
+from infercmp.run.prepare import prepare_artifacts
+from infercmp.run.worker_process import run_worker, worker_spec
 from infercmp.store.run_store import RunStore
 from infercmp.store.schema import RESULTS_LOG
 from infercmp.workload.plugins import get_plugin
@@ -286,17 +290,15 @@ def test_ctrl_c_prints_the_exact_resume_command(runner, tmp_path, monkeypatch, n
 def test_a_resumed_worker_never_reports_the_previous_attempts_result(shared_cache, tmp_path):
     """B.9: a crashed worker was stored as ok with the previous attempt's iterations and pid."""
     plugin = get_plugin("tiny-cnn")
-    plan = bench.plan_bench(
-        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
-    )
-    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
-    spec = bench.worker_spec(
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None)
+    artifacts = prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    spec = worker_spec(
         plugin, plan.combinations[0], artifacts, Measurement(warmup_iters=2, iters=10),
         tmp_path / "workers" / "w.p0",
     )  # fmt: skip
-    earlier = bench.run_worker(spec, 120, 0, [])
+    earlier = run_worker(spec, 120, 0, [])
     assert earlier.status == "ok" and earlier.result is not None
-    again = bench.run_worker(spec, 0.001, 0, [])  # killed before it can write anything
+    again = run_worker(spec, 0.001, 0, [])  # killed before it can write anything
     assert again.status == "timeout"
     assert again.result is None and again.latency == {}
 
@@ -306,21 +308,19 @@ def test_a_repeat_cut_short_is_said_and_resume_measures_it_in_every_process(shar
     resumed to complete as it was."""
     import signal
 
-    from infercmp.run.executors.local import open_for_resume
+    from infercmp.run.resume import open_for_resume
 
     plugin = get_plugin("tiny-cnn")
-    plan = bench.plan_bench(
-        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
-    )
-    artifacts = bench.prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None)
+    artifacts = prepare_artifacts(plugin, plan, shared_cache, lambda _msg: None)
     measurement = Measurement(warmup_iters=2, iters=10)
     store = RunStore.create(tmp_path, plugin.name, {"settings": {"repeat": 2}})
 
-    class StopAfterTheFirstProcess(bench.BenchListener):
+    class StopAfterTheFirstProcess(BenchListener):
         def worker_finished(self, combo, outcome):
             os.kill(os.getpid(), signal.SIGTERM)
 
-    status = bench.run_bench(
+    status = run_bench(
         plugin, plan, artifacts, measurement, store, samplers=[], repeat=2,
         listener=StopAfterTheFirstProcess(),
     )  # fmt: skip
@@ -336,7 +336,7 @@ def test_a_repeat_cut_short_is_said_and_resume_measures_it_in_every_process(shar
     store, done = open_for_resume(store.path, plugin.name, {"repeat": 2})
     assert done == frozenset()  # not whole
     store.reopen()
-    status = bench.run_bench(
+    status = run_bench(
         plugin, plan, artifacts, measurement, store, samplers=[], repeat=2, done=done
     )
     store.close()
@@ -351,7 +351,7 @@ def test_a_resumes_worse_second_try_never_replaces_the_stored_measurement(tmp_pa
     in that try replaced the stored `ok` line, and its files went with it (B.8's defect)."""
     from synthetic_runs import Combo, make_run
 
-    from infercmp.run.bench import _kept_measurement
+    from infercmp.run.loop import _kept_measurement
     from infercmp.store.schema import ProcessSummary
 
     store = RunStore.open(make_run(tmp_path, [Combo("onnxruntime", processes=2)]))

@@ -14,7 +14,10 @@ from infercmp.artifacts.reference import ensure_batched_reference
 from infercmp.cli import app
 from infercmp.core.contract import Load, Measurement, WorkerSpec
 from infercmp.core.errors import InfercmpError
-from infercmp.run import bench
+from infercmp.run.aggregate import ComboProgress, now_iso, outcome_to_result
+from infercmp.run.loop import _worker_dir
+from infercmp.run.plan import Combination, parse_engine, plan_bench
+from infercmp.run.worker_process import WorkerOutcome
 from infercmp.worker.load_run import run_load
 from infercmp.workload.batching import (
     batch_range,
@@ -218,10 +221,10 @@ def test_bad_scenario_flags_are_one_clear_error(flags, message):
 def test_results_of_different_loads_never_share_a_combo_id():
     plugin = get_plugin("tiny-two-io")
     loads, _ = loads_from_flags(plugin.config, batch="1,8", concurrency="1,2")
-    plan = bench.plan_bench(
+    plan = plan_bench(
         plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None, loads=loads
     )
-    ids = {bench._worker_dir(c, 0) for c in plan.combinations}
+    ids = {_worker_dir(c, 0) for c in plan.combinations}
     assert len(ids) == len(loads) == 4
     assert all(c.skip_reason is None for c in plan.combinations)
 
@@ -233,7 +236,7 @@ def test_an_engine_that_declares_no_concurrency_is_skipped_with_the_reason(monke
     monkeypatch.setattr(type(descriptor), "concurrency", {})
     plugin = get_plugin("tiny-two-io")
     loads, _ = loads_from_flags(plugin.config, concurrency="1,2")
-    plan = bench.plan_bench(
+    plan = plan_bench(
         plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None, loads=loads
     )
     assert {c.skip_reason for c in plan.combinations} == {
@@ -526,9 +529,9 @@ def test_a_load_scenarios_energy_is_its_windows_over_its_requests_fake():
     from infercmp.core.contract import LoadResult, WorkerResult
 
     plugin = get_plugin("tiny-two-io")
-    combo = bench.Combination(
+    combo = Combination(
         default_experiment(plugin.config),
-        bench.parse_engine("onnxruntime"),
+        parse_engine("onnxruntime"),
         "cuda",
         "fp32",
         load=Load(batch=8, concurrency=2, scenario="offline"),
@@ -556,9 +559,9 @@ def test_a_load_scenarios_energy_is_its_windows_over_its_requests_fake():
         runtime_shapes={"features": [8, 16], "token_ids": [8, 12]}, load_result=load_result,
     )  # fmt: skip
     latency = {"wall.total": np.full(requests, 4_000_000, dtype=np.int64)}
-    outcome = bench.WorkerOutcome("ok", None, worker_result, latency, rows, "")
-    progress = bench.ComboProgress(combo, bench.now_iso(), [outcome])
-    result, _, _ = bench.outcome_to_result(plugin, progress, power_limit_w=700.0)
+    outcome = WorkerOutcome("ok", None, worker_result, latency, rows, "")
+    progress = ComboProgress(combo, now_iso(), [outcome])
+    result, _, _ = outcome_to_result(plugin, progress, power_limit_w=700.0)
     # The window's 400 J over its 1,000 requests (per request: a batch of 8), not the warm-up's
     # 600 J as well.
     assert result.energy_method == "energy counter"
@@ -609,7 +612,7 @@ def test_without_load_flags_the_stored_result_is_as_before(runner, tmp_path):
 
 def _auto_plan():
     plugin = get_plugin("tiny-two-io")
-    return bench.plan_bench(
+    return plan_bench(
         plugin,
         [default_experiment(plugin.config)],
         ["onnxruntime", "pytorch"],
@@ -718,13 +721,13 @@ def test_the_plan_covers_the_batches_the_run_uses():
     experiment = default_experiment(plugin.config)  # its example has 4 rows
 
     def batches(loads):
-        plan = bench.plan_bench(plugin, [experiment], ["onnxruntime"], ["cpu"], None, loads=loads)
+        plan = plan_bench(plugin, [experiment], ["onnxruntime"], ["cpu"], None, loads=loads)
         return plan_batches(plugin, plan.combinations)
 
     assert batches([Load()]) == (4,)  # no --batch: the example's own, not the config's 1..32
     assert batches([Load(batch=8), Load(batch=2)]) == (2, 8)
     tiny_cnn = get_plugin("tiny-cnn")  # batch fixed at 1: the config's profile as it is
-    plan = bench.plan_bench(
+    plan = plan_bench(
         tiny_cnn, [default_experiment(tiny_cnn.config)], ["onnxruntime"], ["cpu"], None
     )
     assert plan_batches(tiny_cnn, plan.combinations) == ()

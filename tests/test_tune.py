@@ -20,7 +20,7 @@ from infercmp.engines.descriptor import (
     SearchSpace,
 )
 from infercmp.engines.registry import get_descriptor
-from infercmp.run.bench import Interrupted, stop_on_signals
+from infercmp.run.signals import Interrupted, stop_on_signals
 from infercmp.store.tune_file import (
     TUNE_FILE,
     TuneLeaderboard,
@@ -424,16 +424,17 @@ def test_tune_on_a_full_disk_is_one_line_and_marks_what_it_can(
 def test_tune_batch_measures_every_candidate_at_that_batch(
     cli, tmp_path, monkeypatch, shared_cache
 ):
-    from infercmp.run import bench
+    from infercmp.run import worker_process
+    from infercmp.run.worker_process import WorkerOutcome
 
     specs = []
 
     def stub_worker(spec, timeout_s, sample_hz, samplers, on_phase=lambda phase: None):
         specs.append(spec)
-        return bench.WorkerOutcome("skipped", "worker not started in this test", None, {}, [], "")
+        return WorkerOutcome("skipped", "worker not started in this test", None, {}, [], "")
 
     monkeypatch.setenv("INFERCMP_CACHE_DIR", str(shared_cache.root))
-    monkeypatch.setattr(bench, "run_worker", stub_worker)
+    monkeypatch.setattr(worker_process, "run_worker", stub_worker)
     runs = tmp_path / "runs"
     result = cli(
         "tune", "tiny-two-io", "-d", "cpu", "-e", "onnxruntime", "--batch", "8", "-o", str(runs)

@@ -325,18 +325,16 @@ def test_worker_module_runs_from_any_directory(tmp_path, two_io):
 
 def test_spec_bench_writes_is_the_spec_the_worker_reads(tmp_path):
     """One typed contract: bench's WorkerSpec survives JSON with every default intact."""
-    from infercmp.run import bench
+    from infercmp.run.plan import plan_bench
+    from infercmp.run.prepare import Artifacts
+    from infercmp.run.worker_process import worker_spec
     from infercmp.workload.plugins import get_plugin
     from infercmp.workload.shapes import default_experiment
 
     plugin = get_plugin("tiny-two-io")
-    plan = bench.plan_bench(
-        plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None
-    )
-    artifacts = bench.Artifacts(
-        references={(plan.experiments[0].label, None): tmp_path / "ref.npz"}
-    )
-    spec = bench.worker_spec(plugin, plan.runnable[0], artifacts, Measurement(), tmp_path, 3)
+    plan = plan_bench(plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None)
+    artifacts = Artifacts(references={(plan.experiments[0].label, None): tmp_path / "ref.npz"})
+    spec = worker_spec(plugin, plan.runnable[0], artifacts, Measurement(), tmp_path, 3)
     again = WorkerSpec.model_validate_json(spec.model_dump_json())
     assert again == spec
     assert again.process == 3 and again.input_names == ["features", "token_ids"]

@@ -438,7 +438,7 @@ class _View:
 
 
 class ProgressLine:
-    """The progress bar's line, from bench's callbacks (`infercmp.run.bench.BenchListener`).
+    """The progress bar's line, from bench's callbacks (`run.executors.base.BenchListener`).
 
     It names what the run knows: the worker that is starting or in a phase (the local
     executor reports both), else the last worker that finished. The Ray executor reports

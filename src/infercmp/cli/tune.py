@@ -33,8 +33,8 @@ from infercmp.core.errors import InfercmpError, RunFailed
 from infercmp.engines.descriptor import EngineDescriptor, Machine
 from infercmp.engines.registry import engine_entries, get_descriptor
 from infercmp.platform.environment import power_limit_w
-from infercmp.run.bench import Interrupted, finish_complete, finish_interrupted, stop_on_signals
 from infercmp.run.environment import collect_environment
+from infercmp.run.finish import finish_complete, finish_interrupted
 from infercmp.run.session import (
     choose_samplers,
     mark_failed,
@@ -42,6 +42,7 @@ from infercmp.run.session import (
     preparation_guard,
     write_failure,
 )
+from infercmp.run.signals import Interrupted, stop_on_signals
 from infercmp.store.run_store import RunStore
 from infercmp.store.tune_file import TUNE_FILE, write_leaderboard
 from infercmp.tune import search as tune_search

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from infercmp.core.contract import Load
+from infercmp.workload.scenarios import items_per_s
 
 MIN_GAIN = 0.05  # a doubling that adds less than 5% items/s ends the search
 
@@ -72,8 +73,6 @@ def search_batches(
 
     Returns each configuration's curve and the last step's run status ("interrupted" stops).
     """
-    from infercmp.workload.scenarios import items_per_s
-
     curves: dict[tuple, Curve] = {}
     active = {_curve_key(c): c for c in plan.runnable}
     for key, combo in active.items():

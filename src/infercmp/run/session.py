@@ -22,10 +22,21 @@ from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
 from infercmp.core.contract import Load, Measurement
 from infercmp.core.errors import InfercmpError, NothingRan, RunFailed
 from infercmp.platform.environment import power_limit_w
-from infercmp.run import bench
 from infercmp.run.batch_search import search_batches
 from infercmp.run.environment import collect_environment
-from infercmp.run.executors.local import make_executor, open_for_resume
+from infercmp.run.finish import (
+    finish,
+    finish_complete,
+    finish_failed,
+    finish_interrupted,
+    os_error_text,
+    write_failed,
+)
+from infercmp.run.loop import make_executor, run_bench
+from infercmp.run.plan import BenchPlan, plan_bench
+from infercmp.run.prepare import Artifacts, prepare_artifacts
+from infercmp.run.resume import open_for_resume
+from infercmp.run.signals import Interrupted, stop_on_signals
 from infercmp.sampler import default_samplers
 from infercmp.store.run_store import RunStore
 from infercmp.store.writer_lock import check_not_written
@@ -103,8 +114,8 @@ class BenchView(Protocol):
         self,
         run_bench: Callable[..., str],
         plugin: ModelPlugin,
-        plan: bench.BenchPlan,
-        artifacts: bench.Artifacts,
+        plan: BenchPlan,
+        artifacts: Artifacts,
         measurement: Measurement,
         store: RunStore,
         sample_hz: float,
@@ -153,9 +164,9 @@ class BenchOutcome:
 def preparation_guard() -> Iterator[None]:
     """Planning and artifact preparation: a signal or MemoryError becomes one clear line."""
     try:
-        with bench.stop_on_signals():
+        with stop_on_signals():
             yield
-    except bench.Interrupted as exc:
+    except Interrupted as exc:
         raise RunFailed(
             f"stopped by {exc.signame} while preparing; no combination ran and no run "
             "directory was made"
@@ -177,21 +188,21 @@ def choose_samplers(
 
 
 def opened(open_store: Callable[[], T]) -> T:
-    """`open_store()` under `bench.stop_on_signals()`: a signal now is one line."""
+    """`open_store()` under `stop_on_signals()`: a signal now is one line."""
     try:
         return open_store()
-    except bench.Interrupted as exc:
+    except Interrupted as exc:
         raise RunFailed(f"stopped by {exc.signame} while creating the run directory") from None
 
 
 def mark_failed(store: RunStore, detail: str) -> None:
     """Mark a run failed, as far as the disk still takes writes."""
-    bench._finish(store, "failed", detail)
+    finish(store, "failed", detail)
 
 
 def write_failure(store: RunStore, exc: OSError) -> tuple[str, RunFailed]:
     """A write that failed: the run's detail, and the one-line error for the user."""
-    return f"cannot write: {bench._os_error(exc)}", bench._write_failed(store, exc)
+    return f"cannot write: {os_error_text(exc)}", write_failed(store, exc)
 
 
 # ------------------------------------------------------------------ bench
@@ -211,8 +222,8 @@ def run_session(
     # and MemoryError from a huge --shape is one line, not a traceback.
     with preparation_guard():
         plugin, experiments, loads, auto_batch = _experiments_and_loads(request)
-        machine = runner and resources.enter_context(runner).machine()  # a cluster's GPUs
-        plan = bench.plan_bench(
+        machine = resources.enter_context(runner).machine() if runner else None  # its GPUs
+        plan = plan_bench(
             plugin, experiments, request.engines, request.devices, request.precisions,
             machine, loads=loads,
         )  # fmt: skip
@@ -237,7 +248,7 @@ def run_session(
     step = _Step(plugin, request, samplers, power_limit_w(environment), runner, view)
     # From the moment the run directory exists to its last commit, a signal marks the run
     # interrupted (keeping what finished) instead of leaving it "running" for ever.
-    with bench.stop_on_signals():
+    with stop_on_signals():
         store, step.done = opened(lambda: _open_store(request, plugin.name, meta, view))
         resources.callback(store.close)  # the writer lock, held through every --batch auto step
         status = _measure(store, step, plan, artifacts, prepare, auto_batch, request, view)
@@ -278,8 +289,8 @@ class _Preparer:
     ) -> None:
         self.plugin, self.cache, self.request, self.runner = plugin, cache, request, runner
 
-    def __call__(self, plan: bench.BenchPlan, progress: Callable[[str], None]) -> bench.Artifacts:
-        prepared = bench.prepare_artifacts(
+    def __call__(self, plan: BenchPlan, progress: Callable[[str], None]) -> Artifacts:
+        prepared = prepare_artifacts(
             self.plugin, plan, self.cache, progress, self.request.exporter,
             self.request.measurement.timeout_s, on_nodes=self.runner is not None,
         )  # fmt: skip
@@ -288,7 +299,7 @@ class _Preparer:
         return prepared
 
 
-def _check_artifacts(plan: bench.BenchPlan, artifacts: bench.Artifacts, view: BenchView) -> None:
+def _check_artifacts(plan: BenchPlan, artifacts: Artifacts, view: BenchView) -> None:
     for text in artifacts.tracebacks:
         view.traceback(text)
     if plan.runnable and not artifacts.anything_to_run(plan):
@@ -303,7 +314,7 @@ def _run_meta(
     plugin: ModelPlugin,
     experiments: list[Experiment],
     loads: list[Load],
-    artifacts: bench.Artifacts,
+    artifacts: Artifacts,
     environment: dict[str, Any],
 ) -> dict[str, Any]:
     """run.json's content at the run's start."""
@@ -348,13 +359,13 @@ class _Step:
     def __call__(
         self,
         store: RunStore,
-        plan: bench.BenchPlan,
-        artifacts: bench.Artifacts,
+        plan: BenchPlan,
+        artifacts: Artifacts,
         last_step: bool = True,
     ) -> str:
         r = self.request
         return self.view.run_step(
-            bench.run_bench, self.plugin, plan, artifacts, r.measurement, store, r.sample_hz,
+            run_bench, self.plugin, plan, artifacts, r.measurement, store, r.sample_hz,
             self.samplers, r.repeat, self.power_limit_w, self.runner, self.done, last_step,
         )  # fmt: skip
 
@@ -362,8 +373,8 @@ class _Step:
 def _measure(
     store: RunStore,
     step: _Step,
-    plan: bench.BenchPlan,
-    artifacts: bench.Artifacts,
+    plan: BenchPlan,
+    artifacts: Artifacts,
     prepare: _Preparer,
     auto_batch: bool,
     request: BenchRequest,
@@ -376,22 +387,22 @@ def _measure(
             return step(store, plan, artifacts)
         status = _search_batches(step, store, plan, artifacts, prepare, request, view)
         if status == "complete":  # once, after the last step
-            bench.finish_complete(store)
+            finish_complete(store)
         return status
-    except bench.Interrupted as exc:
-        bench.finish_interrupted(store, exc.signame)
+    except Interrupted as exc:
+        finish_interrupted(store, exc.signame)
         return "interrupted"
     except BaseException as exc:
         if auto_batch:  # each step leaves the run running for the next: end it here
-            bench.finish_failed(store, exc)
+            finish_failed(store, exc)
         raise
 
 
 def _search_batches(
     step: _Step,
     store: RunStore,
-    plan: bench.BenchPlan,
-    artifacts: bench.Artifacts,
+    plan: BenchPlan,
+    artifacts: Artifacts,
     prepare: _Preparer,
     request: BenchRequest,
     view: BenchView,
@@ -400,7 +411,7 @@ def _search_batches(
     each configuration's best batch. `artifacts` are batch 1's; `prepare` makes a later
     batch's as the first's were made (under Ray: plans built on the nodes)."""
 
-    def one(step_plan: bench.BenchPlan) -> tuple[str, list[Any]]:
+    def one(step_plan: BenchPlan) -> tuple[str, list[Any]]:
         if not step_plan.runnable or step_plan.runnable[0].load.batch == 1:
             step_artifacts = artifacts
         else:

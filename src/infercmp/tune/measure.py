@@ -14,7 +14,12 @@ from infercmp.core.contract import Load
 from infercmp.core.parity import Parity
 from infercmp.engines.descriptor import Machine
 from infercmp.engines.registry import get_descriptor
-from infercmp.run import bench
+from infercmp.run import worker_process
+from infercmp.run.aggregate import ComboProgress, now_iso, outcome_to_result
+from infercmp.run.loop import WORKERS_DIR
+from infercmp.run.plan import BenchPlan, plan_bench
+from infercmp.run.prepare import prepare_artifacts
+from infercmp.run.signals import Interrupted
 from infercmp.store.ids import combo_id
 from infercmp.store.run_store import RunStore
 from infercmp.store.tune_file import RoundPlan
@@ -85,14 +90,14 @@ class WorkerMeasurer:
     ) -> Iterator[Measured]:
         combos = {c: self._combination(c) for c in candidates}
         descriptors = {c.engine: get_descriptor(c.engine) for c in candidates}
-        bench_plan = bench.BenchPlan(
+        bench_plan = BenchPlan(
             self.plugin.name,
             self.plugin.config,
             [self.experiment],
             list(combos.values()),
             descriptors,
         )
-        artifacts = bench.prepare_artifacts(
+        artifacts = prepare_artifacts(
             self.plugin, bench_plan, self.cache, self.progress, self.exporter,
             self.prepare_timeout_s,
         )  # fmt: skip
@@ -104,18 +109,18 @@ class WorkerMeasurer:
             if reason is not None:
                 yield Measured(c, "skipped" if combo.skip_reason else "failed", reason)
             else:
-                pending[c] = bench.ComboProgress(combo, bench.now_iso())
+                pending[c] = ComboProgress(combo, now_iso())
                 walls[c] = 0.0
         try:
             for process in range(plan.repeat):
                 for c, progress in list(pending.items()):
                     seconds = timeout_s(c)
                     workdir = self._workdir(progress.combo, plan.name, process)
-                    spec = bench.worker_spec(
+                    spec = worker_process.worker_spec(
                         self.plugin, progress.combo, artifacts, measurement, workdir, process
                     )
                     started = time.monotonic()
-                    outcome = bench.run_worker(
+                    outcome = worker_process.run_worker(
                         spec, seconds, self.sample_hz, self.samplers,
                         on_phase=self._phases_of(c),
                     )  # fmt: skip
@@ -124,7 +129,7 @@ class WorkerMeasurer:
                     if progress.done or process == plan.repeat - 1:
                         del pending[c]
                         yield self._commit(c, progress, walls[c], plan.name)
-        except (BudgetSpent, bench.Interrupted):
+        except (BudgetSpent, Interrupted):
             # What already has a measured process is kept, as bench keeps it on a signal.
             for c, progress in list(pending.items()):
                 if any(o.status == "ok" for o in progress.outcomes):
@@ -137,7 +142,7 @@ class WorkerMeasurer:
         return lambda phase: self.on_phase(candidate, phase)
 
     def _combination(self, candidate: Candidate) -> Any:
-        plan = bench.plan_bench(
+        plan = plan_bench(
             self.plugin,
             [self.experiment],
             [candidate.engine_text],
@@ -153,14 +158,12 @@ class WorkerMeasurer:
             combo.engine.name, combo.device, combo.precision, combo.experiment.label,
             combo.engine.variant,
         )  # fmt: skip
-        return Path(self.store.path) / bench.WORKERS_DIR / f"{name}.{round_name}.p{process}"
+        return Path(self.store.path) / WORKERS_DIR / f"{name}.{round_name}.p{process}"
 
     def _commit(
         self, candidate: Candidate, progress: Any, wall_s: float, round_name: str
     ) -> Measured:
-        result, latency, samples = bench.outcome_to_result(
-            self.plugin, progress, self.power_limit_w
-        )
+        result, latency, samples = outcome_to_result(self.plugin, progress, self.power_limit_w)
         self.store.add_result(result, latency, samples)
         if result.status == "ok":  # stored: the worker's files are copies now
             for process in range(len(progress.outcomes)):

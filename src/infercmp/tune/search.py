@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from infercmp.core.contract import Measurement
 from infercmp.engines.descriptor import EngineDescriptor, Machine
-from infercmp.run.bench import Interrupted
+from infercmp.run.signals import Interrupted
 from infercmp.store.tune_file import (
     EngineWinner,
     LeaderboardEntry,

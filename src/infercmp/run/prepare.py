@@ -1,0 +1,161 @@
+"""The artifacts a plan needs, made through the cache before any worker starts: the reference
+outputs, the ONNX export and each engine's own converted form (`prepare_artifacts`)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infercmp.artifacts.cache import ArtifactCache
+from infercmp.artifacts.onnx_export import OnnxArtifact, export_onnx
+from infercmp.artifacts.reference import ensure_batched_reference
+from infercmp.core.contract import Measurement
+from infercmp.core.errors import InfercmpError
+from infercmp.engines.descriptor import ConvertContext, Converted, EngineDescriptor
+from infercmp.run.plan import BenchPlan, Combination, EngineChoice
+from infercmp.workload.batching import plan_batches
+from infercmp.workload.plugins import ModelPlugin
+from infercmp.workload.shapes import Experiment
+
+
+@dataclass
+class Artifacts:
+    """What the workers need, prepared through the cache before any worker starts.
+
+    Whatever could not be made is recorded with the reason, and only the combinations that
+    need it fail: a model that raises at one shape leaves the other shapes to run.
+    """
+
+    onnx: OnnxArtifact | None = None
+    onnx_error: str | None = None
+    # (engine choice, precision) -> the engine's own form, or why it could not be made
+    converted: dict[tuple[EngineChoice, str], Converted] = field(default_factory=dict)
+    convert_errors: dict[tuple[EngineChoice, str], str] = field(default_factory=dict)
+    # Combination.reference_key (experiment label, batch) -> npz, or why it could not be made
+    references: dict[tuple[str, int | None], Path] = field(default_factory=dict)
+    reference_errors: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    tracebacks: list[str] = field(default_factory=list)  # of the errors above, for --debug
+    # The batch sizes conversions were made for (ConvertContext.batches): a node that builds a
+    # `builds_on_device` artifact itself builds it for the same ones.
+    batches: tuple[int, ...] = ()
+
+    def missing(self, combo: Combination, descriptor: EngineDescriptor) -> str | None:
+        """Why this combination cannot start its worker, or None when all it needs is here."""
+        if combo.reference_key in self.reference_errors:
+            return self.reference_errors[combo.reference_key]
+        if descriptor.artifact == "onnx" and self.onnx_error is not None:
+            return self.onnx_error
+        failed = self.convert_errors.get((combo.engine, combo.precision))
+        if failed is not None:
+            return f"{combo.engine.name} could not make its artifact: {failed}"
+        return None
+
+    def errors(self) -> list[str]:
+        """Every failure, once each, in the order a user should read them."""
+        found = [*self.reference_errors.values(), self.onnx_error]
+        found += [f"{c.name} {p}: {e}" for (c, p), e in self.convert_errors.items()]
+        return list(dict.fromkeys(e for e in found if e))
+
+    def anything_to_run(self, plan: BenchPlan) -> bool:
+        return any(self.missing(c, plan.descriptors[c.engine.name]) is None for c in plan.runnable)
+
+
+def _model_error(plugin: ModelPlugin, experiment: Experiment, step: str, exc: Exception) -> str:
+    """One line naming the model, the shape, the step and the exception's own message."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    if not isinstance(exc, InfercmpError):
+        text = f"{type(exc).__name__}: {text}"
+    return f"model '{plugin.name}' at shape {experiment.label}: {step} failed: {text}"
+
+
+def bounded(seconds: float, call: Callable[[], Any]) -> Any:
+    """`call()` in a helper thread, given up after `seconds` with one clear error.
+
+    For the parent's own calls into the user's plugin (loading the module, running it for
+    the reference outputs, exporting it): a plugin that hangs there must not hang bench. The
+    abandoned thread is a daemon; it ends with the process. Signals still reach the main
+    thread, which only waits.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller as it is
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="infercmp-plugin-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise InfercmpError(
+            f"did not finish within {seconds:g} s (--timeout); the plugin's code may hang"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def prepare_artifacts(
+    plugin: ModelPlugin,
+    plan: BenchPlan,
+    cache: ArtifactCache,
+    progress: Callable[[str], None],
+    exporter: str = "auto",
+    timeout_s: float = Measurement.model_fields["timeout_s"].default,
+    on_nodes: bool = False,
+) -> Artifacts:
+    """Export, convert and compute references for the runnable combinations, through the cache.
+
+    An error raised by the user's model (its loader, preprocess or forward) or by an engine's
+    conversion is recorded for the combinations that need that artifact; the others still run.
+    With `on_nodes` (a distributed executor) GPU-specific artifacts (`builds_on_device`) are
+    left to the node that runs them.
+    """
+    artifacts = Artifacts()
+    runnable = plan.runnable
+    for key, combo in {c.reference_key: c for c in runnable}.items():
+        experiment, batch = combo.experiment, combo.load.batch
+        at_batch = f" at batch {batch}" if batch is not None else ""
+        progress(f"reference outputs for {experiment.label}{at_batch}")
+        step = "computing the PyTorch reference outputs" + at_batch
+        try:
+            artifacts.references[key] = bounded(
+                timeout_s,
+                functools.partial(ensure_batched_reference, plugin, cache, experiment, batch),
+            )
+        except Exception as exc:  # the user's code may raise anything
+            artifacts.tracebacks.append("".join(traceback.format_exception(exc)))
+            artifacts.reference_errors[key] = _model_error(plugin, experiment, step, exc)
+    runnable = [c for c in runnable if c.reference_key in artifacts.references]
+    if any(plan.descriptors[c.engine.name].artifact == "onnx" for c in runnable):
+        progress("ONNX export")
+        try:
+            artifacts.onnx = bounded(
+                timeout_s,
+                lambda: export_onnx(plugin, cache, exporter=exporter, progress=progress),
+            )
+        except InfercmpError as exc:
+            artifacts.onnx_error = f"ONNX export of model '{plugin.name}' failed: {exc}"
+    artifacts.batches = plan_batches(plugin, runnable)
+    context = ConvertContext(plugin, cache, artifacts.onnx, progress, artifacts.batches)
+    for choice, precision in dict.fromkeys((c.engine, c.precision) for c in runnable):
+        descriptor = plan.descriptors[choice.name]
+        if descriptor.artifact == "onnx" and artifacts.onnx is None:
+            continue
+        if on_nodes and descriptor.builds_on_device:
+            continue
+        options = descriptor.parse_options(dict(choice.options))
+        try:
+            converted = descriptor.convert(context, precision, options)
+        except InfercmpError as exc:
+            artifacts.convert_errors[choice, precision] = str(exc)
+            continue
+        if converted is not None:
+            artifacts.converted[choice, precision] = converted
+    return artifacts
