@@ -99,6 +99,41 @@ MOVED: dict[str, str | tuple[str, ...]] = {
 }
 
 
+# `infercmp.tune` was a module and is a package now: the public names of the old module, read
+# from the package, go to the modules that hold them now.
+TUNE_NAMES = frozenset(
+    "TUNE_FILE TUNE_SCHEMA_VERSION Objective RoundName SCREEN CONFIRM FINAL CONFIRM_FRACTION "
+    "MIN_WORKER_S DEFAULT_OVERHEAD_S REJECTED_PER_CANDIDATE option_text Candidate "
+    "DEFAULT_PRECISION Excluded search_space cheap_candidates expensive_candidates RoundFigure "
+    "Measured RoundPlan Measurer BudgetSpent LeaderboardEntry EngineWinner TuneLeaderboard "
+    "read_leaderboard TuneRequest Search pareto_front bench_command WorkerMeasurer "
+    "write_leaderboard".split()
+)
+TUNE_HOMES = (
+    "infercmp.store.tune_file",
+    "infercmp.tune.search",
+    "infercmp.tune.candidates",
+    "infercmp.tune.measure",
+)
+
+
+def tune_attribute(name: str) -> Any:
+    """`infercmp.tune.<name>` for a name of the old tune module: found in its new home, warned."""
+    if name not in TUNE_NAMES:
+        raise AttributeError(f"module 'infercmp.tune' has no attribute {name!r}")
+    for path in TUNE_HOMES:
+        module = importlib.import_module(path)
+        if hasattr(module, name):
+            warnings.warn(
+                f"infercmp.tune.{name} moved to {path}.{name}; import it from there "
+                f"(the old path is removed in infercmp {REMOVE_IN})",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            return getattr(module, name)
+    raise AttributeError(f"module 'infercmp.tune' has no attribute {name!r}")
+
+
 def new_paths(old: str) -> tuple[str, ...]:
     target = MOVED[old]
     return (target,) if isinstance(target, str) else target

@@ -61,6 +61,28 @@ def test_a_missing_name_on_an_old_path_is_an_attribute_error():
         module.no_such_name  # noqa: B018
 
 
+@pytest.mark.parametrize("name", sorted(moved.TUNE_NAMES))
+def test_the_old_tune_module_names_resolve_from_the_package_and_warn(name):
+    import infercmp.tune
+
+    with pytest.warns(DeprecationWarning, match=rf"infercmp.tune.{name} moved to infercmp\."):
+        value = getattr(infercmp.tune, name)
+    homes = [importlib.import_module(path) for path in moved.TUNE_HOMES]
+    assert any(getattr(home, name, None) is value for home in homes)
+
+
+def test_the_tune_package_still_imports_its_own_modules():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        from infercmp.tune import candidates, measure, search
+
+    assert {candidates.__name__, measure.__name__, search.__name__} == {
+        "infercmp.tune.candidates",
+        "infercmp.tune.measure",
+        "infercmp.tune.search",
+    }
+
+
 def test_every_new_path_exists():
     for old in moved.MOVED:
         for new in moved.new_paths(old):
