@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from synthetic_runs import Combo, make_run
 
-from infercmp.cli.bench import summary_table
+from infercmp.cli.bench import bench_table
 from infercmp.run.session import verdict
 from infercmp.store.run_store import RunStore
 
@@ -34,7 +34,7 @@ def test_a_note_shared_by_several_rows_is_printed_once_and_referred_to(tmp_path)
     for r in results:
         r.warnings = [SHARED]
     results[1].warnings.append("onnxruntime's own warning")
-    table, notes = summary_table(results)
+    table, notes = bench_table(results)
     assert notes == [SHARED, "onnxruntime's own warning"]
     references = [line.split()[-1] for line in _text(table).splitlines() if "224x224x3" in line]
     assert references == ["[1]", "[1,2]", "[1]"]
@@ -52,7 +52,7 @@ def _server(engine: str, cut: int) -> Combo:
 def test_an_overloaded_server_run_is_not_ok_and_makes_bench_exit_1(tmp_path):
     """Issue 23, A.3: 70,305 of 100,000 requests never started, and the row said `ok`, exit 0."""
     results = _results(tmp_path, [_server("pytorch", 0), _server("onnxruntime", 70_305)])
-    table, notes = summary_table(results)
+    table, notes = bench_table(results)
     text = _text(table)
     assert "offered/s" in text
     (row,) = [line for line in text.splitlines() if line.strip().startswith("onnxruntime")]

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from infercmp.cli import app
 from infercmp.store.run_store import RunStore
 from infercmp.store.schema import RESULTS_LOG
-from infercmp.store.writer_lock import writer_alive
+from infercmp.store.writer_lock import run_writer_alive
 
 pytestmark = pytest.mark.slow
 isolated = support.isolated
@@ -130,7 +130,7 @@ def _second_writer_refused(run: Path, what: str) -> bool:
         text=True,
     )
     try:
-        while first.poll() is None and not writer_alive(run):
+        while first.poll() is None and not run_writer_alive(run):
             time.sleep(0.02)
         if first.poll() is not None:
             return False

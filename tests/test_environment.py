@@ -8,7 +8,7 @@ import sys
 from importlib import metadata
 
 from infercmp.engines import registry as engines
-from infercmp.platform import environment
+from infercmp.platform import host as environment
 from infercmp.run.environment import LIBRARIES, collect_environment
 from infercmp.workload import plugins
 

@@ -14,7 +14,7 @@ import pytest
 
 from infercmp.engines.tensorrt import flavour
 from infercmp.platform import gpus
-from infercmp.platform.environment import node_facts, power_limit_w
+from infercmp.platform.host import node_facts, power_limit_w
 from infercmp.run.environment import collect_environment
 from infercmp.sampler.nvml import NvmlSampler
 

@@ -22,7 +22,7 @@ from infercmp.workload.config import parse_config
 from infercmp.workload.plugins import (
     ENTRY_POINT_GROUP,
     check_runtime_inputs,
-    discover,
+    discover_plugins,
     get_plugin,
 )
 from infercmp.workload.shapes import default_experiment
@@ -131,7 +131,7 @@ def test_discover_lists_without_importing(entry_points):
             return super().load()
 
     entry_points(Spy("mixed", "m:Mixed", SimpleNamespace(name="pkg"), target=Mixed))
-    entries = discover()
+    entries = discover_plugins()
     assert list(entries) == ["mixed"] and calls == []
     assert entries["mixed"].package == "pkg" and entries["mixed"].target == "m:Mixed"
     assert isinstance(get_plugin("mixed"), Mixed) and calls == ["mixed"]
@@ -139,7 +139,7 @@ def test_discover_lists_without_importing(entry_points):
 
 def test_discover_sorts_by_name(entry_points):
     entry_points(fake("other", Other), fake("mixed", Mixed))
-    assert list(discover()) == ["mixed", "other"]
+    assert list(discover_plugins()) == ["mixed", "other"]
 
 
 def test_duplicate_names_are_an_error_naming_both_distributions(entry_points):
@@ -147,7 +147,7 @@ def test_duplicate_names_are_an_error_naming_both_distributions(entry_points):
         fake("mixed", Mixed, package="first-dist", value="first:Mixed"),
         fake("mixed", Mixed, package="second-dist", value="second:Mixed"),
     )
-    entry = discover()["mixed"]
+    entry = discover_plugins()["mixed"]
     assert entry.load() is None
     expected = (
         "model name 'mixed' is registered by two packages: 'first-dist' (first:Mixed) and "
@@ -169,7 +169,7 @@ def test_same_distribution_seen_twice_on_sys_path_is_not_a_duplicate(entry_point
 def test_plugin_raising_on_import_is_unavailable_with_package_and_error(entry_points):
     boom = ImportError("No module named 'torchvision'")
     entry_points(fake("broken", error=boom, package="broken-dist"), fake("mixed", Mixed))
-    entries = discover()
+    entries = discover_plugins()
     assert entries["broken"].load() is None
     assert entries["broken"].package == "broken-dist"
     assert entries["broken"].error == "ImportError: No module named 'torchvision'"
@@ -184,7 +184,7 @@ def test_plugin_raising_on_import_is_unavailable_with_package_and_error(entry_po
 
 def test_plugin_raising_anything_on_import_is_unavailable(entry_points):
     entry_points(fake("broken", error=ZeroDivisionError("division by zero")))
-    entry = discover()["broken"]
+    entry = discover_plugins()["broken"]
     assert entry.load() is None and entry.error == "ZeroDivisionError: division by zero"
 
 
@@ -216,14 +216,17 @@ def test_a_plugin_importing_torch_at_module_level_is_named_with_a_fake_torch(
 
     class ImportsTorch(FakeEntryPoint):
         def load(self):
-            sys.modules["torch"] = type(sys)("torch")  # what `import torch` at the top does
+            # What `import torch` at the top does; through monkeypatch, so that the fake is gone
+            # after the test even where torch had not been imported before it (the fake stayed
+            # and broke every later test that imports torch, when this one ran first).
+            monkeypatch.setitem(sys.modules, "torch", type(sys)("torch"))
             return Mixed
 
     entry_points(
         ImportsTorch("mixed", "heavy_module:Mixed", SimpleNamespace(name="heavy-dist")),
         fake("other", Other),
     )
-    entries = discover()
+    entries = discover_plugins()
     assert entries["mixed"].load() is not None and entries["other"].load() is not None
     assert entries["mixed"].slow_import_warning == (
         "plugin 'mixed' (package 'heavy-dist') imports torch when it is imported, which slows "
@@ -274,21 +277,21 @@ def test_unknown_model_with_no_models_installed(entry_points):
 
 def test_class_not_deriving_from_model_plugin_is_unavailable(entry_points):
     entry_points(fake("not-a-plugin", NotAPlugin, value="m:NotAPlugin"))
-    entry = discover()["not-a-plugin"]
+    entry = discover_plugins()["not-a-plugin"]
     assert entry.load() is None
     assert entry.error == "TypeError: m:NotAPlugin is not a subclass of infercmp.ModelPlugin"
 
 
 def test_entry_point_to_a_function_is_unavailable(entry_points):
     entry_points(fake("func", target=len, value="builtins:len"))
-    entry = discover()["func"]
+    entry = discover_plugins()["func"]
     assert entry.load() is None
     assert entry.error == "TypeError: builtins:len is not a subclass of infercmp.ModelPlugin"
 
 
 def test_name_mismatch_is_unavailable(entry_points):
     entry_points(fake("mixed", Misnamed, value="m:Misnamed"))
-    entry = discover()["mixed"]
+    entry = discover_plugins()["mixed"]
     assert entry.load() is None
     assert entry.error == (
         "TypeError: m:Misnamed has name 'something-else' but is registered as 'mixed'"
@@ -297,7 +300,7 @@ def test_name_mismatch_is_unavailable(entry_points):
 
 def test_broken_config_makes_the_plugin_unavailable_not_the_cli(entry_points):
     entry_points(fake("bad-config", BadConfig))
-    entry = discover()["bad-config"]
+    entry = discover_plugins()["bad-config"]
     assert entry.load() is None
     assert entry.error.startswith("ConfigError: ")
     assert entry.error.endswith("no-such-config.yaml: no such file")
@@ -308,13 +311,13 @@ def test_real_entry_point_object_without_distribution(entry_points):
         name="tiny-cnn", value="infercmp.models.tiny_cnn:TinyCNN", group=ENTRY_POINT_GROUP
     )
     entry_points(ep)
-    entry = discover()["tiny-cnn"]
+    entry = discover_plugins()["tiny-cnn"]
     assert entry.package == "<unknown package>"
     assert type(entry.load()).__name__ == "TinyCNN"
 
 
 def test_builtin_models_are_registered_through_entry_points():
-    entries = discover()
+    entries = discover_plugins()
     for name in ("tiny-cnn", "tiny-two-io", "tiny-encoder"):
         assert entries[name].package == "infercmp"
         assert entries[name].target.startswith("infercmp.models.")

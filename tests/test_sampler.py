@@ -24,7 +24,7 @@ from infercmp.sampler import (
     energy_joules,
     peak,
 )
-from infercmp.sampler import session as session_module
+from infercmp.sampler import polling as session_module
 
 WAIT_S = 30.0  # generous upper bound for waits on a loaded CI machine; never asserted on
 

@@ -447,7 +447,7 @@ def test_a_load_runs_worker_events_keep_the_warmup_out_of_the_measure_phase(
     shared_cache, exported, tmp_path, monkeypatch
 ):
     from infercmp.artifacts.reference import ensure_reference
-    from infercmp.worker.run import run_worker
+    from infercmp.worker.run import run_spec as run_worker
 
     plugin, onnx = exported("tiny-two-io")
     spec = WorkerSpec(
@@ -498,7 +498,7 @@ def _load_worker_spec(plugin, onnx, cache, tmp_path, load, **measurement) -> Wor
 def test_a_server_run_counts_the_examples_own_batch_as_items(shared_cache, exported, tmp_path):
     """tiny-two-io's example holds 4 items: a server run without --batch recorded batch 1 and
     items/s = requests/s, while single-stream and offline counted the 4."""
-    from infercmp.worker.run import run_worker
+    from infercmp.worker.run import run_spec as run_worker
 
     plugin, onnx = exported("tiny-two-io")
     load = Load(scenario="server", qps=200.0)
@@ -514,7 +514,7 @@ def test_a_server_run_counts_the_examples_own_batch_as_items(shared_cache, expor
 def test_a_window_with_no_request_says_what_happened_and_what_to_do(
     shared_cache, exported, tmp_path
 ):
-    from infercmp.worker.run import run_worker
+    from infercmp.worker.run import run_spec as run_worker
 
     plugin, onnx = exported("tiny-two-io")
     load = Load(scenario="server", qps=1.0)  # 0.3 s at 1/s: no arrival is due

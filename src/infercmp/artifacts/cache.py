@@ -57,11 +57,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infercmp.artifacts.liveness import (
     IN_USE_LOCK,
+    cache_writer_alive,
     exclusive_use,
     flocked,
     hold_in_use,
     remove_if_unlocked,
-    writer_alive,
     writer_token,
 )
 from infercmp.core.errors import InfercmpError, RunFailed
@@ -317,7 +317,7 @@ class ArtifactCache:
         base = self.root / "staging"
         for path in sorted(base.iterdir()) if base.is_dir() else ():
             owner = _STAGED.match(path.name)
-            if owner is not None and not writer_alive(self.root, *owner.groups()):
+            if owner is not None and not cache_writer_alive(self.root, *owner.groups()):
                 shutil.rmtree(path, ignore_errors=True)
         for path in (self.root / "locks").glob("writer-*.lock"):
             if _WRITER_LOCK.match(path.name):

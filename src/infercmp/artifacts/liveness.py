@@ -90,7 +90,7 @@ def _same_file(held: IO[bytes], path: Path) -> bool:
     return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def writer_alive(root: Path, token: str | None, pid: str | None) -> bool:
+def cache_writer_alive(root: Path, token: str | None, pid: str | None) -> bool:
     """The writer that staged a dir is alive: its lock is held (or, for a dir named by pid
     before the writer locks, its process exists)."""
     if token is None:  # written by an infercmp from before the writer locks

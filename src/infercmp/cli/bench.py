@@ -132,7 +132,7 @@ def row_line(result: Any) -> str:
     return f"{head}: {status}" + (f", {rest}" if rest else "")
 
 
-def summary_table(results: list[Any]) -> tuple[Table, list[str]]:
+def bench_table(results: list[Any]) -> tuple[Table, list[str]]:
     """The end-of-run table, and the notes (errors, skip reasons, warnings) it refers to.
 
     Every column is kept: `print_summary` stacks the rows when the table does not fit. A
@@ -181,7 +181,7 @@ def print_summary(results: list[Any], run_dir: Path) -> None:
     """
     # What ran first, then what was skipped (skipped combinations are committed first).
     results = sorted(results, key=lambda r: r.status == "skipped")
-    table, notes = summary_table(results)
+    table, notes = bench_table(results)
     print_table(table, heading=5)
     for number, note in enumerate(notes, 1):
         console.print(f"[{number}] {note}", highlight=False, markup=False, soft_wrap=True)

@@ -14,7 +14,7 @@ from rich.table import Table
 from infercmp.cli.options import command_group, console, err_console, print_table
 from infercmp.core.errors import InfercmpError
 from infercmp.workload.config import ConfigError, ModelConfig, load_config
-from infercmp.workload.plugins import discover, get_plugin
+from infercmp.workload.plugins import discover_plugins, get_plugin
 
 
 def _tensor_summary(config: ModelConfig) -> tuple[list[str], list[str]]:
@@ -32,7 +32,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     """List the model plugins found through the `infercmp.models` entry points."""
     rows = []
     tensors = {}
-    for entry in discover().values():
+    for entry in discover_plugins().values():
         plugin = entry.load()
         row: dict[str, Any] = {
             "name": entry.name,

@@ -32,7 +32,7 @@ from infercmp.core.contract import Load
 from infercmp.core.errors import InfercmpError, RunFailed
 from infercmp.engines.descriptor import EngineDescriptor, Machine
 from infercmp.engines.registry import engine_entries, get_descriptor
-from infercmp.platform.environment import power_limit_w
+from infercmp.platform.host import power_limit_w
 from infercmp.run.environment import collect_environment
 from infercmp.run.finish import finish_complete, finish_interrupted
 from infercmp.run.session import (

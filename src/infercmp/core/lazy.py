@@ -33,11 +33,8 @@ class LazyModule(types.ModuleType):
             module = load(
                 self.__name__, self.__dict__["_lazy_extra"], self.__dict__["_lazy_purpose"]
             )
-            # Later reads find the module's attributes in the proxy's own dict, at the cost of a
-            # plain module attribute read; what the module adds later is still reached below.
-            for key, value in module.__dict__.items():
-                if not key.startswith("__"):
-                    self.__dict__.setdefault(key, value)
+            # Nothing is copied from the module: every read goes to it, so a test that patches
+            # the real module's attribute (psutil.Process, say) is seen through the proxy.
             self.__dict__["_lazy_module"] = module
         return module
 

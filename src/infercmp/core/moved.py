@@ -29,7 +29,7 @@ MOVED: dict[str, str | tuple[str, ...]] = {
     "infercmp.contract": "infercmp.core.contract",
     "infercmp.devices": "infercmp.platform.gpus",
     "infercmp.lifeline": "infercmp.platform.lifeline",
-    "infercmp.environment": ("infercmp.platform.environment", "infercmp.run.environment"),
+    "infercmp.environment": ("infercmp.platform.host", "infercmp.run.environment"),
     "infercmp.sampler.handoff": "infercmp.platform.placement",
     "infercmp.config": "infercmp.workload.config",
     "infercmp.plugins": "infercmp.workload.plugins",
@@ -66,7 +66,7 @@ MOVED: dict[str, str | tuple[str, ...]] = {
         "infercmp.worker.loadgen.qps",
         "infercmp.worker.loadgen.capacity",
     ),
-    "infercmp.sampler.summary": "infercmp.sampler.aggregate",
+    "infercmp.sampler.summary": "infercmp.sampler.usage",
     "infercmp.results": (
         "infercmp.store.run_store",
         "infercmp.store.schema",

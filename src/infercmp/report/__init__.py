@@ -7,7 +7,7 @@ from infercmp.report.formats import render_csv, render_json, render_markdown
 from infercmp.report.html.page import render_html
 from infercmp.report.interval import bootstrap_median_ratio
 from infercmp.report.runs import (
-    Combination,
+    CombinationView,
     RunView,
     load_runs,
     open_run,
@@ -18,7 +18,7 @@ from infercmp.report.summary import DEFAULT_BASELINE, summary_rows
 
 __all__ = [
     "DEFAULT_BASELINE",
-    "Combination",
+    "CombinationView",
     "CompareReport",
     "Comparison",
     "RunView",

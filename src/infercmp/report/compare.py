@@ -48,9 +48,9 @@ from infercmp.report.run_conditions import (
     placement_note,
     placements,
 )
-from infercmp.report.runs import Combination, RunView, as_dict
+from infercmp.report.runs import CombinationView, RunView, as_dict
 from infercmp.report.summary import shortfall
-from infercmp.sampler.aggregate import BUSY_CPUS
+from infercmp.sampler.usage import BUSY_CPUS
 from infercmp.workload.scenarios import OVERLOADED, served_qps
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ DEFAULT_NOISE_FLOOR = 0.01  # significant changes under 1% are labelled "no sign
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_NOT_COMPARABLE = 0, 1, 2, 3
 
 
-def _key(combo: Combination, with_options: bool = True) -> tuple:
+def _key(combo: CombinationView, with_options: bool = True) -> tuple:
     key: tuple = (combo.result.model, combo.engine, combo.device, combo.precision)
     key += (combo.shape_label,)
     if with_options:
@@ -261,7 +261,9 @@ def _advice(interval: ChangeInterval, threshold: float, run_noise: float) -> str
     )
 
 
-def _match(base: RunView, new: RunView) -> tuple[list[tuple], list[Combination], list[Combination]]:
+def _match(
+    base: RunView, new: RunView
+) -> tuple[list[tuple], list[CombinationView], list[CombinationView]]:
     """Pairs combos on model/engine/device/precision/shape/options.
 
     When options differ (say, a thread count changed between runs) but the rest identifies
@@ -272,8 +274,8 @@ def _match(base: RunView, new: RunView) -> tuple[list[tuple], list[Combination],
     pairs = [(base_by[k], new_by[k], "") for k in base_by if k in new_by]
     rest_base = [c for k, c in base_by.items() if k not in new_by]
     rest_new = [c for k, c in new_by.items() if k not in base_by]
-    loose_base: dict[tuple, list[Combination]] = {}
-    loose_new: dict[tuple, list[Combination]] = {}
+    loose_base: dict[tuple, list[CombinationView]] = {}
+    loose_new: dict[tuple, list[CombinationView]] = {}
     for c in rest_base:
         loose_base.setdefault(_key(c, False), []).append(c)
     for c in rest_new:
@@ -299,7 +301,7 @@ def _option_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "options changed: " + ", ".join(changes)
 
 
-def _describe(c: Combination) -> str:
+def _describe(c: CombinationView) -> str:
     return (
         f"{c.result.model} {c.engine} {c.device} {c.precision} {c.shape_label} ({c.options_text})"
     )
@@ -369,7 +371,7 @@ class _Rule:
 
 
 def _compare_pair(
-    row: dict[str, Any], b: Combination, n: Combination, note: str, rule: _Rule
+    row: dict[str, Any], b: CombinationView, n: CombinationView, note: str, rule: _Rule
 ) -> Comparison:
     """The verdict on a pair measured on both sides (or why it could not be compared)."""
     if _same_measurement(b, n):
@@ -411,7 +413,7 @@ def _compare_pair(
     return _gated(_load_gated(comparison, b, n), n)
 
 
-def _same_measurement(b: Combination, n: Combination) -> bool:
+def _same_measurement(b: CombinationView, n: CombinationView) -> bool:
     """One measurement on both sides: a run compared with itself, raw samples stored or not."""
     return (
         b.status == "ok"
@@ -433,7 +435,7 @@ def _identical(row: dict[str, Any], note: str) -> Comparison:
     )
 
 
-def _parity(combo: Combination) -> str | None:
+def _parity(combo: CombinationView) -> str | None:
     """ "ok" or "FAIL" for outputs checked against PyTorch's, None where none were checked."""
     parity = as_dict(getattr(combo.result, "parity", None))
     if not parity or parity.get("ok") is None:
@@ -441,7 +443,7 @@ def _parity(combo: Combination) -> str | None:
     return "ok" if parity["ok"] else "FAIL"
 
 
-def _load_gated(comparison: Comparison, b: Combination, n: Combination) -> Comparison:
+def _load_gated(comparison: Comparison, b: CombinationView, n: CombinationView) -> Comparison:
     """A load run that stopped holding its load fails the gate: its latencies are those of
     the requests it managed, not of the load offered (`summary.shortfall`)."""
     before, after = shortfall(b), shortfall(n)
@@ -465,15 +467,15 @@ def _load_gated(comparison: Comparison, b: Combination, n: Combination) -> Compa
     return comparison
 
 
-def _load(combo: Combination) -> dict | None:
+def _load(combo: CombinationView) -> dict | None:
     return as_dict(getattr(combo.result, "load", None))
 
 
-def _load_result(combo: Combination) -> dict | None:
+def _load_result(combo: CombinationView) -> dict | None:
     return as_dict(getattr(combo.result, "load_result", None))
 
 
-def _gated(comparison: Comparison, new: Combination) -> Comparison:
+def _gated(comparison: Comparison, new: CombinationView) -> Comparison:
     """Outputs that passed parity in base and fail in new fail the gate, whatever the speed."""
     if comparison.base_parity != "ok" or comparison.new_parity != "FAIL":
         return comparison
@@ -487,7 +489,7 @@ def _gated(comparison: Comparison, new: Combination) -> Comparison:
     return comparison
 
 
-def _parity_detail(combo: Combination) -> str:
+def _parity_detail(combo: CombinationView) -> str:
     parity = as_dict(combo.result.parity) or {}
     errors = [o.get("max_abs") for o in (as_dict(x) for x in parity.get("outputs") or [])]
     errors = [e for e in errors if e is not None]
@@ -519,14 +521,14 @@ def _joined(*notes: str) -> str:
     return "; ".join(note for note in notes if note)
 
 
-def _busy(combo: Combination, side: str) -> str:
+def _busy(combo: CombinationView, side: str) -> str:
     cpus = getattr(combo.result, "background_cpus", None)
     if cpus is None or cpus <= BUSY_CPUS:
         return ""
     return f"{side} run measured beside other work ({cpus:.2f} CPUs busy): its change may be theirs"
 
 
-def _not_comparable(combo: Combination, side: str) -> str:
+def _not_comparable(combo: CombinationView, side: str) -> str:
     if combo.status != "ok":
         return f"{side} run: {combo.status}" + (
             f" ({combo.result.error})" if combo.result.error else ""

@@ -19,13 +19,13 @@ from typing import Any
 
 from infercmp.core.contract import Load
 from infercmp.report.figures import add_log_toggle, base_layout, esc
-from infercmp.report.runs import Combination, as_dict
+from infercmp.report.runs import CombinationView, as_dict
 from infercmp.workload.scenarios import items_per_s, load_shortfall
 
 
 @dataclass
 class LoadPoint:
-    combo: Combination
+    combo: CombinationView
     engine: str
     configuration: str  # engine/device/precision [options] @ shape: one curve of the chart
     load: str  # e.g. b8-c2-offline
@@ -48,7 +48,7 @@ class LoadPoint:
         }
 
 
-def load_points(combos: list[Combination]) -> list[LoadPoint]:
+def load_points(combos: list[CombinationView]) -> list[LoadPoint]:
     """Every measured combination that ran under a load flag, with its engine's front marked."""
     points = []
     for combo in combos:
@@ -116,7 +116,7 @@ def best_within(points: list[LoadPoint], budget_ms: float | None) -> dict[str, d
     return best
 
 
-def default_budget(combos: list[Combination]) -> float | None:
+def default_budget(combos: list[CombinationView]) -> float | None:
     """The server scenario's SLO when the runs searched a rate under one (the smallest)."""
     slos = [
         c.result.load["slo_ms"]

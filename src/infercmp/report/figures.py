@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from infercmp.core.lazy import lazy_import
 from infercmp.core.stats import outlier_mask
-from infercmp.report.runs import Combination, format_options
+from infercmp.report.runs import CombinationView, format_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,7 +44,7 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def combo_colors(combos: list[Combination]) -> dict[int, str]:
+def combo_colors(combos: list[CombinationView]) -> dict[int, str]:
     """One colour per combination; an engine keeps its family of hues across all charts."""
     used: dict[str, int] = {}
     colors: dict[int, str] = {}
@@ -68,7 +68,7 @@ def combo_colors(combos: list[Combination]) -> dict[int, str]:
     return colors
 
 
-def tick_label(combo: Combination) -> str:
+def tick_label(combo: CombinationView) -> str:
     """Multi-line category label: engine, then device/precision, then options and machine."""
     lines = [f"<b>{esc(combo.engine)}</b>", f"{esc(combo.device)} · {esc(combo.precision)}"]
     run = combo.run
@@ -80,7 +80,7 @@ def tick_label(combo: Combination) -> str:
     return "<br>".join(lines)
 
 
-def trace_name(combo: Combination) -> str:
+def trace_name(combo: CombinationView) -> str:
     return esc(combo.label)
 
 
@@ -191,7 +191,7 @@ def rounded(values: np.ndarray, digits: int = 4) -> list[float]:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
 
 
-def distribution_figure(combos: list[Combination], colors: dict[int, str]) -> dict:
+def distribution_figure(combos: list[CombinationView], colors: dict[int, str]) -> dict:
     """Box per combination from all samples, every (or a random subset of) iteration drawn as a
     point, and flagged outliers as their own legend entry so they can be hidden, never dropped."""
     data: list[dict] = []
@@ -252,7 +252,7 @@ def distribution_figure(combos: list[Combination], colors: dict[int, str]) -> di
     return {"data": data, "layout": layout}
 
 
-def iterations_figure(combos: list[Combination], colors: dict[int, str]) -> dict:
+def iterations_figure(combos: list[CombinationView], colors: dict[int, str]) -> dict:
     """One small chart per combination (each its own x range: a GPU engine runs many more
     iterations than a CPU one in the same time), outliers marked, to show drift and throttling."""
     measured = [c for c in combos if c.wall_ns.size]
@@ -283,7 +283,9 @@ def iterations_figure(combos: list[Combination], colors: dict[int, str]) -> dict
     return {"data": data, "layout": layout}
 
 
-def _iteration_traces(combo: Combination, ms: np.ndarray, color: str, suffix: str) -> list[dict]:
+def _iteration_traces(
+    combo: CombinationView, ms: np.ndarray, color: str, suffix: str
+) -> list[dict]:
     """One combination's latency line (decimated for drawing) and its outliers, on its axes."""
     index = np.arange(ms.size)
     keep = decimate(ms, MAX_LINE_POINTS)
@@ -324,7 +326,7 @@ def _iteration_traces(combo: Combination, ms: np.ndarray, color: str, suffix: st
 
 def _iteration_axes(
     layout: dict,
-    combo: Combination,
+    combo: CombinationView,
     ms: np.ndarray,
     color: str,
     suffix: str,
@@ -365,10 +367,10 @@ def _iteration_axes(
 
 
 def scaling_figure(
-    combos: list[Combination], colors: dict[int, str], shape_order: list[str]
+    combos: list[CombinationView], colors: dict[int, str], shape_order: list[str]
 ) -> dict:
     """Median latency (with its 95% CI) against input size, one line per configuration."""
-    groups: dict[tuple, list[Combination]] = {}
+    groups: dict[tuple, list[CombinationView]] = {}
     for combo in combos:
         if combo.status != "ok" or not combo.latency:
             continue
@@ -431,7 +433,7 @@ def scaling_figure(
     return {"data": data, "layout": layout}
 
 
-def _latency(combo: Combination) -> dict[str, float]:
+def _latency(combo: CombinationView) -> dict[str, float]:
     """The latency statistics of a combination that has them (the callers kept only those)."""
     return combo.latency or {}
 
@@ -454,7 +456,7 @@ def decimate(y: np.ndarray, max_points: int) -> np.ndarray:
     return idx[idx < n]
 
 
-def _box_trace(combo: Combination, category: str, ms: np.ndarray, color: str) -> dict:
+def _box_trace(combo: CombinationView, category: str, ms: np.ndarray, color: str) -> dict:
     """The box of one combination, from all its samples (whiskers at 1.5 IQR, mean marked)."""
     q1, med, q3 = np.percentile(ms, [25, 50, 75])
     iqr = q3 - q1
@@ -478,7 +480,7 @@ def _box_trace(combo: Combination, category: str, ms: np.ndarray, color: str) ->
     }
 
 
-def _unique_categories(combos: list[Combination]) -> list[str]:
+def _unique_categories(combos: list[CombinationView]) -> list[str]:
     labels = [tick_label(c) for c in combos]
     counts: dict[str, int] = {}
     for label in labels:

@@ -14,7 +14,7 @@ from infercmp.platform.placement import (
     shared_placement,
     typical,
 )
-from infercmp.report.runs import Combination, RunView
+from infercmp.report.runs import CombinationView, RunView
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +54,7 @@ def environment_changes(base: RunView, new: RunView) -> list[str]:
     return changes
 
 
-def placements(combo: Combination) -> list[float | None]:
+def placements(combo: CombinationView) -> list[float | None]:
     """Each worker process's CPU placement (`process_state`), in `process_groups` order."""
     by_number = {
         p.process: process_state(p.cpu_handoff_ns, p.worker_cpus) for p in combo.result.processes
@@ -63,7 +63,7 @@ def placements(combo: Combination) -> list[float | None]:
     return [by_number.get(int(number)) for number in numbers][: len(combo.process_groups)]
 
 
-def placement_note(placement: SharedPlacement, b: Combination, n: Combination) -> str:
+def placement_note(placement: SharedPlacement, b: CombinationView, n: CombinationView) -> str:
     left = len(placement.base) < len(b.process_groups) or len(placement.new) < len(n.process_groups)
     if not left or placement.typical_ns is None:
         return ""
@@ -75,7 +75,7 @@ def placement_note(placement: SharedPlacement, b: Combination, n: Combination) -
     )
 
 
-def no_shared_placement_note(b: Combination, n: Combination) -> str:
+def no_shared_placement_note(b: CombinationView, n: CombinationView) -> str:
     for combo, side in ((b, "base"), (n, "new")):
         if all(state == STRADDLED for state in placements(combo)):
             return (

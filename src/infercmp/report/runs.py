@@ -31,7 +31,7 @@ def as_dict(value: Any) -> Any:
 
 
 @dataclass
-class Combination:
+class CombinationView:
     """One measured (engine, device, precision, shape, options) of one run, with its raw data."""
 
     run: RunView
@@ -173,7 +173,7 @@ class RunView:
 
     path: Path
     meta: dict[str, Any]
-    combinations: list[Combination] = field(default_factory=list)
+    combinations: list[CombinationView] = field(default_factory=list)
     # Set by load_runs when several runs merge, so names say which machine measured them
     # (`run_tag`: the machine, and the run directory where two runs share a machine) and,
     # when the runs measured different models, which model.
@@ -225,7 +225,7 @@ class RunView:
         gpus = self.gpu_names
         return f"{self.host} ({', '.join(sorted(set(gpus))) if gpus else 'no GPU'})"
 
-    def combination_label(self, combo: Combination) -> str:
+    def combination_label(self, combo: CombinationView) -> str:
         parts = [combo.engine, combo.device, combo.precision]
         label = " · ".join(parts)
         if self.show_model_in_labels:
@@ -296,7 +296,7 @@ def open_run(path: Path) -> RunView:
     by_combo = _samples_by_combo(samples)
     for result in results:
         run.combinations.append(
-            Combination(
+            CombinationView(
                 run=run,
                 result=result,
                 wall_ns=wall.get(result.combo_id, (np.empty(0, dtype=np.int64), None))[0],
@@ -370,7 +370,7 @@ def _samples_by_combo(samples: Any) -> dict[str, Any]:
     }
 
 
-def _distinguishing_options(combos: list[Combination], by_shape: bool = True) -> frozenset[str]:
+def _distinguishing_options(combos: list[CombinationView], by_shape: bool = True) -> frozenset[str]:
     """Option keys whose values differ among combos that share engine/device/precision (and
     shape, unless `by_shape` is False: merged runs of two models have no shape in common)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from infercmp.core.lazy import lazy_import
 from infercmp.core.stats import outlier_mask
-from infercmp.report.runs import Combination, RunView, as_dict, installed_descriptor
-from infercmp.sampler.aggregate import BUSY_CPUS
+from infercmp.report.runs import CombinationView, RunView, as_dict, installed_descriptor
+from infercmp.sampler.usage import BUSY_CPUS
 from infercmp.workload.scenarios import (
     items_per_request,
     items_per_s,
@@ -83,14 +83,14 @@ def experiments(runs: list[RunView]) -> list[str]:
     return sorted(first, key=lambda label: (first[label], label))
 
 
-def combinations(runs: list[RunView], shape: str | None = None) -> list[Combination]:
+def combinations(runs: list[RunView], shape: str | None = None) -> list[CombinationView]:
     combos = [c for run in runs for c in run.combinations]
     if shape is not None:
         combos = [c for c in combos if c.shape_label == shape]
     return combos
 
 
-def find_baseline(combo: Combination, baseline_engine: str) -> Combination | None:
+def find_baseline(combo: CombinationView, baseline_engine: str) -> CombinationView | None:
     """The baseline engine's combination on the same run, device and shape.
 
     The same precision is preferred, then the fewest options switched on, so a tuned
@@ -113,17 +113,17 @@ def find_baseline(combo: Combination, baseline_engine: str) -> Combination | Non
     return candidates[0]
 
 
-def tuned_options(combo: Combination) -> int:
+def tuned_options(combo: CombinationView) -> int:
     """How many options are switched on (not None, False, 0 or empty)."""
     return sum(1 for value in combo.options.values() if value not in (None, False, 0, ""))
 
 
-def baseline_label(base: Combination) -> str:
+def baseline_label(base: CombinationView) -> str:
     label = f"{base.engine} {base.device} {base.precision}"
     return f"{label} [{base.options_text}]" if tuned_options(base) else label
 
 
-def parity_summary(combo: Combination) -> dict[str, Any]:
+def parity_summary(combo: CombinationView) -> dict[str, Any]:
     parity = as_dict(combo.result.parity)
     if not parity:
         return {
@@ -156,7 +156,7 @@ def _tolerance_text(parity: dict[str, Any]) -> str | None:
     return f"rtol {rtol:g}, atol " + (f"{atol:g}" if atol is not None else "rtol x max|ref|")
 
 
-def shortfall(combo: Combination) -> str | None:
+def shortfall(combo: CombinationView) -> str | None:
     """Why a measured load row did not hold its load (scenarios.load_shortfall), or None."""
     result = combo.result
     return load_shortfall(
@@ -164,7 +164,7 @@ def shortfall(combo: Combination) -> str | None:
     )
 
 
-def shown_status(combo: Combination) -> str:
+def row_status(combo: CombinationView) -> str:
     """The row's status: a finished run that did not hold its load is not `ok`."""
     return scenarios_shown_status(combo.result)
 
@@ -193,7 +193,9 @@ def contention(result: Any) -> str | None:
     )
 
 
-def _speedup(combo: Combination, base: Combination | None) -> tuple[float | None, str | None]:
+def _speedup(
+    combo: CombinationView, base: CombinationView | None
+) -> tuple[float | None, str | None]:
     """p50 against the baseline's, and why it is left out or is not a result (None: it is)."""
     lat = combo.latency or {}
     if base is None or not lat.get("p50_ms"):
@@ -215,7 +217,7 @@ def _speedup(combo: Combination, base: Combination | None) -> tuple[float | None
     return speedup, None
 
 
-def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> dict[str, Any]:
+def summary_row(combo: CombinationView, baseline_engine: str = DEFAULT_BASELINE) -> dict[str, Any]:
     result = combo.result
     lat = combo.latency or {}
     base = find_baseline(combo, baseline_engine) if lat else None
@@ -237,7 +239,7 @@ def summary_row(combo: Combination, baseline_engine: str = DEFAULT_BASELINE) -> 
             as_dict(getattr(result, "load", None)),
             as_dict(getattr(result, "load_result", None)),
         ),
-        "status": shown_status(combo),
+        "status": row_status(combo),
         "error": result.error or shortfall(combo),
         "iterations": result.iterations,
         "speedup": speedup,

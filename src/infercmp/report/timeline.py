@@ -14,7 +14,7 @@ from infercmp.report.figures import (
     rounded,
     trace_name,
 )
-from infercmp.report.runs import Combination
+from infercmp.report.runs import CombinationView
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,7 +40,7 @@ RESOURCE_METRICS = [
 ]
 
 
-def timeline_offsets(combos: list[Combination]) -> dict[int, float]:
+def timeline_offsets(combos: list[CombinationView]) -> dict[int, float]:
     """x offset per combination: workers placed one after another, idle gaps between removed."""
     offsets: dict[int, float] = {}
     cursor = 0.0
@@ -59,7 +59,7 @@ def timeline_offsets(combos: list[Combination]) -> dict[int, float]:
     return offsets
 
 
-def phase_spans(combo: Combination, offset: float) -> list[tuple[str, float, float]]:
+def phase_spans(combo: CombinationView, offset: float) -> list[tuple[str, float, float]]:
     """Contiguous (phase, start, end) runs of the sampler's phase tags, on the shared x axis."""
     frame = combo.samples
     t = frame["t_s"].to_numpy().astype(np.float64) + offset
@@ -75,7 +75,7 @@ def phase_spans(combo: Combination, offset: float) -> list[tuple[str, float, flo
 
 
 def resource_figures(
-    combos: list[Combination], colors: dict[int, str]
+    combos: list[CombinationView], colors: dict[int, str]
 ) -> list[tuple[str, dict | None, str]]:
     """(title, figure or None, note) for the six charts; None with a note when nothing was seen."""
     sampled = [c for c in combos if c.samples is not None and c.samples.height]
@@ -102,7 +102,7 @@ def resource_figures(
 
 
 def _phase_marks(
-    sampled: list[Combination], offsets: dict[int, float], colors: dict[int, str]
+    sampled: list[CombinationView], offsets: dict[int, float], colors: dict[int, str]
 ) -> tuple[list[dict], list[dict]]:
     """The shading of each worker's phases, and each worker's name above its start where it
     does not run into the name before it; shared by the six charts."""
@@ -150,7 +150,7 @@ def _phase_marks(
 
 
 def _metric_traces(
-    sampled: list[Combination],
+    sampled: list[CombinationView],
     offsets: dict[int, float],
     colors: dict[int, str],
     column: str,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from infercmp.engines import registry as engines
-from infercmp.platform.environment import distribution_version, host_environment
+from infercmp.platform.host import distribution_version, host_environment
 from infercmp.workload import plugins
 
 # Distributions whose versions a run records besides the engines' own (each engine descriptor
@@ -52,7 +52,7 @@ def _plugin_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     engine_entries = engines.engine_entries().values()
     packages = [e.package for e in engine_entries] + [
-        p.package for p in plugins.discover().values()
+        p.package for p in plugins.discover_plugins().values()
     ]
     for package in packages:
         if (version := distribution_version(package)) is not None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
 from infercmp.core.contract import Load, Measurement
 from infercmp.core.errors import InfercmpError, NothingRan, RunFailed
-from infercmp.platform.environment import power_limit_w
+from infercmp.platform.host import power_limit_w
 from infercmp.run.batch_search import search_batches
 from infercmp.run.environment import collect_environment
 from infercmp.run.finish import (

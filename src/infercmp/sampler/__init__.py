@@ -12,7 +12,12 @@ peak(rows, "proc_rss_bytes", "measure"), energy_joules(rows)
 
 from __future__ import annotations
 
-from infercmp.sampler.aggregate import (
+from infercmp.sampler.base import ProcessGone, Reading, Sampler
+from infercmp.sampler.nvml import NvmlSampler
+from infercmp.sampler.polling import SamplingSession
+from infercmp.sampler.process import ProcessSampler
+from infercmp.sampler.system import SystemSampler
+from infercmp.sampler.usage import (
     BackgroundLoad,
     EnergyWindow,
     background_load,
@@ -21,11 +26,6 @@ from infercmp.sampler.aggregate import (
     mean_over_measure,
     peak,
 )
-from infercmp.sampler.base import ProcessGone, Reading, Sampler
-from infercmp.sampler.nvml import NvmlSampler
-from infercmp.sampler.process import ProcessSampler
-from infercmp.sampler.session import SamplingSession
-from infercmp.sampler.system import SystemSampler
 
 _TITLES = {"process": "process", "system": "system", "nvml": "NVML"}
 

@@ -64,7 +64,7 @@ from infercmp.store.schema import (
     validated_result,
     validation_error,
 )
-from infercmp.store.writer_lock import hold_writer_lock, writer_alive
+from infercmp.store.writer_lock import hold_writer_lock, run_writer_alive
 
 if TYPE_CHECKING:
     import polars as pl
@@ -243,7 +243,11 @@ class RunStore:
         store = cls.open(path)  # one clear error for anything that is not a readable run
         if store._commits is None:
             raise InfercmpError(f"{path} is a schema version 1 run; it cannot be extended")
-        if writer_alive(store.path) is None and store.status == "running" and not store.abandoned:
+        if (
+            run_writer_alive(store.path) is None
+            and store.status == "running"
+            and not store.abandoned
+        ):
             # Written before the lock existed: its writer's pid, if on this host, is the test.
             writer = store.meta.get("writer") or {}
             if writer.get("hostname") == socket.gethostname():
@@ -435,7 +439,7 @@ class RunStore:
         its writer lock (runs from before the lock: its writer's pid on this host is gone)."""
         if self.status != "running":
             return False
-        alive = writer_alive(self._path)
+        alive = run_writer_alive(self._path)
         if alive is not None:
             return not alive
         writer = self._info.get("writer") or {}

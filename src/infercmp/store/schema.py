@@ -109,7 +109,7 @@ def _safe_combo_id(value: str) -> str:
 class NodeInfo(BaseModel):
     """Where a worker process ran: the host, its CPU and, for CUDA, the GPU it used.
 
-    Filled by the executor on the node itself (`infercmp.platform.environment.node_facts`); a run on
+    Filled by the executor on the node itself (`infercmp.platform.host.node_facts`); a run on
     one machine records it too, so runs from several machines group the same way.
     """
 
@@ -191,7 +191,7 @@ class CombinationResult(BaseModel):
     gpu_util_pct: _Finite | None = None  # mean over the measure windows (None: too few)
     gpu_util_readings: _Count = 0
     # CPUs used by other processes while measuring (None: too few readings); see
-    # infercmp.sampler.aggregate.background_load.
+    # infercmp.sampler.usage.background_load.
     background_cpus: _Finite | None = None
     node: NodeInfo | None = None  # where its (first) worker process ran; None: no worker ran
     # contract.Load.model_dump() when a --batch/--concurrency/--scenario flag was given, else
@@ -225,7 +225,7 @@ class _NvmlRecord(_Record):
 
 
 class _EnvironmentRecord(_Record):
-    """`infercmp.platform.environment.collect_environment()`'s keys that readers rely on."""
+    """`infercmp.platform.host.collect_environment()`'s keys that readers rely on."""
 
     hostname: StrictStr | None = None
     cpu_model: StrictStr | None = None

@@ -16,7 +16,7 @@ from typing import BinaryIO
 from infercmp.core.errors import InfercmpError, RunFailed
 from infercmp.store.schema import WRITER_LOCK
 
-# How long a writer retries a lock held for an instant by a reader testing it (`writer_alive`).
+# How long a writer retries a lock held for an instant by a reader testing it (`run_writer_alive`).
 _LOCK_PATIENCE_S = 0.5
 
 
@@ -64,11 +64,11 @@ def _written_elsewhere(path: Path) -> InfercmpError:
 def check_not_written(path: Path) -> None:
     """One line if another process writes the run now (before preparing work for it; the
     lock itself is what keeps a second writer out)."""
-    if writer_alive(path):
+    if run_writer_alive(path):
         raise _written_elsewhere(Path(path))
 
 
-def writer_alive(path: Path) -> bool | None:
+def run_writer_alive(path: Path) -> bool | None:
     """Whether a process holds the run's writer lock; None where that cannot be tested (a run
     written before the lock existed, or a lock file this user cannot open)."""
     try:

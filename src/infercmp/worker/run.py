@@ -161,7 +161,7 @@ def write_latency(samples: dict[str, np.ndarray], result_dir: Path) -> None:
 
 
 class _Held:
-    """What `run_worker` releases whatever happens: the engine, the other slots' engines of a
+    """What `run_spec` releases whatever happens: the engine, the other slots' engines of a
     load, and the CUDA events ring."""
 
     def __init__(self) -> None:
@@ -171,7 +171,7 @@ class _Held:
         self.device_events: timing.CudaEvents | None = None
 
 
-def run_worker(spec: WorkerSpec, events: TextIO) -> WorkerResult:
+def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     """Load, warm up, measure and check one combination; always returns a result to write."""
     phase_event = _PhaseEvents(events)
     result = WorkerResult(
@@ -308,7 +308,7 @@ def _stop_rule(settings: Measurement) -> timing.StopRule:
 
 
 def _record_measurement(
-    measured: timing.Measurement, spec: WorkerSpec, result: WorkerResult
+    measured: timing.TimedSamples, spec: WorkerSpec, result: WorkerResult
 ) -> None:
     """The timed loop's figures and warnings on `result`."""
     settings = spec.measurement
@@ -508,6 +508,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.flush()
     events = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
-    result = run_worker(spec, events)
+    result = run_spec(spec, events)
     events.close()
     return EXIT_CODES[result.status]

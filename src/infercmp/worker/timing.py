@@ -381,7 +381,7 @@ class AdaptiveStop(StopRule):
 
 
 @dataclass
-class Measurement:
+class TimedSamples:
     samples: dict[str, np.ndarray]
     iterations: int
     seconds: float
@@ -399,7 +399,7 @@ def measure(
     rule: StopRule,
     resident: bool = False,
     events: CudaEvents | None = None,
-) -> Measurement:
+) -> TimedSamples:
     """Run timed iterations of `engine` until `rule` stops them; returns the raw samples.
 
     `resident`: the inputs are already on the device (copy_in called before), and only
@@ -415,7 +415,9 @@ def measure(
             gc.enable()
 
 
-def _measure(engine: Any, rule: StopRule, resident: bool, events: CudaEvents | None) -> Measurement:
+def _measure(
+    engine: Any, rule: StopRule, resident: bool, events: CudaEvents | None
+) -> TimedSamples:
     samples = Samples(clocks_for(resident, events is not None))
     loop: Callable[..., int]  # one of the four loops; `extra` holds the events' argument
     if events is None:
@@ -441,7 +443,7 @@ def _measure(engine: Any, rule: StopRule, resident: bool, events: CudaEvents | N
         if events is not None:
             _read_events(events, samples, start, resident)
         now = clock()
-    return Measurement(samples.trimmed(), samples.count, (now - started) / 1e9, rule.reason)
+    return TimedSamples(samples.trimmed(), samples.count, (now - started) / 1e9, rule.reason)
 
 
 def _read_events(events: CudaEvents, samples: Samples, start: int, resident: bool) -> None:
@@ -465,7 +467,7 @@ def warm_up(
     seconds: float,
     resident: bool = False,
     events: CudaEvents | None = None,
-) -> Measurement:
+) -> TimedSamples:
     """Run the measured iteration until both `iterations` and `seconds` are reached."""
 
     class _Warm(StopRule):

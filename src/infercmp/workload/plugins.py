@@ -179,7 +179,7 @@ class PluginEntry:
         return None
 
 
-def discover() -> dict[str, PluginEntry]:
+def discover_plugins() -> dict[str, PluginEntry]:
     """Every model registered in the environment, by name; nothing is imported yet."""
     return {
         name: PluginEntry(name, e.package, e.target, entry_point=e.entry_point, error=e.error)
@@ -190,4 +190,4 @@ def discover() -> dict[str, PluginEntry]:
 def get_plugin(name: str) -> ModelPlugin:
     """The plugin named `name`, or one clear error with the closest names ('gru' finds
     'newcomer-gru' by containment, 'mixd' finds 'mixed' by similarity)."""
-    return load_named(discover(), name, "model")
+    return load_named(discover_plugins(), name, "model")

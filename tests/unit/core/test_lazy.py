@@ -40,3 +40,14 @@ def test_a_missing_module_names_its_extra():
     message = str(info.value)
     assert message.startswith("The OpenVINO engine needs the Python module 'no_such_module_xyz'")
     assert message.endswith("install it with: pip install 'infercmp[openvino]'")
+
+
+def test_a_patch_of_the_real_module_is_seen_through_the_proxy(monkeypatch):
+    import fractions
+
+    proxy = lazy_import("fractions")
+    assert proxy.Fraction is fractions.Fraction  # loaded
+    monkeypatch.setattr(fractions, "Fraction", "patched")
+    assert proxy.Fraction == "patched"
+    monkeypatch.undo()
+    assert proxy.Fraction is fractions.Fraction

@@ -37,7 +37,7 @@ class TensorRTDescriptor(EngineDescriptor):
     options = TensorRTOptions
     runtime = "infercmp.engines.tensorrt.runtime:TensorRTEngine"
     # TensorRT and TensorRT-RTX, each a Python wheel over per-CUDA library wheels (cuda-python,
-    # which the runtime also uses, is among infercmp.platform.environment's own libraries).
+    # which the runtime also uses, is among infercmp.platform.host's own libraries).
     distributions = (
         "tensorrt",
         "tensorrt-cu12",

@@ -152,7 +152,7 @@ def _measure_text(m: dict) -> str:
 
 
 def cpu_text(env: dict) -> str:
-    """CPU, cores and RAM from `infercmp.platform.environment.collect_environment()`'s keys."""
+    """CPU, cores and RAM from `infercmp.platform.host.collect_environment()`'s keys."""
     text = str(env.get("cpu_model") or "unknown CPU")
     physical = env.get("cpu_physical_cores")
     logical = env.get("cpu_logical_cores")

@@ -12,7 +12,7 @@ from infercmp.report import curves, figures, timeline
 from infercmp.report.figures import GREY, esc
 from infercmp.report.html.facts import cpu_text, gpu_text
 from infercmp.report.html.table import status_class, summary_table
-from infercmp.report.runs import Combination, RunView
+from infercmp.report.runs import CombinationView, RunView
 from infercmp.report.summary import contention, fmt_ms, shortfall
 
 
@@ -130,7 +130,7 @@ def warnings_section(runs: list[RunView]) -> str:
 
 def across_section(
     charts: Charts,
-    combos: list[Combination],
+    combos: list[CombinationView],
     colors: dict[int, str],
     shapes: list[str],
 ) -> str:
@@ -141,8 +141,8 @@ def across_section(
     else:
         chart = charts.chart(figure)
     # A compact grid: configurations down, shapes across, median latency in each cell.
-    keys: dict[tuple, Combination] = {}
-    cells: dict[tuple, Combination] = {}
+    keys: dict[tuple, CombinationView] = {}
+    cells: dict[tuple, CombinationView] = {}
     for combo in combos:
         key = (id(combo.run), combo.engine, combo.device, combo.precision, combo.options_text)
         keys.setdefault(key, combo)
@@ -176,7 +176,7 @@ def experiment_section(
     charts: Charts,
     index: int,
     shape: str,
-    combos: list[Combination],
+    combos: list[CombinationView],
     colors: dict[int, str],
     baseline_engine: str,
 ) -> str:
@@ -231,7 +231,7 @@ def experiment_section(
     return "\n".join(parts)
 
 
-def _resource_legend(combos: list[Combination], colors: dict[int, str]) -> str:
+def _resource_legend(combos: list[CombinationView], colors: dict[int, str]) -> str:
     items = [
         f'<span class="swatch line" style="background:{colors[id(c)]}"></span>{esc(c.label)}'
         for c in combos
@@ -240,7 +240,7 @@ def _resource_legend(combos: list[Combination], colors: dict[int, str]) -> str:
     return f'<p class="legend-combos">{"".join(items)}</p>'
 
 
-def _drawing_notes(combos: list[Combination]) -> str:
+def _drawing_notes(combos: list[CombinationView]) -> str:
     notes = []
     for combo in combos:
         n = combo.wall_ns.size
@@ -286,7 +286,7 @@ def method_section(baseline_engine: str) -> str:
 
 
 def curves_section(
-    charts: Charts, combos: list[Combination], colors: dict[int, str], budget_ms: float | None
+    charts: Charts, combos: list[CombinationView], colors: dict[int, str], budget_ms: float | None
 ) -> str:
     """The page's section of throughput-latency charts, one per engine, under each engine's
     best configuration within the budget; empty when no combination ran under a load."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from infercmp.report.figures import GREY, esc
-from infercmp.report.runs import Combination, format_options
+from infercmp.report.runs import CombinationView, format_options
 from infercmp.report.summary import (
     fmt_ms,
     fmt_num,
@@ -50,7 +50,9 @@ _OPTIONAL = {
 }
 
 
-def summary_table(combos: list[Combination], baseline_engine: str, colors: dict[int, str]) -> str:
+def summary_table(
+    combos: list[CombinationView], baseline_engine: str, colors: dict[int, str]
+) -> str:
     """The table of one shape's combinations; a row that measured nothing spans its status."""
     rows = [(combo, summary_row(combo, baseline_engine)) for combo in combos]
     best = min(
@@ -94,7 +96,7 @@ def summary_table(combos: list[Combination], baseline_engine: str, colors: dict[
 
 
 def _cells(
-    combo: Combination,
+    combo: CombinationView,
     row: dict[str, Any],
     colors: dict[int, str],
     status: str,
@@ -170,7 +172,7 @@ def _energy_cell(row: dict) -> str:
     return "<td class=num>–</td>"
 
 
-def _config_cell(combo: Combination, row: dict, colors: dict[int, str]) -> str:
+def _config_cell(combo: CombinationView, row: dict, colors: dict[int, str]) -> str:
     """The configuration's name and, under it, every option that produced its numbers."""
     color = colors.get(id(combo), GREY)
     name = " · ".join([combo.engine, combo.device, combo.precision])

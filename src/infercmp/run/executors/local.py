@@ -7,7 +7,7 @@ import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from infercmp.platform.environment import node_facts
+from infercmp.platform.host import node_facts
 from infercmp.run import worker_process
 from infercmp.run.executors.base import BenchListener, WorkUnit
 from infercmp.run.worker_process import WorkerOutcome

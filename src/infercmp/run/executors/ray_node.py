@@ -29,7 +29,7 @@ from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
 from infercmp.engines.descriptor import ConvertContext
 from infercmp.engines.registry import get_descriptor
-from infercmp.platform.environment import node_facts
+from infercmp.platform.host import node_facts
 from infercmp.run import worker_process
 from infercmp.run.worker_process import WorkerOutcome
 from infercmp.sampler import default_samplers
