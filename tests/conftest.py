@@ -91,8 +91,3 @@ def exported(shared_cache):
         return artifacts[name]
 
     return get
-
-
-# Old names, until the tests that import them say @pytest.mark.cuda / .tensorrt themselves.
-requires_cuda = pytest.mark.cuda
-requires_tensorrt = pytest.mark.tensorrt

@@ -12,12 +12,11 @@ from infercmp.core.errors import InfercmpError, MissingDependency
 from infercmp.engines.tensorrt.flavour import load_trt_module, runtime_refusal
 from infercmp.workload.config import parse_config
 from infercmp.workload.plugins import get_plugin
-from tests.conftest import requires_tensorrt
 
 slow = pytest.mark.slow
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize(
     "name", ["tiny-cnn", "tiny-two-io", "tiny-encoder", pytest.param("resnet50", marks=slow)]
@@ -37,7 +36,7 @@ def test_build_makes_a_plan_and_the_second_build_is_a_hit(exported, shared_cache
         assert plan.strongly_typed
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 def test_bf16_and_precisions_get_their_own_entries(exported, shared_cache):
     from infercmp.engines.tensorrt.build import build_engine
 
@@ -49,7 +48,7 @@ def test_bf16_and_precisions_get_their_own_entries(exported, shared_cache):
         build_engine(plugin, shared_cache, onnx, precision="int8")
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 def test_a_damaged_plan_is_rebuilt(exported, tmp_path):
     from infercmp.engines.tensorrt.build import build_engine
 
@@ -61,7 +60,7 @@ def test_a_damaged_plan_is_rebuilt(exported, tmp_path):
     assert not rebuilt.cached and rebuilt.path.stat().st_size > 100
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 def test_a_profile_that_does_not_fit_the_onnx_inputs_is_refused(exported, tmp_path, monkeypatch):
     from infercmp.engines.tensorrt.build import build_engine
 
@@ -76,7 +75,7 @@ def test_a_profile_that_does_not_fit_the_onnx_inputs_is_refused(exported, tmp_pa
         build_engine(plugin, ArtifactCache(tmp_path), onnx)
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 def test_a_parse_failure_names_the_node(tmp_path):
     import onnx
     from onnx import TensorProto, helper
@@ -136,7 +135,7 @@ def test_asking_for_an_absent_backend_names_its_extra_with_tensorrt_hidden(monke
         load_trt_module.cache_clear()
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 def test_trt_module_facts():
     trt = load_trt_module(None)
     assert trt.backend in ("tensorrt", "tensorrt-rtx")
@@ -160,7 +159,7 @@ def _cli(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 def test_cli_build_then_cache_ls_and_clear(shared_cache, exported):
     exported("tiny-cnn")  # the export is a hit: the CLI only builds
     root = str(shared_cache.root)

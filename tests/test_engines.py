@@ -12,7 +12,6 @@ from infercmp.engines import Engine, EngineSpec
 from infercmp.engines.base import EngineError, UnsupportedCombination
 from infercmp.engines.registry import engine_class, engine_entries, get_descriptor
 from infercmp.worker.run import load_reference
-from tests.conftest import requires_cuda
 
 MODELS = ("tiny-cnn", "tiny-two-io", "tiny-encoder")
 
@@ -45,7 +44,7 @@ def _engine_devices() -> list:
             )
             continue
         for device in descriptor.devices:
-            marks = [requires_cuda] if device == "cuda" else []
+            marks = [pytest.mark.cuda] if device == "cuda" else []
             if name == "onnxruntime" and device == "cuda":
                 marks.append(requires_ort_cuda)
             missing = descriptor.availability()
@@ -247,8 +246,8 @@ def test_unknown_option_is_named(engine_name, device, model_cases):
     [
         ("bf16", "cpu"),
         ("fp16", "cpu"),
-        pytest.param("fp16", "cuda", marks=requires_cuda),
-        pytest.param("bf16", "cuda", marks=requires_cuda),
+        pytest.param("fp16", "cuda", marks=pytest.mark.cuda),
+        pytest.param("bf16", "cuda", marks=pytest.mark.cuda),
     ],
 )
 def test_pytorch_reduced_precision(precision, device, model_cases):
@@ -275,7 +274,7 @@ def test_pytorch_channels_last_and_threads(model_cases):
     engine.release()
 
 
-@requires_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("model", MODELS)
 def test_pytorch_cuda_graph(model, model_cases):
     case = model_cases(model)

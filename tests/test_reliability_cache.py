@@ -26,7 +26,6 @@ from infercmp.sampler import default_samplers
 from infercmp.store.run_store import RunStore
 from infercmp.workload.plugins import get_plugin
 from infercmp.workload.shapes import default_experiment
-from tests.conftest import requires_tensorrt
 
 isolated = support.isolated  # fixture
 
@@ -91,7 +90,7 @@ def test_a_damaged_onnx_file_or_reference_is_rebuilt_not_used_by_bench(
     isolated.assert_nothing_left(run, cache_root=cache.root)
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 def test_an_altered_engine_plan_of_the_same_size_is_rebuilt(shared_cache, tmp_path):
     """tests/test_build.py covers a truncated plan; a flipped byte must be caught by the hash."""
     from infercmp.artifacts.onnx_export import export_onnx

@@ -38,7 +38,6 @@ from infercmp.engines.tensorrt.io import (
 )
 from infercmp.engines.tensorrt.loading import NO_GPU_MESSAGE, TensorRTUnavailable
 from infercmp.engines.tensorrt.runtime import EngineRefused, TensorRTEngine
-from tests.conftest import requires_cuda, requires_tensorrt
 
 # -- fakes -------------------------------------------------------------------------------------
 
@@ -691,7 +690,7 @@ def _has_gpu() -> bool:
     return int(err) == 0 and count > 0
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 def test_real_module_knows_its_supported_compute_capabilities():
     trt = trt_engine.import_backend(None)
     if not trt_engine.is_rtx(trt):
@@ -700,7 +699,7 @@ def test_real_module_knows_its_supported_compute_capabilities():
     assert (8, 9) in ccs and (12, 0) in ccs and (9, 0) not in ccs
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 @pytest.mark.skipif(_has_gpu(), reason="checks the no-GPU path; a CUDA device is visible")
 def test_real_load_without_gpu_says_no_cuda_device(real_plan):
     trt, plan = real_plan
@@ -708,7 +707,7 @@ def test_real_load_without_gpu_says_no_cuda_device(real_plan):
         TensorRTEngine().load(real_spec(plan, trt))
 
 
-@requires_tensorrt
+@pytest.mark.tensorrt
 @pytest.mark.skipif(_has_gpu(), reason="checks the no-GPU path; a CUDA device is visible")
 def test_real_runtime_without_gpu_logs_why_and_the_message_quotes_it(real_plan):
     """What deserialising does without a GPU, for real: None, with the reason in the log."""
@@ -733,8 +732,8 @@ def _gpu_the_runtime_refuses(trt) -> tuple[str, tuple[int, int]] | None:
     return None
 
 
-@requires_tensorrt
-@requires_cuda
+@pytest.mark.tensorrt
+@pytest.mark.cuda
 def test_real_plan_on_a_gpu_the_runtime_refuses_is_one_line_with_the_reason(real_plan):
     trt, plan = real_plan
     refused = _gpu_the_runtime_refuses(trt)
@@ -755,8 +754,8 @@ def test_real_plan_on_a_gpu_the_runtime_refuses_is_one_line_with_the_reason(real
     assert "8.6/8.9/12.0" in message
 
 
-@requires_tensorrt
-@requires_cuda
+@pytest.mark.tensorrt
+@pytest.mark.cuda
 def test_real_plan_computes_relu(real_plan):
     trt, plan = real_plan
     refused = _gpu_the_runtime_refuses(trt)
@@ -779,7 +778,7 @@ def test_real_plan_computes_relu(real_plan):
     engine.release()
 
 
-@requires_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", ["FLOAT", "HALF", "BF16"])
 def test_buffers_copies_and_stream_on_a_real_gpu(tmp_path, monkeypatch, dtype):
     """The engine's cuda-python path for real: pinned memory, device memory, async copies, a

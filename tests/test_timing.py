@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from infercmp.worker import timing
-from tests.conftest import requires_cuda
 
 
 class CountingEngine:
@@ -162,7 +161,7 @@ def test_samples_reserve_keeps_what_was_recorded():
     assert samples["wall.total"].tolist() == [5, 6]
 
 
-@requires_cuda
+@pytest.mark.cuda
 def test_cuda_runtime_events_time_a_real_copy():
     from cuda.bindings import runtime as cudart
 
@@ -235,7 +234,7 @@ def test_clock_slowdown_reasons_name_only_harmful_ones(monkeypatch):
     assert devices.clock_slowdown_reasons(0) == ["sw_power_cap", "hw_thermal_slowdown"]
 
 
-@requires_cuda
+@pytest.mark.cuda
 def test_device_queries_agree_with_torch():
     import torch
 

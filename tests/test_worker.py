@@ -22,7 +22,6 @@ from infercmp.worker.run import (
     _is_oom,
     noise_warnings,
 )
-from tests.conftest import requires_cuda
 
 PHASES = ["load", "prepare", "warmup", "measure", "parity", "done"]
 NAMES = {"input_names": ["features", "token_ids"], "output_names": ["score", "embedding"]}
@@ -342,7 +341,7 @@ def test_spec_bench_writes_is_the_spec_the_worker_reads(tmp_path):
     assert again.measurement.mode == "adaptive" and again.measurement.warmup() == (0, 1.0)
 
 
-@requires_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("resident", [False, True])
 def test_pytorch_cuda_worker_records_device_clocks(two_io, tmp_path, resident):
     reference, _ = two_io
