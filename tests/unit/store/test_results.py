@@ -350,7 +350,7 @@ def test_a_schema_1_run_is_read_with_its_uncommitted_rows_ignored(tmp_path):
 
 
 def test_the_published_schema_1_runs_still_open():
-    root = Path(__file__).parents[1] / "docs" / "results"
+    root = Path(__file__).parents[3] / "docs" / "results"
     for run in (root / "h200", root / "cpu-2core"):
         opened = RunStore.open(run)
         assert opened.meta["schema_version"] == 1

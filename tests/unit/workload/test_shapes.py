@@ -10,7 +10,7 @@ from infercmp.core.errors import InfercmpError
 from infercmp.workload.config import load_config
 from infercmp.workload.shapes import Experiment, default_experiment, parse_shape
 
-MODELS = Path(__file__).resolve().parents[1] / "src" / "infercmp" / "models"
+MODELS = Path(__file__).resolve().parents[3] / "src" / "infercmp" / "models"
 FORMS = (
     "use '224,224,3' or '224x224x3' for one input, '8,128;8,128' or "
     "'input_ids=8,128;attention_mask=8,128' for several, or the original \"[(224,224,3)]\" form"

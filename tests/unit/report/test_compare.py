@@ -470,7 +470,7 @@ def test_every_published_run_compared_with_itself_exits_0(tmp_path, capsys):
     import tarfile
     from pathlib import Path
 
-    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    results = Path(__file__).resolve().parents[3] / "docs" / "results"
     for number, archive in enumerate(sorted(results.rglob("*.tar.gz"))):
         with tarfile.open(archive) as tar:
             tar.extractall(tmp_path / str(number), filter="data")

@@ -18,7 +18,7 @@ from pathlib import Path
 from infercmp.store.run_store import RunStore
 from tests.conftest import _has_cuda
 
-USAGE = Path(__file__).resolve().parents[1] / "docs" / "usage.md"
+USAGE = Path(__file__).resolve().parents[2] / "docs" / "usage.md"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("infercmp")
 # What the doc measures on ResNet-50 a test measures on tiny-cnn (32x32x3 images).
 SUBSTITUTIONS = [("resnet50", "tiny-cnn"), ("224,224,3", "32,32,3")]

@@ -76,7 +76,7 @@ def test_the_original_study_config_validates_with_batch_fixed_at_one():
 
     from infercmp.workload.config import load_config
 
-    root = Path(__file__).resolve().parents[1] / "examples/models/resnet50/src/infercmp_resnet50"
+    root = Path(__file__).resolve().parents[2] / "examples/models/resnet50/src/infercmp_resnet50"
     study = load_config(root / "study_config.yaml")
     assert study.inputs[0].shapes.runtime[0] == 1
     with pytest.raises(InfercmpError, match="fixes batch_size of input 'image' at 1"):

@@ -20,8 +20,8 @@ from infercmp.engines import registry as engines
 from infercmp.engines.descriptor import EngineDescriptor, Machine
 from infercmp.store.run_store import RunStore
 
-FIXTURES = Path(__file__).parent / "fixtures" / "engines"
-SRC = Path(__file__).parents[1] / "src" / "infercmp"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "engines"
+SRC = Path(__file__).parents[2] / "src" / "infercmp"
 BUILT_IN = ("pytorch", "onnxruntime", "tensorrt", "openvino")
 
 
@@ -275,12 +275,13 @@ def test_installed_engine_passes_the_conformance_suite(installed_engines, tmp_pa
     """The same parametrized suite every built-in engine passes, picked up from the registry."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(Path(__file__).parent / "test_engines.py"), "-k", "onnx-reference"],
+         str(Path(__file__).parents[1] / "unit" / "engines" / "test_engines.py"),
+         "-k", "onnx-reference"],
         env=_env(installed_engines, tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=Path(__file__).parents[1],
+        cwd=Path(__file__).parents[2],
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

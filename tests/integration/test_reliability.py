@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from infercmp.cli import app
 from infercmp.store.run_store import RunStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["--warmup", "5", "--iters", "20"]
 MARKER_ENV = "INFERCMP_RELIABILITY_MARK"  # finds this test's worker processes, even orphaned
 FAULT_ENV = "INFERCMP_TEST_FAULT"  # read by the test plugin below, inside the worker

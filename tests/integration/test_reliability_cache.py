@@ -92,7 +92,8 @@ def test_a_damaged_onnx_file_or_reference_is_rebuilt_not_used_by_bench(
 
 @pytest.mark.tensorrt
 def test_an_altered_engine_plan_of_the_same_size_is_rebuilt(shared_cache, tmp_path):
-    """tests/test_build.py covers a truncated plan; a flipped byte must be caught by the hash."""
+    """tests/integration/test_build.py covers a truncated plan; a flipped byte must be caught by
+    the hash."""
     from infercmp.artifacts.onnx_export import export_onnx
     from infercmp.engines.tensorrt.build import build_engine
 

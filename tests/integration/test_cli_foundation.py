@@ -22,7 +22,7 @@ from infercmp.core.errors import InfercmpError
 from infercmp.workload.config import parse_config
 from infercmp.workload.plugins import ENTRY_POINT_GROUP
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESNET50_CONFIG = REPO / "examples/models/resnet50/src/infercmp_resnet50/config.yaml"
 HEAVY = {"torch", "torchvision", "onnxruntime", "tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings"}
 # Not needed to print help; importing them would cost startup time on every invocation.

@@ -47,7 +47,7 @@ SAME = ("combo_id", "model", "engine", "device", "precision", "shape_label", "st
 # - `fake_unit`, a stand-in for the Ray task `_run_unit` that records when it runs.
 BUILDS = "INFERCMP_TEST_BUILDS"
 FAKES_SOURCE = f'''
-"""Test-only fakes for tests/test_ray_executor.py."""
+"""Test-only fakes for tests/integration/test_ray_executor.py."""
 
 import json
 import os

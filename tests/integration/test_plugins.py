@@ -27,7 +27,7 @@ from infercmp.workload.plugins import (
 )
 from infercmp.workload.shapes import default_experiment
 
-FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "plugins"
 
 MIXED = {
     "name": "mixed",

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from config_strategies import invalid_configs, valid_configs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic_runs import Combo, make_run
-from test_config import invalid_configs, valid_configs
 from typer.testing import CliRunner
 
 from infercmp.cli import app

@@ -113,7 +113,8 @@ def test_a_worker_hanging_in_load_is_killed_at_the_timeout(
 def test_a_worker_killed_during_measurement_leaves_a_readable_run(
     reliability_plugins, isolated, shared_cache, tmp_path, monkeypatch
 ):
-    """tests/test_bench.py kills a worker too; this one checks everything left afterwards."""
+    """tests/integration/test_bench.py kills a worker too; this one checks everything left
+    afterwards."""
 
     class KillPytorchWorker(BenchListener):
         killed = 0
