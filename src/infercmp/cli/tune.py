@@ -30,6 +30,7 @@ from infercmp.cli.options import (
 )
 from infercmp.core.contract import Load
 from infercmp.core.errors import InfercmpError, RunFailed
+from infercmp.core.types import DEVICES, PRECISIONS
 from infercmp.engines.descriptor import EngineDescriptor, Machine
 from infercmp.engines.registry import engine_entries, get_descriptor
 from infercmp.platform.host import power_limit_w
@@ -218,13 +219,13 @@ def _device(device: str | None, machine: Machine, precisions: list[str]) -> str:
     """The device to tune on (cuda when a GPU is visible), checked with the precisions."""
     if device is None:
         device = "cuda" if machine.cuda_devices else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise InfercmpError(f"unknown device '{device}'; choose from cpu, cuda")
+    if device not in DEVICES:
+        raise InfercmpError(f"unknown device '{device}'; choose from {', '.join(DEVICES)}")
     if device == "cuda" and not machine.cuda_devices:
         raise InfercmpError("--device cuda: no CUDA device is visible (NVML found no NVIDIA GPU)")
     for p in precisions:
-        if p not in ("fp32", "fp16", "bf16"):
-            raise InfercmpError(f"unknown precision '{p}'; choose from fp32, fp16, bf16")
+        if p not in PRECISIONS:
+            raise InfercmpError(f"unknown precision '{p}'; choose from {', '.join(PRECISIONS)}")
     return device
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,7 @@ from pydantic import (
 
 from infercmp.core.contract import Load, LoadResult
 from infercmp.core.errors import InfercmpError
+from infercmp.core.types import ComboStatus, RunStatus
 from infercmp.store.ids import safe_name
 
 SCHEMA_VERSION = 2
@@ -39,9 +40,6 @@ RESULTS_LOG = "results.jsonl"
 WRITER_LOCK = "writer.lock"
 LATENCY_DIR = "latency"
 SAMPLES_DIR = "samples"
-
-RunStatus = Literal["running", "complete", "interrupted", "failed"]
-ComboStatus = Literal["ok", "failed", "skipped", "timeout", "crashed", "oom", "interrupted"]
 
 _Count = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]  # what a parquet Int64 or C size holds
 _Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
