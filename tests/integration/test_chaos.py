@@ -203,6 +203,20 @@ def test_kill_9_at_random_moments_loses_nothing(isolated, tmp_path, shared_cache
             refused += _second_writer_refused(run, what)
         _resume(run, what)
         _check_readable(run, what + ", resumed")
+    # A second writer must have been refused at least once. In the rounds it is caught only when
+    # a resume still has work when B starts; on a loaded machine every killed resume may have
+    # finished the run first (refused stayed 0 once in a full suite), so try it on purpose.
+    for attempt in range(3):
+        if refused:
+            break
+        what = f"second writer, attempt {attempt} (seed {seed})"
+        out = tmp_path / f"second-writer-{attempt}"
+        tree = _kill_9(_start(KINDS["resume"], out), 0.3 * lasts["resume"])
+        _assert_no_orphan(tree, isolated, what)
+        runs = [run for run in run_dirs(out) if (run / "run.json").is_file()]
+        if runs:
+            refused += _second_writer_refused(runs[0], what)
+            _resume(runs[0], what)
     isolated.assert_nothing_left()
     print(
         f"chaos: {ROUNDS} rounds, {killed} killed a live CLI, {abandoned} left a run abandoned "
