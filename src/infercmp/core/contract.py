@@ -7,6 +7,7 @@ spec.json measures exactly as it did under bench.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -120,6 +121,34 @@ _FLAGS = {
     "min_seconds": "--min-seconds",
     "timeout_s": "--timeout",
 }
+
+
+# --- the limits of a load, and what its figures hold (parent and worker alike) -------------
+
+#: Highest --qps: the Python dispatcher issues about 1e6 requests/s on a 2-core EPYC
+#: (loadgen.generator_capacity), so a higher rate would measure the generator alone.
+MAX_QPS = 1_000_000.0
+#: Most arrivals one open-loop run schedules (rate x seconds): its arrays and the
+#: dispatcher's list take about 100 bytes an arrival.
+MAX_ARRIVALS = 5_000_000
+#: An open loop keeps up with its rate when it completes at least this share of the offered
+#: requests per second while arrivals are due (`RequestLog.achieved_qps`).
+KEEP_UP = 0.95
+
+
+def items_per_request(runtime_shapes: dict[str, list[int]] | None) -> int:
+    """Items in one request (one timed iteration): the leading dimension of the first input
+    (1 when unknown). Throughput and energy per item divide by it."""
+    if runtime_shapes:
+        first = next(iter(runtime_shapes.values()))
+        if first:
+            return int(first[0])
+    return 1
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no infinity: a percentile no run could bound (too many cut) is stored as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class Load(_Model):

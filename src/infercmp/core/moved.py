@@ -36,7 +36,11 @@ MOVED: dict[str, str | tuple[str, ...]] = {
     "infercmp.shapes": "infercmp.workload.shapes",
     "infercmp.batching": ("infercmp.workload.batching", "infercmp.artifacts.reference"),
     "infercmp.module_outputs": "infercmp.workload.outputs",
-    "infercmp.scenarios": ("infercmp.workload.scenarios", "infercmp.worker.load_run"),
+    "infercmp.scenarios": (
+        "infercmp.workload.scenarios",
+        "infercmp.worker.load_run",
+        "infercmp.core.contract",
+    ),
     "infercmp.cache": (
         "infercmp.artifacts.cache",
         "infercmp.artifacts.liveness",

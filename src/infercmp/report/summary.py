@@ -6,16 +6,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from infercmp.core.contract import items_per_request
 from infercmp.core.lazy import lazy_import
 from infercmp.core.stats import outlier_mask
 from infercmp.report.runs import CombinationView, RunView, as_dict, installed_descriptor
 from infercmp.sampler.usage import BUSY_CPUS
-from infercmp.workload.scenarios import (
-    items_per_request,
-    items_per_s,
-    load_shortfall,
-    served_qps,
-)
+from infercmp.workload.scenarios import items_per_s, load_shortfall, served_qps
 from infercmp.workload.scenarios import shown_status as scenarios_shown_status
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from infercmp.core.contract import items_per_request
 from infercmp.core.lazy import lazy_import
 from infercmp.core.stats import LatencyStats, hierarchical_median_ci
 from infercmp.platform.placement import state_warning
@@ -18,7 +19,7 @@ from infercmp.run.worker_process import WorkerOutcome
 from infercmp.sampler import background_load, energy_window, mean_over_measure, peak
 from infercmp.store.schema import CombinationResult, ProcessSummary
 from infercmp.workload.plugins import ModelPlugin
-from infercmp.workload.scenarios import items_per_request, merge_load_results
+from infercmp.workload.scenarios import merge_load_results
 
 if TYPE_CHECKING:
     import numpy as np

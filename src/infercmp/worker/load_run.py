@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.core.contract import Load, LoadResult, Measurement, WorkerSpec
+from infercmp.core.contract import (
+    KEEP_UP,
+    MAX_ARRIVALS,
+    MAX_QPS,
+    Load,
+    LoadResult,
+    Measurement,
+    WorkerSpec,
+    finite_or_none,
+)
 from infercmp.worker.loadgen import loops
 from infercmp.worker.loadgen.capacity import (
     GeneratorCapacity,
@@ -29,7 +38,6 @@ from infercmp.worker.loadgen.capacity import (
 from infercmp.worker.loadgen.log import RequestLog
 from infercmp.worker.loadgen.loops import Slot, WindowEdge
 from infercmp.worker.loadgen.qps import QpsPoint, QpsSearch, search_qps
-from infercmp.workload.scenarios import KEEP_UP, MAX_ARRIVALS, MAX_QPS, finite_or_none
 
 #: Seconds of each open-loop run of a --qps auto search when --duration is not given.
 SEARCH_POINT_SECONDS = 1.0

@@ -32,6 +32,7 @@ from infercmp.core.contract import (
     WarmupInfo,
     WorkerResult,
     WorkerSpec,
+    items_per_request,
 )
 from infercmp.core.errors import InfercmpError, RunFailed
 from infercmp.core.files import write_atomic
@@ -44,7 +45,6 @@ from infercmp.platform import gpus
 from infercmp.worker import timing
 from infercmp.worker.load_run import run_load
 from infercmp.worker.loadgen.log import SlotFailed
-from infercmp.workload.scenarios import items_per_request
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
 

@@ -16,7 +16,16 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from infercmp.core.contract import Load, LoadResult, Measurement, Scenario
+from infercmp.core.contract import (
+    KEEP_UP,
+    MAX_ARRIVALS,
+    MAX_QPS,
+    Load,
+    LoadResult,
+    Measurement,
+    Scenario,
+    finite_or_none,
+)
 from infercmp.core.errors import InfercmpError
 from infercmp.workload.batching import parse_batches
 
@@ -25,18 +34,9 @@ if TYPE_CHECKING:
 
 SCENARIOS: tuple[Scenario, ...] = ("single-stream", "offline", "server")
 MAX_CONCURRENCY = 256
-#: Highest --qps: the Python dispatcher issues about 1e6 requests/s on a 2-core EPYC
-#: (loadgen.generator_capacity), so a higher rate would measure the generator alone.
-MAX_QPS = 1_000_000.0
 #: Lowest --slo-ms: the generator's own p99 issue lateness is tens of microseconds, and a
 #: --qps auto search starts at one request per SLO (1000 / slo_ms requests/s).
 MIN_SLO_MS = 0.1
-#: Most arrivals one open-loop run schedules (rate x seconds): its arrays and the
-#: dispatcher's list take about 100 bytes an arrival.
-MAX_ARRIVALS = 5_000_000
-#: An open loop keeps up with its rate when it completes at least this share of the offered
-#: requests per second while arrivals are due (`RequestLog.achieved_qps`).
-KEEP_UP = 0.95
 
 
 def _positive_ints(text: str, flag: str, limit: int | None = None) -> list[int]:
@@ -170,16 +170,6 @@ def shape_and_load(shape_label: str, load: dict | None) -> str:
     return f"{shape_label} {label}" if label else shape_label
 
 
-def items_per_request(runtime_shapes: dict[str, list[int]] | None) -> int:
-    """Items in one request (one timed iteration): the leading dimension of the first input
-    (1 when unknown). Throughput and energy per item divide by it."""
-    if runtime_shapes:
-        first = next(iter(runtime_shapes.values()))
-        if first:
-            return int(first[0])
-    return 1
-
-
 def items_per_s(latency: dict | None, load_result: dict | None) -> float | None:
     """Items (batch x requests) per second: measured over the window for a load with several
     requests in flight, else batch / median latency (one request at a time)."""
@@ -261,11 +251,6 @@ def served_qps(load: dict | None, load_result: dict | None) -> float | None:
         return float(load["qps"])
     best = (load_result or {}).get("best_qps")
     return float(best) if best is not None else None
-
-
-def finite_or_none(value: Any) -> Any:
-    """JSON has no infinity: a percentile no run could bound (too many cut) is stored as null."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def merge_load_results(per_process: Sequence[LoadResult | None]) -> dict[str, Any] | None:

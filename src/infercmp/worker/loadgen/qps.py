@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from infercmp.core.contract import KEEP_UP
 from infercmp.worker.loadgen.log import RequestLog
-from infercmp.workload.scenarios import KEEP_UP
 
 
 @dataclass(frozen=True)
