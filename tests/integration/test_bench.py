@@ -57,6 +57,7 @@ def test_bench_runs_each_engine_in_a_worker_and_stores_everything(runner, tmp_pa
     assert "skipped" in result.output and "no CUDA device" in result.output
 
 
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_a_worker_killed_mid_run_is_recorded_and_the_run_goes_on(shared_cache, tmp_path):
     plugin = get_plugin("tiny-two-io")
     plan = plan_bench(

@@ -21,6 +21,7 @@ slow = pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["tiny-cnn", "tiny-two-io", "tiny-encoder", pytest.param("resnet50", marks=slow)]
 )
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_build_makes_a_plan_and_the_second_build_is_a_hit(exported, shared_cache, name, precision):
     from infercmp.engines.tensorrt.build import build_engine
 

@@ -271,6 +271,7 @@ def test_installed_engine_runs_through_bench(installed_engines, tmp_path):
     assert summary["onnxruntime"].status == "ok"
 
 
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_installed_engine_passes_the_conformance_suite(installed_engines, tmp_path):
     """The same parametrized suite every built-in engine passes, picked up from the registry."""
     result = subprocess.run(

@@ -196,6 +196,7 @@ def _files(run: Path) -> set[str]:
     return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_the_ray_executor_writes_the_store_the_local_one_does(tmp_path, bench_env):
     env, mark = bench_env
     local = _bench(env, tmp_path / "local", *MATRIX, *SHORT)
@@ -270,6 +271,7 @@ def test_resume_refuses_other_measurement_settings(tmp_path, bench_env):
     )
 
 
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_an_interrupted_ray_run_keeps_what_finished_and_leaves_no_worker(tmp_path, bench_env):
     env, mark = bench_env
     out = tmp_path / "out"
@@ -443,6 +445,7 @@ def test_a_failing_combination_under_ray_is_recorded_with_its_worker_files(
     assert {"spec.json", "worker.log", "result.json"} <= {p.name for p in workdir.iterdir()}
 
 
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_batch_auto_under_ray_builds_every_batchs_device_artifact_in_a_task(
     fakes_site, bench_env, tmp_path
 ):
@@ -547,6 +550,7 @@ def test_ray_runs_a_combinations_processes_in_turn_and_none_after_one_failed(
     assert listener.calls == []  # nothing claims a queued task started
 
 
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_with_repeat_a_failed_process_ends_its_combination_under_ray_as_locally(
     reliability_plugins, bench_env, shared_cache, tmp_path
 ):

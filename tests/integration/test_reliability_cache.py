@@ -148,6 +148,7 @@ def _resources() -> dict[str, int]:
     }
 
 
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_fifty_benches_in_a_row_leak_nothing(isolated, shared_cache, tmp_path):
     plugin = get_plugin("tiny-cnn")
     plan = plan_bench(plugin, [default_experiment(plugin.config)], ["onnxruntime"], ["cpu"], None)
@@ -231,6 +232,7 @@ def env_layers_plugin(tmp_path, monkeypatch) -> Path:
     return site
 
 
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_a_model_changed_by_the_environment_never_meets_its_old_artifacts(
     env_layers_plugin, isolated, tmp_path
 ):

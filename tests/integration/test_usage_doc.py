@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from infercmp.store.run_store import RunStore
 from tests.conftest import _has_cuda
 
@@ -66,6 +68,7 @@ def test_the_documented_commands_are_found():
     assert commands.index(["infercmp", "export"]) < commands.index(["infercmp", "bench"])
 
 
+@pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_following_usage_md_in_order_at_80_columns_gives_no_traceback_and_no_broken_line(
     tmp_path,
 ):
