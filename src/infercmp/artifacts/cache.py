@@ -65,7 +65,7 @@ from infercmp.artifacts.liveness import (
     writer_token,
 )
 from infercmp.core.errors import InfercmpError, RunFailed
-from infercmp.core.files import open_regular, read_regular, write_atomic
+from infercmp.core.files import is_temporary_of, open_regular, read_regular, write_atomic
 
 CACHE_ENV = "INFERCMP_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path(".infercmp") / "cache"
@@ -147,8 +147,6 @@ UNWRITABLE |= {errno.ENOTDIR, errno.EISDIR}
 # lock is locks/writer-<token>.lock); stage-<pid>-... from infercmp before the lock existed.
 _STAGED = re.compile(r"^(?:stage|commit|trash)-(?:w([0-9a-f]{32})|(\d+))-")
 _WRITER_LOCK = re.compile(r"^writer-([0-9a-f]{32})\.lock$")
-# The marker while another process writes it (core.files.write_atomic's temporary name).
-_MARKER_BEING_WRITTEN = re.compile(r"^\.CACHEDIR\.TAG\.[0-9a-f]{12}\.tmp$")
 # What an infercmp cache's top level holds ("aliases": infercmp before entries were keyed by
 # the loaded module); anything else there is someone else's.
 _TOP_LEVEL = {MARKER, IN_USE_LOCK, "entries", "aliases", "staging", "locks", "timing"}
@@ -474,7 +472,7 @@ def _made_by_infercmp(root: Path) -> bool:
         return not root.exists()
     try:
         for top in root.iterdir():
-            if _MARKER_BEING_WRITTEN.match(top.name) and top.is_file():
+            if is_temporary_of(top.name, MARKER) and top.is_file():
                 continue  # a process creating this cache right now
             if top.name not in _TOP_LEVEL:
                 return False

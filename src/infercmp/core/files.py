@@ -22,11 +22,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+# Random bytes in the name of write_atomic's temporary file (is_temporary_of recognises it).
+_TOKEN_BYTES = 6
 
 Content = bytes | str | Callable[[BinaryIO], None]
 
@@ -51,7 +55,7 @@ def write_atomic(path: str | os.PathLike[str], content: Content) -> None:
         return
     # Named before it exists, so whatever interrupts us (a signal just after the open), the
     # cleanup knows what to remove; 48 random bits make a clash with another writer moot.
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(_TOKEN_BYTES)}.tmp"
     try:
         # 0o666 minus the umask, as open() would; a replaced file keeps its own mode.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -67,6 +71,15 @@ def write_atomic(path: str | os.PathLike[str], content: Content) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(target.parent)
+
+
+def is_temporary_of(name: str, target_name: str) -> bool:
+    """Whether the file `name` is write_atomic's temporary file for `target_name`: a write of
+    it under way (or cut short), which another process may see beside the target."""
+    return (
+        re.fullmatch(rf"\.{re.escape(target_name)}\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.tmp", name)
+        is not None
+    )
 
 
 def _write(fh: BinaryIO, content: Content) -> None:

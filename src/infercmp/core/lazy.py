@@ -11,7 +11,6 @@ For type checking, import the real module under `if TYPE_CHECKING:` beside the p
 from __future__ import annotations
 
 import importlib
-import sys
 import types
 from typing import Any
 
@@ -65,8 +64,3 @@ def load(name: str, extra: str | None = None, purpose: str | None = None) -> typ
             f"{needed} the Python module '{name}', which is not installed ({exc}); "
             f"install it with: {install}"
         ) from exc
-
-
-def is_imported(name: str) -> bool:
-    """Whether module `name` has really been imported in this process (not just proxied)."""
-    return name in sys.modules

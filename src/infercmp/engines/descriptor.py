@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from infercmp.core.errors import InfercmpError
 from infercmp.core.types import DEVICES, PRECISIONS
-from infercmp.platform import gpus
+from infercmp.platform import gpus, host
 
 if TYPE_CHECKING:
     from infercmp.engines import Engine
@@ -69,20 +69,7 @@ class Machine:
 
     @classmethod
     def current(cls) -> Machine:
-        return cls(cuda_devices=gpus.cuda_device_count(), cpu_flags=_cpu_flags())
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
+        return cls(cuda_devices=gpus.cuda_device_count(), cpu_flags=host.cpu_flags())
 
 
 @dataclass(frozen=True)

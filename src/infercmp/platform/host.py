@@ -6,6 +6,7 @@ The versions of the libraries, which ask the engines and plugins, are added by
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -30,6 +31,19 @@ def distribution_version(dist: str) -> str | None:
         return metadata.version(dist)
     except Exception:  # not installed, or a broken METADATA file: never stop a run
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 def _cpu_model() -> str | None:

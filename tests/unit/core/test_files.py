@@ -15,7 +15,7 @@ from synthetic_runs import cpu_run, run_main
 from typer.testing import CliRunner
 
 from infercmp.cli import app
-from infercmp.core.files import read_regular, write_atomic
+from infercmp.core.files import is_temporary_of, read_regular, write_atomic
 from infercmp.store.run_store import RunStore
 
 runner = CliRunner()
@@ -161,3 +161,23 @@ def test_report_of_a_run_whose_tune_json_is_a_fifo_is_one_line(tmp_path):
     assert result.stderr.splitlines() == [
         f"error: cannot read {run / 'tune.json'}: not a regular file"
     ]
+
+
+def test_the_temporary_file_of_a_write_is_recognised_as_that_write(tmp_path, monkeypatch):
+    """What another process may see beside a file being written (the artifact cache adopts a
+    directory holding its marker's temporary file) is told by the same rule write_atomic names
+    it with."""
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append(Path(src).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    write_atomic(tmp_path / "CACHEDIR.TAG", "x")
+    (name,) = seen
+    assert is_temporary_of(name, "CACHEDIR.TAG")
+    assert not is_temporary_of(name, "CACHEDIR")
+    assert not is_temporary_of(".CACHEDIR.TAG.tmp", "CACHEDIR.TAG")
+    assert not is_temporary_of("CACHEDIR.TAG", "CACHEDIR.TAG")
