@@ -23,7 +23,7 @@ SCHEMA_VERSION = 2
 DEFAULT_WARMUP_ITERS = 10  # when neither warm-up bound is given
 
 
-Phase = Literal["spec", "load", "prepare", "warmup", "measure", "parity", "write"]
+Phase = Literal["spec", "load", "prepare", "warmup", "measure", "parity", "accuracy", "write"]
 StopReason = Literal["iterations", "duration", "ci_target", "max_seconds"]
 Scenario = Literal["single-stream", "offline", "server"]
 
@@ -202,6 +202,32 @@ class Load(_Model):
         return "-".join(parts)
 
 
+class AccuracySpec(_Model):
+    """The untimed accuracy phase (`bench --accuracy`): run every sample of a samples file
+    (`infercmp.artifacts.samples`, preprocessed runtime inputs at one row each) through the
+    measured engine, `batch` samples per call, after the timed phases and parity.
+
+    `input_axes`/`output_axes` are the config's batch axes (None: the tensor has none, and
+    every call carries one sample); the worker writes the outputs, one row per sample, as
+    `accuracy_outputs.npz` in its result directory (the same samples format).
+    """
+
+    samples: Path
+    batch: int = Field(1, gt=0)
+    input_axes: list[int | None]
+    output_axes: list[int | None]
+
+
+class AccuracyOutputs(_Model):
+    """What the accuracy phase did: how many samples, in how many calls, and for how long
+    (wall time of the whole phase: never part of a latency)."""
+
+    file: str  # name of the outputs file in the worker's result directory
+    samples: int
+    calls: int
+    seconds: float
+
+
 class WorkerSpec(_Model):
     """Everything one worker needs; bench writes it as spec.json in the worker's directory."""
 
@@ -219,6 +245,7 @@ class WorkerSpec(_Model):
     process: int = Field(0, ge=0)  # which of the combination's repeated processes this is
     result_dir: Path
     load: Load = Field(default_factory=Load)
+    accuracy: AccuracySpec | None = None
 
 
 class WarmupInfo(_Model):
@@ -292,6 +319,7 @@ class WorkerResult(_Model):
     engine_info: dict[str, Any] = Field(default_factory=dict)
     load_result: LoadResult | None = None  # for a load other than one request at a time
     gpu_name: str | None = None
+    accuracy: AccuracyOutputs | None = None  # the accuracy phase, when the spec asked for it
     pid: int = Field(default_factory=os.getpid)
     started: float = 0.0
     finished: float = 0.0

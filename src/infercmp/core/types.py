@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 Device = Literal["cpu", "cuda"]
-Precision = Literal["fp32", "fp16", "bf16"]
+# int8: weights and activations quantized after calibration (infercmp.artifacts.quantize); an
+# engine declares on which devices it runs it (EngineDescriptor.precisions_on).
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 # What one worker process reports (core.contract.WorkerResult.status).
 WorkerStatus = Literal["ok", "failed", "oom", "unsupported"]

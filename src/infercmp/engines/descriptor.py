@@ -84,6 +84,25 @@ class ConvertContext:
     # has no dynamic batch axis); a plan built for an optimisation profile must cover them
     # (infercmp.workload.batching.plan_batches, profile_for_batches).
     batches: tuple[int, ...] = ()
+    # int8: the samples a quantizer calibrates on (None when the run has no int8 combination).
+    calibration: CalibrationSet | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The samples an int8 conversion calibrates on: a samples file
+    (`infercmp.artifacts.samples`, preprocessed, one row each) and what it is.
+
+    `fingerprint` covers the arrays and their order: a quantized model's cache key includes
+    it. `source` is "dataset" (the plugin's `load_dataset`, a split disjoint from the samples
+    accuracy is measured on) or "random" (the model has no dataset: the example's random
+    inputs, which the table and report label as such).
+    """
+
+    path: Path
+    count: int
+    fingerprint: str
+    source: Literal["dataset", "random"]
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     Strict,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -162,10 +164,41 @@ class OutputSpec(_Strict):
     shape: OutputShape
 
 
+class AccuracyConfig(_Strict):
+    """How accuracy is judged for this model (`bench --accuracy`, int8 calibration).
+
+    `primary` names the task metric the table shows, one of the keys the plugin's
+    `evaluate()` returns (None: no task metric; agreement with PyTorch fp32 is shown);
+    `direction` says whether higher (max) or lower (min) is better.
+    """
+
+    primary: str | None = Field(None, min_length=1)
+    direction: Literal["max", "min"] = "max"
+    # Dataset samples int8 calibrates on (taken first; accuracy is measured on the others).
+    calibration_samples: int = Field(128, gt=0)
+    # What --accuracy without a number measures at most.
+    max_samples: int = Field(1000, gt=0)
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     inputs: list[InputSpec] = Field(min_length=1)
     outputs: list[OutputSpec] = Field(min_length=1)
+    # Optional (None: the defaults); left out of dumps when absent, so a config without it
+    # dumps as it always has.
+    accuracy: AccuracyConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_accuracy(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("accuracy", 0) is None:
+            del data["accuracy"]
+        return data
+
+    @property
+    def accuracy_settings(self) -> AccuracyConfig:
+        """The config's `accuracy` section, or its defaults when it has none."""
+        return self.accuracy or AccuracyConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -19,6 +19,7 @@ from infercmp.core.entrypoints import load_named
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
 from infercmp.workload.config import DYNAMIC, ModelConfig, load_config
+from infercmp.workload.dataset import Sample
 
 if TYPE_CHECKING:
     from importlib import metadata
@@ -86,6 +87,24 @@ class ModelPlugin:
         identical ones would flatter the model (a cache keyed on the input, say).
         """
         return None
+
+    def load_dataset(self) -> Iterable[Sample] | None:
+        """Samples with optional labels to measure accuracy on and calibrate int8 with, or None
+        (the default: no dataset; int8 then calibrates on random inputs, labelled as such).
+
+        Each `Sample.inputs` is in the form `load_example_inputs` returns for one example
+        (raw: `preprocess` runs on it), one array per config input (docs/plugins.md).
+        """
+        return None
+
+    def evaluate(self, outputs: Sequence[np.ndarray], labels: np.ndarray) -> dict[str, float]:
+        """Named task metrics (`{"top1": 0.98}`) of outputs against labels; {} by default.
+
+        `outputs[j]` is config output j for every sample, stacked along its batch axis (a
+        new leading axis when it has none); `labels` holds the samples' labels in order. The
+        config's `accuracy.primary` names the metric the table shows.
+        """
+        return {}
 
     def load_pytorch_module(self) -> torch.nn.Module:
         """The model's PyTorch module; every plugin implements it."""
