@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from infercmp.core.errors import InfercmpError
 from infercmp.core.files import write_atomic
@@ -37,6 +37,23 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The samples an int8 conversion calibrates on: a samples file
+    (`infercmp.artifacts.samples`, preprocessed, one row each) and what it is.
+
+    `fingerprint` covers the arrays and their order: a quantized model's cache key includes
+    it. `source` is "dataset" (the plugin's `load_dataset`, a split disjoint from the samples
+    accuracy is measured on) or "random" (the model has no dataset: the example's random
+    inputs, which the table and report label as such).
+    """
+
+    path: Path
+    count: int
+    fingerprint: str
+    source: Literal["dataset", "random"]
 
 
 def write_samples(path: Path, samples: Samples) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from infercmp.artifacts.samples import CalibrationSet
 from infercmp.core.errors import InfercmpError
 from infercmp.core.types import DEVICES, PRECISIONS
 from infercmp.platform import gpus, host
@@ -86,23 +87,6 @@ class ConvertContext:
     batches: tuple[int, ...] = ()
     # int8: the samples a quantizer calibrates on (None when the run has no int8 combination).
     calibration: CalibrationSet | None = None
-
-
-@dataclass(frozen=True)
-class CalibrationSet:
-    """The samples an int8 conversion calibrates on: a samples file
-    (`infercmp.artifacts.samples`, preprocessed, one row each) and what it is.
-
-    `fingerprint` covers the arrays and their order: a quantized model's cache key includes
-    it. `source` is "dataset" (the plugin's `load_dataset`, a split disjoint from the samples
-    accuracy is measured on) or "random" (the model has no dataset: the example's random
-    inputs, which the table and report label as such).
-    """
-
-    path: Path
-    count: int
-    fingerprint: str
-    source: Literal["dataset", "random"]
 
 
 @dataclass(frozen=True)
