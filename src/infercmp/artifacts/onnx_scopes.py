@@ -1,0 +1,101 @@
+"""Which PyTorch module each node of an exported ONNX graph came from.
+
+The dynamo exporter records on every node the module path it was traced in
+(`metadata_props["pkg.torch.onnx.name_scopes"]`: `['', 'layer1', 'layer1.0', 'layer1.0.bn1',
+'<fx node>']`); the TorchScript exporter encodes it in the node's name
+(`/layer1/layer1.0/conv1/Conv`). Quantization excludes layers by module path through this map
+(ONNX Runtime's `nodes_to_exclude`, NNCF's `IgnoredScope(names)`), and `debug-precision` names a
+node by its module. A node the exporter gave no module is the model's own top level (`""`).
+
+An optimisation that merges nodes keeps one node's metadata: after BatchNorm is folded into the
+preceding Conv, the Conv carries the BatchNorm's path (`layer1.0.bn1`) and the rewriter's rule
+name; `NodeScope.fused_by` says so, and an exclusion by the conv's own path then also matches
+the parent (`layer1.0`), never the wrong sibling.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
+
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+REWRITE_RULE = "pkg.onnxscript.rewriter.rule_name"
+
+
+@dataclass(frozen=True)
+class NodeScope:
+    """Where one ONNX node came from: its module path ("" for the top level) and, when an
+    optimisation merged it with other nodes, the rule that did (None: not merged)."""
+
+    path: str
+    fused_by: str | None = None
+
+    def at_depth(self, depth: int) -> str:
+        """The path cut to `depth` dotted parts (`layer1.0.conv1` at 1: `layer1`)."""
+        return ".".join(self.path.split(".")[:depth]) if self.path else ""
+
+
+def node_scopes(model: onnx.ModelProto) -> dict[str, NodeScope]:
+    """Every named node of the main graph -> its `NodeScope`."""
+    scopes = {}
+    for node in model.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        path = _dynamo_path(props.get(NAME_SCOPES))
+        if path is None:
+            path = _torchscript_path(node.name)
+        scopes[node.name] = NodeScope(path, props.get(REWRITE_RULE))
+    return scopes
+
+
+def under(path: str, prefixes: Iterable[str]) -> bool:
+    """Whether module `path` is one of `prefixes` or inside one (`layer1.0` is under
+    `layer1`; `layer10` is not)."""
+    return any(path == p or path.startswith(p + ".") for p in prefixes if p)
+
+
+def nodes_under(model: onnx.ModelProto, prefixes: Iterable[str]) -> list[str]:
+    """The names of the nodes whose module is one of `prefixes` or inside one, in graph order."""
+    wanted = [p.strip() for p in prefixes if p.strip()]
+    return [name for name, scope in node_scopes(model).items() if under(scope.path, wanted)]
+
+
+def module_paths(model: onnx.ModelProto) -> set[str]:
+    """Every module path some node came from, and each of its parents."""
+    paths: set[str] = set()
+    for scope in node_scopes(model).values():
+        parts = scope.path.split(".") if scope.path else []
+        paths.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return paths
+
+
+def tensor_producers(model: onnx.ModelProto) -> dict[str, str]:
+    """Each tensor name -> the name of the node that produces it."""
+    return {out: node.name for node in model.graph.node for out in node.output if out}
+
+
+def _dynamo_path(scopes_text: str | None) -> str | None:
+    """The deepest module of a dynamo `name_scopes` list; its last item is the FX node."""
+    if not scopes_text:
+        return None
+    try:
+        scopes = ast.literal_eval(scopes_text)
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        return None
+    modules = [s for s in scopes[:-1] if s]
+    return modules[-1] if modules else ""
+
+
+def _torchscript_path(name: str) -> str:
+    """`/layer1/layer1.0/conv1/Conv` -> `layer1.0.conv1`; a name without scopes -> ""."""
+    path = ""
+    for part in [p for p in name.split("/") if p][:-1]:  # the last part is the op
+        # A level is either the full path (`layer1.0` under `layer1`) or one attribute name.
+        path = part if not path or part.startswith(path + ".") else f"{path}.{part}"
+    return path
