@@ -486,6 +486,26 @@ def test_resnet152_shares_the_config_under_its_own_name(resnet50):
     assert config.model_dump(exclude={"name"}) == resnet50.config.model_dump(exclude={"name"})
 
 
+def test_resnet50_dataset_is_generated_images_without_labels(resnet50):
+    from infercmp_resnet50 import synthetic_image
+
+    from infercmp.workload.dataset import evaluate_checked, load_samples
+
+    loaded = load_samples(resnet50, limit=3)
+    assert len(loaded) == 3 and loaded.labels is None
+    assert [row[0].shape for row in loaded.inputs] == [(1, 3, 224, 224)] * 3
+    assert load_samples(resnet50, limit=3).fingerprint == loaded.fingerprint  # seeded
+    first, second = synthetic_image(0), synthetic_image(1)
+    assert first.shape == (224, 224, 3) and first.dtype == np.uint8
+    assert not np.array_equal(first, second)
+    # structured, unlike the example's uniform noise: neighbouring pixels are alike
+    (noise,) = resnet50.load_example_inputs([(224, 224, 3)])
+    for image, alike in ((first, True), (noise, False)):
+        step = np.abs(np.diff(image.astype(np.int16), axis=1)).mean()
+        assert bool(step < 10) is alike
+    assert evaluate_checked(resnet50, [], None) == {}  # agreement only: no primary metric
+
+
 # --- real third-party packages, pip-installed ----------------------------------------------
 
 
