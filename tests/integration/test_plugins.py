@@ -486,6 +486,26 @@ def test_resnet152_shares_the_config_under_its_own_name(resnet50):
     assert config.model_dump(exclude={"name"}) == resnet50.config.model_dump(exclude={"name"})
 
 
+def test_resnet50_dataset_is_generated_images_without_labels(resnet50):
+    from infercmp_resnet50 import synthetic_image
+
+    from infercmp.workload.dataset import evaluate_checked, load_samples
+
+    loaded = load_samples(resnet50, limit=3)
+    assert len(loaded) == 3 and loaded.labels is None
+    assert [row[0].shape for row in loaded.inputs] == [(1, 3, 224, 224)] * 3
+    assert load_samples(resnet50, limit=3).fingerprint == loaded.fingerprint  # seeded
+    first, second = synthetic_image(0), synthetic_image(1)
+    assert first.shape == (224, 224, 3) and first.dtype == np.uint8
+    assert not np.array_equal(first, second)
+    # structured, unlike the example's uniform noise: neighbouring pixels are alike
+    (noise,) = resnet50.load_example_inputs([(224, 224, 3)])
+    for image, alike in ((first, True), (noise, False)):
+        step = np.abs(np.diff(image.astype(np.int16), axis=1)).mean()
+        assert bool(step < 10) is alike
+    assert evaluate_checked(resnet50, [], None) == {}  # agreement only: no primary metric
+
+
 # --- real third-party packages, pip-installed ----------------------------------------------
 
 
@@ -500,7 +520,7 @@ def installed_plugins(tmp_path_factory):
         pytest.skip("building the fixture plugins needs hatchling (in infercmp's dev extra)")
     root = tmp_path_factory.mktemp("plugins")
     sources = []
-    for name in ("good", "broken", "duplicate"):
+    for name in ("good", "broken", "duplicate", "dataset"):
         # Build from a copy so that the build leaves nothing behind in the source tree.
         sources.append(shutil.copytree(FIXTURES / name, root / "src" / name))
     target = root / "site"
@@ -592,4 +612,65 @@ def test_installed_plugin_table_and_config(installed_plugins):
     assert broken.stderr.strip() == (
         "error: model 'fixture-broken' from package 'infercmp-fixture-broken' is unavailable: "
         "RuntimeError: fixture plugin broken on purpose"
+    )
+
+
+# A plugin with a dataset, as docs/plugins.md describes it: what bench --accuracy reads of it.
+DATASET_SCRIPT = """
+import json, sys
+from infercmp.artifacts.accuracy_set import ensure_accuracy_set
+from infercmp.artifacts.cache import ArtifactCache
+from infercmp.artifacts.samples import read_samples
+from infercmp.core.errors import InfercmpError
+from infercmp.workload.dataset import load_samples
+from infercmp.workload.plugins import get_plugin
+
+plugin = get_plugin(sys.argv[1])
+try:
+    loaded = load_samples(plugin)
+except InfercmpError as exc:
+    print(json.dumps({"error": str(exc)}))
+    sys.exit(0)
+made = ensure_accuracy_set(plugin, ArtifactCache(sys.argv[2]), evaluation=None, calibration=16)
+print(json.dumps({
+    "samples": len(loaded),
+    "labels": loaded.labels.tolist(),
+    "evaluated": made.count,
+    "calibration": [made.calibration.count, made.calibration.source],
+    "metrics": made.reference_metrics,
+    "stored": len(read_samples(made.evaluation)),
+}))
+"""
+
+
+def run_dataset_script(target: Path, model: str, cache: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-c", DATASET_SCRIPT, model, str(cache)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_installed_plugin_with_a_dataset_gives_its_accuracy_set(installed_plugins, tmp_path):
+    result = run_dataset_script(installed_plugins, "fixture-dataset", tmp_path / "cache")
+    assert result["samples"] == 48 and set(result["labels"]) <= {0, 1, 2}
+    # 16 calibrate (the config's calibration_samples), the other 32 are evaluated
+    assert result["evaluated"] == result["stored"] == 32
+    assert result["calibration"] == [16, "dataset"]
+    assert result["metrics"] == {"top1": 1.0}  # the labels are the model's own argmax
+
+
+def test_installed_plugin_with_a_broken_dataset_is_one_line(installed_plugins, tmp_path):
+    result = run_dataset_script(installed_plugins, "fixture-dataset-broken", tmp_path / "cache")
+    assert result["error"] == (
+        "model 'fixture-dataset-broken' (package 'infercmp-fixture-dataset'): dataset sample 5: "
+        "input 'features': dimension 1 (features) is 5 but the config fixes it at 4 "
+        "(preprocess() gave shapes (1, 5)); load_dataset() must give each sample's inputs in the "
+        "raw form load_example_inputs() returns"
     )

@@ -12,14 +12,13 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from infercmp.core.entrypoints import discover as discover_entry_points
 from infercmp.core.entrypoints import load_named
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
 from infercmp.workload.config import DYNAMIC, ModelConfig, load_config
-from infercmp.workload.dataset import Sample
 
 if TYPE_CHECKING:
     from importlib import metadata
@@ -34,6 +33,18 @@ ENTRY_POINT_GROUP = "infercmp.models"
 # imports every plugin, and torch alone turns 0.4 s into 2 s.
 HEAVY_MODULES = ("torch", "onnxruntime", "tensorrt", "tensorrt_rtx")
 EXAMPLE_SEED = 0
+
+
+# Defined here, beside `load_dataset`, and re-exported by `infercmp.workload.dataset` (its
+# documented home): the dataset module checks samples with this module's helpers, so it sits
+# above it and this module cannot import it.
+@dataclass(frozen=True)
+class Sample:
+    """One dataset sample: raw inputs as `load_example_inputs` returns them for one example
+    (one array per config input; `preprocess` runs on them), and its label (None: none)."""
+
+    inputs: Sequence[np.ndarray]
+    label: Any = None
 
 
 class ModelPlugin:
@@ -101,8 +112,9 @@ class ModelPlugin:
         """Named task metrics (`{"top1": 0.98}`) of outputs against labels; {} by default.
 
         `outputs[j]` is config output j for every sample, stacked along its batch axis (a
-        new leading axis when it has none); `labels` holds the samples' labels in order. The
-        config's `accuracy.primary` names the metric the table shows.
+        new leading axis when it has none); `labels` holds the samples' labels in order (it is
+        called only when the samples have labels). The config's `accuracy.primary` names the
+        metric the table shows; `infercmp.top1(logits, labels)` computes top-1.
         """
         return {}
 

@@ -1,22 +1,27 @@
 """The reference infercmp plugin: torchvision's ResNet-50 and ResNet-152.
 
 Weights are random unless INFERCMP_PRETRAINED=1 and torchvision's pretrained weights are
-already in the local torch hub cache; nothing is ever downloaded.
+already in the local torch hub cache; nothing is ever downloaded. The dataset is 512 generated
+images without labels: with random weights no label means anything, so `bench --accuracy`
+measures agreement with PyTorch fp32 only (and int8 calibrates on these images).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from infercmp import ModelPlugin
+from infercmp import ModelPlugin, Sample
 from infercmp.workload.config import ModelConfig
 
 MEAN = 0.45
 STD = 0.225
+DATASET_SIZE = 512
+DATASET_SEED = 1
+DATASET_IMAGE = (224, 224, 3)
 
 
 def _resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -33,6 +38,31 @@ def _resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     top = img[y0][:, x0] * (1 - wx) + img[y0][:, x1] * wx
     bottom = img[y1][:, x0] * (1 - wx) + img[y1][:, x1] * wx
     return top * (1 - wy) + bottom * wy
+
+
+def synthetic_image(index: int, shape: tuple[int, int, int] = DATASET_IMAGE) -> np.ndarray:
+    """Generated image `index` (HWC uint8, seeded by its index): a colour gradient at a random
+    angle, a few flat rectangles and discs, and sensor-like noise. Structured, unlike the
+    uniform noise of the example, so activations spread as they do on photographs."""
+    rng = np.random.default_rng([DATASET_SEED, index])
+    height, width, channels = shape
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * xs / width + np.sin(angle) * ys / height
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+    start, end = rng.uniform(0, 255, size=(2, channels))
+    image = start + (end - start) * ramp[..., None]
+    for _ in range(int(rng.integers(2, 7))):
+        colour = rng.uniform(0, 255, size=channels)
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        ry, rx = rng.uniform(0.05, 0.3) * height, rng.uniform(0.05, 0.3) * width
+        if rng.random() < 0.5:
+            inside = (np.abs(ys - cy) < ry) & (np.abs(xs - cx) < rx)
+        else:
+            inside = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 < 1
+        image[inside] = colour
+    image += rng.normal(0, 6, size=image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 class ResNet50(ModelPlugin):
@@ -56,6 +86,11 @@ class ResNet50(ModelPlugin):
         resized = _resize_bilinear(image, height, width)
         chw = resized.transpose(2, 0, 1).astype(np.float32) / 255.0
         return [np.ascontiguousarray(((chw - MEAN) / STD)[None], dtype=np.float32)]
+
+    def load_dataset(self) -> Iterator[Sample]:
+        """512 generated 224x224 images (`synthetic_image`), unlabelled: agreement only."""
+        for index in range(DATASET_SIZE):
+            yield Sample([synthetic_image(index)])
 
     def load_pytorch_module(self):
         import torch
