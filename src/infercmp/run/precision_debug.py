@@ -100,9 +100,9 @@ def rounding_sqnr(reference: np.ndarray, precision: str) -> float:
     if precision == "fp16":
         rounded = reference.astype(np.float16).astype(np.float64)
     elif precision == "bf16":
-        bits = reference.astype(np.float32).view(np.uint32).astype(np.uint64)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-        rounded = bits.astype(np.uint32).view(np.float32).astype(np.float64)
+        wide = reference.astype(np.float32).view(np.uint32).astype(np.uint64)
+        top = (wide + 0x7FFF + ((wide >> 16) & 1)) >> 16
+        rounded = (top << 16).astype(np.uint32).view(np.float32).astype(np.float64)
     elif precision == "int8":
         scale = float(np.abs(reference).max(initial=0.0)) / 127.0 or 1.0
         rounded = np.clip(np.round(reference / scale), -127, 127) * scale

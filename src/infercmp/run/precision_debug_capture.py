@@ -133,7 +133,7 @@ def ov_activations(
             continue
         added.append(name)
     compiled = _ov_compiled(model, precision)
-    by_name = {}
+    by_name: dict[str, Any] = {}
     for port in compiled.outputs:
         for name in port.get_names():
             by_name.setdefault(name, port)

@@ -204,7 +204,7 @@ def quick_latency(
         model=plugin.name,
         engine=what.engine,
         device="cpu",
-        precision=what.precision,  # type: ignore[arg-type]
+        precision=what.precision,
         artifact=what.artifact,
         reference=reference,
         input_names=plugin.config.input_names,

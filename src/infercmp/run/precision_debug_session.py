@@ -154,7 +154,7 @@ def debug_precision(request: DebugRequest) -> DebugResult:
     else:
         result = _debug_onnx(request, descriptor, options)
     text = json.dumps(_finite(result.as_dict()), indent=2)
-    write_atomic(request.out_dir / RESULT_FILE, lambda f: f.write(text.encode()))
+    write_atomic(request.out_dir / RESULT_FILE, text)
     return result
 
 
