@@ -331,11 +331,14 @@ def module_layer_errors(
             r.shape != c.shape for r, c in zip(ref.outputs + ref.inputs, cand.outputs + cand.inputs)
         ):
             continue
-        out = tensor_error(ref.outputs, cand.outputs)
+        out = tensor_error(ref.outputs, cand.outputs, precision)
         sqnr_in = tensor_error(ref.inputs, cand.inputs).sqnr_db
         layers.append(
-            LayerError(path, path, ref.op, sqnr_in, out.sqnr_db, out.max_rel, out.mean_rel)
-        )
+            LayerError(
+                path, path, ref.op, sqnr_in, out.sqnr_db, out.max_rel, out.mean_rel,
+                floor_db=out.floor_db,
+            )
+        )  # fmt: skip
     return layers
 
 
