@@ -49,6 +49,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "tune",
         "Find each engine's fastest configuration that passes parity, within a time budget.",
     ),
+    "debug-precision": (
+        "debug_precision",
+        "Find the layers where a reduced precision breaks, and measure keeping them in fp32.",
+    ),
     "report": (
         "report",
         "Write a report of one or more bench runs: an offline HTML page, or md/csv/json tables.",
