@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 REWRITE_RULE = "pkg.onnxscript.rewriter.rule_name"
+#: The wrapper infercmp's export puts around the plugin's module (onnx_export's InConfigOrder
+#: holds it as `module`): every scope of that export starts with it, the user's paths do not.
+EXPORT_WRAPPER = "module"
+#: The scope torch.export gives a node that has no module stack: the top level.
+NO_MODULE = "_empty_nn_module_stack_from_metadata_hook"
 
 
 @dataclass(frozen=True)
@@ -41,15 +46,26 @@ class NodeScope:
 
 
 def node_scopes(model: onnx.ModelProto) -> dict[str, NodeScope]:
-    """Every named node of the main graph -> its `NodeScope`."""
-    scopes = {}
+    """Every named node of the main graph -> its `NodeScope`, in the user's terms: without
+    the export wrapper's `module.` prefix (when every node with a module carries it, as in
+    infercmp's own export), torch.export's "no module" placeholder read as the top level."""
+    raw: dict[str, tuple[str, str | None]] = {}
     for node in model.graph.node:
         props = {p.key: p.value for p in node.metadata_props}
         path = _dynamo_path(props.get(NAME_SCOPES))
         if path is None:
             path = _torchscript_path(node.name)
-        scopes[node.name] = NodeScope(path, props.get(REWRITE_RULE))
-    return scopes
+        raw[node.name] = ("" if path.startswith(NO_MODULE) else path, props.get(REWRITE_RULE))
+    paths = [path for path, _ in raw.values() if path]
+    wrapped = bool(paths) and all(under(p, [EXPORT_WRAPPER]) for p in paths)
+    return {
+        name: NodeScope(_unwrapped(path) if wrapped else path, rule)
+        for name, (path, rule) in raw.items()
+    }
+
+
+def _unwrapped(path: str) -> str:
+    return "" if path == EXPORT_WRAPPER else path.removeprefix(EXPORT_WRAPPER + ".")
 
 
 def under(path: str, prefixes: Iterable[str]) -> bool:

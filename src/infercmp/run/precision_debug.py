@@ -33,14 +33,9 @@ else:
 
 #: SQNR of identical tensors (and the cap of any SQNR): keeps every figure finite for JSON.
 MAX_SQNR_DB = 200.0
-#: The wrapper infercmp's export puts around the plugin's module (artifacts.onnx_export's
-#: InConfigOrder holds it as `module`): ONNX scopes start with it, the user's paths do not.
-EXPORT_WRAPPER = "module"
 #: A layer losing less than this many dB (its noise power not doubled) is not blamed.
 MIN_GROWTH_DB = 3.0
 RESULT_SCHEMA = 1
-#: The scope torch.export gives a node that has no module stack: the top level.
-NO_MODULE = "_empty_nn_module_stack_from_metadata_hook"
 
 
 @dataclass(frozen=True)
@@ -169,30 +164,6 @@ def match_tensors(
 
 
 # -- attribution ----------------------------------------------------------------------------
-def user_path(path: str, wrapped: bool) -> str:
-    """A scope of infercmp's export in the user's terms: `module.layer1.0` -> `layer1.0`."""
-    if not wrapped:
-        return path
-    if path == EXPORT_WRAPPER:
-        return ""
-    return path.removeprefix(EXPORT_WRAPPER + ".")
-
-
-def user_scopes(model: onnx.ModelProto) -> dict[str, NodeScope]:
-    """`node_scopes` with the export wrapper's `module.` prefix taken off every path (when
-    every node that has a module carries it: infercmp's own export), and torch.export's
-    placeholder for "no module" read as the top level."""
-    scopes = {
-        n: NodeScope("", s.fused_by) if s.path.startswith(NO_MODULE) else s
-        for n, s in node_scopes(model).items()
-    }
-    paths = [s.path for s in scopes.values() if s.path]
-    wrapped = bool(paths) and all(
-        p == EXPORT_WRAPPER or p.startswith(EXPORT_WRAPPER + ".") for p in paths
-    )
-    return {n: NodeScope(user_path(s.path, wrapped), s.fused_by) for n, s in scopes.items()}
-
-
 def onnx_layer_errors(
     model: onnx.ModelProto, errors: Mapping[str, TensorError]
 ) -> list[LayerError]:
@@ -202,7 +173,7 @@ def onnx_layer_errors(
     of its own (not exposed, or not matched) takes its producer's inputs' SQNR, and so on up
     to the graph inputs (exact: MAX_SQNR_DB). Weights and constants are not inputs here.
     """
-    scopes = user_scopes(model)
+    scopes = node_scopes(model)
     producer = {out: node for node in model.graph.node for out in node.output if out}
     weights = {init.name for init in model.graph.initializer}
     memo: dict[str, float] = {}

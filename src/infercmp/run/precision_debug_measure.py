@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infercmp.artifacts.onnx_scopes import under
+from infercmp.artifacts.onnx_scopes import node_scopes, under
 from infercmp.core.contract import Measurement, WorkerSpec
 from infercmp.core.lazy import lazy_import
-from infercmp.run.precision_debug import user_scopes
 from infercmp.run.worker_process import run_worker
 from infercmp.workload.plugins import ModelPlugin
 
@@ -110,7 +109,7 @@ def write_mixed_fp16(
     kept in fp32; the number of nodes kept."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    scopes = user_scopes(model)
+    scopes = node_scopes(model)
     keep = [n for n, s in scopes.items() if under(s.path, paths)]
     keep += [n for n in nodes if n not in keep]
     mixed = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)

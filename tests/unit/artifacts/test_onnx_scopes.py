@@ -94,3 +94,18 @@ def test_a_real_dynamo_export_names_the_modules(tmp_path):
     assert convs == ["conv1", "block.0"]
     ops = {n.name: n.op_type for n in model.graph.node}
     assert sorted(ops[name] for name in nodes_under(model, ["block"])) == ["Conv", "Relu"]
+
+
+def test_infercmps_export_wrapper_and_the_no_module_placeholder_are_not_user_paths():
+    # infercmp's export wraps the plugin's module as `module` (onnx_export.InConfigOrder):
+    # a user's `layer1` must find `module.layer1.*` nodes.
+    model = _model(
+        _node("a", ["", "module", "module.layer1", "module.layer1.0", "x"]),
+        _node("b", ["", "module", "y"]),
+        _node("c", ["", "_empty_nn_module_stack_from_metadata_hook", "z"]),
+    )
+    assert [s.path for s in node_scopes(model).values()] == ["layer1.0", "", ""]
+    assert nodes_under(model, ["layer1"]) == ["a"]
+    # A user's own top-level child named `module` beside others is left alone.
+    mixed = _model(_node("a", ["", "module", "x"]), _node("b", ["", "fc", "y"]))
+    assert [s.path for s in node_scopes(mixed).values()] == ["module", "fc"]

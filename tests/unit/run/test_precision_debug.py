@@ -9,6 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from infercmp.artifacts.onnx_scopes import node_scopes
 from infercmp.report.precision import render
 from infercmp.run import precision_debug_capture as capture
 from infercmp.run.precision_debug import (
@@ -21,7 +22,6 @@ from infercmp.run.precision_debug import (
     onnx_layer_errors,
     rank_layers,
     tensor_error,
-    user_scopes,
 )
 from infercmp.run.precision_debug_measure import agreement, propose, write_mixed_fp16
 from infercmp.run.precision_debug_session import module_layer_errors
@@ -85,7 +85,7 @@ def test_tensors_match_by_name_and_shape_only():
 
 
 def test_nodes_are_named_by_the_users_module_path():
-    scopes = user_scopes(_chain())
+    scopes = node_scopes(_chain())
     assert scopes["node_t1"].path == "a"  # the export wrapper's `module.` is not the user's
     assert scopes["node_y"].path == "d.e"
 
