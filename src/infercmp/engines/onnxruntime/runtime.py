@@ -103,6 +103,7 @@ class OnnxRuntimeEngine(EngineBase):
         options = self.effective_options
         if spec.artifact is None:
             raise EngineError("engine 'onnxruntime' needs an ONNX file as its artifact")
+        self._check_precision(spec)
         tensorrt_ep = options["execution_provider"] == "tensorrt"
         # The device is decided here, before a session exists: asking ONNX Runtime for a CUDA
         # EP without a GPU logs errors and silently falls back to the CPU.
@@ -124,7 +125,6 @@ class OnnxRuntimeEngine(EngineBase):
         artifact = Path(spec.artifact)
         if spec.precision == "fp16" and options["fp16_model"] is not None:
             artifact = Path(options["fp16_model"])
-        self._check_precision(spec)
         if not artifact.is_file():
             raise EngineError(f"engine 'onnxruntime': ONNX file {artifact} does not exist")
 
