@@ -55,6 +55,19 @@ FLAVOURS: dict[str, dict[str, Any]] = {
 # MinMax keeps every intermediate output of every sample until it computes the ranges; this
 # bounds it (ranges are merged every N samples), so ResNet-50 x 128 samples fits in memory.
 MAX_INTERMEDIATE_OUTPUTS = 16
+
+
+def _merge_every(count: int) -> int | None:
+    """How many samples ORT collects before merging ranges: None (all at once) for a small
+    set. ORT 1.31 raises "No data is collected" when the count is a multiple of it (its last
+    merge finds nothing), so a bound that divides the count is avoided."""
+    if count <= MAX_INTERMEDIATE_OUTPUTS:
+        return None
+    return next(
+        (n for n in range(MAX_INTERMEDIATE_OUTPUTS, 1, -1) if count % n), MAX_INTERMEDIATE_OUTPUTS
+    )
+
+
 KIND = "int8-onnx"
 
 register_kind(KIND, (ONNX_FILE,), QuantMeta)
@@ -151,6 +164,9 @@ def quantize_onnx_qdq(
                 "such node after pre-processing"
             )
         reader = _Reader(names, calibration_rows(calibration, ranks))
+        extra = {"ActivationSymmetric": params["ActivationSymmetric"], "WeightSymmetric": True}
+        if (every := _merge_every(calibration.count)) is not None:
+            extra["CalibMaxIntermediateOutputs"] = every
         with Stopwatch() as watch:
             try:
                 quantize_static(
@@ -163,11 +179,7 @@ def quantize_onnx_qdq(
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     nodes_to_exclude=list(exclude_nodes),
-                    extra_options={
-                        "ActivationSymmetric": params["ActivationSymmetric"],
-                        "WeightSymmetric": True,
-                        "CalibMaxIntermediateOutputs": MAX_INTERMEDIATE_OUTPUTS,
-                    },
+                    extra_options=extra,
                 )
             except InfercmpError:
                 raise

@@ -123,3 +123,12 @@ def test_a_quantized_entry_is_made_once_and_records_calibration(tmp_path):
     assert facts["quantized_ops"] == 7 and facts["cached"] is True
     assert "3 dataset samples, cached" in again.detail("x")
     assert "calibrated in 1.5 s" in first.detail("x")
+
+
+def test_ort_merges_calibration_ranges_at_a_count_that_does_not_divide_the_samples():
+    from infercmp.artifacts.quantize.ort_qdq import _merge_every
+
+    assert _merge_every(16) is None  # small: all at once
+    for count in (17, 32, 128, 240, 1000):
+        every = _merge_every(count)
+        assert every is not None and 2 <= every <= 16 and count % every  # 1.31's bug otherwise
