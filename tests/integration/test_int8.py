@@ -128,3 +128,17 @@ def test_calibration_seconds_are_recorded(calibrated, shared_cache):
     assert facts["calibration_s"] >= 0 and facts["calibration_source"] == "random"
     assert "RANDOM-INPUT" in converted.detail
     assert Path(converted.artifact).name == "model.onnx"
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_parses_and_builds_the_symmetric_qdq_model(calibrated, shared_cache):
+    """TensorRT-RTX builds ahead of time without a GPU: its parser judges the Q/DQ model
+    (int32 biases, which ORT makes by default, are refused) and the build is strongly typed."""
+    from infercmp.artifacts.quantize.ort_qdq import ensure_qdq_onnx
+    from infercmp.engines.tensorrt.build import build_engine
+
+    plugin, onnx, calibration, _ = calibrated
+    qdq = ensure_qdq_onnx(shared_cache, onnx, calibration, (), "tensorrt")
+    plan = build_engine(plugin, shared_cache, onnx, precision="int8", qdq=qdq)
+    assert plan.precision == "int8" and plan.strongly_typed and plan.path.stat().st_size > 0
+    assert "DequantizeLinear" in plan.log_path.read_text()  # built from the Q/DQ graph

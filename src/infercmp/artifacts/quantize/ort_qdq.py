@@ -8,8 +8,8 @@ samples. Two flavours (docs/design/research-25-26.md, A1 and A4):
 - "cpu": U8 activations (asymmetric), S8 per-channel symmetric weights. Measured on this x86
   CPU with ORT 1.31: S8 activations left every Conv in fp32 between Q/DQ (the QDQ fusions run
   S8S8 only on ARM); U8 activations fused them into QLinearConv.
-- "tensorrt": S8 activations and weights, both symmetric, per-channel weights: TensorRT's
-  explicit quantization (strongly typed networks) takes only symmetric INT8.
+- "tensorrt": S8 activations and weights, both symmetric, per-channel weights, float biases:
+  TensorRT's explicit quantization (strongly typed networks) takes only symmetric INT8.
 """
 
 from __future__ import annotations
@@ -50,7 +50,13 @@ METHOD = "ort-qdq-minmax"
 # Flavour -> (activation type, extra_options beyond the weights' symmetric default).
 FLAVOURS: dict[str, dict[str, Any]] = {
     "cpu": {"activations": "QUInt8", "extra": {"ActivationSymmetric": False}},
-    "tensorrt": {"activations": "QInt8", "extra": {"ActivationSymmetric": True}},
+    # TensorRT's parser takes Q/DQ of 8-bit (and FP8/FP4/INT4) types only: ORT's int32 bias
+    # quantization is refused ("input has type Int32 but must have type ... Int8", seen with
+    # TensorRT-RTX 1.7), so biases stay float and TensorRT fuses them itself.
+    "tensorrt": {
+        "activations": "QInt8",
+        "extra": {"ActivationSymmetric": True, "QuantizeBias": False},
+    },
 }
 # MinMax keeps every intermediate output of every sample until it computes the ranges; this
 # bounds it (ranges are merged every N samples), so ResNet-50 x 128 samples fits in memory.
@@ -164,7 +170,7 @@ def quantize_onnx_qdq(
                 "such node after pre-processing"
             )
         reader = _Reader(names, calibration_rows(calibration, ranks))
-        extra = {"ActivationSymmetric": params["ActivationSymmetric"], "WeightSymmetric": True}
+        extra: dict[str, Any] = {**FLAVOURS[flavour]["extra"], "WeightSymmetric": True}
         if (every := _merge_every(calibration.count)) is not None:
             extra["CalibMaxIntermediateOutputs"] = every
         with Stopwatch() as watch:
