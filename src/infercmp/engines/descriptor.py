@@ -35,6 +35,12 @@ from infercmp.platform import gpus, host
 if TYPE_CHECKING:
     from infercmp.engines import Engine
 
+#: The description of each int8 engine's `int8_exclude` option (see docs/int8.md).
+INT8_EXCLUDE_HELP = (
+    "int8: module paths of the model kept in float, ';'-separated (e.g. 'layer4.2;fc'); "
+    "each path's submodules too"
+)
+
 #: Where an engine's artifact starts: the plugin's PyTorch module, or infercmp's ONNX export.
 #: An engine that runs its own form (a TensorRT plan, an fp16 ONNX) makes it in `convert`.
 ArtifactSource = Literal["module", "onnx"]
@@ -100,6 +106,11 @@ class Converted:
     artifact: Path | None = None
     options: tuple[tuple[str, Any], ...] = ()
     detail: str = ""  # shown in progress and stored in the results' engine info
+    # What the conversion measured or decided, for the results' engine info (JSON-able):
+    # int8 puts {"int8": {"method", "calibration_s", "calibration_samples",
+    # "calibration_source", "calibration_fingerprint", "excluded_modules", "excluded_nodes",
+    # "quantized_ops", "cached", "tools"}} here.
+    facts: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,10 @@ class EngineDescriptor:
       words (shown in reports); a device it lacks is one the engine cannot do it on, and
       bench skips those combinations with the reason. The worker makes one engine instance
       per slot (`EngineBase.slot_engine`), which a runtime may override to share state.
+    - `refused_precisions`: (precision, device) -> why the engine does not run that precision
+      on that device although it runs it elsewhere (int8 on ONNX Runtime's CUDA EP runs Q/DQ
+      as fp32 kernels: refused rather than mislabelled); `refusal` gives the reason and
+      `precisions_on` leaves the precision out there.
     - `cpu_threads_option`: the option that sets how many threads the engine computes with
       on the CPU (None: it has none); a report measured beside other load names the one-thread
       variant (`one_thread_variant`) as the remedy.
@@ -218,6 +233,13 @@ class EngineDescriptor:
     search_space: ClassVar[SearchSpace | None] = None
     concurrency: ClassVar[dict[str, str]] = {}
     cpu_threads_option: ClassVar[str | None] = None
+    refused_precisions: ClassVar[Mapping[tuple[str, str], str]] = {}
+
+    def precisions_on(self, device: str) -> tuple[str, ...]:
+        """The precisions this engine runs on `device` (none where it does not run)."""
+        if device not in self.devices:
+            return ()
+        return tuple(p for p in self.precisions if (p, device) not in self.refused_precisions)
 
     def one_thread_variant(self) -> str | None:
         """`pytorch[threads=1]`: this engine on one CPU thread, as --engine takes it (None:
@@ -283,6 +305,8 @@ class EngineDescriptor:
         if precision not in self.precisions:
             supported = ", ".join(self.precisions)
             return f"{self.name} does not support {precision} (it supports {supported})"
+        if (reason := self.refused_precisions.get((precision, device))) is not None:
+            return f"{self.name} does not run {precision} on {device}: {reason}"
         return None
 
     def convert(
@@ -388,6 +412,18 @@ def _declaration_problems(descriptor: EngineDescriptor) -> list[str]:
         isinstance(distributions, (tuple, list)) and all(isinstance(d, str) for d in distributions)
     ):
         problems.append(f"distributions {distributions!r} is not a tuple of distribution names")
+    refused = getattr(descriptor, "refused_precisions", {})
+    if not isinstance(refused, Mapping) or not all(
+        isinstance(k, tuple)
+        and len(k) == 2
+        and k[0] in PRECISIONS
+        and k[1] in DEVICES
+        and isinstance(v, str)
+        for k, v in refused.items()
+    ):
+        problems.append(
+            f"refused_precisions {refused!r} is not a dict of (precision, device) -> reason"
+        )
     threads = getattr(descriptor, "cpu_threads_option", None)
     if threads is not None and not (
         isinstance(threads, str)

@@ -8,7 +8,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from infercmp.artifacts.onnx_precision import ensure_converted_onnx
+from infercmp.artifacts.quantize.common import parse_exclude, require_calibration
+from infercmp.artifacts.quantize.ort_qdq import ensure_qdq_onnx
 from infercmp.engines.descriptor import (
+    INT8_EXCLUDE_HELP,
     ConvertContext,
     Converted,
     EngineDescriptor,
@@ -56,12 +59,25 @@ class OnnxRuntimeOptions(EngineOptions):
         description="TensorRT EP: directory where it caches its engines",
         json_schema_extra=_CUDA,
     )
+    int8_exclude: str | None = Field(
+        None, description=INT8_EXCLUDE_HELP, json_schema_extra={"devices": ["cpu"]}
+    )
+
+
+# Why ONNX Runtime int8 is refused on CUDA (docs/design/research-25-26.md, A1): among the Q/DQ
+# fusions only the int4 MatMulNBits one lists the CUDA EP.
+INT8_ON_CUDA = (
+    "its CUDA execution provider runs a Q/DQ model as fp32 kernels between QuantizeLinear and "
+    "DequantizeLinear (no INT8 kernels), so infercmp refuses rather than label fp32 speed "
+    "int8; measure GPU int8 with the tensorrt engine"
+)
 
 
 class OnnxRuntimeDescriptor(EngineDescriptor):
     name = "onnxruntime"
     summary = "ONNX Runtime on infercmp's ONNX export, CPU or CUDA execution provider"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
+    refused_precisions = {("int8", "cuda"): INT8_ON_CUDA}
     artifact = "onnx"
     options = OnnxRuntimeOptions
     runtime = "infercmp.engines.onnxruntime.runtime:OnnxRuntimeEngine"
@@ -77,6 +93,7 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
             SearchOption("execution_provider", {"cuda": ("tensorrt",)}, cost_s={"tensorrt": 120.0}),
         ),
         # fp16 on the CPU provider runs most ops through casts back to fp32: never faster.
+        # int8 is never tuned: parity on random inputs cannot judge it (docs/int8.md).
         precisions={"cpu": ("fp32",), "cuda": ("fp32", "fp16")},
         rules=(
             lambda options, device, precision: (
@@ -105,11 +122,21 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
     def convert(
         self, context: ConvertContext, precision: str, options: EngineOptions
     ) -> Converted | None:
+        if precision == "int8":
+            return self._quantize(context, options)
         if precision == "fp32" or getattr(options, "fp16_model", None) is not None:
             return None
         context.progress(f"ONNX conversion to {precision}")
         path = ensure_converted_onnx(context.cache, context.onnx, precision)
         return Converted(options=(("fp16_model", str(path)),), detail=f"{precision} ONNX")
+
+    def _quantize(self, context: ConvertContext, options: EngineOptions) -> Converted:
+        calibration = require_calibration(context.calibration, self.name)
+        exclude = parse_exclude(getattr(options, "int8_exclude", None))
+        context.progress(f"int8: ONNX Runtime static quantization on {calibration.count} samples")
+        model = ensure_qdq_onnx(context.cache, context.onnx, calibration, exclude, "cpu")
+        detail = model.detail("int8 Q/DQ ONNX (U8 activations, S8 per-channel weights)")
+        return Converted(artifact=model.path, detail=detail, facts={"int8": model.facts()})
 
 
 DESCRIPTOR = OnnxRuntimeDescriptor()

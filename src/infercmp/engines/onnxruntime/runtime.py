@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infercmp.core.lazy import lazy_import
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
-from infercmp.engines.onnxruntime.descriptor import DESCRIPTOR
+from infercmp.engines.onnxruntime.descriptor import DESCRIPTOR, INT8_ON_CUDA
+from infercmp.engines.onnxruntime.int8 import int8_summary
 from infercmp.platform import gpus
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ class OnnxRuntimeEngine(EngineBase):
         self._binding: Any = None
         self._stream_handle: int | None = None
         self._copyto: Any = None  # numpy.copyto, bound in prepare()
+        self._int8: dict[str, Any] = {}
         self._release_buffers()
 
     def _release_buffers(self) -> None:
@@ -100,6 +103,7 @@ class OnnxRuntimeEngine(EngineBase):
         options = self.effective_options
         if spec.artifact is None:
             raise EngineError("engine 'onnxruntime' needs an ONNX file as its artifact")
+        self._check_precision(spec)
         tensorrt_ep = options["execution_provider"] == "tensorrt"
         # The device is decided here, before a session exists: asking ONNX Runtime for a CUDA
         # EP without a GPU logs errors and silently falls back to the CPU.
@@ -121,11 +125,6 @@ class OnnxRuntimeEngine(EngineBase):
         artifact = Path(spec.artifact)
         if spec.precision == "fp16" and options["fp16_model"] is not None:
             artifact = Path(options["fp16_model"])
-        if spec.precision == "bf16":
-            raise UnsupportedCombination(
-                "engine 'onnxruntime' does not run precision bf16 (no bf16 kernels in its CPU "
-                "and CUDA EPs); use fp32 or fp16"
-            )
         if not artifact.is_file():
             raise EngineError(f"engine 'onnxruntime': ONNX file {artifact} does not exist")
 
@@ -152,7 +151,7 @@ class OnnxRuntimeEngine(EngineBase):
             session_options.intra_op_num_threads = options["intra_op_threads"]
         if options["inter_op_threads"] is not None:
             session_options.inter_op_num_threads = options["inter_op_threads"]
-        session = ort.InferenceSession(str(artifact), session_options, providers=providers)
+        session = self._session_for(spec, artifact, session_options, providers)
         used = session.get_providers()
         if wanted not in used:
             raise UnsupportedCombination(
@@ -173,6 +172,35 @@ class OnnxRuntimeEngine(EngineBase):
             "providers": used,
             "artifact": str(artifact),
         }
+        if spec.precision == "int8":
+            self.info["int8"] = self._int8
+
+    @staticmethod
+    def _check_precision(spec: EngineSpec) -> None:
+        if spec.precision == "int8" and spec.device != "cpu":
+            raise UnsupportedCombination(
+                f"engine 'onnxruntime' int8 on {spec.device}: {INT8_ON_CUDA}"
+            )
+        if spec.precision == "bf16":
+            raise UnsupportedCombination(
+                "engine 'onnxruntime' does not run precision bf16 (no bf16 kernels in its CPU "
+                "and CUDA EPs); use fp32 or fp16"
+            )
+
+    def _session_for(
+        self, spec: EngineSpec, artifact: Path, session_options: Any, providers: list[Any]
+    ) -> Any:
+        """The session; for int8 it also writes the graph it runs, whose INT8 ops the engine
+        info records (`int8.int8_summary`)."""
+        ort = self._ort
+        if spec.precision != "int8":
+            return ort.InferenceSession(str(artifact), session_options, providers=providers)
+        with tempfile.TemporaryDirectory(prefix="infercmp-ort-int8-") as tmp:
+            optimized = Path(tmp) / "optimized.onnx"
+            session_options.optimized_model_filepath = str(optimized)
+            session = ort.InferenceSession(str(artifact), session_options, providers=providers)
+            self._int8 = int8_summary(optimized)
+        return session
 
     def _providers(self, spec: EngineSpec, options: dict[str, Any], ort: Any) -> list[Any]:
         if spec.device == "cpu":

@@ -7,7 +7,12 @@ from typing import Literal
 
 from pydantic import Field
 
+from infercmp.artifacts.quantize.common import parse_exclude, require_calibration
+from infercmp.artifacts.quantize.nncf_ov import ensure_openvino_int8
 from infercmp.engines.descriptor import (
+    INT8_EXCLUDE_HELP,
+    ConvertContext,
+    Converted,
     EngineDescriptor,
     EngineOptions,
     Machine,
@@ -33,13 +38,14 @@ class OpenVINOOptions(EngineOptions):
     threads: int | None = Field(
         None, ge=1, description="INFERENCE_NUM_THREADS; none: OpenVINO's default"
     )
+    int8_exclude: str | None = Field(None, description=INT8_EXCLUDE_HELP)
 
 
 class OpenVINODescriptor(EngineDescriptor):
     name = "openvino"
     summary = "OpenVINO on infercmp's ONNX export, CPU plugin"
     devices = ("cpu",)
-    precisions = ("fp32", "bf16", "fp16")
+    precisions = ("fp32", "bf16", "fp16", "int8")
     artifact = "onnx"
     options = OpenVINOOptions
     runtime = "infercmp.engines.openvino.runtime:OpenVINOEngine"
@@ -52,6 +58,7 @@ class OpenVINODescriptor(EngineDescriptor):
             SearchOption("streams", {"cpu": (1,)}),
         ),
         # bf16 and fp16 run natively only on CPUs with the instructions (refusal says so).
+        # int8 is never tuned: parity on random inputs cannot judge it (docs/int8.md).
         precisions={"cpu": ("fp32", "bf16", "fp16")},
     )
     cpu_threads_option = "threads"
@@ -70,6 +77,18 @@ class OpenVINODescriptor(EngineDescriptor):
                     "CPU lacks (it would run fp32 under the name)"
                 )
         return reason
+
+    def convert(
+        self, context: ConvertContext, precision: str, options: EngineOptions
+    ) -> Converted | None:
+        if precision != "int8":
+            return None  # OpenVINO reads infercmp's ONNX export itself
+        calibration = require_calibration(context.calibration, self.name)
+        exclude = parse_exclude(getattr(options, "int8_exclude", None))
+        context.progress(f"int8: NNCF post-training quantization on {calibration.count} samples")
+        model = ensure_openvino_int8(context.cache, context.onnx, calibration, exclude)
+        detail = model.detail("int8 OpenVINO IR (NNCF, non-quantized ops in f32)")
+        return Converted(artifact=model.path, detail=detail, facts={"int8": model.facts()})
 
 
 DESCRIPTOR = OpenVINODescriptor()

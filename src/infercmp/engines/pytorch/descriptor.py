@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from infercmp.artifacts.quantize.common import parse_exclude, require_calibration
+from infercmp.artifacts.quantize.pt2e import ensure_pt2e
 from infercmp.engines.descriptor import (
+    INT8_EXCLUDE_HELP,
+    ConvertContext,
+    Converted,
     EngineDescriptor,
     EngineOptions,
     Machine,
@@ -37,6 +42,9 @@ class PyTorchOptions(EngineOptions):
         description="CPU intra-op threads; none keeps torch's default",
         json_schema_extra={"devices": ["cpu"]},
     )
+    int8_exclude: str | None = Field(
+        None, description=INT8_EXCLUDE_HELP, json_schema_extra={"devices": ["cpu"]}
+    )
 
     @model_validator(mode="after")
     def _graphs_do_not_nest(self) -> PyTorchOptions:
@@ -51,7 +59,11 @@ class PyTorchOptions(EngineOptions):
 class PyTorchDescriptor(EngineDescriptor):
     name = "pytorch"
     summary = "the plugin's own nn.Module: eager, torch.compile, or a CUDA graph"
-    precisions = ("fp32", "fp16", "bf16")
+    precisions = ("fp32", "fp16", "bf16", "int8")
+    refused_precisions = {
+        ("int8", "cuda"): "PT2E's x86 Inductor quantizer lowers to oneDNN CPU kernels only; "
+        "PyTorch int8 runs on the CPU",
+    }
     artifact = "module"
     options = PyTorchOptions
     runtime = "infercmp.engines.pytorch.runtime:PyTorchEngine"
@@ -73,6 +85,7 @@ class PyTorchDescriptor(EngineDescriptor):
         # On CUDA fp32 is measured at the defaults only (tune always measures them): the H200
         # ran fp16 and bf16 faster in every configuration (README), and each PyTorch worker
         # there costs about 12 s, which a budget of one device call cannot spare.
+        # int8 is never tuned: parity on random inputs cannot judge it (docs/int8.md).
         precisions={"cpu": ("fp32", "bf16"), "cuda": ("fp16", "bf16")},
     )
     cpu_threads_option = "threads"
@@ -86,6 +99,18 @@ class PyTorchDescriptor(EngineDescriptor):
         if device == "cpu" and precision == "fp16":
             return "PyTorch fp16 on CPU is not a deployment target (use bf16 or fp32)"
         return super().refusal(device, precision, machine)
+
+    def convert(
+        self, context: ConvertContext, precision: str, options: EngineOptions
+    ) -> Converted | None:
+        if precision != "int8":
+            return None  # the worker builds the module from the plugin
+        calibration = require_calibration(context.calibration, self.name)
+        exclude = parse_exclude(getattr(options, "int8_exclude", None))
+        context.progress(f"int8: PT2E quantization on {calibration.count} samples")
+        model = ensure_pt2e(context.cache, context.plugin, calibration, exclude)
+        detail = model.detail("int8 PT2E program (X86InductorQuantizer; compiled by Inductor)")
+        return Converted(artifact=model.path, detail=detail, facts={"int8": model.facts()})
 
 
 DESCRIPTOR = PyTorchDescriptor()

@@ -4,10 +4,12 @@ CUDA graph."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infercmp.engines import EngineSpec
-from infercmp.engines.base import EngineBase, UnsupportedCombination
+from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
+from infercmp.engines.pytorch import int8
 from infercmp.engines.pytorch.descriptor import DESCRIPTOR
 from infercmp.workload.outputs import flatten_outputs
 from infercmp.workload.plugins import get_plugin
@@ -86,18 +88,14 @@ class PyTorchEngine(EngineBase):
                 self._previous_threads = torch.get_num_threads()
                 torch.set_num_threads(options["threads"])
         self._device = device
-        self._dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
-            spec.precision
-        ]
+        self._dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+            spec.precision, torch.float32
+        )
         self._inference = torch.inference_mode()
-        # an nn.Module, then whatever torch.compile wraps it in
-        module: Any = get_plugin(spec.model).load_pytorch_module()
-        module = module.eval().to(device=device, dtype=self._dtype)
-        if options["channels_last"]:
-            module = module.to(memory_format=torch.channels_last)
-        if options["compile"] is not None:
-            module = torch.compile(module, mode=options["compile"])
-        self._module = module
+        if spec.precision == "int8":
+            self._module = self._load_int8(spec)
+        else:
+            self._module = self._load_module(spec)
         if self._cuda:
             self._stream = torch.cuda.Stream(device)
         self.info = {
@@ -105,6 +103,33 @@ class PyTorchEngine(EngineBase):
             "threads": torch.get_num_threads(),
             "device_name": torch.cuda.get_device_name(device) if self._cuda else "cpu",
         }
+
+    def _load_module(self, spec: EngineSpec) -> Any:
+        """The plugin's module at the engine's device and dtype, compiled if asked."""
+        torch, options = self._torch, self.effective_options
+        # an nn.Module, then whatever torch.compile wraps it in
+        module: Any = get_plugin(spec.model).load_pytorch_module()
+        module = module.eval().to(device=self._device, dtype=self._dtype)
+        if options["channels_last"]:
+            module = module.to(memory_format=torch.channels_last)
+        if options["compile"] is not None:
+            module = torch.compile(module, mode=options["compile"])
+        return module
+
+    def _load_int8(self, spec: EngineSpec) -> Any:
+        """The PT2E program (`spec.artifact`, .pt2) compiled by Inductor with freezing, run
+        under no_grad (as the PT2E x86 tutorial does); compiled in prepare's probe run."""
+        if self._cuda:
+            reason = self.descriptor.refused_precisions[("int8", "cuda")]
+            raise UnsupportedCombination(f"engine 'pytorch' int8 on cuda: {reason}")
+        if spec.artifact is None or not Path(spec.artifact).is_file():
+            raise EngineError(
+                "engine 'pytorch' int8 runs the quantized program (.pt2) its conversion makes; "
+                f"none at {spec.artifact}"
+            )
+        self._inference = self._torch.no_grad()
+        mode = self.effective_options["compile"]
+        return int8.load_program(Path(spec.artifact), None if mode == "default" else mode)
 
     def _input_tensor(self, array: np.ndarray) -> tuple[Any, Any]:
         """(host tensor, static tensor the module takes) for one prepared array."""
@@ -140,7 +165,10 @@ class PyTorchEngine(EngineBase):
         # One probe run: fills static inputs, triggers compilation, learns the output structure.
         self._copy_in()
         with self._inference:
-            self._raw = self._module(*self._inputs)
+            if self.spec.precision == "int8":
+                self._raw, self.info["int8"] = int8.probe(self._module, self._inputs)
+            else:
+                self._raw = self._module(*self._inputs)
             if self.effective_options["cuda_graph"]:
                 self._capture_graph()
         names, model = self.spec.output_names, self.spec.model

@@ -4,6 +4,11 @@ TensorRT 10 takes FP16/BF16 as builder flags. TensorRT 11 and TensorRT-RTX build
 typed networks whose types come from the ONNX file, so for them the ONNX model is converted to
 the requested precision first (weights and compute in fp16/bf16; inputs and outputs stay in
 their config types so the runtime's buffers do not change with precision).
+
+INT8 is explicit quantization only: the network is parsed from a symmetric S8/S8 Q/DQ ONNX
+model (`infercmp.artifacts.quantize.ort_qdq`, flavour "tensorrt", calibrated on the run's
+samples) and built STRONGLY_TYPED with every backend. TensorRT 10 deprecated its calibrators
+(10.1) and TensorRT 11 removes them with the INT8 builder flag; TensorRT-RTX never had them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from infercmp.artifacts.cache import ArtifactCache, CacheEntry, content_key, file_sha256
 from infercmp.artifacts.onnx_precision import convert_precision
+from infercmp.artifacts.quantize.common import Quantized
 from infercmp.core.errors import InfercmpError, RunFailed
 from infercmp.core.files import read_regular
 from infercmp.core.types import PRECISIONS
@@ -145,12 +151,20 @@ def _save_timing_cache(build_config, path: Path, log: TrtLog) -> None:
 
 
 def _plan_key(
-    config: ModelConfig, onnx: OnnxArtifact, trt: TrtModule, precision: str, gpu: str, workspace
+    config: ModelConfig,
+    onnx: OnnxArtifact,
+    trt: TrtModule,
+    precision: str,
+    gpu: str,
+    workspace,
+    qdq: Quantized | None = None,
 ) -> str:
     return content_key(
         {
             "kind": "plan",
             "onnx": onnx.key,
+            # int8: the Q/DQ model's key covers calibration, exclusions and the quantizer
+            **({"qdq": qdq.key} if qdq is not None else {}),
             "precision": precision,
             "backend": trt.backend,
             "backend_version": trt.version,
@@ -189,14 +203,22 @@ def build_engine(
     force: bool = False,
     progress: Progress | None = None,
     batches: Sequence[int] = (),
+    qdq: Quantized | None = None,
 ) -> PlanArtifact:
     """Build (or fetch from the cache) a serialized engine of `onnx` for this machine's GPU.
 
     `batches`: the batch sizes to run; the profile's batch axis spans them
-    (`batching.profile_for_batches`), the config's profile otherwise.
+    (`batching.profile_for_batches`), the config's profile otherwise. `qdq`: for int8, the
+    symmetric Q/DQ model of `onnx` the plan is built from (required).
     """
     if precision not in PRECISIONS:
         raise InfercmpError(f"unknown precision '{precision}'; choose {', '.join(PRECISIONS)}")
+    if precision == "int8" and qdq is None:
+        raise InfercmpError(
+            "TensorRT int8 is built from a Q/DQ ONNX model quantized with calibration samples "
+            "(explicit quantization; TensorRT's calibrators are deprecated and gone in "
+            "TensorRT 11 and TensorRT-RTX): run it through the tensorrt engine, which makes one"
+        )
     if workspace_gb is not None and workspace_gb <= 0:
         raise InfercmpError(f"--workspace-gb must be positive, got {workspace_gb}")
     progress = progress or (lambda _msg: None)
@@ -204,7 +226,7 @@ def build_engine(
     trt = load_trt_module(backend)
     gpu = gpu_model()
     config = profile_for_batches(plugin.config, batches)
-    key = _plan_key(config, onnx, trt, precision, gpu, workspace_gb)
+    key = _plan_key(config, onnx, trt, precision, gpu, workspace_gb, qdq)
     if not force:
         entry = cache.lookup("plan", key)
         if entry is not None:
@@ -219,7 +241,17 @@ def build_engine(
             log = TrtLog()  # every message: build.log keeps them all
             try:
                 meta = _build(
-                    config, cache, onnx, trt, precision, gpu, workspace_gb, staged, log, progress
+                    config,
+                    cache,
+                    onnx,
+                    trt,
+                    precision,
+                    gpu,
+                    workspace_gb,
+                    staged,
+                    log,
+                    progress,
+                    qdq,
                 )
             finally:
                 (staged / LOG_FILE).write_text(log.text())
@@ -238,11 +270,16 @@ def _build(
     staged: Path,
     log: TrtLog,
     progress: Progress,
+    qdq: Quantized | None = None,
 ) -> dict[str, Any]:
     module = trt.module
     source = onnx.path
-    flag = trt.precision_flag(precision)
-    if precision != "fp32" and (trt.strongly_typed or flag is None):
+    # int8: the Q/DQ model's types decide; no flag, a strongly typed network on any TensorRT.
+    strongly_typed = trt.strongly_typed or precision == "int8"
+    flag = None if precision == "int8" else trt.precision_flag(precision)
+    if precision == "int8" and qdq is not None:
+        source = qdq.path
+    elif precision != "fp32" and (trt.strongly_typed or flag is None):
         progress(f"converting the ONNX model to {precision} for a strongly typed network")
         source = staged / f"model.{precision}.onnx"
         convert_precision(onnx.path, source, precision)
@@ -250,13 +287,13 @@ def _build(
     logger = make_logger(trt.module, log)
     builder = module.Builder(logger)
     flags = 0
-    if trt.strongly_typed and hasattr(module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    if strongly_typed and hasattr(module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(module.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     _parse(trt, network, source, log)
     build_config = builder.create_builder_config()
     _set_profile(trt, builder, network, build_config, config)
-    if flag is not None and not trt.strongly_typed:
+    if flag is not None and not strongly_typed:
         build_config.set_flag(flag)
     if workspace_gb is not None:
         build_config.set_memory_pool_limit(
@@ -277,7 +314,7 @@ def _build(
         _save_timing_cache(build_config, timing_path, log)
     data = memoryview(plan)
     (staged / PLAN_FILE).write_bytes(data)
-    if source != onnx.path:
+    if source.parent == staged:  # a converted copy made for this build
         source.unlink()
     return {
         "model": config.name,
@@ -285,7 +322,7 @@ def _build(
         "backend": trt.backend,
         "backend_version": trt.version,
         "precision": precision,
-        "strongly_typed": trt.strongly_typed,
+        "strongly_typed": strongly_typed,
         "gpu": gpu,
         "workspace_gb": workspace_gb,
         "build_seconds": build_seconds,

@@ -7,7 +7,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from infercmp.artifacts.quantize.common import parse_exclude, require_calibration
+from infercmp.artifacts.quantize.ort_qdq import ensure_qdq_onnx
 from infercmp.engines.descriptor import (
+    INT8_EXCLUDE_HELP,
     ConvertContext,
     Converted,
     EngineDescriptor,
@@ -26,13 +29,21 @@ class TensorRTOptions(EngineOptions):
         description="which TensorRT builds and runs the plan; none: the first installed, "
         "tensorrt before tensorrt-rtx",
     )
+    int8_exclude: str | None = Field(None, description=INT8_EXCLUDE_HELP)
+
+
+# TensorRT int8 is explicit quantization (build.py); it needs a GPU like every plan.
+INT8_NEEDS_GPU = (
+    "TensorRT int8 is a strongly typed plan built from a symmetric Q/DQ ONNX model and run on "
+    "an NVIDIA GPU; this machine has none visible"
+)
 
 
 class TensorRTDescriptor(EngineDescriptor):
     name = "tensorrt"
     summary = "a TensorRT or TensorRT-RTX plan built from infercmp's ONNX export"
     devices = ("cuda",)
-    precisions = ("fp32", "fp16", "bf16")
+    precisions = ("fp32", "fp16", "bf16", "int8")
     artifact = "onnx"
     options = TensorRTOptions
     runtime = "infercmp.engines.tensorrt.runtime:TensorRTEngine"
@@ -50,6 +61,7 @@ class TensorRTDescriptor(EngineDescriptor):
     keeps_profile = True
     builds_on_device = True
     # Precision is TensorRT's search: the plan is built per precision in `convert` (cached).
+    # int8 is never tuned: parity on random inputs cannot judge it (docs/int8.md).
     search_space = SearchSpace(precisions={"cuda": ("fp32", "fp16", "bf16")})
     concurrency = {
         "cuda": "one deserialized engine per request in flight, each with its own execution "
@@ -73,11 +85,19 @@ class TensorRTDescriptor(EngineDescriptor):
     def refusal(self, device: str, precision: str, machine: Machine) -> str | None:
         if device == "cpu":
             return "TensorRT runs on NVIDIA GPUs only"
+        if precision == "int8" and not machine.cuda_devices:
+            return INT8_NEEDS_GPU
         return super().refusal(device, precision, machine)
 
     def convert(
         self, context: ConvertContext, precision: str, options: EngineOptions
     ) -> Converted | None:
+        qdq = None
+        if precision == "int8":
+            calibration = require_calibration(context.calibration, self.name)
+            exclude = parse_exclude(getattr(options, "int8_exclude", None))
+            context.progress(f"int8: symmetric Q/DQ quantization on {calibration.count} samples")
+            qdq = ensure_qdq_onnx(context.cache, context.onnx, calibration, exclude, "tensorrt")
         context.progress(f"TensorRT build ({precision})")
         plan = build.build_engine(
             context.plugin,
@@ -87,9 +107,15 @@ class TensorRTDescriptor(EngineDescriptor):
             backend=getattr(options, "backend", None),
             progress=context.progress,
             batches=context.batches,
+            qdq=qdq,
         )
         # Run the plan with the module that built it, not whichever one the worker finds first.
-        return Converted(artifact=plan.path, options=(("backend", plan.backend),))
+        options_out = (("backend", plan.backend),)
+        if qdq is None:
+            return Converted(artifact=plan.path, options=options_out)
+        detail = qdq.detail("int8 strongly typed plan from a symmetric S8 Q/DQ ONNX")
+        facts = {"int8": qdq.facts()}
+        return Converted(artifact=plan.path, options=options_out, detail=detail, facts=facts)
 
 
 DESCRIPTOR = TensorRTDescriptor()
