@@ -45,7 +45,10 @@ def test_bf16_and_precisions_get_their_own_entries(exported, shared_cache):
     bf16 = build_engine(plugin, shared_cache, onnx, precision="bf16")
     fp32 = build_engine(plugin, shared_cache, onnx, precision="fp32")
     assert bf16.key != fp32.key
-    with pytest.raises(InfercmpError, match="unknown precision 'int8'"):
+    with pytest.raises(InfercmpError, match="unknown precision 'fp8'"):
+        build_engine(plugin, shared_cache, onnx, precision="fp8")
+    # int8 is built from a calibrated Q/DQ model only (explicit quantization), never bare.
+    with pytest.raises(InfercmpError, match="Q/DQ ONNX model quantized with calibration"):
         build_engine(plugin, shared_cache, onnx, precision="int8")
 
 

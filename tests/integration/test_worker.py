@@ -187,7 +187,7 @@ def test_unsupported_combination_is_its_own_status(two_io, tmp_path):
     result = read_result(result_dir)
     assert result.status == "unsupported"
     assert result.error == (
-        "engine 'onnxruntime' does not support precision 'bf16' (it supports: fp32, fp16)"
+        "engine 'onnxruntime' does not support precision 'bf16' (it supports: fp32, fp16, int8)"
     )
 
 

@@ -31,10 +31,6 @@ else:
     np = lazy_import("numpy")
     onnx = lazy_import("onnx")
 
-#: infercmp's export wraps the plugin's module in one that returns outputs in config order
-#: (`infercmp.artifacts.onnx_export`), as attribute `module`: the ONNX scopes of the plugin's
-#: own `layer1.0` read `module.layer1.0`.
-EXPORT_WRAPPER = "module"
 #: Separates module paths in the `int8_exclude` engine option (`--engine` splits on ',').
 EXCLUDE_SEPARATOR = ";"
 
@@ -181,26 +177,18 @@ def onnx_nodes_for(model: onnx.ModelProto | Path, prefixes: Sequence[str]) -> li
         return []
     if isinstance(model, Path):
         model = onnx.load(str(model), load_external_data=False)
-    paths = module_paths(model)
-    wrapped = EXPORT_WRAPPER in paths and all(
-        p == EXPORT_WRAPPER or p.startswith(EXPORT_WRAPPER + ".") for p in paths
-    )
+    paths = module_paths(model)  # in the user's terms (onnx_scopes drops the export wrapper)
     names: list[str] = []
     for prefix in prefixes:
-        scoped = f"{EXPORT_WRAPPER}.{prefix}" if wrapped else prefix
-        found = nodes_under(model, [scoped])
+        found = nodes_under(model, [prefix])
         if not found:
-            shown = sorted(_unwrap(p, wrapped) for p in paths if p.count(".") <= wrapped)
+            shown = sorted(p for p in paths if "." not in p)
             raise InfercmpError(
                 f"int8_exclude: no ONNX node comes from module '{prefix}'; the model's "
-                f"top-level modules are: {', '.join(p for p in shown if p) or 'none recorded'}"
+                f"top-level modules are: {', '.join(shown) or 'none recorded'}"
             )
         names.extend(n for n in found if n not in names)
     return names
-
-
-def _unwrap(path: str, wrapped: bool) -> str:
-    return path.removeprefix(EXPORT_WRAPPER).removeprefix(".") if wrapped else path
 
 
 Produce = Callable[[Path], QuantizeResult]
