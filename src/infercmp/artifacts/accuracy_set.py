@@ -44,6 +44,7 @@ from infercmp.workload.dataset import (
     stack_outputs,
     stack_rows,
 )
+from infercmp.workload.inputs import random_like
 from infercmp.workload.module import check_outputs_against_config, load_module, run_pytorch
 from infercmp.workload.plugins import ModelPlugin, check_runtime_inputs
 from infercmp.workload.shapes import Experiment
@@ -271,26 +272,6 @@ def _unstack(
     return [[rows[k] for rows in per_output] for k in range(count)]
 
 
-def _random_like(arrays: Sequence[np.ndarray], seed: int) -> list[np.ndarray]:
-    """Arrays like `arrays` (shape, dtype, range) drawn with `seed`: a float like the example's
-    mean and spread, an integer uniform over the example's range, a bool either way."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for a in arrays:
-        a = np.asarray(a)
-        drawn: np.ndarray
-        if a.dtype.kind == "f":
-            drawn = rng.standard_normal(a.shape) * float(a.std()) + float(a.mean())
-        elif a.dtype.kind == "b":
-            drawn = rng.integers(0, 2, size=a.shape)
-        elif a.dtype.kind in "iu" and a.size:
-            drawn = rng.integers(int(a.min()), int(a.max()) + 1, size=a.shape)
-        else:
-            drawn = a.copy()
-        out.append(drawn.astype(a.dtype))
-    return out
-
-
 def _first_rows(plugin: ModelPlugin, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     """One row of each input along its batch axis (a samples file holds one row per sample)."""
     return [
@@ -330,7 +311,7 @@ def random_calibration(
         if entry is None:
             rows = []
             for seed in range(count):
-                raw = example if seed == 0 else _random_like(example, seed)
+                raw = example if seed == 0 else random_like(example, seed)
                 arrays = plugin.preprocess(raw)
                 check_runtime_inputs(config, arrays)
                 rows.append(_first_rows(plugin, arrays))
@@ -345,3 +326,16 @@ def random_calibration(
                 entry = cache.store("random-calibration", key, staged, meta.model_dump())
     meta = RandomCalibrationMeta.model_validate(entry.meta)
     return CalibrationSet(entry.file(CALIBRATION_FILE), meta.count, meta.fingerprint, "random")
+
+
+def calibration_for(
+    plugin: ModelPlugin, cache: ArtifactCache, experiment: Experiment
+) -> CalibrationSet:
+    """The samples int8 calibrates on: the dataset's calibration split when the plugin has a
+    dataset, else `random_calibration` of `experiment` (source "random"); as many as the
+    config's `accuracy.calibration_samples`. bench and debug-precision both calibrate here."""
+    count = plugin.config.accuracy_settings.calibration_samples
+    accuracy_set = ensure_accuracy_set(plugin, cache, evaluation=0, calibration=count)
+    if accuracy_set is not None:
+        return accuracy_set.calibration
+    return random_calibration(plugin, cache, experiment, count)

@@ -10,7 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from infercmp.artifacts.accuracy_set import calibration_for, ensure_accuracy_set
 from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
+from infercmp.artifacts.samples import read_samples
 from infercmp.cli.options import cache_dir_option, console, print_table
 from infercmp.core.errors import InfercmpError
 from infercmp.report.precision import COLUMNS, effect_lines, layer_rows, title
@@ -20,24 +22,32 @@ from infercmp.run.precision_debug_session import (
     RESULT_FILE,
     DebugRequest,
     check_request,
+    dataset_samples,
     debug_precision,
     example_samples,
 )
 from infercmp.workload.plugins import ModelPlugin, get_plugin
+from infercmp.workload.shapes import default_experiment
 
 
 def _progress(message: str) -> None:
     console.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
 
-def plugin_samples(plugin: ModelPlugin, count: int) -> tuple[list[Any], Any, str]:
+def plugin_samples(
+    plugin: ModelPlugin, cache: ArtifactCache, count: int
+) -> tuple[list[Any], Any, str]:
     """The samples to debug on: (runtime inputs per sample, labels or None, where from).
 
-    Where the plugin's dataset plugs in (issue 25): when the plugin has one, return
-    `run.precision_debug_session.dataset_samples(<its preprocessed samples>, count)` and
-    "dataset"; until then the model's example inputs under `count` seeds.
+    The plugin's dataset when it has one (its evaluation split: never the samples int8
+    calibrated on), else the model's example inputs under `count` seeds.
     """
-    return example_samples(plugin, count), None, f"example inputs, seeds 0-{count - 1}"
+    calibration = plugin.config.accuracy_settings.calibration_samples
+    found = ensure_accuracy_set(plugin, cache, evaluation=count, calibration=calibration)
+    if found is None:
+        return example_samples(plugin, count), None, f"example inputs, seeds 0-{count - 1}"
+    inputs, labels = dataset_samples(read_samples(found.evaluation), count)
+    return inputs, labels, f"{len(inputs)} dataset samples (evaluation split)"
 
 
 def debug_precision_command(
@@ -74,7 +84,12 @@ def debug_precision_command(
     if run is not None and not run.is_dir():
         raise InfercmpError(f"--run {run}: no such run directory")
     where = out or (run / "debug-precision" / name if run is not None else None)
-    inputs, labels, source = plugin_samples(plugin, samples)
+    cache = ArtifactCache(resolve_cache_dir(cache_dir))
+    inputs, labels, source = plugin_samples(plugin, cache, samples)
+    int8 = precision == "int8"
+    calibration = (
+        calibration_for(plugin, cache, default_experiment(plugin.config)) if int8 else None
+    )
     request = DebugRequest(
         plugin=plugin,
         engine=choice.name,
@@ -83,7 +98,8 @@ def debug_precision_command(
         inputs=inputs,
         labels=labels,
         samples_source=source,
-        cache=ArtifactCache(resolve_cache_dir(cache_dir)),
+        cache=cache,
+        calibration=calibration,
         out_dir=(where or Path("debug-precision") / name).resolve(),
         top=top,
         depth=depth,

@@ -63,9 +63,14 @@ def _value_infos(model: onnx.ModelProto) -> list[Any]:
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy of `model` with each of `names` it has (typed by shape inference) as an output."""
+    """A copy of `model` with each of `names` it has (typed by shape inference) as an output.
+
+    Only tensors a node produces count: a quantized model may keep the value_info of a tensor
+    its quantizer removed (ORT folds a Relu into the Q/DQ pair before it, so `conv2d` is gone).
+    """
     inferred = onnx.shape_inference.infer_shapes(model)
-    infos = {v.name: v for v in _value_infos(inferred)}
+    produced = {out for node in model.graph.node for out in node.output}
+    infos = {v.name: v for v in _value_infos(inferred) if v.name in produced}
     exposed = copy.deepcopy(model)
     present = {o.name for o in exposed.graph.output}
     added = []

@@ -48,7 +48,7 @@ from infercmp.run.precision_debug_measure import (
     quick_latency,
     write_mixed_fp16,
 )
-from infercmp.workload.inputs import example_runtime_inputs
+from infercmp.workload.inputs import example_runtime_inputs, random_like
 from infercmp.workload.module import load_module
 from infercmp.workload.outputs import flatten_outputs
 from infercmp.workload.plugins import ModelPlugin
@@ -96,19 +96,8 @@ def example_samples(plugin: ModelPlugin, count: int) -> list[list[np.ndarray]]:
     raw = plugin.load_example_inputs(experiment.shapes)
     samples = [example_runtime_inputs(plugin, experiment)]
     for seed in range(1, count):
-        rng = np.random.default_rng(seed)
-        samples.append(list(plugin.preprocess([_redraw(a, rng) for a in raw])))
+        samples.append(list(plugin.preprocess(random_like(raw, seed))))
     return samples[:count]
-
-
-def _redraw(array: np.ndarray, rng: Any) -> np.ndarray:
-    if array.dtype.kind == "f":
-        std = float(array.std()) or 1.0
-        return (rng.standard_normal(array.shape) * std + float(array.mean())).astype(array.dtype)
-    if array.dtype.kind == "b":
-        return rng.integers(0, 2, size=array.shape).astype(array.dtype)
-    low, high = (int(array.min()), int(array.max())) if array.size else (0, 1)
-    return rng.integers(low, high + 1, size=array.shape).astype(array.dtype)
 
 
 def dataset_samples(samples: Samples, count: int) -> tuple[list[list[np.ndarray]], Any]:
