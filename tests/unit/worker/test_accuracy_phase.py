@@ -104,13 +104,9 @@ def test_calls_hold_batch_rows_and_the_last_is_padded_with_its_last_sample():
     assert calls_of(2, 1) == [[0], [1]]
 
 
-def test_the_phase_runs_every_sample_at_the_measured_batch_and_keeps_latency_out(
-    tmp_path, engines
-):
+def test_the_phase_runs_every_sample_at_the_measured_batch_and_keeps_latency_out(tmp_path, engines):
     rows = _samples(tmp_path / "eval.npz", 5)
-    accuracy = AccuracySpec(
-        samples=tmp_path / "eval.npz", batch=2, input_axes=[0], output_axes=[0]
-    )
+    accuracy = AccuracySpec(samples=tmp_path / "eval.npz", batch=2, input_axes=[0], output_axes=[0])
     stream = io.StringIO()
     result = worker_run.run_spec(_spec(tmp_path, accuracy), stream)
     assert result.status == "ok", result.error
@@ -142,9 +138,7 @@ def test_without_a_batch_axis_every_call_carries_one_sample(tmp_path, engines):
 def test_a_failure_in_the_phase_fails_the_worker_there_and_keeps_its_latency(tmp_path, engines):
     _samples(tmp_path / "eval.npz", 3)
     _DoublingEngine.fail_after_prepares = 1  # the timed phases ran on the first prepare
-    accuracy = AccuracySpec(
-        samples=tmp_path / "eval.npz", batch=1, input_axes=[0], output_axes=[0]
-    )
+    accuracy = AccuracySpec(samples=tmp_path / "eval.npz", batch=1, input_axes=[0], output_axes=[0])
     result = worker_run.run_spec(_spec(tmp_path, accuracy), io.StringIO())
     assert (result.status, result.phase) == ("failed", "accuracy")
     assert "kernel refused" in (result.error or "")
