@@ -30,7 +30,7 @@ from infercmp.report import (
     resolve_run,
     resolve_run_dirs,
 )
-from infercmp.report.accuracy import DEFAULT_ACCURACY_THRESHOLD
+from infercmp.report.accuracy import ACCURACY_REGRESSION, DEFAULT_ACCURACY_THRESHOLD
 from infercmp.report.runs import keep_nodes
 from infercmp.report.summary import _md_cell, fmt_ms
 from infercmp.store.locate import run_owning
@@ -346,6 +346,12 @@ def _findings(result: CompareReport) -> list[str]:
         "that passed parity in base and fail in new, and a load no longer held, fail whatever "
         "the speed"
     )
+    if result.accuracy_threshold is not None:
+        lines.append(
+            "accuracy: a drop of the headline accuracy by more than "
+            f"{result.accuracy_threshold:g} (points of percent for a metric in [0, 1]) fails "
+            "whatever the speed (--accuracy-threshold)"
+        )
     return lines
 
 
@@ -355,6 +361,12 @@ def _failure(c: Comparison, threshold: float) -> str:
         return f"outputs went wrong: {c.label} (parity {_parity_cell(c)})"
     if c.verdict == "overloaded":
         return f"did not hold its load: {c.label}"
+    if c.verdict == ACCURACY_REGRESSION and c.accuracy:
+        a = c.accuracy
+        return (
+            f"accuracy dropped: {c.label} ({a['metric']} {a['base']:.4g} -> {a['new']:.4g}, "
+            f"-{a['drop']:.2f} {a['unit']})"
+        )
     return f"regression above {threshold * 100:g}%: {c.label} ({_pct(c.change)})"
 
 
@@ -381,6 +393,7 @@ def _print_compare(result: CompareReport) -> None:
         "regression": "bold red",
         "parity regression": "bold red",
         "overloaded": "bold red",
+        ACCURACY_REGRESSION: "bold red",
         "lost": "bold red",
         "improvement": "green",
         "not compared": "yellow",

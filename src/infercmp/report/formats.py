@@ -219,9 +219,8 @@ def render_csv(
     best = curves.best_within(list(points.values()), budget)
     extra = ["pareto", "best_within_budget"] if points else []
     rows = summary_rows(runs, baseline_engine)
-    if any("accuracy_shown" in row for row in rows):
-        extra = ACCURACY_COLUMNS + extra
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + extra, lineterminator="\n")
+    accuracy = ACCURACY_COLUMNS if any("accuracy_shown" in row for row in rows) else []
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + accuracy + extra, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         point = points.get(_row_key(row))
