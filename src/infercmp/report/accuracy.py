@@ -170,8 +170,8 @@ def accuracy_change(
         return figures, None
     unit = " points" if b.percent else ""
     return figures, (
-        f"accuracy dropped {drop:.2f}{unit} ({b.metric}: {b.text()} -> {n.text()}), beyond the "
-        f"{threshold:g}{unit} --accuracy-threshold: a regression whatever the speed"
+        f"accuracy dropped {drop:.2f}{unit} ({b.metric}: {b.text()} -> {n.text()}), more than "
+        f"--accuracy-threshold {threshold:g}: a regression whatever the speed"
     )
 
 
