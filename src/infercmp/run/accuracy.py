@@ -21,7 +21,7 @@ from infercmp.artifacts.accuracy_set import AccuracySet
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
 from infercmp.workload.batching import output_axes
-from infercmp.workload.dataset import evaluate_checked, stack_rows
+from infercmp.workload.dataset import evaluate_checked, stack_outputs
 from infercmp.workload.plugins import ModelPlugin
 
 if TYPE_CHECKING:
@@ -70,11 +70,6 @@ def read_outputs(path: Path) -> tuple[list[list[np.ndarray]], np.ndarray | None]
     return rows, labels
 
 
-def _per_output(rows: list[list[np.ndarray]], axes: Sequence[int | None]) -> list[np.ndarray]:
-    """Output j of every sample stacked along its batch axis (a new leading one without)."""
-    return [stack_rows([row[j] for row in rows], axis) for j, axis in enumerate(axes)]
-
-
 def _flat(stacked: np.ndarray, axis: int | None, count: int) -> np.ndarray:
     """One row per sample: the sample's output flattened, as float64."""
     return np.moveaxis(stacked, axis or 0, 0).reshape(count, -1).astype(np.float64)
@@ -121,7 +116,7 @@ class AccuracyJudge:
         """PyTorch fp32's outputs (stacked per output) and the labels, read once."""
         if self._reference is None:
             rows, labels = read_outputs(self.accuracy_set.evaluation)
-            self._reference = _per_output(rows, output_axes(self.plugin.config)), labels
+            self._reference = stack_outputs(self.plugin, rows), labels
         return self._reference
 
     def judge(self, outputs_file: Path, precision: str) -> dict[str, Any]:
@@ -130,12 +125,12 @@ class AccuracyJudge:
         axes = output_axes(self.plugin.config)
         rows, _ = read_outputs(outputs_file)
         reference, labels = self.reference()
-        count = self.accuracy_set.evaluation_count
+        count = self.accuracy_set.count
         if len(rows) != count:
             raise InfercmpError(
                 f"the accuracy phase wrote {len(rows)} samples' outputs; {count} were sent"
             )
-        got = _per_output(rows, axes)
+        got = stack_outputs(self.plugin, rows)
         names = self.plugin.config.output_names
         outputs = [
             output_agreement(n, g, w, a, count) for n, g, w, a in zip(names, got, reference, axes)
@@ -153,7 +148,7 @@ class AccuracyJudge:
             ),
             "outputs": outputs,
             "calibration": self.calibration_source if precision == "int8" else None,
-            "fingerprint": self.accuracy_set.fingerprint,
+            "fingerprint": self.accuracy_set.dataset_fingerprint,
             "error": None,
         }
         if self.accuracy_set.labelled and labels is not None:

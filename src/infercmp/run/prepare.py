@@ -128,7 +128,7 @@ def accuracy_artifacts(
         ensure_accuracy_set,
         plugin,
         cache,
-        evaluation=accuracy.samples if accuracy else None,
+        evaluation=accuracy.samples if accuracy else 0,  # 0: calibration alone (int8)
         calibration=settings.calibration_samples,
     )
     try:

@@ -4,7 +4,8 @@ engine that was just measured, at the measured batch, untimed.
 Samples go in calls of `batch` rows, stacked along each input's batch axis; the last call is
 padded by repeating its last sample, and the padded rows' outputs are dropped. Each call is
 `prepare` then `copy_in`, `compute`, `copy_out`, `synchronize`, as the timed loop runs one
-iteration. Where a tensor has no batch axis, a call carries one sample. The outputs, one row per
+iteration. Where a tensor has no batch axis, or the samples differ in shape, a call carries
+one sample. The outputs, one row per
 sample, go to a samples file (`infercmp.artifacts.samples.write_outputs`) beside result.json;
 nothing here is timed beyond the phase's own wall time, and nothing enters latency.npz.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from infercmp.artifacts.samples import read_samples, write_outputs
+from infercmp.artifacts.samples import Samples, read_samples, write_outputs
 from infercmp.core.contract import AccuracyOutputs, AccuracySpec
 from infercmp.core.errors import InfercmpError
 
@@ -77,6 +78,12 @@ def split_call(
     return per_sample
 
 
+def _ragged(samples: Samples) -> bool:
+    """Whether the samples differ in shape (images of several sizes): one per call then."""
+    shapes = {tuple(a.shape for a in row) for row in samples.inputs}
+    return len(shapes) > 1
+
+
 def run_accuracy(engine: Any, spec: AccuracySpec) -> tuple[list[list[np.ndarray]], int, float]:
     """Every sample of `spec.samples` through `engine`: each sample's outputs, the number of
     calls, and the phase's wall seconds."""
@@ -84,7 +91,7 @@ def run_accuracy(engine: Any, spec: AccuracySpec) -> tuple[list[list[np.ndarray]
     samples = read_samples(spec.samples)
     if len(samples) == 0:
         raise InfercmpError(f"the samples file {spec.samples} holds no sample")
-    one_each = any(a is None for a in (*spec.input_axes, *spec.output_axes))
+    one_each = any(a is None for a in (*spec.input_axes, *spec.output_axes)) or _ragged(samples)
     batch = 1 if one_each else spec.batch
     outputs: list[list[np.ndarray]] = []
     calls = calls_of(len(samples), batch)

@@ -35,10 +35,10 @@ class _Set:
     """The fields of an AccuracySet the judge reads (artifacts.accuracy_set makes the real one)."""
 
     evaluation: Path
-    evaluation_count: int
+    count: int
     labelled: bool
     calibration: CalibrationSet
-    fingerprint: str
+    dataset_fingerprint: str
     reference_metrics: dict[str, float]
 
 

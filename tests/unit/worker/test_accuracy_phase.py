@@ -164,3 +164,14 @@ def test_outputs_must_hold_the_call_rows_along_the_batch_axis():
     np.testing.assert_array_equal(rows[1][0], [[3, 4, 5]])
     stacked = stack_call([[np.zeros((1, 2))], [np.ones((1, 2))]], [0])
     assert stacked[0].shape == (2, 2)
+
+
+def test_samples_of_several_shapes_go_one_per_call(tmp_path, engines):
+    rows = [np.ones((1, 3), np.float32), np.ones((1, 5), np.float32), np.ones((1, 3), np.float32)]
+    write_samples(tmp_path / "eval.npz", Samples(inputs=[[r] for r in rows]))
+    accuracy = AccuracySpec(samples=tmp_path / "eval.npz", batch=2, input_axes=[0], output_axes=[0])
+    result = worker_run.run_spec(_spec(tmp_path, accuracy), io.StringIO())
+    assert result.status == "ok", result.error
+    assert result.accuracy is not None and result.accuracy.calls == 3
+    written = read_samples(tmp_path / "worker" / OUTPUTS_FILE)
+    assert [o[0].shape for o in written.outputs or []] == [(1, 3), (1, 5), (1, 3)]
