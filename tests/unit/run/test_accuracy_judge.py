@@ -261,3 +261,64 @@ def test_accuracy_rows_of_the_sampler_are_not_in_the_peaks():
     result, _, samples = outcome_to_result(plugin, progress)
     assert result.peak_rss_bytes == 300
     assert samples is not None and len(samples) == 3  # stored all the same, tagged
+
+
+def test_an_int8_combination_gets_its_calibration_without_accuracy(monkeypatch, tmp_path):
+    """prepare_artifacts: int8 planned, no --accuracy, no dataset: conversions calibrate on
+    random inputs, and no judge is made (no accuracy phase runs)."""
+    import dataclasses
+
+    from infercmp.run.plan import plan_bench
+
+    plugin = get_plugin("tiny-cnn")
+    experiment = default_experiment(plugin.config)
+    planned = plan_bench(plugin, [experiment], ["onnxruntime"], ["cpu"], [])
+    combos = [dataclasses.replace(c, precision="int8") for c in planned.combinations]
+    plan = dataclasses.replace(planned, combinations=combos)
+    calibration = CalibrationSet(Path("r.npz"), 128, "f", "random")
+    seen = []
+
+    def convert(self, context, precision, options):
+        seen.append((precision, context.calibration))
+
+    monkeypatch.setattr(prepare_module, "ensure_accuracy_set", lambda *a, **k: None)
+    monkeypatch.setattr(prepare_module, "random_calibration", lambda *a: calibration)
+    monkeypatch.setattr(prepare_module, "ensure_batched_reference", lambda *a: tmp_path / "r")
+    monkeypatch.setattr(prepare_module, "export_onnx", lambda *a, **k: SimpleNamespace(path=None))
+    monkeypatch.setattr(type(plan.descriptors["onnxruntime"]), "convert", convert)
+    artifacts = prepare_module.prepare_artifacts(plugin, plan, None, lambda _m: None)
+    assert artifacts.calibration is calibration and artifacts.judge is None
+    assert seen == [("int8", calibration)]
+
+
+def test_the_first_process_of_a_combination_runs_the_samples_at_its_batch(tmp_path):
+    from infercmp.core.contract import Measurement
+    from infercmp.run.prepare import Artifacts
+    from infercmp.run.worker_process import worker_spec
+
+    plugin, combo = _combo()
+    np.savez(tmp_path / "ref.npz", input_0=np.zeros((2, 3, 32, 32), np.float32))
+    accuracy_set = _accuracy_set(tmp_path, _logits(np.random.default_rng(6), 3), None, {})
+    artifacts = Artifacts(judge=AccuracyJudge(plugin, accuracy_set))
+    artifacts.references[combo.reference_key] = tmp_path / "ref.npz"
+    first = worker_spec(plugin, combo, artifacts, Measurement(), tmp_path / "w0", 0)
+    assert first.accuracy is not None and first.accuracy.samples == accuracy_set.evaluation
+    assert first.accuracy.batch == 2 and first.accuracy.input_axes == [0]
+    assert first.accuracy.output_axes == [0]
+    assert worker_spec(plugin, combo, artifacts, Measurement(), tmp_path / "w1", 1).accuracy is None
+    artifacts.judge = None  # no --accuracy: no phase
+    assert worker_spec(plugin, combo, artifacts, Measurement(), tmp_path / "w", 0).accuracy is None
+
+
+def test_a_ray_worker_gets_the_samples_shipped(tmp_path):
+    from infercmp.core.contract import AccuracySpec, WorkerSpec
+    from infercmp.run.executors.ray import _shipped_paths
+
+    spec = WorkerSpec(
+        model="tiny-cnn", engine="onnxruntime", device="cpu", reference=tmp_path / "ref.npz",
+        input_names=["image"], output_names=["logits"], result_dir=tmp_path,
+        accuracy=AccuracySpec(
+            samples=tmp_path / "evaluation.npz", batch=1, input_axes=[0], output_axes=[0]
+        ),
+    )  # fmt: skip
+    assert tmp_path / "evaluation.npz" in _shipped_paths(spec)
