@@ -35,8 +35,10 @@ from infercmp.core.contract import Measurement
 from infercmp.core.errors import InfercmpError
 from infercmp.core.parity import Parity
 from infercmp.engines.registry import engine_names
+from infercmp.report.accuracy import fmt_accuracy
 from infercmp.report.summary import contention
 from infercmp.run import session
+from infercmp.run.accuracy import AccuracyRequest
 from infercmp.run.session import failed_parity
 from infercmp.workload.scenarios import (
     items_per_s,
@@ -64,6 +66,18 @@ def _warmup(text: str) -> tuple[int | None, float | None]:
     except ValueError:
         pass
     raise InfercmpError(f"--warmup '{text}': give a positive iteration count (50) or seconds (2s)")
+
+
+def parse_accuracy(value: str | None) -> AccuracyRequest | None:
+    """`--accuracy [N]`: None when not given; N samples, or all of them (capped by the
+    config's accuracy.max_samples) when N is left out; one line when N is not a count."""
+    if value is None:
+        return None
+    if value == "all":
+        return AccuracyRequest(None)
+    if not value.isdigit() or int(value) <= 0:
+        raise InfercmpError(f"--accuracy '{value}': give a positive number of samples, or none")
+    return AccuracyRequest(int(value))
 
 
 def _count(value: float | None) -> str:
@@ -119,6 +133,7 @@ def row_cells(result: Any) -> dict[str, str]:
         "RSS MiB": _mib(r.peak_rss_bytes),
         "VRAM MiB": _mib(r.peak_vram_bytes),
         "parity": _parity(r),
+        "accuracy": fmt_accuracy(r.accuracy, dash="-"),
     }
 
 
@@ -158,6 +173,8 @@ def bench_table(results: list[Any]) -> tuple[Table, list[str]]:
         columns.remove("VRAM MiB")
     if all(row["offered/s"] == "-" for row in rows) and columns:
         columns.remove("offered/s")  # a server run's rate; other scenarios have none
+    if not any(r.accuracy for r in results) and columns:
+        columns.remove("accuracy")  # bench --accuracy only
     table = Table(
         title="infercmp bench",
         title_justify="left",
@@ -195,10 +212,19 @@ def print_summary(results: list[Any], run_dir: Path) -> None:
             markup=False,
             soft_wrap=True,
         )
+    if any(r.accuracy for r in results):
+        console.print(ACCURACY_LEGEND, markup=False, soft_wrap=True)
     console.print(f"results: {run_dir}", markup=False, soft_wrap=True)
     console.print(
         f"report:  infercmp report {shlex.quote(str(run_dir))}", markup=False, soft_wrap=True
     )
+
+
+ACCURACY_LEGEND = (
+    "accuracy: the config's primary metric on the dataset's evaluation samples and its change "
+    "against PyTorch fp32 on the same samples, in points (else top-1 agreement with PyTorch "
+    "fp32, else the mean cosine); untimed, in no latency"
+)
 
 
 def _tolerance(parity: dict[str, Any]) -> str:
@@ -309,6 +335,14 @@ _SCENARIO = typer.Option(
 _QPS = typer.Option(
     None, "--qps", help="server: arrival rate(s) in requests/s, or 'auto' with --slo-ms."
 )
+_ACCURACY = typer.Option(
+    None,
+    "--accuracy",
+    metavar="[N]",
+    help="After the timed phases, run N dataset samples (all, at most the config's "
+    "accuracy.max_samples, when N is left out) through each engine, untimed: task metrics "
+    "and agreement with PyTorch fp32 (docs/usage.md).",
+)
 _SLO_MS = typer.Option(
     None, "--slo-ms", help="--qps auto: the highest rate whose p99 latency stays under this."
 )
@@ -346,6 +380,7 @@ def bench(
     scenario: str | None = _SCENARIO,
     qps: str | None = _QPS,
     slo_ms: float | None = _SLO_MS,
+    accuracy: str | None = _ACCURACY,
 ) -> None:
     """Benchmark MODEL: every engine x device x precision x shape in its own worker process."""
     if resume is not None and not ctx.meta.get(_RESUMING):
@@ -377,6 +412,7 @@ def bench(
         ray_accelerator_type=ray_accelerator_type, ray_resources=ray_resource, resume=resume,
         batch=batch, latency_limit_ms=latency_limit_ms, concurrency=concurrency,
         scenario=scenario, qps=qps, slo_ms=slo_ms,
+        accuracy=parse_accuracy(accuracy),
         flags={n: session.plain(ctx.params[n]) for n in (*session.RUN_FLAGS, *session.PLACE_FLAGS)},
     )  # fmt: skip
     with contextlib.ExitStack() as resources:  # the executor and the run's writer lock

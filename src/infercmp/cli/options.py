@@ -158,6 +158,9 @@ class PlainCommand(TyperCommand):
                 element = typing.get_args(annotation)[0] if described.is_list else None
                 param.metavar = _VALUE_NAMES.get(element or annotation, "<text>")
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, with_bare_values(args))
+
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         return pieces + [
@@ -178,6 +181,24 @@ class PlainCommand(TyperCommand):
             if rows:
                 with formatter.section(title):
                     formatter.write_dl(rows)
+
+
+#: Options whose value may be left out, and the value they then take: `--accuracy` alone is
+#: `--accuracy all`, `--accuracy 500` is 500 (Typer's click has no optional values).
+BARE_VALUES = {"--accuracy": "all"}
+
+
+def with_bare_values(args: list[str]) -> list[str]:
+    """`args` with each BARE_VALUES option that has no value of its own (it is last, or the
+    next argument is not a count: another option, or the model) given its bare value."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":  # what follows is positional
+            return out + args[i:]
+        following = args[i + 1] if i + 1 < len(args) else None
+        takes = following is not None and (following.isdigit() or following == "all")
+        out.append(f"{arg}={BARE_VALUES[arg]}" if arg in BARE_VALUES and not takes else arg)
+    return out
 
 
 def _argument_usage(param: Any, bare: bool = False) -> str:

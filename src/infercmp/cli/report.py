@@ -30,6 +30,7 @@ from infercmp.report import (
     resolve_run,
     resolve_run_dirs,
 )
+from infercmp.report.accuracy import ACCURACY_REGRESSION, DEFAULT_ACCURACY_THRESHOLD
 from infercmp.report.runs import keep_nodes
 from infercmp.report.summary import _md_cell, fmt_ms
 from infercmp.store.locate import run_owning
@@ -201,6 +202,14 @@ _RUN_NOISE = typer.Option(
     help="How far two single-process runs of the same code may differ on this machine, in "
     "percent: added to the interval when both runs have one process (default 10).",
 )
+_ACCURACY_THRESHOLD = typer.Option(
+    DEFAULT_ACCURACY_THRESHOLD,
+    "--accuracy-threshold",
+    metavar="POINTS",
+    help="Runs measured with bench --accuracy: a drop of the headline accuracy by more than "
+    "this fails the gate whatever the speed; in points of percent for a metric in [0, 1] "
+    "(top-1: 1 is one point), else in the metric's own units (default 1).",
+)
 _RESAMPLES = typer.Option(2000, "--resamples", help="Bootstrap resamples (100 to 10^6).")
 _SEED = typer.Option(0, "--seed", help="Seed of the bootstrap.")
 _ALLOW_ENV_CHANGE = typer.Option(
@@ -221,6 +230,7 @@ def compare(
     seed: int = _SEED,
     allow_env_change: bool = _ALLOW_ENV_CHANGE,
     fmt: str = _FMT,
+    accuracy_threshold: float = _ACCURACY_THRESHOLD,
 ) -> None:
     """Compare two runs: the change of each combination's median with a 95% interval.
 
@@ -237,11 +247,16 @@ def compare(
 
     Exit codes: 0 no regression; 1 a regression above --threshold, outputs that passed parity
     in the base run and fail in the new one, or a load run that held its load in the base run
-    and not in the new one (overloaded); 2 bad input, or runs from different
+    and not in the new one (overloaded), or an accuracy drop beyond --accuracy-threshold (runs
+    measured with bench --accuracy); 2 bad input, or runs from different
     environments without --allow-env-change; 3 nothing comparable, a combination ok in the base
     run and missing, failed or skipped in the new one, or one inconclusive.
     """
     _check_compare_options(threshold, noise_floor, run_noise, resamples, seed)
+    if not math.isfinite(accuracy_threshold) or accuracy_threshold < 0:
+        raise InfercmpError(
+            f"--accuracy-threshold {accuracy_threshold:g} is not a drop; give a number >= 0, e.g. 1"
+        )
     if fmt not in ("text", "md", "json"):
         raise InfercmpError(f"--format '{fmt}' is not one of text, md, json")
     base = open_run(_resolve(base_run))
@@ -254,6 +269,7 @@ def compare(
         resamples=resamples,
         seed=seed,
         run_noise=run_noise / 100,
+        accuracy_threshold=accuracy_threshold,
     )
     if result.environment_changes and not allow_env_change:
         raise InfercmpError(
@@ -330,6 +346,12 @@ def _findings(result: CompareReport) -> list[str]:
         "that passed parity in base and fail in new, and a load no longer held, fail whatever "
         "the speed"
     )
+    if result.accuracy_threshold is not None:
+        lines.append(
+            "accuracy: a drop of the headline accuracy by more than "
+            f"{result.accuracy_threshold:g} (points of percent for a metric in [0, 1]) fails "
+            "whatever the speed (--accuracy-threshold)"
+        )
     return lines
 
 
@@ -339,6 +361,12 @@ def _failure(c: Comparison, threshold: float) -> str:
         return f"outputs went wrong: {c.label} (parity {_parity_cell(c)})"
     if c.verdict == "overloaded":
         return f"did not hold its load: {c.label}"
+    if c.verdict == ACCURACY_REGRESSION and c.accuracy:
+        a = c.accuracy
+        return (
+            f"accuracy dropped: {c.label} ({a['metric']} {a['base']:.4g} -> {a['new']:.4g}, "
+            f"-{a['drop']:.2f} {a['unit']})"
+        )
     return f"regression above {threshold * 100:g}%: {c.label} ({_pct(c.change)})"
 
 
@@ -365,6 +393,7 @@ def _print_compare(result: CompareReport) -> None:
         "regression": "bold red",
         "parity regression": "bold red",
         "overloaded": "bold red",
+        ACCURACY_REGRESSION: "bold red",
         "lost": "bold red",
         "improvement": "green",
         "not compared": "yellow",

@@ -17,8 +17,9 @@ processes, or, with one process on both sides, from `--run-noise`, the between-r
 for this machine. Nothing in the rule grows with the number of processes.
 
 Exit codes (`CompareReport.exit_code`): 0 no regression, 1 a regression above the threshold, a
-combination whose outputs passed parity in base and fail in new, or a load run that held its
-load in base and not in new (overloaded), 3 nothing comparable, a
+combination whose outputs passed parity in base and fail in new, a load run that held its
+load in base and not in new (overloaded), or an accuracy drop beyond --accuracy-threshold
+(`report.accuracy`), 3 nothing comparable, a
 combination lost (ok in base; missing, failed or skipped in new), or one inconclusive.
 Bad input, a mismatched environment included, is an InfercmpError: exit 2.
 """
@@ -33,6 +34,11 @@ from typing import TYPE_CHECKING, Any
 from infercmp.core.lazy import lazy_import
 from infercmp.core.stats import pooled_median
 from infercmp.platform.placement import shared_placement
+from infercmp.report.accuracy import (
+    ACCURACY_REGRESSION,
+    DEFAULT_ACCURACY_THRESHOLD,
+    accuracy_change,
+)
 from infercmp.report.interval import (
     DEFAULT_RESAMPLES,
     DEFAULT_RUN_NOISE,
@@ -127,6 +133,9 @@ class Comparison:
     # For an inconclusive row: what more measurement would decide it, estimated from the
     # variation observed (`_advice`).
     advice: str = ""
+    # bench --accuracy on both sides: the headline metric of each and the drop
+    # (report.accuracy.accuracy_change); left out of the JSON when None.
+    accuracy: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -151,6 +160,9 @@ class CompareReport:
     base_status: str = "complete"
     new_status: str = "complete"
     run_noise: float = DEFAULT_RUN_NOISE
+    # --accuracy-threshold, in the headline metric's units; None (and left out of the JSON)
+    # when no pair measured accuracy on both sides.
+    accuracy_threshold: float | None = None
 
     @property
     def methods(self) -> dict[str, str]:
@@ -174,7 +186,7 @@ class CompareReport:
     @property
     def failing(self) -> list[Comparison]:
         """What fails a CI job: regressions above the threshold, and outputs that went wrong."""
-        failing = (REGRESSION, PARITY_REGRESSION, OVERLOADED)
+        failing = (REGRESSION, PARITY_REGRESSION, OVERLOADED, ACCURACY_REGRESSION)
         return [c for c in self.comparisons if c.verdict in failing]
 
     @property
@@ -212,6 +224,11 @@ class CompareReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        for row in out["comparisons"]:  # runs without accuracy read as they always have
+            if row["accuracy"] is None:
+                del row["accuracy"]
+        if self.accuracy_threshold is None:
+            del out["accuracy_threshold"]
         out["methods"] = self.methods
         out["failing"] = [c.label for c in self.failing]
         out["problems"] = self.problems
@@ -315,8 +332,10 @@ def compare_runs(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     run_noise: float = DEFAULT_RUN_NOISE,
+    accuracy_threshold: float = DEFAULT_ACCURACY_THRESHOLD,
 ) -> CompareReport:
-    """Each combination of `base` matched in `new` with its verdict, and what was lost."""
+    """Each combination of `base` matched in `new` with its verdict, and what was lost; with
+    accuracy on both sides, a drop beyond `accuracy_threshold` fails whatever the speed."""
     pairs, only_base, only_new = _match(base, new)
     comparisons = []
     lost = [
@@ -341,6 +360,8 @@ def compare_runs(
             comparisons.append(_uncompared(row, LOST, f"new run: {n.status}{error}"))
         else:
             comparisons.append(_compare_pair(row, b, n, note, rule))
+        _accuracy_gated(comparisons[-1], b, n, accuracy_threshold)
+    judged = any(c.accuracy is not None for c in comparisons)
     return CompareReport(
         base=str(base.path),
         new=str(new.path),
@@ -356,7 +377,18 @@ def compare_runs(
         base_status=base.status,
         new_status=new.status,
         run_noise=run_noise,
+        accuracy_threshold=accuracy_threshold if judged else None,
     )
+
+
+def _accuracy_gated(
+    comparison: Comparison, b: CombinationView, n: CombinationView, threshold: float
+) -> None:
+    """An accuracy drop beyond `threshold` fails the gate, whatever the speed."""
+    comparison.accuracy, why = accuracy_change(b, n, threshold)
+    if why and comparison.verdict != LOST:
+        comparison.verdict = ACCURACY_REGRESSION
+        comparison.note = _joined(why, comparison.note)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infercmp.report import curves
+from infercmp.report.accuracy import ACCURACY_COLUMNS
 from infercmp.report.runs import RunView
 from infercmp.report.summary import (
     COLUMNS,
@@ -74,6 +75,7 @@ class _MarkdownColumns:
     items: bool  # J/item, where some request holds several items
     qps: bool  # offered req/s of a server run
     machine: bool  # merged runs: which machine measured the row
+    accuracy: bool = False  # bench --accuracy: the headline accuracy
 
     @classmethod
     def of(cls, rows: list[dict[str, Any]], several_runs: bool) -> _MarkdownColumns:
@@ -83,6 +85,7 @@ class _MarkdownColumns:
             items=per_item_differs(rows),
             qps=any(row["qps"] is not None for row in rows),
             machine=several_runs,
+            accuracy=any("accuracy_shown" in row for row in rows),
         )
 
     def header(self) -> list[str]:
@@ -106,6 +109,7 @@ class _MarkdownColumns:
             *(["J/item"] if self.items else []),
             *(["p50 per process"] if self.processes else []),
             "parity",
+            *(["accuracy"] if self.accuracy else []),
             "status",
         ]
 
@@ -132,6 +136,7 @@ class _MarkdownColumns:
             *([fmt_num(row["energy_j_per_item"], 4)] if self.items else []),
             *([row["process_p50_ms"] or "–"] if self.processes else []),
             fmt_parity(row),
+            *([row["accuracy_shown"]] if self.accuracy else []),
             fmt_status(row),
         ]
 
@@ -166,6 +171,14 @@ def _markdown_legend(
             else ""
         )
         + (
+            " Accuracy is the config's primary metric on the dataset's evaluation samples and "
+            "its change against PyTorch fp32 on the same samples, in points (else the top-1 "
+            "agreement with PyTorch fp32, else the mean cosine); (random calib.) marks int8 "
+            "calibrated on random inputs."
+            if columns.accuracy
+            else ""
+        )
+        + (
             " A speedup marked (contended) was measured while other processes kept the CPUs "
             "busy: it is not a result."
             if marked("(contended)")
@@ -185,7 +198,9 @@ def _markdown_legend(
 
 
 def _numeric(header: str) -> bool:
-    return header not in {"machine", "engine", "device", "precision", "options", "parity", "status"}
+    return header not in {
+        "machine", "engine", "device", "precision", "options", "parity", "accuracy", "status",
+    }  # fmt: skip
 
 
 def render_csv(
@@ -203,9 +218,11 @@ def render_csv(
     budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
     best = curves.best_within(list(points.values()), budget)
     extra = ["pareto", "best_within_budget"] if points else []
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + extra, lineterminator="\n")
+    rows = summary_rows(runs, baseline_engine)
+    accuracy = ACCURACY_COLUMNS if any("accuracy_shown" in row for row in rows) else []
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + accuracy + extra, lineterminator="\n")
     writer.writeheader()
-    for row in summary_rows(runs, baseline_engine):
+    for row in rows:
         point = points.get(_row_key(row))
         if extra:
             top = best.get(point.engine, {}) if point else {}

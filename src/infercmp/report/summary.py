@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from infercmp.core.contract import items_per_request
 from infercmp.core.lazy import lazy_import
 from infercmp.core.stats import outlier_mask
+from infercmp.report.accuracy import accuracy_fields, any_accuracy
 from infercmp.report.runs import CombinationView, RunView, as_dict, installed_descriptor
 from infercmp.sampler.usage import BUSY_CPUS
 from infercmp.workload.scenarios import items_per_s, load_shortfall, served_qps
@@ -267,11 +268,12 @@ def summary_row(combo: CombinationView, baseline_engine: str = DEFAULT_BASELINE)
 
 
 def summary_rows(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> list[dict]:
-    return [
-        summary_row(combo, baseline_engine)
-        for shape in experiments(runs)
-        for combo in combinations(runs, shape)
-    ]
+    """Every combination's row, shape by shape; with ACCURACY_COLUMNS after COLUMNS when some
+    combination measured accuracy (`bench --accuracy`), and only then."""
+    combos = [combo for shape in experiments(runs) for combo in combinations(runs, shape)]
+    if not any_accuracy(combos):
+        return [summary_row(combo, baseline_engine) for combo in combos]
+    return [{**summary_row(c, baseline_engine), **accuracy_fields(c)} for c in combos]
 
 
 def _gpu_figure(method: str | None) -> str | None:

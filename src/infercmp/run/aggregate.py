@@ -27,6 +27,9 @@ else:
     np = lazy_import("numpy")
 
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0  # for the CI across processes: repeatable
+#: Worker phases outside every measured summary (peak memory, utilisation, energy): the
+#: accuracy phase runs other inputs, untimed, after the measurement.
+UNTIMED_PHASES = frozenset({"accuracy"})
 
 
 def now_iso() -> str:
@@ -58,7 +61,7 @@ def outcome_to_result(
     once, over all of them. A failed process's phase, error and traceback are kept.
     """
     outcomes = progress.outcomes
-    ok = [o for o in outcomes if o.status == "ok" and len(o.latency.get("wall.total", ())) > 0]
+    ok = [o for o in outcomes if _measured(o) and len(o.latency.get("wall.total", ())) > 0]
     failing = next((o for o in outcomes if o.status != "ok"), None)
     status, error = _verdict(outcomes, ok, failing)
     failed = failing.result if failing else None
@@ -66,6 +69,7 @@ def outcome_to_result(
     source = ok[0].result if ok else failed
 
     per_process, samples = _per_process(ok)
+    timed = [row for row in samples if row.get("phase") not in UNTIMED_PHASES]
     latency = _pooled(per_process)
     wall = latency.get("wall.total")
     iterations = int(len(wall)) if wall is not None else 0
@@ -96,8 +100,8 @@ def outcome_to_result(
             else None
         ),
         processes=processes,
-        peak_rss_bytes=peak(samples, "proc_rss_bytes"),
-        peak_vram_bytes=peak(samples, "proc_gpu_mem_bytes"),
+        peak_rss_bytes=peak(timed, "proc_rss_bytes"),
+        peak_vram_bytes=peak(timed, "proc_gpu_mem_bytes"),
         **readings,
         load_seconds=source.load_seconds if source else None,
         engine_info=source.engine_info if source else {},
@@ -111,11 +115,20 @@ def outcome_to_result(
     return result, per_process or None, samples or None
 
 
+def _measured(outcome: WorkerOutcome) -> bool:
+    """A process whose measurement stands: it ended ok, or it failed in the untimed
+    accuracy phase, after its latency was written."""
+    result = outcome.result
+    return outcome.status == "ok" or (result is not None and result.phase == "accuracy")
+
+
 def _verdict(
     outcomes: list[WorkerOutcome], ok: list[WorkerOutcome], failing: WorkerOutcome | None
 ) -> tuple[str, str | None]:
     """The combination's status and error: the first process that did not end ok decides."""
     status, error = (failing.status, failing.error) if failing else ("ok", None)
+    if failing is not None and failing.result is not None and failing.result.phase == "accuracy":
+        error = f"the accuracy phase failed (the latency measured before it is kept): {error}"
     if status == "unsupported":  # the engine declined this combination up front
         status = "skipped"
     if failing is None and len(ok) < len(outcomes):

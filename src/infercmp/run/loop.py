@@ -12,6 +12,7 @@ from typing import Any
 
 from infercmp.core.contract import Measurement
 from infercmp.core.errors import InfercmpError
+from infercmp.run.accuracy import AccuracyJudge, random_calibration_note
 from infercmp.run.aggregate import ComboProgress, combination_result, now_iso, outcome_to_result
 from infercmp.run.executors.base import BenchListener, Executor, WorkUnit
 from infercmp.run.executors.local import LocalExecutor
@@ -94,10 +95,10 @@ def run_bench(
                 if progress.done or len(progress.outcomes) == repeat:
                     # Committed before it leaves `pending`: a signal at any instant leaves
                     # it in one of the two, and an interruption commits what is pending.
-                    _commit(plugin, store, progress, listener, power_limit_w)
+                    _commit(plugin, store, progress, listener, power_limit_w, artifacts)
                     del pending[unit.combo]
     except Interrupted as exc:
-        _commit_partial(plugin, store, pending, listener, power_limit_w, repeat)
+        _commit_partial(plugin, store, pending, listener, power_limit_w, repeat, artifacts)
         finish_interrupted(store, exc.signame)
         return "interrupted"
     except OSError as exc:
@@ -142,10 +143,18 @@ def _commit(
     progress: ComboProgress,
     listener: BenchListener,
     power_limit_w: float | None,
+    artifacts: Artifacts | None = None,
     short: str | None = None,
 ) -> None:
-    """Store the combination from its processes' outcomes, unless a better try is stored."""
+    """Store the combination from its processes' outcomes, unless a better try is stored;
+    with `bench --accuracy`, judged first (its worker's outputs file goes with the commit)."""
     result, latency, samples = outcome_to_result(plugin, progress, power_limit_w)
+    if artifacts is not None and artifacts.judge is not None:
+        _judge(artifacts.judge, store, progress, result)
+    if artifacts is not None and progress.combo.precision == "int8":
+        note = random_calibration_note(artifacts.calibration)
+        if note:
+            result.warnings.append(note)
     if short and result.status == "ok":
         result.warnings.append(short)
     kept = _kept_measurement(store, result)
@@ -159,6 +168,26 @@ def _commit(
                 workdir = _worker_dir(progress.combo, outcome.result.process)
                 shutil.rmtree(Path(store.path) / WORKERS_DIR / workdir, ignore_errors=True)
     listener.combination_finished(progress.combo, result)
+
+
+def _judge(
+    judge: AccuracyJudge, store: RunStore, progress: ComboProgress, result: CombinationResult
+) -> None:
+    """`result.accuracy` from the process that ran the accuracy phase (the first one)."""
+    for outcome in progress.outcomes:
+        done = outcome.result.accuracy if outcome.result is not None else None
+        if outcome.result is None or done is None:
+            continue
+        workdir = (
+            Path(store.path) / WORKERS_DIR / _worker_dir(progress.combo, outcome.result.process)
+        )
+        try:
+            record = judge.judge(workdir / done.file, progress.combo.precision)
+        except InfercmpError as exc:  # what the worker wrote cannot be read: no accuracy
+            result.warnings.append(f"accuracy not judged: {exc}")
+            return
+        result.accuracy = {**record, "calls": done.calls, "seconds": done.seconds}
+        return
 
 
 def _kept_measurement(store: RunStore, result: CombinationResult) -> CombinationResult | None:
@@ -189,6 +218,7 @@ def _commit_partial(
     listener: BenchListener,
     power_limit_w: float | None,
     repeat: int = 1,
+    artifacts: Artifacts | None = None,
 ) -> None:
     """Store the combinations that have at least one measured process when the run stops,
     saying so in those measured in fewer processes than `repeat`."""
@@ -200,7 +230,7 @@ def _commit_partial(
                 "stopped; 'infercmp bench --resume' measures it again in all of them"
             )
             with contextlib.suppress(OSError):
-                _commit(plugin, store, progress, listener, power_limit_w, short)
+                _commit(plugin, store, progress, listener, power_limit_w, artifacts, short)
 
 
 def _without_worker(

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infercmp.artifacts.accuracy_set import AccuracySet, ensure_accuracy_set, random_calibration
 from infercmp.artifacts.cache import ArtifactCache
 from infercmp.artifacts.onnx_export import OnnxArtifact, export_onnx
 from infercmp.artifacts.reference import ensure_batched_reference
+from infercmp.artifacts.samples import CalibrationSet
 from infercmp.core.contract import Measurement
 from infercmp.core.errors import InfercmpError
 from infercmp.engines.descriptor import ConvertContext, Converted, EngineDescriptor
+from infercmp.run.accuracy import AccuracyJudge, AccuracyRequest
 from infercmp.run.plan import BenchPlan, Combination, EngineChoice
 from infercmp.workload.batching import plan_batches
 from infercmp.workload.plugins import ModelPlugin
@@ -43,6 +46,11 @@ class Artifacts:
     # The batch sizes conversions were made for (ConvertContext.batches): a node that builds a
     # `builds_on_device` artifact itself builds it for the same ones.
     batches: tuple[int, ...] = ()
+    # bench --accuracy: judges each combination's outputs (its accuracy set names the samples
+    # the workers run); None when not asked.
+    judge: AccuracyJudge | None = None
+    # int8: the samples conversions calibrate on (ConvertContext.calibration).
+    calibration: CalibrationSet | None = None
 
     def missing(self, combo: Combination, descriptor: EngineDescriptor) -> str | None:
         """Why this combination cannot start its worker, or None when all it needs is here."""
@@ -101,6 +109,58 @@ def bounded(seconds: float, call: Callable[[], Any]) -> Any:
     return box.get("value")
 
 
+def accuracy_artifacts(
+    plugin: ModelPlugin,
+    cache: ArtifactCache,
+    accuracy: AccuracyRequest | None,
+    int8: Experiment | None,
+    timeout_s: float,
+) -> tuple[AccuracyJudge | None, CalibrationSet | None]:
+    """The judge of `bench --accuracy` (None when not asked) and the samples int8 calibrates
+    on: the model's dataset split, else (no dataset, an int8 combination planned) the
+    example's random inputs at the first int8 experiment, labelled "random" wherever shown.
+
+    A dataset the plugin cannot give, or --accuracy for a model without one, is one line
+    (InfercmpError, exit 2) before any worker runs.
+    """
+    settings = plugin.config.accuracy_settings
+    make = functools.partial(
+        ensure_accuracy_set,
+        plugin,
+        cache,
+        evaluation=accuracy.samples if accuracy else 0,  # 0: calibration alone (int8)
+        calibration=settings.calibration_samples,
+    )
+    try:
+        found: AccuracySet | None = bounded(timeout_s, make)
+    except InfercmpError as exc:  # the dataset's own errors name the plugin already
+        if plugin.name in str(exc):
+            raise
+        raise InfercmpError(f"model '{plugin.name}': reading its dataset: {exc}") from None
+    except Exception as exc:  # the plugin's load_dataset may raise anything
+        text = " ".join(str(exc).split()) or "(no message)"
+        raise InfercmpError(
+            f"model '{plugin.name}': its load_dataset() failed: {type(exc).__name__}: {text}"
+        ) from None
+    if found is None and accuracy is not None:
+        raise InfercmpError(
+            f"model '{plugin.name}' has no dataset (its plugin's load_dataset() gives None): "
+            "--accuracy needs one; docs/plugins.md shows how to add it"
+        )
+    if found is not None:
+        calibration = found.calibration
+    else:
+        assert int8 is not None  # no dataset and no --accuracy: only int8 brought us here
+        count = settings.calibration_samples
+        calibration = bounded(
+            timeout_s, functools.partial(random_calibration, plugin, cache, int8, count)
+        )
+    judge = None
+    if accuracy is not None and found is not None:
+        judge = AccuracyJudge(plugin, found, calibration.source if calibration else None)
+    return judge, calibration
+
+
 def prepare_artifacts(
     plugin: ModelPlugin,
     plan: BenchPlan,
@@ -109,6 +169,7 @@ def prepare_artifacts(
     exporter: str = "auto",
     timeout_s: float = Measurement.model_fields["timeout_s"].default,
     on_nodes: bool = False,
+    accuracy: AccuracyRequest | None = None,
 ) -> Artifacts:
     """Export, convert and compute references for the runnable combinations, through the cache.
 
@@ -116,9 +177,18 @@ def prepare_artifacts(
     conversion is recorded for the combinations that need that artifact; the others still run.
     With `on_nodes` (a distributed executor) GPU-specific artifacts (`builds_on_device`) are
     left to the node that runs them.
+
+    With `accuracy` (bench --accuracy) or an int8 combination, the model's accuracy set is
+    made first (`accuracy_artifacts`): a dataset that cannot be read stops bench there.
     """
     artifacts = Artifacts()
     runnable = plan.runnable
+    int8 = next((c.experiment for c in runnable if c.precision == "int8"), None)
+    if accuracy is not None or int8 is not None:  # before anything long: a bad dataset is one line
+        progress("accuracy and calibration samples")
+        artifacts.judge, artifacts.calibration = accuracy_artifacts(
+            plugin, cache, accuracy, int8, timeout_s
+        )
     for key, combo in {c.reference_key: c for c in runnable}.items():
         experiment, batch = combo.experiment, combo.load.batch
         at_batch = f" at batch {batch}" if batch is not None else ""
@@ -143,7 +213,9 @@ def prepare_artifacts(
         except InfercmpError as exc:
             artifacts.onnx_error = f"ONNX export of model '{plugin.name}' failed: {exc}"
     artifacts.batches = plan_batches(plugin, runnable)
-    context = ConvertContext(plugin, cache, artifacts.onnx, progress, artifacts.batches)
+    context = ConvertContext(
+        plugin, cache, artifacts.onnx, progress, artifacts.batches, artifacts.calibration
+    )
     for choice, precision in dict.fromkeys((c.engine, c.precision) for c in runnable):
         descriptor = plan.descriptors[choice.name]
         if descriptor.artifact == "onnx" and artifacts.onnx is None:

@@ -22,6 +22,7 @@ from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
 from infercmp.core.contract import Load, Measurement
 from infercmp.core.errors import InfercmpError, NothingRan, RunFailed
 from infercmp.platform.host import power_limit_w
+from infercmp.run.accuracy import AccuracyRequest, metric_failure
 from infercmp.run.batch_search import search_batches
 from infercmp.run.environment import collect_environment
 from infercmp.run.finish import (
@@ -59,7 +60,7 @@ RUN_FLAGS = (
     "model", "shape", "engine", "device", "precision", "repeat", "iters", "duration", "warmup",
     "ci_target", "min_iters", "min_seconds", "max_seconds", "timeout", "device_resident",
     "sample_hz", "exporter", "batch", "latency_limit_ms", "concurrency", "scenario", "qps",
-    "slo_ms",
+    "slo_ms", "accuracy",
 )  # fmt: skip
 #: Where the workers run and find their artifacts: reused by `--resume RUN`, may be changed.
 PLACE_FLAGS = ("cache_dir", "executor", "ray_address", "ray_accelerator_type", "ray_resource")
@@ -93,6 +94,7 @@ class BenchRequest:
     slo_ms: float | None
     #: run.json's "flags": every flag of RUN_FLAGS and PLACE_FLAGS as given (for `--resume`)
     flags: dict[str, Any]
+    accuracy: AccuracyRequest | None = None  # --accuracy [N]
 
 
 class BenchView(Protocol):
@@ -148,6 +150,9 @@ class BenchOutcome:
             return RunFailed(
                 f"run interrupted; {finished} finished combination(s) are saved in {self.run_dir}"
             )
+        metric = metric_failure(self.results)  # the plugin's metric raised: exit 2
+        if metric is not None:
+            return metric
         nothing = nothing_ran(self.results)
         if nothing is not None:
             return nothing
@@ -293,6 +298,7 @@ class _Preparer:
         prepared = prepare_artifacts(
             self.plugin, plan, self.cache, progress, self.request.exporter,
             self.request.measurement.timeout_s, on_nodes=self.runner is not None,
+            accuracy=self.request.accuracy,
         )  # fmt: skip
         if self.runner:
             self.runner.prepared(plan, prepared)  # one clear error if no node can run it

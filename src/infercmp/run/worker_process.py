@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from infercmp.core.contract import Measurement, WorkerResult, WorkerSpec
+from infercmp.core.contract import AccuracySpec, Measurement, WorkerResult, WorkerSpec
 from infercmp.core.lazy import lazy_import
 from infercmp.engines.descriptor import Converted
 from infercmp.engines.registry import get_descriptor
 from infercmp.platform.placement import measure_handoff_ns
+from infercmp.run.accuracy import measured_batch
 from infercmp.run.plan import Combination
 from infercmp.run.prepare import Artifacts
 from infercmp.sampler import SamplingSession
+from infercmp.workload.batching import input_axes, output_axes
 from infercmp.workload.plugins import ModelPlugin
 
 if TYPE_CHECKING:
@@ -72,8 +74,19 @@ def worker_spec(
     The artifact is the engine's own converted form when it made one, else the ONNX export
     for engines that start from it, else nothing (the engine builds from the plugin's module).
     The user's options win over the defaults a conversion set (e.g. the plan's backend).
+    With `bench --accuracy`, the first process also runs the evaluation samples.
     """
     converted = artifacts.converted.get((combo.engine, combo.precision), Converted())
+    reference = artifacts.references[combo.reference_key]
+    accuracy = None
+    if artifacts.judge is not None and process == 0:  # one process runs the samples
+        axes = input_axes(plugin.config)
+        accuracy = AccuracySpec(
+            samples=artifacts.judge.accuracy_set.evaluation,
+            batch=measured_batch(reference, combo.load.batch, axes),
+            input_axes=axes,
+            output_axes=output_axes(plugin.config),
+        )
     takes_onnx = get_descriptor(combo.engine.name).artifact == "onnx"
     onnx = artifacts.onnx.path if takes_onnx and artifacts.onnx is not None else None
     return WorkerSpec(
@@ -82,7 +95,7 @@ def worker_spec(
         device=combo.device,
         precision=combo.precision,
         artifact=converted.artifact or onnx,
-        reference=artifacts.references[combo.reference_key],
+        reference=reference,
         input_names=plugin.config.input_names,
         output_names=plugin.config.output_names,
         options={**dict(converted.options), **dict(combo.engine.options)},
@@ -90,6 +103,7 @@ def worker_spec(
         process=process,
         result_dir=result_dir,
         load=combo.load,
+        accuracy=accuracy,
     )
 
 

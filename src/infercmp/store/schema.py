@@ -86,6 +86,37 @@ class _ParityRecord(_Record):
     outputs: list[_ParityOutputRecord] = Field(default_factory=list)
 
 
+class _OutputAgreementRecord(_Record):
+    """One output of the engine against PyTorch fp32 on the evaluation samples."""
+
+    name: StrictStr
+    p50_abs: _Number | None = None
+    p99_abs: _Number | None = None
+    max_abs: _Number | None = None
+    cosine_mean: _Number | None = None
+    cosine_min: _Number | None = None
+    top1_agreement: _Number | None = None  # class outputs ([batch, classes]) only
+
+
+class _AccuracyRecord(_Record):
+    """`bench --accuracy`: a combination's accuracy (docs/results-format.md, "accuracy")."""
+
+    samples: _Count
+    labelled: StrictBool = False
+    primary: StrictStr | None = None
+    direction: StrictStr = "max"
+    metrics: dict[str, _Number | None] = Field(default_factory=dict)
+    reference_metrics: dict[str, _Number | None] = Field(default_factory=dict)
+    change: dict[str, _Number | None] = Field(default_factory=dict)
+    top1_agreement: _Number | None = None
+    outputs: list[_OutputAgreementRecord] = Field(default_factory=list)
+    calibration: StrictStr | None = None  # int8: "dataset" or "random"
+    fingerprint: StrictStr | None = None
+    calls: _Count | None = None
+    seconds: _Number | None = None
+    error: StrictStr | None = None
+
+
 def _checked_by(model: type[BaseModel]):
     """An AfterValidator that checks a plain dict against `model` and keeps the dict itself."""
     adapter = TypeAdapter(model)
@@ -196,6 +227,9 @@ class CombinationResult(BaseModel):
     # None; and what that load achieved (infercmp.workload.scenarios.LoadSummary), where measured.
     load: Annotated[dict[str, Any], _checked_by(Load)] | None = None
     load_result: Annotated[dict[str, Any], _checked_by(LoadResult)] | None = None
+    # `bench --accuracy`: task metrics and agreement with PyTorch fp32 (infercmp.run.accuracy);
+    # None when not asked, or when the combination measured nothing.
+    accuracy: Annotated[dict[str, Any], _checked_by(_AccuracyRecord)] | None = None
 
 
 def _iso_time(value: str) -> str:

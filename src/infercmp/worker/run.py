@@ -43,6 +43,7 @@ from infercmp.engines.base import UnsupportedCombination
 from infercmp.engines.registry import engine_class, get_descriptor
 from infercmp.platform import gpus
 from infercmp.worker import timing
+from infercmp.worker.accuracy import accuracy_phase
 from infercmp.worker.load_run import run_load
 from infercmp.worker.loadgen.log import SlotFailed
 
@@ -172,7 +173,11 @@ class _Held:
 
 
 def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
-    """Load, warm up, measure and check one combination; always returns a result to write."""
+    """Load, warm up, measure and check one combination; always returns a result to write.
+
+    With `spec.accuracy`, the samples then go through the same engine (`worker.accuracy`); a
+    failure there is recorded in phase "accuracy", after latency.npz is written.
+    """
     phase_event = _PhaseEvents(events)
     result = WorkerResult(
         status="ok",
@@ -201,6 +206,9 @@ def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
         outputs = engine.copy_out()
         engine.synchronize()
         _check_parity(spec, outputs, reference, result)
+        if spec.accuracy is not None:  # untimed; latency.npz is written already
+            phase_event("accuracy")
+            result.accuracy = accuracy_phase(engine, spec.accuracy, spec.result_dir)
     except BaseException as exc:  # recorded, whatever it is: the run goes on without us
         result.phase = phase_event.current
         result.error = _one_line(exc)

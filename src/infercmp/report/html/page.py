@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from infercmp.core.lazy import lazy_import
 from infercmp.report import figures
+from infercmp.report.html.accuracy import accuracy_section
 from infercmp.report.html.facts import environment_section
 from infercmp.report.html.sections import (
     Charts,
@@ -80,6 +81,11 @@ def render_html(
     if loads:
         body.insert(len(body) - len(shapes), loads)
         nav.insert(0, '<a href="#curves">throughput vs latency</a>')
+        body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
+    accuracy = accuracy_section(charts, combos, colors)
+    if accuracy:
+        body.insert(len(body) - len(shapes), accuracy)
+        nav.insert(0, '<a href="#accuracy">accuracy vs latency</a>')
         body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
     body.append(environment_section(runs))
     body.append(method_section(baseline_engine))

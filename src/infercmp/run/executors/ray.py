@@ -456,8 +456,10 @@ def _connect_error(address: str | None, exc: Exception) -> str:
 
 
 def _shipped_paths(spec: WorkerSpec) -> list[Path]:
-    """Every file the spec names: its artifact, its reference outputs, and option values that
-    are files on the driver (ONNX Runtime's fp16 model travels as the option `fp16_model`)."""
-    named = [p for p in (spec.artifact, spec.reference) if p is not None]
+    """Every file the spec names: its artifact, its reference outputs, the samples of its
+    accuracy phase, and option values that are files on the driver (ONNX Runtime's fp16
+    model travels as the option `fp16_model`)."""
+    samples = spec.accuracy.samples if spec.accuracy is not None else None
+    named = [p for p in (spec.artifact, spec.reference, samples) if p is not None]
     named += [Path(v) for v in spec.options.values() if isinstance(v, str) and Path(v).is_file()]
     return named

@@ -270,6 +270,10 @@ def _run_unit_here(
                     for k, v in spec.options.items()
                 },
                 "result_dir": workdir,
+                "accuracy": spec.accuracy
+                and spec.accuracy.model_copy(
+                    update={"samples": local.get(str(spec.accuracy.samples), spec.accuracy.samples)}
+                ),
             }
         )
         if build is not None:
