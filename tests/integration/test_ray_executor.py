@@ -342,6 +342,7 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
     the ONNX file; its artifact and default options go into the spec, the user's options win."""
     import dataclasses
 
+    from infercmp.artifacts.samples import CalibrationSet
     from infercmp.core.contract import WorkerSpec
     from infercmp.engines.descriptor import Converted
     from infercmp.run.executors.ray_node import _build_on_node, _DeviceBuild
@@ -360,6 +361,7 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
                 precision=precision,
                 options=options,
                 batches=context.batches,
+                calibration=context.calibration,
             )
             return Converted(artifact=tmp_path / "plan.bin", options=(("backend", "b"), ("x", 1)))
 
@@ -381,13 +383,20 @@ def test_a_device_build_runs_on_the_node_from_its_copy_of_the_export_with_a_fake
     )
     # The export as the driver made it (an OnnxArtifact-like dataclass), its path the driver's.
     onnx = dataclasses.make_dataclass("Onnx", ["path", "key"])(Path("/driver/model.onnx"), "k")
-    build = _DeviceBuild(onnx, (("x", 2),), batches=(1, 8))
-    built = _build_on_node(spec, build, tmp_path / "node.onnx")
+    # int8: the calibration samples travel too, and the node calibrates on its own copy.
+    calibration = CalibrationSet(Path("/driver/calibration.npz"), 16, "f" * 64, "dataset")
+    build = _DeviceBuild(onnx, (("x", 2),), batches=(1, 8), calibration=calibration)
+    local = {
+        "/driver/model.onnx": tmp_path / "node.onnx",
+        "/driver/calibration.npz": tmp_path / "calibration.npz",
+    }
+    built = _build_on_node(spec, build, local)
     assert seen == {
         "onnx": tmp_path / "node.onnx",
         "precision": "fp16",
         "options": {"x": 2},
         "batches": (1, 8),  # the run's batch sizes, as the driver's build would get them
+        "calibration": dataclasses.replace(calibration, path=tmp_path / "calibration.npz"),
     }
     assert built.artifact == tmp_path / "plan.bin"
     assert built.options == {"backend": "b", "x": 2}

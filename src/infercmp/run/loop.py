@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from infercmp.core.contract import Measurement
 from infercmp.core.errors import InfercmpError
+from infercmp.engines.descriptor import Converted
 from infercmp.run.accuracy import AccuracyJudge, random_calibration_note
 from infercmp.run.aggregate import ComboProgress, combination_result, now_iso, outcome_to_result
 from infercmp.run.executors.base import BenchListener, Executor, WorkUnit
@@ -149,8 +150,11 @@ def _commit(
     """Store the combination from its processes' outcomes, unless a better try is stored;
     with `bench --accuracy`, judged first (its worker's outputs file goes with the commit)."""
     result, latency, samples = outcome_to_result(plugin, progress, power_limit_w)
+    combo = progress.combo
     if artifacts is not None and artifacts.judge is not None:
         _judge(artifacts.judge, store, progress, result)
+    if artifacts is not None:
+        _add_conversion_facts(result, artifacts.converted.get((combo.engine, combo.precision)))
     if artifacts is not None and progress.combo.precision == "int8":
         note = random_calibration_note(artifacts.calibration)
         if note:
@@ -168,6 +172,18 @@ def _commit(
                 workdir = _worker_dir(progress.combo, outcome.result.process)
                 shutil.rmtree(Path(store.path) / WORKERS_DIR / workdir, ignore_errors=True)
     listener.combination_finished(progress.combo, result)
+
+
+def _add_conversion_facts(result: CombinationResult, converted: Converted | None) -> None:
+    """What the engine's conversion says of itself (int8: method, calibration samples and
+    seconds, what it quantized) joins the engine info, key by key: the runtime's own facts
+    under the same key (what really ran int8) are kept beside the conversion's."""
+    for key, value in (converted.facts if converted is not None else {}).items():
+        mine = result.engine_info.get(key)
+        if isinstance(mine, dict) and isinstance(value, Mapping):
+            result.engine_info[key] = {**value, **mine}
+        else:
+            result.engine_info.setdefault(key, value)
 
 
 def _judge(

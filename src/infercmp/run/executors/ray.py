@@ -271,10 +271,14 @@ class RayExecutor:
             self._cancel(list(self._running))
 
     def _submit(self, unit: WorkUnit) -> None:
+        build = self._device_build(unit)
+        paths = _shipped_paths(unit.spec)
+        if build is not None and build.calibration is not None:
+            paths.append(build.calibration.path)  # the node calibrates its own int8 build
         ref = self._task.options(**self.request(unit.combo.device)).remote(
             unit.spec,
-            {str(p): self._ship(p) for p in _shipped_paths(unit.spec)},
-            self._device_build(unit),
+            {str(p): self._ship(p) for p in paths},
+            build,
             self.sample_hz,
             self.timeout_s,
             self._driver,
@@ -287,7 +291,8 @@ class RayExecutor:
             return None
         if not get_descriptor(unit.spec.engine).builds_on_device:
             return None
-        return _DeviceBuild(prepared.onnx, unit.combo.engine.options, prepared.batches)
+        calibration = prepared.calibration if unit.combo.precision == "int8" else None
+        return _DeviceBuild(prepared.onnx, unit.combo.engine.options, prepared.batches, calibration)
 
     def _ship(self, path: Path) -> _Shipped:
         """The cache entry holding `path`, put in the object store once per run."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from infercmp.artifacts.cache import ArtifactCache, file_sha256, resolve_cache_dir
 from infercmp.artifacts.onnx_export import OnnxArtifact
+from infercmp.artifacts.samples import CalibrationSet
 from infercmp.core.contract import WorkerSpec
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
@@ -83,6 +84,7 @@ class _DeviceBuild:
     onnx: OnnxArtifact  # its path the driver's
     options: tuple[tuple[str, Any], ...]
     batches: tuple[int, ...] = ()  # what the driver would have built it for (ConvertContext)
+    calibration: CalibrationSet | None = None  # int8: its samples file the driver's, shipped
 
 
 def _node_dir() -> Path:
@@ -156,16 +158,22 @@ def _check_copy(copy: Path, shipped: _Shipped) -> None:
             )
 
 
-def _build_on_node(spec: WorkerSpec, build: _DeviceBuild, onnx_path: Path | None) -> WorkerSpec:
-    """Make the engine's GPU-specific artifact here, through this node's artifact cache."""
+def _build_on_node(spec: WorkerSpec, build: _DeviceBuild, local: dict[str, Path]) -> WorkerSpec:
+    """Make the engine's GPU-specific artifact here, through this node's artifact cache, from
+    this node's copies (`local`: driver path -> copy) of the ONNX and the calibration samples."""
     descriptor = get_descriptor(spec.engine)
+    onnx_path = local.get(str(build.onnx.path))
     onnx = dataclasses.replace(build.onnx, path=onnx_path) if onnx_path else build.onnx
+    calibration = build.calibration
+    if calibration is not None and str(calibration.path) in local:
+        calibration = dataclasses.replace(calibration, path=local[str(calibration.path)])
     context = ConvertContext(
         get_plugin(spec.model),
         ArtifactCache(resolve_cache_dir(None)),
         onnx,
         lambda _: None,
         build.batches,
+        calibration,
     )
     options = descriptor.parse_options(dict(build.options))
     converted = descriptor.convert(context, spec.precision, options)
@@ -278,8 +286,7 @@ def _run_unit_here(
         )
         if build is not None:
             try:
-                onnx_path = local.get(str(build.onnx.path))
-                spec = _build_on_node(spec, build, onnx_path)
+                spec = _build_on_node(spec, build, local)
             except InfercmpError as exc:
                 host = socket.gethostname()
                 error = f"{spec.engine} could not make its artifact on {host}: {exc}"
