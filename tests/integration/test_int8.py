@@ -110,9 +110,17 @@ def test_openvino_int8_runs_i8_kernels_with_f32_elsewhere(calibrated, shared_cac
 
 
 @pytest.mark.slow  # two cold torch.compile runs and torchao's import: over 10 s on 2 vCPUs
-def test_pytorch_int8_compiles_to_onednn_int8_kernels(calibrated, shared_cache):
+def test_pytorch_int8_compiles_to_onednn_int8_kernels(calibrated, shared_cache, monkeypatch):
     pytest.importorskip("torchao")
+    from infercmp.engines.pytorch import int8
+
+    probes = []
+    real_probe = int8.probe
+    monkeypatch.setattr(int8, "probe", lambda *a: probes.append(1) or real_probe(*a))
     _check_engine("pytorch", calibrated, shared_cache)
+    # The code is read once per engine: a re-prepare (four rows, then one: the accuracy
+    # phase prepares every call) must not compile afresh (0.3 s a call on digits).
+    assert len(probes) == 2
 
 
 def test_a_module_path_that_is_not_there_is_one_line(calibrated, shared_cache):

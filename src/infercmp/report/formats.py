@@ -136,7 +136,7 @@ class _MarkdownColumns:
             *([fmt_num(row["energy_j_per_item"], 4)] if self.items else []),
             *([row["process_p50_ms"] or "–"] if self.processes else []),
             fmt_parity(row),
-            *([row["accuracy_shown"]] if self.accuracy else []),
+            *([row["accuracy_shown"] or "–"] if self.accuracy else []),
             fmt_status(row),
         ]
 
