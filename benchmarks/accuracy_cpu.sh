@@ -17,11 +17,14 @@ echo | tee -a "$out/cpu.txt"
 
 case "${1:-digits}" in
 digits)
-  { time infercmp bench digits -e pytorch -e onnxruntime -e openvino \
+  { time infercmp bench digits -d cpu -e pytorch -e onnxruntime -e openvino \
       -p fp32 -p bf16 -p int8 --accuracy --repeat 2 --out "$out/runs"; } 2>&1 | tee "$out/bench-digits.txt"
   ;;
 resnet50)
-  { time infercmp bench resnet50 -s 224,224,3 -e pytorch -e onnxruntime -e openvino \
+  { time infercmp bench resnet50 -s 224,224,3 -d cpu -e pytorch -e onnxruntime -e openvino \
       -p fp32 -p int8 --accuracy 256 --repeat 2 --out "$out/runs"; } 2>&1 | tee "$out/bench-resnet50.txt"
   ;;
 esac
+run=$(ls -d "$out"/runs/*/ | tail -1)
+infercmp report "$run" -o "$out/report.html"
+infercmp report "$run" --format md > "$out/report.md"
