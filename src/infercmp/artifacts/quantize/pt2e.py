@@ -81,6 +81,26 @@ def check_modules(module: torch.nn.Module, paths: Sequence[str]) -> None:
         )
 
 
+def split_reused_modules(graph_module: torch.fx.GraphModule) -> None:
+    """Give each call of a module instance called more than once its own path, in place.
+
+    torch.export (non-strict) records no `source_fn_stack`, so the quantizer groups a
+    pattern's nodes by the innermost `nn_module_stack` path; torchvision's Bottleneck calls one
+    `self.relu` three times, the three calls fall into one partition, and X86InductorQuantizer
+    stops with "Input partition has more than one output node" (ResNet-50, torch 2.14.1,
+    torchao 0.18.0). export names the second and later calls `...relu@1`, `...relu@2`: those
+    calls get that suffix on their path too. A module-path exclusion still matches the path
+    itself, so only a later call of a reused module escapes it (a ReLU, never a weight).
+    """
+    for node in graph_module.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op != "call_function" or not stack:
+            continue
+        key, (path, cls) = list(stack.items())[-1]
+        if "@" in key:
+            stack[key] = (f"{path}@{key.rpartition('@')[2]}", cls)
+
+
 def quantize_pt2e(
     module: torch.nn.Module,
     example_inputs: Sequence[torch.Tensor],
@@ -107,6 +127,7 @@ def quantize_pt2e(
     samples = 0
     try:
         exported = torch.export.export(module, args, dynamic_shapes=dynamic).module()
+        split_reused_modules(exported)
         with Stopwatch() as watch, torch.no_grad():
             prepared = pt2e.prepare_pt2e(exported, quantizer)
             for row in calibration_rows(calibration, ranks):
