@@ -38,11 +38,11 @@ def _bad_calibration(good: CalibrationSet, where: Path) -> CalibrationSet:
     return CalibrationSet(path, len(rows), "blank-" + good.fingerprint[:16], "dataset")
 
 
-def _bench(tmp_path: Path, out: Path) -> Path:
+def _bench(tmp_path: Path, out: Path, exit_code: int = 0) -> Path:
     result = CliRunner().invoke(
         app, [*BENCH, *FAST, "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     return run
 
@@ -67,7 +67,9 @@ def test_compare_fails_an_int8_model_calibrated_on_blank_images(tmp_path, monkey
         return dataclasses.replace(found, calibration=bad)
 
     monkeypatch.setattr(prepare, "ensure_accuracy_set", with_blank_calibration)
-    bad = _bench(tmp_path, tmp_path / "bad")
+    # Its outputs also fail parity on random inputs (max abs err about 14 against logits of
+    # about 30 here), which fails bench itself (exit 1); the run is stored all the same.
+    bad = _bench(tmp_path, tmp_path / "bad", exit_code=1)
     bad_accuracy = _accuracy(bad)
     assert bad_accuracy["change"]["top1"] < -0.05, bad_accuracy  # the blank calibration hurts
 
