@@ -19,13 +19,13 @@ from infercmp.report.precision import COLUMNS, effect_lines, layer_rows, title
 from infercmp.run.plan import parse_engine
 from infercmp.run.precision_debug import MIN_GROWTH_DB
 from infercmp.run.precision_debug_session import (
-    RESULT_FILE,
     DebugRequest,
     check_request,
     dataset_samples,
     debug_precision,
     example_samples,
 )
+from infercmp.store.debug_precision import DEBUG_DIR, RESULT_FILE, result_dir
 from infercmp.workload.plugins import ModelPlugin, get_plugin
 from infercmp.workload.shapes import default_experiment
 
@@ -83,7 +83,7 @@ def debug_precision_command(
     name = f"{model}-{choice.name}-{precision}"
     if run is not None and not run.is_dir():
         raise InfercmpError(f"--run {run}: no such run directory")
-    where = out or (run / "debug-precision" / name if run is not None else None)
+    where = out or (result_dir(run, model, choice.name, precision) if run is not None else None)
     cache = ArtifactCache(resolve_cache_dir(cache_dir))
     inputs, labels, source = plugin_samples(plugin, cache, samples)
     int8 = precision == "int8"
@@ -100,7 +100,7 @@ def debug_precision_command(
         samples_source=source,
         cache=cache,
         calibration=calibration,
-        out_dir=(where or Path("debug-precision") / name).resolve(),
+        out_dir=(where or Path(DEBUG_DIR) / name).resolve(),
         top=top,
         depth=depth,
         min_growth=min_growth,

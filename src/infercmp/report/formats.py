@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from infercmp.report import curves
+from infercmp.report import curves, precision
 from infercmp.report.accuracy import ACCURACY_COLUMNS
 from infercmp.report.runs import RunView
 from infercmp.report.summary import (
@@ -27,6 +27,7 @@ from infercmp.report.summary import (
     summary_row,
     summary_rows,
 )
+from infercmp.store.debug_precision import read_results
 
 
 def render_markdown(
@@ -53,7 +54,10 @@ def render_markdown(
                 lines.append("| " + " | ".join(_md_cell(c) for c in columns.cells(row)) + " |")
     combos = combinations(runs)
     budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
-    return "\n".join(lines) + "\n" + curves.markdown(curves.load_points(combos), budget)
+    text = "\n".join(lines) + "\n" + curves.markdown(curves.load_points(combos), budget)
+    # `infercmp debug-precision --run RUN` results: where a precision breaks, one section each
+    breaks = [precision.render_markdown(r) for run in runs for r in read_results(run.path)]
+    return text + "".join("\n" + b for b in breaks)
 
 
 def _markdown_run_line(run: RunView) -> str:

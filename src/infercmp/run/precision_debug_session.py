@@ -48,6 +48,7 @@ from infercmp.run.precision_debug_measure import (
     quick_latency,
     write_mixed_fp16,
 )
+from infercmp.store.debug_precision import RESULT_FILE
 from infercmp.workload.inputs import example_runtime_inputs, random_like
 from infercmp.workload.module import load_module
 from infercmp.workload.outputs import flatten_outputs
@@ -63,7 +64,6 @@ else:
 
 #: The engines whose reduced-precision model this command can look inside, on the CPU.
 ENGINES = ("onnxruntime", "openvino", "pytorch")
-RESULT_FILE = "debug-precision.json"
 
 
 @dataclass
@@ -157,12 +157,24 @@ def _context(request: DebugRequest, onnx_artifact: OnnxArtifact | None) -> Conve
     )
 
 
+#: What ONNX Runtime's quantizer names the dequantized copy of a tensor T of the fp32 model.
+QDQ_SUFFIX = "_DequantizeLinear_Output"
+
+
 def _run_candidate(
     engine: str, path: Path, precision: str, names: Sequence[str], inputs: Any
 ) -> dict[str, list[np.ndarray]]:
     if engine == "openvino":
         return capture.ov_activations(path, names, inputs, precision)
-    return capture.ort_activations(path, names, inputs)
+    if path.suffix != ".onnx":
+        return capture.ort_activations(path, names, inputs)
+    # In a Q/DQ model the fp32 tensor T's counterpart is the value after its Q/DQ pair
+    # (`T_DequantizeLinear_Output`, what the next layer reads): T itself may be something
+    # else there (ORT drops a Relu into the Q before it, so `relu` is the conv's raw output).
+    produced = {o for node in onnx.load(str(path)).graph.node for o in node.output}
+    alias = {n: n + QDQ_SUFFIX if n + QDQ_SUFFIX in produced else n for n in names}
+    found = capture.ort_activations(path, list(alias.values()), inputs)
+    return {name: found[a] for name, a in alias.items() if a in found}
 
 
 def _outputs(engine: str, path: Path, precision: str, inputs: Any) -> list[list[np.ndarray]]:

@@ -170,3 +170,31 @@ def test_a_compare_without_accuracy_reads_as_before(tmp_path):
     document = compare_runs(open_run(a), open_run(b)).to_dict()
     assert "accuracy_threshold" not in document
     assert all("accuracy" not in row for row in document["comparisons"])
+
+
+def test_a_debug_precision_result_stored_in_the_run_is_a_report_section(tmp_path):
+    """`infercmp debug-precision --run RUN` stores its result in the run; the report (HTML
+    and markdown) shows it as a "where the precision breaks" section."""
+    from infercmp.store.debug_precision import RESULT_FILE, result_dir
+
+    path = make_run(tmp_path, COMBOS)
+    stored = result_dir(path, "m", "onnxruntime", "int8")
+    stored.mkdir(parents=True)
+    layer = {"name": "logits", "path": "fc", "op": "Gemm", "sqnr_in": 36.5, "sqnr_out": 25.1,
+             "max_rel": 0.22, "mean_rel": 0.02, "fused_by": None, "floor_db": 45.7,
+             "growth": 11.4}  # fmt: skip
+    result = {
+        "model": "m", "engine": "onnxruntime", "precision": "int8", "device": "cpu",
+        "samples": {"count": 16, "source": "dataset"}, "mechanism": "graph outputs",
+        "top": [layer], "proposal": {"paths": ["fc"], "engine": "onnxruntime[int8_exclude='fc']",
+        "note": ""}, "measured": {"original": {"max_abs": 5.8}, "mixed": {"max_abs": 0.32}},
+        "notes": [],
+    }  # fmt: skip
+    (stored / RESULT_FILE).write_text(json.dumps(result))
+    run = open_run(path)
+    page = render_html([run])
+    assert 'id="precision-debug"' in page and "int8_exclude=&#x27;fc&#x27;" in page
+    assert "| fc | Gemm |" in render_markdown([run])
+    # a run without one has no such section
+    other = open_run(make_run(tmp_path / "other", COMBOS))
+    assert 'id="precision-debug"' not in render_html([other])

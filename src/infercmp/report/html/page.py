@@ -7,7 +7,7 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from infercmp.core.lazy import lazy_import
-from infercmp.report import figures
+from infercmp.report import figures, precision
 from infercmp.report.html.accuracy import accuracy_section
 from infercmp.report.html.facts import environment_section
 from infercmp.report.html.sections import (
@@ -23,6 +23,7 @@ from infercmp.report.html.sections import (
 from infercmp.report.leaderboard import tune_section
 from infercmp.report.runs import RunView
 from infercmp.report.summary import DEFAULT_BASELINE, combinations, experiments
+from infercmp.store.debug_precision import read_results
 
 if TYPE_CHECKING:
     import plotly.offline as plotly_offline
@@ -86,6 +87,13 @@ def render_html(
     if accuracy:
         body.insert(len(body) - len(shapes), accuracy)
         nav.insert(0, '<a href="#accuracy">accuracy vs latency</a>')
+        body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
+    breaks = [precision.render_html(r) for run in runs for r in read_results(run.path)]
+    if breaks:
+        body.insert(
+            len(body) - len(shapes), '<div id="precision-debug">' + "".join(breaks) + "</div>"
+        )
+        nav.insert(0, '<a href="#precision-debug">where the precision breaks</a>')
         body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
     body.append(environment_section(runs))
     body.append(method_section(baseline_engine))
