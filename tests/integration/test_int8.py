@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from infercmp.artifacts.samples import CalibrationSet, Samples, write_samples
 from infercmp.engines import EngineSpec
@@ -121,6 +122,26 @@ def test_pytorch_int8_compiles_to_onednn_int8_kernels(calibrated, shared_cache, 
     # The code is read once per engine: a re-prepare (four rows, then one: the accuracy
     # phase prepares every call) must not compile afresh (0.3 s a call on digits).
     assert len(probes) == 2
+
+
+def test_pytorch_int8_keeps_a_dynamic_batch_axis(shared_cache, tmp_path):
+    """digits takes any batch: its int8 program must too (torch.export specialises an axis it
+    sees at size 1, so the example is exported at two rows)."""
+    pytest.importorskip("torchao")
+    pytest.importorskip("sklearn")
+    from infercmp.artifacts.quantize.pt2e import ensure_pt2e
+    from infercmp.workload.plugins import get_plugin
+
+    plugin = get_plugin("digits")
+    rng = np.random.default_rng(0)
+    rows = [[rng.random((1, 1, 8, 8), dtype=np.float32)] for _ in range(8)]
+    write_samples(tmp_path / "calibration.npz", Samples(inputs=rows))
+    calibration = CalibrationSet(tmp_path / "calibration.npz", 8, "digits-test-8", "random")
+    quantized = ensure_pt2e(shared_cache, plugin, calibration)
+    program = torch.export.load(str(quantized.path)).module()
+    for batch in (1, 3):
+        images = torch.from_numpy(np.concatenate([rows[0][0]] * batch))
+        assert program(images).shape == (batch, 10)
 
 
 def test_a_module_path_that_is_not_there_is_one_line(calibrated, shared_cache):

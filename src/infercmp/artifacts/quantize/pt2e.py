@@ -31,6 +31,8 @@ from infercmp.artifacts.quantize.common import (
 from infercmp.artifacts.samples import CalibrationSet
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import, load
+from infercmp.workload.batching import input_axes, stack
+from infercmp.workload.config import DYNAMIC
 from infercmp.workload.inputs import example_runtime_inputs
 from infercmp.workload.module import load_module
 from infercmp.workload.plugins import ModelPlugin
@@ -43,7 +45,14 @@ else:
 
 PT2_FILE = "model.pt2"
 METHOD = "pt2e-x86-inductor"
-PARAMS: dict[str, Any] = {"config": "default", "is_qat": False, "is_dynamic": False}
+# export_batch: the example is exported at two rows, since torch.export specialises a
+# dynamic axis it sees at size 1 (the program then refuses every other batch size).
+PARAMS: dict[str, Any] = {
+    "config": "default",
+    "is_qat": False,
+    "is_dynamic": False,
+    "export_batch": 2,
+}
 KIND = "int8-pt2e"
 QUANTIZER = "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer"
 # The op dequantizing each per-channel int8 weight in a converted graph: one per int8 layer.
@@ -153,6 +162,15 @@ def quantize_pt2e(
     )
 
 
+def _dynamic_batch_axes(plugin: ModelPlugin) -> list[int | None]:
+    """Each input's batch axis where the config lets it vary (None elsewhere)."""
+    axes = input_axes(plugin.config)
+    return [
+        axis if axis is not None and spec.shapes.runtime[axis] == DYNAMIC else None
+        for axis, spec in zip(axes, plugin.config.inputs)
+    ]
+
+
 def ensure_pt2e(
     cache: ArtifactCache,
     plugin: ModelPlugin,
@@ -168,7 +186,8 @@ def ensure_pt2e(
     key = quant_key(source, METHOD, PARAMS, calibration, exclude, tools)
 
     def produce(staged: Path) -> QuantizeResult:
-        args = [torch.from_numpy(a) for a in example]
+        rows = stack(example, _dynamic_batch_axes(plugin), PARAMS["export_batch"])
+        args = [torch.from_numpy(a) for a in rows]
         return quantize_pt2e(
             module, args, calibration, staged / PT2_FILE, exclude, dynamic_axes(plugin)
         )
