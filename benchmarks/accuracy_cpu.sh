@@ -21,8 +21,14 @@ digits)
       -p fp32 -p bf16 -p int8 --accuracy --repeat 2 --out "$out/runs"; } 2>&1 | tee "$out/bench-digits.txt"
   ;;
 resnet50)
+  # onnxruntime[int8_exclude=fc]: what `infercmp debug-precision resnet50 -e onnxruntime -p int8`
+  # proposes (run below, stored in the run, so the report shows it)
   { time infercmp bench resnet50 -s 224,224,3 -d cpu -e pytorch -e onnxruntime -e openvino \
-      -p fp32 -p int8 --accuracy 256 --repeat 2 --out "$out/runs"; } 2>&1 | tee "$out/bench-resnet50.txt"
+      -e 'onnxruntime[int8_exclude=fc]' -p fp32 -p int8 --accuracy 256 --repeat 2 \
+      --out "$out/runs"; } 2>&1 | tee "$out/bench-resnet50.txt"
+  run=$(ls -d "$out"/runs/*/ | tail -1)
+  infercmp debug-precision resnet50 -e onnxruntime -p int8 --samples 8 --run "$run" \
+    2>&1 | tee "$out/debug-precision-resnet50.txt"
   ;;
 esac
 run=$(ls -d "$out"/runs/*/ | tail -1)
