@@ -195,7 +195,8 @@ def with_bare_values(args: list[str]) -> list[str]:
     for i, arg in enumerate(args):
         if arg == "--":  # what follows is positional
             return out + args[i:]
-        following = args[i + 1] if i + 1 < len(args) else None
+        # str(): a caller (typer's CliRunner in tests, a script) may pass Paths and numbers
+        following = str(args[i + 1]) if i + 1 < len(args) else None
         takes = following is not None and (following.isdigit() or following == "all")
         out.append(f"{arg}={BARE_VALUES[arg]}" if arg in BARE_VALUES and not takes else arg)
     return out

@@ -233,6 +233,14 @@ class EngineDescriptor:
     search_space: ClassVar[SearchSpace | None] = None
     concurrency: ClassVar[dict[str, str]] = {}
     cpu_threads_option: ClassVar[str | None] = None
+    #: How `infercmp debug-precision` reads this engine's intermediate tensors: "onnx" (its
+    #: artifact is an ONNX file, run in ONNX Runtime with every tensor as an output),
+    #: "ov-model" (an OpenVINO model, through add_outputs), "module" (the plugin's PyTorch
+    #: module, through forward hooks), or None (it cannot look inside this engine).
+    layer_outputs: ClassVar[Literal["onnx", "ov-model", "module"] | None] = None
+    #: The option that takes an fp16 ONNX file with some nodes kept in fp32 (ONNX Runtime's
+    #: `fp16_model`), which debug-precision's fp16 proposal fills; None: no such option.
+    mixed_fp16_option: ClassVar[str | None] = None
     refused_precisions: ClassVar[Mapping[tuple[str, str], str]] = {}
 
     def precisions_on(self, device: str) -> tuple[str, ...]:
@@ -432,6 +440,11 @@ def _declaration_problems(descriptor: EngineDescriptor) -> list[str]:
         and threads in options.model_fields
     ):
         problems.append(f"cpu_threads_option {threads!r} is not the name of one of its options")
+    layer_outputs = getattr(descriptor, "layer_outputs", None)
+    if layer_outputs not in (None, "onnx", "ov-model", "module"):
+        problems.append(
+            f"layer_outputs {layer_outputs!r} is not 'onnx', 'ov-model', 'module' or None"
+        )
     runtime = getattr(descriptor, "runtime", None)
     if not (isinstance(runtime, str) and ":" in runtime):
         problems.append(f"runtime {runtime!r} is not 'module:Class'")

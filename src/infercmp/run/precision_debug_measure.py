@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from infercmp.artifacts.onnx_scopes import node_scopes, under
 from infercmp.core.contract import Measurement, WorkerSpec
 from infercmp.core.lazy import lazy_import
+from infercmp.engines.descriptor import EngineDescriptor
 from infercmp.run.worker_process import run_worker
 from infercmp.workload.plugins import ModelPlugin
 
@@ -72,19 +73,23 @@ def engine_text(engine: str, options: dict[str, Any]) -> str:
     return f"{engine}[{items}]"
 
 
-def propose(engine: str, precision: str, paths: Sequence[str], mixed_fp16: Path | None) -> Proposal:
-    """The proposal for `paths` on `engine` at `precision` (`mixed_fp16`: the ONNX made by
-    `write_mixed_fp16`, for ONNX Runtime fp16)."""
+def propose(
+    descriptor: EngineDescriptor, precision: str, paths: Sequence[str], mixed_fp16: Path | None
+) -> Proposal:
+    """The proposal for `paths` on the engine of `descriptor` at `precision` (`mixed_fp16`: the
+    ONNX made by `write_mixed_fp16`, for an engine with a `mixed_fp16_option`)."""
     paths = tuple(paths)
+    engine = descriptor.name
     if not paths:
         return Proposal((), None, None, "no layer loses enough precision to be worth excluding")
-    if precision == "int8":
+    if precision == "int8" and INT8_EXCLUDE in descriptor.options.model_fields:
         options: dict[str, Any] = {INT8_EXCLUDE: ";".join(paths)}
         return Proposal(
             paths, options, engine_text(engine, options), "re-quantized with these excluded"
         )
-    if engine == "onnxruntime" and precision == "fp16" and mixed_fp16 is not None:
-        options = {FP16_MODEL: str(mixed_fp16)}
+    mixed_option = descriptor.mixed_fp16_option
+    if precision == "fp16" and mixed_fp16 is not None and mixed_option:
+        options = {mixed_option: str(mixed_fp16)}
         return Proposal(
             paths,
             options,
@@ -92,13 +97,9 @@ def propose(engine: str, precision: str, paths: Sequence[str], mixed_fp16: Path 
             "fp16 ONNX with these modules' nodes kept in fp32 (the converter's node block "
             "list; infercmp's own fp16 conversion takes no block list yet)",
         )
-    why = {
-        "openvino": "OpenVINO's precision is one inference hint for the whole model",
-        "pytorch": "the PyTorch engine casts the whole module",
-    }.get(engine, f"engine '{engine}' has no per-layer precision option")
     return Proposal(
-        paths, None, None, f"{why}: no per-layer exclusion for {precision} yet (int8 has "
-        f"{INT8_EXCLUDE})",
+        paths, None, None, f"engine '{engine}' has no per-layer precision option for "
+        f"{precision} (int8 has {INT8_EXCLUDE}; fp16 an fp16 ONNX option): nothing to re-make",
     )  # fmt: skip
 
 

@@ -62,9 +62,6 @@ else:
     np = lazy_import("numpy")
     onnx = lazy_import("onnx")
 
-#: The engines whose reduced-precision model this command can look inside, on the CPU.
-ENGINES = ("onnxruntime", "openvino", "pytorch")
-
 
 @dataclass
 class DebugRequest:
@@ -120,9 +117,10 @@ def check_request(engine: str, precision: str) -> EngineDescriptor:
             "debug-precision compares a reduced precision with fp32; give -p fp16, bf16 or int8"
         )
     descriptor = get_descriptor(engine)
-    if engine not in ENGINES:
+    if descriptor.layer_outputs is None:
         raise InfercmpError(
-            f"debug-precision looks inside {', '.join(ENGINES)} on the CPU; not '{engine}'"
+            f"debug-precision cannot look inside engine '{engine}': its descriptor declares no "
+            "layer_outputs (docs/debug-precision.md)"
         )
     reason = descriptor.refusal("cpu", precision, Machine.current())
     if reason:
@@ -162,9 +160,9 @@ QDQ_SUFFIX = "_DequantizeLinear_Output"
 
 
 def _run_candidate(
-    engine: str, path: Path, precision: str, names: Sequence[str], inputs: Any
+    how: str | None, path: Path, precision: str, names: Sequence[str], inputs: Any
 ) -> dict[str, list[np.ndarray]]:
-    if engine == "openvino":
+    if how == "ov-model":
         return capture.ov_activations(path, names, inputs, precision)
     if path.suffix != ".onnx":
         return capture.ort_activations(path, names, inputs)
@@ -177,8 +175,8 @@ def _run_candidate(
     return {name: found[a] for name, a in alias.items() if a in found}
 
 
-def _outputs(engine: str, path: Path, precision: str, inputs: Any) -> list[list[np.ndarray]]:
-    if engine == "openvino":
+def _outputs(how: str | None, path: Path, precision: str, inputs: Any) -> list[list[np.ndarray]]:
+    if how == "ov-model":
         return capture.ov_outputs(path, inputs, precision)
     return capture.ort_outputs(path, inputs)
 
@@ -195,17 +193,19 @@ def _debug_onnx(request: DebugRequest, descriptor: EngineDescriptor, options: An
     reference = capture.ort_activations(exported.path, names, request.inputs)
     request.progress(f"{engine} {precision}: the same tensors")
     errors = match_tensors(
-        reference, _run_candidate(engine, candidate, precision, names, request.inputs), precision
+        reference,
+        _run_candidate(descriptor.layer_outputs, candidate, precision, names, request.inputs),
+        precision,
     )
     layers = at_depth(onnx_layer_errors(model, errors), request.depth)
     top = rank_layers(layers, request.top, request.min_growth)
     paths = exclusion_paths(top)
     mixed_path = None
-    if engine == "onnxruntime" and precision == "fp16" and top:
+    if descriptor.mixed_fp16_option and precision == "fp16" and top:
         mixed_path = request.out_dir / "mixed-fp16.onnx"
         culprit_nodes = [n.name for n in model.graph.node if set(n.output) & {t.name for t in top}]
         write_mixed_fp16(model, paths, culprit_nodes, mixed_path)
-    proposal = propose(engine, precision, paths, mixed_path)
+    proposal = propose(descriptor, precision, paths, mixed_path)
     notes = [f"{len(errors)} of {len(names)} fp32 tensors matched in the {precision} model"]
     fp32 = capture.ort_outputs(exported.path, request.inputs)
     measured = _measure_onnx(request, descriptor, exported, converted, proposal, fp32)
@@ -252,11 +252,11 @@ def _measure_onnx(
     fp32: list[list[np.ndarray]],
 ) -> dict[str, Any]:
     """Accuracy (and the quick latency) of the original and the mixed model."""
-    engine, precision, inputs = request.engine, request.precision, request.inputs
+    how, precision, inputs = descriptor.layer_outputs, request.precision, request.inputs
     evaluate = request.plugin.evaluate
     candidate = model_file(exported.path, converted, request.options)
     original = agreement(
-        fp32, _outputs(engine, candidate, precision, inputs), request.labels, evaluate
+        fp32, _outputs(how, candidate, precision, inputs), request.labels, evaluate
     )
     if proposal.options is None:
         return {"original": original, "mixed": None}
@@ -273,9 +273,7 @@ def _measure_onnx(
             "note": f"the mixed model cannot be made yet: {why}",
         }
     mixed_file = model_file(exported.path, mixed_converted, mixed_options)
-    mixed = agreement(
-        fp32, _outputs(engine, mixed_file, precision, inputs), request.labels, evaluate
-    )
+    mixed = agreement(fp32, _outputs(how, mixed_file, precision, inputs), request.labels, evaluate)
     found: dict[str, Any] = {"original": original, "mixed": mixed}
     if request.latency:
         original["latency"] = _latency(request, exported, converted, request.options, "original")
@@ -288,8 +286,9 @@ def _debug_module(request: DebugRequest) -> DebugResult:
     plugin, precision = request.plugin, request.precision
     if precision == "int8":
         raise InfercmpError(
-            "debug-precision on pytorch int8 needs the PT2E-quantized module, which it cannot "
-            "look inside yet; use -e onnxruntime or -e openvino for int8"
+            f"debug-precision on {request.engine} int8 needs the quantized module, which "
+            "forward hooks cannot look inside yet; use an engine that runs an ONNX or "
+            "OpenVINO model for int8"
         )
     module, _identity = load_module(plugin)
     request.progress(f"fp32 and {precision} module: forward hooks on every leaf module")
@@ -297,7 +296,7 @@ def _debug_module(request: DebugRequest) -> DebugResult:
     candidate = capture.module_activations(module, request.inputs, precision)
     layers = at_depth(module_layer_errors(reference, candidate, precision), request.depth)
     top = rank_layers(layers, request.top, request.min_growth)
-    proposal = propose("pytorch", precision, exclusion_paths(top), None)
+    proposal = propose(get_descriptor(request.engine), precision, exclusion_paths(top), None)
 
     def flatten(result: Any) -> list[Any]:
         return flatten_outputs(result, plugin.config.output_names, plugin.name)

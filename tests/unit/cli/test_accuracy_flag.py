@@ -80,3 +80,19 @@ def test_the_table_has_an_accuracy_column_only_when_measured(tmp_path):
     text = _text(bench_table(results)[0])
     assert "accuracy" in text and "97.8% (-0.2) (random calib.)" in text
     assert "accuracy 97.8% (-0.2)" in row_line(results[1])
+
+
+def test_arguments_that_are_not_strings_pass_through():
+    # typer's CliRunner (and a script) may hand Paths and numbers; `tune ... -o PATH` broke
+    from pathlib import Path
+
+    args = ["bench", "m", "--out", Path("runs"), "--accuracy", Path("x")]
+    assert with_bare_values(args) == [
+        "bench",
+        "m",
+        "--out",
+        Path("runs"),
+        "--accuracy=all",
+        Path("x"),
+    ]
+    assert with_bare_values(["--accuracy", 5]) == ["--accuracy", 5]

@@ -10,6 +10,7 @@ import torch
 from onnx import TensorProto, helper
 
 from infercmp.artifacts.onnx_scopes import node_scopes
+from infercmp.engines.registry import get_descriptor
 from infercmp.report.precision import render
 from infercmp.run import precision_debug_capture as capture
 from infercmp.run.precision_debug import (
@@ -148,13 +149,14 @@ def test_forward_hooks_blame_the_module_that_loses_precision():
 
 
 def test_proposals_name_the_engine_option_or_say_there_is_none(tmp_path):
-    int8 = propose("onnxruntime", "int8", ["0", "layer3.4.conv2"], None)
+    ort, ov, torch = (get_descriptor(n) for n in ("onnxruntime", "openvino", "pytorch"))
+    int8 = propose(ort, "int8", ["0", "layer3.4.conv2"], None)
     assert int8.engine_text == "onnxruntime[int8_exclude='0;layer3.4.conv2']"
-    fp16 = propose("onnxruntime", "fp16", ["a"], tmp_path / "m.onnx")
+    fp16 = propose(ort, "fp16", ["a"], tmp_path / "m.onnx")
     assert fp16.options == {"fp16_model": str(tmp_path / "m.onnx")}
-    ov = propose("openvino", "bf16", ["a"], None)
-    assert ov.options is None and "OpenVINO" in ov.note
-    assert propose("pytorch", "int8", [], None).options is None
+    bf16 = propose(ov, "bf16", ["a"], None)
+    assert bf16.options is None and "'openvino' has no per-layer precision option" in bf16.note
+    assert propose(torch, "int8", [], None).options is None
 
 
 def test_the_mixed_fp16_model_keeps_blocked_nodes_in_fp32_and_loads(tmp_path):

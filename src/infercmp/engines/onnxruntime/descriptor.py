@@ -105,6 +105,8 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
         ),
     )
     cpu_threads_option = "intra_op_threads"
+    layer_outputs = "onnx"
+    mixed_fp16_option = "fp16_model"
     concurrency = {
         "cpu": "one InferenceSession per request in flight, each run from its own thread",
         "cuda": "one InferenceSession (its own IO binding and CUDA graph) per request in "

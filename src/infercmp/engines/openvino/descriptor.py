@@ -62,6 +62,7 @@ class OpenVINODescriptor(EngineDescriptor):
         precisions={"cpu": ("fp32", "bf16", "fp16")},
     )
     cpu_threads_option = "threads"
+    layer_outputs = "ov-model"
     concurrency = {
         "cpu": "one compiled model and synchronous infer request per request in flight, each "
         "run from its own thread",

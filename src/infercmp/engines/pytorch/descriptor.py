@@ -89,6 +89,7 @@ class PyTorchDescriptor(EngineDescriptor):
         precisions={"cpu": ("fp32", "bf16"), "cuda": ("fp16", "bf16")},
     )
     cpu_threads_option = "threads"
+    layer_outputs = "module"
     concurrency = {
         "cuda": "one engine per request in flight, each with its own CUDA stream (and CUDA "
         "graph with cuda_graph=true), driven from its own thread",
