@@ -20,5 +20,5 @@ run=$(ls -d "$out"/runs/*/ | tail -1)
 infercmp report "$run" -o "$out/report.html"
 infercmp report "$run" --format md > "$out/report.md"
 infercmp report "$run" --format json > "$out/report.json"
-tar -czf "$out/run.tar.gz" -C "$(dirname "$run")" "$(basename "$run")" --exclude samples
+tar --exclude samples -czf "$out/run.tar.gz" -C "$(dirname "$run")" "$(basename "$run")"
 tail -40 "$out/bench.txt"
