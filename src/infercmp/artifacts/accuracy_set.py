@@ -329,13 +329,21 @@ def random_calibration(
 
 
 def calibration_for(
-    plugin: ModelPlugin, cache: ArtifactCache, experiment: Experiment
+    plugin: ModelPlugin,
+    cache: ArtifactCache,
+    experiment: Experiment,
+    accuracy_set: AccuracySet | None = None,
 ) -> CalibrationSet:
     """The samples int8 calibrates on: the dataset's calibration split when the plugin has a
     dataset, else `random_calibration` of `experiment` (source "random"); as many as the
-    config's `accuracy.calibration_samples`. bench and debug-precision both calibrate here."""
+    config's `accuracy.calibration_samples`. bench and debug-precision both calibrate here.
+
+    `accuracy_set`: one the caller already made (bench's `--accuracy`), so the dataset is not
+    read again; None: made here with no evaluation samples.
+    """
     count = plugin.config.accuracy_settings.calibration_samples
-    accuracy_set = ensure_accuracy_set(plugin, cache, evaluation=0, calibration=count)
+    if accuracy_set is None:
+        accuracy_set = ensure_accuracy_set(plugin, cache, evaluation=0, calibration=count)
     if accuracy_set is not None:
         return accuracy_set.calibration
     return random_calibration(plugin, cache, experiment, count)

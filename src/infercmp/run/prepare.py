@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infercmp.artifacts.accuracy_set import AccuracySet, ensure_accuracy_set, random_calibration
+from infercmp.artifacts.accuracy_set import AccuracySet, calibration_for, ensure_accuracy_set
 from infercmp.artifacts.cache import ArtifactCache
 from infercmp.artifacts.onnx_export import OnnxArtifact, export_onnx
 from infercmp.artifacts.reference import ensure_batched_reference
@@ -151,9 +151,8 @@ def accuracy_artifacts(
         calibration = found.calibration
     else:
         assert int8 is not None  # no dataset and no --accuracy: only int8 brought us here
-        count = settings.calibration_samples
         calibration = bounded(
-            timeout_s, functools.partial(random_calibration, plugin, cache, int8, count)
+            timeout_s, functools.partial(calibration_for, plugin, cache, int8, found)
         )
     judge = None
     if accuracy is not None and found is not None:

@@ -3,13 +3,14 @@ accuracy set's preparation before any worker, and a failed accuracy phase's meas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from infercmp.artifacts import accuracy_set as accuracy_set_module
+from infercmp.artifacts.accuracy_set import AccuracySet
 from infercmp.artifacts.samples import CalibrationSet, Samples, write_outputs, write_samples
 from infercmp.core.contract import WorkerResult
 from infercmp.core.errors import InfercmpError
@@ -30,18 +31,6 @@ from infercmp.workload.plugins import get_plugin
 from infercmp.workload.shapes import default_experiment
 
 
-@dataclass(frozen=True)
-class _Set:
-    """The fields of an AccuracySet the judge reads (artifacts.accuracy_set makes the real one)."""
-
-    evaluation: Path
-    count: int
-    labelled: bool
-    calibration: CalibrationSet
-    dataset_fingerprint: str
-    reference_metrics: dict[str, float]
-
-
 def _top1(outputs, labels):
     return {"top1": float(np.mean(outputs[0].argmax(axis=-1) == labels))}
 
@@ -58,12 +47,12 @@ def _logits(rng, count: int) -> list[np.ndarray]:
     return [rng.standard_normal((1, 10)).astype(np.float32) for _ in range(count)]
 
 
-def _accuracy_set(tmp_path, reference: list[np.ndarray], labels, metrics) -> _Set:
+def _accuracy_set(tmp_path, reference: list[np.ndarray], labels, metrics) -> AccuracySet:
     path = tmp_path / "evaluation.npz"
     inputs = [[np.zeros((1, 3, 8, 8), np.float32)] for _ in reference]
     write_samples(path, Samples(inputs, [[r] for r in reference], labels))
     calibration = CalibrationSet(tmp_path / "c.npz", 0, "c", "dataset")
-    return _Set(path, len(reference), labels is not None, calibration, "fp", metrics)
+    return AccuracySet(path, len(reference), labels is not None, calibration, "fp", metrics)
 
 
 def test_an_engine_that_gives_pytorchs_outputs_agrees_exactly(tmp_path):
@@ -188,7 +177,7 @@ def test_int8_without_dataset_calibrates_on_random_inputs(monkeypatch):
         return CalibrationSet(Path("r.npz"), count, "f", "random")
 
     monkeypatch.setattr(prepare_module, "ensure_accuracy_set", lambda *a, **k: None)
-    monkeypatch.setattr(prepare_module, "random_calibration", random)
+    monkeypatch.setattr(accuracy_set_module, "random_calibration", random)
     plugin = get_plugin("tiny-cnn")
     experiment = default_experiment(plugin.config)
     judge, calibration = prepare_module.accuracy_artifacts(plugin, None, None, experiment, 10.0)
@@ -282,7 +271,7 @@ def test_an_int8_combination_gets_its_calibration_without_accuracy(monkeypatch, 
         seen.append((precision, context.calibration))
 
     monkeypatch.setattr(prepare_module, "ensure_accuracy_set", lambda *a, **k: None)
-    monkeypatch.setattr(prepare_module, "random_calibration", lambda *a: calibration)
+    monkeypatch.setattr(accuracy_set_module, "random_calibration", lambda *a: calibration)
     monkeypatch.setattr(prepare_module, "ensure_batched_reference", lambda *a: tmp_path / "r")
     monkeypatch.setattr(prepare_module, "export_onnx", lambda *a, **k: SimpleNamespace(path=None))
     monkeypatch.setattr(type(plan.descriptors["onnxruntime"]), "convert", convert)
