@@ -23,7 +23,9 @@ SCHEMA_VERSION = 2
 DEFAULT_WARMUP_ITERS = 10  # when neither warm-up bound is given
 
 
-Phase = Literal["spec", "load", "prepare", "warmup", "measure", "parity", "accuracy", "write"]
+Phase = Literal[
+    "spec", "load", "prepare", "warmup", "measure", "parity", "accuracy", "profile", "write"
+]
 StopReason = Literal["iterations", "duration", "ci_target", "max_seconds"]
 Scenario = Literal["single-stream", "offline", "server"]
 
@@ -228,6 +230,73 @@ class AccuracyOutputs(_Model):
     seconds: float
 
 
+class ProfileSpec(_Model):
+    """The untimed profile phase (`bench --profile`, `infercmp profile`): after the timed
+    phases, parity and accuracy, the engine's own profiler over `iterations` calls of the
+    measured inputs, after `warmup` unprofiled ones. Nothing here enters latency.npz; the
+    engine may make a second, profiled instance of itself (a session with profiling on)."""
+
+    iterations: int = Field(20, gt=0)
+    warmup: int = Field(3, ge=0)
+
+
+class ProfileEvent(_Model):
+    """One op, node, layer or kernel as the engine's profiler saw it, summed over the
+    profiled iterations, in the engine's own names.
+
+    `origin` names the nodes of the engine's ONNX artifact it came from (a fused layer names
+    several; empty: the engine made it, a reorder or copy, or cannot say); `module` is the
+    PyTorch module path where the engine knows it directly (PyTorch's own hooks), else None.
+    The parent attributes each event to a module from these (`infercmp.run.profile`).
+    """
+
+    name: str  # the engine's name for it: ORT node, OpenVINO layer, TensorRT layer, aten op
+    op_type: str  # its type in the engine's words: Conv, FusedConv, Convolution, aten::addmm
+    exec_type: str = ""  # the implementation chosen: jit_avx512_FP32, a CUDA kernel's name
+    device: Device  # where the time was spent: "cpu" (op time) or "cuda" (kernel time)
+    total_ms: float = Field(ge=0)  # over all profiled iterations
+    calls: int = Field(0, ge=0)  # over all profiled iterations
+    origin: list[str] = Field(default_factory=list)
+    module: str | None = None
+
+
+class RawProfile(_Model):
+    """What the worker's profile phase writes as `profile.json` in its result directory."""
+
+    profiler: str  # what took it, in words: "torch.profiler", "onnxruntime enable_profiling"
+    iterations: int = Field(gt=0)
+    # Each profiled iteration's wall time, host arrays in to host arrays out, in ms: the
+    # profiled run's own clock (the profiler's overhead included).
+    wall_ms: list[float]
+    # CUDA: per iteration, the mean time at least one kernel of it ran (the union of kernel
+    # intervals); None on the CPU or where the profiler gives no kernel times.
+    device_busy_ms: float | None = None
+    events: list[ProfileEvent]
+    notes: list[str] = Field(default_factory=list)  # how it was taken, where it differs
+
+
+class ProfileOutputs(_Model):
+    """What the profile phase did: its file, iterations and wall seconds (never a latency)."""
+
+    file: str  # name of the RawProfile file in the worker's result directory
+    iterations: int
+    seconds: float
+
+
+class StartupTimes(_Model):
+    """What starting this worker cost, measured by the worker (`bench --cold` runs it with
+    every engine cache empty, then again warm). Seconds unless named _ms."""
+
+    # From the worker process's start (its creation time) to the engine's load call: the
+    # interpreter, infercmp and the engine's runtime imported, the spec and reference read.
+    process_to_load_s: float = Field(ge=0)
+    load_s: float = Field(ge=0)  # engine.load: session creation, compile_model, plan load
+    prepare_s: float = Field(ge=0)  # engine.prepare: buffers bound (torch.compile: traced)
+    first_inference_ms: float = Field(ge=0)  # the first call, compilation or algorithm search in it
+    first_k_ms: list[float] = Field(default_factory=list)  # the first calls of the warm-up
+    ready_s: float = Field(ge=0)  # process start to the first answer back on the host
+
+
 class WorkerSpec(_Model):
     """Everything one worker needs; bench writes it as spec.json in the worker's directory."""
 
@@ -246,6 +315,11 @@ class WorkerSpec(_Model):
     result_dir: Path
     load: Load = Field(default_factory=Load)
     accuracy: AccuracySpec | None = None
+    profile: ProfileSpec | None = None
+    # Where the engine keeps its own compiled-artifact caches (Inductor, Triton, OpenVINO's
+    # CACHE_DIR, TensorRT's timing cache); None: the engine's defaults. `bench --cold` gives a
+    # fresh directory, then the same one again warm.
+    engine_cache_dir: Path | None = None
 
 
 class WarmupInfo(_Model):
@@ -320,6 +394,8 @@ class WorkerResult(_Model):
     load_result: LoadResult | None = None  # for a load other than one request at a time
     gpu_name: str | None = None
     accuracy: AccuracyOutputs | None = None  # the accuracy phase, when the spec asked for it
+    profile: ProfileOutputs | None = None  # the profile phase, when the spec asked for it
+    startup: StartupTimes | None = None  # one request at a time, once it answered
     pid: int = Field(default_factory=os.getpid)
     started: float = 0.0
     finished: float = 0.0

@@ -30,6 +30,8 @@ from infercmp.core.types import Device, Precision
 if TYPE_CHECKING:
     import numpy as np
 
+    from infercmp.core.contract import RawProfile
+
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -43,6 +45,9 @@ class EngineSpec:
     output_names: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict)
     device_id: int = 0
+    # Where the engine keeps its own compiled-artifact caches (WorkerSpec.engine_cache_dir):
+    # OpenVINO's CACHE_DIR, TensorRT's timing cache; None: the engine's defaults.
+    cache_dir: Path | None = None
 
 
 @runtime_checkable
@@ -76,4 +81,11 @@ class Engine(Protocol):
 
     def hot_path(self) -> tuple[Any, Any, Any, Any]:
         """The bound copy_in, compute, copy_out and synchronize the timed loops call."""
+        ...
+
+    def profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
+        """The engine's own profiler over `iterations` calls of the prepared inputs, after
+        `warmup` unprofiled ones, untimed (the worker's profile phase, after measuring). It
+        may build a second, profiled instance of itself; its files go under `workdir`. Only
+        engines whose descriptor names a `profiler` are asked."""
         ...

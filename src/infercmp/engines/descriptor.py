@@ -242,6 +242,10 @@ class EngineDescriptor:
     #: `fp16_model`), which debug-precision's fp16 proposal fills; None: no such option.
     mixed_fp16_option: ClassVar[str | None] = None
     refused_precisions: ClassVar[Mapping[tuple[str, str], str]] = {}
+    #: What `--profile` takes this engine's per-layer times with, in words
+    #: ("torch.profiler", "onnxruntime enable_profiling"): its runtime implements
+    #: `Engine.profile`. None: it has no per-layer profiler, and its profile reads n/a.
+    profiler: ClassVar[str | None] = None
 
     def precisions_on(self, device: str) -> tuple[str, ...]:
         """The precisions this engine runs on `device` (none where it does not run)."""
