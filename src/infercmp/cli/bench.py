@@ -343,6 +343,13 @@ _ACCURACY = typer.Option(
     "accuracy.max_samples, when N is left out) through each engine, untimed: task metrics "
     "and agreement with PyTorch fp32 (docs/usage.md).",
 )
+_COLD = typer.Option(
+    False,
+    "--cold",
+    help="Also measure what starting costs: after its measurement, each combination starts "
+    "twice more, cold (a fresh temporary artifact cache and engine caches: export, "
+    "conversion, compilation all made again) and then warm (docs/usage.md).",
+)
 _SLO_MS = typer.Option(
     None, "--slo-ms", help="--qps auto: the highest rate whose p99 latency stays under this."
 )
@@ -381,6 +388,7 @@ def bench(
     qps: str | None = _QPS,
     slo_ms: float | None = _SLO_MS,
     accuracy: str | None = _ACCURACY,
+    cold: bool = _COLD,
 ) -> None:
     """Benchmark MODEL: every engine x device x precision x shape in its own worker process."""
     if resume is not None and not ctx.meta.get(_RESUMING):
@@ -412,7 +420,7 @@ def bench(
         ray_accelerator_type=ray_accelerator_type, ray_resources=ray_resource, resume=resume,
         batch=batch, latency_limit_ms=latency_limit_ms, concurrency=concurrency,
         scenario=scenario, qps=qps, slo_ms=slo_ms,
-        accuracy=parse_accuracy(accuracy),
+        accuracy=parse_accuracy(accuracy), cold=cold,
         flags={n: session.plain(ctx.params[n]) for n in (*session.RUN_FLAGS, *session.PLACE_FLAGS)},
     )  # fmt: skip
     with contextlib.ExitStack() as resources:  # the executor and the run's writer lock
