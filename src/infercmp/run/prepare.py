@@ -38,14 +38,19 @@ class StepTime:
     hit: bool | None
 
 
-def timed(cache: ArtifactCache, call: Callable[[], T]) -> tuple[T, StepTime]:
-    """`call()` and how long it took; a hit when it added no entry to the cache."""
-    before = {(e.kind, e.key) for e in cache.entries()}
+def timed(cache: ArtifactCache | None, call: Callable[[], T]) -> tuple[T, StepTime]:
+    """`call()` and how long it took; a hit when it added no entry to the cache (None: no
+    cache to tell by)."""
+    before = _entry_keys(cache)
     started = time.perf_counter()
     value = call()
     seconds = time.perf_counter() - started
-    made = {(e.kind, e.key) for e in cache.entries()} - before
-    return value, StepTime(seconds, not made)
+    made = _entry_keys(cache) - before
+    return value, StepTime(seconds, None if cache is None else not made)
+
+
+def _entry_keys(cache: ArtifactCache | None) -> set[tuple[str, str]]:
+    return {(e.kind, e.key) for e in cache.entries()} if cache is not None else set()
 
 
 @dataclass
