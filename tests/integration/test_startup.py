@@ -115,6 +115,7 @@ def test_bench_cold_stores_a_cold_and_a_warm_start_and_removes_its_directory(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "--cold: after its measurement each combination starts twice more" in result.output
+    assert " cold / " in result.output and " warm" in result.output  # bench's own table
     store = only_store(tmp_path / "runs")
     by_engine = {r.engine: r for r in store.results}
     for engine, takes_onnx in (("onnxruntime", True), ("pytorch", False)):

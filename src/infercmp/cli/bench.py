@@ -36,6 +36,7 @@ from infercmp.core.errors import InfercmpError
 from infercmp.core.parity import Parity
 from infercmp.engines.registry import engine_names
 from infercmp.report.accuracy import fmt_accuracy
+from infercmp.report.startup import ready_text
 from infercmp.report.summary import contention
 from infercmp.run import session
 from infercmp.run.accuracy import AccuracyRequest
@@ -134,7 +135,13 @@ def row_cells(result: Any) -> dict[str, str]:
         "VRAM MiB": _mib(r.peak_vram_bytes),
         "parity": _parity(r),
         "accuracy": fmt_accuracy(r.accuracy, dash="-"),
+        # bench --cold only: its cold and warm starts (a plain run's stay in the report)
+        "ready in": (ready_text(r.startup) if _cold(r.startup) else None) or "-",
     }
+
+
+def _cold(startup: dict[str, Any] | None) -> bool:
+    return bool(startup and (startup.get("cold") or startup.get("warm")))
 
 
 def row_line(result: Any) -> str:
@@ -175,6 +182,8 @@ def bench_table(results: list[Any]) -> tuple[Table, list[str]]:
         columns.remove("offered/s")  # a server run's rate; other scenarios have none
     if not any(r.accuracy for r in results) and columns:
         columns.remove("accuracy")  # bench --accuracy only
+    if all(row["ready in"] == "-" for row in rows) and columns:
+        columns.remove("ready in")  # bench --cold only
     table = Table(
         title="infercmp bench",
         title_justify="left",

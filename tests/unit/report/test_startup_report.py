@@ -125,3 +125,17 @@ def test_seconds_read_as_ms_below_one_second():
     assert [fmt_seconds(v) for v in (None, 0.0123, 0.9994, 1.0, 12.345)] == [
         "–", "12 ms", "999 ms", "1 s", "12.3 s",
     ]  # fmt: skip
+
+
+def test_benchs_own_table_shows_ready_in_only_after_cold():
+    from infercmp.cli.bench import bench_table, row_line
+
+    base = {"model": "m", "device": "cpu", "precision": "fp32", "shape_label": "1",
+            "status": "ok"}  # fmt: skip
+    cold = CombinationResult(**base, combo_id="a", engine="openvino", startup=COLD)
+    plain = CombinationResult(**base, combo_id="b", engine="pytorch", startup={"as_run": times(1)})
+    assert "ready in 3.5 s cold / 710 ms warm" in row_line(cold)
+    assert "ready in" not in row_line(plain)
+    headers = [c.header for c in bench_table([cold, plain])[0].columns]
+    assert "ready in" in headers
+    assert "ready in" not in [c.header for c in bench_table([plain])[0].columns]
