@@ -230,6 +230,10 @@ class EngineDescriptor:
     # Its artifact is made for the GPU that builds it (a TensorRT plan): a distributed run
     # converts on the node that runs it, not on the driver (infercmp.run.executors.ray).
     builds_on_device: ClassVar[bool] = False
+    #: The engine's own compiled-artifact caches, in words ("Inductor's and Triton's caches"),
+    #: which it keeps under `EngineSpec.cache_dir` when given: what `bench --cold` empties
+    #: besides infercmp's artifact cache. Empty: the engine keeps none between processes.
+    engine_caches: ClassVar[tuple[str, ...]] = ()
     search_space: ClassVar[SearchSpace | None] = None
     concurrency: ClassVar[dict[str, str]] = {}
     cpu_threads_option: ClassVar[str | None] = None

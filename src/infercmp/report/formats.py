@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from infercmp.report import curves, precision
+from infercmp.report import curves, precision, startup
 from infercmp.report.accuracy import ACCURACY_COLUMNS
 from infercmp.report.runs import RunView
 from infercmp.report.summary import (
@@ -55,6 +55,7 @@ def render_markdown(
     combos = combinations(runs)
     budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
     text = "\n".join(lines) + "\n" + curves.markdown(curves.load_points(combos), budget)
+    text += startup.render_markdown(combos)  # time to first answer
     # `infercmp debug-precision --run RUN` results: where a precision breaks, one section each
     breaks = [precision.render_markdown(r) for run in runs for r in read_results(run.path)]
     return text + "".join("\n" + b for b in breaks)
@@ -80,6 +81,7 @@ class _MarkdownColumns:
     qps: bool  # offered req/s of a server run
     machine: bool  # merged runs: which machine measured the row
     accuracy: bool = False  # bench --accuracy: the headline accuracy
+    ready: bool = False  # start-up figures: the time to the first answer
 
     @classmethod
     def of(cls, rows: list[dict[str, Any]], several_runs: bool) -> _MarkdownColumns:
@@ -90,6 +92,7 @@ class _MarkdownColumns:
             qps=any(row["qps"] is not None for row in rows),
             machine=several_runs,
             accuracy=any("accuracy_shown" in row for row in rows),
+            ready=any(row.get("ready_in") for row in rows),
         )
 
     def header(self) -> list[str]:
@@ -114,6 +117,7 @@ class _MarkdownColumns:
             *(["p50 per process"] if self.processes else []),
             "parity",
             *(["accuracy"] if self.accuracy else []),
+            *(["ready in"] if self.ready else []),
             "status",
         ]
 
@@ -141,6 +145,7 @@ class _MarkdownColumns:
             *([row["process_p50_ms"] or "–"] if self.processes else []),
             fmt_parity(row),
             *([row["accuracy_shown"] or "–"] if self.accuracy else []),
+            *([row.get("ready_in") or "–"] if self.ready else []),
             fmt_status(row),
         ]
 
@@ -182,6 +187,7 @@ def _markdown_legend(
             if columns.accuracy
             else ""
         )
+        + (" " + startup.READY_LEGEND if columns.ready else "")
         + (
             " A speedup marked (contended) was measured while other processes kept the CPUs "
             "busy: it is not a result."
@@ -224,7 +230,10 @@ def render_csv(
     extra = ["pareto", "best_within_budget"] if points else []
     rows = summary_rows(runs, baseline_engine)
     accuracy = ACCURACY_COLUMNS if any("accuracy_shown" in row for row in rows) else []
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + accuracy + extra, lineterminator="\n")
+    ready = startup.STARTUP_COLUMNS if any("ready_in" in row for row in rows) else []
+    writer = csv.DictWriter(
+        buffer, fieldnames=COLUMNS + accuracy + ready + extra, lineterminator="\n"
+    )
     writer.writeheader()
     for row in rows:
         point = points.get(_row_key(row))

@@ -13,6 +13,7 @@ from typing import Any
 from infercmp.core.contract import Measurement
 from infercmp.core.errors import InfercmpError
 from infercmp.engines.descriptor import Converted
+from infercmp.engines.registry import get_descriptor
 from infercmp.run.accuracy import AccuracyJudge, random_calibration_note
 from infercmp.run.aggregate import ComboProgress, combination_result, now_iso, outcome_to_result
 from infercmp.run.executors.base import BenchListener, Executor, WorkUnit
@@ -28,6 +29,7 @@ from infercmp.run.finish import (
 from infercmp.run.plan import BenchPlan, Combination, combination_id
 from infercmp.run.prepare import Artifacts
 from infercmp.run.signals import Interrupted, stop_on_signals
+from infercmp.run.startup import StartupPasses, combination_startup
 from infercmp.run.worker_process import worker_spec
 from infercmp.store.run_store import RunStore
 from infercmp.store.schema import CombinationResult
@@ -77,6 +79,7 @@ def run_bench(
     combinations = [c for c in plan.combinations if combination_id(c) not in done]
     total = len(combinations) * repeat
     pending: dict[Combination, ComboProgress] = {}
+    cold = StartupPasses(plugin, plan, artifacts, measurement, listener) if plan.cold else None
     try:
         with stop_on_signals():
             for combo in combinations:
@@ -96,7 +99,7 @@ def run_bench(
                 if progress.done or len(progress.outcomes) == repeat:
                     # Committed before it leaves `pending`: a signal at any instant leaves
                     # it in one of the two, and an interruption commits what is pending.
-                    _commit(plugin, store, progress, listener, power_limit_w, artifacts)
+                    _commit(plugin, store, progress, listener, power_limit_w, artifacts, cold=cold)
                     del pending[unit.combo]
     except Interrupted as exc:
         _commit_partial(plugin, store, pending, listener, power_limit_w, repeat, artifacts)
@@ -146,15 +149,19 @@ def _commit(
     power_limit_w: float | None,
     artifacts: Artifacts | None = None,
     short: str | None = None,
+    cold: StartupPasses | None = None,
 ) -> None:
     """Store the combination from its processes' outcomes, unless a better try is stored;
-    with `bench --accuracy`, judged first (its worker's outputs file goes with the commit)."""
+    with `bench --accuracy`, judged first (its worker's outputs file goes with the commit);
+    with `bench --cold`, its start-up passes run first (`run.startup`)."""
     result, latency, samples = outcome_to_result(plugin, progress, power_limit_w)
     combo = progress.combo
     if artifacts is not None and artifacts.judge is not None:
         _judge(artifacts.judge, store, progress, result)
     if artifacts is not None:
         _add_conversion_facts(result, artifacts.converted.get((combo.engine, combo.precision)))
+        descriptor = get_descriptor(combo.engine.name)
+        result.startup = combination_startup(progress.outcomes, combo, artifacts, descriptor, cold)
     if artifacts is not None and progress.combo.precision == "int8":
         note = random_calibration_note(artifacts.calibration)
         if note:

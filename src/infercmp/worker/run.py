@@ -46,6 +46,7 @@ from infercmp.worker import timing
 from infercmp.worker.accuracy import accuracy_phase
 from infercmp.worker.load_run import run_load
 from infercmp.worker.loadgen.log import SlotFailed
+from infercmp.worker.startup import StartupClock
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
 
@@ -170,6 +171,7 @@ class _Held:
         self.engine: Any = None
         self.slot_engines: list[Any] = []
         self.device_events: timing.CudaEvents | None = None
+        self.startup: StartupClock | None = None  # one request at a time: its start-up moments
 
 
 def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
@@ -200,7 +202,9 @@ def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
             phase_event("parity")
             engine.bind_thread()  # this thread last drove another slot's engine
         else:
-            _measure_one_at_a_time(engine, spec, result, phase_event, held.device_events)
+            _measure_one_at_a_time(
+                engine, spec, result, phase_event, held.device_events, held.startup
+            )
             phase_event("parity")
             # Device-resident runs copy out once here; for the others this repeats the last copy.
         outputs = engine.copy_out()
@@ -237,6 +241,7 @@ def _load_engine(
     inputs, reference = load_reference(spec.reference)
     result.runtime_shapes = {n: list(a.shape) for n, a in zip(spec.input_names, inputs)}
     engine = held.engine = engine_class(spec.engine)()
+    clock = held.startup = StartupClock.now() if spec.load.one_at_a_time else None
     engine.load(
         EngineSpec(
             model=spec.model,
@@ -247,12 +252,17 @@ def _load_engine(
             output_names=tuple(spec.output_names),
             options=dict(spec.options),
             device_id=spec.device_id,
+            cache_dir=spec.engine_cache_dir,
         )
     )
+    if clock is not None:
+        clock.loaded = time.time()
     result.options = dict(engine.effective_options)
     phase_event("prepare")
     engine.prepare(inputs)
     result.load_seconds = time.perf_counter() - load_started
+    if clock is not None:
+        clock.prepared = time.time()
     if spec.device == "cuda":
         result.gpu_name = gpus.gpu_name(spec.device_id)
         stream = engine.stream
@@ -268,21 +278,26 @@ def _measure_one_at_a_time(
     result: WorkerResult,
     phase_event: _PhaseEvents,
     device_events: timing.CudaEvents | None,
+    clock: StartupClock | None = None,
 ) -> None:
     """The "warmup" and "measure" phases of the original timed loop (`timing.measure`), one
-    request at a time; latency.npz written."""
+    request at a time; latency.npz written. With the `clock` of the load, `result.startup`
+    once the warm-up's first call answered."""
     settings = spec.measurement
     phase_event("warmup")
     if settings.device_resident:
         engine.copy_in()
         engine.synchronize()
     warm_iters, warm_seconds = settings.warmup()
+    warmup_started = time.time()
     warm = timing.warm_up(engine, warm_iters, warm_seconds, settings.device_resident, device_events)
     result.warmup = WarmupInfo(
         iterations=warm.iterations,
         seconds=warm.seconds,
         first_ms=float(warm.samples[timing.WALL_TOTAL][0]) / 1e6 if warm.iterations else None,
     )
+    if clock is not None:  # its first_inference_ms is warmup.first_ms, from the same sample
+        result.startup = clock.times(warmup_started, warm.samples[timing.WALL_TOTAL])
 
     phase_event("measure")
     rule = _stop_rule(settings)

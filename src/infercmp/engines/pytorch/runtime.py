@@ -4,6 +4,7 @@ CUDA graph."""
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,9 @@ class PyTorchEngine(EngineBase):
         return int(self._stream.cuda_stream) if self._stream is not None else None
 
     def _load(self, spec: EngineSpec) -> None:
+        if spec.cache_dir is not None:  # read when Inductor and Triton compile, not at import
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(spec.cache_dir / "inductor")
+            os.environ["TRITON_CACHE_DIR"] = str(spec.cache_dir / "triton")
         import torch
 
         self._torch = torch
