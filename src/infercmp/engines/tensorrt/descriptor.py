@@ -59,6 +59,7 @@ class TensorRTDescriptor(EngineDescriptor):
         "tensorrt-rtx-cu13-libs",
     )
     keeps_profile = True
+    profiler = "TensorRT IProfiler"
     builds_on_device = True
     # Precision is TensorRT's search: the plan is built per precision in `convert` (cached).
     # int8 is never tuned: parity on random inputs cannot judge it (docs/int8.md).
