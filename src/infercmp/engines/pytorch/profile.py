@@ -34,7 +34,7 @@ from infercmp.core.contract import ProfileEvent, RawProfile
 PROFILER = "torch.profiler"
 MODULE_RANGE = "infercmp.module:"
 ITERATION_RANGE = "infercmp.iteration"
-#: Inductor's wrapper around one compiled graph's generated code ("## Call CompiledFxGraph <hash> ##").
+#: Inductor's range around one compiled graph's generated code: "## Call CompiledFxGraph <hash> ##".
 COMPILED_GRAPH = re.compile(r"^## Call CompiledFxGraph \S* ?##$")
 COMPILED_GRAPH_NAME = "CompiledFxGraph"
 
@@ -237,7 +237,7 @@ class _Totals:
                     name=name,
                     op_type=op_type,
                     exec_type=exec_type,
-                    device=device,  # type: ignore[arg-type]  # "cpu" or "cuda"
+                    device=device,  # "cpu" or "cuda"
                     total_ms=micros / 1e3,
                     calls=int(calls),
                     module=module,
