@@ -68,9 +68,10 @@ def parse_layer_name(name: str) -> LayerOrigin:
         if foreign:
             myelin = True
             ends = foreign.group(1).split("...")
-            origin += [end for end in (ends[0], ends[-1]) if end and end not in origin]
+            origin += [ends[0], ends[-1]]
         else:
-            origin += [node for node in _pointwise(part) if node not in origin]
+            origin += _pointwise(part)
+    origin = [node for node in dict.fromkeys(origin) if node]
     if myelin:
         return LayerOrigin(origin, "Myelin", myelin=True)
     types = list(dict.fromkeys(_node_type(node) for node in origin))
