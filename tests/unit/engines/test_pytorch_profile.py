@@ -143,6 +143,28 @@ def test_without_hooks_events_carry_no_module_and_the_note_says_why():
     assert pt_profile.COMPILE_NOTE in raw.notes
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_a_module_that_refuses_hooks_profiles_without_modules():
+    import torch
+
+    module = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 4)).eval())
+    x = torch.ones(2, 4)
+
+    def compute():
+        with torch.inference_mode():
+            module(x)
+
+    target = pt_profile.ProfileTarget(
+        torch=torch,
+        hot_path=(lambda: None, compute, lambda: None, lambda: None),
+        cuda=False,
+        module=module,
+    )
+    raw = pt_profile.take_profile(target, 1, 0)
+    assert raw.events and all(e.module is None for e in raw.events)
+    assert pt_profile.SCRIPTED_NOTE in raw.notes
+
+
 def test_under_a_cuda_graph_wall_is_the_replays_and_events_the_eager_calls():
     """The graph path's bookkeeping, on the CPU: the hot path (replays) is timed, unprofiled,
     and the eager step is what the profiler sees, hooked."""
@@ -237,6 +259,10 @@ def test_kernels_go_to_the_op_that_launched_them_and_busy_time_is_their_union():
         FakeEvent("Memcpy HtoD", 103, 10, 12, device="cuda", linked_correlation_id=12),
         FakeEvent("elsewhere", 104, 40, 50, device="cuda", linked_correlation_id=999),
     ]
+    # The device-side twin of a range (gpu_user_annotation) spans kernels: not one itself.
+    twin = FakeEvent(pt_profile.MODULE_RANGE + "layer1.0", 105, 19, 29, device="cuda")
+    twin.is_user_annotation, twin.linked_correlation_id = True, 11
+    kernels.append(twin)
     events, busy = pt_profile.collect_events(
         [iteration, *kernels, *_flatten(iteration)], True, _is_device
     )

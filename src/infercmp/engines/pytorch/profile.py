@@ -59,6 +59,11 @@ COMPILED_CPU_NOTE = (
     "Inductor's generated C++ code of each compiled graph is one event, "
     f"'{COMPILED_GRAPH_NAME}' (the graph call's own time, outside the aten ops it calls)"
 )
+SCRIPTED_NOTE = "the module refuses forward hooks (a TorchScript module): events carry no module"
+UNHOOKED_NOTE = (
+    "no module's forward hook ran inside a profiled call (a traced or scripted forward?): "
+    "events carry no module"
+)
 INT8_NOTE = (
     "int8: the PT2E program runs as compiled graphs that forward hooks do not see inside, so "
     "events carry no module"
@@ -90,7 +95,7 @@ def take_profile(target: ProfileTarget, iterations: int, warmup: int) -> RawProf
     torch = target.torch
     step = _timed(target.hot_path)
     notes = [CUDA_NOTE if target.cuda else CPU_NOTE]
-    with module_ranges(torch, target.module):
+    with module_ranges(torch, target.module) as hooked:
         for _ in range(warmup):
             step()
         if target.eager_step is None:
@@ -106,6 +111,8 @@ def take_profile(target: ProfileTarget, iterations: int, warmup: int) -> RawProf
     found, busy_us = collect_events(events, target.cuda, is_device)
     if target.opaque_note:
         notes.append(target.opaque_note)
+    elif target.module is not None and all(e.module is None for e in found):
+        notes.append(UNHOOKED_NOTE if hooked else SCRIPTED_NOTE)
     if not target.cuda and any(e.name == COMPILED_GRAPH_NAME for e in found):
         notes.append(COMPILED_CPU_NOTE)
     return RawProfile(
@@ -119,11 +126,12 @@ def take_profile(target: ProfileTarget, iterations: int, warmup: int) -> RawProf
 
 
 @contextlib.contextmanager
-def module_ranges(torch: Any, module: Any) -> Iterator[None]:
+def module_ranges(torch: Any, module: Any) -> Iterator[bool]:
     """Forward hooks on `module` and every submodule that keep a profiler range open around
-    each forward, named by its path; removed on leaving, whatever happens."""
+    each forward, named by its path; removed on leaving, whatever happens. Yields whether they
+    are on (a TorchScript module refuses hooks: then none are, and nothing is attributed)."""
     if module is None:
-        yield
+        yield False
         return
     open_ranges: list[Any] = []
 
@@ -141,10 +149,15 @@ def module_ranges(torch: Any, module: Any) -> Iterator[None]:
 
     handles = []
     try:
-        for path, submodule in module.named_modules():
-            handles.append(submodule.register_forward_pre_hook(enter(path)))
-            handles.append(submodule.register_forward_hook(leave))
-        yield
+        try:
+            for path, submodule in module.named_modules():
+                handles.append(submodule.register_forward_pre_hook(enter(path)))
+                handles.append(submodule.register_forward_hook(leave))
+        except RuntimeError:  # "register_forward_pre_hook is not supported on ScriptModules"
+            for handle in handles:
+                handle.remove()
+            handles = []
+        yield bool(handles)
     finally:
         for handle in handles:
             handle.remove()
@@ -267,7 +280,10 @@ def collect_events(
     kernels = _Totals()
     intervals = []
     for event in events:
-        owner = owners.get(event.linked_correlation_id) if is_device(event) else None
+        # A range of ours has a device-side twin (gpu_user_annotation) spanning its kernels:
+        # not a kernel, and counting it would count them twice.
+        device = is_device(event) and not event.is_user_annotation
+        owner = owners.get(event.linked_correlation_id) if device else None
         if owner is None:
             continue
         module, outer, launcher = owner
