@@ -106,7 +106,13 @@ DETAILED = [
         "Metadata": "[ONNX Layer: /layer1/layer1.0/conv1/Conv]\x1f"
         "[ONNX Layer: /layer1/layer1.0/relu/Relu]",
     },
-    {"Name": MYELIN, "LayerType": "Myelin", "TacticName": ""},
+    {
+        "Name": MYELIN,
+        "LayerType": "Myelin",
+        "TacticName": "",
+        "Metadata": "[ONNX Layer: /layer4/layer4.0/conv1/Conv]\x1e[ONNX Layer: /avgpool/Pool]"
+        "\x1f[ONNX Layer: /fc/Gemm]",
+    },
 ]
 
 
@@ -192,7 +198,11 @@ def test_the_inspector_gives_type_tactic_and_onnx_nodes_when_it_has_them(
     assert (conv.op_type, conv.exec_type) == ("CaskConvolution", "sm90_xmma_fprop_implicit_gemm")
     assert conv.origin == ["/layer1/layer1.0/conv1/Conv", "/layer1/layer1.0/relu/Relu"]
     myelin = next(e for e in raw.events if e.name == MYELIN)
-    assert myelin.origin == ["/layer4/layer4.0/conv1/Conv", "/fc/Gemm"]  # no metadata: the name
+    assert myelin.origin == ["/layer4/layer4.0/conv1/Conv", "/avgpool/Pool", "/fc/Gemm"]
+    reformat = next(e for e in raw.events if e.name == REFORMAT)
+    assert (reformat.op_type, reformat.origin) == ("Reformat", [])  # no metadata: the name's
+    assert trt_profile.MYELIN_REGION_NOTE in raw.notes
+    assert trt_profile.MYELIN_NOTE not in raw.notes
     assert trt_profile.NAME_TYPES_NOTE not in raw.notes
 
 

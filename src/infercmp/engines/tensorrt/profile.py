@@ -39,6 +39,10 @@ MYELIN_NOTE = (
     "a Myelin region ({ForeignNode[a...b]}) is one layer to the profiler: its origin names only "
     "its first and last ONNX node, and the layers inside it are hidden"
 )
+MYELIN_REGION_NOTE = (
+    "a Myelin region ({ForeignNode[...]}) is one layer to the profiler: its time covers every "
+    "ONNX node of its origin (from the inspector), none of them timed alone"
+)
 NAME_TYPES_NOTE = (
     "layer types read from the layer names (the plan keeps no layer details: build it with "
     "profiling verbosity DETAILED for the inspector's LayerType and tactics)"
@@ -192,10 +196,12 @@ def _call(calls: Calls) -> None:
 def _raw_profile(
     totals: dict[str, list[float]], inspected: InspectedLayers, iterations: int, wall: list[float]
 ) -> RawProfile:
-    events, myelin = [], False
+    events, notes = [], [TIMES_NOTE]
     for name, (ms, reports) in totals.items():
         parsed = parse_layer_name(name)
-        myelin = myelin or parsed.myelin
+        if parsed.myelin:
+            note = MYELIN_REGION_NOTE if name in inspected.origins else MYELIN_NOTE
+            notes += [note] if note not in notes else []
         events.append(
             ProfileEvent(
                 name=name,
@@ -207,9 +213,6 @@ def _raw_profile(
                 origin=inspected.origins.get(name, parsed.origin),
             )
         )
-    notes = [TIMES_NOTE]
-    if myelin:
-        notes.append(MYELIN_NOTE)
     if not inspected.types:
         notes.append(NAME_TYPES_NOTE)
     busy = sum(e.total_ms for e in events) / iterations if events else None
