@@ -213,7 +213,7 @@ def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
             phase_event("accuracy")
             result.accuracy = accuracy_phase(engine, spec.accuracy, spec.result_dir)
         if spec.profile is not None:  # untimed, last: latency.npz is written already
-            _profile(engine, spec, spec.profile, result, phase_event)
+            _profile(engine, inputs, spec, spec.profile, result, phase_event)
     except BaseException as exc:  # recorded, whatever it is: the run goes on without us
         result.phase = phase_event.current
         result.error = _one_line(exc)
@@ -373,13 +373,15 @@ def _check_parity(
 
 def _profile(
     engine: Any,
+    inputs: list[np.ndarray],
     spec: WorkerSpec,
     settings: ProfileSpec,
     result: WorkerResult,
     phase_event: _PhaseEvents,
 ) -> None:
-    """The "profile" phase, one request at a time, where the engine names a profiler. An engine
-    that cannot profile this combination leaves a warning; any other failure is the phase's."""
+    """The "profile" phase, one request at a time on the measured `inputs`, where the engine
+    names a profiler. An engine that cannot profile this combination leaves a warning; any
+    other failure is the phase's."""
     if get_descriptor(spec.engine).profiler is None:
         result.warnings.append(f"no profile: engine '{spec.engine}' has no per-layer profiler")
         return
@@ -390,6 +392,8 @@ def _profile(
         )
         return
     phase_event("profile")
+    if spec.accuracy is not None:  # the accuracy phase left its last batch prepared
+        engine.prepare(inputs)
     try:
         result.profile = profile_phase(engine, settings, spec.result_dir)
     except UnsupportedCombination as exc:

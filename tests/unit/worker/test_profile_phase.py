@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from infercmp.artifacts.reference import example_runtime_inputs
+from infercmp.artifacts.samples import Samples, write_samples
 from infercmp.core.contract import (
+    AccuracySpec,
     Load,
     Measurement,
     ProfileSpec,
@@ -91,6 +93,24 @@ def test_a_failing_profiler_is_the_phases_failure_and_keeps_the_latency(tmp_path
     assert result.profile is None
 
 
+def test_after_the_accuracy_phase_the_profile_runs_on_the_measured_inputs(tmp_path, monkeypatch):
+    seen: list[list[tuple[int, ...]]] = []
+
+    def spy(self, iterations, warmup, workdir):
+        seen.append([tuple(t.shape) for t in self._inputs])
+        raise UnsupportedCombination("spied")
+
+    monkeypatch.setattr(PyTorchEngine, "_profile", spy)
+    rows = [np.full((1, 3, 16, 16), k, dtype=np.float32) for k in range(2)]  # not the measured
+    write_samples(tmp_path / "eval.npz", Samples(inputs=[[r] for r in rows], labels=np.arange(2)))
+    accuracy = AccuracySpec(samples=tmp_path / "eval.npz", batch=1, input_axes=[0], output_axes=[0])
+    spec = _spec(tmp_path, ProfileSpec(iterations=1), accuracy=accuracy)
+    result = worker_run.run_spec(spec, io.StringIO())
+    assert result.status == "ok" and result.accuracy is not None and result.accuracy.calls == 2
+    measured = np.load(spec.reference)["input_0"].shape
+    assert seen == [[measured]] and measured != rows[0].shape
+
+
 def test_an_engine_that_cannot_profile_leaves_a_warning_not_a_failure(tmp_path, monkeypatch):
     def refuses(self, iterations, warmup, workdir):
         raise UnsupportedCombination("pytorch cannot profile this here")
@@ -109,13 +129,13 @@ def test_a_load_or_an_engine_without_a_profiler_is_not_profiled(tmp_path, monkey
     offline = _spec(tmp_path, ProfileSpec(), load=Load(scenario="offline", concurrency=2))
     result = _outcome("ok", None).result
     assert result is not None and offline.profile is not None
-    worker_run._profile(Engine(), offline, offline.profile, result, lambda phase: None)
+    worker_run._profile(Engine(), [], offline, offline.profile, result, lambda phase: None)
     assert result.profile is None and "offline scenario" in result.warnings[-1]
 
     monkeypatch.setattr(type(worker_run.get_descriptor("pytorch")), "profiler", None)
     single = _spec(tmp_path, ProfileSpec())
     assert single.profile is not None
-    worker_run._profile(Engine(), single, single.profile, result, lambda phase: None)
+    worker_run._profile(Engine(), [], single, single.profile, result, lambda phase: None)
     assert "has no per-layer profiler" in result.warnings[-1]
 
 
