@@ -453,6 +453,9 @@ def _declaration_problems(descriptor: EngineDescriptor) -> list[str]:
         problems.append(
             f"layer_outputs {layer_outputs!r} is not 'onnx', 'ov-model', 'module' or None"
         )
+    profiler = getattr(descriptor, "profiler", None)
+    if profiler is not None and not (isinstance(profiler, str) and profiler.strip()):
+        problems.append(f"profiler {profiler!r} is not None or a non-empty description")
     runtime = getattr(descriptor, "runtime", None)
     if not (isinstance(runtime, str) and ":" in runtime):
         problems.append(f"runtime {runtime!r} is not 'module:Class'")

@@ -28,6 +28,7 @@ from infercmp.core.contract import (
     LoadResult,
     Measurement,
     Phase,
+    ProfileSpec,
     StopReason,
     WarmupInfo,
     WorkerResult,
@@ -46,6 +47,7 @@ from infercmp.worker import timing
 from infercmp.worker.accuracy import accuracy_phase
 from infercmp.worker.load_run import run_load
 from infercmp.worker.loadgen.log import SlotFailed
+from infercmp.worker.profile import profile_phase
 from infercmp.worker.startup import StartupClock
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
@@ -178,7 +180,8 @@ def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     """Load, warm up, measure and check one combination; always returns a result to write.
 
     With `spec.accuracy`, the samples then go through the same engine (`worker.accuracy`); a
-    failure there is recorded in phase "accuracy", after latency.npz is written.
+    failure there is recorded in phase "accuracy", after latency.npz is written. With
+    `spec.profile`, the engine's profiler runs last (`worker.profile`), in phase "profile".
     """
     phase_event = _PhaseEvents(events)
     result = WorkerResult(
@@ -213,6 +216,8 @@ def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
         if spec.accuracy is not None:  # untimed; latency.npz is written already
             phase_event("accuracy")
             result.accuracy = accuracy_phase(engine, spec.accuracy, spec.result_dir)
+        if spec.profile is not None:  # untimed, last: latency.npz is written already
+            _profile(engine, inputs, spec, spec.profile, result, phase_event)
     except BaseException as exc:  # recorded, whatever it is: the run goes on without us
         result.phase = phase_event.current
         result.error = _one_line(exc)
@@ -379,6 +384,35 @@ def _check_parity(
     result.parity = compare_outputs(outputs, reference, spec.output_names, rtol, settings.atol)
     if not result.parity.ok:
         result.warnings.append(result.parity.failures())
+
+
+def _profile(
+    engine: Any,
+    inputs: list[np.ndarray],
+    spec: WorkerSpec,
+    settings: ProfileSpec,
+    result: WorkerResult,
+    phase_event: _PhaseEvents,
+) -> None:
+    """The "profile" phase, one request at a time on the measured `inputs`, where the engine
+    names a profiler. An engine that cannot profile this combination leaves a warning; any
+    other failure is the phase's."""
+    if get_descriptor(spec.engine).profiler is None:
+        result.warnings.append(f"no profile: engine '{spec.engine}' has no per-layer profiler")
+        return
+    if not spec.load.one_at_a_time:
+        result.warnings.append(
+            "no profile: profiles are taken one request at a time (the single-stream "
+            f"scenario), and this run measured the {spec.load.scenario} scenario"
+        )
+        return
+    phase_event("profile")
+    if spec.accuracy is not None:  # the accuracy phase left its last batch prepared
+        engine.prepare(inputs)
+    try:
+        result.profile = profile_phase(engine, settings, spec.result_dir)
+    except UnsupportedCombination as exc:
+        result.warnings.append(f"no profile: {_one_line(exc)}")
 
 
 def _measure_load(

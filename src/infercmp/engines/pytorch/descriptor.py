@@ -91,6 +91,7 @@ class PyTorchDescriptor(EngineDescriptor):
     )
     cpu_threads_option = "threads"
     layer_outputs = "module"
+    profiler = "torch.profiler"
     concurrency = {
         "cuda": "one engine per request in flight, each with its own CUDA stream (and CUDA "
         "graph with cuda_graph=true), driven from its own thread",
