@@ -84,6 +84,7 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
     requires = ("onnxruntime",)
     # One module, several wheels: the CPU build and the CUDA build.
     distributions = ("onnxruntime", "onnxruntime-gpu")
+    profiler = "onnxruntime enable_profiling"
     search_space = SearchSpace(
         options=(
             SearchOption("graph_optimization_level", {"cpu": ("extended",)}),

@@ -52,6 +52,7 @@ class OpenVINODescriptor(EngineDescriptor):
     requires = ("openvino",)
     extra = "openvino"
     distributions = ("openvino",)
+    profiler = "openvino PERF_COUNT"
     search_space = SearchSpace(
         options=(
             SearchOption("performance_hint", {"cpu": ("throughput",)}),

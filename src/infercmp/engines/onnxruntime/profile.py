@@ -1,0 +1,272 @@
+"""ONNX Runtime's own profiler (`SessionOptions.enable_profiling`) read into `ProfileEvent`s.
+
+The profiled session is a second session of the measured engine (same artifact, options and
+providers, IO binding) with profiling on and its optimized graph saved next to the trace. ORT
+profiles the whole session: every run writes one `model_run` Session event, and only the node
+and kernel events of the last `iterations` runs are kept (warm-up and the prepare probe run are
+dropped by position).
+
+Node events name the nodes of the *optimized* graph (`relu_nchwc`, `ReorderOutput_token_4`);
+`optimized_origins` joins each back to the artifact's nodes through tensor names, so a fused
+node lists every artifact node it swallowed and a reorder ORT inserted lists none.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from infercmp.artifacts.onnx_scopes import tensor_producers
+from infercmp.core.contract import ProfileEvent, RawProfile
+from infercmp.core.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_import("onnx")
+
+PROFILER = "onnxruntime enable_profiling"
+OPTIMIZED = "optimized.onnx"
+TRACE_PREFIX = "ort-profile"
+KERNEL_TIME = "_kernel_time"
+FENCES = ("_fence_before", "_fence_after")
+#: Data movement ORT inserts (NCHWc layout changes, host/device copies): no artifact origin.
+INSERTED_OPS = frozenset({"ReorderInput", "ReorderOutput", "MemcpyToHost", "MemcpyFromHost"})
+#: Suffixes ORT appends when it renames a node it rewrote (`relu_nchwc`, `node_conv_token_1`).
+RENAMED = re.compile(r"(_nchwc|_token_\d+)$")
+NO_CUDA_KERNELS = (
+    "this ONNX Runtime build records no CUDA kernel times (built without CUDA profiling): "
+    "per-node times are the host's launch times"
+)
+CUDA_NODES_DROPPED = (
+    "CUDA kernels are attributed to the node that launched them (device 'cuda'); the CUDA "
+    "nodes' own host launch times are left out"
+)
+CUDA_GRAPH = (
+    "enable_cuda_graph: a graph replay has no nodes, so the profiled session runs without "
+    "the graph; wall_ms is timed on the measured (graph) session"
+)
+COMPILED_EP = (
+    "the TensorRT EP compiles subgraphs ORT cannot save: no optimized graph, so events have "
+    "no origin"
+)
+
+HotPath = tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any], Callable[[], Any]]
+
+
+def enable(session_options: Any, workdir: Path, *, save_optimized: bool) -> None:
+    """Turn profiling on in `session_options`, its trace and optimized graph under `workdir`.
+
+    The optimized graph keeps only its structure: weights go to a side file that
+    `profile_session` deletes (ResNet-50's would be 100 MB in the result directory)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    session_options.enable_profiling = True
+    session_options.profile_file_prefix = str(workdir / TRACE_PREFIX)
+    if save_optimized:
+        session_options.optimized_model_filepath = str(workdir / OPTIMIZED)
+        session_options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", OPTIMIZED + ".data"
+        )
+        session_options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
+
+
+def time_calls(hot_path: HotPath, calls: int) -> list[float]:
+    """Each call's wall time in ms, host arrays in to host arrays out."""
+    copy_in, compute, copy_out, synchronize = hot_path
+    wall: list[float] = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        copy_in()
+        compute()
+        copy_out()
+        synchronize()
+        wall.append((time.perf_counter() - start) * 1e3)
+    return wall
+
+
+def profile_session(
+    session: Any,
+    hot_path: HotPath,
+    iterations: int,
+    warmup: int,
+    workdir: Path,
+    artifact: Path,
+    *,
+    cuda: bool,
+    measured: HotPath | None = None,
+    notes: Iterable[str] = (),
+) -> RawProfile:
+    """`warmup` then `iterations` calls on the profiled `session` (through its engine's
+    `hot_path`), its trace read into events joined to `artifact`'s nodes. With `measured` (the
+    CUDA-graph engine's hot path), wall_ms is timed there instead."""
+    time_calls(hot_path, warmup)
+    wall = time_calls(hot_path, iterations)
+    if measured is not None:
+        wall = time_calls(measured, iterations)
+    trace_file = Path(session.end_profiling())
+    trace = json.loads(trace_file.read_text())
+    notes = list(notes)
+    optimized = workdir / OPTIMIZED
+    origins: dict[str, list[str]] | None = None
+    if optimized.is_file():
+        graph = onnx.load(str(optimized), load_external_data=False)
+        (workdir / (OPTIMIZED + ".data")).unlink(missing_ok=True)
+        origins = optimized_origins(graph, onnx.load(str(artifact), load_external_data=False))
+    events, busy, trace_notes = trace_events(trace, iterations, origins, cuda=cuda)
+    return RawProfile(
+        profiler=PROFILER,
+        iterations=iterations,
+        wall_ms=wall,
+        device_busy_ms=busy,
+        events=events,
+        notes=[*notes, *trace_notes],
+    )
+
+
+def trace_events(
+    trace: list[dict[str, Any]],
+    iterations: int,
+    origins: dict[str, list[str]] | None,
+    *,
+    cuda: bool,
+) -> tuple[list[ProfileEvent], float | None, list[str]]:
+    """ORT's Chrome-trace list -> (events summed over the last `iterations` runs, the mean
+    per-run union of CUDA kernel intervals or None, notes)."""
+    runs = sorted(e["ts"] for e in trace if e.get("cat") == "Session" and e["name"] == "model_run")
+    if len(runs) < iterations:
+        raise ValueError(f"the ORT trace has {len(runs)} model_run events, expected {iterations}")
+    first = runs[len(runs) - iterations]
+
+    def kept(event: dict[str, Any]) -> bool:  # the run an event falls in: the last one started
+        return runs[max(bisect.bisect_right(runs, event["ts"]) - 1, 0)] >= first
+
+    nodes = [e for e in trace if e.get("cat") == "Node" and kept(e) and _node_name(e) is not None]
+    kernels = [e for e in trace if e.get("cat") == "Kernel" and kept(e)]
+    notes: list[str] = []
+    if cuda and not kernels:
+        notes.append(NO_CUDA_KERNELS)
+    if kernels:
+        notes.append(CUDA_NODES_DROPPED)
+        nodes = [e for e in nodes if e.get("args", {}).get("provider") == "CPUExecutionProvider"]
+    if origins is None:
+        origins = {}
+        notes.append("no optimized graph was saved: events have no origin")
+    sums: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+    for e in nodes:
+        args = e.get("args", {})
+        key = (_node_name(e) or "", args.get("op_name", ""), args.get("provider", ""), "cpu")
+        sums[key][0] += e["dur"] / 1e3
+        sums[key][1] += 1
+    for e in kernels:
+        args = e.get("args", {})
+        node = str(args.get("parent_name", "")).removesuffix(KERNEL_TIME)
+        sums[(node, args.get("op_name", ""), e["name"], "cuda")][0] += e["dur"] / 1e3
+        sums[(node, args.get("op_name", ""), e["name"], "cuda")][1] += 1
+    events = [
+        ProfileEvent(
+            name=name,
+            op_type=op_type,
+            exec_type=exec_type,
+            device="cuda" if device == "cuda" else "cpu",
+            total_ms=total,
+            calls=int(calls),
+            origin=list(origins.get(name, [])),
+        )
+        for (name, op_type, exec_type, device), (total, calls) in sums.items()
+    ]
+    busy = _union_ms(kernels) / iterations if kernels else None
+    return events, busy, notes
+
+
+def _node_name(event: dict[str, Any]) -> str | None:
+    """`<node>_kernel_time` -> node; None for fences and anything else."""
+    name = str(event.get("name", ""))
+    if not name.endswith(KERNEL_TIME) or name.endswith(FENCES):
+        return None
+    return name.removesuffix(KERNEL_TIME)
+
+
+def _union_ms(events: list[dict[str, Any]]) -> float:
+    """The time at least one of `events` ran, in ms (their `ts`/`dur` are in us)."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e in events):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total / 1e3
+
+
+def optimized_origins(
+    optimized: onnx.ModelProto, artifact: onnx.ModelProto
+) -> dict[str, list[str]]:
+    """Each node of ORT's optimized graph -> the artifact nodes it came from, in graph order.
+
+    Anchors: the artifact nodes producing a node's output tensors, or its own name (when ORT
+    renamed it, the node or tensor named without `_nchwc`/`_token_N`). Then the nodes fused
+    away, which no optimized node anchors: one whose outputs only its consumer's node read
+    belongs to that node (Conv under a `relu_nchwc`, DQ under a QLinearConv); the rest run
+    after what they read (an epilogue: a residual Add and Relu folded into a Conv), so each
+    belongs to the latest-running owner of its inputs. Inserted reorders and copies: none.
+    """
+    producers = tensor_producers(artifact)
+    nodes = {node.name: node for node in artifact.graph.node}
+    consumers: dict[str, set[str]] = defaultdict(set)
+    for node in artifact.graph.node:
+        for tensor in node.input:
+            consumers[tensor].add(node.name)
+    alive = {t for node in optimized.graph.node for t in [*node.input, *node.output]}
+    order = {node.name: i for i, node in enumerate(optimized.graph.node)}
+    owner: dict[str, str] = {}  # artifact node -> optimized node
+    for node in optimized.graph.node:
+        if node.op_type not in INSERTED_OPS:
+            for anchor in _anchors(node, producers, nodes):
+                owner.setdefault(anchor, node.name)
+    for name, first in list(owner.items()):  # swallowed producers, walked up from each anchor
+        if owner[name] != first:
+            continue
+        stack = [name]
+        while stack:
+            for tensor in nodes[stack.pop()].input:
+                parent = producers.get(tensor)
+                if parent is None or parent in owner or tensor in alive:
+                    continue
+                readers = set().union(*(consumers[t] for t in nodes[parent].output))
+                if all(owner.get(r) == first for r in readers):
+                    owner[parent] = first
+                    stack.append(parent)
+    for node in artifact.graph.node:  # epilogues, in topological order
+        if node.name in owner:
+            continue
+        inputs = [owner[p] for p in (producers.get(t) for t in node.input) if p in owner]
+        if inputs:
+            owner[node.name] = max(inputs, key=order.__getitem__)
+    rank = {name: i for i, name in enumerate(nodes)}
+    origins: dict[str, list[str]] = {node.name: [] for node in optimized.graph.node}
+    for name, opt in sorted(owner.items(), key=lambda item: rank[item[0]]):
+        origins[opt].append(name)
+    return origins
+
+
+def _anchors(node: Any, producers: dict[str, str], by_name: dict[str, Any]) -> set[str]:
+    found = {producers[t] for t in node.output if t in producers}
+    if node.name in by_name:
+        found.add(node.name)
+    if found:
+        return found
+    base = node.name
+    while RENAMED.search(base):
+        base = RENAMED.sub("", base)
+        if base in by_name:
+            return {base}
+        if base in producers:
+            return {producers[base]}
+    return set()
