@@ -12,9 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infercmp.core.contract import RawProfile
 from infercmp.core.lazy import lazy_import
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
+from infercmp.engines.openvino import profile as ov_profile
 from infercmp.engines.openvino.descriptor import DESCRIPTOR
 from infercmp.engines.openvino.int8 import int8_summary
 
@@ -43,6 +45,8 @@ class OpenVINOEngine(EngineBase):
         self._model: Any = None
         self._config: dict[str, Any] = {}
         self._copyto: Any = None  # numpy.copyto, bound in prepare()
+        self._perf_count = False  # set on the second, profiled engine that profile() makes
+        self._prepared: list[np.ndarray] = []  # the arrays prepare() was given, for profile()
         self._release_buffers()
 
     def _release_buffers(self) -> None:
@@ -90,6 +94,8 @@ class OpenVINOEngine(EngineBase):
             config["NUM_STREAMS"] = str(options["streams"])
         if options["threads"] is not None:
             config["INFERENCE_NUM_THREADS"] = options["threads"]
+        if self._perf_count:
+            config["PERF_COUNT"] = True
         self._model = model
         self._config = config
         self.info = {"openvino": ov.get_version(), "device": "CPU"}
@@ -97,6 +103,7 @@ class OpenVINOEngine(EngineBase):
     def _prepare(self, inputs: list[np.ndarray]) -> None:
         ov = self._ov
         self._release_buffers()
+        self._prepared = list(inputs)
         self._copyto = np.copyto  # bound here: the timed copy_in reads no lazy module
         model = self._model
         model.reshape(
@@ -148,7 +155,29 @@ class OpenVINOEngine(EngineBase):
     def _synchronize(self) -> None:
         pass  # infer() returns when the outputs are written
 
+    def profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
+        """OpenVINO's per-layer counters on a second compile of this engine's model (same
+        properties plus PERF_COUNT) over the inputs this one was prepared with; `workdir`
+        is unused (the counters are read in memory)."""
+        self.hot_path()  # raises unless prepared
+        profiled = type(self)()
+        profiled._perf_count = True
+        try:
+            profiled.load(self.spec)
+            profiled.prepare(self._prepared)
+            artifact = Path(self.spec.artifact or "")
+            names, producers = ov_profile.artifact_names(artifact, profiled._core.read_model)
+            origins = ov_profile.runtime_origins(
+                profiled._compiled.get_runtime_model(), names, producers
+            )
+            return ov_profile.profile_request(
+                profiled._request, profiled.hot_path(), iterations, warmup, origins
+            )
+        finally:
+            profiled.release()
+
     def _release(self) -> None:
         self._release_buffers()
+        self._prepared = []
         self._model = None
         self._core = None
