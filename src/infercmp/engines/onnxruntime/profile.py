@@ -40,6 +40,10 @@ FENCES = ("_fence_before", "_fence_after")
 INSERTED_OPS = frozenset({"ReorderInput", "ReorderOutput", "MemcpyToHost", "MemcpyFromHost"})
 #: Suffixes ORT appends when it renames a node it rewrote (`relu_nchwc`, `node_conv_token_1`).
 RENAMED = re.compile(r"(_nchwc|_token_\d+)$")
+CAST_PREFIX = "InsertedPrecisionFreeCast_"  # fp16 nodes ORT runs in fp32 on the CPU
+#: Ops a fused node swallows only when it is one of these kinds itself, and only one of them.
+HEAVY_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+HEAVY_KINDS = ("Conv", "Gemm", "MatMul")
 NO_CUDA_KERNELS = (
     "this ONNX Runtime build records no CUDA kernel times (built without CUDA profiling): "
     "per-node times are the host's launch times"
@@ -211,62 +215,105 @@ def optimized_origins(
     """Each node of ORT's optimized graph -> the artifact nodes it came from, in graph order.
 
     Anchors: the artifact nodes producing a node's output tensors, or its own name (when ORT
-    renamed it, the node or tensor named without `_nchwc`/`_token_N`). Then the nodes fused
-    away, which no optimized node anchors: one whose outputs only its consumer's node read
-    belongs to that node (Conv under a `relu_nchwc`, DQ under a QLinearConv); the rest run
-    after what they read (an epilogue: a residual Add and Relu folded into a Conv), so each
-    belongs to the latest-running owner of its inputs. Inserted reorders and copies: none.
+    renamed it, the node or tensor named without `_nchwc`/`_token_N`/`InsertedPrecisionFree
+    Cast_`). Then the nodes fused away, which no optimized node anchors: one whose outputs only
+    its consumer's node reads was swallowed by it (the Conv under a `relu_nchwc`, the DQs under
+    a QLinearConv; a Conv or Gemm only by a node of that kind); the rest run after what they
+    read (an epilogue: a residual Add and Relu folded into a Conv, a Q after it), so each
+    belongs to the latest-running owner of its inputs. Inserted reorders, copies and
+    transposes: none.
     """
-    producers = tensor_producers(artifact)
-    nodes = {node.name: node for node in artifact.graph.node}
-    consumers: dict[str, set[str]] = defaultdict(set)
-    for node in artifact.graph.node:
-        for tensor in node.input:
-            consumers[tensor].add(node.name)
+    graph = _Graph(artifact)
     alive = {t for node in optimized.graph.node for t in [*node.input, *node.output]}
     order = {node.name: i for i, node in enumerate(optimized.graph.node)}
     owner: dict[str, str] = {}  # artifact node -> optimized node
     for node in optimized.graph.node:
-        if node.op_type not in INSERTED_OPS:
-            for anchor in _anchors(node, producers, nodes):
+        if not _inserted(node, graph):
+            for anchor in _anchors(node, graph):
                 owner.setdefault(anchor, node.name)
-    for name, first in list(owner.items()):  # swallowed producers, walked up from each anchor
-        if owner[name] != first:
-            continue
-        stack = [name]
-        while stack:
-            for tensor in nodes[stack.pop()].input:
-                parent = producers.get(tensor)
-                if parent is None or parent in owner or tensor in alive:
-                    continue
-                readers = set().union(*(consumers[t] for t in nodes[parent].output))
-                if all(owner.get(r) == first for r in readers):
-                    owner[parent] = first
-                    stack.append(parent)
+    kinds = {node.name: node.op_type for node in optimized.graph.node}
+    for name, first in list(owner.items()):
+        if owner[name] == first:
+            _swallow(name, first, kinds[first], graph, alive, owner)
     for node in artifact.graph.node:  # epilogues, in topological order
-        if node.name in owner:
-            continue
-        inputs = [owner[p] for p in (producers.get(t) for t in node.input) if p in owner]
-        if inputs:
-            owner[node.name] = max(inputs, key=order.__getitem__)
-    rank = {name: i for i, name in enumerate(nodes)}
+        if node.name not in owner:
+            inputs = [owner[p] for p in map(graph.producers.get, node.input) if p in owner]
+            if inputs:
+                owner[node.name] = max(inputs, key=order.__getitem__)
     origins: dict[str, list[str]] = {node.name: [] for node in optimized.graph.node}
-    for name, opt in sorted(owner.items(), key=lambda item: rank[item[0]]):
+    for name, opt in sorted(owner.items(), key=lambda item: graph.rank[item[0]]):
         origins[opt].append(name)
     return origins
 
 
-def _anchors(node: Any, producers: dict[str, str], by_name: dict[str, Any]) -> set[str]:
-    found = {producers[t] for t in node.output if t in producers}
-    if node.name in by_name:
+class _Graph:
+    """The artifact graph's lookups: nodes by name and rank, producers and readers of tensors."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.nodes = {node.name: node for node in model.graph.node}
+        self.rank = {name: i for i, name in enumerate(self.nodes)}
+        self.producers = tensor_producers(model)
+        self.readers: dict[str, set[str]] = defaultdict(set)
+        for node in model.graph.node:
+            for tensor in node.input:
+                self.readers[tensor].add(node.name)
+
+
+def _swallow(
+    anchor: str, into: str, kind: str, graph: _Graph, alive: set[str], owner: dict[str, str]
+) -> None:
+    """Give `into` the producers above `anchor` that fused into it: reached through tensors
+    gone from the optimized graph, read by nothing `into` does not own."""
+    heavy_ok = any(k in kind for k in HEAVY_KINDS) and all(
+        graph.nodes[a].op_type not in HEAVY_OPS for a, o in owner.items() if o == into
+    )
+    stack = [anchor]
+    while stack:
+        for tensor in graph.nodes[stack.pop()].input:
+            parent = graph.producers.get(tensor)
+            if parent is None or parent in owner or tensor in alive:
+                continue
+            op_type = graph.nodes[parent].op_type
+            if op_type in HEAVY_OPS and not heavy_ok:
+                continue
+            if op_type == "QuantizeLinear" and graph.nodes[parent].input[0] in graph.producers:
+                continue  # requantizes its producer's output: that node's epilogue
+            readers = set().union(*(graph.readers[t] for t in graph.nodes[parent].output))
+            if all(owner.get(r) == into for r in readers):
+                owner[parent] = into
+                heavy_ok = heavy_ok and op_type not in HEAVY_OPS
+                stack.append(parent)
+
+
+def _base_names(name: str) -> list[str]:
+    """A node name and what it was before ORT renamed it, most specific first."""
+    names = [name]
+    base = name.removeprefix(CAST_PREFIX)
+    while True:
+        if base != names[-1]:
+            names.append(base)
+        shorter = RENAMED.sub("", base)
+        if shorter == base:
+            return names
+        base = shorter
+
+
+def _inserted(node: Any, graph: _Graph) -> bool:
+    """Data movement ORT added: reorders, copies, and transposes the artifact did not have."""
+    if node.op_type in INSERTED_OPS:
+        return True
+    return node.op_type == "Transpose" and not any(n in graph.nodes for n in _base_names(node.name))
+
+
+def _anchors(node: Any, graph: _Graph) -> set[str]:
+    found = {graph.producers[t] for t in node.output if t in graph.producers}
+    if node.name in graph.nodes:
         found.add(node.name)
     if found:
         return found
-    base = node.name
-    while RENAMED.search(base):
-        base = RENAMED.sub("", base)
-        if base in by_name:
+    for base in _base_names(node.name)[1:]:
+        if base in graph.nodes:
             return {base}
-        if base in producers:
-            return {producers[base]}
+        if base in graph.producers:
+            return {graph.producers[base]}
     return set()
