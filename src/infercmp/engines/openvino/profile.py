@@ -1,8 +1,9 @@
 """OpenVINO's per-layer performance counters (`PERF_COUNT`) read into `ProfileEvent`s.
 
 The profiled model is a second compile of the measured engine's model with the same
-properties plus `PERF_COUNT: True`. `InferRequest.get_profiling_info()` describes the last
-inference only, so it is read after every profiled call and summed. A counter's `node_name` is
+properties plus `PERF_COUNT: True`. `InferRequest.get_profiling_info()` gives each layer's
+running mean over all the compiled model's inferences (measured on the CPU plugin; not the
+last inference), read before and after the profiled calls. A counter's `node_name` is
 the friendly name of an op of the compiled (runtime) model, whose `originalLayersNames` lists
 the ops of the read model folded into it; those are named after the artifact's nodes
 (`node_conv2d/WithoutBiases` from ONNX node `node_conv2d`, `logits` from the tensor of the Gemm
@@ -12,7 +13,6 @@ that produced it). Reorders the CPU plugin inserts list none.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,9 +30,15 @@ PROFILER = "openvino PERF_COUNT"
 #: Counter statuses of layers that did no work in the inference.
 IDLE = frozenset({"NOT_RUN", "OPTIMIZED_OUT"})
 ORIGINAL_NAMES = "originalLayersNames"
+NOT_LAYERS = frozenset({"Parameter", "Result", "Constant"})
+RUNNING_MEANS = (
+    "OpenVINO's CPU counters are running means per layer over every inference of the "
+    "compiled model, in whole microseconds: each layer's total over the profiled calls is "
+    "taken as the difference of mean x runs before and after them"
+)
 OVER_WALL = (
-    "the layers' real_time (OpenVINO's own clock per layer) sums to more than wall_ms: the "
-    "per-layer timers overlap (measured: 1-3% over on ResNet-50 on the CPU)"
+    "the layers' times sum to more than wall_ms (OpenVINO's own per-layer clock, microsecond "
+    "means): compare shares, not absolute sums"
 )
 
 HotPath = tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any], Callable[[], Any]]
@@ -44,18 +50,28 @@ def profile_request(
     iterations: int,
     warmup: int,
     origins: dict[str, list[str]],
+    *,
+    runs_before: int = 1,
     notes: Iterable[str] = (),
 ) -> RawProfile:
-    """`warmup` then `iterations` timed calls through the profiled engine's `hot_path`, its
-    `request`'s counters read after each profiled call and summed per layer."""
+    """`warmup` then `iterations` timed calls through the profiled engine's `hot_path`, and
+    each layer's time over the timed calls from `request`'s counters.
+
+    The CPU plugin's counters are not the last inference's: each is the layer's running mean
+    over every inference of the compiled model (measured: after a slow first call the values
+    decay towards the steady time; a new request continues the same means). So the total
+    over the timed calls is mean_after * runs_after - mean_before * runs_before, where
+    `runs_before` counts the inferences before the warm-up (prepare's probe run: 1). That
+    holds for one stream; the caller compiles the profiled model with one.
+    """
     copy_in, compute, copy_out, synchronize = hot_path
     for _ in range(warmup):
         copy_in()
         compute()
         copy_out()
         synchronize()
+    before, n_before = _means(request), runs_before + warmup
     wall: list[float] = []
-    sums: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0])
     for _ in range(iterations):
         start = time.perf_counter()
         copy_in()
@@ -63,25 +79,22 @@ def profile_request(
         copy_out()
         synchronize()
         wall.append((time.perf_counter() - start) * 1e3)
-        for info in request.get_profiling_info():
-            if info.status.name in IDLE:
-                continue
-            total = sums[(info.node_name, info.node_type, info.exec_type)]
-            total[0] += info.real_time.total_seconds() * 1e3
-            total[1] += 1
+    n_after = n_before + iterations
     events = [
         ProfileEvent(
             name=name,
             op_type=op_type,
             exec_type=exec_type,
             device="cpu",
-            total_ms=total,
-            calls=int(calls),
+            total_ms=max(
+                mean * n_after - before.get((name, op_type, exec_type), 0.0) * n_before, 0.0
+            ),
+            calls=iterations,
             origin=list(origins.get(name, [])),
         )
-        for (name, op_type, exec_type), (total, calls) in sums.items()
+        for (name, op_type, exec_type), mean in _means(request).items()
     ]
-    notes = list(notes)
+    notes = [*notes, RUNNING_MEANS]
     if sum(e.total_ms for e in events) > sum(wall):
         notes.append(OVER_WALL)
     return RawProfile(
@@ -89,15 +102,29 @@ def profile_request(
     )
 
 
+def _means(request: Any) -> dict[tuple[str, str, str], float]:
+    """(layer, type, implementation) -> the counter's real_time in ms, for layers that ran."""
+    return {
+        (info.node_name, info.node_type, info.exec_type): info.real_time.total_seconds() * 1e3
+        for info in request.get_profiling_info()
+        if info.status.name not in IDLE
+    }
+
+
 def artifact_names(
     artifact: Path, read_model: Callable[[str], Any]
 ) -> tuple[list[str], dict[str, str]]:
     """The artifact's node names in graph order and its tensor -> producing node map: the
-    ONNX file's nodes, or for an IR (.xml, the int8 conversion) its ops' friendly names."""
+    ONNX file's nodes, or for an IR (.xml, the int8 conversion) its ops' friendly names
+    (inputs, outputs and constants left out: they are no layer)."""
     if artifact.suffix == ".onnx":
         model = onnx.load(str(artifact), load_external_data=False)
         return [node.name for node in model.graph.node], tensor_producers(model)
-    ops = read_model(str(artifact)).get_ordered_ops()
+    ops = [
+        op
+        for op in read_model(str(artifact)).get_ordered_ops()
+        if op.get_type_name() not in NOT_LAYERS
+    ]
     producers = {
         name: op.get_friendly_name() for op in ops for out in op.outputs() for name in out.names
     }
@@ -105,30 +132,34 @@ def artifact_names(
 
 
 def runtime_origins(
-    runtime_model: Any, names: list[str], producers: dict[str, str]
+    runtime_model: Any, names: list[str], producers: dict[str, str], *, shortest: bool = False
 ) -> dict[str, list[str]]:
     """Each op of the compiled model (its friendly name, the counters' `node_name`) -> the
-    artifact nodes in its `originalLayersNames`, in graph order."""
+    artifact nodes in its `originalLayersNames`, in graph order. `shortest`: name each by the
+    shortest `/`-prefix the artifact has (an IR: `node_relu/fq_output_0` -> `node_relu`, the
+    ONNX node the IR's op was read from), else by the longest (ONNX: the node itself)."""
     rank = {name: i for i, name in enumerate(names)}
     origins: dict[str, list[str]] = {}
     for op in runtime_model.get_ordered_ops():
         info = op.get_rt_info()
         folded = str(info[ORIGINAL_NAMES].astype(str)) if ORIGINAL_NAMES in info else ""
-        found = {_artifact_node(n, rank, producers) for n in folded.split(",") if n}
+        found = {_artifact_node(n, rank, producers, shortest) for n in folded.split(",") if n}
         origins[op.get_friendly_name()] = sorted(
             (node for node in found if node is not None), key=rank.__getitem__
         )
     return origins
 
 
-def _artifact_node(name: str, rank: dict[str, int], producers: dict[str, str]) -> str | None:
-    """An OpenVINO op name -> the artifact node it was made from: the name itself, a node or
+def _artifact_node(
+    name: str, rank: dict[str, int], producers: dict[str, str], shortest: bool
+) -> str | None:
+    """An OpenVINO op name -> the artifact node it was made from: the name itself, or a node or
     tensor name it extends with `/suffix` (`node_conv2d/WithoutBiases`), else None."""
-    candidate = name
-    while candidate:
+    parts = name.split("/")
+    prefixes = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+    for candidate in prefixes if shortest else reversed(prefixes):
         if candidate in rank:
             return candidate
         if producers.get(candidate) in rank:
             return producers[candidate]
-        candidate = candidate.rpartition("/")[0]
     return None

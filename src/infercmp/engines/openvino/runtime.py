@@ -158,20 +158,42 @@ class OpenVINOEngine(EngineBase):
     def profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
         """OpenVINO's per-layer counters on a second compile of this engine's model (same
         properties plus PERF_COUNT) over the inputs this one was prepared with; `workdir`
-        is unused (the counters are read in memory)."""
+        is unused (the counters are read in memory).
+
+        The counters are per stream, so with several streams the profiled model gets one,
+        with the threads one stream of this model has (what one request runs on).
+        """
         self.hot_path()  # raises unless prepared
         profiled = type(self)()
         profiled._perf_count = True
+        notes: list[str] = []
         try:
             profiled.load(self.spec)
+            streams = int(self.info.get("streams", 1))
+            if streams > 1:
+                threads = max(1, int(self.info["threads"]) // streams)
+                profiled._config.update(NUM_STREAMS="1", INFERENCE_NUM_THREADS=threads)
+                notes.append(
+                    f"profiled with 1 stream of {threads} thread(s), what one request gets of "
+                    f"the measured {streams} streams: OpenVINO's counters are per stream"
+                )
             profiled.prepare(self._prepared)
             artifact = Path(self.spec.artifact or "")
             names, producers = ov_profile.artifact_names(artifact, profiled._core.read_model)
             origins = ov_profile.runtime_origins(
-                profiled._compiled.get_runtime_model(), names, producers
+                profiled._compiled.get_runtime_model(),
+                names,
+                producers,
+                shortest=artifact.suffix != ".onnx",
             )
             return ov_profile.profile_request(
-                profiled._request, profiled.hot_path(), iterations, warmup, origins
+                profiled._request,
+                profiled.hot_path(),
+                iterations,
+                warmup,
+                origins,
+                runs_before=1,  # prepare's probe run
+                notes=notes,
             )
         finally:
             profiled.release()
