@@ -41,9 +41,11 @@ INSERTED_OPS = frozenset({"ReorderInput", "ReorderOutput", "MemcpyToHost", "Memc
 #: Suffixes ORT appends when it renames a node it rewrote (`relu_nchwc`, `node_conv_token_1`).
 RENAMED = re.compile(r"(_nchwc|_token_\d+)$")
 CAST_PREFIX = "InsertedPrecisionFreeCast_"  # fp16 nodes ORT runs in fp32 on the CPU
-#: Ops a fused node swallows only when it is one of these kinds itself, and only one of them.
+#: Ops a fused node swallows only when it is one of these kinds itself, and one at most.
 HEAVY_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 HEAVY_KINDS = ("Conv", "Gemm", "MatMul")
+#: What a fused node swallows above its compute op: its inputs' dequantization and casts.
+INPUT_SIDE = frozenset({"DequantizeLinear", "Cast"})
 NO_CUDA_KERNELS = (
     "this ONNX Runtime build records no CUDA kernel times (built without CUDA profiling): "
     "per-node times are the host's launch times"
@@ -263,26 +265,28 @@ def _swallow(
     anchor: str, into: str, kind: str, graph: _Graph, alive: set[str], owner: dict[str, str]
 ) -> None:
     """Give `into` the producers above `anchor` that fused into it: reached through tensors
-    gone from the optimized graph, read by nothing `into` does not own."""
-    heavy_ok = any(k in kind for k in HEAVY_KINDS) and all(
-        graph.nodes[a].op_type not in HEAVY_OPS for a, o in owner.items() if o == into
-    )
-    stack = [anchor]
+    gone from the optimized graph, read by nothing `into` does not own. Above the fused
+    node's compute op (its Conv, Gemm or MatMul: the anchor itself, or the one a node named
+    after its activation swallows) only the DequantizeLinear and Cast of its inputs."""
+    may_compute = any(k in kind for k in HEAVY_KINDS)
+    stack = [(anchor, graph.nodes[anchor].op_type in HEAVY_OPS)]
     while stack:
-        for tensor in graph.nodes[stack.pop()].input:
+        name, above_compute = stack.pop()
+        for tensor in graph.nodes[name].input:
             parent = graph.producers.get(tensor)
             if parent is None or parent in owner or tensor in alive:
                 continue
             op_type = graph.nodes[parent].op_type
-            if op_type in HEAVY_OPS and not heavy_ok:
+            if above_compute and op_type not in INPUT_SIDE:
+                continue
+            if op_type in HEAVY_OPS and not may_compute:
                 continue
             if op_type == "QuantizeLinear" and graph.nodes[parent].input[0] in graph.producers:
                 continue  # requantizes its producer's output: that node's epilogue
             readers = set().union(*(graph.readers[t] for t in graph.nodes[parent].output))
             if all(owner.get(r) == into for r in readers):
                 owner[parent] = into
-                heavy_ok = heavy_ok and op_type not in HEAVY_OPS
-                stack.append(parent)
+                stack.append((parent, above_compute or op_type in HEAVY_OPS))
 
 
 def _base_names(name: str) -> list[str]:
