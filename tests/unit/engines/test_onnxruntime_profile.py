@@ -245,3 +245,15 @@ def test_fp16_cast_prefix_is_read_through_and_a_pool_never_swallows_a_conv():
     # without its anchor the Conv would otherwise be walked into the pool above it
     del optimized.graph.node[0]
     assert ort_profile.optimized_origins(optimized, artifact)["pool"] == ["relu", "pool"]
+
+
+def test_the_tensorrt_ep_saves_no_graph_and_says_so(tmp_path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    ort_profile.enable(options, tmp_path / "w", save_optimized=False)  # it compiles subgraphs
+    assert options.enable_profiling and options.optimized_model_filepath == ""
+    assert options.profile_file_prefix.startswith(str(tmp_path / "w"))
+    engine = OnnxRuntimeEngine()
+    engine.effective_options = {"execution_provider": "tensorrt", "enable_cuda_graph": True}
+    assert engine._profile_notes(True) == [ort_profile.CUDA_GRAPH, ort_profile.COMPILED_EP]

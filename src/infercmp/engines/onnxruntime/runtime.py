@@ -396,10 +396,16 @@ class OnnxRuntimeEngine(EngineBase):
                 profiled._artifact,
                 cuda=spec.device == "cuda",
                 measured=measured if graph else None,
-                notes=[ort_profile.CUDA_GRAPH] if graph else [],
+                notes=self._profile_notes(graph),
             )
         finally:
             profiled.release()
+
+    def _profile_notes(self, graph: bool) -> list[str]:
+        notes = [ort_profile.CUDA_GRAPH] if graph else []
+        if self.effective_options.get("execution_provider") == "tensorrt":
+            notes.append(ort_profile.COMPILED_EP)
+        return notes
 
     def _release(self) -> None:
         self._synchronize()
