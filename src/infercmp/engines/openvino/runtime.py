@@ -169,6 +169,9 @@ class OpenVINOEngine(EngineBase):
         notes: list[str] = []
         try:
             profiled.load(self.spec)
+            # Compiled here, not imported from a model cache: the counters and runtime model
+            # are the profiled compile's own.
+            profiled._config.pop("CACHE_DIR", None)
             streams = int(self.info.get("streams", 1))
             if streams > 1:
                 threads = max(1, int(self.info["threads"]) // streams)
