@@ -73,3 +73,25 @@ def test_busy_time_is_the_union_of_intervals() -> None:
         Kernel("d", "kernel", None, 31, 1),
     ]
     assert busy_us(ks) == 20.0
+
+
+def test_cupti_kernels_become_events_of_their_node_with_its_op_type_and_origin() -> None:
+    from infercmp.engines.onnxruntime.profile import cupti_events
+
+    ort = _ort_run(0.0)
+    for e in ort:
+        if e["cat"] == "Node":
+            e["args"] = {"op_name": "Conv" if e["name"].startswith("conv") else "Relu"}
+    kernels = node_kernels(_trace_run(0.0, 1, python_lag=25), ort)
+    events = {(e.name, e.exec_type): e for e in cupti_events(kernels, ort, {"conv": ["n_conv"]})}
+    conv_a = events[("conv", "conv_a")]
+    assert (conv_a.op_type, conv_a.origin, conv_a.device, conv_a.calls) == (
+        "Conv",
+        ["n_conv"],
+        "cuda",
+        1,
+    )
+    assert conv_a.total_ms == 7 / 1e3
+    assert events[("relu", "relu")].op_type == "Relu" and events[("relu", "relu")].origin == []
+    copy = events[("(memcpy outside nodes)", "copy")]
+    assert copy.op_type == "Memcpy" and copy.origin == []

@@ -86,6 +86,7 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
     distributions = ("onnxruntime", "onnxruntime-gpu")
     # The CPU and CUDA EPs keep nothing between sessions (cuDNN searches in the first Run).
     engine_caches = ("the TensorRT EP's engine and timing caches (the CPU and CUDA EPs keep none)",)
+    profiler = "onnxruntime enable_profiling"
     search_space = SearchSpace(
         options=(
             SearchOption("graph_optimization_level", {"cpu": ("extended",)}),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import importlib.util
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infercmp.core.contract import RawProfile
 from infercmp.core.lazy import lazy_import
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
+from infercmp.engines.onnxruntime import profile as ort_profile
 from infercmp.engines.onnxruntime.descriptor import DESCRIPTOR, INT8_ON_CUDA
 from infercmp.engines.onnxruntime.int8 import int8_summary
 from infercmp.platform import gpus
@@ -86,6 +89,9 @@ class OnnxRuntimeEngine(EngineBase):
         self._stream_handle: int | None = None
         self._copyto: Any = None  # numpy.copyto, bound in prepare()
         self._int8: dict[str, Any] = {}
+        # Set on the second, profiled engine that `profile()` makes: its trace and graph go here.
+        self._profile_dir: Path | None = None
+        self._prepared: list[np.ndarray] = []  # the arrays prepare() was given, for profile()
         self._release_buffers()
 
     def _release_buffers(self) -> None:
@@ -151,6 +157,9 @@ class OnnxRuntimeEngine(EngineBase):
             session_options.intra_op_num_threads = options["intra_op_threads"]
         if options["inter_op_threads"] is not None:
             session_options.inter_op_num_threads = options["inter_op_threads"]
+        if self._profile_dir is not None:
+            # The TensorRT EP compiles subgraphs, which ORT cannot save as a graph.
+            ort_profile.enable(session_options, self._profile_dir, save_optimized=not tensorrt_ep)
         session = self._session_for(spec, artifact, session_options, providers)
         used = session.get_providers()
         if wanted not in used:
@@ -193,7 +202,7 @@ class OnnxRuntimeEngine(EngineBase):
         """The session; for int8 it also writes the graph it runs, whose INT8 ops the engine
         info records (`int8.int8_summary`)."""
         ort = self._ort
-        if spec.precision != "int8":
+        if spec.precision != "int8" or self._profile_dir is not None:
             return ort.InferenceSession(str(artifact), session_options, providers=providers)
         with tempfile.TemporaryDirectory(prefix="infercmp-ort-int8-") as tmp:
             optimized = Path(tmp) / "optimized.onnx"
@@ -259,6 +268,7 @@ class OnnxRuntimeEngine(EngineBase):
             )
 
     def _prepare(self, inputs: list[np.ndarray]) -> None:
+        self._prepared = list(inputs)
         if self._graph_rebind(inputs):
             return
         ort = self._ort
@@ -366,9 +376,46 @@ class OnnxRuntimeEngine(EngineBase):
         if self._stream_handle is not None:
             self._cudart.cudaStreamSynchronize(self._cuda_stream)
 
+    def _profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
+        """ORT's profiler on a second session of this engine (same artifact, options,
+        providers and IO binding, profiling on), over the inputs this one was prepared with.
+
+        With enable_cuda_graph the profiled session runs without the graph (a replay has no
+        nodes) and wall_ms is timed on this engine's own hot path."""
+        measured = self.hot_path()  # raises unless prepared
+        graph = bool(self.effective_options.get("enable_cuda_graph"))
+        spec = self.spec
+        if graph:
+            spec = dataclasses.replace(spec, options={**spec.options, "enable_cuda_graph": False})
+        profiled = type(self)()
+        profiled._profile_dir = Path(workdir)
+        try:
+            profiled.load(spec)
+            profiled.prepare(self._prepared)
+            return ort_profile.profile_session(
+                profiled._session,
+                profiled.hot_path(),
+                iterations,
+                warmup,
+                Path(workdir),
+                profiled._artifact,
+                cuda=spec.device == "cuda",
+                measured=measured if graph else None,
+                notes=self._profile_notes(graph),
+            )
+        finally:
+            profiled.release()
+
+    def _profile_notes(self, graph: bool) -> list[str]:
+        notes = [ort_profile.CUDA_GRAPH] if graph else []
+        if self.effective_options.get("execution_provider") == "tensorrt":
+            notes.append(ort_profile.COMPILED_EP)
+        return notes
+
     def _release(self) -> None:
         self._synchronize()
         self._release_buffers()
+        self._prepared = []
         self._binding = None
         self._session = None
         if self._stream_handle is not None:

@@ -53,6 +53,7 @@ class OpenVINODescriptor(EngineDescriptor):
     extra = "openvino"
     distributions = ("openvino",)
     engine_caches = ("OpenVINO's model cache (CACHE_DIR)",)
+    profiler = "openvino PERF_COUNT"
     search_space = SearchSpace(
         options=(
             SearchOption("performance_hint", {"cpu": ("throughput",)}),

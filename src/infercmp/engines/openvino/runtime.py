@@ -12,9 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infercmp.core.contract import RawProfile
 from infercmp.core.lazy import lazy_import
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
+from infercmp.engines.openvino import profile as ov_profile
 from infercmp.engines.openvino.descriptor import DESCRIPTOR
 from infercmp.engines.openvino.int8 import int8_summary
 
@@ -43,6 +45,8 @@ class OpenVINOEngine(EngineBase):
         self._model: Any = None
         self._config: dict[str, Any] = {}
         self._copyto: Any = None  # numpy.copyto, bound in prepare()
+        self._perf_count = False  # set on the second, profiled engine that profile() makes
+        self._prepared: list[np.ndarray] = []  # the arrays prepare() was given, for profile()
         self._release_buffers()
 
     def _release_buffers(self) -> None:
@@ -92,6 +96,8 @@ class OpenVINOEngine(EngineBase):
             config["INFERENCE_NUM_THREADS"] = options["threads"]
         if spec.cache_dir is not None:  # compile_model writes its blob there, then reads it
             config["CACHE_DIR"] = str(spec.cache_dir / "openvino")
+        if self._perf_count:
+            config["PERF_COUNT"] = True
         self._model = model
         self._config = config
         self.info = {"openvino": ov.get_version(), "device": "CPU"}
@@ -99,6 +105,7 @@ class OpenVINOEngine(EngineBase):
     def _prepare(self, inputs: list[np.ndarray]) -> None:
         ov = self._ov
         self._release_buffers()
+        self._prepared = list(inputs)
         self._copyto = np.copyto  # bound here: the timed copy_in reads no lazy module
         model = self._model
         model.reshape(
@@ -152,7 +159,54 @@ class OpenVINOEngine(EngineBase):
     def _synchronize(self) -> None:
         pass  # infer() returns when the outputs are written
 
+    def _profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
+        """OpenVINO's per-layer counters on a second compile of this engine's model (same
+        properties plus PERF_COUNT) over the inputs this one was prepared with; `workdir`
+        is unused (the counters are read in memory).
+
+        The counters are per stream, so with several streams the profiled model gets one,
+        with the threads one stream of this model has (what one request runs on).
+        """
+        self.hot_path()  # raises unless prepared
+        profiled = type(self)()
+        profiled._perf_count = True
+        notes: list[str] = []
+        try:
+            profiled.load(self.spec)
+            # Compiled here, not imported from a model cache: the counters and runtime model
+            # are the profiled compile's own.
+            profiled._config.pop("CACHE_DIR", None)
+            streams = int(self.info.get("streams", 1))
+            if streams > 1:
+                threads = max(1, int(self.info["threads"]) // streams)
+                profiled._config.update(NUM_STREAMS="1", INFERENCE_NUM_THREADS=threads)
+                notes.append(
+                    f"profiled with 1 stream of {threads} thread(s), what one request gets of "
+                    f"the measured {streams} streams: OpenVINO's counters are per stream"
+                )
+            profiled.prepare(self._prepared)
+            artifact = Path(self.spec.artifact or "")
+            names, producers = ov_profile.artifact_names(artifact, profiled._core.read_model)
+            origins = ov_profile.runtime_origins(
+                profiled._compiled.get_runtime_model(),
+                names,
+                producers,
+                shortest=artifact.suffix != ".onnx",
+            )
+            return ov_profile.profile_request(
+                profiled._request,
+                profiled.hot_path(),
+                iterations,
+                warmup,
+                origins,
+                runs_before=1,  # prepare's probe run
+                notes=notes,
+            )
+        finally:
+            profiled.release()
+
     def _release(self) -> None:
         self._release_buffers()
+        self._prepared = []
         self._model = None
         self._core = None
