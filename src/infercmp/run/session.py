@@ -61,6 +61,7 @@ RUN_FLAGS = (
     "ci_target", "min_iters", "min_seconds", "max_seconds", "timeout", "device_resident",
     "sample_hz", "exporter", "batch", "latency_limit_ms", "concurrency", "scenario", "qps",
     "slo_ms", "accuracy",
+    "profile", "profile_iterations",
 )  # fmt: skip
 #: Where the workers run and find their artifacts: reused by `--resume RUN`, may be changed.
 PLACE_FLAGS = ("cache_dir", "executor", "ray_address", "ray_accelerator_type", "ray_resource")
@@ -95,6 +96,7 @@ class BenchRequest:
     #: run.json's "flags": every flag of RUN_FLAGS and PLACE_FLAGS as given (for `--resume`)
     flags: dict[str, Any]
     accuracy: AccuracyRequest | None = None  # --accuracy [N]
+    profile: ProfileSpec | None = None  # --profile, --profile-iterations N
 
 
 class BenchView(Protocol):
@@ -232,6 +234,7 @@ def run_session(
             plugin, experiments, request.engines, request.devices, request.precisions,
             machine, loads=loads,
         )  # fmt: skip
+        plan.profile = request.profile
         for note in [*dict.fromkeys(plan.notes), *batch_notes(plugin, experiments, loads)]:
             view.note(note)  # each once: loads share them
         samplers, left_out = choose_samplers(
