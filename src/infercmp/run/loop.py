@@ -137,9 +137,7 @@ def _units(
         for combo in list(pending):
             if combo in pending:
                 workdir = Path(store.path) / WORKERS_DIR / _worker_dir(combo, process)
-                spec = worker_spec(
-                    plugin, combo, artifacts, measurement, workdir, process, profile
-                )
+                spec = worker_spec(plugin, combo, artifacts, measurement, workdir, process, profile)
                 yield WorkUnit(combo, process, spec)
 
 
@@ -278,9 +276,7 @@ def _commit_partial(
                 "stopped; 'infercmp bench --resume' measures it again in all of them"
             )
             with contextlib.suppress(OSError):
-                _commit(
-                    plugin, store, progress, listener, power_limit_w, artifacts, short, profile
-                )
+                _commit(plugin, store, progress, listener, power_limit_w, artifacts, short, profile)
 
 
 def _without_worker(

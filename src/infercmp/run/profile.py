@@ -72,13 +72,15 @@ for _kind, _names in {
     "conv/matmul": "conv fusedconv qlinearconv convinteger nhwcconv gemm fusedgemm matmul "
     "fusedmatmul matmulinteger qlinearmatmul matmulnbits fullyconnected convolution "
     "groupconvolution convtranspose deconvolution convolutionbackpropdata matrixmultiply "
-    "einsum attention multiheadattention conv1d conv2d conv3d _convolution convolution_overrideable "
-    "mkldnn_convolution cudnn_convolution addmm mm bmm baddbmm linear matmul_ "
+    "einsum attention multiheadattention conv1d conv2d conv3d _convolution "
+    "convolution_overrideable mkldnn_convolution cudnn_convolution addmm mm bmm baddbmm "
+    "linear matmul_ "
     "scaled_dot_product_attention",
     "elementwise": "add sub mul div relu sigmoid tanh clip gelu fastgelu biasgelu erf sqrt pow "
     "exp log neg abs where leakyrelu elu selu hardsigmoid hardswish swish silu mish prelu "
     "eltwise activation pointwise multiply subtract divide power clamp minimum maximum "
-    "add_ mul_ relu_ sub_ div_ clamp_min clamp_min_ fill_ zero_ hardtanh hardtanh_ silu_ gelu_ rsqrt erf_ subgraph "
+    "add_ mul_ relu_ sub_ div_ clamp_min clamp_min_ fill_ zero_ hardtanh hardtanh_ silu_ "
+    "gelu_ rsqrt erf_ subgraph "
     "quantizelinear dequantizelinear fakequantize",
     "normalisation": "batchnormalization layernormalization simplifiedlayernormalization "
     "skiplayernormalization skipsimplifiedlayernormalization instancenormalization "
@@ -95,7 +97,8 @@ for _kind, _names in {
     "tile pad identity memcpy memcpytohost memcpyfromhost reformat shuffle copy convert "
     "stridedslice broadcast parameter result input output shape constant permute "
     "copy_ contiguous to _to_copy view reshape_ clone t cat stack select index "
-    "index_select narrow as_strided unsqueeze_ squeeze_ detach _unsafe_view transpose_ depthtospace spacetodepth",
+    "index_select narrow as_strided unsqueeze_ squeeze_ detach _unsafe_view transpose_ "
+    "depthtospace spacetodepth",
 }.items():
     _EXACT.update(dict.fromkeys(_names.split(), _kind))
 
@@ -218,8 +221,8 @@ def module_of(event: ProfileEvent, index: ModuleIndex) -> list[str] | None:
 def module_at_depth(modules: Sequence[str], depth: int) -> tuple[str, bool]:
     """(path, fused) of a set of leaf paths at `depth` (1: the model's children): the one
     path they cut to, else their common parent, fused; siblings of the top level fused
-    together are named by their own paths joined (`bn1+relu`), the top level being forward's
-    own ops."""
+    together are named by the model's children they lie in, joined (`bn1+relu`): the top
+    level itself is forward's own ops."""
     cut = list(dict.fromkeys(".".join(m.split(".")[:depth]) if m else "" for m in modules))
     if len(cut) == 1:
         return cut[0], False
@@ -229,7 +232,9 @@ def module_at_depth(modules: Sequence[str], depth: int) -> tuple[str, bool]:
         if len(set(parts)) != 1:
             break
         common.append(parts[0])
-    return (".".join(common) if common else "+".join(c or TOP_LEVEL for c in cut)), True
+    if common:
+        return ".".join(common), True
+    return "+".join(dict.fromkeys(c.split(".")[0] if c else TOP_LEVEL for c in cut)), True
 
 
 def row_label(modules: Sequence[str], depth: int) -> str:
@@ -272,7 +277,8 @@ def _rows(events: Sequence[ProfileEvent], index: ModuleIndex, iterations: int) -
         modules = tuple(module_of(event, index) or ())
         key = (modules, kind_of(event), event.op_type)
         row = rows.setdefault(
-            key, {"modules": list(modules), "kind": key[1], "op_type": key[2], "ms": 0.0, "calls": 0}
+            key,
+            {"modules": list(modules), "kind": key[1], "op_type": key[2], "ms": 0.0, "calls": 0},
         )
         row["ms"] += event.total_ms / iterations
         row["calls"] += event.calls
@@ -390,8 +396,7 @@ def hints(
             by_type[r["op_type"]] = by_type.get(r["op_type"], 0.0) + r["ms"]
         top = sorted(by_type, key=lambda t: -by_type[t])[:3]
         found.append(
-            f"{share:.0%} of {label}'s op time is layout conversions and copies "
-            f"({', '.join(top)})"
+            f"{share:.0%} of {label}'s op time is layout conversions and copies ({', '.join(top)})"
         )
     return found
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
-from infercmp.core.contract import Load, Measurement
+from infercmp.core.contract import Load, Measurement, ProfileSpec
 from infercmp.core.errors import InfercmpError, NothingRan, RunFailed
 from infercmp.platform.host import power_limit_w
 from infercmp.run.accuracy import AccuracyRequest, metric_failure
