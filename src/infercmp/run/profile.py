@@ -33,11 +33,12 @@ from infercmp.core.contract import ProfileEvent, RawProfile
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
 from infercmp.engines.descriptor import EngineDescriptor
-from infercmp.run.worker_process import WorkerOutcome
-from infercmp.store.schema import CombinationResult
 
 if TYPE_CHECKING:
     import onnx
+
+    from infercmp.run.worker_process import WorkerOutcome
+    from infercmp.store.schema import CombinationResult
 else:
     onnx = lazy_import("onnx")
 
