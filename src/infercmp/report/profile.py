@@ -119,11 +119,16 @@ def kind_rows(record: dict[str, Any]) -> dict[str, float]:
 
 
 def _merge(order: list[str], labels: Sequence[str]) -> None:
-    """Add `labels` (one column's order) to `order`, each new one after its predecessor."""
+    """Add `labels` (one column's order) to `order`: each new one after its predecessor in
+    the column, or the first one before the next label both share, else at the end."""
     previous: str | None = None
-    for label in labels:
+    for number, label in enumerate(labels):
         if label not in order:
-            order.insert(order.index(previous) + 1 if previous is not None else len(order), label)
+            if previous is not None:
+                at = order.index(previous) + 1
+            else:
+                at = next((order.index(n) for n in labels[number + 1 :] if n in order), len(order))
+            order.insert(at, label)
         previous = label
 
 

@@ -53,7 +53,7 @@ def profile_figure(table: ProfileTable) -> dict:
         height=max(220, 90 + 48 * len(table.labels)),
     )
     layout["barmode"] = "stack"
-    layout["legend"] = top_legend()
+    layout["legend"] = {**top_legend(), "traceorder": "normal"}
     layout["yaxis"]["autorange"] = "reversed"
     layout["margin"]["t"] = 96
     return {"data": data, "layout": layout}
