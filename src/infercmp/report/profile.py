@@ -203,7 +203,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def module_table_rows(table: ProfileTable) -> list[list[str]]:
     """The module table's rows as text, the total row last."""
     rows = [[r, *(table.cell(r, c) for c in range(len(table.labels)))] for r in table.rows]
-    rows.append(["profiled wall / timed median (closure)", *table.total_cells()])
+    rows.append(["profiled / timed median (closure)", *table.total_cells()])
     return rows
 
 
