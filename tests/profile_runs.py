@@ -25,6 +25,7 @@ def record(
         "iterations": 20,
         "measured_median_ms": median,
         "profiled_wall_ms": wall,
+        "profiled_mean_ms": wall,
         "op_total_ms": op_total,
         "device_busy_ms": busy,
         "unexplained_ms": unexplained,

@@ -71,7 +71,8 @@ class ProfileTable:
         """Per column: the profiled wall and the timed median with the closure."""
         cells = []
         for record in self.records:
-            wall, median = record.get("profiled_wall_ms"), record.get("measured_median_ms")
+            wall = record.get("profiled_mean_ms") or record.get("profiled_wall_ms")
+            median = record.get("measured_median_ms")
             closure = record.get("closure")
             text = "–" if wall is None else f"{wall:.3g}"
             if median is not None:
@@ -203,7 +204,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def module_table_rows(table: ProfileTable) -> list[list[str]]:
     """The module table's rows as text, the total row last."""
     rows = [[r, *(table.cell(r, c) for c in range(len(table.labels)))] for r in table.rows]
-    rows.append(["profiled / timed median (closure)", *table.total_cells()])
+    rows.append(["profiled call (mean) / timed median (closure)", *table.total_cells()])
     return rows
 
 

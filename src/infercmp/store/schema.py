@@ -135,6 +135,7 @@ class _ProfileRecord(_Record):
     iterations: _Count | None = None
     measured_median_ms: _Number | None = None
     profiled_wall_ms: _Number | None = None
+    profiled_mean_ms: _Number | None = None
     op_total_ms: _Number | None = None
     device_busy_ms: _Number | None = None
     unexplained_ms: _Number | None = None

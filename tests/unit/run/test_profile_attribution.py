@@ -183,19 +183,20 @@ def test_kinds_of_work_on_real_names(op_type, exec_type, name, kind):
 
 def test_closure_and_unexplained(index):
     raw = RawProfile(
-        profiler="onnxruntime enable_profiling", iterations=4, wall_ms=[2.0, 2.2, 2.1, 9.0],
+        profiler="onnxruntime enable_profiling", iterations=4, wall_ms=[2.0, 2.2, 2.1, 2.5],
         events=[_event("c", "Conv", 4.0, ["node_Conv_28"]), _event("a", "Add", 2.0)],
     )  # fmt: skip
-    record = profile_record(raw, index, 2.0, "onnxruntime")
-    assert record["profiled_wall_ms"] == pytest.approx(2.15)  # the median of the calls
+    record = profile_record(raw, index, 2.1, "onnxruntime")
+    assert record["profiled_wall_ms"] == pytest.approx(2.15)  # the median call
+    assert record["profiled_mean_ms"] == pytest.approx(2.2)
     assert record["op_total_ms"] == pytest.approx(1.5)  # 6 ms over 4 iterations
-    assert record["unexplained_ms"] == pytest.approx(0.65)
-    assert record["closure"] == pytest.approx(2.15 / 2.0 - 1)
+    assert record["unexplained_ms"] == pytest.approx(0.7)  # of the mean call, as the ops are
+    assert record["closure"] == pytest.approx(2.2 / 2.1 - 1)
     assert record["launch_gaps_ms"] is None  # the CPU: no kernel intervals
     assert not any("closure" in n for n in record["notes"])  # within 10%
     far = profile_record(raw, index, 1.5, "onnxruntime")
-    assert far["closure"] == pytest.approx(2.15 / 1.5 - 1)
-    assert any(n.startswith("closure +43%") for n in far["notes"])
+    assert far["closure"] == pytest.approx(2.2 / 1.5 - 1)
+    assert any(n.startswith("closure +47%") for n in far["notes"])
 
 
 def test_overlapping_ops_leave_no_negative_unexplained(index):
