@@ -31,6 +31,7 @@ DIFFERENCES = 3
 #: The CSV summary's columns for a combination with a profile (`profile_fields`).
 PROFILE_COLUMNS = [
     "profiled_wall_ms",
+    "profiled_mean_ms",
     "profile_op_ms",
     "profile_unexplained_ms",
     "profile_launch_gaps_ms",
@@ -247,6 +248,7 @@ def profile_json(combos: Sequence[CombinationView], depth: int = 1) -> list[dict
                 {
                     "label": label,
                     "profiled_wall_ms": record.get("profiled_wall_ms"),
+                    "profiled_mean_ms": record.get("profiled_mean_ms"),
                     "measured_median_ms": record.get("measured_median_ms"),
                     "closure": record.get("closure"),
                     "modules": {r: t.cells[(r, c)] for r in t.rows if (r, c) in t.cells},
@@ -277,6 +279,7 @@ def profile_fields(combo: CombinationView) -> dict[str, Any]:
         return fields
     fields.update(
         profiled_wall_ms=record.get("profiled_wall_ms"),
+        profiled_mean_ms=record.get("profiled_mean_ms"),
         profile_op_ms=record.get("op_total_ms"),
         profile_unexplained_ms=record.get("unexplained_ms"),
         profile_launch_gaps_ms=record.get("launch_gaps_ms"),
