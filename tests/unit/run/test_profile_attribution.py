@@ -283,10 +283,17 @@ def _outcome(tmp_path: Path, status="ok", phase=None, profile_file="profile.json
 
 
 class _Profiled:
-    """A descriptor that declares a profiler (the built-in ones gain theirs in the workers)."""
+    """A descriptor that declares a profiler."""
 
     name, profiler = "pytorch", "torch.profiler"
     options = get_descriptor("pytorch").options
+
+
+class _Unprofiled:
+    """A descriptor that declares none."""
+
+    name, profiler = "openvino", None
+    options = get_descriptor("openvino").options
 
 
 def test_the_commit_reads_process_zeros_profile(tmp_path):
@@ -309,8 +316,8 @@ def test_the_commit_reads_process_zeros_profile(tmp_path):
 
 def test_the_commit_records_na_failures_and_missing_files(tmp_path):
     n_a = _result()
-    attach_profile(n_a, [_outcome(tmp_path)], lambda p: tmp_path, [], get_descriptor("openvino"),
-                   "openvino")  # fmt: skip
+    attach_profile(n_a, [_outcome(tmp_path)], lambda p: tmp_path, [], _Unprofiled(),
+                   "openvino")  # type: ignore[arg-type]  # fmt: skip
     assert n_a.profile == {"error": "n/a: openvino has no per-layer profiler"}
     failed = _result(status="failed", error="x")
     attach_profile(failed, [_outcome(tmp_path, "failed", "profile")], lambda p: tmp_path, [],
