@@ -162,6 +162,8 @@ def profile_tables(combos: Sequence[CombinationView], depth: int = 1) -> list[Pr
 
 
 _SPECIAL = (TOP_LEVEL, NO_MODULE, UNEXPLAINED, LAUNCH_GAPS)
+#: The record's notes that the words repeat: how far the profiled call is from the timed one.
+_SAID = ("closure", "the profiled calls vary")
 
 
 def differences(table: ProfileTable, count: int = DIFFERENCES) -> list[str]:
@@ -190,7 +192,7 @@ def words(table: ProfileTable) -> list[str]:
     lines = differences(table)
     for label, record in zip(table.labels, table.records, strict=True):
         lines += [f"{label}: {hint}" for hint in record.get("hints") or []]
-        lines += [f"{label}: {n}" for n in record.get("notes") or [] if n.startswith("closure")]
+        lines += [f"{label}: {n}" for n in record.get("notes") or [] if n.startswith(_SAID)]
     lines += [f"{label}: {error}" for label, error in table.errors]
     return lines
 

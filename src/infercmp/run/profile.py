@@ -333,7 +333,13 @@ def profile_record(
         "hints": [],
         "error": None,
     }
-    if mean is not None:
+    if mean is not None and wall is not None:
+        if mean > (1 + CLOSURE_LIMIT) * wall:
+            notes.append(
+                f"the profiled calls vary: median {wall:.4g} ms, mean {mean:.4g} ms (slow "
+                "calls: other load on the machine, or the profiler's own); the ops are totals "
+                "over every call, so they are set beside the mean"
+            )
         _account(record, mean, op_total)
     record["hints"] = hints(record, label, descriptor, options or {})
     return record
