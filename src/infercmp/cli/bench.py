@@ -36,6 +36,7 @@ from infercmp.core.errors import InfercmpError
 from infercmp.core.parity import Parity
 from infercmp.engines.registry import engine_names
 from infercmp.report.accuracy import fmt_accuracy
+from infercmp.report.startup import ready_text
 from infercmp.report.summary import contention
 from infercmp.run import session
 from infercmp.run.accuracy import AccuracyRequest
@@ -135,7 +136,13 @@ def row_cells(result: Any) -> dict[str, str]:
         "VRAM MiB": _mib(r.peak_vram_bytes),
         "parity": _parity(r),
         "accuracy": fmt_accuracy(r.accuracy, dash="-"),
+        # bench --cold only: its cold and warm starts (a plain run's stay in the report)
+        "ready in": (ready_text(r.startup) if _cold(r.startup) else None) or "-",
     }
+
+
+def _cold(startup: dict[str, Any] | None) -> bool:
+    return bool(startup and (startup.get("cold") or startup.get("warm")))
 
 
 def row_line(result: Any) -> str:
@@ -176,6 +183,8 @@ def bench_table(results: list[Any]) -> tuple[Table, list[str]]:
         columns.remove("offered/s")  # a server run's rate; other scenarios have none
     if not any(r.accuracy for r in results) and columns:
         columns.remove("accuracy")  # bench --accuracy only
+    if all(row["ready in"] == "-" for row in rows) and columns:
+        columns.remove("ready in")  # bench --cold only
     table = Table(
         title="infercmp bench",
         title_justify="left",
@@ -353,6 +362,13 @@ _PROFILE = typer.Option(
 _PROFILE_ITERATIONS = typer.Option(
     None, "--profile-iterations", help="--profile: profile N calls (default 20; implies --profile)."
 )
+_COLD = typer.Option(
+    False,
+    "--cold",
+    help="Also measure what starting costs: after its measurement, each combination starts "
+    "twice more, cold (a fresh temporary artifact cache and engine caches: export, "
+    "conversion, compilation all made again) and then warm (docs/usage.md).",
+)
 _SLO_MS = typer.Option(
     None, "--slo-ms", help="--qps auto: the highest rate whose p99 latency stays under this."
 )
@@ -393,6 +409,7 @@ def bench(
     accuracy: str | None = _ACCURACY,
     profile: bool = _PROFILE,
     profile_iterations: int | None = _PROFILE_ITERATIONS,
+    cold: bool = _COLD,
 ) -> None:
     """Benchmark MODEL: every engine x device x precision x shape in its own worker process."""
     if resume is not None and not ctx.meta.get(_RESUMING):
@@ -424,7 +441,7 @@ def bench(
         ray_accelerator_type=ray_accelerator_type, ray_resources=ray_resource, resume=resume,
         batch=batch, latency_limit_ms=latency_limit_ms, concurrency=concurrency,
         scenario=scenario, qps=qps, slo_ms=slo_ms,
-        accuracy=parse_accuracy(accuracy),
+        accuracy=parse_accuracy(accuracy), cold=cold,
         profile=parse_profile(profile, profile_iterations),
         flags={n: session.plain(ctx.params[n]) for n in (*session.RUN_FLAGS, *session.PLACE_FLAGS)},
     )  # fmt: skip

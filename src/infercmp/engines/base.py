@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from infercmp.core.errors import InfercmpError
@@ -19,6 +20,8 @@ from infercmp.engines.descriptor import EngineDescriptor, EngineOptions
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from infercmp.core.contract import RawProfile
 else:
     np = lazy_import("numpy")
 
@@ -148,6 +151,19 @@ class EngineBase(abc.ABC):
             self._not_prepared("hot_path")
         return self._copy_in, self._compute, self._copy_out, self._synchronize
 
+    def profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
+        """The engine's own profiler over `iterations` calls of the prepared inputs after
+        `warmup` unprofiled ones (the worker's untimed profile phase); files it keeps go
+        under `workdir`, which the engine creates if it writes any."""
+        if self._state is not _PREPARED:
+            self._not_prepared("profile")
+        if iterations < 1 or warmup < 0:
+            raise EngineError(
+                f"engine '{self.name}': profile() needs iterations >= 1 and warmup >= 0, "
+                f"got {iterations} and {warmup}"
+            )
+        return self._profile(iterations, warmup, workdir)
+
     def slot_engine(self) -> EngineBase:
         """Another engine for one more request in flight (`--concurrency`), loaded with the
         same spec; the caller prepares it. One instance per slot gives each its own buffers,
@@ -198,3 +214,7 @@ class EngineBase(abc.ABC):
 
     @abc.abstractmethod
     def _release(self) -> None: ...
+
+    def _profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
+        """Overridden by an engine whose descriptor names a `profiler`."""
+        raise UnsupportedCombination(f"{self.name} has no per-layer profiler")

@@ -230,6 +230,10 @@ class EngineDescriptor:
     # Its artifact is made for the GPU that builds it (a TensorRT plan): a distributed run
     # converts on the node that runs it, not on the driver (infercmp.run.executors.ray).
     builds_on_device: ClassVar[bool] = False
+    #: The engine's own compiled-artifact caches, in words ("Inductor's and Triton's caches"),
+    #: which it keeps under `EngineSpec.cache_dir` when given: what `bench --cold` empties
+    #: besides infercmp's artifact cache. Empty: the engine keeps none between processes.
+    engine_caches: ClassVar[tuple[str, ...]] = ()
     search_space: ClassVar[SearchSpace | None] = None
     concurrency: ClassVar[dict[str, str]] = {}
     cpu_threads_option: ClassVar[str | None] = None
@@ -449,6 +453,9 @@ def _declaration_problems(descriptor: EngineDescriptor) -> list[str]:
         problems.append(
             f"layer_outputs {layer_outputs!r} is not 'onnx', 'ov-model', 'module' or None"
         )
+    profiler = getattr(descriptor, "profiler", None)
+    if profiler is not None and not (isinstance(profiler, str) and profiler.strip()):
+        problems.append(f"profiler {profiler!r} is not None or a non-empty description")
     runtime = getattr(descriptor, "runtime", None)
     if not (isinstance(runtime, str) and ":" in runtime):
         problems.append(f"runtime {runtime!r} is not 'module:Class'")

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from infercmp.report import curves, precision
+from infercmp.report import curves, precision, startup
 from infercmp.report.accuracy import ACCURACY_COLUMNS
 from infercmp.report.profile import PROFILE_COLUMNS, any_profile, profile_fields, profile_json
 from infercmp.report.profile import profile_markdown as _profile_markdown
@@ -58,6 +58,7 @@ def render_markdown(
     budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
     text = "\n".join(lines) + "\n" + curves.markdown(curves.load_points(combos), budget)
     text += _profile_markdown(combos)  # bench --profile: module and kind tables, in words
+    text += startup.render_markdown(combos)  # time to first answer
     # `infercmp debug-precision --run RUN` results: where a precision breaks, one section each
     breaks = [precision.render_markdown(r) for run in runs for r in read_results(run.path)]
     return text + "".join("\n" + b for b in breaks)
@@ -83,6 +84,7 @@ class _MarkdownColumns:
     qps: bool  # offered req/s of a server run
     machine: bool  # merged runs: which machine measured the row
     accuracy: bool = False  # bench --accuracy: the headline accuracy
+    ready: bool = False  # start-up figures: the time to the first answer
 
     @classmethod
     def of(cls, rows: list[dict[str, Any]], several_runs: bool) -> _MarkdownColumns:
@@ -93,6 +95,7 @@ class _MarkdownColumns:
             qps=any(row["qps"] is not None for row in rows),
             machine=several_runs,
             accuracy=any("accuracy_shown" in row for row in rows),
+            ready=any(row.get("ready_in") for row in rows),
         )
 
     def header(self) -> list[str]:
@@ -117,6 +120,7 @@ class _MarkdownColumns:
             *(["p50 per process"] if self.processes else []),
             "parity",
             *(["accuracy"] if self.accuracy else []),
+            *(["ready in"] if self.ready else []),
             "status",
         ]
 
@@ -144,6 +148,7 @@ class _MarkdownColumns:
             *([row["process_p50_ms"] or "–"] if self.processes else []),
             fmt_parity(row),
             *([row["accuracy_shown"] or "–"] if self.accuracy else []),
+            *([row.get("ready_in") or "–"] if self.ready else []),
             fmt_status(row),
         ]
 
@@ -185,6 +190,7 @@ def _markdown_legend(
             if columns.accuracy
             else ""
         )
+        + (" " + startup.READY_LEGEND if columns.ready else "")
         + (
             " A speedup marked (contended) was measured while other processes kept the CPUs "
             "busy: it is not a result."
@@ -234,7 +240,8 @@ def render_csv(
         else {}
     )
     profile = PROFILE_COLUMNS if profiles else []
-    fieldnames = COLUMNS + accuracy + extra + profile
+    ready = startup.STARTUP_COLUMNS if any("ready_in" in row for row in rows) else []
+    fieldnames = COLUMNS + accuracy + ready + extra + profile
     writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
     writer.writeheader()
     for row in rows:

@@ -11,6 +11,7 @@ from infercmp.core.lazy import lazy_import
 from infercmp.core.stats import outlier_mask
 from infercmp.report.accuracy import accuracy_fields, any_accuracy
 from infercmp.report.runs import CombinationView, RunView, as_dict, installed_descriptor
+from infercmp.report.startup import any_startup, ready_fields
 from infercmp.sampler.usage import BUSY_CPUS
 from infercmp.workload.scenarios import items_per_s, load_shortfall, served_qps
 from infercmp.workload.scenarios import shown_status as scenarios_shown_status
@@ -269,11 +270,16 @@ def summary_row(combo: CombinationView, baseline_engine: str = DEFAULT_BASELINE)
 
 def summary_rows(runs: list[RunView], baseline_engine: str = DEFAULT_BASELINE) -> list[dict]:
     """Every combination's row, shape by shape; with ACCURACY_COLUMNS after COLUMNS when some
-    combination measured accuracy (`bench --accuracy`), and only then."""
+    combination measured accuracy (`bench --accuracy`), and only then; then STARTUP_COLUMNS
+    when some combination has start-up figures."""
     combos = [combo for shape in experiments(runs) for combo in combinations(runs, shape)]
     if not any_accuracy(combos):
-        return [summary_row(combo, baseline_engine) for combo in combos]
-    return [{**summary_row(c, baseline_engine), **accuracy_fields(c)} for c in combos]
+        rows = [summary_row(combo, baseline_engine) for combo in combos]
+    else:
+        rows = [{**summary_row(c, baseline_engine), **accuracy_fields(c)} for c in combos]
+    if any_startup(combos):
+        rows = [{**row, **ready_fields(c)} for row, c in zip(rows, combos)]
+    return rows
 
 
 def _gpu_figure(method: str | None) -> str | None:

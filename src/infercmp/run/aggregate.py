@@ -28,8 +28,9 @@ else:
 
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0  # for the CI across processes: repeatable
 #: Worker phases outside every measured summary (peak memory, utilisation, energy): the
-#: accuracy phase runs other inputs, untimed, after the measurement.
-UNTIMED_PHASES = frozenset({"accuracy"})
+#: accuracy phase runs other inputs, the profile phase a profiler, untimed, after the
+#: measurement; a failure in either keeps the latency measured before it.
+UNTIMED_PHASES = frozenset({"accuracy", "profile"})
 
 
 def now_iso() -> str:
@@ -116,10 +117,10 @@ def outcome_to_result(
 
 
 def _measured(outcome: WorkerOutcome) -> bool:
-    """A process whose measurement stands: it ended ok, or it failed in the untimed
-    accuracy phase, after its latency was written."""
+    """A process whose measurement stands: it ended ok, or it failed in an untimed phase
+    (accuracy, profile), after its latency was written."""
     result = outcome.result
-    return outcome.status == "ok" or (result is not None and result.phase == "accuracy")
+    return outcome.status == "ok" or (result is not None and result.phase in UNTIMED_PHASES)
 
 
 def _verdict(
@@ -127,8 +128,9 @@ def _verdict(
 ) -> tuple[str, str | None]:
     """The combination's status and error: the first process that did not end ok decides."""
     status, error = (failing.status, failing.error) if failing else ("ok", None)
-    if failing is not None and failing.result is not None and failing.result.phase == "accuracy":
-        error = f"the accuracy phase failed (the latency measured before it is kept): {error}"
+    phase = failing.result.phase if failing is not None and failing.result is not None else None
+    if phase in UNTIMED_PHASES:
+        error = f"the {phase} phase failed (the latency measured before it is kept): {error}"
     if status == "unsupported":  # the engine declined this combination up front
         status = "skipped"
     if failing is None and len(ok) < len(outcomes):

@@ -30,6 +30,7 @@ from infercmp.run.plan import BenchPlan, Combination, combination_id
 from infercmp.run.prepare import Artifacts
 from infercmp.run.profile import attach_profile
 from infercmp.run.signals import Interrupted, stop_on_signals
+from infercmp.run.startup import StartupPasses, combination_startup
 from infercmp.run.worker_process import worker_spec
 from infercmp.store.run_store import RunStore
 from infercmp.store.schema import CombinationResult
@@ -79,6 +80,7 @@ def run_bench(
     combinations = [c for c in plan.combinations if combination_id(c) not in done]
     total = len(combinations) * repeat
     pending: dict[Combination, ComboProgress] = {}
+    cold = StartupPasses(plugin, plan, artifacts, measurement, listener) if plan.cold else None
     try:
         with stop_on_signals():
             for combo in combinations:
@@ -100,7 +102,7 @@ def run_bench(
                     # it in one of the two, and an interruption commits what is pending.
                     _commit(
                         plugin, store, progress, listener, power_limit_w, artifacts,
-                        profile=plan.profile,
+                        cold=cold, profile=plan.profile,
                     )  # fmt: skip
                     del pending[unit.combo]
     except Interrupted as exc:
@@ -154,11 +156,13 @@ def _commit(
     power_limit_w: float | None,
     artifacts: Artifacts | None = None,
     short: str | None = None,
+    cold: StartupPasses | None = None,
     profile: ProfileSpec | None = None,
 ) -> None:
     """Store the combination from its processes' outcomes, unless a better try is stored;
-    with `bench --accuracy`, judged first (its worker's outputs file goes with the commit),
-    with `bench --profile`, its profile read and attributed (infercmp.run.profile)."""
+    with `bench --accuracy`, judged first (its worker's outputs file goes with the commit);
+    with `bench --cold`, its start-up passes run first (`run.startup`); with `bench
+    --profile`, its profile read and attributed (infercmp.run.profile)."""
     result, latency, samples = outcome_to_result(plugin, progress, power_limit_w)
     combo = progress.combo
     if artifacts is not None and artifacts.judge is not None:
@@ -167,6 +171,8 @@ def _commit(
         _profile(store, progress, result, artifacts)
     if artifacts is not None:
         _add_conversion_facts(result, artifacts.converted.get((combo.engine, combo.precision)))
+        descriptor = get_descriptor(combo.engine.name)
+        result.startup = combination_startup(progress.outcomes, combo, artifacts, descriptor, cold)
     if artifacts is not None and progress.combo.precision == "int8":
         note = random_calibration_note(artifacts.calibration)
         if note:
@@ -276,7 +282,10 @@ def _commit_partial(
                 "stopped; 'infercmp bench --resume' measures it again in all of them"
             )
             with contextlib.suppress(OSError):
-                _commit(plugin, store, progress, listener, power_limit_w, artifacts, short, profile)
+                _commit(
+                    plugin, store, progress, listener, power_limit_w, artifacts, short,
+                    profile=profile,
+                )  # fmt: skip
 
 
 def _without_worker(

@@ -118,6 +118,7 @@ class BenchPlan:
     combinations: list[Combination]
     descriptors: dict[str, EngineDescriptor] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cold: bool = False  # bench --cold: start-up passes after each measurement (run.startup)
     # `bench --profile`: the profile phase each combination's first worker runs after the rest
     profile: ProfileSpec | None = None
 

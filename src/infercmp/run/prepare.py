@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from infercmp.artifacts.accuracy_set import AccuracySet, calibration_for, ensure_accuracy_set
 from infercmp.artifacts.cache import ArtifactCache
@@ -24,6 +25,32 @@ from infercmp.run.plan import BenchPlan, Combination, EngineChoice
 from infercmp.workload.batching import plan_batches
 from infercmp.workload.plugins import ModelPlugin
 from infercmp.workload.shapes import Experiment
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """How long one preparation step (an export, a conversion) took, and whether the cache
+    held what it makes already (`hit`; None: the step makes nothing the cache keeps)."""
+
+    seconds: float
+    hit: bool | None
+
+
+def timed(cache: ArtifactCache | None, call: Callable[[], T]) -> tuple[T, StepTime]:
+    """`call()` and how long it took; a hit when it added no entry to the cache (None: no
+    cache to tell by)."""
+    before = _entry_keys(cache)
+    started = time.perf_counter()
+    value = call()
+    seconds = time.perf_counter() - started
+    made = _entry_keys(cache) - before
+    return value, StepTime(seconds, None if cache is None else not made)
+
+
+def _entry_keys(cache: ArtifactCache | None) -> set[tuple[str, str]]:
+    return {(e.kind, e.key) for e in cache.entries()} if cache is not None else set()
 
 
 @dataclass
@@ -51,6 +78,9 @@ class Artifacts:
     judge: AccuracyJudge | None = None
     # int8: the samples conversions calibrate on (ConvertContext.calibration).
     calibration: CalibrationSet | None = None
+    # What the export and each conversion cost this time, cache hit or miss (start-up costs).
+    export_time: StepTime | None = None
+    convert_times: dict[tuple[EngineChoice, str], StepTime] = field(default_factory=dict)
 
     def missing(self, combo: Combination, descriptor: EngineDescriptor) -> str | None:
         """Why this combination cannot start its worker, or None when all it needs is here."""
@@ -205,9 +235,11 @@ def prepare_artifacts(
     if any(plan.descriptors[c.engine.name].artifact == "onnx" for c in runnable):
         progress("ONNX export")
         try:
-            artifacts.onnx = bounded(
+            artifacts.onnx, artifacts.export_time = bounded(
                 timeout_s,
-                lambda: export_onnx(plugin, cache, exporter=exporter, progress=progress),
+                lambda: timed(
+                    cache, lambda: export_onnx(plugin, cache, exporter=exporter, progress=progress)
+                ),
             )
         except InfercmpError as exc:
             artifacts.onnx_error = f"ONNX export of model '{plugin.name}' failed: {exc}"
@@ -223,10 +255,14 @@ def prepare_artifacts(
             continue
         options = descriptor.parse_options(dict(choice.options))
         try:
-            converted = descriptor.convert(context, precision, options)
+            converted, took = timed(
+                cache, functools.partial(descriptor.convert, context, precision, options)
+            )
         except InfercmpError as exc:
             artifacts.convert_errors[choice, precision] = str(exc)
             continue
+        if converted is not None and converted.artifact is not None:  # else nothing was made
+            artifacts.convert_times[choice, precision] = took
         if converted is not None:
             artifacts.converted[choice, precision] = converted
     return artifacts

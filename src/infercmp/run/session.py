@@ -38,6 +38,7 @@ from infercmp.run.plan import BenchPlan, plan_bench
 from infercmp.run.prepare import Artifacts, prepare_artifacts
 from infercmp.run.resume import open_for_resume
 from infercmp.run.signals import Interrupted, stop_on_signals
+from infercmp.run.startup import ask_cold
 from infercmp.sampler import default_samplers
 from infercmp.store.run_store import RunStore
 from infercmp.store.writer_lock import check_not_written
@@ -60,7 +61,7 @@ RUN_FLAGS = (
     "model", "shape", "engine", "device", "precision", "repeat", "iters", "duration", "warmup",
     "ci_target", "min_iters", "min_seconds", "max_seconds", "timeout", "device_resident",
     "sample_hz", "exporter", "batch", "latency_limit_ms", "concurrency", "scenario", "qps",
-    "slo_ms", "accuracy",
+    "slo_ms", "accuracy", "cold",
     "profile", "profile_iterations",
 )  # fmt: skip
 #: Where the workers run and find their artifacts: reused by `--resume RUN`, may be changed.
@@ -97,6 +98,7 @@ class BenchRequest:
     flags: dict[str, Any]
     accuracy: AccuracyRequest | None = None  # --accuracy [N]
     profile: ProfileSpec | None = None  # --profile, --profile-iterations N
+    cold: bool = False  # --cold: cold and warm start-up passes (infercmp.run.startup)
 
 
 class BenchView(Protocol):
@@ -234,6 +236,7 @@ def run_session(
             plugin, experiments, request.engines, request.devices, request.precisions,
             machine, loads=loads,
         )  # fmt: skip
+        plan.cold = ask_cold(request.cold, runner is not None, view.note)
         plan.profile = request.profile
         for note in [*dict.fromkeys(plan.notes), *batch_notes(plugin, experiments, loads)]:
             view.note(note)  # each once: loads share them

@@ -25,7 +25,7 @@ from pydantic import (
     ValidationError,
 )
 
-from infercmp.core.contract import Load, LoadResult
+from infercmp.core.contract import Load, LoadResult, StartupTimes
 from infercmp.core.errors import InfercmpError
 from infercmp.core.types import ComboStatus, RunStatus
 from infercmp.store.ids import safe_name
@@ -147,6 +147,29 @@ class _ProfileRecord(_Record):
     error: StrictStr | None = None
 
 
+class _StartupPassRecord(_Record):
+    """One start-up pass of `bench --cold` (docs/results-format.md, "startup")."""
+
+    export_s: _Finite | None = None
+    export_hit: StrictBool | None = None
+    convert_s: _Finite | None = None
+    convert_hit: StrictBool | None = None
+    worker: StartupTimes | None = None
+    ready_s: _Finite | None = None
+    error: StrictStr | None = None
+
+
+class _StartupRecord(_Record):
+    """What starting a combination costs (infercmp.run.startup)."""
+
+    as_run: StartupTimes | None = None
+    prepared: _StartupPassRecord | None = None  # the run's own export and conversion
+    cold: _StartupPassRecord | None = None
+    warm: _StartupPassRecord | None = None
+    caches_cleared: list[StrictStr] = Field(default_factory=list)
+    not_cleared: StrictStr | None = None
+
+
 def _checked_by(model: type[BaseModel]):
     """An AfterValidator that checks a plain dict against `model` and keeps the dict itself."""
     adapter = TypeAdapter(model)
@@ -233,6 +256,9 @@ class CombinationResult(BaseModel):
     # Per timed iteration, which is one request: a whole batch (the name predates batches).
     energy_j_per_inference: _Finite | None = None
     load_seconds: _Finite | None = None
+    # What starting it costs: the measured run's first process (as_run) and, with bench
+    # --cold, a cold and a warm start (infercmp.run.startup); None: no worker answered.
+    startup: Annotated[dict[str, Any], _checked_by(_StartupRecord)] | None = None
     # What the engine reported of itself: library versions, providers, and for PyTorch on
     # CUDA the caching allocator's peak (torch_max_memory_reserved_bytes).
     engine_info: dict[str, Any] = Field(default_factory=dict)

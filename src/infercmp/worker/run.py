@@ -28,6 +28,7 @@ from infercmp.core.contract import (
     LoadResult,
     Measurement,
     Phase,
+    ProfileSpec,
     StopReason,
     WarmupInfo,
     WorkerResult,
@@ -46,6 +47,8 @@ from infercmp.worker import timing
 from infercmp.worker.accuracy import accuracy_phase
 from infercmp.worker.load_run import run_load
 from infercmp.worker.loadgen.log import SlotFailed
+from infercmp.worker.profile import profile_phase
+from infercmp.worker.startup import StartupClock
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
 
@@ -170,13 +173,15 @@ class _Held:
         self.engine: Any = None
         self.slot_engines: list[Any] = []
         self.device_events: timing.CudaEvents | None = None
+        self.startup: StartupClock | None = None  # one request at a time: its start-up moments
 
 
 def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
     """Load, warm up, measure and check one combination; always returns a result to write.
 
     With `spec.accuracy`, the samples then go through the same engine (`worker.accuracy`); a
-    failure there is recorded in phase "accuracy", after latency.npz is written.
+    failure there is recorded in phase "accuracy", after latency.npz is written. With
+    `spec.profile`, the engine's profiler runs last (`worker.profile`), in phase "profile".
     """
     phase_event = _PhaseEvents(events)
     result = WorkerResult(
@@ -200,7 +205,9 @@ def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
             phase_event("parity")
             engine.bind_thread()  # this thread last drove another slot's engine
         else:
-            _measure_one_at_a_time(engine, spec, result, phase_event, held.device_events)
+            _measure_one_at_a_time(
+                engine, spec, result, phase_event, held.device_events, held.startup
+            )
             phase_event("parity")
             # Device-resident runs copy out once here; for the others this repeats the last copy.
         outputs = engine.copy_out()
@@ -209,6 +216,8 @@ def run_spec(spec: WorkerSpec, events: TextIO) -> WorkerResult:
         if spec.accuracy is not None:  # untimed; latency.npz is written already
             phase_event("accuracy")
             result.accuracy = accuracy_phase(engine, spec.accuracy, spec.result_dir)
+        if spec.profile is not None:  # untimed, last: latency.npz is written already
+            _profile(engine, inputs, spec, spec.profile, result, phase_event)
     except BaseException as exc:  # recorded, whatever it is: the run goes on without us
         result.phase = phase_event.current
         result.error = _one_line(exc)
@@ -237,6 +246,7 @@ def _load_engine(
     inputs, reference = load_reference(spec.reference)
     result.runtime_shapes = {n: list(a.shape) for n, a in zip(spec.input_names, inputs)}
     engine = held.engine = engine_class(spec.engine)()
+    clock = held.startup = StartupClock.now() if spec.load.one_at_a_time else None
     engine.load(
         EngineSpec(
             model=spec.model,
@@ -247,12 +257,17 @@ def _load_engine(
             output_names=tuple(spec.output_names),
             options=dict(spec.options),
             device_id=spec.device_id,
+            cache_dir=spec.engine_cache_dir,
         )
     )
+    if clock is not None:
+        clock.loaded = time.time()
     result.options = dict(engine.effective_options)
     phase_event("prepare")
     engine.prepare(inputs)
     result.load_seconds = time.perf_counter() - load_started
+    if clock is not None:
+        clock.prepared = time.time()
     if spec.device == "cuda":
         result.gpu_name = gpus.gpu_name(spec.device_id)
         stream = engine.stream
@@ -268,21 +283,26 @@ def _measure_one_at_a_time(
     result: WorkerResult,
     phase_event: _PhaseEvents,
     device_events: timing.CudaEvents | None,
+    clock: StartupClock | None = None,
 ) -> None:
     """The "warmup" and "measure" phases of the original timed loop (`timing.measure`), one
-    request at a time; latency.npz written."""
+    request at a time; latency.npz written. With the `clock` of the load, `result.startup`
+    once the warm-up's first call answered."""
     settings = spec.measurement
     phase_event("warmup")
     if settings.device_resident:
         engine.copy_in()
         engine.synchronize()
     warm_iters, warm_seconds = settings.warmup()
+    warmup_started = time.time()
     warm = timing.warm_up(engine, warm_iters, warm_seconds, settings.device_resident, device_events)
     result.warmup = WarmupInfo(
         iterations=warm.iterations,
         seconds=warm.seconds,
         first_ms=float(warm.samples[timing.WALL_TOTAL][0]) / 1e6 if warm.iterations else None,
     )
+    if clock is not None:  # its first_inference_ms is warmup.first_ms, from the same sample
+        result.startup = clock.times(warmup_started, warm.samples[timing.WALL_TOTAL])
 
     phase_event("measure")
     rule = _stop_rule(settings)
@@ -364,6 +384,35 @@ def _check_parity(
     result.parity = compare_outputs(outputs, reference, spec.output_names, rtol, settings.atol)
     if not result.parity.ok:
         result.warnings.append(result.parity.failures())
+
+
+def _profile(
+    engine: Any,
+    inputs: list[np.ndarray],
+    spec: WorkerSpec,
+    settings: ProfileSpec,
+    result: WorkerResult,
+    phase_event: _PhaseEvents,
+) -> None:
+    """The "profile" phase, one request at a time on the measured `inputs`, where the engine
+    names a profiler. An engine that cannot profile this combination leaves a warning; any
+    other failure is the phase's."""
+    if get_descriptor(spec.engine).profiler is None:
+        result.warnings.append(f"no profile: engine '{spec.engine}' has no per-layer profiler")
+        return
+    if not spec.load.one_at_a_time:
+        result.warnings.append(
+            "no profile: profiles are taken one request at a time (the single-stream "
+            f"scenario), and this run measured the {spec.load.scenario} scenario"
+        )
+        return
+    phase_event("profile")
+    if spec.accuracy is not None:  # the accuracy phase left its last batch prepared
+        engine.prepare(inputs)
+    try:
+        result.profile = profile_phase(engine, settings, spec.result_dir)
+    except UnsupportedCombination as exc:
+        result.warnings.append(f"no profile: {_one_line(exc)}")
 
 
 def _measure_load(

@@ -31,6 +31,12 @@ class BuilderFlag(enum.IntEnum):
     INT8 = 2
 
 
+class ProfilingVerbosity(enum.IntEnum):
+    LAYER_NAMES_ONLY = 0
+    NONE = 1
+    DETAILED = 2
+
+
 def fake_tensorrt(record: dict) -> types.ModuleType:
     module = types.ModuleType("tensorrt")
 
@@ -54,6 +60,14 @@ def fake_tensorrt(record: dict) -> types.ModuleType:
             return True
 
     class Config:
+        @property
+        def profiling_verbosity(self):
+            return record.get("verbosity", ProfilingVerbosity.LAYER_NAMES_ONLY)
+
+        @profiling_verbosity.setter
+        def profiling_verbosity(self, value) -> None:
+            record["verbosity"] = value
+
         def add_optimization_profile(self, profile) -> None: ...
 
         def set_flag(self, flag) -> None:
@@ -83,6 +97,7 @@ def fake_tensorrt(record: dict) -> types.ModuleType:
     module.Builder = Builder  # type: ignore[attr-defined]
     module.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag  # type: ignore[attr-defined]
     module.BuilderFlag = BuilderFlag  # type: ignore[attr-defined]
+    module.ProfilingVerbosity = ProfilingVerbosity  # type: ignore[attr-defined]
     return module
 
 
@@ -171,3 +186,11 @@ def test_the_descriptor_quantizes_symmetric_then_builds(tmp_path, fake_build, mo
     assert converted is not None and converted.facts["int8"]["calibration_source"] == "dataset"
     assert "RANDOM" not in converted.detail  # the stand-in says dataset
     assert dict(converted.options) == {"backend": "tensorrt"}
+
+
+def test_plans_keep_detailed_layer_information_for_profiles(tmp_path, fake_build):
+    """--profile reads layer types, tactics and ONNX nodes through the engine inspector: only a
+    plan built with DETAILED verbosity keeps them (the default keeps layer names only)."""
+    plugin, cache, onnx = get_plugin("tiny-cnn"), ArtifactCache(tmp_path / "c"), _onnx(tmp_path)
+    build.build_engine(plugin, cache, onnx, precision="fp32")
+    assert fake_build["verbosity"] == ProfilingVerbosity.DETAILED

@@ -84,6 +84,8 @@ class OnnxRuntimeDescriptor(EngineDescriptor):
     requires = ("onnxruntime",)
     # One module, several wheels: the CPU build and the CUDA build.
     distributions = ("onnxruntime", "onnxruntime-gpu")
+    # The CPU and CUDA EPs keep nothing between sessions (cuDNN searches in the first Run).
+    engine_caches = ("the TensorRT EP's engine and timing caches (the CPU and CUDA EPs keep none)",)
     search_space = SearchSpace(
         options=(
             SearchOption("graph_optimization_level", {"cpu": ("extended",)}),

@@ -220,9 +220,14 @@ class OnnxRuntimeEngine(EngineBase):
                 "device_id": spec.device_id,
                 "trt_fp16_enable": spec.precision == "fp16",
             }
-            if options["trt_engine_cache_path"] is not None:
+            cache_path = options["trt_engine_cache_path"]
+            if cache_path is None and spec.cache_dir is not None:  # bench --cold's directory
+                cache_path = spec.cache_dir / "ort-tensorrt"
+                trt["trt_timing_cache_enable"] = True
+                trt["trt_timing_cache_path"] = str(cache_path)
+            if cache_path is not None:
                 trt["trt_engine_cache_enable"] = True
-                trt["trt_engine_cache_path"] = str(options["trt_engine_cache_path"])
+                trt["trt_engine_cache_path"] = str(cache_path)
             if stream is not None:
                 trt["user_compute_stream"] = str(stream)
             providers.insert(0, ("TensorrtExecutionProvider", trt))

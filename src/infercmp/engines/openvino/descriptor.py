@@ -52,6 +52,7 @@ class OpenVINODescriptor(EngineDescriptor):
     requires = ("openvino",)
     extra = "openvino"
     distributions = ("openvino",)
+    engine_caches = ("OpenVINO's model cache (CACHE_DIR)",)
     search_space = SearchSpace(
         options=(
             SearchOption("performance_hint", {"cpu": ("throughput",)}),

@@ -90,6 +90,8 @@ class OpenVINOEngine(EngineBase):
             config["NUM_STREAMS"] = str(options["streams"])
         if options["threads"] is not None:
             config["INFERENCE_NUM_THREADS"] = options["threads"]
+        if spec.cache_dir is not None:  # compile_model writes its blob there, then reads it
+            config["CACHE_DIR"] = str(spec.cache_dir / "openvino")
         self._model = model
         self._config = config
         self.info = {"openvino": ov.get_version(), "device": "CPU"}
@@ -103,6 +105,8 @@ class OpenVINOEngine(EngineBase):
             {port: ov.PartialShape(list(a.shape)) for port, a in zip(model.inputs, inputs)}
         )
         compiled = self._core.compile_model(model, "CPU", self._config)
+        if "CACHE_DIR" in self._config:
+            self.info["loaded_from_cache"] = bool(compiled.get_property("LOADED_FROM_CACHE"))
         request = compiled.create_infer_request()
         for index, (port, array) in enumerate(zip(compiled.inputs, inputs)):
             want = np.dtype(port.get_element_type().to_dtype())

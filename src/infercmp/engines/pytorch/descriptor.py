@@ -69,6 +69,7 @@ class PyTorchDescriptor(EngineDescriptor):
     runtime = "infercmp.engines.pytorch.runtime:PyTorchEngine"
     requires = ("torch",)
     distributions = ("torch",)
+    engine_caches = ("Inductor's cache (TORCHINDUCTOR_CACHE_DIR)", "Triton's (TRITON_CACHE_DIR)")
     # Compiling is the expensive part: a cold max-autotune-no-cudagraphs compile of ResNet-50
     # took about 240 s on the H200 (docs/results/h200/validation.md), mode "default" tens of
     # seconds. The first listed value is tried first when the budget has room for one only.
@@ -90,6 +91,7 @@ class PyTorchDescriptor(EngineDescriptor):
     )
     cpu_threads_option = "threads"
     layer_outputs = "module"
+    profiler = "torch.profiler"
     concurrency = {
         "cuda": "one engine per request in flight, each with its own CUDA stream (and CUDA "
         "graph with cuda_graph=true), driven from its own thread",

@@ -4,13 +4,16 @@ CUDA graph."""
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infercmp.core.contract import RawProfile
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
 from infercmp.engines.pytorch import int8
 from infercmp.engines.pytorch.descriptor import DESCRIPTOR
+from infercmp.engines.pytorch.profile import COMPILE_NOTE, INT8_NOTE, ProfileTarget, take_profile
 from infercmp.workload.outputs import flatten_outputs
 from infercmp.workload.plugins import get_plugin
 
@@ -60,6 +63,9 @@ class PyTorchEngine(EngineBase):
         return int(self._stream.cuda_stream) if self._stream is not None else None
 
     def _load(self, spec: EngineSpec) -> None:
+        if spec.cache_dir is not None:  # read when Inductor and Triton compile, not at import
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(spec.cache_dir / "inductor")
+            os.environ["TRITON_CACHE_DIR"] = str(spec.cache_dir / "triton")
         import torch
 
         self._torch = torch
@@ -236,6 +242,32 @@ class PyTorchEngine(EngineBase):
     def _synchronize(self) -> None:
         if self._stream is not None:
             self._stream.synchronize()
+
+    def _profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
+        """torch.profiler over the engine's own calls, attributed to the plugin's modules
+        (`engines.pytorch.profile`); writes nothing under `workdir`."""
+        opaque = None
+        if self.spec.precision == "int8":
+            opaque = INT8_NOTE
+        elif self.effective_options["compile"] is not None:
+            opaque = COMPILE_NOTE
+        target = ProfileTarget(
+            torch=self._torch,
+            hot_path=self.hot_path(),
+            cuda=self._cuda,
+            module=None if opaque else self._module,
+            eager_step=self._eager_step if self._graph is not None else None,
+            opaque_note=opaque,
+        )
+        return take_profile(target, iterations, warmup)
+
+    def _eager_step(self) -> None:
+        """One eager call of the module on the graph's static inputs (its kernels, launched
+        one by one, stand for the graph's in a profile)."""
+        self._copy_in()
+        with self._inference:
+            self._module(*self._inputs)
+        self._synchronize()
 
     def _release(self) -> None:
         torch = self._torch

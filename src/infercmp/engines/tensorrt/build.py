@@ -292,6 +292,11 @@ def _build(
     network = builder.create_network(flags)
     _parse(trt, network, source, log)
     build_config = builder.create_builder_config()
+    # Layer types, tactics and each layer's ONNX nodes stay in the plan for `--profile`
+    # (engines/tensorrt/profile.py reads them through the engine inspector).
+    verbosity = getattr(module, "ProfilingVerbosity", None)
+    if verbosity is not None and hasattr(verbosity, "DETAILED"):
+        build_config.profiling_verbosity = verbosity.DETAILED
     _set_profile(trt, builder, network, build_config, config)
     if flag is not None and not strongly_typed:
         build_config.set_flag(flag)

@@ -58,7 +58,10 @@ class TensorRTDescriptor(EngineDescriptor):
         "tensorrt-rtx-cu13-bindings",
         "tensorrt-rtx-cu13-libs",
     )
+    # The plan and the timing cache both live in infercmp's artifact cache (build.py).
+    engine_caches = ("TensorRT's timing cache",)
     keeps_profile = True
+    profiler = "TensorRT IProfiler"
     builds_on_device = True
     # Precision is TensorRT's search: the plan is built per precision in `convert` (cached).
     # int8 is never tuned: parity on random inputs cannot judge it (docs/int8.md).

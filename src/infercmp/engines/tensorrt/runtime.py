@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infercmp.core.contract import RawProfile
 from infercmp.core.errors import RunFailed
 from infercmp.core.lazy import lazy_import
 from infercmp.engines import EngineSpec
@@ -37,6 +38,7 @@ from infercmp.engines.tensorrt.io import (
 )
 from infercmp.engines.tensorrt.loading import import_backend, import_cudart
 from infercmp.engines.tensorrt.logger import make_logger
+from infercmp.engines.tensorrt.profile import inspect_layers, make_layer_times, take_profile
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,6 +73,7 @@ class TensorRTEngine(EngineBase):
         self._inputs: list[Binding] = []
         self._outputs: list[Binding] = []
         self._bf16_outputs = False
+        self._layer_times: Any = None  # the IProfiler the context points at, kept alive
 
     @property
     def stream(self) -> int | None:
@@ -250,6 +253,18 @@ class TensorRTEngine(EngineBase):
     def _synchronize(self) -> None:
         cuda_check(self._cudart, self._cudart.cudaStreamSynchronize(self._stream), "stream sync")
 
+    # -- the profile phase -------------------------------------------------------------------
+
+    def _profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
+        """TensorRT's per-layer times over the engine's own calls on its stream
+        (`engines.tensorrt.profile`); writes nothing under `workdir`."""
+        trt, context = self._trt, self._context
+        self._layer_times = make_layer_times(trt)
+        inspected = inspect_layers(trt, self._engine, context)
+        return take_profile(
+            trt, context, self.hot_path(), self._layer_times, inspected, iterations, warmup
+        )
+
     # -- release -----------------------------------------------------------------------------
 
     def _free_buffers(self) -> None:
@@ -268,6 +283,7 @@ class TensorRTEngine(EngineBase):
         # Context before engine before runtime: each depends on the next (TensorRT docs,
         # "the logger should be valid until all objects created are released").
         self._context = None
+        self._layer_times = None  # after the context that points at it
         self._engine = None
         self._runtime = None
         if cudart is not None and self._stream is not None:

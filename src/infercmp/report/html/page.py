@@ -21,6 +21,7 @@ from infercmp.report.html.sections import (
     overview_section,
     warnings_section,
 )
+from infercmp.report.html.startup import startup_section
 from infercmp.report.leaderboard import tune_section
 from infercmp.report.runs import RunView
 from infercmp.report.summary import DEFAULT_BASELINE, combinations, experiments
@@ -93,6 +94,11 @@ def render_html(
     if profiles:  # bench --profile: where each engine's time goes
         body.insert(len(body) - len(shapes), profiles)
         nav.insert(0, '<a href="#profile">where the time goes</a>')
+        body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
+    starts = startup_section(combos)
+    if starts:
+        body.insert(len(body) - len(shapes), starts)
+        nav.insert(0, '<a href="#startup">time to first answer</a>')
         body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
     breaks = [precision.render_html(r) for run in runs for r in read_results(run.path)]
     if breaks:

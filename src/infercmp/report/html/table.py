@@ -7,6 +7,7 @@ from typing import Any
 
 from infercmp.report.figures import GREY, esc
 from infercmp.report.runs import CombinationView, format_options
+from infercmp.report.startup import READY_LEGEND, ready_fields
 from infercmp.report.summary import (
     fmt_ms,
     fmt_num,
@@ -37,6 +38,7 @@ _COLUMNS = [
     ("energy_item", "J / item", "num"),
     ("util", 'GPU util <small title="sampler readings it rests on">(readings)</small>', "num"),
     ("processes", "p50 per process", "num"),
+    ("ready", f'ready in <small title="{esc(READY_LEGEND)}">(start)</small>', "num"),
 ]
 # Columns shown only when some row of the table has a value: a CPU-only run has no GPU time,
 # VRAM or energy, and empty columns would push parity off a laptop screen.
@@ -47,6 +49,7 @@ _OPTIONAL = {
     "vram": ("peak_vram_mib",),
     "qps": ("qps",),
     "energy": ("energy_j_per_request", "energy_method"),
+    "ready": ("ready_in",),
 }
 
 
@@ -54,7 +57,9 @@ def summary_table(
     combos: list[CombinationView], baseline_engine: str, colors: dict[int, str]
 ) -> str:
     """The table of one shape's combinations; a row that measured nothing spans its status."""
-    rows = [(combo, summary_row(combo, baseline_engine)) for combo in combos]
+    rows = [
+        (combo, {**summary_row(combo, baseline_engine), **ready_fields(combo)}) for combo in combos
+    ]
     best = min(
         (r["p50_ms"] for _, r in rows if r["status"] == "ok" and r["p50_ms"] is not None),
         default=None,
@@ -128,6 +133,7 @@ def _cells(
         "util": f"<td class=num>{fmt_num(row['gpu_util_pct'], 0, '%')} "
         f"({row['gpu_util_readings'] or 0})</td>",
         "processes": f"<td class=num>{esc(row['process_p50_ms'] or '–')}</td>",
+        "ready": f"<td class=num>{esc(row['ready_in'] or '–')}</td>",
         "parity": f"<td>{_parity_text(row)}</td>",
     }
 
