@@ -440,8 +440,7 @@ def bench(
         cache_dir=cache_dir, exporter=exporter, executor=executor, ray_address=ray_address,
         ray_accelerator_type=ray_accelerator_type, ray_resources=ray_resource, resume=resume,
         batch=batch, latency_limit_ms=latency_limit_ms, concurrency=concurrency,
-        scenario=scenario, qps=qps, slo_ms=slo_ms,
-        accuracy=parse_accuracy(accuracy), cold=cold,
+        scenario=scenario, qps=qps, slo_ms=slo_ms, accuracy=parse_accuracy(accuracy), cold=cold,
         profile=parse_profile(profile, profile_iterations),
         flags={n: session.plain(ctx.params[n]) for n in (*session.RUN_FLAGS, *session.PLACE_FLAGS)},
     )  # fmt: skip
