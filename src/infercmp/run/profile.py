@@ -65,7 +65,8 @@ CLOSURE_LIMIT = 0.10
 LAUNCH_GAP_SHARE = 0.50
 #: Data movement above this share of the op time: the layout hint.
 DATA_MOVEMENT_SHARE = 0.20
-PROFILE_FILE = "profile.json"
+#: How the worker's warning starts when it took no profile (infercmp.worker.run).
+NO_PROFILE = "no profile: "
 
 # Op types by kind, lower case, without a namespace (`aten::`, `com.microsoft.`).
 _EXACT: dict[str, str] = {}
@@ -440,8 +441,11 @@ def attach_profile(
         result.profile = {"error": first.error or "the profile phase failed"}
         return
     done = first.result.profile
-    if done is None:
-        result.profile = {"error": "the worker wrote no profile (see its worker.log)"}
+    if done is None:  # the worker says why in a warning ("no profile: ..."), if it ran one
+        why = [
+            w.removeprefix(NO_PROFILE) for w in first.result.warnings if w.startswith(NO_PROFILE)
+        ]
+        result.profile = {"error": why[0] if why else "the worker wrote no profile (see its log)"}
         return
     try:
         raw = read_profile(workdir(first.result.process) / done.file)

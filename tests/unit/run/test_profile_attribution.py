@@ -339,6 +339,16 @@ def test_the_commit_records_na_failures_and_missing_files(tmp_path):
     attach_profile(elsewhere, [_outcome(tmp_path, "failed", "measure")], lambda p: tmp_path, [],
                    _Profiled(), "pytorch")  # type: ignore[arg-type]  # fmt: skip
     assert elsewhere.profile is None  # measured nothing: no profile either
+    declined = _result()
+    outcome = _outcome(tmp_path, profile_file=None)
+    assert outcome.result is not None
+    outcome.result.warnings.append("no profile: profiles are taken one request at a time")
+    attach_profile(declined, [outcome], lambda p: tmp_path, [], _Profiled(), "pytorch")  # type: ignore[arg-type]
+    assert declined.profile == {"error": "profiles are taken one request at a time"}
+    silent = _result()
+    attach_profile(silent, [_outcome(tmp_path, profile_file=None)], lambda p: tmp_path, [],
+                   _Profiled(), "pytorch")  # type: ignore[arg-type]  # fmt: skip
+    assert silent.profile == {"error": "the worker wrote no profile (see its log)"}
     missing = _result()
     attach_profile(missing, [_outcome(tmp_path)], lambda p: tmp_path, [], _Profiled(),
                    "pytorch")  # type: ignore[arg-type]  # fmt: skip
