@@ -18,6 +18,7 @@ from typing import Any
 from infercmp.report.runs import CombinationView
 from infercmp.report.summary import _md_cell
 from infercmp.run.profile import (
+    FUSED,
     KINDS,
     LAUNCH_GAPS,
     NO_MODULE,
@@ -135,8 +136,10 @@ def _merge(order: list[str], labels: Sequence[str]) -> None:
 
 
 def profile_tables(combos: Sequence[CombinationView], depth: int = 1) -> list[ProfileTable]:
-    """One table per model and shape with a profiled combination."""
+    """One table per model and shape with a profiled combination; rows that one engine fused
+    are merged the same way in every column (`aligned`)."""
     tables: dict[tuple[str, str], ProfileTable] = {}
+    columns: dict[tuple[str, str], list[dict[str, float]]] = {}
     for combo in combos:
         record = getattr(combo.result, "profile", None)
         if not record:
@@ -146,19 +149,69 @@ def profile_tables(combos: Sequence[CombinationView], depth: int = 1) -> list[Pr
         if record.get("error") or record.get("profiled_wall_ms") is None:
             table.errors.append((combo.label, record.get("error") or "no profiled call"))
             continue
-        column = len(table.labels)
         table.labels.append(combo.label)
         table.records.append(record)
-        rows = module_rows(record, depth)
-        for label, ms in rows.items():
-            table.cells[(label, column)] = ms
-        _merge(table.rows, [r for r in rows if r not in _SPECIAL])
+        columns.setdefault(key, []).append(module_rows(record, depth))
         for kind, ms in kind_rows(record).items():
-            table.kinds[(kind, column)] = ms
-    for table in tables.values():
+            table.kinds[(kind, len(table.labels) - 1)] = ms
+    for key, table in tables.items():
+        for column, rows in enumerate(aligned(columns.get(key, []))):
+            for label, ms in rows.items():
+                table.cells[(label, column)] = ms
+            _merge(table.rows, [r for r in rows if r not in _SPECIAL])
         present = {row for row, _ in table.cells}
         table.rows += [r for r in _SPECIAL if r in present]
     return list(tables.values())
+
+
+def aligned(columns: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The columns' rows, each row that some column fused into a larger one merged into it
+    in every column: `layer1.0.conv1` and `layer1.0.bn1` go to `layer1.0 (fused)` where an
+    engine fused them there, `bn1` and `relu` to `bn1+relu (fused)`, so the engines' cells
+    stand for the same modules."""
+    parents: set[str] = set()
+    groups: dict[str, str] = {}  # a part of an `a+b` fusion -> the group's label
+    for rows in columns:
+        for label in rows:
+            if not label.endswith(FUSED):
+                continue
+            base = label.removesuffix(FUSED)
+            if "+" not in base:
+                parents.add(base)
+                continue
+            parts = set(base.split("+"))
+            for part in base.split("+"):  # groups that share a part join
+                parts |= set(groups.get(part, part).removesuffix(FUSED).split("+"))
+            joined = "+".join(sorted(parts, key=_first_seen(columns))) + FUSED
+            for part in parts:
+                groups[part] = joined
+    return [_regrouped(rows, parents, groups) for rows in columns]
+
+
+def _first_seen(columns: list[dict[str, float]]) -> Any:
+    order: dict[str, int] = {}
+    for rows in columns:
+        for label in rows:
+            for part in label.removesuffix(FUSED).split("+"):
+                order.setdefault(part, len(order))
+    return lambda part: order.get(part, len(order))
+
+
+def _regrouped(rows: dict[str, float], parents: set[str], groups: dict[str, str]) -> dict:
+    out: dict[str, float] = {}
+    for label, ms in rows.items():
+        target = label
+        if label not in _SPECIAL or label == TOP_LEVEL:
+            base = label.removesuffix(FUSED)
+            above = [p for p in parents if base == p or base.startswith(p + ".")]
+            if above:
+                target = min(above, key=len) + FUSED
+            elif "+" in base:
+                target = groups.get(base.split("+")[0], label)
+            elif base in groups:
+                target = groups[base]
+        out[target] = out.get(target, 0.0) + ms
+    return out
 
 
 _SPECIAL = (TOP_LEVEL, NO_MODULE, UNEXPLAINED, LAUNCH_GAPS)
