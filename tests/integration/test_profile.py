@@ -66,7 +66,7 @@ def test_bench_profile_attributes_to_the_models_modules(run, engine):
 
 
 @pytest.mark.slow
-def test_the_report_and_the_profile_command_show_it(run):
+def test_the_json_report_carries_the_profiled_combinations(run):
     report = subprocess.run(
         [*INFERCMP, "report", str(run), "-f", "json"],
         capture_output=True, text=True, timeout=120, check=True,
