@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from profile_runs import RESNET_LIKE, add_profiles
 from synthetic_runs import XSS, Combo, cpu_run, make_run
 
 from infercmp.report import load_runs, render_html
+from infercmp.report.profile import profile_tables
+from infercmp.report.summary import combinations
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -140,6 +143,28 @@ def test_the_linear_log_switch_does_not_overlap_plotly_toolbar(browser, tmp_path
             (al, at, ar, ab), (bl, bt, br, bb) = pair["bar"], pair["menu"]
             overlap = min(ar, br) > max(al, bl) and min(ab, bb) > max(at, bt)
             assert not overlap, (width, pair)
+
+
+def test_the_profile_section_renders(browser, tmp_path):
+    run = make_run(
+        tmp_path / "runs",
+        [Combo("pytorch", median_ms=4.0), Combo("onnxruntime", median_ms=2.2), Combo("openvino")],
+    )
+    add_profiles(run, RESNET_LIKE)
+    page = tmp_path / "report.html"
+    page.write_text(render_html(load_runs([run])), encoding="utf-8")
+    _render(browser, page, _shots(tmp_path, "report-profile.png"))
+    section = browser.find_element("id", "profile")
+    chart = section.find_element("css selector", ".js-plotly-plot")
+    # One stacked bar per profiled combination: a trace per module row, each with two bars.
+    bars = browser.execute_script(
+        "return arguments[0].data.map(t => [t.type, t.orientation, t.y.length]);", chart
+    )
+    (table,) = profile_tables(combinations(load_runs([run])))
+    assert len(bars) == len(table.rows) >= 5 and all(b == ["bar", "h", 2] for b in bars)
+    assert chart.find_elements("css selector", ".barlayer .point")
+    assert "layer1: " in section.text and "n/a: openvino has no per-layer profiler" in section.text
+    assert "kind of work" in section.text
 
 
 def test_names_from_plugins_do_not_run(browser, tmp_path):

@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bench",
         "Benchmark MODEL: every engine x device x precision x shape in its own worker process.",
     ),
+    "profile": (
+        "profile",
+        "Profile MODEL on each engine: time per module and per kind of work, side by side.",
+    ),
     "tune": (
         "tune",
         "Find each engine's fastest configuration that passes parity, within a time budget.",

@@ -31,7 +31,7 @@ from infercmp.cli.options import (
     sample_hz_option,
     state,
 )
-from infercmp.core.contract import Measurement
+from infercmp.core.contract import Measurement, ProfileSpec
 from infercmp.core.errors import InfercmpError
 from infercmp.core.parity import Parity
 from infercmp.engines.registry import engine_names
@@ -50,6 +50,7 @@ from infercmp.workload.scenarios import (
 )
 
 _RESUMING = "infercmp.resume-flags-merged"
+RUN_DIR = "infercmp.run-dir"  # ctx.meta: the run a bench wrote, for commands that build on it
 
 
 def _warmup(text: str) -> tuple[int | None, float | None]:
@@ -352,6 +353,15 @@ _ACCURACY = typer.Option(
     "accuracy.max_samples, when N is left out) through each engine, untimed: task metrics "
     "and agreement with PyTorch fp32 (docs/usage.md).",
 )
+_PROFILE = typer.Option(
+    False,
+    "--profile",
+    help="After the timed phases, profile each combination with its engine's own profiler, "
+    "untimed: time per module of the model and per kind of work (docs/profiling.md).",
+)
+_PROFILE_ITERATIONS = typer.Option(
+    None, "--profile-iterations", help="--profile: profile N calls (default 20; implies --profile)."
+)
 _COLD = typer.Option(
     False,
     "--cold",
@@ -397,6 +407,8 @@ def bench(
     qps: str | None = _QPS,
     slo_ms: float | None = _SLO_MS,
     accuracy: str | None = _ACCURACY,
+    profile: bool = _PROFILE,
+    profile_iterations: int | None = _PROFILE_ITERATIONS,
     cold: bool = _COLD,
 ) -> None:
     """Benchmark MODEL: every engine x device x precision x shape in its own worker process."""
@@ -428,12 +440,13 @@ def bench(
         cache_dir=cache_dir, exporter=exporter, executor=executor, ray_address=ray_address,
         ray_accelerator_type=ray_accelerator_type, ray_resources=ray_resource, resume=resume,
         batch=batch, latency_limit_ms=latency_limit_ms, concurrency=concurrency,
-        scenario=scenario, qps=qps, slo_ms=slo_ms,
-        accuracy=parse_accuracy(accuracy), cold=cold,
+        scenario=scenario, qps=qps, slo_ms=slo_ms, accuracy=parse_accuracy(accuracy), cold=cold,
+        profile=parse_profile(profile, profile_iterations),
         flags={n: session.plain(ctx.params[n]) for n in (*session.RUN_FLAGS, *session.PLACE_FLAGS)},
     )  # fmt: skip
     with contextlib.ExitStack() as resources:  # the executor and the run's writer lock
         outcome = session.run_session(request, _View(), resources)
+        ctx.meta[RUN_DIR] = outcome.run_dir  # `infercmp profile` prints its tables from it
         print_summary(outcome.results, outcome.run_dir)
         if outcome.status == "interrupted":
             print_resume_command(outcome.run_dir)
@@ -441,6 +454,17 @@ def bench(
         if failure is not None:
             raise failure
     return None
+
+
+def parse_profile(profile: bool, iterations: int | None) -> ProfileSpec | None:
+    """`--profile [--profile-iterations N]`: None when neither is given."""
+    if iterations is None:
+        return ProfileSpec() if profile else None
+    if iterations < 1:
+        raise InfercmpError(
+            f"--profile-iterations {iterations}: give a positive number of profiled calls"
+        )
+    return ProfileSpec(iterations=iterations)
 
 
 def _given(ctx: typer.Context) -> set[str]:

@@ -10,6 +10,8 @@ from typing import Any
 
 from infercmp.report import curves, precision, startup
 from infercmp.report.accuracy import ACCURACY_COLUMNS
+from infercmp.report.profile import PROFILE_COLUMNS, any_profile, profile_fields, profile_json
+from infercmp.report.profile import profile_markdown as _profile_markdown
 from infercmp.report.runs import RunView
 from infercmp.report.summary import (
     COLUMNS,
@@ -55,6 +57,7 @@ def render_markdown(
     combos = combinations(runs)
     budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
     text = "\n".join(lines) + "\n" + curves.markdown(curves.load_points(combos), budget)
+    text += _profile_markdown(combos)  # bench --profile: module and kind tables, in words
     text += startup.render_markdown(combos)  # time to first answer
     # `infercmp debug-precision --run RUN` results: where a precision breaks, one section each
     breaks = [precision.render_markdown(r) for run in runs for r in read_results(run.path)]
@@ -230,12 +233,19 @@ def render_csv(
     extra = ["pareto", "best_within_budget"] if points else []
     rows = summary_rows(runs, baseline_engine)
     accuracy = ACCURACY_COLUMNS if any("accuracy_shown" in row for row in rows) else []
-    ready = startup.STARTUP_COLUMNS if any("ready_in" in row for row in rows) else []
-    writer = csv.DictWriter(
-        buffer, fieldnames=COLUMNS + accuracy + ready + extra, lineterminator="\n"
+    # bench --profile: the profiled call, what no op explains and the kinds of work
+    profiles = (
+        {_row_key(summary_row(c, baseline_engine)): profile_fields(c) for c in combos}
+        if any_profile(combos)
+        else {}
     )
+    profile = PROFILE_COLUMNS if profiles else []
+    ready = startup.STARTUP_COLUMNS if any("ready_in" in row for row in rows) else []
+    fieldnames = COLUMNS + accuracy + ready + extra + profile
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
     writer.writeheader()
     for row in rows:
+        row.update(profiles.get(_row_key(row), {}))
         point = points.get(_row_key(row))
         if extra:
             top = best.get(point.engine, {}) if point else {}
@@ -307,4 +317,6 @@ def render_json(
             "points": [p.as_row() for p in points],
             "best": curves.best_within(points, budget),
         }
+    if any_profile(combos):  # bench --profile: the module and kind tables as data
+        document["profiles"] = profile_json(combos)
     return json.dumps(document, indent=2, default=str) + "\n"

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from infercmp.core.contract import Measurement
+from infercmp.core.contract import Measurement, ProfileSpec
 from infercmp.core.errors import InfercmpError
 from infercmp.engines.descriptor import Converted
 from infercmp.engines.registry import get_descriptor
@@ -28,6 +28,7 @@ from infercmp.run.finish import (
 )
 from infercmp.run.plan import BenchPlan, Combination, combination_id
 from infercmp.run.prepare import Artifacts
+from infercmp.run.profile import attach_profile
 from infercmp.run.signals import Interrupted, stop_on_signals
 from infercmp.run.startup import StartupPasses, combination_startup
 from infercmp.run.worker_process import worker_spec
@@ -89,7 +90,7 @@ def run_bench(
                     listener.combination_finished(combo, early)
                 else:
                     pending[combo] = ComboProgress(combo, now_iso())
-            units = _units(plugin, pending, artifacts, measurement, store, repeat)
+            units = _units(plugin, pending, artifacts, measurement, store, repeat, plan.profile)
             for unit, outcome in executor.outcomes(units, listener, total):
                 progress = pending.get(unit.combo)
                 if progress is None:  # committed already: an earlier process of it failed
@@ -99,10 +100,15 @@ def run_bench(
                 if progress.done or len(progress.outcomes) == repeat:
                     # Committed before it leaves `pending`: a signal at any instant leaves
                     # it in one of the two, and an interruption commits what is pending.
-                    _commit(plugin, store, progress, listener, power_limit_w, artifacts, cold=cold)
+                    _commit(
+                        plugin, store, progress, listener, power_limit_w, artifacts,
+                        cold=cold, profile=plan.profile,
+                    )  # fmt: skip
                     del pending[unit.combo]
     except Interrupted as exc:
-        _commit_partial(plugin, store, pending, listener, power_limit_w, repeat, artifacts)
+        _commit_partial(
+            plugin, store, pending, listener, power_limit_w, repeat, artifacts, plan.profile
+        )
         finish_interrupted(store, exc.signame)
         return "interrupted"
     except OSError as exc:
@@ -124,6 +130,7 @@ def _units(
     measurement: Measurement,
     store: RunStore,
     repeat: int,
+    profile: ProfileSpec | None = None,
 ) -> Iterator[WorkUnit]:
     """Every (combination, process) unit, round-robin over the processes (all combinations'
     first process, then all second ones, ...), so slow drift of the machine hits every
@@ -132,7 +139,7 @@ def _units(
         for combo in list(pending):
             if combo in pending:
                 workdir = Path(store.path) / WORKERS_DIR / _worker_dir(combo, process)
-                spec = worker_spec(plugin, combo, artifacts, measurement, workdir, process)
+                spec = worker_spec(plugin, combo, artifacts, measurement, workdir, process, profile)
                 yield WorkUnit(combo, process, spec)
 
 
@@ -150,14 +157,18 @@ def _commit(
     artifacts: Artifacts | None = None,
     short: str | None = None,
     cold: StartupPasses | None = None,
+    profile: ProfileSpec | None = None,
 ) -> None:
     """Store the combination from its processes' outcomes, unless a better try is stored;
     with `bench --accuracy`, judged first (its worker's outputs file goes with the commit);
-    with `bench --cold`, its start-up passes run first (`run.startup`)."""
+    with `bench --cold`, its start-up passes run first (`run.startup`); with `bench
+    --profile`, its profile read and attributed (infercmp.run.profile)."""
     result, latency, samples = outcome_to_result(plugin, progress, power_limit_w)
     combo = progress.combo
     if artifacts is not None and artifacts.judge is not None:
         _judge(artifacts.judge, store, progress, result)
+    if artifacts is not None and profile is not None:
+        _profile(store, progress, result, artifacts)
     if artifacts is not None:
         _add_conversion_facts(result, artifacts.converted.get((combo.engine, combo.precision)))
         descriptor = get_descriptor(combo.engine.name)
@@ -213,6 +224,23 @@ def _judge(
         return
 
 
+def _profile(
+    store: RunStore, progress: ComboProgress, result: CombinationResult, artifacts: Artifacts
+) -> None:
+    """`result.profile`, its events attributed through the ONNX the engine ran and the
+    fp32 export (infercmp.run.profile.attach_profile)."""
+    combo = progress.combo
+    converted = artifacts.converted.get((combo.engine, combo.precision))
+    attach_profile(
+        result,
+        progress.outcomes,
+        lambda process: Path(store.path) / WORKERS_DIR / _worker_dir(combo, process),
+        [converted.artifact if converted else None, getattr(artifacts.onnx, "path", None)],
+        get_descriptor(combo.engine.name),
+        combo.engine.label,
+    )
+
+
 def _kept_measurement(store: RunStore, result: CombinationResult) -> CombinationResult | None:
     """The stored result a new one must not replace, or None.
 
@@ -242,6 +270,7 @@ def _commit_partial(
     power_limit_w: float | None,
     repeat: int = 1,
     artifacts: Artifacts | None = None,
+    profile: ProfileSpec | None = None,
 ) -> None:
     """Store the combinations that have at least one measured process when the run stops,
     saying so in those measured in fewer processes than `repeat`."""
@@ -253,7 +282,10 @@ def _commit_partial(
                 "stopped; 'infercmp bench --resume' measures it again in all of them"
             )
             with contextlib.suppress(OSError):
-                _commit(plugin, store, progress, listener, power_limit_w, artifacts, short)
+                _commit(
+                    plugin, store, progress, listener, power_limit_w, artifacts, short,
+                    profile=profile,
+                )  # fmt: skip
 
 
 def _without_worker(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from infercmp.core.contract import Load
+from infercmp.core.contract import Load, ProfileSpec
 from infercmp.core.errors import InfercmpError
 from infercmp.core.lazy import lazy_import
 from infercmp.engines.descriptor import DEVICES, PRECISIONS, EngineDescriptor, Machine
@@ -119,6 +119,8 @@ class BenchPlan:
     descriptors: dict[str, EngineDescriptor] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     cold: bool = False  # bench --cold: start-up passes after each measurement (run.startup)
+    # `bench --profile`: the profile phase each combination's first worker runs after the rest
+    profile: ProfileSpec | None = None
 
     @property
     def runnable(self) -> list[Combination]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from infercmp.artifacts.cache import ArtifactCache, resolve_cache_dir
-from infercmp.core.contract import Load, Measurement
+from infercmp.core.contract import Load, Measurement, ProfileSpec
 from infercmp.core.errors import InfercmpError, NothingRan, RunFailed
 from infercmp.platform.host import power_limit_w
 from infercmp.run.accuracy import AccuracyRequest, metric_failure
@@ -62,6 +62,7 @@ RUN_FLAGS = (
     "ci_target", "min_iters", "min_seconds", "max_seconds", "timeout", "device_resident",
     "sample_hz", "exporter", "batch", "latency_limit_ms", "concurrency", "scenario", "qps",
     "slo_ms", "accuracy", "cold",
+    "profile", "profile_iterations",
 )  # fmt: skip
 #: Where the workers run and find their artifacts: reused by `--resume RUN`, may be changed.
 PLACE_FLAGS = ("cache_dir", "executor", "ray_address", "ray_accelerator_type", "ray_resource")
@@ -96,6 +97,7 @@ class BenchRequest:
     #: run.json's "flags": every flag of RUN_FLAGS and PLACE_FLAGS as given (for `--resume`)
     flags: dict[str, Any]
     accuracy: AccuracyRequest | None = None  # --accuracy [N]
+    profile: ProfileSpec | None = None  # --profile, --profile-iterations N
     cold: bool = False  # --cold: cold and warm start-up passes (infercmp.run.startup)
 
 
@@ -235,6 +237,7 @@ def run_session(
             machine, loads=loads,
         )  # fmt: skip
         plan.cold = ask_cold(request.cold, runner is not None, view.note)
+        plan.profile = request.profile
         for note in [*dict.fromkeys(plan.notes), *batch_notes(plugin, experiments, loads)]:
             view.note(note)  # each once: loads share them
         samplers, left_out = choose_samplers(

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from infercmp.core.contract import AccuracySpec, Measurement, WorkerResult, WorkerSpec
+from infercmp.core.contract import (
+    AccuracySpec,
+    Measurement,
+    ProfileSpec,
+    WorkerResult,
+    WorkerSpec,
+)
 from infercmp.core.lazy import lazy_import
 from infercmp.engines.descriptor import Converted
 from infercmp.engines.registry import get_descriptor
@@ -68,13 +74,15 @@ def worker_spec(
     measurement: Measurement,
     result_dir: Path,
     process: int = 0,
+    profile: ProfileSpec | None = None,
 ) -> WorkerSpec:
     """The spec one worker runs: the engine's artifact, its options and the measurement.
 
     The artifact is the engine's own converted form when it made one, else the ONNX export
     for engines that start from it, else nothing (the engine builds from the plugin's module).
     The user's options win over the defaults a conversion set (e.g. the plan's backend).
-    With `bench --accuracy`, the first process also runs the evaluation samples.
+    With `bench --accuracy`, the first process also runs the evaluation samples; with
+    `bench --profile`, the first process also profiles, where the engine has a profiler.
     """
     converted = artifacts.converted.get((combo.engine, combo.precision), Converted())
     reference = artifacts.references[combo.reference_key]
@@ -87,7 +95,9 @@ def worker_spec(
             input_axes=axes,
             output_axes=output_axes(plugin.config),
         )
-    takes_onnx = get_descriptor(combo.engine.name).artifact == "onnx"
+    descriptor = get_descriptor(combo.engine.name)
+    takes_onnx = descriptor.artifact == "onnx"
+    profiles = process == 0 and descriptor.profiler is not None
     onnx = artifacts.onnx.path if takes_onnx and artifacts.onnx is not None else None
     return WorkerSpec(
         model=plugin.name,
@@ -104,6 +114,7 @@ def worker_spec(
         result_dir=result_dir,
         load=combo.load,
         accuracy=accuracy,
+        profile=profile if profiles else None,
     )
 
 

@@ -117,6 +117,36 @@ class _AccuracyRecord(_Record):
     error: StrictStr | None = None
 
 
+class _ProfileRowRecord(_Record):
+    """One row of a profile: what ran in these leaf modules ([]: no module), per iteration."""
+
+    modules: list[StrictStr]
+    kind: StrictStr
+    op_type: StrictStr = ""
+    ms: Annotated[_Finite, Field(ge=0)]
+    calls: _Count = 0
+
+
+class _ProfileRecord(_Record):
+    """`bench --profile`: a combination's profile (docs/results-format.md, "profile");
+    only `error` where it has none (n/a, or the phase failed)."""
+
+    profiler: StrictStr | None = None
+    iterations: _Count | None = None
+    measured_median_ms: _Number | None = None
+    profiled_wall_ms: _Number | None = None
+    profiled_mean_ms: _Number | None = None
+    op_total_ms: _Number | None = None
+    device_busy_ms: _Number | None = None
+    unexplained_ms: _Number | None = None
+    launch_gaps_ms: _Number | None = None
+    closure: _Number | None = None
+    rows: list[_ProfileRowRecord] = Field(default_factory=list)
+    notes: list[StrictStr] = Field(default_factory=list)
+    hints: list[StrictStr] = Field(default_factory=list)
+    error: StrictStr | None = None
+
+
 class _StartupPassRecord(_Record):
     """One start-up pass of `bench --cold` (docs/results-format.md, "startup")."""
 
@@ -256,6 +286,9 @@ class CombinationResult(BaseModel):
     # `bench --accuracy`: task metrics and agreement with PyTorch fp32 (infercmp.run.accuracy);
     # None when not asked, or when the combination measured nothing.
     accuracy: Annotated[dict[str, Any], _checked_by(_AccuracyRecord)] | None = None
+    # `bench --profile`: per-module and per-kind times of the engine's own profiler
+    # (infercmp.run.profile); None when not asked, or when the combination measured nothing.
+    profile: Annotated[dict[str, Any], _checked_by(_ProfileRecord)] | None = None
 
 
 def _iso_time(value: str) -> str:

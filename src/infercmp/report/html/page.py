@@ -10,6 +10,7 @@ from infercmp.core.lazy import lazy_import
 from infercmp.report import figures, precision
 from infercmp.report.html.accuracy import accuracy_section
 from infercmp.report.html.facts import environment_section
+from infercmp.report.html.profile import profile_section
 from infercmp.report.html.sections import (
     Charts,
     across_section,
@@ -88,6 +89,11 @@ def render_html(
     if accuracy:
         body.insert(len(body) - len(shapes), accuracy)
         nav.insert(0, '<a href="#accuracy">accuracy vs latency</a>')
+        body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
+    profiles = profile_section(charts, combos)
+    if profiles:  # bench --profile: where each engine's time goes
+        body.insert(len(body) - len(shapes), profiles)
+        nav.insert(0, '<a href="#profile">where the time goes</a>')
         body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
     starts = startup_section(combos)
     if starts:
