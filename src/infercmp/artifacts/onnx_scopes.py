@@ -10,7 +10,10 @@ node by its module. A node the exporter gave no module is the model's own top le
 An optimisation that merges nodes keeps one node's metadata: after BatchNorm is folded into the
 preceding Conv, the Conv carries the BatchNorm's path (`layer1.0.bn1`) and the rewriter's rule
 name; `NodeScope.fused_by` says so, and an exclusion by the conv's own path then also matches
-the parent (`layer1.0`), never the wrong sibling.
+the parent (`layer1.0`), never the wrong sibling. The merged node's parameters keep their
+names (`module.layer1.0.conv1.weight`): `NodeScope.merged` names the modules whose
+parameters such a node reads besides its own path's (the conv folded into `layer1.0.bn1`), so
+a profile can say that this node is `conv1` and `bn1` together.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class NodeScope:
 
     path: str
     fused_by: str | None = None
+    merged: tuple[str, ...] = ()  # merged nodes only: the modules of the parameters it reads
 
     def at_depth(self, depth: int) -> str:
         """The path cut to `depth` dotted parts (`layer1.0.conv1` at 1: `layer1`)."""
@@ -49,19 +53,38 @@ def node_scopes(model: onnx.ModelProto) -> dict[str, NodeScope]:
     """Every named node of the main graph -> its `NodeScope`, in the user's terms: without
     the export wrapper's `module.` prefix (when every node with a module carries it, as in
     infercmp's own export), torch.export's "no module" placeholder read as the top level."""
-    raw: dict[str, tuple[str, str | None]] = {}
+    raw: dict[str, tuple[str, str | None, list[str]]] = {}
+    initializers = {init.name for init in model.graph.initializer}
     for node in model.graph.node:
         props = {p.key: p.value for p in node.metadata_props}
         path = _dynamo_path(props.get(NAME_SCOPES))
         if path is None:
             path = _torchscript_path(node.name)
-        raw[node.name] = ("" if path.startswith(NO_MODULE) else path, props.get(REWRITE_RULE))
-    paths = [path for path, _ in raw.values() if path]
+        rule = props.get(REWRITE_RULE)
+        owners = [_owner(i) for i in node.input if rule and i in initializers]
+        raw[node.name] = ("" if path.startswith(NO_MODULE) else path, rule, owners)
+    paths = [path for path, _, _ in raw.values() if path]
     wrapped = bool(paths) and all(under(p, [EXPORT_WRAPPER]) for p in paths)
-    return {
-        name: NodeScope(_unwrapped(path) if wrapped else path, rule)
-        for name, (path, rule) in raw.items()
-    }
+
+    def user(path: str) -> str:
+        return _unwrapped(path) if wrapped else path
+
+    scopes = {}
+    for name, (path, rule, owners) in raw.items():
+        merged = [
+            user(o)
+            for o in owners
+            if o and o != path and (not wrapped or under(o, [EXPORT_WRAPPER]))
+        ]
+        scopes[name] = NodeScope(user(path), rule, tuple(dict.fromkeys(merged)))
+    return scopes
+
+
+def _owner(initializer: str) -> str:
+    """The module a parameter belongs to (`module.conv1.weight` -> `module.conv1`); "" for a
+    name that is no dotted parameter path (a constant the exporter made)."""
+    head, dot, _ = initializer.rpartition(".")
+    return head if dot and not head.startswith(("_", "/")) and " " not in head else ""
 
 
 def _unwrapped(path: str) -> str:

@@ -216,7 +216,10 @@ def module_of(event: ProfileEvent, index: ModuleIndex) -> list[str] | None:
     or none of its origins is a node of the artifact)."""
     if event.module is not None:
         return [event.module]
-    paths = [s.path for s in (_scope(o, index) for o in event.origin) if s is not None]
+    scopes = [s for s in (_scope(o, index) for o in event.origin) if s is not None]
+    # A node an optimisation merged (BatchNorm folded into its Conv) covers the modules of
+    # the parameters it reads too (onnx_scopes.NodeScope.merged), its conv first.
+    paths = [path for s in scopes for path in (*s.merged, s.path)]
     return list(dict.fromkeys(paths)) or None
 
 

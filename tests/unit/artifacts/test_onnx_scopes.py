@@ -109,3 +109,28 @@ def test_infercmps_export_wrapper_and_the_no_module_placeholder_are_not_user_pat
     # A user's own top-level child named `module` beside others is left alone.
     mixed = _model(_node("a", ["", "module", "x"]), _node("b", ["", "fc", "y"]))
     assert [s.path for s in node_scopes(mixed).values()] == ["module", "fc"]
+
+
+def test_a_conv_that_batchnorm_was_folded_into_names_both_modules(tmp_path):
+    """The exporter's optimiser folds BatchNorm into the Conv before it, which keeps the
+    BatchNorm's scope; the Conv's own module comes back from the weight it reads."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.bn1 = torch.nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn1(self.conv1(x)).relu()
+
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(Net().eval(), (torch.randn(1, 1, 8, 8),), str(path), dynamo=True)
+    model = onnx.load(path)
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    scope = node_scopes(model)[conv.name]
+    assert (scope.path, scope.merged) == ("bn1", ("conv1",))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    assert node_scopes(model)[relu.name].merged == ()  # not merged: its own path only

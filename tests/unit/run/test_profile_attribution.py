@@ -362,3 +362,17 @@ def test_depth_must_be_positive():
     assert check_depth(2) == 2
     with pytest.raises(InfercmpError, match="--depth 0"):
         check_depth(0)
+
+
+def test_a_node_with_batchnorm_folded_in_covers_its_conv_too():
+    from infercmp.artifacts.onnx_scopes import NodeScope
+    from infercmp.run.profile import ModuleIndex, module_of, row_label
+
+    index = ModuleIndex(
+        scopes={"node_Conv_1": NodeScope("bn1", "FuseBatchNormIntoConv", ("conv1",))}
+    )
+    event = ProfileEvent(
+        name="conv", op_type="Conv", device="cpu", total_ms=1.0, calls=1, origin=["node_Conv_1"]
+    )
+    assert module_of(event, index) == ["conv1", "bn1"]
+    assert row_label(["conv1", "bn1"], 1) == "conv1+bn1 (fused)"
