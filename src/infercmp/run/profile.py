@@ -170,9 +170,10 @@ class ModuleIndex:
                 producers.setdefault(tensor, node)
         order: dict[str, int] = {}
         for index, scope in enumerate(scopes.values()):
-            parts = scope.path.split(".") if scope.path else []
-            for depth in range(len(parts) + 1):
-                order.setdefault(".".join(parts[:depth]), index)
+            for path in (*scope.merged, scope.path):
+                parts = path.split(".") if path else []
+                for depth in range(len(parts) + 1):
+                    order.setdefault(".".join(parts[:depth]), index)
         return cls(scopes, producers, order)
 
 
