@@ -26,6 +26,7 @@ startup)
   { time timeout -s INT -k 20 "${SUITE_SECONDS:-540}" infercmp bench resnet50 -s 224,224,3 \
       -d cuda -p fp16 --batch 1 \
       -e pytorch -e 'pytorch[cuda_graph=true]' -e 'pytorch[compile=default]' -e onnxruntime \
+      -e 'onnxruntime[enable_cuda_graph=true]' -e tensorrt \
       --cold --max-seconds 1 --out "$out/runs"; } 2>&1 | tee "$out/bench.txt"
   ;;
 esac

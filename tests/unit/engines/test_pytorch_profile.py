@@ -275,6 +275,49 @@ def test_kernels_go_to_the_op_that_launched_them_and_busy_time_is_their_union():
     assert busy == pytest.approx(10.0)  # [10, 12] and [20, 28]: the kernel outside is not ours
 
 
+@dataclass
+class OldDeviceEvent:
+    """A device event of torch before 2.14: no `linked_correlation_id` (seen on the GPU
+    machine's torch 2.11: AttributeError in the first profile run there)."""
+
+    name: str
+    id: int
+    start: float
+    end: float
+    is_user_annotation: bool = False
+
+    @property
+    def time_range(self):
+        return SimpleNamespace(start=self.start, end=self.end)
+
+
+def test_without_correlation_ids_each_op_keeps_the_kernels_torch_gave_it():
+    cudnn = _tree("aten::cudnn_convolution", id=11, start=2, end=9, self_us=6)
+    cudnn.kernels = [SimpleNamespace(name="implicit_gemm", duration=5.0)] * 2  # type: ignore[attr-defined]
+    conv = _tree("aten::conv2d", cudnn, id=10, start=1, end=10)
+    iteration = _tree(
+        pt_profile.ITERATION_RANGE,
+        _tree(pt_profile.MODULE_RANGE + "layer1", conv),
+        id=1,
+        start=0,
+        end=30,
+    )
+    device = [
+        OldDeviceEvent("implicit_gemm", 101, 20, 25),
+        OldDeviceEvent("implicit_gemm", 102, 23, 28),
+        OldDeviceEvent("after the calls", 103, 40, 50),
+        OldDeviceEvent(pt_profile.MODULE_RANGE + "layer1", 104, 19, 29, True),
+    ]
+    events, busy = pt_profile.collect_events(
+        [iteration, *device, *_flatten(iteration)], True, lambda e: isinstance(e, OldDeviceEvent)
+    )
+    rows = {(e.module, e.name, e.op_type, e.exec_type): (e.total_ms, e.calls) for e in events}
+    assert rows == {
+        ("layer1", "aten::conv2d", "aten::cudnn_convolution", "implicit_gemm"): (0.01, 2)
+    }
+    assert busy == pytest.approx(8.0)  # [20, 28]: the range's twin and later work left out
+
+
 def test_cpu_ops_are_the_outermost_with_the_implementation_that_took_longest():
     def conv(start: float) -> FakeEvent:
         return _tree(

@@ -247,6 +247,27 @@ def test_cuda_launch_gaps_and_the_cuda_graph_hint(index):
     ]
 
 
+def test_on_cuda_the_gaps_are_the_timed_calls_not_the_profiled_ones(index):
+    """The profiler slows the host: a profiled call of 4 ms against a timed median of 1.6 ms
+    (ONNX Runtime on an H100). The kernels (0.5 ms, busy 0.45) are the profile's; the gaps
+    are what the timed call leaves, never more than the call itself."""
+    raw = RawProfile(
+        profiler="onnxruntime enable_profiling", iterations=2, wall_ms=[4.0, 4.0],
+        device_busy_ms=0.45, events=[_event("k", "Conv", 1.0, module="conv1", device="cuda")],
+    )  # fmt: skip
+    record = profile_record(raw, index, 1.6, "onnxruntime", get_descriptor("onnxruntime"), {})
+    assert record["unexplained_ms"] == pytest.approx(1.1)
+    assert record["launch_gaps_ms"] == pytest.approx(1.1)  # at most what no kernel explains
+    assert record["closure"] is None  # the rows add up to the median by this account
+    assert any("profiled call took 4 ms (+150%" in n for n in record["notes"])
+    assert record["hints"][0].startswith("onnxruntime spends 69% of each call between kernels")
+    slow = raw.model_copy(
+        update={"events": [_event("k", "Conv", 4.0, module="conv1", device="cuda")]}
+    )
+    flagged = profile_record(slow, index, 1.6, "onnxruntime", get_descriptor("onnxruntime"), {})
+    assert flagged["closure"] == pytest.approx(0.25) and flagged["unexplained_ms"] == 0.0
+
+
 def test_data_movement_hint_names_the_top_op_types():
     rows = [
         {"modules": [], "kind": "data movement", "op_type": "ReorderOutput", "ms": 0.3},

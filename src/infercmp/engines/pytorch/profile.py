@@ -285,19 +285,51 @@ def collect_events(
                 _walk(child, None, cpu, owners)
     if not cuda:
         return cpu.events("cpu"), None
+    # A range of ours has a device-side twin (gpu_user_annotation) spanning its kernels:
+    # not a kernel, and counting it would count them twice.
+    device_events = [e for e in events if is_device(e) and not _is_range(e)]
+    if device_events and not hasattr(device_events[0], "linked_correlation_id"):
+        return _kernels_by_op(events, device_events, owners, is_device)
     kernels = _Totals()
     intervals = []
-    for event in events:
-        # A range of ours has a device-side twin (gpu_user_annotation) spanning its kernels:
-        # not a kernel, and counting it would count them twice.
-        device = is_device(event) and not _is_range(event)
-        owner = owners.get(event.linked_correlation_id) if device else None
+    for event in device_events:
+        owner = owners.get(event.linked_correlation_id)
         if owner is None:
             continue
         module, outer, launcher = owner
         start, end = event.time_range.start, event.time_range.end
         kernels.add(module, outer, launcher, event.name, end - start)
         intervals.append((start, end))
+    return kernels.events("cuda"), _union(intervals)
+
+
+def _kernels_by_op(
+    events: list[Any],
+    device_events: list[Any],
+    owners: dict[int, tuple[str | None, str, str]],
+    is_device: Callable[[Any], bool],
+) -> tuple[list[ProfileEvent], float | None]:
+    """The CUDA events where a device event does not name its launching op (torch before
+    2.14 has no `linked_correlation_id`): each op's own `kernels` (name and duration) go to
+    its module, and the busy time is the union of the device events inside the profiled
+    calls' ranges."""
+    kernels = _Totals()
+    for event in events:
+        owner = owners.get(event.id)
+        if owner is None:
+            continue
+        module, outer, launcher = owner
+        for kernel in getattr(event, "kernels", ()):
+            kernels.add(module, outer, launcher, kernel.name, kernel.duration)
+    calls = [e.time_range for e in events if e.name == ITERATION_RANGE and not is_device(e)]
+    if not calls:
+        return kernels.events("cuda"), None
+    first, last = min(c.start for c in calls), max(c.end for c in calls)
+    intervals = [
+        (e.time_range.start, e.time_range.end)
+        for e in device_events
+        if first <= e.time_range.start <= last
+    ]
     return kernels.events("cuda"), _union(intervals)
 
 
