@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/profile_cpu.sh
 #
-# ResNet-50 224 at batch 1 under PyTorch, ONNX Runtime and OpenVINO in one run, with
+# ResNet-50 224 at batch 1 under PyTorch (eager and torch.compile), ONNX Runtime and OpenVINO
+# in one run, with
 # `--profile` (each engine's own profiler after the timed phase, aligned to ResNet-50's module
 # tree) and `--cold` (every engine's start-up in fresh processes with empty caches, then warm).
 # Results land under $OUT (default /tmp/infercmp-profile): runs/, the bench table, the aligned
@@ -17,6 +18,7 @@ grep -o 'avx512_vnni\|avx512_bf16\|amx_[a-z0-9]*' /proc/cpuinfo | sort -u | tr '
 echo | tee -a "$out/cpu.txt"
 
 { time infercmp bench resnet50 -s 224,224,3 -d cpu -e pytorch -e onnxruntime -e openvino \
+    -e 'pytorch[compile=default]' \
     --profile --cold --repeat 2 --out "$out/runs"; } 2>&1 | tee "$out/bench.txt"
 run=$(ls -d "$out"/runs/*/ | tail -1)
 infercmp report "$run" -o "$out/report.html"
