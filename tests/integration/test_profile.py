@@ -1,9 +1,7 @@
-"""`infercmp bench --profile` for real on tiny-cnn (CPU): each engine whose descriptor declares
-a profiler profiles in its first worker, and the stored profile names the model's own modules.
-
-Each engine is skipped, saying why, until its runtime implements `Engine.profile` (its
-descriptor's `profiler` is then set): the worker's profile phase and the engines' capture
-land beside this attribution.
+"""`infercmp bench --profile` for real on tiny-cnn (CPU): every built-in CPU engine declares a
+profiler and profiles in its first worker, and the stored profile names the model's own
+modules; `infercmp profile` does the same for models of several inputs and outputs and dynamic
+axes (tiny-two-io, tiny-encoder), with no change to their plugins.
 """
 
 from __future__ import annotations
@@ -27,14 +25,16 @@ MODULES = {str(n) for n in range(7)}
 
 
 def _profiled() -> list[str]:
-    return [e for e in ENGINES if get_descriptor(e).profiler is not None]
+    return list(ENGINES)
+
+
+def test_every_built_in_cpu_engine_declares_a_profiler():
+    assert all(get_descriptor(e).profiler for e in ENGINES)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     engines = _profiled()
-    if not engines:
-        pytest.skip("no engine implements Engine.profile yet (descriptors declare no profiler)")
     out = tmp_path_factory.mktemp("profile")
     args = [a for e in engines for a in ("-e", e)]
     done = subprocess.run(
@@ -51,8 +51,6 @@ def run(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_bench_profile_attributes_to_the_models_modules(run, engine):
-    if get_descriptor(engine).profiler is None:
-        pytest.skip(f"{engine} does not implement Engine.profile yet (its profiler is None)")
     (result,) = [r for r in RunStore.open(run).results if r.engine == engine]
     profile = result.profile
     assert result.status == "ok" and profile is not None and profile["error"] is None, profile
@@ -73,3 +71,28 @@ def test_the_json_report_carries_the_profiled_combinations(run):
     )  # fmt: skip
     (table,) = json.loads(report.stdout)["profiles"]
     assert {c["label"].split(" ")[0] for c in table["combinations"]} == set(_profiled())
+
+
+#: Each model's own children: what its profile must name on every engine.
+CHILDREN = {"tiny-two-io": {"embed", "mix", "head"}, "tiny-encoder": {"embed", "encoder"}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(CHILDREN))
+def test_infercmp_profile_takes_any_plugin_as_it_is(tmp_path, model):
+    args = [a for e in ENGINES for a in ("-e", e)]
+    done = subprocess.run(
+        [*INFERCMP, "profile", model, *args, "-d", "cpu", "--iters", "20",
+         "--profile-iterations", "3", "-o", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "INFERCMP_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"profile: {model}" in done.stdout  # the aligned table, printed
+    run = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name != "cache")
+    for result in RunStore.open(run).results:
+        profile = result.profile
+        assert profile is not None and profile["error"] is None, (result.engine, profile)
+        named = {row_label(r["modules"], 1).split(" ")[0] for r in profile["rows"] if r["modules"]}
+        children = {part for label in named for part in label.split("+")}
+        assert children & CHILDREN[model], (result.engine, named)
