@@ -135,7 +135,7 @@ def module_ranges(torch: Any, module: Any) -> Iterator[bool]:
         return
     open_ranges: list[Any] = []
     # The C++ range dynamo uses: about 0.5 us a range here against record_function's 4.7
-    # (measured on this VM's CPU); ResNet-50 opens 2 x 151 a call, which the profiled wall
+    # (measured on this VM's CPU); ResNet-50 opens 151 a call, which the profiled wall
     # carries into the closure against the timed median.
     make_range = getattr(torch._C._profiler, "_RecordFunctionFast", None)
     if make_range is None:
