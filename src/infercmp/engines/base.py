@@ -9,7 +9,8 @@ attribute only, so the timed loop pays a few tens of nanoseconds for the safety.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,6 +25,21 @@ if TYPE_CHECKING:
     from infercmp.core.contract import RawProfile
 else:
     np = lazy_import("numpy")
+
+
+def timed_calls(hot_path: Sequence[Callable[[], Any]], calls: int) -> list[float]:
+    """`calls` calls of an engine's hot path (copy in, compute, copy out, synchronize; what
+    `Engine.hot_path` gives), each one's wall ms: a profile's `wall_ms`, or its warm-up."""
+    copy_in, compute, copy_out, synchronize = hot_path
+    wall: list[float] = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        copy_in()
+        compute()
+        copy_out()
+        synchronize()
+        wall.append((time.perf_counter() - start) * 1e3)
+    return wall
 
 
 class EngineError(InfercmpError):

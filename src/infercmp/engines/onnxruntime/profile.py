@@ -16,7 +16,6 @@ from __future__ import annotations
 import bisect
 import json
 import re
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from infercmp.artifacts.onnx_scopes import tensor_producers
 from infercmp.core.contract import ProfileEvent, RawProfile
 from infercmp.core.lazy import lazy_import
+from infercmp.engines.base import timed_calls
 from infercmp.engines.onnxruntime import cuda_kernels
 
 if TYPE_CHECKING:
@@ -92,20 +92,6 @@ def enable(session_options: Any, workdir: Path, *, save_optimized: bool) -> None
         )
 
 
-def time_calls(hot_path: HotPath, calls: int) -> list[float]:
-    """Each call's wall time in ms, host arrays in to host arrays out."""
-    copy_in, compute, copy_out, synchronize = hot_path
-    wall: list[float] = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        copy_in()
-        compute()
-        copy_out()
-        synchronize()
-        wall.append((time.perf_counter() - start) * 1e3)
-    return wall
-
-
 def profile_session(
     session: Any,
     hot_path: HotPath,
@@ -121,11 +107,11 @@ def profile_session(
     """`warmup` then `iterations` calls on the profiled `session` (through its engine's
     `hot_path`), its trace read into events joined to `artifact`'s nodes. With `measured` (the
     CUDA-graph engine's hot path), wall_ms is timed there instead."""
-    time_calls(hot_path, warmup)
+    timed_calls(hot_path, warmup)
     cupti, wall = _cupti_calls(hot_path, iterations, workdir) if cuda else (None, [])
-    wall = wall or time_calls(hot_path, iterations)
+    wall = wall or timed_calls(hot_path, iterations)
     if measured is not None:
-        wall = time_calls(measured, iterations)
+        wall = timed_calls(measured, iterations)
     trace_file = Path(session.end_profiling())
     trace = json.loads(trace_file.read_text())
     notes = list(notes)
@@ -163,7 +149,7 @@ def _cupti_calls(
     wall: list[float] = []
 
     def once() -> None:
-        wall.extend(time_calls(hot_path, 1))
+        wall.extend(timed_calls(hot_path, 1))
 
     try:
         trace = cuda_kernels.traced_runs(once, iterations, workdir / CUPTI_TRACE)

@@ -12,7 +12,6 @@ that produced it). Reorders the CPU plugin inserts list none.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from infercmp.artifacts.onnx_scopes import tensor_producers
 from infercmp.core.contract import ProfileEvent, RawProfile
 from infercmp.core.lazy import lazy_import
+from infercmp.engines.base import timed_calls
 
 if TYPE_CHECKING:
     import onnx
@@ -64,21 +64,9 @@ def profile_request(
     `runs_before` counts the inferences before the warm-up (prepare's probe run: 1). That
     holds for one stream; the caller compiles the profiled model with one.
     """
-    copy_in, compute, copy_out, synchronize = hot_path
-    for _ in range(warmup):
-        copy_in()
-        compute()
-        copy_out()
-        synchronize()
+    timed_calls(hot_path, warmup)
     before, n_before = _means(request), runs_before + warmup
-    wall: list[float] = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        copy_in()
-        compute()
-        copy_out()
-        synchronize()
-        wall.append((time.perf_counter() - start) * 1e3)
+    wall = timed_calls(hot_path, iterations)
     n_after = n_before + iterations
     events = [
         ProfileEvent(
