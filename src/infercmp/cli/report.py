@@ -33,6 +33,7 @@ from infercmp.report import (
 from infercmp.report.accuracy import ACCURACY_REGRESSION, DEFAULT_ACCURACY_THRESHOLD
 from infercmp.report.runs import keep_nodes
 from infercmp.report.summary import _md_cell, fmt_ms
+from infercmp.run.profile import check_depth
 from infercmp.store.locate import run_owning
 
 FORMATS = ("html", "md", "csv", "json")
@@ -87,6 +88,12 @@ def report(
         help="Runs with --batch/--concurrency/--scenario: name each engine's best "
         "configuration with p99 within this (default: the server scenario's --slo-ms).",
     ),
+    depth: int = typer.Option(
+        1,
+        "--depth",
+        help="Runs with --profile: the module depth of the profile tables (1: the model's "
+        "children, conv1, layer1 .. layer4, fc; 2: their children, ...).",
+    ),
 ) -> None:
     """Write a report of one or more bench runs: an offline HTML page, or md/csv/json tables."""
     if output is not None:
@@ -109,7 +116,8 @@ def report(
             f"--latency-budget-ms must be a positive number of milliseconds, got "
             f"{latency_budget_ms}"
         )
-    text = renderers[kind](runs, baseline, latency_budget_ms=latency_budget_ms)
+    check_depth(depth)
+    text = renderers[kind](runs, baseline, latency_budget_ms=latency_budget_ms, profile_depth=depth)
     if output is None and kind != "html":
         write_stdout(text)
         return

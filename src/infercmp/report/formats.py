@@ -36,6 +36,7 @@ def render_markdown(
     runs: list[RunView],
     baseline_engine: str = DEFAULT_BASELINE,
     latency_budget_ms: float | None = None,
+    profile_depth: int = 1,
 ) -> str:
     """The runs, how to read their numbers, one table per shape, and for runs with load flags
     the throughput-latency points with each engine's best configuration."""
@@ -57,7 +58,9 @@ def render_markdown(
     combos = combinations(runs)
     budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
     text = "\n".join(lines) + "\n" + curves.markdown(curves.load_points(combos), budget)
-    text += _profile_markdown(combos)  # bench --profile: module and kind tables, in words
+    text += _profile_markdown(
+        combos, profile_depth
+    )  # bench --profile: module and kind tables, in words
     text += startup.render_markdown(combos)  # time to first answer
     # `infercmp debug-precision --run RUN` results: where a precision breaks, one section each
     breaks = [precision.render_markdown(r) for run in runs for r in read_results(run.path)]
@@ -220,6 +223,7 @@ def render_csv(
     runs: list[RunView],
     baseline_engine: str = DEFAULT_BASELINE,
     latency_budget_ms: float | None = None,
+    profile_depth: int = 1,
 ) -> str:
     buffer = io.StringIO()
     # Runs with load flags gain two columns: on the engine's Pareto front, and its best
@@ -286,6 +290,7 @@ def render_json(
     runs: list[RunView],
     baseline_engine: str = DEFAULT_BASELINE,
     latency_budget_ms: float | None = None,
+    profile_depth: int = 1,
 ) -> str:
     document = {
         "format": "infercmp-report-summary",
@@ -318,5 +323,5 @@ def render_json(
             "best": curves.best_within(points, budget),
         }
     if any_profile(combos):  # bench --profile: the module and kind tables as data
-        document["profiles"] = profile_json(combos)
+        document["profiles"] = profile_json(combos, profile_depth)
     return json.dumps(document, indent=2, default=str) + "\n"

@@ -10,7 +10,6 @@ unexplained), and a total row holds the profiled wall against the timed median (
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -317,10 +316,6 @@ def profile_json(combos: Sequence[CombinationView], depth: int = 1) -> list[dict
         }
         for t in profile_tables(combos, depth)
     ]
-
-
-def profile_json_text(combos: Sequence[CombinationView], depth: int = 1) -> str:
-    return json.dumps(profile_json(combos, depth), indent=2) + "\n"
 
 
 def profile_fields(combo: CombinationView) -> dict[str, Any]:

@@ -109,3 +109,15 @@ def test_only_the_first_process_of_an_engine_with_a_profiler_profiles(monkeypatc
     assert specs() == [None, None]  # no profiler: n/a at commit, no phase in the worker
     monkeypatch.setattr(type(descriptor), "profiler", "torch.profiler")
     assert specs() == [spec, None]
+
+
+def test_report_shows_a_stored_profile_at_any_depth(tmp_path, monkeypatch, capsys):
+    """The depth is the reader's choice: rows are stored at the leaf level, so a run profiled
+    once reads at depth 1 (layer1) or 3 (layer1.0.conv1) without running again."""
+    run = add_profiles(make_run(tmp_path / "runs", [Combo("pytorch")]), RESNET_LIKE)
+    code, out = _main(monkeypatch, capsys, "report", str(run), "-f", "md", "--depth", "3")
+    assert code in (0, None) and "| layer1.0.conv1 |" in out and "depth 3" in out
+    code, out = _main(monkeypatch, capsys, "report", str(run), "-f", "md")
+    assert "| layer1 |" in out and "layer1.0.conv1" not in out
+    code, _ = _main(monkeypatch, capsys, "report", str(run), "--depth", "0")
+    assert code == 2

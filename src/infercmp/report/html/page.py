@@ -49,6 +49,7 @@ def render_html(
     runs: list[RunView],
     baseline_engine: str = DEFAULT_BASELINE,
     latency_budget_ms: float | None = None,
+    profile_depth: int = 1,
 ) -> str:
     """The page of `runs`: speedups against `baseline_engine`, each engine's best load
     configuration within `latency_budget_ms` (default: the server scenario's SLO)."""
@@ -90,7 +91,7 @@ def render_html(
         body.insert(len(body) - len(shapes), accuracy)
         nav.insert(0, '<a href="#accuracy">accuracy vs latency</a>')
         body[1] = f'<nav class="toc">{"".join(nav)}</nav>'
-    profiles = profile_section(charts, combos)
+    profiles = profile_section(charts, combos, profile_depth)
     if profiles:  # bench --profile: where each engine's time goes
         body.insert(len(body) - len(shapes), profiles)
         nav.insert(0, '<a href="#profile">where the time goes</a>')
