@@ -8,7 +8,7 @@
 # `--profile` (each engine's own profiler after the timed phase, aligned to ResNet-50's module
 # tree) and `--cold` (every engine's start-up in fresh processes with empty caches, then warm).
 # Results land under $OUT (default /tmp/infercmp-profile): runs/, the bench table, the aligned
-# tables at depth 1 and 2, a report (html, md, json).
+# tables at depth 1 (report.md) and 2 (report-depth2.md), a report (html, md, json).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 COLUMNS=200 NO_COLOR=1
 out=${OUT:-/tmp/infercmp-profile}
@@ -23,4 +23,5 @@ echo | tee -a "$out/cpu.txt"
 run=$(ls -d "$out"/runs/*/ | tail -1)
 infercmp report "$run" -o "$out/report.html"
 infercmp report "$run" --format md > "$out/report.md"
+infercmp report "$run" --format md --depth 2 > "$out/report-depth2.md"
 infercmp report "$run" --format json > "$out/report.json"
