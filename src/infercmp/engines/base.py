@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +40,18 @@ def timed_calls(hot_path: Sequence[Callable[[], Any]], calls: int) -> list[float
         synchronize()
         wall.append((time.perf_counter() - start) * 1e3)
     return wall
+
+
+def busy_time(intervals: Iterable[tuple[float, float]]) -> float:
+    """The time at least one of the (start, end) intervals covers (the union's length, in
+    their unit): a profile's device busy time from its kernels' intervals."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
 
 
 class EngineError(InfercmpError):

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infercmp.engines.base import busy_time
+
 #: The name of the torch.profiler range the engine opens around each profiled run.
 RUN_MARK = "infercmp.ort_run"
 #: Trace categories of work on the device, and what each is.
@@ -165,14 +167,7 @@ def _holder(t: float, intervals: _Intervals) -> str | None:
 
 def busy_us(kernels: Sequence[Kernel]) -> float:
     """The time at least one of `kernels` ran: the union of their intervals, in us."""
-    total, end = 0.0, float("-inf")
-    for k in sorted(kernels, key=lambda k: k.start_us):
-        k_end = k.start_us + k.dur_us
-        if k_end <= end:
-            continue
-        total += k_end - max(k.start_us, end)
-        end = k_end
-    return total
+    return busy_time((k.start_us, k.start_us + k.dur_us) for k in kernels)
 
 
 def traced_runs(run_once: Callable[[], None], iterations: int, trace_path: Path) -> list[Any]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from infercmp.artifacts.onnx_scopes import tensor_producers
 from infercmp.core.contract import ProfileEvent, RawProfile
 from infercmp.core.lazy import lazy_import
-from infercmp.engines.base import timed_calls
+from infercmp.engines.base import busy_time, timed_calls
 from infercmp.engines.onnxruntime import cuda_kernels
 
 if TYPE_CHECKING:
@@ -240,7 +240,11 @@ def trace_events(
         )
         for (name, op_type, exec_type, device), (total, calls) in sums.items()
     ]
-    busy = _union_ms(kernels) / iterations if kernels else None
+    busy = (
+        busy_time((e["ts"], e["ts"] + e["dur"]) for e in kernels) / 1e3 / iterations
+        if kernels
+        else None
+    )
     return events, busy, notes
 
 
@@ -250,17 +254,6 @@ def _node_name(event: dict[str, Any]) -> str | None:
     if not name.endswith(KERNEL_TIME) or name.endswith(FENCES):
         return None
     return name.removesuffix(KERNEL_TIME)
-
-
-def _union_ms(events: list[dict[str, Any]]) -> float:
-    """The time at least one of `events` ran, in ms (their `ts`/`dur` are in us)."""
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e in events):
-        if stop <= end:
-            continue
-        total += stop - max(start, end)
-        end = stop
-    return total / 1e3
 
 
 def optimized_origins(

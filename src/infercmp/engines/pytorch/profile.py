@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infercmp.core.contract import ProfileEvent, RawProfile
+from infercmp.engines.base import busy_time
 
 PROFILER = "torch.profiler"
 MODULE_RANGE = "infercmp.module:"
@@ -300,7 +301,7 @@ def collect_events(
         start, end = event.time_range.start, event.time_range.end
         kernels.add(module, outer, launcher, event.name, end - start)
         intervals.append((start, end))
-    return kernels.events("cuda"), _union(intervals)
+    return kernels.events("cuda"), busy_time(intervals)
 
 
 def _kernels_by_op(
@@ -330,7 +331,7 @@ def _kernels_by_op(
         for e in device_events
         if first <= e.time_range.start <= last
     ]
-    return kernels.events("cuda"), _union(intervals)
+    return kernels.events("cuda"), busy_time(intervals)
 
 
 def _walk(
@@ -374,14 +375,3 @@ def _own(
         each = pending.pop()
         owners[each.id] = (module, outer, each.name)
         pending.extend(each.cpu_children)
-
-
-def _union(intervals: list[tuple[float, float]]) -> float:
-    """Total length of the union of [start, end] intervals."""
-    total, reach = 0.0, float("-inf")
-    for start, end in sorted(intervals):
-        if end <= reach:
-            continue
-        total += end - max(start, reach)
-        reach = end
-    return total
