@@ -24,17 +24,13 @@ INFERCMP = [sys.executable, "-c", "from infercmp.cli import main; main()"]
 MODULES = {str(n) for n in range(7)}
 
 
-def _profiled() -> list[str]:
-    return list(ENGINES)
-
-
 def test_every_built_in_cpu_engine_declares_a_profiler():
     assert all(get_descriptor(e).profiler for e in ENGINES)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    engines = _profiled()
+    engines = ENGINES
     out = tmp_path_factory.mktemp("profile")
     args = [a for e in engines for a in ("-e", e)]
     done = subprocess.run(
@@ -60,7 +56,6 @@ def test_bench_profile_attributes_to_the_models_modules(run, engine):
     assert named & MODULES, profile["rows"]  # the convolutions' own modules, not only "no module"
     conv = [r for r in profile["rows"] if r["kind"] == "conv/matmul"]
     assert conv and all(r["kind"] in KINDS for r in profile["rows"])
-    assert profile["unexplained_ms"] >= 0
 
 
 @pytest.mark.slow
@@ -70,7 +65,7 @@ def test_the_json_report_carries_the_profiled_combinations(run):
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     (table,) = json.loads(report.stdout)["profiles"]
-    assert {c["label"].split(" ")[0] for c in table["combinations"]} == set(_profiled())
+    assert {c["label"].split(" ")[0] for c in table["combinations"]} == set(ENGINES)
 
 
 #: Each model's own children: what its profile must name on every engine.

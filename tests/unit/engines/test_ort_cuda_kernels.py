@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from infercmp.engines.onnxruntime.cuda_kernels import RUN_MARK, Kernel, busy_us, node_kernels
+from infercmp.engines.base import busy_time
+from infercmp.engines.onnxruntime.cuda_kernels import RUN_MARK, Kernel, intervals_us, node_kernels
 
 # ONNX Runtime's clock starts at its session's profiling start; the trace's somewhere else.
 OFFSET = 1_000_000.0
@@ -72,7 +73,7 @@ def test_busy_time_is_the_union_of_intervals() -> None:
         Kernel("c", "kernel", None, 30, 5),
         Kernel("d", "kernel", None, 31, 1),
     ]
-    assert busy_us(ks) == 20.0
+    assert busy_time(intervals_us(ks)) == 20.0
 
 
 def test_cupti_kernels_become_events_of_their_node_with_its_op_type_and_origin() -> None:

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infercmp.engines.base import busy_time
-
 #: The name of the torch.profiler range the engine opens around each profiled run.
 RUN_MARK = "infercmp.ort_run"
 #: Trace categories of work on the device, and what each is.
@@ -165,9 +163,9 @@ def _holder(t: float, intervals: _Intervals) -> str | None:
     return None
 
 
-def busy_us(kernels: Sequence[Kernel]) -> float:
-    """The time at least one of `kernels` ran: the union of their intervals, in us."""
-    return busy_time((k.start_us, k.start_us + k.dur_us) for k in kernels)
+def intervals_us(kernels: Sequence[Kernel]) -> list[tuple[float, float]]:
+    """Each kernel's (start, end), in us: what `engines.base.busy_time` takes."""
+    return [(k.start_us, k.start_us + k.dur_us) for k in kernels]
 
 
 def traced_runs(run_once: Callable[[], None], iterations: int, trace_path: Path) -> list[Any]:

@@ -128,7 +128,7 @@ def profile_session(
     if kernels:  # ORT saw no kernels of its own; CUPTI did
         events = [e for e in events if e.exec_type != CUDA_PROVIDER]
         events += cupti_events(kernels, trace, origins or {})
-        busy = cuda_kernels.busy_us(kernels) / 1e3 / iterations
+        busy = busy_time(cuda_kernels.intervals_us(kernels)) / 1e3 / iterations
         trace_notes = [n for n in trace_notes if n != NO_CUDA_KERNELS] + [CUPTI_KERNELS]
     return RawProfile(
         profiler=PROFILER,

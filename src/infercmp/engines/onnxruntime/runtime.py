@@ -382,7 +382,7 @@ class OnnxRuntimeEngine(EngineBase):
 
         With enable_cuda_graph the profiled session runs without the graph (a replay has no
         nodes) and wall_ms is timed on this engine's own hot path."""
-        measured = self.hot_path()  # raises unless prepared
+        measured = self.hot_path()
         graph = bool(self.effective_options.get("enable_cuda_graph"))
         spec = self.spec
         if graph:

@@ -167,7 +167,6 @@ class OpenVINOEngine(EngineBase):
         The counters are per stream, so with several streams the profiled model gets one,
         with the threads one stream of this model has (what one request runs on).
         """
-        self.hot_path()  # raises unless prepared
         profiled = type(self)()
         profiled._perf_count = True
         notes: list[str] = []

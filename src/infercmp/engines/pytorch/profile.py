@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infercmp.core.contract import ProfileEvent, RawProfile
-from infercmp.engines.base import busy_time
+from infercmp.engines.base import busy_time, timed_calls
 
 PROFILER = "torch.profiler"
 MODULE_RANGE = "infercmp.module:"
@@ -175,17 +175,8 @@ def module_ranges(torch: Any, module: Any) -> Iterator[bool]:
 
 
 def _timed(calls: Calls) -> Callable[[], float]:
-    copy_in, compute, copy_out, synchronize = calls
-
-    def step() -> float:
-        started = time.perf_counter()
-        copy_in()
-        compute()
-        copy_out()
-        synchronize()
-        return (time.perf_counter() - started) * 1e3
-
-    return step
+    """One call of the hot path, its wall ms (engines.base.timed_calls)."""
+    return lambda: timed_calls(calls, 1)[0]
 
 
 def _eager_timed(eager_step: Callable[[], None]) -> Callable[[], float]:
