@@ -268,6 +268,10 @@ class RawProfile(_Model):
     # Each profiled iteration's wall time, host arrays in to host arrays out, in ms: the
     # profiled run's own clock (the profiler's overhead included).
     wall_ms: list[float]
+    # The same calls unprofiled, on the timed engine in the same phase, half just before the
+    # profiled run and half just after, each one's wall ms: what the profiler adds to a call,
+    # apart from how the machine has changed since the timed phase. Filled by EngineBase.
+    unprofiled_wall_ms: list[float] = Field(default_factory=list)
     # CUDA: per iteration, the mean time at least one kernel of it ran (the union of kernel
     # intervals); None on the CPU or where the profiler gives no kernel times.
     device_busy_ms: float | None = None

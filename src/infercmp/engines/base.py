@@ -182,7 +182,12 @@ class EngineBase(abc.ABC):
     def profile(self, iterations: int, warmup: int, workdir: Path) -> RawProfile:
         """The engine's own profiler over `iterations` calls of the prepared inputs after
         `warmup` unprofiled ones (the worker's untimed profile phase); files it keeps go
-        under `workdir`, which the engine creates if it writes any."""
+        under `workdir`, which the engine creates if it writes any.
+
+        Around it, `iterations` calls of the same hot path unprofiled, half before and half
+        after (`RawProfile.unprofiled_wall_ms`): the profiler's own cost is the profiled calls
+        against these, not against the timed phase, which ran earlier on a machine that may
+        since have changed."""
         if self._state is not _PREPARED:
             self._not_prepared("profile")
         if iterations < 1 or warmup < 0:
@@ -190,7 +195,11 @@ class EngineBase(abc.ABC):
                 f"engine '{self.name}': profile() needs iterations >= 1 and warmup >= 0, "
                 f"got {iterations} and {warmup}"
             )
-        return self._profile(iterations, warmup, workdir)
+        before = (iterations + 1) // 2
+        unprofiled = timed_calls(self.hot_path(), warmup + before)[warmup:]
+        raw = self._profile(iterations, warmup, workdir)
+        unprofiled += timed_calls(self.hot_path(), iterations - before)
+        return raw.model_copy(update={"unprofiled_wall_ms": unprofiled})
 
     def slot_engine(self) -> EngineBase:
         """Another engine for one more request in flight (`--concurrency`), loaded with the

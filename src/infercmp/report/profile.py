@@ -32,6 +32,8 @@ DIFFERENCES = 3
 PROFILE_COLUMNS = [
     "profiled_wall_ms",
     "profiled_mean_ms",
+    "profile_unprofiled_mean_ms",
+    "profiler_overhead",
     "profile_op_ms",
     "profile_unexplained_ms",
     "profile_launch_gaps_ms",
@@ -69,17 +71,22 @@ class ProfileTable:
         return "–" if ms is None else f"{ms:.3g} ({_share(ms, self.total(column))})"
 
     def total_cells(self) -> list[str]:
-        """Per column: the profiled wall and the timed median with the closure."""
+        """Per column: the profiled wall and the timed median with the closure, and what the
+        profiler added against the same calls unprofiled beside it."""
         cells = []
         for record in self.records:
             wall = record.get("profiled_mean_ms") or record.get("profiled_wall_ms")
             median = record.get("measured_median_ms")
             closure = record.get("closure")
+            overhead = record.get("profiler_overhead")
             text = "–" if wall is None else f"{wall:.3g}"
             if median is not None:
                 text += f" / {median:.3g}"
-            if closure is not None:
-                text += f" ({closure:+.0%})"
+            said = [f"{closure:+.0%}"] if closure is not None else []
+            if overhead is not None:
+                said.append(f"profiler {overhead:+.0%}")
+            if said:
+                text += f" ({'; '.join(said)})"
             cells.append(text)
         return cells
 
@@ -303,6 +310,8 @@ def profile_json(combos: Sequence[CombinationView], depth: int = 1) -> list[dict
                     "label": label,
                     "profiled_wall_ms": record.get("profiled_wall_ms"),
                     "profiled_mean_ms": record.get("profiled_mean_ms"),
+                    "unprofiled_mean_ms": record.get("unprofiled_mean_ms"),
+                    "profiler_overhead": record.get("profiler_overhead"),
                     "measured_median_ms": record.get("measured_median_ms"),
                     "closure": record.get("closure"),
                     "modules": {r: t.cells[(r, c)] for r in t.rows if (r, c) in t.cells},
@@ -330,6 +339,8 @@ def profile_fields(combo: CombinationView) -> dict[str, Any]:
     fields.update(
         profiled_wall_ms=record.get("profiled_wall_ms"),
         profiled_mean_ms=record.get("profiled_mean_ms"),
+        profile_unprofiled_mean_ms=record.get("unprofiled_mean_ms"),
+        profiler_overhead=record.get("profiler_overhead"),
         profile_op_ms=record.get("op_total_ms"),
         profile_unexplained_ms=record.get("unexplained_ms"),
         profile_launch_gaps_ms=record.get("launch_gaps_ms"),

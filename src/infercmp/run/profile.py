@@ -322,12 +322,15 @@ def profile_record(
     # against the mean call, the same statistic (the median is the one to set beside the
     # timed median by eye).
     mean = statistics.fmean(raw.wall_ms) if raw.wall_ms else None
+    unprofiled = statistics.fmean(raw.unprofiled_wall_ms) if raw.unprofiled_wall_ms else None
     record: dict[str, Any] = {
         "profiler": raw.profiler,
         "iterations": raw.iterations,
         "measured_median_ms": measured_median_ms,
         "profiled_wall_ms": wall,
         "profiled_mean_ms": mean,
+        "unprofiled_mean_ms": unprofiled,
+        "profiler_overhead": mean / unprofiled - 1 if mean and unprofiled else None,
         "op_total_ms": op_total,
         "device_busy_ms": raw.device_busy_ms,
         "unexplained_ms": None,
@@ -376,9 +379,23 @@ def _account(record: dict[str, Any], wall: float, op_total: float) -> None:
         if abs(closure) > CLOSURE_LIMIT:
             notes.append(
                 f"closure {closure:+.0%}: the profiled run took {op_total + unexplained:.4g} ms "
-                f"a call against the timed median {median:.4g} ms (the profiler's own "
-                "overhead, or a different state of the machine); shares are of the profiled run"
+                f"a call against the timed median {median:.4g} ms ({_why(record, median)}); "
+                "shares are of the profiled run"
             )
+
+
+def _why(record: dict[str, Any], median: float) -> str:
+    """What moved the profiled call off the timed median: the profiler (against the same
+    calls unprofiled beside it) and the machine (those calls against the timed median)."""
+    unprofiled = record.get("unprofiled_mean_ms")
+    overhead = record.get("profiler_overhead")
+    if not unprofiled or overhead is None:
+        return "the profiler's own overhead, or a different state of the machine"
+    return (
+        f"the profiler {overhead:+.0%} against the same calls unprofiled beside it, "
+        f"{unprofiled:.4g} ms; those calls {unprofiled / median - 1:+.0%} against the timed "
+        "median: the machine's state since the timed phase"
+    )
 
 
 def _account_device(

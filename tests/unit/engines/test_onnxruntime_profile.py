@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import helper
 
+from infercmp.core.contract import RawProfile
 from infercmp.engines import EngineSpec
 from infercmp.engines.onnxruntime import profile as ort_profile
 from infercmp.engines.onnxruntime.runtime import OnnxRuntimeEngine
@@ -86,11 +87,11 @@ def test_cuda_graph_profiles_without_the_graph_and_times_the_measured_engine(
 
     def fake(session, hot_path, iterations, warmup, workdir, artifact, **kw):
         seen.update(kw)
-        return "profile"
+        return RawProfile(profiler="profile", iterations=iterations, wall_ms=[], events=[])
 
     monkeypatch.setattr(OnnxRuntimeEngine, "_load", load)
     monkeypatch.setattr(ort_profile, "profile_session", fake)
-    assert engine.profile(2, 0, tmp_path) == "profile"
+    assert engine.profile(2, 0, tmp_path).profiler == "profile"
     engine.release()
     assert [s.options["enable_cuda_graph"] for s in specs] == [False]
     assert seen["measured"] is not None and seen["notes"] == [ort_profile.CUDA_GRAPH]

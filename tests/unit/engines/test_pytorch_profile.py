@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from infercmp.artifacts.reference import example_runtime_inputs
+from infercmp.core.contract import RawProfile
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
 from infercmp.engines.descriptor import _declaration_problems
@@ -69,6 +70,34 @@ def test_several_inputs_and_outputs_profile_under_the_plugins_module_paths(model
         assert not (tmp_path / "profile").exists()  # torch.profiler writes no files here
     finally:
         engine.release()
+
+
+def test_the_same_calls_unprofiled_surround_the_profiled_run(tmp_path, monkeypatch):
+    """EngineBase.profile times `iterations` calls of the hot path without the profiler, half
+    before the engine's profiled run and half after, on the same engine: the profiler's own
+    cost, apart from what changed since the timed phase."""
+    engine, _ = _engine("tiny-two-io")
+    calls: list[str] = []
+    compute = engine._compute
+
+    def counted() -> None:
+        calls.append("call")
+        compute()
+
+    def profiled(iterations, warmup, workdir):
+        calls.append("profiled")
+        return RawProfile(profiler="p", iterations=iterations, wall_ms=[1.0] * 5,
+                                     events=[])  # fmt: skip
+
+    monkeypatch.setattr(engine, "_compute", counted)
+    monkeypatch.setattr(engine, "_profile", profiled)
+    try:
+        raw = engine.profile(5, 2, tmp_path)
+    finally:
+        engine.release()
+    assert calls == ["call"] * (2 + 3) + ["profiled"] + ["call"] * 2  # warm-up, 3, run, 2
+    assert len(raw.unprofiled_wall_ms) == 5 and all(ms > 0 for ms in raw.unprofiled_wall_ms)
+    assert raw.wall_ms == [1.0] * 5  # the engine's own profiled calls, untouched
 
 
 def test_a_new_shape_profiles_at_that_shape(tmp_path):

@@ -96,7 +96,9 @@ def profile_section(charts: Any, combos: list[CombinationView], depth: int = 1) 
         "fused across modules goes to their common parent, marked (fused). no module: what "
         "the engine inserted (reorders, copies); unexplained: what no op explains (host "
         "overhead, copies in and out); launch gaps: on CUDA, the time no kernel ran. The "
-        "total row compares the profiled call with the timed median (closure); beyond 10% "
-        "the profiler's overhead moved it, and the note says so.</p></section>"
+        "total row compares the profiled call with the timed median (closure) and says what "
+        "the profiler added against the same calls unprofiled beside it; beyond 10% a note "
+        "says how much of the closure is the profiler's and how much the machine's.</p>"
+        "</section>"
     )
     return "\n".join(parts)
