@@ -32,7 +32,7 @@ DIFFERENCES = 3
 PROFILE_COLUMNS = [
     "profiled_wall_ms",
     "profiled_mean_ms",
-    "profile_unprofiled_mean_ms",
+    "profile_unprofiled_median_ms",
     "profiler_overhead",
     "profile_op_ms",
     "profile_unexplained_ms",
@@ -310,7 +310,7 @@ def profile_json(combos: Sequence[CombinationView], depth: int = 1) -> list[dict
                     "label": label,
                     "profiled_wall_ms": record.get("profiled_wall_ms"),
                     "profiled_mean_ms": record.get("profiled_mean_ms"),
-                    "unprofiled_mean_ms": record.get("unprofiled_mean_ms"),
+                    "unprofiled_median_ms": record.get("unprofiled_median_ms"),
                     "profiler_overhead": record.get("profiler_overhead"),
                     "measured_median_ms": record.get("measured_median_ms"),
                     "closure": record.get("closure"),
@@ -339,7 +339,7 @@ def profile_fields(combo: CombinationView) -> dict[str, Any]:
     fields.update(
         profiled_wall_ms=record.get("profiled_wall_ms"),
         profiled_mean_ms=record.get("profiled_mean_ms"),
-        profile_unprofiled_mean_ms=record.get("unprofiled_mean_ms"),
+        profile_unprofiled_median_ms=record.get("unprofiled_median_ms"),
         profiler_overhead=record.get("profiler_overhead"),
         profile_op_ms=record.get("op_total_ms"),
         profile_unexplained_ms=record.get("unexplained_ms"),

@@ -136,7 +136,7 @@ class _ProfileRecord(_Record):
     measured_median_ms: _Number | None = None
     profiled_wall_ms: _Number | None = None
     profiled_mean_ms: _Number | None = None
-    unprofiled_mean_ms: _Number | None = None
+    unprofiled_median_ms: _Number | None = None
     profiler_overhead: _Number | None = None
     op_total_ms: _Number | None = None
     device_busy_ms: _Number | None = None

@@ -112,13 +112,13 @@ def test_the_profilers_own_cost_is_shown_beside_the_closure(tmp_path):
     """A profile with the same calls timed unprofiled beside it says what the profiler added
     in the total row, the csv and the json."""
     made = make_run(tmp_path / "runs", [Combo("pytorch", median_ms=4.0)])
-    measured = dict(RESNET_LIKE["pytorch"], unprofiled_mean_ms=4.0, profiler_overhead=0.05)
+    measured = dict(RESNET_LIKE["pytorch"], unprofiled_median_ms=4.0, profiler_overhead=0.05)
     runs = load_runs([add_profiles(made, {"pytorch": measured})])
     (table,) = profile_tables(combinations(runs), depth=1)
     assert table.total_cells() == ["4.2 / 4 (+5%; profiler +5%)"]
     (row,) = csv.DictReader(io.StringIO(render_csv(runs)))
     assert float(row["profiler_overhead"]) == pytest.approx(0.05)
-    assert float(row["profile_unprofiled_mean_ms"]) == pytest.approx(4.0)
+    assert float(row["profile_unprofiled_median_ms"]) == pytest.approx(4.0)
     (combo,) = json.loads(render_json(runs))["profiles"][0]["combinations"]
     assert combo["profiler_overhead"] == pytest.approx(0.05)
 
