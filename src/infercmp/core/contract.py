@@ -272,6 +272,9 @@ class RawProfile(_Model):
     # profiled run and half just after, each one's wall ms: what the profiler adds to a call,
     # apart from how the machine has changed since the timed phase. Filled by EngineBase.
     unprofiled_wall_ms: list[float] = Field(default_factory=list)
+    # The timed phase ran --device-resident (compute alone, the inputs left on the device),
+    # while these calls, profiled and not, carry the copies in and out. Set by the worker.
+    device_resident: bool = False
     # CUDA: per iteration, the mean time at least one kernel of it ran (the union of kernel
     # intervals); None on the CPU or where the profiler gives no kernel times.
     device_busy_ms: float | None = None

@@ -21,10 +21,15 @@ PROFILE_FILE = "profile.json"
 PROFILE_DIR = "profile"
 
 
-def profile_phase(engine: Any, spec: ProfileSpec, result_dir: Path) -> ProfileOutputs:
-    """`engine.profile` over `spec.iterations` calls after `spec.warmup`; profile.json written."""
+def profile_phase(
+    engine: Any, spec: ProfileSpec, result_dir: Path, device_resident: bool = False
+) -> ProfileOutputs:
+    """`engine.profile` over `spec.iterations` calls after `spec.warmup`; profile.json written.
+    `device_resident`: the timed phase timed compute alone, which the profile is marked with."""
     started = time.perf_counter()
     raw = engine.profile(spec.iterations, spec.warmup, result_dir / PROFILE_DIR)
+    if device_resident:
+        raw = raw.model_copy(update={"device_resident": True})
     write_atomic(result_dir / PROFILE_FILE, raw.model_dump_json(indent=1).encode())
     return ProfileOutputs(
         file=PROFILE_FILE, iterations=raw.iterations, seconds=time.perf_counter() - started

@@ -410,7 +410,9 @@ def _profile(
     if spec.accuracy is not None:  # the accuracy phase left its last batch prepared
         engine.prepare(inputs)
     try:
-        result.profile = profile_phase(engine, settings, spec.result_dir)
+        result.profile = profile_phase(
+            engine, settings, spec.result_dir, spec.measurement.device_resident
+        )
     except UnsupportedCombination as exc:
         result.warnings.append(f"no profile: {_one_line(exc)}")
 

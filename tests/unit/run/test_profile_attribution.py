@@ -220,6 +220,26 @@ def test_the_closure_parts_the_profilers_cost_from_the_machines(index):
     assert "those calls +33% against the timed median" in said
 
 
+def test_no_closure_against_a_median_that_left_the_copies_out(index):
+    """--device-resident: the timed median is compute alone, the profiled calls carry the
+    copies; setting one against the other would call the copies the machine's share."""
+    raw = RawProfile(
+        profiler="p", iterations=2, wall_ms=[2.0, 2.0], unprofiled_wall_ms=[1.9, 1.9],
+        events=[_event("c", "Conv", 2.0)], device_resident=True,
+    )  # fmt: skip
+    record = profile_record(raw, index, 1.0, "onnxruntime")
+    assert record["closure"] is None and record["unexplained_ms"] == pytest.approx(1.0)
+    assert record["notes"] == [
+        "closure n/a: the timed median (--device-resident) is compute alone, while these "
+        "calls, profiled and not, carry the copies in and out"
+    ]
+    cuda = RawProfile(
+        profiler="p", iterations=1, wall_ms=[2.0], device_busy_ms=1.8, device_resident=True,
+        events=[_event("k", "Conv", 1.5, device="cuda"), _event("m", "Memcpy", 0.3, device="cuda")],
+    )  # fmt: skip
+    assert profile_record(cuda, index, 1.0, "onnxruntime")["closure"] is None
+
+
 def test_calls_that_vary_are_said(index):
     raw = RawProfile(
         profiler="p", iterations=4, wall_ms=[1.0, 1.0, 1.0, 9.0], events=[_event("c", "Conv", 4)]

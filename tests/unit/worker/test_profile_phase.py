@@ -73,6 +73,24 @@ def test_the_phase_writes_a_profile_attributed_to_the_plugins_modules(tmp_path):
     assert (tmp_path / "worker" / "latency.npz").is_file()
 
 
+def test_a_device_resident_run_marks_its_profile(tmp_path):
+    """--device-resident times compute alone; the profile's calls carry the copies, and say so
+    (the parent then gives no closure)."""
+    measurement = Measurement(warmup_iters=1, iters=4, device_resident=True)
+    spec = _spec(tmp_path, ProfileSpec(iterations=2, warmup=0)).model_copy(
+        update={"measurement": measurement}
+    )
+    result = worker_run.run_spec(spec, io.StringIO())
+    assert result.status == "ok", result.error
+    raw = RawProfile.model_validate_json((tmp_path / "worker" / PROFILE_FILE).read_bytes())
+    assert raw.device_resident and len(raw.unprofiled_wall_ms) == 2
+    plain = worker_run.run_spec(_spec(tmp_path, ProfileSpec(iterations=2, warmup=0)),
+                                io.StringIO())  # fmt: skip
+    assert plain.status == "ok", plain.error
+    again = RawProfile.model_validate_json((tmp_path / "worker" / PROFILE_FILE).read_bytes())
+    assert not again.device_resident
+
+
 def test_without_a_profile_spec_no_phase_runs(tmp_path):
     stream = io.StringIO()
     result = worker_run.run_spec(_spec(tmp_path), stream)
