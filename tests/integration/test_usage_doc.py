@@ -68,14 +68,25 @@ def test_the_documented_commands_are_found():
     assert commands.index(["infercmp", "export"]) < commands.index(["infercmp", "bench"])
 
 
+def _new_run(result: subprocess.CompletedProcess, tmp_path: Path, shown: str) -> Path:
+    """The run a bench wrote, from the command it printed for the user, which must be whole on
+    one line and name it."""
+    (command,) = [s for s in result.stdout.splitlines() if "infercmp report" in s]
+    assert command.startswith("report:  infercmp report "), shown
+    (run,) = shlex.split(command)[3:]
+    assert (tmp_path / run / "run.json").is_file(), shown
+    return Path(run)
+
+
 @pytest.mark.slow  # over 10 s on the 2-vCPU VM
 def test_following_usage_md_in_order_at_80_columns_gives_no_traceback_and_no_broken_line(
     tmp_path,
 ):
     env = dict(os.environ, COLUMNS="80", NO_COLOR="1", INFERCMP_CACHE_DIR=str(tmp_path / "cache"))
     runs: dict[str, Path] = {}  # --out dir -> its latest run, for compare
-    for documented in documented_commands(USAGE.read_text()):
-        argv = adapted(documented, runs)
+    benches: dict[str, list[str]] = {}  # --out dir -> the bench that wrote it
+
+    def run(argv: list[str]) -> tuple[subprocess.CompletedProcess, str]:
         result = subprocess.run(
             [str(CONSOLE_SCRIPT), *argv[1:]],
             cwd=tmp_path,
@@ -86,6 +97,11 @@ def test_following_usage_md_in_order_at_80_columns_gives_no_traceback_and_no_bro
         )
         shown = f"$ {shlex.join(argv)}\n{result.stdout}{result.stderr}"
         assert "Traceback" not in shown, shown
+        return result, shown
+
+    for documented in documented_commands(USAGE.read_text()):
+        argv = adapted(documented, runs)
+        result, shown = run(argv)
         if argv[1] == "build" and result.returncode == 2:
             # Without TensorRT(-RTX) installed, build says which extra to install, in one line.
             (line,) = result.stderr.splitlines()
@@ -94,6 +110,17 @@ def test_following_usage_md_in_order_at_80_columns_gives_no_traceback_and_no_bro
         if argv[1] == "compare":
             # The doc compares identical runs (no change, exit 0) and a slower one (exit 1).
             expected = 1 if "slow" in argv[3] else 0
+            if expected == 0 and result.returncode == 3:
+                # The same code measured twice can still differ beyond what its processes
+                # showed (once in CI: +39% on a 15 us call while the host moved the vCPUs);
+                # compare then says inconclusive, never a regression, and to measure again.
+                # A user would; so does this, once, and then it must pass.
+                out = Path(argv[3]).parts[0]
+                again, again_shown = run(benches[out])
+                assert again.returncode == 0, again_shown
+                runs[out] = _new_run(again, tmp_path, again_shown)
+                argv = adapted(documented, runs)
+                result, shown = run(argv)
             assert result.returncode == expected, shown
         elif argv[1] == "bench" and "cuda" in argv and not _has_cuda():
             # Every combination skipped: a run in which nothing ran exits 3, saying why.
@@ -103,12 +130,9 @@ def test_following_usage_md_in_order_at_80_columns_gives_no_traceback_and_no_bro
         else:
             assert result.returncode == 0, shown
         if argv[1] == "bench":
-            # The command printed for the user is whole on one line and names the new run.
-            (command,) = [s for s in result.stdout.splitlines() if "infercmp report" in s]
-            assert command.startswith("report:  infercmp report "), shown
-            (run,) = shlex.split(command)[3:]
-            assert (tmp_path / run / "run.json").is_file(), shown
-            runs[Path(run).parts[0]] = Path(run)
+            new = _new_run(result, tmp_path, shown)
+            runs[new.parts[0]] = new
+            benches[new.parts[0]] = argv
         if argv[1:] == ["report"]:
             # The latest run is the one `report` picks: it must have measured something.
             (reported,) = re.findall(r" from (\S+)$", result.stdout.strip())
