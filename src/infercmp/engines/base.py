@@ -27,7 +27,11 @@ else:
     np = lazy_import("numpy")
 
 
-def timed_calls(hot_path: Sequence[Callable[[], Any]], calls: int) -> list[float]:
+#: An engine's hot path as `Engine.hot_path` gives it: copy_in, compute, copy_out, synchronize.
+HotPath = tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any], Callable[[], Any]]
+
+
+def timed_calls(hot_path: HotPath, calls: int) -> list[float]:
     """`calls` calls of an engine's hot path (copy in, compute, copy out, synchronize; what
     `Engine.hot_path` gives), each one's wall ms: a profile's `wall_ms`, or its warm-up."""
     copy_in, compute, copy_out, synchronize = hot_path

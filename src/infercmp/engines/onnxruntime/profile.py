@@ -17,14 +17,14 @@ import bisect
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infercmp.artifacts.onnx_scopes import tensor_producers
 from infercmp.core.contract import ProfileEvent, RawProfile
 from infercmp.core.lazy import lazy_import
-from infercmp.engines.base import busy_time, timed_calls
+from infercmp.engines.base import HotPath, busy_time, timed_calls
 from infercmp.engines.onnxruntime import cuda_kernels
 
 if TYPE_CHECKING:
@@ -70,8 +70,6 @@ COMPILED_EP = (
     "the TensorRT EP compiles subgraphs ORT cannot save: no optimized graph, so events have "
     "no origin"
 )
-
-HotPath = tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any], Callable[[], Any]]
 
 
 def enable(session_options: Any, workdir: Path, *, save_optimized: bool) -> None:

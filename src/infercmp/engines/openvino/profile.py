@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from infercmp.artifacts.onnx_scopes import tensor_producers
 from infercmp.core.contract import ProfileEvent, RawProfile
 from infercmp.core.lazy import lazy_import
-from infercmp.engines.base import timed_calls
+from infercmp.engines.base import HotPath, timed_calls
 
 if TYPE_CHECKING:
     import onnx
@@ -40,8 +40,6 @@ OVER_WALL = (
     "the layers' times sum to more than wall_ms (OpenVINO's own per-layer clock, microsecond "
     "means): compare shares, not absolute sums"
 )
-
-HotPath = tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any], Callable[[], Any]]
 
 
 def profile_request(

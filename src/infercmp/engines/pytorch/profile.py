@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infercmp.core.contract import ProfileEvent, RawProfile
-from infercmp.engines.base import busy_time, timed_calls
+from infercmp.engines.base import HotPath, busy_time, timed_calls
 
 PROFILER = "torch.profiler"
 MODULE_RANGE = "infercmp.module:"
@@ -70,8 +70,6 @@ INT8_NOTE = (
     "events carry no module"
 )
 
-Calls = tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any], Callable[[], Any]]
-
 
 @dataclass(frozen=True)
 class ProfileTarget:
@@ -84,7 +82,7 @@ class ProfileTarget:
     """
 
     torch: Any
-    hot_path: Calls
+    hot_path: HotPath
     cuda: bool
     module: Any = None
     eager_step: Callable[[], None] | None = None
@@ -174,7 +172,7 @@ def module_ranges(torch: Any, module: Any) -> Iterator[bool]:
             open_ranges.pop().__exit__(None, None, None)
 
 
-def _timed(calls: Calls) -> Callable[[], float]:
+def _timed(calls: HotPath) -> Callable[[], float]:
     """One call of the hot path, its wall ms (engines.base.timed_calls)."""
     return lambda: timed_calls(calls, 1)[0]
 

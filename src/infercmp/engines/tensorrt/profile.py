@@ -19,12 +19,11 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from infercmp.core.contract import ProfileEvent, RawProfile
+from infercmp.engines.base import HotPath, timed_calls
 
 PROFILER = "TensorRT IProfiler"
 REFORMAT_PREFIX = "Reformatting CopyNode for "
@@ -47,8 +46,6 @@ NAME_TYPES_NOTE = (
     "layer types read from the layer names (the plan keeps no layer details: build it with "
     "profiling verbosity DETAILED for the inspector's LayerType and tactics)"
 )
-
-Calls = tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any], Callable[[], Any]]
 
 
 @dataclass(frozen=True)
@@ -158,15 +155,14 @@ def inspect_layers(trt: Any, engine: Any, context: Any) -> InspectedLayers:
 def take_profile(
     trt: Any,
     context: Any,
-    calls: Calls,
+    calls: HotPath,
     layer_times: Any,
     inspected: InspectedLayers,
     iterations: int,
     warmup: int,
 ) -> RawProfile:
     """`warmup` calls unprofiled, then `iterations` calls with `layer_times` on the context."""
-    for _ in range(warmup):
-        _call(calls)
+    timed_calls(calls, warmup)
     explicit = hasattr(context, "enqueue_emits_profiler") and hasattr(context, "report_to_profiler")
     context.profiler = layer_times
     if explicit:
@@ -174,23 +170,13 @@ def take_profile(
     wall = []
     try:
         for _ in range(iterations):
-            started = time.perf_counter()
-            _call(calls)
-            wall.append((time.perf_counter() - started) * 1e3)
+            wall += timed_calls(calls, 1)
             if explicit:
                 context.report_to_profiler()
     finally:
         with contextlib.suppress(Exception):  # nothing runs on this context after the phase
             context.profiler = None
     return _raw_profile(layer_times.totals, inspected, iterations, wall)
-
-
-def _call(calls: Calls) -> None:
-    copy_in, compute, copy_out, synchronize = calls
-    copy_in()
-    compute()
-    copy_out()
-    synchronize()
 
 
 def _raw_profile(
