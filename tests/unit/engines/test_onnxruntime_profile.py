@@ -8,32 +8,19 @@ import json
 import onnx
 import pytest
 from onnx import helper
+from prepared_engines import prepared_on_cpu
 
 from infercmp.core.contract import RawProfile
-from infercmp.engines import EngineSpec
 from infercmp.engines.onnxruntime import profile as ort_profile
 from infercmp.engines.onnxruntime.runtime import OnnxRuntimeEngine
 from infercmp.engines.registry import get_descriptor
-from infercmp.workload.inputs import example_runtime_inputs
-from infercmp.workload.shapes import default_experiment
 
 
 def _prepared(exported, name: str, **options) -> tuple[OnnxRuntimeEngine, onnx.ModelProto]:
-    plugin, artifact = exported(name)
-    config = plugin.config
-    spec = EngineSpec(
-        model=name,
-        device="cpu",
-        precision="fp32",
-        artifact=artifact.path,
-        input_names=tuple(config.input_names),
-        output_names=tuple(config.output_names),
-        options=options,
-    )
+    artifact = exported(name)[1].path
     engine = OnnxRuntimeEngine()
-    engine.load(spec)
-    engine.prepare(example_runtime_inputs(plugin, default_experiment(config)))
-    return engine, onnx.load(str(artifact.path), load_external_data=False)
+    prepared_on_cpu(engine, name, artifact, **options)
+    return engine, onnx.load(str(artifact), load_external_data=False)
 
 
 @pytest.mark.parametrize("level", ["all", "basic"])

@@ -9,30 +9,16 @@ from types import SimpleNamespace
 
 import onnx
 import pytest
+from prepared_engines import prepared_on_cpu
 
-from infercmp.engines import EngineSpec
 from infercmp.engines.openvino import profile as ov_profile
 from infercmp.engines.openvino.runtime import OpenVINOEngine
 from infercmp.engines.registry import get_descriptor
-from infercmp.workload.inputs import example_runtime_inputs
-from infercmp.workload.shapes import default_experiment
 
 
 def _prepared(exported, name: str, artifact: Path | None = None, **options) -> OpenVINOEngine:
-    plugin, onnx_artifact = exported(name)
-    config = plugin.config
-    spec = EngineSpec(
-        model=name,
-        device="cpu",
-        precision="fp32",
-        artifact=artifact or onnx_artifact.path,
-        input_names=tuple(config.input_names),
-        output_names=tuple(config.output_names),
-        options=options,
-    )
     engine = OpenVINOEngine()
-    engine.load(spec)
-    engine.prepare(example_runtime_inputs(plugin, default_experiment(config)))
+    prepared_on_cpu(engine, name, artifact or exported(name)[1].path, **options)
     return engine
 
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from prepared_engines import prepared_on_cpu
 
-from infercmp.artifacts.reference import example_runtime_inputs
 from infercmp.core.contract import RawProfile
 from infercmp.engines import EngineSpec
 from infercmp.engines.base import EngineBase, EngineError, UnsupportedCombination
@@ -18,27 +18,11 @@ from infercmp.engines.pytorch import profile as pt_profile
 from infercmp.engines.pytorch.runtime import PyTorchEngine
 from infercmp.engines.registry import get_descriptor
 from infercmp.workload.plugins import get_plugin
-from infercmp.workload.shapes import default_experiment
 
 
 def _engine(model: str, **options) -> tuple[PyTorchEngine, list[np.ndarray]]:
-    plugin = get_plugin(model)
-    config = plugin.config
     engine = PyTorchEngine()
-    engine.load(
-        EngineSpec(
-            model=model,
-            device="cpu",
-            precision="fp32",
-            artifact=None,
-            input_names=tuple(config.input_names),
-            output_names=tuple(config.output_names),
-            options=options,
-        )
-    )
-    inputs = example_runtime_inputs(plugin, default_experiment(config))
-    engine.prepare(inputs)
-    return engine, inputs
+    return engine, prepared_on_cpu(engine, model, **options)
 
 
 def _paths(model: str) -> set[str]:
