@@ -94,6 +94,9 @@ class EngineBase(abc.ABC):
         self.effective_options: dict[str, Any] = {}
         # What the engine really ran with (providers, versions): recorded in result.json.
         self.info: dict[str, Any] = {}
+        # The arrays prepare() was last given: an engine's profile prepares its profiled twin
+        # (a second session or compile) with them.
+        self._prepared_inputs: list[np.ndarray] = []
 
     # -- the Engine protocol ------------------------------------------------------------------
 
@@ -150,7 +153,9 @@ class EngineBase(abc.ABC):
                     "expected a numpy array"
                 )
         self._state = _LOADED  # a failed re-prepare must not leave stale buffers usable
-        self._prepare([np.ascontiguousarray(a) for a in inputs])
+        arrays = [np.ascontiguousarray(a) for a in inputs]
+        self._prepare(arrays)
+        self._prepared_inputs = arrays
         self._state = _PREPARED
 
     def copy_in(self) -> None:
@@ -226,6 +231,7 @@ class EngineBase(abc.ABC):
         try:
             self._release()
         finally:
+            self._prepared_inputs = []
             self._state = _RELEASED
 
     def _not_prepared(self, method: str) -> None:

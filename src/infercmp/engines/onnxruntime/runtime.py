@@ -91,7 +91,6 @@ class OnnxRuntimeEngine(EngineBase):
         self._int8: dict[str, Any] = {}
         # Set on the second, profiled engine that `profile()` makes: its trace and graph go here.
         self._profile_dir: Path | None = None
-        self._prepared: list[np.ndarray] = []  # the arrays prepare() was given, for profile()
         self._release_buffers()
 
     def _release_buffers(self) -> None:
@@ -268,7 +267,6 @@ class OnnxRuntimeEngine(EngineBase):
             )
 
     def _prepare(self, inputs: list[np.ndarray]) -> None:
-        self._prepared = list(inputs)
         if self._graph_rebind(inputs):
             return
         ort = self._ort
@@ -391,7 +389,7 @@ class OnnxRuntimeEngine(EngineBase):
         profiled._profile_dir = Path(workdir)
         try:
             profiled.load(spec)
-            profiled.prepare(self._prepared)
+            profiled.prepare(self._prepared_inputs)
             return ort_profile.profile_session(
                 profiled._session,
                 profiled.hot_path(),
@@ -415,7 +413,6 @@ class OnnxRuntimeEngine(EngineBase):
     def _release(self) -> None:
         self._synchronize()
         self._release_buffers()
-        self._prepared = []
         self._binding = None
         self._session = None
         if self._stream_handle is not None:

@@ -46,7 +46,6 @@ class OpenVINOEngine(EngineBase):
         self._config: dict[str, Any] = {}
         self._copyto: Any = None  # numpy.copyto, bound in prepare()
         self._perf_count = False  # set on the second, profiled engine that profile() makes
-        self._prepared: list[np.ndarray] = []  # the arrays prepare() was given, for profile()
         self._release_buffers()
 
     def _release_buffers(self) -> None:
@@ -105,7 +104,6 @@ class OpenVINOEngine(EngineBase):
     def _prepare(self, inputs: list[np.ndarray]) -> None:
         ov = self._ov
         self._release_buffers()
-        self._prepared = list(inputs)
         self._copyto = np.copyto  # bound here: the timed copy_in reads no lazy module
         model = self._model
         model.reshape(
@@ -183,7 +181,7 @@ class OpenVINOEngine(EngineBase):
                     f"profiled with 1 stream of {threads} thread(s), what one request gets of "
                     f"the measured {streams} streams: OpenVINO's counters are per stream"
                 )
-            profiled.prepare(self._prepared)
+            profiled.prepare(self._prepared_inputs)
             artifact = Path(self.spec.artifact or "")
             names, producers = ov_profile.artifact_names(artifact, profiled._core.read_model)
             origins = ov_profile.runtime_origins(
@@ -206,6 +204,5 @@ class OpenVINOEngine(EngineBase):
 
     def _release(self) -> None:
         self._release_buffers()
-        self._prepared = []
         self._model = None
         self._core = None
