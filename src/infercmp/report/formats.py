@@ -58,9 +58,8 @@ def render_markdown(
     combos = combinations(runs)
     budget = latency_budget_ms if latency_budget_ms is not None else curves.default_budget(combos)
     text = "\n".join(lines) + "\n" + curves.markdown(curves.load_points(combos), budget)
-    text += _profile_markdown(
-        combos, profile_depth
-    )  # bench --profile: module and kind tables, in words
+    # bench --profile: module and kind tables, in words
+    text += _profile_markdown(combos, profile_depth)
     text += startup.render_markdown(combos)  # time to first answer
     # `infercmp debug-precision --run RUN` results: where a precision breaks, one section each
     breaks = [precision.render_markdown(r) for run in runs for r in read_results(run.path)]

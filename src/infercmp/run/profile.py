@@ -376,7 +376,6 @@ def _account(record: dict[str, Any], wall: float, op_total: float, resident: boo
         )
     unexplained = max(0.0, wall - op_total)
     record["unexplained_ms"] = unexplained
-    busy = record["device_busy_ms"]
     if busy is not None:  # on CUDA: the part of it where no kernel ran, at most all of it
         record["launch_gaps_ms"] = min(unexplained, max(0.0, wall - busy))
     if median and not resident:

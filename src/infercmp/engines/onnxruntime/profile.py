@@ -224,8 +224,9 @@ def trace_events(
     for e in kernels:
         args = e.get("args", {})
         node = str(args.get("parent_name", "")).removesuffix(KERNEL_TIME)
-        sums[(node, args.get("op_name", ""), e["name"], "cuda")][0] += e["dur"] / 1e3
-        sums[(node, args.get("op_name", ""), e["name"], "cuda")][1] += 1
+        key = (node, args.get("op_name", ""), e["name"], "cuda")
+        sums[key][0] += e["dur"] / 1e3
+        sums[key][1] += 1
     events = [
         ProfileEvent(
             name=name,
